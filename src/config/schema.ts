@@ -1,0 +1,67 @@
+import { z } from "zod";
+
+/**
+ * The configuration file's schema: the one place where defaults, limits and their
+ * documentation live. The README's configuration reference is generated from it
+ * (`bun scripts/config-doc.ts`).
+ */
+const aclRule = z.object({
+  action: z.enum(["publish", "subscribe", "all"]).describe("operation the rule covers"),
+  topic: z.string().min(1).describe("topic filter; %u = username, %c = client id"),
+  permission: z.enum(["allow", "deny"]),
+  username: z.string().optional().describe("only for this username"),
+  client_id: z.string().optional().describe("only for this client id"),
+}).strict();
+
+const port = z.number().int().min(0).max(65535);
+
+export const configSchema = z.object({
+  listeners: z.object({
+    host: z.string().default("0.0.0.0").describe("address the MQTT and WebSocket listeners bind to"),
+    mqtt_port: port.default(1883).describe("MQTT over TCP; 0 picks a free port"),
+    ws_port: port.nullable().default(null).describe("MQTT over WebSocket (path /mqtt); null disables, 0 picks a free port"),
+  }).strict().prefault({}),
+  data_dir: z.string().default("./data").describe("where the SQLite database lives"),
+  log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  mqtt: z.object({
+    max_packet_size: z.number().int().min(64).max(268_435_460).default(1_048_576)
+      .describe("largest packet accepted, in bytes; announced as Maximum Packet Size"),
+    max_topic_length: z.number().int().min(1).max(65_535).default(65_535).describe("bytes in a topic name or filter"),
+    max_topic_levels: z.number().int().min(1).max(65_535).default(128).describe("levels in a topic name or filter"),
+    receive_maximum: z.number().int().min(1).max(65_535).default(1024)
+      .describe("unacknowledged QoS>0 publishes a client may send; more gets DISCONNECT 0x93"),
+    max_inflight: z.number().int().min(1).max(65_535).default(64)
+      .describe("QoS>0 messages in flight to one client (also capped by its Receive Maximum)"),
+    max_queued_messages: z.number().int().min(1).default(10_000)
+      .describe("messages queued per session beyond the in-flight window; more are dropped and counted"),
+    queue_qos0_messages: z.boolean().default(false).describe("queue QoS 0 messages for offline persistent sessions"),
+    topic_alias_maximum: z.number().int().min(0).max(65_535).default(10)
+      .describe("topic aliases a client may use towards Ferry; 0 disables"),
+    server_keep_alive: z.number().int().min(0).max(65_535).nullable().default(null)
+      .describe("if set, overrides the client's keep alive and is announced in CONNACK"),
+    max_session_expiry: z.number().int().min(0).max(0xffffffff).default(0xffffffff)
+      .describe("largest Session Expiry Interval granted, in seconds"),
+    max_connections: z.number().int().min(1).default(100_000),
+    max_buffered_bytes: z.number().int().min(1024).default(8 * 1024 * 1024)
+      .describe("bytes waiting to be written to one client before QoS 0 messages to it are dropped"),
+    retain_available: z.boolean().default(true),
+    sys_interval: z.number().int().min(0).default(10).describe("seconds between $SYS updates; 0 disables"),
+  }).strict().prefault({}),
+  auth: z.object({
+    allow_anonymous: z.boolean().default(true).describe("accept clients that send no username"),
+  }).strict().prefault({}),
+  acl: z.object({
+    default: z.enum(["allow", "deny"]).default("allow").describe("decision when no rule matches"),
+    rules: z.array(aclRule).default([]).describe("checked in order; the first match decides"),
+  }).strict().prefault({}),
+  storage: z.object({
+    durability: z.enum(["commit", "periodic", "memory"]).default("commit")
+      .describe("commit: ack after the SQLite commit is durable; periodic: flush every flush_interval_ms; memory: nothing on disk"),
+    flush_interval_ms: z.number().int().min(10).default(1000).describe("periodic mode: how often to flush"),
+    max_bytes: z.number().int().min(0).default(0).describe("database size bound; 0 means no bound"),
+    message_ttl_seconds: z.number().int().min(0).default(0)
+      .describe("log messages no session still needs are trimmed after this; 0 keeps them until max_bytes"),
+  }).strict().prefault({}),
+}).strict();
+
+export type FerryConfig = z.infer<typeof configSchema>;

@@ -1,0 +1,58 @@
+import type { AclRule } from "../auth/acl.ts";
+
+/**
+ * Everything the kernel needs to know, already validated and defaulted by the config
+ * layer (src/config/schema.ts is where defaults and their docs live).
+ */
+export interface BrokerOptions {
+  /** Largest packet Ferry accepts, in bytes (also announced as Maximum Packet Size). */
+  maxPacketSize: number;
+  maxTopicLength: number;
+  maxTopicLevels: number;
+  /** Receive Maximum Ferry announces: QoS>0 publishes a client may have unacknowledged. */
+  receiveMaximum: number;
+  /** Cap on QoS>0 messages in flight to one client, whatever its Receive Maximum. */
+  maxInflight: number;
+  /** Messages queued per session beyond the in-flight window; more are dropped and counted. */
+  maxQueuedMessages: number;
+  /** Queue QoS 0 messages for offline persistent sessions (Mosquitto's queue_qos0_messages). */
+  queueQos0: boolean;
+  /** Topic Alias Maximum Ferry announces for client→broker aliases; 0 disables. */
+  topicAliasMaximum: number;
+  /** If set, announced as Server Keep Alive and used instead of the client's value. */
+  serverKeepAlive: number | undefined;
+  /** Largest Session Expiry Interval granted, in seconds. */
+  maxSessionExpiry: number;
+  maxConnections: number;
+  /** Bytes a connection may have waiting to be written before QoS 0 messages to it are dropped. */
+  maxBufferedBytes: number;
+  /** Publish $SYS topics every this many seconds; 0 disables. */
+  sysInterval: number;
+  retainAvailable: boolean;
+  aclDefault: "allow" | "deny";
+  aclRules: AclRule[];
+  /** Allow clients without a username. */
+  allowAnonymous: boolean;
+  version: string;
+}
+
+export const defaultBrokerOptions: BrokerOptions = {
+  maxPacketSize: 1024 * 1024,
+  maxTopicLength: 65_535,
+  maxTopicLevels: 128,
+  receiveMaximum: 1024,
+  maxInflight: 64,
+  maxQueuedMessages: 10_000,
+  queueQos0: false,
+  topicAliasMaximum: 10,
+  serverKeepAlive: undefined,
+  maxSessionExpiry: 0xffffffff,
+  maxConnections: 100_000,
+  maxBufferedBytes: 8 * 1024 * 1024,
+  sysInterval: 10,
+  retainAvailable: true,
+  aclDefault: "allow",
+  aclRules: [],
+  allowAnonymous: true,
+  version: "0.0.0",
+};

@@ -1,0 +1,682 @@
+import { Acl } from "../auth/acl.ts";
+import { RC } from "../mqtt/reason-codes.ts";
+import type { Message, Mutation, QoS, Store } from "../store/store.ts";
+import type { BrokerOptions } from "./broker-options.ts";
+import { ClientConnection, type Will } from "./client-connection.ts";
+import type { Clock } from "./clock.ts";
+import type { Connection, ConnectionHandler } from "./connection.ts";
+import type { Logger } from "./logger.ts";
+import { BrokerMetrics } from "./metrics.ts";
+import type { EncodeCache } from "./outbound-encoder.ts";
+import { RetainedIndex } from "./retained-index.ts";
+import { type ActiveSubscription, type Outbound, Session } from "./session.ts";
+import { parseSubscriptionFilter } from "./topic.ts";
+import { TopicTree } from "./topic-tree.ts";
+import { publishSysTopics } from "./sys-topics.ts";
+
+interface SubEntry {
+  session: Session;
+  sub: ActiveSubscription;
+}
+
+interface Target {
+  session: Session;
+  qos: QoS;
+  retain: boolean;
+  subscriptionIds: number[] | undefined;
+  shareKey: string | undefined;
+}
+
+/** The outcome of routing one publish: what must be committed, and what to do after. */
+export interface Routed {
+  /** Resolves when the message and its deliveries are durable; undefined when nothing was written. */
+  commit: Promise<void> | undefined;
+  /** Hand the message to its subscribers (call after `commit` resolved). */
+  deliver(): void;
+  /** Whether any subscription matched. */
+  matched: boolean;
+}
+
+export interface BrokerDeps {
+  options: BrokerOptions;
+  store: Store;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** Connections that have not sent CONNECT by then are closed (half-open or idle sockets). */
+const CONNECT_TIMEOUT_MS = 10_000;
+const NEVER_EXPIRES = 0xffffffff;
+
+/**
+ * The kernel: owns sessions, subscriptions, retained messages and routing. It never
+ * opens sockets; adapters call `accept(connection)` for each client.
+ */
+export class Broker {
+  readonly options: BrokerOptions;
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: BrokerMetrics;
+  readonly acl: Acl;
+  readonly sessions = new Map<string, Session>();
+  readonly retained = new RetainedIndex();
+  readonly clients = new Set<ClientConnection>();
+
+  #subs = new TopicTree<SubEntry>();
+  #shareCursor = new Map<string, number>();
+  #shareGroups = new Map<string, Map<string, SubEntry>>();
+  #nextOffset = 1;
+  /** Sessions whose record is in the store, so ending them must delete it. */
+  #stored = new Set<Session>();
+  #pendingWills = new Map<Session, Will>();
+  #timers: unknown[] = [];
+  #idCounter = 0;
+  #closing = false;
+
+  constructor(deps: BrokerDeps) {
+    this.options = deps.options;
+    this.store = deps.store;
+    this.clock = deps.clock;
+    this.logger = deps.logger;
+    this.metrics = new BrokerMetrics(deps.clock.now());
+    this.acl = new Acl(deps.options.aclRules, deps.options.aclDefault);
+  }
+
+  /** Open the store and restore retained messages and sessions exactly as they were. */
+  async start(): Promise<void> {
+    const rec = await this.store.open();
+    this.#nextOffset = rec.nextOffset;
+    const now = this.clock.now();
+    for (const m of rec.retained) this.retained.set(m.topic, m);
+    for (const rs of rec.sessions) {
+      const r = rs.session;
+      const s = new Session(r.clientId, r.protocolVersion, r.expiryInterval);
+      this.sessions.set(s.clientId, s);
+      this.#stored.add(s);
+      for (const sub of r.subscriptions) {
+        const parsed = parseSubscriptionFilter(sub.filter);
+        if (typeof parsed === "string") continue;
+        this.subscribe(s, { ...sub, plainFilter: parsed.filter, group: parsed.group });
+      }
+      for (const { delivery: d, message } of rs.deliveries) {
+        const o: Outbound = {
+          message,
+          qos: d.qos,
+          retain: d.retain,
+          subscriptionIds: d.subscriptionIds,
+          packetId: d.packetId ?? 0,
+          phase: d.phase,
+          shareKey: undefined,
+        };
+        if (d.phase === "queued" || d.packetId === undefined) {
+          o.phase = "queued";
+          s.enqueue(o);
+        } else {
+          s.inflight.set(d.packetId, o);
+          s.notePacketId(d.packetId);
+        }
+      }
+      for (const id of rs.qos2Incoming) s.qos2Incoming.add(id);
+      // A session that was connected when Ferry stopped counts as disconnected now.
+      s.disconnectedAt = r.disconnectedAt ?? now;
+      this.#scheduleExpiry(s);
+    }
+    this.logger.info(
+      `store ${this.store.kind}: ${rec.sessions.length} sessions, ${this.retained.size} retained, next offset ${this.#nextOffset}`,
+    );
+    this.#timers.push(this.clock.setInterval(() => this.#sweep(), 1000));
+    if (this.options.sysInterval > 0) {
+      publishSysTopics(this);
+      this.#timers.push(this.clock.setInterval(() => publishSysTopics(this), this.options.sysInterval * 1000));
+    }
+  }
+
+  /** Stop: tell clients the server is shutting down, then flush and close the store. */
+  async close(): Promise<void> {
+    this.#closing = true;
+    for (const t of this.#timers) this.clock.clearInterval(t);
+    this.#timers = [];
+    for (const c of [...this.clients]) {
+      c.will = undefined; // a shutdown is not the client's failure; keep its Will for a real one
+      c.disconnect(RC.SERVER_SHUTTING_DOWN, "server shutting down");
+    }
+    for (const s of this.sessions.values()) {
+      this.clock.clearTimeout(s.expiryTimer);
+      this.clock.clearTimeout(s.willTimer);
+    }
+    await this.store.close();
+  }
+
+  /** Take a new network connection. */
+  accept(conn: Connection): ConnectionHandler {
+    const client = new ClientConnection(conn, this);
+    this.clients.add(client);
+    this.metrics.connectionsTotal++;
+    if (this.#closing) client.disconnect(RC.SERVER_SHUTTING_DOWN);
+    return client;
+  }
+
+  get connectedCount(): number {
+    let n = 0;
+    for (const c of this.clients) if (c.state === "connected") n++;
+    return n;
+  }
+
+  assignClientId(): string {
+    return `ferry-${this.clock.now().toString(36)}-${(++this.#idCounter).toString(36)}-${
+      Math.random().toString(36).slice(2, 8)
+    }`;
+  }
+
+  // ---- sessions -------------------------------------------------------------------
+
+  /**
+   * Attach `client` to its session: take over a live connection with the same id
+   * [MQTT-3.1.4-3], discard it on Clean Start [MQTT-3.1.2-4], or resume it.
+   */
+  async openSession(client: ClientConnection, clean: boolean, expiry: number): Promise<{ session: Session; present: boolean }> {
+    const id = client.clientId;
+    const existing = this.sessions.get(id);
+    if (existing?.client && existing.client !== client) existing.client.takeover();
+
+    let s = this.sessions.get(id);
+    const mutations: Mutation[] = [];
+    if (s && clean) {
+      this.#endSession(s, mutations);
+      s = undefined;
+    }
+    let present = false;
+    if (s) {
+      present = true;
+      // A new connection before the Will Delay passed: the Will is not sent [MQTT-3.1.3-9].
+      this.clock.clearTimeout(s.willTimer);
+      this.#pendingWills.delete(s);
+      this.clock.clearTimeout(s.expiryTimer);
+      s.protocolVersion = client.version;
+      s.expiryInterval = expiry;
+      s.disconnectedAt = undefined;
+    } else {
+      s = new Session(id, client.version, expiry);
+      this.sessions.set(id, s);
+    }
+    s.client = client;
+    if (s.persistent) {
+      mutations.push({ op: "session-put", session: s.toRecord() });
+      this.#stored.add(s);
+    }
+    if (mutations.length > 0) await this.store.commit(mutations);
+    return { session: s, present };
+  }
+
+  /** CONNACK was sent: resend what was in flight, then drain the queue [MQTT-4.4.0-1]. */
+  sessionOnline(client: ClientConnection, s: Session): void {
+    if (s.client !== client) return;
+    const inflight = [...s.inflight.values()].sort((a, b) => a.message.offset - b.message.offset);
+    for (const o of inflight) {
+      if (o.phase === "pubrel") client.sendPubrel(o.packetId);
+      else if (!client.sendPublish(o, true)) this.#completeOutbound(s, o);
+    }
+    this.#pump(s);
+  }
+
+  /** A connection ended. `abnormal` means without a DISCONNECT that discards the Will. */
+  clientClosed(client: ClientConnection, abnormal: boolean): void {
+    this.clients.delete(client);
+    const s = this.sessions.get(client.clientId);
+    // Refused before a session existed, or already replaced by a newer connection.
+    if (!s || s.client !== client) return;
+    s.client = undefined;
+    s.disconnectedAt = this.clock.now();
+    if (abnormal && client.will && !this.#closing) {
+      const will = client.will;
+      // The Will waits for its delay, or until the session ends, whichever is first [MQTT-3.1.3-9].
+      const delay = Math.min(will.delay, s.expiryInterval);
+      if (delay <= 0) this.#publishWill(will);
+      else {
+        this.#pendingWills.set(s, will);
+        s.willTimer = this.clock.setTimeout(() => {
+          if (this.#pendingWills.get(s) === will) {
+            this.#pendingWills.delete(s);
+            this.#publishWill(will);
+          }
+        }, delay * 1000);
+      }
+    }
+    this.#redistributeShared(s);
+    if (this.#closing) return;
+    if (s.expiryInterval === 0) {
+      const mutations: Mutation[] = [];
+      this.#endSession(s, mutations);
+      if (mutations.length > 0) this.persist(mutations);
+      return;
+    }
+    this.persist([{ op: "session-put", session: s.toRecord() }]);
+    this.#stored.add(s);
+    this.#scheduleExpiry(s);
+  }
+
+  #scheduleExpiry(s: Session): void {
+    if (s.expiryInterval >= NEVER_EXPIRES) return;
+    const left = (s.disconnectedAt ?? this.clock.now()) + s.expiryInterval * 1000 - this.clock.now();
+    const end = () => {
+      if (s.client || s.ended) return;
+      const mutations: Mutation[] = [];
+      this.#endSession(s, mutations);
+      if (mutations.length > 0) this.persist(mutations);
+    };
+    if (left <= 0) end();
+    else s.expiryTimer = this.clock.setTimeout(end, left);
+  }
+
+  /** The session ends: subscriptions go, and a pending Will is published now. */
+  #endSession(s: Session, mutations: Mutation[]): void {
+    s.ended = true;
+    this.sessions.delete(s.clientId);
+    this.clock.clearTimeout(s.expiryTimer);
+    this.clock.clearTimeout(s.willTimer);
+    for (const sub of [...s.subscriptions.values()]) this.#removeSub(s, sub);
+    s.subscriptions.clear();
+    const will = this.#pendingWills.get(s);
+    if (will) {
+      this.#pendingWills.delete(s);
+      this.#publishWill(will);
+    }
+    if (this.#stored.delete(s)) mutations.push({ op: "session-delete", clientId: s.clientId });
+  }
+
+  #publishWill(will: Will): void {
+    const m: Message = { ...will.message, receivedAt: this.clock.now() };
+    const routed = this.publish(m, []);
+    if (routed.commit) {
+      routed.commit.then(() => routed.deliver(), (err: unknown) => {
+        this.logger.error(`storing the Will of ${m.origin} failed: ${String(err)}`);
+      });
+    } else routed.deliver();
+  }
+
+  /** Persist a session's record if it must survive restarts; resolves when durable. */
+  persistSession(s: Session): Promise<void> | undefined {
+    if (!s.persistent) return undefined;
+    this.#stored.add(s);
+    return this.store.commit([{ op: "session-put", session: s.toRecord() }]);
+  }
+
+  /**
+   * Write mutations. With `wait`, the caller awaits durability; otherwise failures are
+   * logged (they concern bookkeeping such as acknowledgements already given).
+   */
+  persist(mutations: Mutation[], wait = false): Promise<void> | undefined {
+    const p = this.store.commit(mutations);
+    if (wait) return p;
+    p.catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
+    return undefined;
+  }
+
+  // ---- subscriptions --------------------------------------------------------------------
+
+  /** Add or replace a subscription [MQTT-3.8.4-3]; returns whether it is new. */
+  subscribe(s: Session, sub: ActiveSubscription): boolean {
+    const old = s.subscriptions.get(sub.filter);
+    if (old) this.#removeSub(s, old);
+    s.subscriptions.set(sub.filter, sub);
+    const entry: SubEntry = { session: s, sub };
+    this.#subs.add(sub.plainFilter, subKey(s, sub), entry);
+    if (sub.group !== undefined) {
+      const key = shareKey(sub);
+      let members = this.#shareGroups.get(key);
+      if (!members) this.#shareGroups.set(key, members = new Map());
+      members.set(s.clientId, entry);
+    }
+    return old === undefined;
+  }
+
+  unsubscribe(s: Session, filter: string): boolean {
+    const sub = s.subscriptions.get(filter);
+    if (!sub) return false;
+    this.#removeSub(s, sub);
+    s.subscriptions.delete(filter);
+    return true;
+  }
+
+  #removeSub(s: Session, sub: ActiveSubscription): void {
+    this.#subs.remove(sub.plainFilter, subKey(s, sub));
+    if (sub.group !== undefined) {
+      const key = shareKey(sub);
+      const members = this.#shareGroups.get(key);
+      members?.delete(s.clientId);
+      if (members?.size === 0) this.#shareGroups.delete(key);
+    }
+  }
+
+  /** Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11]. */
+  sendRetained(s: Session, filter: string, isNew: boolean): void {
+    const sub = s.subscriptions.get(filter);
+    if (!sub || sub.group !== undefined) return; // shared subscriptions get no retained messages
+    if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
+    const now = this.clock.now();
+    const mutations: Mutation[] = [];
+    for (const m of this.retained.match(sub.plainFilter)) {
+      if (m.expiresAt !== undefined && m.expiresAt <= now) {
+        this.retained.set(m.topic, undefined);
+        mutations.push({ op: "retain", topic: m.topic, message: null });
+        continue;
+      }
+      const qos = Math.min(m.qos, sub.qos) as QoS;
+      let message = m;
+      if (qos > 0 && s.persistent) {
+        // The log may have trimmed the original; log a copy so the delivery has a body to point to.
+        message = { ...m, offset: this.#nextOffset++ };
+        mutations.push({ op: "append", message });
+        mutations.push({ op: "delivery-put", delivery: deliveryRecord(s, message, qos, true, sub.subscriptionId) });
+      }
+      this.#deliver(s, {
+        message,
+        qos,
+        retain: true, // [MQTT-3.3.1-9] retained messages sent on subscribe keep RETAIN=1
+        subscriptionIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
+        packetId: 0,
+        phase: "queued",
+        shareKey: undefined,
+      }, undefined);
+    }
+    if (mutations.length > 0) this.persist(mutations);
+  }
+
+  // ---- publishing -----------------------------------------------------------------------
+
+  /**
+   * Route a message: assign its log offset, work out every delivery, and describe the
+   * durable writes. Delivery waits for the commit so that nothing is sent (or
+   * acknowledged) that a crash could take back.
+   */
+  publish(message: Message, extra: Mutation[]): Routed {
+    const mutations = extra.slice();
+    if (message.qos > 0) {
+      message.offset = this.#nextOffset++;
+      mutations.push({ op: "append", message });
+    }
+    if (message.retain) {
+      // [MQTT-3.3.1-6] an empty retained payload clears the topic's retained message.
+      mutations.push({ op: "retain", topic: message.topic, message: message.payload.byteLength > 0 ? message : null });
+    }
+    const targets = this.#route(message);
+    const accepted: Target[] = [];
+    for (const t of targets) {
+      const s = t.session;
+      const online = s.client !== undefined;
+      if (t.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
+      if (!online || t.qos > 0) {
+        if (s.queuedCount >= this.options.maxQueuedMessages) {
+          this.metrics.droppedQueueFull++;
+          continue;
+        }
+      }
+      if (t.qos > 0 && s.persistent) {
+        mutations.push({
+          op: "delivery-put",
+          delivery: deliveryRecord(s, message, t.qos, t.retain, t.subscriptionIds),
+        });
+      }
+      accepted.push(t);
+    }
+    const deliver = () => {
+      if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
+      const cache: EncodeCache = new Map();
+      for (const t of accepted) {
+        this.#deliver(t.session, {
+          message,
+          qos: t.qos,
+          retain: t.retain,
+          subscriptionIds: t.subscriptionIds,
+          packetId: 0,
+          phase: "queued",
+          shareKey: t.shareKey,
+        }, cache);
+      }
+    };
+    const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
+    return { commit, deliver, matched: targets.length > 0 };
+  }
+
+  /** Publish a message that originates in the broker ($SYS); kept in memory only. */
+  publishInternal(topic: string, payload: Uint8Array, retain: boolean): void {
+    const m: Message = { offset: 0, topic, payload, qos: 0, retain, receivedAt: this.clock.now(), origin: "" };
+    if (retain) this.retained.set(topic, m);
+    const cache: EncodeCache = new Map();
+    for (const t of this.#route(m)) {
+      if (t.session.client) {
+        this.#deliver(t.session, {
+          message: m,
+          qos: 0,
+          retain: t.retain,
+          subscriptionIds: t.subscriptionIds,
+          packetId: 0,
+          phase: "queued",
+          shareKey: undefined,
+        }, cache);
+      }
+    }
+  }
+
+  #route(message: Message): Target[] {
+    const perSession = new Map<Session, Target>();
+    let groups: Map<string, SubEntry[]> | undefined;
+    this.#subs.match(message.topic, (e) => {
+      const sub = e.sub;
+      if (sub.group !== undefined) {
+        groups ??= new Map();
+        const key = shareKey(sub);
+        const list = groups.get(key);
+        if (list) list.push(e);
+        else groups.set(key, [e]);
+        return;
+      }
+      // [MQTT-3.8.3-3] No Local: not back to the connection that published it.
+      if (sub.noLocal && e.session.clientId === message.origin) return;
+      this.#addTarget(perSession, e, message, undefined);
+    });
+    if (groups) {
+      for (const [key, members] of groups) {
+        const chosen = this.#pickMember(key, members);
+        if (chosen) this.#addTarget(perSession, chosen, message, key);
+      }
+    }
+    return [...perSession.values()];
+  }
+
+  #addTarget(perSession: Map<Session, Target>, e: SubEntry, m: Message, share: string | undefined): void {
+    const sub = e.sub;
+    const qos = Math.min(m.qos, sub.qos) as QoS;
+    // [MQTT-3.3.1-12/13] Retain As Published keeps the publisher's RETAIN flag; otherwise 0.
+    const retain = sub.retainAsPublished ? m.retain : false;
+    const t = perSession.get(e.session);
+    if (!t) {
+      perSession.set(e.session, {
+        session: e.session,
+        qos,
+        retain,
+        subscriptionIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
+        shareKey: share,
+      });
+      return;
+    }
+    // Overlapping subscriptions: one delivery, highest QoS, every identifier [MQTT-3.3.4-?].
+    if (qos > t.qos) t.qos = qos;
+    t.retain ||= retain;
+    if (sub.subscriptionId !== undefined) (t.subscriptionIds ??= []).push(sub.subscriptionId);
+    if (share === undefined) t.shareKey = undefined;
+  }
+
+  /** Round-robin over the group's connected members; offline members only if none is connected. */
+  #pickMember(key: string, members: SubEntry[]): SubEntry | undefined {
+    const online = members.filter((m) => m.session.client?.state === "connected");
+    const pool = online.length > 0 ? online : members;
+    if (pool.length === 0) return undefined;
+    const n = (this.#shareCursor.get(key) ?? 0) + 1;
+    this.#shareCursor.set(key, n);
+    return pool[n % pool.length];
+  }
+
+  /** A member leaves: its not-yet-acknowledged shared messages go to the others [MQTT-4.8.2-?]. */
+  #redistributeShared(s: Session): void {
+    const moved: Outbound[] = [];
+    const kept: Outbound[] = [];
+    for (const o of s.drainQueue()) (o.shareKey !== undefined ? moved : kept).push(o);
+    for (const o of kept) s.enqueue(o);
+    for (const [id, o] of s.inflight) {
+      // QoS 2 in flight must complete with the same client [MQTT-4.8.2-4]; QoS 1 may move.
+      if (o.shareKey !== undefined && o.qos === 1) {
+        s.inflight.delete(id);
+        moved.push(o);
+      }
+    }
+    if (moved.length === 0) return;
+    const mutations: Mutation[] = [];
+    for (const o of moved) {
+      const members = [...(this.#shareGroups.get(o.shareKey!)?.values() ?? [])]
+        .filter((e) => e.session !== s && e.session.client?.state === "connected");
+      const to = members.length > 0 ? this.#pickMember(o.shareKey!, members) : undefined;
+      if (!to) {
+        // Nobody else can take it: it stays with this session.
+        if (o.phase === "queued") s.enqueue(o);
+        else s.inflight.set(o.packetId, o);
+        continue;
+      }
+      if (s.persistent) mutations.push({ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset });
+      if (to.session.persistent) {
+        mutations.push({ op: "delivery-put", delivery: deliveryRecord(to.session, o.message, o.qos, o.retain, o.subscriptionIds) });
+      }
+      this.#deliver(to.session, { ...o, packetId: 0, phase: "queued" }, undefined);
+    }
+    if (mutations.length > 0) this.persist(mutations);
+  }
+
+  #deliver(s: Session, o: Outbound, cache: EncodeCache | undefined): void {
+    if (s.ended) return;
+    const c = s.client;
+    const live = c !== undefined && c.state === "connected";
+    if (o.qos === 0) {
+      if (live) {
+        if (c.conn.bufferedBytes() > this.options.maxBufferedBytes) {
+          this.metrics.droppedSlowConsumer++;
+          return;
+        }
+        c.sendPublish(o, false, cache);
+      } else s.enqueue(o);
+      return;
+    }
+    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) this.#transmit(s, c, o, cache);
+    else s.enqueue(o);
+  }
+
+  #transmit(s: Session, c: ClientConnection, o: Outbound, cache: EncodeCache | undefined): void {
+    o.packetId = s.allocatePacketId();
+    o.phase = "sent";
+    s.inflight.set(o.packetId, o);
+    if (!c.sendPublish(o, false, cache)) {
+      this.#completeOutbound(s, o);
+      return;
+    }
+    if (s.persistent) {
+      this.persist([{ op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: o.packetId }]);
+    }
+  }
+
+  /** Send queued messages while the client's window has room. */
+  #pump(s: Session): void {
+    const c = s.client;
+    if (!c || c.state !== "connected") return;
+    while (s.inflight.size < c.inflightWindow) {
+      const o = s.dequeue();
+      if (!o) return;
+      if (o.qos === 0) {
+        c.sendPublish(o, false);
+        continue;
+      }
+      this.#transmit(s, c, o, undefined);
+    }
+  }
+
+  /** An outbound message is done with (acknowledged, expired or undeliverable). */
+  #completeOutbound(s: Session, o: Outbound): void {
+    s.inflight.delete(o.packetId);
+    if (s.persistent) this.persist([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]);
+  }
+
+  onPuback(c: ClientConnection, id: number): void {
+    const s = c.session!;
+    const o = s.inflight.get(id);
+    if (!o || o.qos !== 1) return; // unknown ids are ignored [MQTT-4.3.2-?]
+    this.#completeOutbound(s, o);
+    this.#pump(s);
+  }
+
+  onPubrec(c: ClientConnection, id: number, code: number): void {
+    const s = c.session!;
+    const o = s.inflight.get(id);
+    if (!o || o.qos !== 2) {
+      // [MQTT-4.3.3-?] answer with PUBREL 0x92 so the client can finish its flow.
+      if (c.isV5) c.sendPubrelNotFound(id);
+      return;
+    }
+    if (code >= 0x80) {
+      // The subscriber refused it: the flow ends here [MQTT-4.3.3-?].
+      this.#completeOutbound(s, o);
+      this.#pump(s);
+      return;
+    }
+    o.phase = "pubrel";
+    if (s.persistent) this.persist([{ op: "delivery-pubrel", clientId: s.clientId, packetId: id }]);
+    c.sendPubrel(id);
+  }
+
+  onPubcomp(c: ClientConnection, id: number): void {
+    const s = c.session!;
+    const o = s.inflight.get(id);
+    if (!o || o.phase !== "pubrel") return;
+    this.#completeOutbound(s, o);
+    this.#pump(s);
+  }
+
+  // ---- housekeeping ---------------------------------------------------------------------
+
+  /** Once a second: keep alive [MQTT-3.1.2-22] and CONNECT timeouts. */
+  #sweep(): void {
+    const now = this.clock.now();
+    for (const c of this.clients) {
+      if (c.state === "awaiting-connect") {
+        if (now - c.connectedAt > CONNECT_TIMEOUT_MS) c.disconnect(RC.MAXIMUM_CONNECT_TIME);
+        continue;
+      }
+      if (c.state === "connected" && c.keepAlive > 0 && now - c.lastActivity > c.keepAlive * 1500) {
+        this.metrics.keepaliveTimeouts++;
+        c.disconnect(RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout");
+      }
+    }
+  }
+
+  get nextOffset(): number {
+    return this.#nextOffset;
+  }
+}
+
+function subKey(s: Session, sub: ActiveSubscription): string {
+  return sub.group === undefined ? s.clientId : `${sub.group}\u0000${s.clientId}`;
+}
+
+function shareKey(sub: ActiveSubscription): string {
+  return `${sub.group}\u0000${sub.plainFilter}`;
+}
+
+function deliveryRecord(s: Session, m: Message, qos: QoS, retain: boolean, subIds: number[] | number | undefined) {
+  const ids = typeof subIds === "number" ? [subIds] : subIds;
+  return {
+    clientId: s.clientId,
+    offset: m.offset,
+    qos,
+    retain,
+    ...(ids && ids.length > 0 ? { subscriptionIds: ids } : {}),
+    phase: "queued" as const,
+  };
+}

@@ -1,0 +1,640 @@
+import { encode, PacketReader } from "../mqtt/codec.ts";
+import type {
+  ConnectPacket,
+  DisconnectPacket,
+  Packet,
+  ProtocolVersion,
+  PublishPacket,
+  SubscribePacket,
+  UnsubscribePacket,
+} from "../mqtt/packets.ts";
+import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
+import { StoreFullError } from "../store/store.ts";
+import type { Message, MessageProperties, Mutation, QoS } from "../store/store.ts";
+import type { Broker } from "./broker.ts";
+import type { Connection, ConnectionHandler } from "./connection.ts";
+import type { Outbound, Session } from "./session.ts";
+import { parseSubscriptionFilter, topicFilterProblem, topicNameProblem } from "./topic.ts";
+import { encodeOutbound, type EncodeCache } from "./outbound-encoder.ts";
+
+type State = "awaiting-connect" | "connecting" | "connected" | "closed";
+
+/** The Will Message of a connection (spec 3.1.3.2), published on abnormal disconnect. */
+export interface Will {
+  message: Message;
+  /** Will Delay Interval in seconds. */
+  delay: number;
+}
+
+/**
+ * The protocol state machine for one network connection: decodes packets, enforces
+ * the per-connection rules and limits, and turns protocol faults into reason codes.
+ * Session state that outlives the connection lives in `Session`; routing and
+ * storage in `Broker`.
+ */
+export class ClientConnection implements ConnectionHandler {
+  state: State = "awaiting-connect";
+  version: ProtocolVersion = 4;
+  clientId = "";
+  username: string | undefined;
+  session: Session | undefined;
+  will: Will | undefined;
+  keepAlive = 0;
+  lastActivity: number;
+  readonly connectedAt: number;
+
+  /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
+  clientReceiveMaximum = 65535;
+  /** Client's Maximum Packet Size; larger outgoing packets are dropped [MQTT-3.1.2-24]. */
+  clientMaxPacketSize = Number.POSITIVE_INFINITY;
+  clientTopicAliasMaximum = 0;
+  requestProblemInfo = true;
+
+  #reader: PacketReader;
+  /** Incoming QoS>0 publishes not yet fully acknowledged, for Receive Maximum. */
+  #incomingInflight = 0;
+  /** Topic aliases the client set (client → broker). */
+  #inAliases = new Map<number, string>();
+  /** Topic aliases Ferry assigned (broker → client). */
+  #outAliases = new Map<string, number>();
+  /** Keeps this client's publishes in order while some wait for a storage commit. */
+  #chain: Promise<void> | undefined;
+  #chainDepth = 0;
+
+  constructor(readonly conn: Connection, private readonly broker: Broker) {
+    this.#reader = new PacketReader(broker.options.maxPacketSize);
+    this.lastActivity = broker.clock.now();
+    this.connectedAt = this.lastActivity;
+  }
+
+  /** A getter, so control-flow narrowing does not assume the state is unchanged across calls. */
+  get closed(): boolean {
+    return this.state === "closed";
+  }
+
+  get isV5(): boolean {
+    return this.version === 5;
+  }
+
+  get inflightWindow(): number {
+    return Math.min(this.clientReceiveMaximum, this.broker.options.maxInflight);
+  }
+
+  // ---- input ------------------------------------------------------------------
+
+  onData(bytes: Uint8Array): void {
+    if (this.state === "closed") return;
+    this.lastActivity = this.broker.clock.now();
+    this.broker.metrics.bytesReceived += bytes.byteLength;
+    let packets: Packet[];
+    try {
+      packets = this.#reader.push(bytes);
+    } catch (err) {
+      this.#fault(err);
+      return;
+    }
+    for (const packet of packets) {
+      if (this.closed) return;
+      try {
+        this.#handle(packet);
+      } catch (err) {
+        this.#fault(err);
+        return;
+      }
+    }
+  }
+
+  onClose(): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.broker.clientClosed(this, true);
+  }
+
+  #fault(err: unknown): void {
+    if (err instanceof MqttError) {
+      this.broker.metrics.protocolErrors++;
+      this.broker.logger.debug(`client ${this.clientId || this.conn.remoteAddress}: ${err.message}`);
+      if (this.state === "awaiting-connect" && /protocol version|protocolId/i.test(err.message)) {
+        // [MQTT-3.1.2-2] answer an unsupported protocol level with CONNACK 0x01 / 0x84, then close.
+        this.#write(encode({ cmd: "connack", returnCode: 1, sessionPresent: false }, 4));
+        this.#shutdown(true);
+        return;
+      }
+      this.disconnect(err.reasonCode, err.message);
+      return;
+    }
+    this.broker.logger.error(`client ${this.clientId}: internal error: ${String(err)}`);
+    this.disconnect(RC.IMPLEMENTATION_SPECIFIC_ERROR, "internal error");
+  }
+
+  #handle(packet: Packet): void {
+    if (this.state === "awaiting-connect") {
+      // [MQTT-3.1.0-1] the first packet must be CONNECT.
+      if (packet.cmd !== "connect") throw new MqttError(RC.PROTOCOL_ERROR, "first packet was not CONNECT");
+      this.#onConnect(packet);
+      return;
+    }
+    if (packet.cmd === "connect") throw new MqttError(RC.PROTOCOL_ERROR, "second CONNECT"); // [MQTT-3.1.0-2]
+    if (this.state !== "connected") return; // CONNECT still being processed: drop until it settles
+    switch (packet.cmd) {
+      case "publish":
+        return this.#onPublish(packet);
+      case "puback":
+        return this.broker.onPuback(this, packet.messageId ?? 0);
+      case "pubrec":
+        return this.broker.onPubrec(this, packet.messageId ?? 0, packet.reasonCode ?? 0);
+      case "pubrel":
+        return this.#onPubrel(packet.messageId ?? 0);
+      case "pubcomp":
+        return this.broker.onPubcomp(this, packet.messageId ?? 0);
+      case "subscribe":
+        return this.#onSubscribe(packet);
+      case "unsubscribe":
+        return this.#onUnsubscribe(packet);
+      case "pingreq":
+        this.#write(encode({ cmd: "pingresp" }, this.version));
+        return;
+      case "disconnect":
+        return this.#onDisconnect(packet);
+      case "auth":
+        // No enhanced authentication method was agreed in CONNECT, so AUTH is a protocol error [MQTT-4.12.0-1].
+        throw new MqttError(RC.PROTOCOL_ERROR, "AUTH without an authentication method");
+      default:
+        // A server never receives CONNACK, SUBACK, UNSUBACK or PINGRESP.
+        throw new MqttError(RC.PROTOCOL_ERROR, `unexpected ${packet.cmd} from a client`);
+    }
+  }
+
+  // ---- CONNECT ----------------------------------------------------------------
+
+  #onConnect(p: ConnectPacket): void {
+    this.version = (p.protocolVersion ?? 4) as ProtocolVersion;
+    const opts = this.broker.options;
+    const props = p.properties ?? {};
+    const fail = (code: number, why: string) => {
+      this.broker.metrics.connectionsRefused++;
+      this.broker.logger.info(`refused ${p.clientId || "(no id)"} from ${this.conn.remoteAddress}: ${why}`);
+      this.#sendConnack(code, false, {});
+      this.#shutdown(true);
+    };
+
+    if (this.isV5) {
+      if (props.receiveMaximum === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Receive Maximum of 0"); // [MQTT-3.1.2-?]
+      if (props.maximumPacketSize === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Maximum Packet Size of 0");
+      if (props.authenticationMethod !== undefined) {
+        // Ferry implements no enhanced authentication method [MQTT-4.12.0-?].
+        return fail(RC.BAD_AUTHENTICATION_METHOD, "unsupported authentication method");
+      }
+      this.clientReceiveMaximum = props.receiveMaximum ?? 65535;
+      this.clientMaxPacketSize = props.maximumPacketSize ?? Number.POSITIVE_INFINITY;
+      this.clientTopicAliasMaximum = props.topicAliasMaximum ?? 0;
+      this.requestProblemInfo = props.requestProblemInformation ?? true;
+    }
+
+    let clientId = p.clientId ?? "";
+    let assigned = false;
+    const clean = p.clean ?? true;
+    if (clientId.length === 0) {
+      // [MQTT-3.1.3-8] 3.1.1: an empty id with CleanSession=0 is rejected.
+      if (!this.isV5 && !clean) return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "empty client id without clean session");
+      clientId = this.broker.assignClientId(); // [MQTT-3.1.3-6]
+      assigned = true;
+    }
+    if (clientId.includes("\u0000") || clientId.includes("\uFFFD")) {
+      return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "client id is not valid UTF-8");
+    }
+    this.clientId = clientId;
+    this.username = p.username;
+
+    if (p.username === undefined && !opts.allowAnonymous) return fail(RC.NOT_AUTHORIZED, "anonymous access refused");
+    if (this.broker.connectedCount >= opts.maxConnections) return fail(RC.QUOTA_EXCEEDED, "too many connections");
+
+    if (p.will) {
+      const problem = topicNameProblem(p.will.topic, opts);
+      if (problem) return fail(RC.TOPIC_NAME_INVALID, `will topic: ${problem}`);
+      if (p.will.retain && !opts.retainAvailable) return fail(RC.RETAIN_NOT_SUPPORTED, "retain not available");
+      const wp = p.will.properties ?? {};
+      const now = this.broker.clock.now();
+      const msg: Message = {
+        offset: 0,
+        topic: p.will.topic,
+        payload: toBytes(p.will.payload),
+        qos: (p.will.qos ?? 0) as QoS,
+        retain: p.will.retain ?? false,
+        receivedAt: now,
+        origin: clientId,
+      };
+      const mp = pickMessageProperties(wp);
+      if (mp) msg.properties = mp;
+      if (wp.messageExpiryInterval !== undefined) msg.expiresAt = now + wp.messageExpiryInterval * 1000;
+      this.will = { message: msg, delay: wp.willDelayInterval ?? 0 };
+    }
+
+    // Keep alive: the server's value wins where configured [MQTT-3.2.2-21].
+    this.keepAlive = opts.serverKeepAlive ?? p.keepalive ?? 0;
+
+    let expiry: number;
+    if (this.isV5) expiry = Math.min(props.sessionExpiryInterval ?? 0, opts.maxSessionExpiry);
+    else expiry = clean ? 0 : 0xffffffff; // 3.1.1 persistent sessions never expire
+
+    this.state = "connecting";
+    this.broker.openSession(this, clean, expiry).then(
+      ({ session, present }) => {
+        if (this.state === "closed") return; // gone while the session was being set up
+        this.session = session;
+        this.state = "connected";
+        const connackProps: Record<string, unknown> = {};
+        if (this.isV5) {
+          if (assigned) connackProps.assignedClientIdentifier = clientId;
+          if (expiry !== (props.sessionExpiryInterval ?? 0)) connackProps.sessionExpiryInterval = expiry;
+          connackProps.receiveMaximum = opts.receiveMaximum;
+          connackProps.maximumPacketSize = opts.maxPacketSize;
+          connackProps.topicAliasMaximum = opts.topicAliasMaximum;
+          if (opts.serverKeepAlive !== undefined) connackProps.serverKeepAlive = opts.serverKeepAlive;
+          if (!opts.retainAvailable) connackProps.retainAvailable = false;
+          connackProps.wildcardSubscriptionAvailable = true;
+          connackProps.subscriptionIdentifiersAvailable = true;
+          connackProps.sharedSubscriptionAvailable = true;
+        }
+        // [MQTT-3.2.2-2] Session Present reflects a resumed session; always 0 with clean start.
+        this.#sendConnack(RC.SUCCESS, present, connackProps);
+        this.broker.sessionOnline(this, session);
+      },
+      (err: unknown) => {
+        if (this.state === "closed") return;
+        this.broker.logger.error(`session setup for ${clientId} failed: ${String(err)}`);
+        fail(err instanceof StoreFullError ? RC.QUOTA_EXCEEDED : RC.SERVER_UNAVAILABLE, "storage error");
+      },
+    );
+  }
+
+  #sendConnack(code: number, sessionPresent: boolean, properties: Record<string, unknown>): void {
+    if (this.isV5) {
+      const packet = { cmd: "connack", reasonCode: code, sessionPresent } as Packet & { properties?: unknown };
+      if (Object.keys(properties).length > 0) packet.properties = properties;
+      this.#write(encode(packet, 5));
+    } else {
+      this.#write(encode({ cmd: "connack", returnCode: v5ToV3Connack(code), sessionPresent }, this.version));
+    }
+  }
+
+  // ---- PUBLISH in ---------------------------------------------------------------
+
+  #onPublish(p: PublishPacket): void {
+    const opts = this.broker.options;
+    const props = p.properties;
+    let topic = p.topic;
+    const qos = p.qos;
+    const id = p.messageId ?? 0;
+
+    if (this.isV5 && props) {
+      if (props.subscriptionIdentifier !== undefined) {
+        throw new MqttError(RC.PROTOCOL_ERROR, "PUBLISH from a client carries a Subscription Identifier"); // [MQTT-3.3.4-6]
+      }
+      const alias = props.topicAlias;
+      if (alias !== undefined) {
+        // [MQTT-3.3.2-9] alias must be 1..Topic Alias Maximum we announced.
+        if (alias === 0 || alias > opts.topicAliasMaximum) {
+          throw new MqttError(RC.TOPIC_ALIAS_INVALID, `topic alias ${alias} out of range`);
+        }
+        if (topic.length === 0) {
+          const known = this.#inAliases.get(alias);
+          if (known === undefined) throw new MqttError(RC.PROTOCOL_ERROR, `unknown topic alias ${alias}`);
+          topic = known;
+        } else {
+          this.#inAliases.set(alias, topic); // [MQTT-3.3.2-?] a non-empty topic (re)binds the alias
+        }
+      }
+    }
+    const problem = topicNameProblem(topic, opts);
+    if (problem) throw new MqttError(RC.TOPIC_NAME_INVALID, problem);
+    if (p.retain && !opts.retainAvailable) throw new MqttError(RC.RETAIN_NOT_SUPPORTED, "retain not available");
+
+    this.broker.metrics.messagesReceived[qos]++;
+
+    if (qos > 0) {
+      if (qos === 2 && this.session!.qos2Incoming.has(id)) {
+        // A re-sent QoS 2 PUBLISH we already own: acknowledge again, do not route twice [MQTT-4.3.3-?].
+        this.#enqueueInOrder(() => this.#ackPublish(2, id, RC.SUCCESS));
+        return;
+      }
+      // [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than our Receive Maximum.
+      if (this.#incomingInflight >= opts.receiveMaximum) {
+        throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
+      }
+      this.#incomingInflight++;
+    }
+
+    const now = this.broker.clock.now();
+    const message: Message = {
+      offset: 0,
+      topic,
+      payload: toBytes(p.payload),
+      qos,
+      retain: p.retain,
+      receivedAt: now,
+      origin: this.clientId,
+    };
+    if (props) {
+      const mp = pickMessageProperties(props);
+      if (mp) message.properties = mp;
+      if (props.messageExpiryInterval !== undefined) message.expiresAt = now + props.messageExpiryInterval * 1000;
+    }
+
+    if (!this.broker.acl.allows(this, "publish", topic)) {
+      this.broker.logger.debug(`publish by ${this.clientId} to ${topic} denied`);
+      // v5: reason 0x87; 3.1.1 has no negative ack, so acknowledge and drop (as Mosquitto does).
+      if (qos > 0) this.#enqueueInOrder(() => this.#ackPublish(qos, id, RC.NOT_AUTHORIZED));
+      return;
+    }
+
+    const extra: Mutation[] = [];
+    if (qos === 2) {
+      // Owned from now on: a re-send arriving before the commit is recognised as a duplicate.
+      this.session!.qos2Incoming.add(id);
+      extra.push({ op: "qos2-in-put", clientId: this.clientId, packetId: id });
+    }
+    const run = () => {
+      const routed = this.broker.publish(message, extra);
+      if (!routed.commit) {
+        routed.deliver();
+        if (qos > 0) this.#ackPublish(qos, id, routed.matched ? RC.SUCCESS : RC.NO_MATCHING_SUBSCRIBERS);
+        return undefined;
+      }
+      return routed.commit.then(
+        () => {
+          routed.deliver();
+          if (qos > 0) this.#ackPublish(qos, id, routed.matched ? RC.SUCCESS : RC.NO_MATCHING_SUBSCRIBERS);
+        },
+        (err: unknown) => {
+          if (qos === 2) this.session?.qos2Incoming.delete(id);
+          this.#publishFailed(qos, id, err);
+        },
+      );
+    };
+    this.#enqueueInOrder(run);
+  }
+
+  /**
+   * Run `step` after every earlier publish of this client has been committed and
+   * routed, so that a client's messages are delivered in the order sent [MQTT-4.6.0-6].
+   */
+  #enqueueInOrder(step: () => Promise<void> | undefined | void): void {
+    if (this.#chain === undefined) {
+      const p = step();
+      if (p) this.#track(p);
+      return;
+    }
+    this.#track(this.#chain.then(() => (this.state === "closed" ? undefined : step())));
+  }
+
+  #track(p: Promise<void>): void {
+    this.#chainDepth++;
+    const tail = p.finally(() => {
+      if (--this.#chainDepth === 0) this.#chain = undefined;
+    });
+    this.#chain = tail;
+  }
+
+  #publishFailed(qos: QoS, id: number, err: unknown): void {
+    if (err instanceof StoreFullError) {
+      this.broker.metrics.refusedStorageFull++;
+      if (this.isV5) {
+        // [MQTT-3.4.2-?] 0x97 Quota exceeded: the client keeps the message and may retry later.
+        this.#ackPublish(qos, id, RC.QUOTA_EXCEEDED, "storage full");
+        return;
+      }
+      // 3.1.1 has no negative acknowledgement: withhold the ack and close, so the client re-sends
+      // the message on its next connection.
+      this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+      this.disconnect(RC.QUOTA_EXCEEDED, "storage full");
+      return;
+    }
+    this.broker.logger.error(`storing a message from ${this.clientId} failed: ${String(err)}`);
+    this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+    this.disconnect(RC.IMPLEMENTATION_SPECIFIC_ERROR, "storage error");
+  }
+
+  #ackPublish(qos: QoS, id: number, code: number, reason?: string): void {
+    if (this.state === "closed") return;
+    if (qos === 1) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+    else if (code >= 0x80) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+    const cmd = qos === 1 ? "puback" : "pubrec";
+    this.#write(encode(this.#ackPacket(cmd, id, code, reason), this.version));
+  }
+
+  #ackPacket(cmd: "puback" | "pubrec" | "pubcomp" | "pubrel", id: number, code: number, reason?: string): Packet {
+    const packet: Record<string, unknown> = { cmd, messageId: id };
+    if (this.isV5) {
+      packet.reasonCode = code;
+      if (reason && this.requestProblemInfo) packet.properties = { reasonString: reason };
+    }
+    return packet as unknown as Packet;
+  }
+
+  #onPubrel(id: number): void {
+    const session = this.session!;
+    this.#enqueueInOrder(() => {
+      if (!session.qos2Incoming.has(id)) {
+        // [MQTT-4.3.3-?] PUBREL for an id we do not hold: 0x92, still completes the flow.
+        this.#write(encode(this.#ackPacket("pubcomp", id, RC.PACKET_IDENTIFIER_NOT_FOUND), this.version));
+        return undefined;
+      }
+      session.qos2Incoming.delete(id);
+      const done = () => {
+        this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+        if (this.state !== "closed") this.#write(encode(this.#ackPacket("pubcomp", id, RC.SUCCESS), this.version));
+      };
+      // Release the id durably before PUBCOMP, or a crash could make a reused id look like a duplicate.
+      const commit = this.broker.persist([{ op: "qos2-in-delete", clientId: this.clientId, packetId: id }], true);
+      if (!commit) {
+        done();
+        return undefined;
+      }
+      return commit.then(done, (err: unknown) => this.#fault(err));
+    });
+  }
+
+  // ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------
+
+  #onSubscribe(p: SubscribePacket): void {
+    const opts = this.broker.options;
+    const subId = p.properties?.subscriptionIdentifier;
+    if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Subscription Identifier of 0"); // [MQTT-3.8.2-?]
+    const granted: number[] = [];
+    const accepted: Array<{ index: number; isNew: boolean }> = [];
+    for (let i = 0; i < p.subscriptions.length; i++) {
+      const s = p.subscriptions[i]!;
+      const parsed = parseSubscriptionFilter(s.topic);
+      const problem = typeof parsed === "string" ? parsed : topicFilterProblem(parsed.filter, opts);
+      if (typeof parsed === "string" || problem) {
+        granted.push(this.isV5 ? RC.TOPIC_FILTER_INVALID : 0x80);
+        continue;
+      }
+      if (parsed.group !== undefined && s.nl) {
+        throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
+      }
+      if (!this.broker.acl.allows(this, "subscribe", s.topic)) {
+        granted.push(this.isV5 ? RC.NOT_AUTHORIZED : 0x80);
+        continue;
+      }
+      const isNew = this.broker.subscribe(this.session!, {
+        filter: s.topic,
+        plainFilter: parsed.filter,
+        group: parsed.group,
+        qos: s.qos,
+        noLocal: s.nl ?? false,
+        retainAsPublished: s.rap ?? false,
+        retainHandling: (s.rh ?? 0) as 0 | 1 | 2,
+        ...(subId !== undefined ? { subscriptionId: subId } : {}),
+      });
+      granted.push(s.qos);
+      accepted.push({ index: i, isNew });
+    }
+    const session = this.session!;
+    const finish = () => {
+      if (this.state === "closed") return;
+      this.#write(encode({ cmd: "suback", messageId: p.messageId ?? 0, granted }, this.version));
+      // Retained messages follow the SUBACK [MQTT-3.3.1-9].
+      for (const { index, isNew } of accepted) {
+        const s = p.subscriptions[index]!;
+        this.broker.sendRetained(session, s.topic, isNew);
+      }
+    };
+    const commit = accepted.length > 0 ? this.broker.persistSession(session) : undefined;
+    if (commit) commit.then(finish, (err: unknown) => this.#fault(err));
+    else finish();
+  }
+
+  #onUnsubscribe(p: UnsubscribePacket): void {
+    const codes = p.unsubscriptions.map((filter) =>
+      this.broker.unsubscribe(this.session!, filter) ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED
+    );
+    const finish = () => {
+      if (this.state === "closed") return;
+      const packet: Record<string, unknown> = { cmd: "unsuback", messageId: p.messageId ?? 0 };
+      if (this.isV5) packet.granted = codes;
+      this.#write(encode(packet as unknown as Packet, this.version));
+    };
+    const commit = this.broker.persistSession(this.session!);
+    if (commit) commit.then(finish, (err: unknown) => this.#fault(err));
+    else finish();
+  }
+
+  // ---- DISCONNECT -------------------------------------------------------------------
+
+  #onDisconnect(p: DisconnectPacket): void {
+    const code = p.reasonCode ?? 0;
+    const newExpiry = p.properties?.sessionExpiryInterval;
+    if (newExpiry !== undefined && this.session) {
+      // [MQTT-3.14.2-2] a session that was to end with the connection cannot be revived here.
+      if (this.session.expiryInterval === 0 && newExpiry !== 0) {
+        throw new MqttError(RC.PROTOCOL_ERROR, "Session Expiry Interval changed from 0 on DISCONNECT");
+      }
+      this.session.expiryInterval = Math.min(newExpiry, this.broker.options.maxSessionExpiry);
+    }
+    // [MQTT-3.14.4-3] a normal DISCONNECT discards the Will; 0x04 asks for it to be sent.
+    if (code !== RC.DISCONNECT_WITH_WILL) this.will = undefined;
+    this.#shutdown(false);
+  }
+
+  /** Close because of a fault or broker decision: v5 peers get a DISCONNECT with the reason. */
+  disconnect(code: number, reason?: string): void {
+    if (this.state === "closed") return;
+    if (this.isV5 && this.state === "connected") {
+      const packet: Record<string, unknown> = { cmd: "disconnect", reasonCode: code };
+      if (reason) packet.properties = { reasonString: reason };
+      this.#write(encode(packet as unknown as Packet, 5));
+    } else if (this.isV5 && this.state !== "connected" && code >= 0x80) {
+      // Before CONNACK the reason goes in a CONNACK [MQTT-3.2.2-?].
+      this.#sendConnack(code, false, {});
+    }
+    this.#shutdown(true);
+  }
+
+  /** Stop this connection now; `abnormal` decides whether the Will is published. */
+  #shutdown(abnormal: boolean): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    this.conn.close();
+    this.broker.clientClosed(this, abnormal);
+  }
+
+  /** Session taken over by a new connection with the same client id [MQTT-3.1.4-3]. */
+  takeover(): void {
+    this.disconnect(RC.SESSION_TAKEN_OVER, "session taken over");
+  }
+
+  // ---- output ---------------------------------------------------------------------
+
+  #write(bytes: Uint8Array): void {
+    this.broker.metrics.bytesSent += bytes.byteLength;
+    this.conn.write(bytes);
+  }
+
+  /**
+   * Send an application message. Returns false when it was dropped instead (too large
+   * for the client, or expired).
+   */
+  sendPublish(o: Outbound, dup: boolean, cache?: EncodeCache): boolean {
+    const now = this.broker.clock.now();
+    const m = o.message;
+    if (m.expiresAt !== undefined && m.expiresAt <= now) {
+      this.broker.metrics.droppedExpired++;
+      return false;
+    }
+    const bytes = encodeOutbound(this, o, dup, now, cache);
+    if (bytes.byteLength > this.clientMaxPacketSize) {
+      // [MQTT-3.1.2-24] never send a packet larger than the client accepts; it counts as delivered.
+      this.broker.metrics.droppedTooLarge++;
+      return false;
+    }
+    this.broker.metrics.messagesSent[o.qos]++;
+    this.#write(bytes);
+    return true;
+  }
+
+  /** Outbound topic alias for `topic`, assigning one while slots remain. */
+  outboundAlias(topic: string): { alias: number; known: boolean } | undefined {
+    if (this.clientTopicAliasMaximum === 0) return undefined;
+    const known = this.#outAliases.get(topic);
+    if (known !== undefined) return { alias: known, known: true };
+    if (this.#outAliases.size >= this.clientTopicAliasMaximum) return undefined;
+    const alias = this.#outAliases.size + 1;
+    this.#outAliases.set(topic, alias);
+    return { alias, known: false };
+  }
+
+  sendPubrelNotFound(packetId: number): void {
+    this.#write(encode(this.#ackPacket("pubrel", packetId, RC.PACKET_IDENTIFIER_NOT_FOUND), this.version));
+  }
+
+  sendPubrel(packetId: number): void {
+    this.#write(encode(this.#ackPacket("pubrel", packetId, RC.SUCCESS), this.version));
+  }
+
+  writeRaw(bytes: Uint8Array): void {
+    this.#write(bytes);
+  }
+}
+
+function toBytes(payload: string | Uint8Array): Uint8Array {
+  return typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
+}
+
+/** The properties that are forwarded unaltered to subscribers [MQTT-3.3.2-?]. */
+function pickMessageProperties(p: {
+  payloadFormatIndicator?: boolean;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Uint8Array;
+  userProperties?: Record<string, string | string[]>;
+}): MessageProperties | undefined {
+  let out: MessageProperties | undefined;
+  if (p.payloadFormatIndicator !== undefined) (out ??= {}).payloadFormatIndicator = p.payloadFormatIndicator;
+  if (p.contentType !== undefined) (out ??= {}).contentType = p.contentType;
+  if (p.responseTopic !== undefined) (out ??= {}).responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) (out ??= {}).correlationData = p.correlationData;
+  if (p.userProperties !== undefined) (out ??= {}).userProperties = p.userProperties;
+  return out;
+}

@@ -1,0 +1,87 @@
+/** Topic name and filter rules (MQTT 5.0 section 4.7), shared by every handler. */
+
+export interface TopicLimits {
+  maxTopicLength: number;
+  maxTopicLevels: number;
+}
+
+/** Why a topic name may not be published to, or undefined if it is fine. */
+export function topicNameProblem(topic: string, limits: TopicLimits): string | undefined {
+  if (topic.length === 0) return "topic name is empty"; // [MQTT-4.7.3-1]
+  if (topic.includes("+") || topic.includes("#")) return "topic name contains a wildcard"; // [MQTT-3.3.2-2]
+  return commonProblem(topic, limits);
+}
+
+/** Why a filter may not be subscribed to, or undefined if it is fine. */
+export function topicFilterProblem(filter: string, limits: TopicLimits): string | undefined {
+  if (filter.length === 0) return "topic filter is empty"; // [MQTT-4.7.3-1]
+  const levels = filter.split("/");
+  for (let i = 0; i < levels.length; i++) {
+    const level = levels[i]!;
+    if (level.includes("#") && (level !== "#" || i !== levels.length - 1)) {
+      return "'#' must be alone in the last level"; // [MQTT-4.7.1-1]
+    }
+    if (level.includes("+") && level !== "+") return "'+' must occupy a whole level"; // [MQTT-4.7.1-2]
+  }
+  return commonProblem(filter, limits);
+}
+
+function commonProblem(topic: string, limits: TopicLimits): string | undefined {
+  if (topic.includes("\u0000")) return "topic contains U+0000"; // [MQTT-4.7.3-2]
+  // mqtt-packet decodes ill-formed UTF-8 to U+FFFD; a well-formed topic has none in practice.
+  if (topic.includes("\uFFFD")) return "topic is not well-formed UTF-8"; // [MQTT-1.5.4-1]
+  if (utf8Length(topic) > limits.maxTopicLength) return `topic longer than ${limits.maxTopicLength} bytes`;
+  let levels = 1;
+  for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47) levels++;
+  if (levels > limits.maxTopicLevels) return `topic deeper than ${limits.maxTopicLevels} levels`;
+  return undefined;
+}
+
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+export interface ParsedFilter {
+  /** The filter without any $share/group/ prefix. */
+  filter: string;
+  /** Share group name for a shared subscription. */
+  group?: string;
+}
+
+/** Split `$share/group/filter` [MQTT-4.8.2-1]; returns a string describing the problem if malformed. */
+export function parseSubscriptionFilter(full: string): ParsedFilter | string {
+  if (!full.startsWith("$share/")) return { filter: full };
+  const rest = full.slice(7);
+  const slash = rest.indexOf("/");
+  if (slash <= 0) return "shared subscription needs $share/{group}/{filter}";
+  const group = rest.slice(0, slash);
+  if (group.includes("+") || group.includes("#")) return "share name must not contain wildcards"; // [MQTT-4.8.2-2]
+  const filter = rest.slice(slash + 1);
+  if (filter.length === 0) return "shared subscription has an empty filter";
+  return { filter, group };
+}
+
+/** Does `filter` match `topic`? Used where a tree is overkill (ACL rules, retained scan). */
+export function topicMatches(filter: string, topic: string): boolean {
+  // [MQTT-4.7.2-1] a filter starting with a wildcard does not match a $-topic.
+  if (topic.startsWith("$") && (filter.startsWith("+") || filter.startsWith("#"))) return false;
+  const f = filter.split("/");
+  const t = topic.split("/");
+  for (let i = 0; i < f.length; i++) {
+    const fl = f[i]!;
+    if (fl === "#") return true;
+    if (i >= t.length) return false;
+    if (fl !== "+" && fl !== t[i]) return false;
+  }
+  return f.length === t.length;
+}

@@ -1,0 +1,125 @@
+import type { Socket, TCPSocketListener } from "bun";
+import type { Connection, ConnectionHandler } from "../../core/connection.ts";
+
+interface SocketData {
+  conn: BunSocketConnection;
+  handler: ConnectionHandler;
+}
+
+/**
+ * A Bun TCP socket as a core Connection. Writes made in one tick are coalesced into
+ * one syscall; a partial write parks the rest until Bun reports `drain`, and later
+ * writes queue behind it so bytes never reorder.
+ */
+export class BunSocketConnection implements Connection {
+  readonly transport = "tcp";
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #scheduled = false;
+  #blocked = false;
+  #closing = false;
+  #closed = false;
+
+  constructor(private readonly socket: Socket<SocketData>, readonly remoteAddress: string) {}
+
+  write(bytes: Uint8Array): void {
+    if (this.#closed || this.#closing) return;
+    this.#pending.push(bytes);
+    this.#pendingBytes += bytes.byteLength;
+    if (!this.#scheduled && !this.#blocked) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  bufferedBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#closed) return;
+    this.#blocked = false;
+    if (this.#pendingBytes > 0) {
+      const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
+      const n = this.socket.write(data);
+      const written = n < 0 ? 0 : n;
+      if (written < data.byteLength) {
+        const rest = data.subarray(written);
+        this.#pending = [rest];
+        this.#pendingBytes = rest.byteLength;
+        this.#blocked = true; // wait for drain
+        return;
+      }
+      this.#pending = [];
+      this.#pendingBytes = 0;
+    }
+    if (this.#closing) this.#end();
+  }
+
+  close(): void {
+    if (this.#closing || this.#closed) return;
+    this.#closing = true;
+    if (this.#pendingBytes === 0) this.#end();
+    else if (!this.#blocked && !this.#scheduled) this.flush();
+    // A peer that never reads must not keep the socket forever.
+    setTimeout(() => this.#end(), 5000).unref?.();
+  }
+
+  #end(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.socket.end();
+  }
+
+  markClosed(): void {
+    this.#closed = true;
+  }
+}
+
+export function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.byteLength;
+  }
+  return out;
+}
+
+export interface TcpListener {
+  readonly host: string;
+  readonly port: number;
+  stop(): void;
+}
+
+/** Listen for MQTT over TCP and hand each connection to `accept`. */
+export function listenTcp(host: string, port: number, accept: (conn: Connection) => ConnectionHandler): TcpListener {
+  const server: TCPSocketListener<SocketData> = Bun.listen<SocketData>({
+    hostname: host,
+    port,
+    socket: {
+      open(socket) {
+        const conn = new BunSocketConnection(socket, `${socket.remoteAddress}`);
+        socket.data = { conn, handler: accept(conn) };
+      },
+      data(socket, data) {
+        socket.data.handler.onData(data);
+      },
+      drain(socket) {
+        socket.data.conn.flush();
+      },
+      close(socket) {
+        socket.data?.conn.markClosed();
+        socket.data?.handler.onClose();
+      },
+      error(socket) {
+        socket.data?.conn.markClosed();
+        socket.data?.handler.onClose();
+      },
+    },
+  });
+  return { host: server.hostname, port: server.port, stop: () => server.stop(true) };
+}

@@ -1,0 +1,159 @@
+import type {
+  DeliveryRecord,
+  Message,
+  Mutation,
+  Recovered,
+  SessionRecord,
+  Store,
+  StoreStats,
+} from "./store.ts";
+
+const key = (clientId: string, offset: number) => `${clientId}\u0000${offset}`;
+
+/**
+ * A store that keeps everything in memory: for tests, and for `durability: memory`
+ * where a restart starts empty. It honours the same contract as the SQLite store,
+ * including that the log keeps messages that deliveries still refer to.
+ */
+export class MemoryStore implements Store {
+  readonly kind = "memory";
+  #log = new Map<number, Message>();
+  #refs = new Map<number, number>();
+  #retained = new Map<string, Message>();
+  #sessions = new Map<string, SessionRecord>();
+  #deliveries = new Map<string, DeliveryRecord>();
+  #qos2 = new Map<string, Set<number>>();
+  #nextOffset = 1;
+  #bytes = 0;
+
+  /** @param maxLogMessages unreferenced messages kept for history before the oldest are trimmed */
+  constructor(private readonly maxLogMessages = 10_000) {}
+
+  open(): Promise<Recovered> {
+    const sessions = [...this.#sessions.values()].map((session) => {
+      const deliveries = [...this.#deliveries.values()]
+        .filter((d) => d.clientId === session.clientId)
+        .sort((a, b) => a.offset - b.offset)
+        .flatMap((delivery) => {
+          const message = this.#log.get(delivery.offset);
+          return message ? [{ delivery: { ...delivery }, message }] : [];
+        });
+      return {
+        session: structuredClone(session),
+        deliveries,
+        qos2Incoming: [...(this.#qos2.get(session.clientId) ?? [])],
+      };
+    });
+    return Promise.resolve({
+      nextOffset: this.#nextOffset,
+      retained: [...this.#retained.values()],
+      sessions,
+    });
+  }
+
+  commit(mutations: readonly Mutation[]): Promise<void> {
+    for (const m of mutations) this.#apply(m);
+    this.#trim();
+    return Promise.resolve();
+  }
+
+  #apply(m: Mutation): void {
+    switch (m.op) {
+      case "append":
+        this.#log.set(m.message.offset, m.message);
+        this.#bytes += m.message.payload.byteLength + m.message.topic.length;
+        if (m.message.offset >= this.#nextOffset) this.#nextOffset = m.message.offset + 1;
+        return;
+      case "retain":
+        if (m.message) this.#retained.set(m.topic, m.message);
+        else this.#retained.delete(m.topic);
+        return;
+      case "session-put":
+        this.#sessions.set(m.session.clientId, structuredClone(m.session));
+        return;
+      case "session-delete":
+        this.#sessions.delete(m.clientId);
+        for (const [k, d] of this.#deliveries) {
+          if (d.clientId === m.clientId) this.#dropDelivery(k, d);
+        }
+        this.#qos2.delete(m.clientId);
+        return;
+      case "delivery-put": {
+        const k = key(m.delivery.clientId, m.delivery.offset);
+        if (!this.#deliveries.has(k)) {
+          this.#refs.set(m.delivery.offset, (this.#refs.get(m.delivery.offset) ?? 0) + 1);
+        }
+        this.#deliveries.set(k, { ...m.delivery });
+        return;
+      }
+      case "delivery-sent": {
+        const d = this.#deliveries.get(key(m.clientId, m.offset));
+        if (d) {
+          d.packetId = m.packetId;
+          d.phase = "sent";
+        }
+        return;
+      }
+      case "delivery-pubrel":
+        for (const d of this.#deliveries.values()) {
+          if (d.clientId === m.clientId && d.packetId === m.packetId) d.phase = "pubrel";
+        }
+        return;
+      case "delivery-delete":
+        for (const [k, d] of this.#deliveries) {
+          if (d.clientId === m.clientId && d.packetId === m.packetId) this.#dropDelivery(k, d);
+        }
+        return;
+      case "delivery-delete-offset": {
+        const k = key(m.clientId, m.offset);
+        const d = this.#deliveries.get(k);
+        if (d) this.#dropDelivery(k, d);
+        return;
+      }
+      case "qos2-in-put": {
+        let set = this.#qos2.get(m.clientId);
+        if (!set) this.#qos2.set(m.clientId, set = new Set());
+        set.add(m.packetId);
+        return;
+      }
+      case "qos2-in-delete":
+        this.#qos2.get(m.clientId)?.delete(m.packetId);
+        return;
+    }
+  }
+
+  #dropDelivery(k: string, d: DeliveryRecord): void {
+    this.#deliveries.delete(k);
+    const n = (this.#refs.get(d.offset) ?? 1) - 1;
+    if (n <= 0) this.#refs.delete(d.offset);
+    else this.#refs.set(d.offset, n);
+  }
+
+  #trim(): void {
+    if (this.#log.size <= this.maxLogMessages) return;
+    for (const [offset, message] of this.#log) {
+      if (this.#log.size <= this.maxLogMessages) break;
+      if (this.#refs.has(offset)) continue;
+      this.#log.delete(offset);
+      this.#bytes -= message.payload.byteLength + message.topic.length;
+    }
+  }
+
+  readLog(from: number, limit: number): Promise<Message[]> {
+    const out: Message[] = [];
+    for (const [offset, message] of this.#log) {
+      if (offset < from) continue;
+      out.push(message);
+      if (out.length >= limit) break;
+    }
+    return Promise.resolve(out);
+  }
+
+  stats(): StoreStats {
+    return { messages: this.#log.size, bytes: this.#bytes };
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
