@@ -557,7 +557,8 @@ export class Broker {
     const c = s.client;
     const live = c !== undefined && c.state === "connected";
     if (o.qos === 0) {
-      if (live) {
+      // Behind queued QoS>0 messages it waits its turn, so a topic's order holds [MQTT-4.6.0-6].
+      if (live && s.queuedCount === 0) {
         if (c.conn.bufferedBytes() > this.options.maxBufferedBytes) {
           this.metrics.droppedSlowConsumer++;
           return;

@@ -1,0 +1,68 @@
+/** Helpers around the `mqtt` npm client: connect, collect messages, wait for events. */
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+
+export interface Received {
+  topic: string;
+  payload: string;
+  packet: mqtt.IPublishPacket;
+}
+
+export interface TestClient {
+  client: MqttClient;
+  messages: Received[];
+  /** Resolves once `n` messages have arrived in total (or rejects after `ms`). */
+  waitFor(n: number, ms?: number): Promise<Received[]>;
+  end(force?: boolean): Promise<void>;
+}
+
+export function connect(url: string, opts: IClientOptions = {}): Promise<TestClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts });
+    const messages: Received[] = [];
+    const waiters: Array<() => void> = [];
+    client.on("message", (topic, payload, packet) => {
+      messages.push({ topic, payload: payload.toString(), packet });
+      for (const w of waiters.splice(0)) w();
+    });
+    const fail = (err: Error) => {
+      client.end(true);
+      reject(err);
+    };
+    client.once("error", fail);
+    client.once("connect", () => {
+      client.off("error", fail);
+      client.on("error", () => {}); // later errors are asserted by tests that care
+      resolve({
+        client,
+        messages,
+        waitFor: (n, ms = 5000) => waitUntil(() => messages.length >= n, ms, waiters).then(() => messages),
+        end: (force = false) => new Promise((r) => client.end(force, {}, () => r())),
+      });
+    });
+  });
+}
+
+function waitUntil(cond: () => boolean, ms: number, waiters: Array<() => void>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (cond()) return resolve();
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    const check = () => {
+      if (cond()) {
+        clearTimeout(timer);
+        resolve();
+      } else waiters.push(check);
+    };
+    waiters.push(check);
+  });
+}
+
+/** Poll `cond` until true (for state not signalled by an event). */
+export async function eventually(cond: () => boolean, ms = 5000, what = "condition"): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+}
+
+export const sleep = (ms: number) => Bun.sleep(ms);
