@@ -22,7 +22,7 @@ export const configSchema = z.object({
     ws_port: port.nullable().default(null).describe("MQTT over WebSocket (path /mqtt); null disables, 0 picks a free port"),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),
-  log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info").describe("log lines at this level and above go to stderr"),
   mqtt: z.object({
     max_packet_size: z.number().int().min(64).max(268_435_460).default(1_048_576)
       .describe("largest packet accepted, in bytes; announced as Maximum Packet Size"),
@@ -41,10 +41,10 @@ export const configSchema = z.object({
       .describe("if set, overrides the client's keep alive and is announced in CONNACK"),
     max_session_expiry: z.number().int().min(0).max(0xffffffff).default(0xffffffff)
       .describe("largest Session Expiry Interval granted, in seconds"),
-    max_connections: z.number().int().min(1).default(100_000),
+    max_connections: z.number().int().min(1).default(100_000).describe("connected clients at most; more are refused (v5 0x97, 3.1.1 code 3)"),
     max_buffered_bytes: z.number().int().min(1024).default(8 * 1024 * 1024)
       .describe("bytes waiting to be written to one client before QoS 0 messages to it are dropped"),
-    retain_available: z.boolean().default(true),
+    retain_available: z.boolean().default(true).describe("false refuses retained publishes (0x9A) and says so in CONNACK"),
     sys_interval: z.number().int().min(0).default(10).describe("seconds between $SYS updates; 0 disables"),
   }).strict().prefault({}),
   auth: z.object({
