@@ -25,6 +25,8 @@ export class MemoryStore implements Store {
   #qos2 = new Map<string, Set<number>>();
   #nextOffset = 1;
   #bytes = 0;
+  /** Set when an append arrived below the highest offset: #log's insertion order is then not offset order. */
+  #unordered = false;
 
   /** @param maxLogMessages unreferenced messages kept for history before the oldest are trimmed */
   constructor(private readonly maxLogMessages = 10_000) {}
@@ -60,6 +62,7 @@ export class MemoryStore implements Store {
   #apply(m: Mutation): void {
     switch (m.op) {
       case "append":
+        if (m.message.offset < this.#nextOffset - 1 && !this.#log.has(m.message.offset)) this.#unordered = true;
         this.#log.set(m.message.offset, m.message);
         this.#bytes += m.message.payload.byteLength + m.message.topic.length;
         if (m.message.offset >= this.#nextOffset) this.#nextOffset = m.message.offset + 1;
@@ -129,8 +132,16 @@ export class MemoryStore implements Store {
     else this.#refs.set(d.offset, n);
   }
 
+  /** Re-sorts the log by offset; readLog and trimming rely on insertion order being offset order. */
+  #order(): void {
+    if (!this.#unordered) return;
+    this.#log = new Map([...this.#log].sort(([a], [b]) => a - b));
+    this.#unordered = false;
+  }
+
   #trim(): void {
     if (this.#log.size <= this.maxLogMessages) return;
+    this.#order();
     for (const [offset, message] of this.#log) {
       if (this.#log.size <= this.maxLogMessages) break;
       if (this.#refs.has(offset)) continue;
@@ -141,6 +152,8 @@ export class MemoryStore implements Store {
 
   readLog(from: number, limit: number): Promise<Message[]> {
     const out: Message[] = [];
+    if (limit <= 0) return Promise.resolve(out);
+    this.#order();
     for (const [offset, message] of this.#log) {
       if (offset < from) continue;
       out.push(message);

@@ -108,6 +108,14 @@ export interface StoreStats {
   messages: number;
   /** Bytes the store occupies (file size for SQLite, estimate for memory). */
   bytes: number;
+  /** Messages dropped from the log by the size quota (maxBytes) since open. */
+  droppedMessages?: number;
+  /** Unreferenced messages trimmed from the log for age (message TTL) since open. */
+  expiredMessages?: number;
+  /** Transactions committed since open; with group commit, fewer than commit() calls. */
+  transactions?: number;
+  /** True while the store refuses appends (quota reached with nothing to drop, or disk full). */
+  full?: boolean;
 }
 
 /** Raised by `commit` when the store cannot take more (quota or disk full). */

@@ -20,7 +20,7 @@ export interface RunningServer {
 /** Wire config → store → broker → listeners, on Bun. */
 export async function startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer> {
   const log = logger ?? consoleLogger(config.log_level);
-  const store: Store = config.storage.durability === "memory" ? new MemoryStore() : await openSqliteStore(config);
+  const store: Store = config.storage.durability === "memory" ? new MemoryStore() : openSqliteStore(config, log);
   const broker = new Broker({ options: brokerOptionsFrom(config, version), store, clock: systemClock, logger: log });
   await broker.start();
   const accept = broker.accept.bind(broker);

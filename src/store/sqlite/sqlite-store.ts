@@ -1,0 +1,429 @@
+import {
+  type Message,
+  type Mutation,
+  type Recovered,
+  type Store,
+  StoreFullError,
+  type StoreStats,
+} from "../store.ts";
+import {
+  SQLITE_BUSY,
+  SQLITE_CORRUPT,
+  SQLITE_FULL,
+  SQLITE_LOCKED,
+  SQLITE_NOTADB,
+  type SqliteDatabase,
+  type SqliteDriver,
+} from "./driver.ts";
+import { LogTrimmer } from "./log-trimmer.ts";
+import { rowToMessage } from "./message-codec.ts";
+import { recover } from "./recover.ts";
+import { inspectSchema, migrate } from "./schema.ts";
+import { type MutationEffect, Statements } from "./statements.ts";
+
+export interface SqliteStoreOptions {
+  /** The database file. Created if missing; never overwritten if it is not Ferry's. */
+  path: string;
+  /**
+   * `commit`: commit() resolves after the transaction holding its mutations has been
+   * fsynced, so an acknowledged message survives kill -9 and power loss. Concurrent
+   * commits share one transaction and one fsync (group commit).
+   *
+   * `periodic`: commit() resolves at once (as Mosquitto's autosave does) and queued
+   * mutations are written every `flushIntervalMs`. Risk window: a crash or power loss
+   * loses what was acknowledged since the last flush — up to flushIntervalMs of
+   * traffic, plus any flush that is failing (disk full) until it succeeds.
+   */
+  durability: "commit" | "periodic";
+  /** Flush period for `periodic`. Default 1000. */
+  flushIntervalMs?: number;
+  /**
+   * Quota on the pages in use. Above it the oldest unreferenced messages are
+   * dropped (counted in stats().droppedMessages); if none can be, lists containing an
+   * append are refused with StoreFullError while lists without (acks, session
+   * changes) still commit, so the broker can drain. Unlimited if unset.
+   */
+  maxBytes?: number;
+  /** Unreferenced messages older than this are trimmed from the log. Kept if unset. */
+  messageTtlMs?: number;
+  /** Injected clock for TTL trimming. Default Date.now. */
+  now?: () => number;
+  /** Told about a periodic-mode list that could not be applied (its promise already resolved). */
+  onError?: (error: Error) => void;
+}
+
+/** Stats of the SQLite store; the optional StoreStats fields are always present. */
+export interface SqliteStoreStats extends StoreStats {
+  droppedMessages: number;
+  expiredMessages: number;
+  transactions: number;
+  full: boolean;
+}
+
+interface Queued {
+  mutations: readonly Mutation[];
+  appends: boolean;
+  /** Commit mode: settles the caller's promise. Periodic lists have none. */
+  settle?: (error?: Error) => void;
+}
+
+interface BatchResult {
+  added: number;
+  highest: number;
+  dropped: number;
+  expired: number;
+  moreExpired: boolean;
+  overQuota: boolean;
+  bytes: number;
+}
+
+/** Primary result codes that concern one statement only; others leave the transaction in doubt. */
+const LIST_LOCAL_CODES = new Set([18 /* TOOBIG */, 19 /* CONSTRAINT */, 20 /* MISMATCH */, 25 /* RANGE */]);
+
+/** The next turn of the event loop, after pending I/O callbacks: they all join one batch. */
+const defer: (fn: () => void) => void =
+  typeof setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
+
+/**
+ * The durable store: a log of messages plus session state in one SQLite database in
+ * WAL mode. Every flush applies all queued mutation lists in ONE transaction, each
+ * list inside its own savepoint, so lists stay atomic while sharing the sync.
+ *
+ * Why `synchronous = FULL` in both modes: in WAL mode NORMAL syncs only at
+ * checkpoints, so the last transactions before a power loss can vanish even though
+ * COMMIT returned — exactly the messages already PUBACKed. FULL syncs the WAL at
+ * every commit; group commit keeps that to one fsync per batch (commit mode) or per
+ * interval (periodic), which is why FULL costs little here.
+ *
+ * Why `locking_mode = EXCLUSIVE`: the store is owned by one broker process. The lock
+ * makes a second broker on the same file fail at open instead of interleaving
+ * offsets, and lets WAL keep its index in heap memory rather than a mmapped -shm
+ * file (no shared-memory file to fail on a full disk).
+ *
+ * bun:sqlite and node:sqlite are synchronous: a flush, fsync included, runs on the
+ * event loop. Commits arriving meanwhile wait in the socket buffers and form the
+ * next batch.
+ */
+export class SqliteStore implements Store {
+  readonly kind = "sqlite";
+  readonly #driver: SqliteDriver;
+  readonly #options: SqliteStoreOptions;
+  readonly #path: string;
+  readonly #now: () => number;
+  #db: SqliteDatabase | undefined;
+  #s: Statements | undefined;
+  #trimmer: LogTrimmer | undefined;
+  #closed = false;
+  #queue: Queued[] = [];
+  #scheduled = false;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  /** Highest offset in a committed transaction (or recovered). */
+  #highest = 0;
+  #messages = 0;
+  #bytes = 0;
+  #dropped = 0;
+  #expired = 0;
+  #transactions = 0;
+  /** Over maxBytes with nothing left to drop, as of the last transaction. */
+  #overQuota = false;
+  /** The last flush failed with this; cleared by the next successful one. */
+  #failure: Error | undefined;
+  #nextTtlCheck = 0;
+  /** Periodic: appends acknowledged and waiting in #queue for the flush. */
+  #queuedAppends = 0;
+
+  constructor(driver: SqliteDriver, options: SqliteStoreOptions) {
+    this.#driver = driver;
+    this.#options = options;
+    this.#path = options.path;
+    this.#now = options.now ?? Date.now;
+  }
+
+  open(): Promise<Recovered> {
+    if (this.#db || this.#closed) {
+      return Promise.reject(new Error(`SQLite store ${this.#path}: open() may be called once per instance`));
+    }
+    let db: SqliteDatabase;
+    try {
+      db = this.#driver.open(this.#path);
+    } catch (error) {
+      return Promise.reject(this.#openError(error));
+    }
+    try {
+      db.exec("PRAGMA locking_mode = EXCLUSIVE");
+      // Let a broker that is still shutting down release the file.
+      db.exec("PRAGMA busy_timeout = 2000");
+      // Nothing above writes. inspectSchema reads the header and refuses foreign or
+      // newer files before anything below can change a byte of them.
+      const version = inspectSchema(db, this.#path);
+      const mode = db.prepare("PRAGMA journal_mode = WAL").get()?.journal_mode;
+      if (mode !== "wal") throw new Error(`cannot switch to WAL mode (journal_mode is ${String(mode)})`);
+      db.exec("PRAGMA synchronous = FULL");
+      // A checkpoint resets the WAL; this truncates it back after a burst grew it
+      // past the ~4 MiB that the default auto-checkpoint (1000 pages) lets it reach.
+      db.exec("PRAGMA journal_size_limit = 8388608");
+      migrate(db, version);
+
+      const state = recover(db);
+      const s = new Statements(db);
+      const pageSize = Number(db.prepare("PRAGMA page_size").get()?.page_size ?? 4096);
+      this.#trimmer = new LogTrimmer(s, pageSize);
+      this.#s = s;
+      this.#db = db;
+      this.#highest = state.nextOffset - 1;
+      this.#messages = state.messageCount;
+      this.#bytes = this.#trimmer.fileBytes();
+      const max = this.#options.maxBytes;
+      this.#overQuota = max !== undefined && this.#trimmer.usedBytes() > max;
+
+      if (this.#options.durability === "periodic") {
+        const timer = setInterval(() => this.#flush(), this.#options.flushIntervalMs ?? 1000);
+        // The broker's sockets keep the process alive; close() does the final flush.
+        (timer as { unref?: () => void }).unref?.();
+        this.#timer = timer;
+      }
+      const { messageCount: _, ...recovered } = state;
+      return Promise.resolve(recovered);
+    } catch (error) {
+      this.#db = undefined;
+      try {
+        db.close();
+      } catch {
+        // Already failing; the first error is the one worth reporting.
+      }
+      return Promise.reject(this.#openError(error));
+    }
+  }
+
+  commit(mutations: readonly Mutation[]): Promise<void> {
+    if (!this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
+    let appendCount = 0;
+    for (const m of mutations) if (m.op === "append") appendCount++;
+    const appends = appendCount > 0;
+    if (this.#options.durability === "periodic") {
+      // The promise resolves now, so a refusal has to be decided now, from the state
+      // of the last flush.
+      if (appends && this.#failure) return Promise.reject(this.#failure);
+      if (appends && this.#overQuota) return Promise.reject(this.#quotaError());
+      this.#queue.push({ mutations, appends });
+      this.#queuedAppends += appendCount;
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve, reject) => {
+      const settle = (error?: Error) => (error ? reject(error) : resolve());
+      this.#queue.push({ mutations, appends, settle });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        defer(() => this.#flush());
+      }
+    });
+  }
+
+  readLog(from: number, limit: number): Promise<Message[]> {
+    const s = this.#s;
+    if (!s || !this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
+    if (limit <= 0) return Promise.resolve([]);
+    const logged = s.readLog.all(from, limit).map(rowToMessage);
+    if (this.#queuedAppends === 0) return Promise.resolve(logged);
+    // Periodic: acknowledged appends still waiting for the flush are part of the log.
+    const byOffset = new Map<number, Message>();
+    for (const message of logged) byOffset.set(message.offset, message);
+    for (const queued of this.#queue) {
+      for (const m of queued.mutations) {
+        if (m.op === "append" && m.message.offset >= from) byOffset.set(m.message.offset, m.message);
+      }
+    }
+    const merged = [...byOffset.values()].sort((a, b) => a.offset - b.offset).slice(0, limit);
+    return Promise.resolve(merged);
+  }
+
+  stats(): SqliteStoreStats {
+    return {
+      // Periodic: appends acknowledged but not yet flushed are in the log as far as
+      // callers can tell (readLog returns them too).
+      messages: this.#messages + this.#queuedAppends,
+      bytes: this.#bytes,
+      droppedMessages: this.#dropped,
+      expiredMessages: this.#expired,
+      transactions: this.#transactions,
+      full: this.#overQuota || this.#failure instanceof StoreFullError,
+    };
+  }
+
+  close(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    const db = this.#db;
+    if (!db) return Promise.resolve();
+    const failure = this.#queue.length > 0 ? this.#flush() : undefined;
+    const lost = this.#queue.length;
+    this.#queue = [];
+    this.#db = undefined;
+    this.#s = undefined;
+    db.close();
+    if (failure && lost > 0) {
+      return Promise.reject(
+        new Error(`SQLite store ${this.#path}: closed with ${lost} acknowledged lists unwritten`, {
+          cause: failure,
+        }),
+      );
+    }
+    return Promise.resolve();
+  }
+
+  /** Applies everything queued in one transaction. Returns the error if the transaction failed. */
+  #flush(): Error | undefined {
+    this.#scheduled = false;
+    const db = this.#db;
+    if (!db) return undefined;
+    const ttlDue = this.#options.messageTtlMs !== undefined && this.#now() >= this.#nextTtlCheck;
+    if (this.#queue.length === 0 && !ttlDue) return undefined;
+    const batch = this.#queue;
+    this.#queue = [];
+    const outcomes: Array<Error | undefined> = [];
+    let result: BatchResult;
+    try {
+      result = db.transaction(() => this.#applyBatch(batch, outcomes, ttlDue));
+    } catch (error) {
+      const failure = this.#commitError(error);
+      this.#failure = failure;
+      if (this.#options.durability === "periodic") {
+        // Already acknowledged: keep them, in order, for the next attempt.
+        this.#queue = batch.concat(this.#queue);
+      } else {
+        for (const queued of batch) queued.settle?.(failure);
+      }
+      return failure;
+    }
+    this.#transactions++;
+    this.#failure = undefined;
+    this.#queuedAppends = 0;
+    this.#messages += result.added - result.dropped - result.expired;
+    this.#dropped += result.dropped;
+    this.#expired += result.expired;
+    this.#highest = result.highest;
+    this.#overQuota = result.overQuota;
+    this.#bytes = result.bytes;
+    if (ttlDue) {
+      const ttl = this.#options.messageTtlMs!;
+      const every = Math.min(60_000, Math.max(1000, ttl / 10));
+      this.#nextTtlCheck = result.moreExpired ? 0 : this.#now() + every;
+    }
+    batch.forEach((queued, i) => {
+      const error = outcomes[i];
+      if (queued.settle) queued.settle(error);
+      else if (error) this.#options.onError?.(error);
+    });
+    return undefined;
+  }
+
+  /** The body of the group transaction. Throws only for errors that doom the whole batch. */
+  #applyBatch(batch: Queued[], outcomes: Array<Error | undefined>, ttlDue: boolean): BatchResult {
+    const s = this.#s!;
+    const trimmer = this.#trimmer!;
+    const max = this.#options.maxBytes;
+    const r: BatchResult = {
+      added: 0,
+      highest: this.#highest,
+      dropped: 0,
+      expired: 0,
+      moreExpired: false,
+      overQuota: false,
+      bytes: 0,
+    };
+
+    // Periodic lists were acknowledged already and must be written; only commit mode
+    // can still refuse.
+    let refuseAppends = false;
+    if (max !== undefined && this.#options.durability === "commit" && trimmer.usedBytes() > max) {
+      r.dropped += trimmer.trimToSize(this.#trimTarget(max), r.highest);
+      refuseAppends = trimmer.usedBytes() > max;
+    }
+
+    for (const queued of batch) {
+      if (queued.appends && refuseAppends) {
+        outcomes.push(this.#quotaError());
+        continue;
+      }
+      const effect: MutationEffect = { added: 0, maxOffset: 0 };
+      s.savepoint.run();
+      try {
+        for (const m of queued.mutations) s.apply(m, effect);
+        s.release.run();
+      } catch (error) {
+        if (!this.#isListLocal(error)) throw error;
+        s.rollbackTo.run();
+        s.release.run();
+        outcomes.push(error instanceof Error ? error : new Error(String(error)));
+        continue;
+      }
+      outcomes.push(undefined);
+      r.added += effect.added;
+      if (effect.maxOffset > r.highest) r.highest = effect.maxOffset;
+    }
+
+    // Trimming after the lists lets acks in this very batch release their messages.
+    if (ttlDue) {
+      const cutoff = this.#now() - this.#options.messageTtlMs!;
+      const expired = trimmer.trimExpired(cutoff, 10_000, r.highest);
+      r.expired = expired.dropped;
+      r.moreExpired = expired.more;
+    }
+    if (max !== undefined && trimmer.usedBytes() > max) {
+      r.dropped += trimmer.trimToSize(this.#trimTarget(max), r.highest);
+      r.overQuota = trimmer.usedBytes() > max;
+    }
+    r.bytes = trimmer.fileBytes();
+    return r;
+  }
+
+  /** A little below the quota, so that a store at its limit does not trim on every commit. */
+  #trimTarget(max: number): number {
+    return max - Math.min(max / 20, 1 << 20);
+  }
+
+  #isListLocal(error: unknown): boolean {
+    const code = this.#driver.resultCode(error);
+    return code === undefined || LIST_LOCAL_CODES.has(code);
+  }
+
+  #quotaError(): StoreFullError {
+    return new StoreFullError(
+      `SQLite store ${this.#path} is over its quota of ${this.#options.maxBytes} bytes and every message ` +
+        "in it is still owed to a session; refusing new messages until deliveries drain",
+    );
+  }
+
+  #commitError(error: unknown): Error {
+    const detail = error instanceof Error ? error.message : String(error);
+    if (this.#driver.resultCode(error) === SQLITE_FULL) {
+      return new StoreFullError(`SQLite store ${this.#path}: disk full (${detail})`, { cause: error });
+    }
+    return new Error(`SQLite store ${this.#path}: commit failed: ${detail}`, { cause: error });
+  }
+
+  #openError(error: unknown): Error {
+    const detail = error instanceof Error ? error.message : String(error);
+    const path = this.#path;
+    switch (this.#driver.resultCode(error)) {
+      case SQLITE_NOTADB:
+        return new Error(
+          `${path} is not a SQLite database (or it is encrypted or damaged); refusing to open it. ` +
+            "Ferry never overwrites a file it did not create.",
+          { cause: error },
+        );
+      case SQLITE_CORRUPT:
+        return new Error(`${path} is damaged (${detail}); restore it from a backup or move it aside.`, {
+          cause: error,
+        });
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+        return new Error(`${path} is locked by another process: is another Ferry using the same store?`, {
+          cause: error,
+        });
+    }
+    if (detail.includes(path)) return error instanceof Error ? error : new Error(detail);
+    return new Error(`SQLite store ${path}: ${detail}`, { cause: error });
+  }
+}

@@ -1,0 +1,143 @@
+import type { Mutation } from "../store.ts";
+import type { SqliteDatabase, SqliteStatement } from "./driver.ts";
+import { MESSAGE_COLUMNS, messageParams, phaseCode } from "./message-codec.ts";
+
+/** What applying mutations changed that the store mirrors in memory. */
+export interface MutationEffect {
+  /** Messages added to the log (a re-append of an existing offset adds none). */
+  added: number;
+  /** Highest offset appended, 0 if none. */
+  maxOffset: number;
+}
+
+/**
+ * Every statement the store runs on its hot paths, prepared once at open: SQLite
+ * then parses no SQL while committing.
+ */
+export class Statements {
+  readonly insertMessage: SqliteStatement;
+  readonly replaceMessage: SqliteStatement;
+  readonly putRetained: SqliteStatement;
+  readonly deleteRetained: SqliteStatement;
+  readonly putSession: SqliteStatement;
+  readonly deleteSession: SqliteStatement;
+  readonly deleteSessionDeliveries: SqliteStatement;
+  readonly deleteSessionQos2: SqliteStatement;
+  readonly putDelivery: SqliteStatement;
+  readonly markSent: SqliteStatement;
+  readonly markPubrel: SqliteStatement;
+  readonly deleteDeliveryByPacket: SqliteStatement;
+  readonly deleteDeliveryByOffset: SqliteStatement;
+  readonly putQos2: SqliteStatement;
+  readonly deleteQos2: SqliteStatement;
+
+  readonly savepoint: SqliteStatement;
+  readonly release: SqliteStatement;
+  readonly rollbackTo: SqliteStatement;
+
+  readonly readLog: SqliteStatement;
+  readonly maxOffset: SqliteStatement;
+  readonly raiseNextOffset: SqliteStatement;
+  /** Oldest unreferenced messages with their approximate size in bytes. */
+  readonly unreferenced: SqliteStatement;
+  readonly deleteMessage: SqliteStatement;
+  readonly pageCount: SqliteStatement;
+  readonly freelistCount: SqliteStatement;
+
+  constructor(db: SqliteDatabase) {
+    const p = (sql: string) => db.prepare(sql);
+    this.insertMessage = p(`INSERT OR IGNORE INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.replaceMessage = p(`REPLACE INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.putRetained = p(`REPLACE INTO retained (topic, ${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    this.deleteRetained = p("DELETE FROM retained WHERE topic = ?");
+    this.putSession = p("REPLACE INTO sessions (client_id, record) VALUES (?, ?)");
+    this.deleteSession = p("DELETE FROM sessions WHERE client_id = ?");
+    this.deleteSessionDeliveries = p("DELETE FROM deliveries WHERE client_id = ?");
+    this.deleteSessionQos2 = p("DELETE FROM qos2_in WHERE client_id = ?");
+    this.putDelivery = p(
+      "REPLACE INTO deliveries (client_id, offset, qos, retain, sub_ids, packet_id, phase) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.markSent = p("UPDATE deliveries SET packet_id = ?, phase = 1 WHERE client_id = ? AND offset = ?");
+    this.markPubrel = p("UPDATE deliveries SET phase = 2 WHERE client_id = ? AND packet_id = ?");
+    this.deleteDeliveryByPacket = p("DELETE FROM deliveries WHERE client_id = ? AND packet_id = ?");
+    this.deleteDeliveryByOffset = p("DELETE FROM deliveries WHERE client_id = ? AND offset = ?");
+    this.putQos2 = p("INSERT OR IGNORE INTO qos2_in (client_id, packet_id) VALUES (?, ?)");
+    this.deleteQos2 = p("DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?");
+
+    this.savepoint = p("SAVEPOINT list");
+    this.release = p("RELEASE list");
+    this.rollbackTo = p("ROLLBACK TO list");
+
+    this.readLog = p(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE offset >= ? ORDER BY offset LIMIT ?`);
+    this.maxOffset = p("SELECT max(offset) AS max FROM messages");
+    this.raiseNextOffset = p("UPDATE meta SET value = ? WHERE key = 'next_offset' AND value < ?");
+    this.unreferenced = p(
+      `SELECT offset, received_at,
+              length(topic) + length(payload) + coalesce(length(props), 0) + length(origin) AS size
+         FROM messages m
+        WHERE offset > ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.offset = m.offset)
+        ORDER BY offset LIMIT ?`,
+    );
+    this.deleteMessage = p("DELETE FROM messages WHERE offset = ?");
+    this.pageCount = p("PRAGMA page_count");
+    this.freelistCount = p("PRAGMA freelist_count");
+  }
+
+  /** Applies one mutation; throws on failure (the caller rolls the list back). */
+  apply(m: Mutation, effect: MutationEffect): void {
+    switch (m.op) {
+      case "append": {
+        const params = messageParams(m.message);
+        // INSERT OR IGNORE then REPLACE keeps the message count exact when an offset
+        // is appended twice (the newer body wins, as in the memory store).
+        if (this.insertMessage.run(...params).changes > 0) effect.added++;
+        else this.replaceMessage.run(...params);
+        if (m.message.offset > effect.maxOffset) effect.maxOffset = m.message.offset;
+        return;
+      }
+      case "retain":
+        if (m.message) this.putRetained.run(m.topic, ...messageParams(m.message));
+        else this.deleteRetained.run(m.topic);
+        return;
+      case "session-put":
+        this.putSession.run(m.session.clientId, JSON.stringify(m.session));
+        return;
+      case "session-delete":
+        this.deleteSession.run(m.clientId);
+        this.deleteSessionDeliveries.run(m.clientId);
+        this.deleteSessionQos2.run(m.clientId);
+        return;
+      case "delivery-put": {
+        const d = m.delivery;
+        this.putDelivery.run(
+          d.clientId,
+          d.offset,
+          d.qos,
+          d.retain ? 1 : 0,
+          d.subscriptionIds === undefined ? null : JSON.stringify(d.subscriptionIds),
+          d.packetId ?? null,
+          phaseCode(d.phase),
+        );
+        return;
+      }
+      case "delivery-sent":
+        this.markSent.run(m.packetId, m.clientId, m.offset);
+        return;
+      case "delivery-pubrel":
+        this.markPubrel.run(m.clientId, m.packetId);
+        return;
+      case "delivery-delete":
+        this.deleteDeliveryByPacket.run(m.clientId, m.packetId);
+        return;
+      case "delivery-delete-offset":
+        this.deleteDeliveryByOffset.run(m.clientId, m.offset);
+        return;
+      case "qos2-in-put":
+        this.putQos2.run(m.clientId, m.packetId);
+        return;
+      case "qos2-in-delete":
+        this.deleteQos2.run(m.clientId, m.packetId);
+        return;
+    }
+  }
+}

@@ -1,0 +1,454 @@
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { spawnSync } from "bun";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { bunSqliteDriver } from "../../src/runtime/bun/sqlite-driver.ts";
+import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
+import { runStoreContract } from "../../src/store/contract.ts";
+import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
+import { type Message, type Mutation, type SessionRecord, StoreFullError } from "../../src/store/store.ts";
+import { sqliteStore, tempDir } from "./sqlite-helpers.ts";
+
+// bun:sqlite in both durability modes, and the node:sqlite driver (meant for Deno) on
+// Bun's own node:sqlite, so that driver is exercised before Deno joins the test run.
+const variants = [
+  { name: "sqlite (commit)", driver: bunSqliteDriver, durability: "commit" },
+  { name: "sqlite (periodic)", driver: bunSqliteDriver, durability: "periodic" },
+  { name: "sqlite (commit, node:sqlite driver)", driver: nodeSqliteDriver, durability: "commit" },
+] as const;
+
+for (const { name, driver, durability } of variants) {
+  runStoreContract(
+    name,
+    async (options) => {
+      const { dir, remove } = tempDir();
+      const path = join(dir, "ferry.db");
+      const maxBytes = options?.tightRetention ? 256 * 1024 : undefined;
+      const make = () => new SqliteStore(driver, { path, durability, maxBytes });
+      let current = make();
+      return {
+        store: current,
+        reopen: async () => {
+          await current.close();
+          current = make();
+          return current;
+        },
+        cleanup: async () => {
+          await current.close();
+          remove();
+        },
+      };
+    },
+    { describe, test, expect, afterEach },
+  );
+}
+
+// ---------------------------------------------------------------------------------
+
+const encoder = new TextEncoder();
+let cleanups: Array<() => void | Promise<void>> = [];
+afterEach(async () => {
+  const pending = cleanups.reverse();
+  cleanups = [];
+  for (const cleanup of pending) await cleanup();
+});
+
+function scratch(): string {
+  const { dir, remove } = tempDir();
+  cleanups.push(remove);
+  return dir;
+}
+
+/** Opens a store and closes it after the test. */
+async function opened(path: string, options: Parameters<typeof sqliteStore>[1] = {}) {
+  const store = sqliteStore(path, options);
+  const recovered = await store.open();
+  cleanups.push(() => store.close().catch(() => {}));
+  return { store, recovered };
+}
+
+function message(offset: number, payload: Uint8Array = encoder.encode(`m${offset}`), receivedAt = 1_700_000_000_000): Message {
+  return { offset, topic: `t/${offset}`, payload, qos: 1, retain: false, receivedAt, origin: "p" };
+}
+
+const append = (m: Message): Mutation => ({ op: "append", message: m });
+
+const sessionRecord = (clientId: string): SessionRecord => ({
+  clientId,
+  expiryInterval: 3600,
+  protocolVersion: 5,
+  subscriptions: [],
+});
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+describe("SqliteStore group commit", () => {
+  test("concurrent commits share transactions", async () => {
+    const { store, recovered } = await opened(join(scratch(), "g.db"));
+    const before = store.stats().transactions;
+    const commits = Array.from({ length: 2000 }, (_, i) => store.commit([append(message(recovered.nextOffset + i))]));
+    await Promise.all(commits);
+    const used = store.stats().transactions - before;
+    expect(used).toBeGreaterThan(0);
+    expect(used).toBeLessThan(5);
+    expect(store.stats().messages).toBe(2000);
+  });
+
+  test("commits awaited one by one each get their own transaction", async () => {
+    const { store, recovered } = await opened(join(scratch(), "g.db"));
+    const before = store.stats().transactions;
+    for (let i = 0; i < 5; i++) await store.commit([append(message(recovered.nextOffset + i))]);
+    expect(store.stats().transactions - before).toBe(5);
+  });
+
+  test("a list that fails is rolled back alone; the others in its transaction land", async () => {
+    const { store, recovered } = await opened(join(scratch(), "g.db"));
+    const base = recovered.nextOffset;
+    // JSON cannot encode a bigint, so this list fails halfway, after its append.
+    const broken = { ...sessionRecord("bad"), expiryInterval: 10n } as unknown as SessionRecord;
+    const before = store.stats().transactions;
+    const results = await Promise.allSettled([
+      store.commit([append(message(base))]),
+      store.commit([append(message(base + 1)), { op: "session-put", session: broken }]),
+      store.commit([append(message(base + 2))]),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(store.stats().transactions - before).toBe(1);
+    expect((await store.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 2]);
+    expect(store.stats().messages).toBe(2);
+  });
+});
+
+describe("SqliteStore periodic durability", () => {
+  test("commit resolves at once, the flush follows within the interval, readLog sees both", async () => {
+    const path = join(scratch(), "p.db");
+    const { store, recovered } = await opened(path, { durability: "periodic", flushIntervalMs: 30 });
+    const base = recovered.nextOffset;
+    await store.commit([append(message(base))]);
+    expect(store.stats().transactions).toBe(0);
+    expect((await store.readLog(base, 10)).map((m) => m.offset)).toEqual([base]);
+    await Bun.sleep(100);
+    expect(store.stats().transactions).toBe(1);
+    await store.commit([append(message(base + 1))]);
+    expect((await store.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+    await store.close();
+    const { store: reopened } = await opened(path);
+    expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+  });
+});
+
+describe("SqliteStore refuses files it did not create", () => {
+  async function expectRefused(path: string, pattern: RegExp): Promise<void> {
+    const before = readFileSync(path);
+    const error = await rejection(sqliteStore(path).open());
+    expect(error).toBeInstanceOf(Error);
+    expect((error as Error).message).toContain(path);
+    expect((error as Error).message).toMatch(pattern);
+    expect(readFileSync(path).equals(before)).toBe(true);
+    expect(existsSync(`${path}-wal`)).toBe(false);
+  }
+
+  test("random bytes", async () => {
+    const path = join(scratch(), "random.db");
+    writeFileSync(path, crypto.getRandomValues(new Uint8Array(64 * 1024)));
+    await expectRefused(path, /not a SQLite database/);
+  });
+
+  test("a text file", async () => {
+    const path = join(scratch(), "notes.txt");
+    writeFileSync(path, "broker: ferry\nthis is a config file, not a database\n".repeat(100));
+    await expectRefused(path, /not a SQLite database/);
+  });
+
+  test("another application's SQLite database", async () => {
+    const path = join(scratch(), "other.db");
+    const db = new Database(path);
+    db.exec("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL); INSERT INTO invoices VALUES (1, 9.5);");
+    db.close();
+    await expectRefused(path, /did not create.*invoices/);
+  });
+
+  test("a SQLite database with a user_version but no Ferry application_id", async () => {
+    const path = join(scratch(), "versioned.db");
+    const db = new Database(path);
+    db.exec("PRAGMA user_version = 1; CREATE TABLE messages (offset INTEGER PRIMARY KEY);");
+    db.close();
+    await expectRefused(path, /did not create/);
+  });
+
+  test("a Ferry store from a newer release", async () => {
+    const path = join(scratch(), "newer.db");
+    const { store } = await opened(path);
+    await store.commit([append(message(1))]);
+    await store.close();
+    const db = new Database(path);
+    db.exec("PRAGMA user_version = 99");
+    db.close();
+    await expectRefused(path, /newer/);
+  });
+
+  test("a Ferry store whose pages were overwritten", async () => {
+    const path = join(scratch(), "damaged.db");
+    const { store } = await opened(path);
+    await store.commit([
+      { op: "session-put", session: sessionRecord("c") },
+      ...Array.from({ length: 200 }, (_, i) => append(message(i + 1))),
+    ]);
+    await store.close();
+    // Keep the 100-byte header (so SQLite recognises the file) and scribble over the rest.
+    const file = readFileSync(path);
+    file.set(crypto.getRandomValues(new Uint8Array(file.length - 100)), 100);
+    writeFileSync(path, file);
+    await expectRefused(path, /damaged|not a SQLite database/);
+  });
+
+  test("a store already open elsewhere is refused as locked", async () => {
+    const path = join(scratch(), "locked.db");
+    await opened(path);
+    const error = await rejection(sqliteStore(path).open());
+    expect((error as Error).message).toContain(path);
+    expect((error as Error).message).toMatch(/locked/);
+  });
+
+  test("a missing directory is reported with the path", async () => {
+    const path = join(scratch(), "no", "such", "dir", "ferry.db");
+    const error = await rejection(sqliteStore(path).open());
+    expect((error as Error).message).toContain(path);
+  });
+});
+
+describe("SqliteStore log trimming", () => {
+  const kib = (n: number) => new Uint8Array(n * 1024).fill(n & 0xff);
+
+  test("over maxBytes, the oldest unreferenced messages are dropped and counted", async () => {
+    const maxBytes = 512 * 1024;
+    const { store, recovered } = await opened(join(scratch(), "q.db"), { maxBytes });
+    const base = recovered.nextOffset;
+    const total = 3000;
+    for (let start = 0; start < total; start += 50) {
+      await store.commit(Array.from({ length: 50 }, (_, i) => append(message(base + start + i, kib(1)))));
+    }
+    const stats = store.stats();
+    expect(stats.droppedMessages).toBeGreaterThan(0);
+    expect(stats.messages + stats.droppedMessages).toBe(total);
+    expect(stats.bytes).toBeLessThan(maxBytes * 1.15);
+    expect(stats.full).toBe(false);
+    // What is left is the newest, contiguous suffix of the log.
+    const log = await store.readLog(0, total);
+    expect(log).toHaveLength(stats.messages);
+    expect(log[0]!.offset).toBe(base + stats.droppedMessages);
+    expect(log.at(-1)!.offset).toBe(base + total - 1);
+  });
+
+  test("when everything is owed, appends get StoreFullError while acks still commit", async () => {
+    const maxBytes = 256 * 1024;
+    const { store, recovered } = await opened(join(scratch(), "full.db"), { maxBytes });
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("slow") }]);
+    let accepted = 0;
+    let error: unknown;
+    for (; accepted < 2000; accepted++) {
+      const offset = base + accepted;
+      error = await rejection(
+        store.commit([
+          append(message(offset, kib(2))),
+          { op: "delivery-put", delivery: { clientId: "slow", offset, qos: 1, retain: false, phase: "queued" } },
+        ]),
+      );
+      if (error) break;
+    }
+    expect(error).toBeInstanceOf(StoreFullError);
+    expect(accepted).toBeGreaterThan(50);
+    expect(store.stats().full).toBe(true);
+    expect(store.stats().droppedMessages).toBe(0);
+    // The refused list left nothing behind.
+    expect(await store.readLog(base + accepted, 10)).toEqual([]);
+
+    // Acks and session changes go through, so the broker can drain.
+    await store.commit([{ op: "session-put", session: { ...sessionRecord("slow"), disconnectedAt: 1 } }]);
+    await store.commit([{ op: "delivery-sent", clientId: "slow", offset: base, packetId: 1 }]);
+    await store.commit([{ op: "delivery-delete", clientId: "slow", packetId: 1 }]);
+    // Still full: one freed message is not enough room... until the session goes.
+    await store.commit([{ op: "session-delete", clientId: "slow" }]);
+    await store.commit([append(message(base + accepted, kib(2)))]);
+    expect(store.stats().full).toBe(false);
+    expect(store.stats().droppedMessages).toBeGreaterThan(0);
+    expect((await store.readLog(base + accepted, 1)).map((m) => m.offset)).toEqual([base + accepted]);
+  });
+
+  test("periodic mode refuses appends at commit() once over quota with nothing to drop", async () => {
+    const maxBytes = 256 * 1024;
+    const { store, recovered } = await opened(join(scratch(), "pfull.db"), {
+      maxBytes,
+      durability: "periodic",
+      flushIntervalMs: 10,
+    });
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("slow") }]);
+    let error: unknown;
+    for (let i = 0; i < 400 && !error; i++) {
+      const offset = base + i;
+      error = await rejection(
+        store.commit([
+          append(message(offset, kib(2))),
+          { op: "delivery-put", delivery: { clientId: "slow", offset, qos: 1, retain: false, phase: "queued" } },
+        ]),
+      );
+      if (i % 20 === 19) await Bun.sleep(25);
+    }
+    expect(error).toBeInstanceOf(StoreFullError);
+    await store.commit([{ op: "session-delete", clientId: "slow" }]);
+    await Bun.sleep(40);
+    expect(store.stats().full).toBe(false);
+    await store.commit([append(message(base + 1000))]);
+  });
+
+  test("messages past the TTL are trimmed unless owed; the offset counter survives an empty log", async () => {
+    let now = 1_700_000_000_000;
+    const path = join(scratch(), "ttl.db");
+    const { store, recovered } = await opened(path, { messageTtlMs: 60_000, now: () => now });
+    const base = recovered.nextOffset;
+    await store.commit([
+      { op: "session-put", session: sessionRecord("c") },
+      ...Array.from({ length: 10 }, (_, i) => append(message(base + i, undefined, now))),
+      { op: "delivery-put", delivery: { clientId: "c", offset: base + 3, qos: 1, retain: false, phase: "queued" } },
+    ]);
+    now += 30_000;
+    await store.commit([append(message(base + 10, undefined, now))]);
+    expect(store.stats().expiredMessages).toBe(0);
+
+    now += 45_000; // the first ten are 75 s old, the eleventh 45 s
+    await store.commit([]);
+    expect(store.stats().expiredMessages).toBe(9);
+    expect(store.stats().droppedMessages).toBe(0);
+    expect((await store.readLog(0, 100)).map((m) => m.offset)).toEqual([base + 3, base + 10]);
+
+    now += 120_000;
+    await store.commit([{ op: "session-delete", clientId: "c" }]);
+    await store.commit([]);
+    expect(store.stats().messages).toBe(0);
+    await store.close();
+
+    const again = await opened(path, { messageTtlMs: 60_000, now: () => now });
+    expect(again.recovered.nextOffset).toBe(base + 11);
+    expect(await again.store.readLog(0, 10)).toEqual([]);
+  });
+});
+
+// Disk full on a real, tiny filesystem. Needs root (mount); skipped with a note otherwise.
+const tmpfsDir = join(tmpdir(), `ferry-tmpfs-${process.pid}`);
+mkdirSync(tmpfsDir, { recursive: true });
+const mount = spawnSync(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", tmpfsDir], { stderr: "pipe" });
+const tmpfsMounted = mount.exitCode === 0;
+if (!tmpfsMounted) {
+  console.warn(
+    `SKIP disk-full test: cannot mount a 2 MiB tmpfs at ${tmpfsDir} (needs root): ${mount.stderr.toString().trim()}`,
+  );
+}
+afterAll(() => {
+  if (tmpfsMounted) spawnSync(["umount", tmpfsDir]);
+  rmdirSync(tmpfsDir);
+});
+
+function fillDisk(dir: string): string {
+  const filler = join(dir, "filler");
+  const fd = openSync(filler, "w");
+  try {
+    for (const chunk of [256 * 1024, 4096, 1]) {
+      const block = new Uint8Array(chunk);
+      for (;;) {
+        try {
+          writeSync(fd, block);
+        } catch {
+          break; // ENOSPC
+        }
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return filler;
+}
+
+describe("SqliteStore on a full disk", () => {
+  test.skipIf(!tmpfsMounted)("commits fail with StoreFullError, nothing half-written, and succeed again once space returns", async () => {
+    const path = join(tmpfsDir, "ferry.db");
+    cleanups.push(() => {
+      for (const f of [path, `${path}-wal`, `${path}-shm`, join(tmpfsDir, "filler")]) if (existsSync(f)) unlinkSync(f);
+    });
+    const { store, recovered } = await opened(path);
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("c") }, append(message(base))]);
+
+    const filler = fillDisk(tmpfsDir);
+    const committed: number[] = [base];
+    let error: unknown;
+    let offset = base + 1;
+    for (; offset < base + 500; offset++) {
+      error = await rejection(store.commit([append(message(offset, new Uint8Array(8192).fill(1)))]));
+      if (error) break;
+      committed.push(offset);
+    }
+    expect(error).toBeInstanceOf(StoreFullError);
+    expect((error as Error).message).toMatch(/disk full/);
+    expect(store.stats().full).toBe(true);
+    const failed = offset;
+    // Reads still work and show exactly what committed.
+    expect((await store.readLog(base, 1000)).map((m) => m.offset)).toEqual(committed);
+
+    unlinkSync(filler);
+    await store.commit([append(message(failed + 1, new Uint8Array(8192).fill(2)))]);
+    expect(store.stats().full).toBe(false);
+    await store.close();
+
+    const again = await opened(path);
+    expect((await again.store.readLog(base, 1000)).map((m) => m.offset)).toEqual([...committed, failed + 1]);
+    expect(again.recovered.nextOffset).toBe(failed + 2);
+    expect(again.recovered.sessions.map((s) => s.session.clientId)).toEqual(["c"]);
+  });
+});
+
+describe("SqliteStore after kill -9", () => {
+  test("every offset whose commit resolved is in the log after reopen", async () => {
+    const path = join(scratch(), "crash.db");
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, "crash-writer.ts"), path, "1000000"], {
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const printed: number[] = [];
+    const decoder = new TextDecoder();
+    let buffered = "";
+    let killed = false;
+    const reader = child.stdout.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      const lines = buffered.split("\n");
+      buffered = lines.pop()!;
+      for (const line of lines) printed.push(Number(line));
+      if (!killed && printed.length >= 3000) {
+        child.kill("SIGKILL");
+        killed = true;
+      }
+    }
+    await child.exited;
+    expect(killed).toBe(true);
+    expect(child.signalCode).toBe("SIGKILL");
+
+    const { store, recovered } = await opened(path);
+    const log = new Set((await store.readLog(0, 2_000_000)).map((m) => m.offset));
+    const missing = printed.filter((offset) => !log.has(offset));
+    expect(missing).toEqual([]);
+    expect(recovered.nextOffset).toBeGreaterThan(Math.max(...printed));
+    // The child was stopped mid-stream, not after finishing.
+    expect(log.size).toBeLessThan(1_000_000);
+  }, 60_000);
+});
