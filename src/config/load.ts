@@ -71,6 +71,7 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     maxSessionExpiry: m.max_session_expiry,
     maxConnections: m.max_connections,
     maxBufferedBytes: m.max_buffered_bytes,
+    connectTimeoutMs: m.connect_timeout_ms,
     sysInterval: m.sys_interval,
     retainAvailable: m.retain_available,
     aclDefault: config.acl.default,
@@ -81,6 +82,7 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
       ...(r.username !== undefined ? { username: r.username } : {}),
       ...(r.client_id !== undefined ? { clientId: r.client_id } : {}),
     })),
+    aclDenyCode: config.acl.deny_reason === "unspecified" ? 0x80 : 0x87,
     allowAnonymous: config.auth.allow_anonymous,
     version,
   };

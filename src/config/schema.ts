@@ -37,13 +37,15 @@ export const configSchema = z.object({
     queue_qos0_messages: z.boolean().default(false).describe("queue QoS 0 messages for offline persistent sessions"),
     topic_alias_maximum: z.number().int().min(0).max(65_535).default(10)
       .describe("topic aliases a client may use towards Ferry; 0 disables"),
-    server_keep_alive: z.number().int().min(0).max(65_535).nullable().default(null)
-      .describe("if set, overrides the client's keep alive and is announced in CONNACK"),
+    server_keep_alive: z.number().int().min(1).max(65_535).nullable().default(null)
+      .describe("longest keep alive allowed: a v5 client asking for more, or for none, gets this as Server Keep Alive (like Mosquitto's max_keepalive)"),
     max_session_expiry: z.number().int().min(0).max(0xffffffff).default(0xffffffff)
       .describe("largest Session Expiry Interval granted, in seconds"),
     max_connections: z.number().int().min(1).default(100_000).describe("connected clients at most; more are refused (v5 0x97, 3.1.1 code 3)"),
     max_buffered_bytes: z.number().int().min(1024).default(8 * 1024 * 1024)
       .describe("bytes waiting to be written to one client before QoS 0 messages to it are dropped"),
+    connect_timeout_ms: z.number().int().min(100).default(10_000)
+      .describe("a connection that has not sent CONNECT within this many milliseconds is closed"),
     retain_available: z.boolean().default(true).describe("false refuses retained publishes (0x9A) and says so in CONNACK"),
     sys_interval: z.number().int().min(0).default(10).describe("seconds between $SYS updates; 0 disables"),
   }).strict().prefault({}),
@@ -53,6 +55,8 @@ export const configSchema = z.object({
   acl: z.object({
     default: z.enum(["allow", "deny"]).default("allow").describe("decision when no rule matches"),
     rules: z.array(aclRule).default([]).describe("checked in order; the first match decides"),
+    deny_reason: z.enum(["not_authorized", "unspecified"]).default("not_authorized")
+      .describe("v5 reason code for a denied publish or subscription: 0x87, or 0x80 for clients that only know 0x80"),
   }).strict().prefault({}),
   storage: z.object({
     durability: z.enum(["commit", "periodic", "memory"]).default("commit")

@@ -19,18 +19,27 @@ export interface BrokerOptions {
   queueQos0: boolean;
   /** Topic Alias Maximum Ferry announces for client→broker aliases; 0 disables. */
   topicAliasMaximum: number;
-  /** If set, announced as Server Keep Alive and used instead of the client's value. */
+  /**
+   * Longest keep alive allowed, in seconds. A v5 client asking for more (or for 0) is
+   * told this value as Server Keep Alive. 3.1.1 has no way to say so, and clamping a
+   * 3.1.1 client's keep alive would disconnect clients that follow their own, so it is
+   * left alone.
+   */
   serverKeepAlive: number | undefined;
   /** Largest Session Expiry Interval granted, in seconds. */
   maxSessionExpiry: number;
   maxConnections: number;
   /** Bytes a connection may have waiting to be written before QoS 0 messages to it are dropped. */
   maxBufferedBytes: number;
+  /** A connection that has not sent CONNECT within this many milliseconds is closed. */
+  connectTimeoutMs: number;
   /** Publish $SYS topics every this many seconds; 0 disables. */
   sysInterval: number;
   retainAvailable: boolean;
   aclDefault: "allow" | "deny";
   aclRules: AclRule[];
+  /** v5 reason code for ACL denials: 0x87 Not authorized, or 0x80 Unspecified error. */
+  aclDenyCode: 0x87 | 0x80;
   /** Allow clients without a username. */
   allowAnonymous: boolean;
   version: string;
@@ -49,10 +58,12 @@ export const defaultBrokerOptions: BrokerOptions = {
   maxSessionExpiry: 0xffffffff,
   maxConnections: 100_000,
   maxBufferedBytes: 8 * 1024 * 1024,
+  connectTimeoutMs: 10_000,
   sysInterval: 10,
   retainAvailable: true,
   aclDefault: "allow",
   aclRules: [],
+  aclDenyCode: 0x87,
   allowAnonymous: true,
   version: "0.0.0",
 };

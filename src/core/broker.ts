@@ -44,8 +44,6 @@ export interface BrokerDeps {
   logger: Logger;
 }
 
-/** Connections that have not sent CONNECT by then are closed (half-open or idle sockets). */
-const CONNECT_TIMEOUT_MS = 10_000;
 const NEVER_EXPIRES = 0xffffffff;
 
 /**
@@ -70,6 +68,11 @@ export class Broker {
   /** Sessions whose record is in the store, so ending them must delete it. */
   #stored = new Set<Session>();
   #pendingWills = new Map<Session, Will>();
+  /**
+   * Messages in flight when a connection resumed its session and not yet re-sent on it,
+   * because the new connection's Receive Maximum is smaller than what was in flight.
+   */
+  #resendBacklog = new WeakMap<ClientConnection, Outbound[]>();
   #timers: unknown[] = [];
   #idCounter = 0;
   #closing = false;
@@ -213,10 +216,11 @@ export class Broker {
   sessionOnline(client: ClientConnection, s: Session): void {
     if (s.client !== client) return;
     const inflight = [...s.inflight.values()].sort((a, b) => a.message.offset - b.message.offset);
-    for (const o of inflight) {
-      if (o.phase === "pubrel") client.sendPubrel(o.packetId);
-      else if (!client.sendPublish(o, true)) this.#completeOutbound(s, o);
-    }
+    // A PUBREL is not a PUBLISH and goes at once [MQTT-3.3.4-10]; re-sent PUBLISHes wait for
+    // room in this connection's window, which may be smaller than the last one's [MQTT-3.3.4-9].
+    for (const o of inflight) if (o.phase === "pubrel") client.sendPubrel(o.packetId);
+    const resend = inflight.filter((o) => o.phase !== "pubrel");
+    if (resend.length > 0) this.#resendBacklog.set(client, resend);
     this.#pump(s);
   }
 
@@ -286,7 +290,11 @@ export class Broker {
   }
 
   #publishWill(will: Will): void {
-    const m: Message = { ...will.message, receivedAt: this.clock.now() };
+    const now = this.clock.now();
+    const m: Message = { ...will.message, receivedAt: now };
+    // The Will's Message Expiry Interval is its lifetime from publication, not from CONNECT
+    // (spec 3.1.3.2.4), so the expiry moves with the publication time.
+    if (will.message.expiresAt !== undefined) m.expiresAt = now + (will.message.expiresAt - will.message.receivedAt);
     const routed = this.publish(m, []);
     if (routed.commit) {
       routed.commit.then(() => routed.deliver(), (err: unknown) => {
@@ -588,6 +596,20 @@ export class Broker {
   #pump(s: Session): void {
     const c = s.client;
     if (!c || c.state !== "connected") return;
+    const backlog = this.#resendBacklog.get(c);
+    if (backlog) {
+      // Still in flight but not yet re-sent on this connection, so not counted against its window.
+      const held = backlog.filter((o) => s.inflight.get(o.packetId) === o); // acked or moved meanwhile
+      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow) {
+        const o = held.shift()!;
+        if (!c.sendPublish(o, true)) this.#completeOutbound(s, o);
+      }
+      if (held.length > 0) {
+        this.#resendBacklog.set(c, held);
+        return;
+      }
+      this.#resendBacklog.delete(c);
+    }
     while (s.inflight.size < c.inflightWindow) {
       const o = s.dequeue();
       if (!o) return;
@@ -647,7 +669,8 @@ export class Broker {
     const now = this.clock.now();
     for (const c of this.clients) {
       if (c.state === "awaiting-connect") {
-        if (now - c.connectedAt > CONNECT_TIMEOUT_MS) c.disconnect(RC.MAXIMUM_CONNECT_TIME);
+        // Half-open or idle sockets that never send CONNECT must not hold a slot forever.
+        if (now - c.connectedAt > this.options.connectTimeoutMs) c.disconnect(RC.MAXIMUM_CONNECT_TIME);
         continue;
       }
       if (c.state === "connected" && c.keepAlive > 0 && now - c.lastActivity > c.keepAlive * 1500) {

@@ -19,6 +19,9 @@ import { encodeOutbound, type EncodeCache } from "./outbound-encoder.ts";
 
 type State = "awaiting-connect" | "connecting" | "connected" | "closed";
 
+/** Bytes beyond one maximum-size packet that a client may send before its CONNACK. */
+const EARLY_BYTES_SLACK = 64 * 1024;
+
 /** The Will Message of a connection (spec 3.1.3.2), published on abnormal disconnect. */
 export interface Will {
   message: Message;
@@ -60,6 +63,9 @@ export class ClientConnection implements ConnectionHandler {
   /** Keeps this client's publishes in order while some wait for a storage commit. */
   #chain: Promise<void> | undefined;
   #chainDepth = 0;
+  /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
+  #early: Packet[] = [];
+  #earlyBytes = 0;
 
   constructor(readonly conn: Connection, private readonly broker: Broker) {
     this.#reader = new PacketReader(broker.options.maxPacketSize);
@@ -135,7 +141,18 @@ export class ClientConnection implements ConnectionHandler {
       return;
     }
     if (packet.cmd === "connect") throw new MqttError(RC.PROTOCOL_ERROR, "second CONNECT"); // [MQTT-3.1.0-2]
-    if (this.state !== "connected") return; // CONNECT still being processed: drop until it settles
+    if (this.state === "connecting") {
+      // Clients need not wait for CONNACK (spec 3.1.4): hold what follows CONNECT until the
+      // session is open; a refused CONNECT drops it unprocessed [MQTT-3.1.4-6]. Bounded, so
+      // a flood during a slow session setup cannot pile up in memory.
+      this.#earlyBytes += (packet.length ?? 0) + 2;
+      if (this.#earlyBytes > this.broker.options.maxPacketSize + EARLY_BYTES_SLACK) {
+        throw new MqttError(RC.QUOTA_EXCEEDED, "too much data before CONNACK");
+      }
+      this.#early.push(packet);
+      return;
+    }
+    if (this.state !== "connected") return;
     switch (packet.cmd) {
       case "publish":
         return this.#onPublish(packet);
@@ -230,8 +247,15 @@ export class ClientConnection implements ConnectionHandler {
       this.will = { message: msg, delay: wp.willDelayInterval ?? 0 };
     }
 
-    // Keep alive: the server's value wins where configured [MQTT-3.2.2-21].
-    this.keepAlive = opts.serverKeepAlive ?? p.keepalive ?? 0;
+    // Keep alive: a v5 client gets Ferry's limit as Server Keep Alive when it asks for more
+    // (or none), and must then use it [MQTT-3.2.2-21].
+    this.keepAlive = p.keepalive ?? 0;
+    let serverKeepAlive: number | undefined;
+    const maxKa = opts.serverKeepAlive;
+    if (this.isV5 && maxKa !== undefined && (this.keepAlive === 0 || this.keepAlive > maxKa)) {
+      serverKeepAlive = maxKa;
+      this.keepAlive = maxKa;
+    }
 
     let expiry: number;
     if (this.isV5) expiry = Math.min(props.sessionExpiryInterval ?? 0, opts.maxSessionExpiry);
@@ -250,7 +274,7 @@ export class ClientConnection implements ConnectionHandler {
           connackProps.receiveMaximum = opts.receiveMaximum;
           connackProps.maximumPacketSize = opts.maxPacketSize;
           connackProps.topicAliasMaximum = opts.topicAliasMaximum;
-          if (opts.serverKeepAlive !== undefined) connackProps.serverKeepAlive = opts.serverKeepAlive;
+          if (serverKeepAlive !== undefined) connackProps.serverKeepAlive = serverKeepAlive;
           if (!opts.retainAvailable) connackProps.retainAvailable = false;
           connackProps.wildcardSubscriptionAvailable = true;
           connackProps.subscriptionIdentifiersAvailable = true;
@@ -259,6 +283,7 @@ export class ClientConnection implements ConnectionHandler {
         // [MQTT-3.2.2-2] Session Present reflects a resumed session; always 0 with clean start.
         this.#sendConnack(RC.SUCCESS, present, connackProps);
         this.broker.sessionOnline(this, session);
+        this.#handleEarly();
       },
       (err: unknown) => {
         if (this.state === "closed") return;
@@ -266,6 +291,21 @@ export class ClientConnection implements ConnectionHandler {
         fail(err instanceof StoreFullError ? RC.QUOTA_EXCEEDED : RC.SERVER_UNAVAILABLE, "storage error");
       },
     );
+  }
+
+  /** Process the packets that arrived while the session was being opened, in order. */
+  #handleEarly(): void {
+    const early = this.#early;
+    this.#early = [];
+    for (const packet of early) {
+      if (this.closed) return;
+      try {
+        this.#handle(packet);
+      } catch (err) {
+        this.#fault(err);
+        return;
+      }
+    }
   }
 
   #sendConnack(code: number, sessionPresent: boolean, properties: Record<string, unknown>): void {
@@ -344,7 +384,7 @@ export class ClientConnection implements ConnectionHandler {
     if (!this.broker.acl.allows(this, "publish", topic)) {
       this.broker.logger.debug(`publish by ${this.clientId} to ${topic} denied`);
       // v5: reason 0x87; 3.1.1 has no negative ack, so acknowledge and drop (as Mosquitto does).
-      if (qos > 0) this.#enqueueInOrder(() => this.#ackPublish(qos, id, RC.NOT_AUTHORIZED));
+      if (qos > 0) this.#enqueueInOrder(() => this.#ackPublish(qos, id, opts.aclDenyCode));
       return;
     }
 
@@ -475,7 +515,7 @@ export class ClientConnection implements ConnectionHandler {
         throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
       }
       if (!this.broker.acl.allows(this, "subscribe", s.topic)) {
-        granted.push(this.isV5 ? RC.NOT_AUTHORIZED : 0x80);
+        granted.push(this.isV5 ? opts.aclDenyCode : 0x80);
         continue;
       }
       const isNew = this.broker.subscribe(this.session!, {
@@ -535,7 +575,8 @@ export class ClientConnection implements ConnectionHandler {
     }
     // [MQTT-3.14.4-3] a normal DISCONNECT discards the Will; 0x04 asks for it to be sent.
     if (code !== RC.DISCONNECT_WITH_WILL) this.will = undefined;
-    this.#shutdown(false);
+    // `abnormal` is what makes the broker publish the Will, so 0x04 must pass true.
+    this.#shutdown(code === RC.DISCONNECT_WITH_WILL);
   }
 
   /** Close because of a fault or broker decision: v5 peers get a DISCONNECT with the reason. */

@@ -40,6 +40,10 @@ export class PacketReader {
     this.#out = [];
     let pos = 0;
     while (pos < buf.byteLength) {
+      // Judge the first byte at once: garbage that claims a long body (an HTTP request,
+      // a line of text) is refused now instead of holding the socket until the body comes.
+      const bad = fixedHeaderProblem(buf[pos]!);
+      if (bad) throw new MqttError(RC.MALFORMED_PACKET, bad);
       const frame = frameLength(buf, pos);
       if (frame === -1) break; // header incomplete
       if (frame === -2) throw new MqttError(RC.MALFORMED_PACKET, "malformed remaining length");
@@ -75,6 +79,22 @@ export class PacketReader {
   get bufferedBytes(): number {
     return this.#pending?.byteLength ?? 0;
   }
+}
+
+/** Flag bits each packet type must carry (spec 2.1.3, Table 2-2); PUBLISH's are checked apart. */
+const REQUIRED_FLAGS = [-1, 0, 0, -1, 0, 0, 2, 0, 2, 0, 2, 0, 0, 0, 0, 0];
+
+/**
+ * Why a fixed header's first byte is malformed, or undefined: reserved type 0, wrong
+ * reserved flags [MQTT-2.1.3-1], or a PUBLISH with both QoS bits set [MQTT-3.3.1-4].
+ */
+export function fixedHeaderProblem(byte: number): string | undefined {
+  const type = byte >> 4;
+  const flags = byte & 0x0f;
+  if (type === 0) return "malformed packet: reserved packet type 0";
+  if (type === 3) return (flags & 0x06) === 0x06 ? "malformed packet: PUBLISH with QoS 3" : undefined;
+  const required = REQUIRED_FLAGS[type]!;
+  return flags === required ? undefined : `malformed packet: flags ${flags} on packet type ${type} (must be ${required})`;
 }
 
 /**
