@@ -281,6 +281,20 @@ describe("admission", () => {
     }
   });
 
+  test("at max_connections a client may still take over its own session (a reconnect after a half-open drop)", async () => {
+    const b = await startBroker({ mqtt: { max_connections: 1 } });
+    try {
+      const old = await RawClient.connected(b.port, 5, { clientId: "flaky" });
+      const again = await rawConnect(b.port, 5, { clientId: "flaky" });
+      expect(again.ack.reasonCode).toBe(0);
+      expect((await old.next("disconnect")).reasonCode).toBe(0x8e);
+      expect(b.server.broker.connectedCount).toBe(1);
+      again.c.close();
+    } finally {
+      await b.stop();
+    }
+  });
+
   test("allow_anonymous=false refuses a client without a username: v5 0x87, 3.1.1 return code 5", async () => {
     const b = await startBroker({ auth: { allow_anonymous: false } });
     try {

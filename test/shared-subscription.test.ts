@@ -103,6 +103,40 @@ describe("shared subscriptions", () => {
     expect(c.packets.filter((p) => p.cmd === "suback")).toHaveLength(0);
   });
 
+  test("a SUBSCRIBE refused for No Local on a shared filter leaves none of its filters subscribed [MQTT-3.8.3-4]", async () => {
+    const c = await RawClient.connected(broker.port, 5, { clientId: "shared-nolocal-multi", clean: false, properties: { sessionExpiryInterval: 60 } });
+    c.send({
+      cmd: "subscribe",
+      messageId: 1,
+      subscriptions: [{ topic: "nl/first", qos: 1 }, { topic: "$share/g/nl2", qos: 1, nl: true }],
+    });
+    expect((await c.next("disconnect")).reasonCode).toBe(0x82);
+    await c.waitClosed();
+    expect(broker.server.broker.sessions.get("shared-nolocal-multi")?.subscriptions.size ?? 0).toBe(0);
+  });
+
+  test("a member whose queue is full is skipped; the message goes to a member with room", async () => {
+    const b = await startBroker({ mqtt: { max_queued_messages: 2 } });
+    try {
+      // A member that never acknowledges and allows one message in flight fills up first.
+      const stuck = await RawClient.connected(b.port, 5, { clientId: "full-member", properties: { receiveMaximum: 1 } });
+      stuck.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/full", qos: 1 }] });
+      await stuck.next("suback");
+      const free = await connect(b.url, { protocolVersion: 5 });
+      await free.client.subscribeAsync("$share/g/full", { qos: 1 });
+      const pub = await connect(b.url, { protocolVersion: 5 });
+      for (let i = 0; i < 20; i++) await pub.client.publishAsync("full", String(i), { qos: 1 });
+      const held = b.server.broker.sessions.get("full-member")!;
+      await eventually(() => free.messages.length + held.queuedCount + held.inflight.size === 20, 5000, "all 20 placed");
+      expect(held.queuedCount).toBeLessThanOrEqual(2);
+      expect(b.server.broker.metrics.droppedQueueFull).toBe(0);
+      stuck.close();
+      await Promise.all([free.end(), pub.end()]);
+    } finally {
+      await b.stop();
+    }
+  });
+
   test("a shared subscription gets no retained messages on subscribe", async () => {
     const pub = await connect(broker.url, { protocolVersion: 5 });
     await pub.client.publishAsync("shared/retained", "kept", { qos: 1, retain: true });

@@ -76,6 +76,7 @@ export class Broker {
   #timers: unknown[] = [];
   #idCounter = 0;
   #closing = false;
+  #connected = 0;
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
@@ -160,10 +161,16 @@ export class Broker {
     return client;
   }
 
+  /** Clients past CONNACK; kept as a counter because every CONNECT checks it. */
   get connectedCount(): number {
-    let n = 0;
-    for (const c of this.clients) if (c.state === "connected") n++;
-    return n;
+    return this.#connected;
+  }
+
+  /** A client got its CONNACK. */
+  noteConnected(client: ClientConnection): void {
+    if (client.counted) return;
+    client.counted = true;
+    this.#connected++;
   }
 
   assignClientId(): string {
@@ -227,6 +234,10 @@ export class Broker {
   /** A connection ended. `abnormal` means without a DISCONNECT that discards the Will. */
   clientClosed(client: ClientConnection, abnormal: boolean): void {
     this.clients.delete(client);
+    if (client.counted) {
+      client.counted = false;
+      this.#connected--;
+    }
     const s = this.sessions.get(client.clientId);
     // Refused before a session existed, or already replaced by a newer connection.
     if (!s || s.client !== client) return;
@@ -516,10 +527,15 @@ export class Broker {
     if (share === undefined) t.shareKey = undefined;
   }
 
-  /** Round-robin over the group's connected members; offline members only if none is connected. */
+  /**
+   * Round-robin over the group's connected members with queue room; then any member with
+   * room; a message is dropped (and counted) only when every member's queue is full.
+   */
   #pickMember(key: string, members: SubEntry[]): SubEntry | undefined {
-    const online = members.filter((m) => m.session.client?.state === "connected");
-    const pool = online.length > 0 ? online : members;
+    const max = this.options.maxQueuedMessages;
+    const roomy = members.filter((m) => m.session.queuedCount < max);
+    const online = roomy.filter((m) => m.session.client?.state === "connected");
+    const pool = online.length > 0 ? online : roomy.length > 0 ? roomy : members;
     if (pool.length === 0) return undefined;
     const n = (this.#shareCursor.get(key) ?? 0) + 1;
     this.#shareCursor.set(key, n);

@@ -45,6 +45,8 @@ export class ClientConnection implements ConnectionHandler {
   keepAlive = 0;
   lastActivity: number;
   readonly connectedAt: number;
+  /** Counted in the broker's connected total (set by Broker.noteConnected). */
+  counted = false;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -224,7 +226,11 @@ export class ClientConnection implements ConnectionHandler {
     this.username = p.username;
 
     if (p.username === undefined && !opts.allowAnonymous) return fail(RC.NOT_AUTHORIZED, "anonymous access refused");
-    if (this.broker.connectedCount >= opts.maxConnections) return fail(RC.QUOTA_EXCEEDED, "too many connections");
+    // A client taking over its own session replaces a connection, so it does not need a free slot.
+    const replacing = this.broker.sessions.get(clientId)?.client !== undefined;
+    if (!replacing && this.broker.connectedCount >= opts.maxConnections) {
+      return fail(RC.QUOTA_EXCEEDED, "too many connections");
+    }
 
     if (p.will) {
       const problem = topicNameProblem(p.will.topic, opts);
@@ -267,6 +273,7 @@ export class ClientConnection implements ConnectionHandler {
         if (this.state === "closed") return; // gone while the session was being set up
         this.session = session;
         this.state = "connected";
+        this.broker.noteConnected(this);
         const connackProps: Record<string, unknown> = {};
         if (this.isV5) {
           if (assigned) connackProps.assignedClientIdentifier = clientId;
@@ -501,6 +508,15 @@ export class ClientConnection implements ConnectionHandler {
     const opts = this.broker.options;
     const subId = p.properties?.subscriptionIdentifier;
     if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Subscription Identifier of 0"); // [MQTT-3.8.2-?]
+    // The codec lets a filter-less SUBSCRIBE through; it is a protocol error [MQTT-3.8.3-2].
+    if (p.subscriptions.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, "SUBSCRIBE without a topic filter");
+    // Check the whole packet for this protocol error first, so a refused SUBSCRIBE
+    // leaves no partial subscriptions behind.
+    for (const s of p.subscriptions) {
+      if (s.nl && s.topic.startsWith("$share/")) {
+        throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
+      }
+    }
     const granted: number[] = [];
     const accepted: Array<{ index: number; isNew: boolean }> = [];
     for (let i = 0; i < p.subscriptions.length; i++) {
@@ -510,9 +526,6 @@ export class ClientConnection implements ConnectionHandler {
       if (typeof parsed === "string" || problem) {
         granted.push(this.isV5 ? RC.TOPIC_FILTER_INVALID : 0x80);
         continue;
-      }
-      if (parsed.group !== undefined && s.nl) {
-        throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
       }
       if (!this.broker.acl.allows(this, "subscribe", s.topic)) {
         granted.push(this.isV5 ? opts.aclDenyCode : 0x80);
@@ -547,6 +560,9 @@ export class ClientConnection implements ConnectionHandler {
   }
 
   #onUnsubscribe(p: UnsubscribePacket): void {
+    if (p.unsubscriptions.length === 0) {
+      throw new MqttError(RC.PROTOCOL_ERROR, "UNSUBSCRIBE without a topic filter"); // [MQTT-3.10.3-2]
+    }
     const codes = p.unsubscriptions.map((filter) =>
       this.broker.unsubscribe(this.session!, filter) ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED
     );
