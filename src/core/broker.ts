@@ -37,6 +37,16 @@ export interface Routed {
   matched: boolean;
 }
 
+/**
+ * A reader of the durable log other than sessions (the cloud uplink). Messages on
+ * topics it `wants` are logged whatever their QoS, and `onLogged` sees each one after
+ * its commit, in offset order.
+ */
+export interface LogReader {
+  wants(topic: string): boolean;
+  onLogged(message: Message): void;
+}
+
 export interface BrokerDeps {
   options: BrokerOptions;
   store: Store;
@@ -77,6 +87,10 @@ export class Broker {
   #idCounter = 0;
   #closing = false;
   #connected = 0;
+  #logReaders: LogReader[] = [];
+  #recoveredCursors: Record<string, number> = {};
+  /** Extra $SYS values (topic below $SYS/broker/, value) from components such as the uplink. */
+  readonly sysSources: Array<() => Array<[string, string | number]>> = [];
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
@@ -91,6 +105,7 @@ export class Broker {
   async start(): Promise<void> {
     const rec = await this.store.open();
     this.#nextOffset = rec.nextOffset;
+    this.#recoveredCursors = rec.cursors;
     const now = this.clock.now();
     for (const m of rec.retained) this.retained.set(m.topic, m);
     for (const rs of rec.sessions) {
@@ -411,7 +426,9 @@ export class Broker {
    */
   publish(message: Message, extra: Mutation[]): Routed {
     const mutations = extra.slice();
-    if (message.qos > 0) {
+    // QoS>0 messages are always logged; others when a log reader (uplink) wants them.
+    const logged = message.qos > 0 || (this.#logReaders.length > 0 && this.#wantedByReader(message.topic));
+    if (logged) {
       message.offset = this.#nextOffset++;
       mutations.push({ op: "append", message });
     }
@@ -441,6 +458,7 @@ export class Broker {
     }
     const deliver = () => {
       if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
+      if (logged) for (const r of this.#logReaders) r.onLogged(message);
       const cache: EncodeCache = new Map();
       for (const t of accepted) {
         this.#deliver(t.session, {
@@ -599,13 +617,24 @@ export class Broker {
     o.packetId = s.allocatePacketId();
     o.phase = "sent";
     s.inflight.set(o.packetId, o);
+    const sent: Mutation | undefined = s.persistent
+      ? { op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: o.packetId }
+      : undefined;
+    // QoS 2: after a crash the message must be re-sent under this packet id, or a client that
+    // already has it (method B) takes the re-send for a new message; so the id is durable first.
+    if (sent && o.qos === 2) this.#persistBeforeOutput(c, [sent]);
     if (!c.sendPublish(o, false, cache)) {
       this.#completeOutbound(s, o);
       return;
     }
-    if (s.persistent) {
-      this.persist([{ op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: o.packetId }]);
-    }
+    if (sent && o.qos !== 2) this.persist([sent]);
+  }
+
+  /** Commit `mutations` and hold `c`'s output until they are durable (see holdOutputUntil). */
+  #persistBeforeOutput(c: ClientConnection, mutations: Mutation[]): void {
+    const commit = this.store.commit(mutations);
+    commit.catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
+    c.holdOutputUntil(commit);
   }
 
   /** Send queued messages while the client's window has room. */
@@ -666,7 +695,9 @@ export class Broker {
       return;
     }
     o.phase = "pubrel";
-    if (s.persistent) this.persist([{ op: "delivery-pubrel", clientId: s.clientId, packetId: id }]);
+    // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
+    // client that already released its id, which then delivers it twice [MQTT-4.3.3-?].
+    if (s.persistent) this.#persistBeforeOutput(c, [{ op: "delivery-pubrel", clientId: s.clientId, packetId: id }]);
     c.sendPubrel(id);
   }
 
@@ -698,6 +729,34 @@ export class Broker {
 
   get nextOffset(): number {
     return this.#nextOffset;
+  }
+
+  /** Log reader positions found in the store at start. */
+  get recoveredCursors(): Record<string, number> {
+    return this.#recoveredCursors;
+  }
+
+  addLogReader(reader: LogReader): void {
+    this.#logReaders.push(reader);
+  }
+
+  /**
+   * Publish a message that comes from inside Ferry (the uplink's cloud commands):
+   * routed like any publish; resolves once it is durable and handed to subscribers.
+   */
+  injectMessage(message: Message): Promise<void> {
+    this.metrics.messagesReceived[message.qos]++;
+    const routed = this.publish(message, []);
+    if (!routed.commit) {
+      routed.deliver();
+      return Promise.resolve();
+    }
+    return routed.commit.then(() => routed.deliver());
+  }
+
+  #wantedByReader(topic: string): boolean {
+    for (const r of this.#logReaders) if (r.wants(topic)) return true;
+    return false;
   }
 }
 

@@ -28,6 +28,7 @@ export function publishSysTopics(broker: Broker): void {
     ["store/messages", broker.store.stats().messages],
     ["store/bytes", broker.store.stats().bytes],
   ];
+  for (const source of broker.sysSources) values.push(...source());
   for (const [topic, value] of values) {
     broker.publishInternal(`$SYS/broker/${topic}`, enc.encode(String(value)), true);
   }

@@ -85,7 +85,13 @@ export type Mutation =
   | { op: "delivery-delete"; clientId: string; packetId: number }
   | { op: "delivery-delete-offset"; clientId: string; offset: number }
   | { op: "qos2-in-put"; clientId: string; packetId: number }
-  | { op: "qos2-in-delete"; clientId: string; packetId: number };
+  | { op: "qos2-in-delete"; clientId: string; packetId: number }
+  /**
+   * A log reader's position (the uplink): every offset <= `offset` is done with. Age
+   * trimming keeps messages above the lowest cursor; only the size quota may drop them.
+   */
+  | { op: "cursor-put"; name: string; offset: number }
+  | { op: "cursor-delete"; name: string };
 
 /** What a store hands back when it opens: enough to resume exactly. */
 export interface Recovered {
@@ -93,6 +99,8 @@ export interface Recovered {
   nextOffset: number;
   retained: Message[];
   sessions: RecoveredSession[];
+  /** Log readers' positions by name (see the cursor-put mutation). */
+  cursors: Record<string, number>;
 }
 
 export interface RecoveredSession {

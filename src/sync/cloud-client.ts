@@ -1,0 +1,141 @@
+/**
+ * The connection to the cloud broker, over MQTT.js: it speaks MQTT 3.1.1 and 5.0 over
+ * TCP, TLS and WebSocket, which is exactly the uplink's job, so Ferry does not carry a
+ * second client implementation. Each connection attempt is a fresh MQTT.js client with
+ * its own reconnect turned off: the link decides when to reconnect and re-sends from
+ * its durable cursor, so MQTT.js's in-memory stores never hold anything that matters.
+ */
+import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
+
+export interface CloudConnectOptions {
+  url: string;
+  clientId: string;
+  username?: string | undefined;
+  password?: Uint8Array | undefined;
+  protocolVersion: 4 | 5;
+  keepalive: number;
+  cleanStart: boolean;
+  sessionExpiry: number;
+  ca?: Uint8Array | undefined;
+  cert?: Uint8Array | undefined;
+  key?: Uint8Array | undefined;
+  rejectUnauthorized: boolean;
+  connectTimeoutMs: number;
+}
+
+export interface CloudPublish {
+  topic: string;
+  payload: Uint8Array;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  dup: boolean;
+  properties?: IClientPublishOptions["properties"];
+}
+
+/** A message from the cloud; `ack` settles it (QoS>0) once Ferry has it durably. */
+export interface CloudIncoming {
+  topic: string;
+  payload: Uint8Array;
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  properties: Record<string, unknown> | undefined;
+  ack(reasonCode: number): void;
+}
+
+export interface CloudClient {
+  /** `done` gets undefined on acknowledgement (or on write, for QoS 0), else the error. */
+  publish(p: CloudPublish, done: (err?: Error) => void): void;
+  subscribe(subs: Array<{ filter: string; qos: 0 | 1 | 2 }>): Promise<number[]>;
+  /** Close now, dropping anything unacknowledged (the cursor still has it). */
+  close(): void;
+}
+
+export interface CloudHandlers {
+  onMessage(m: CloudIncoming): void;
+  onClose(reason: string): void;
+}
+
+/** Connect once; rejects with the reason if the cloud refuses or cannot be reached. */
+export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<CloudClient> {
+  return new Promise((resolve, reject) => {
+    const options: IClientOptions = {
+      clientId: o.clientId,
+      protocolVersion: o.protocolVersion,
+      keepalive: o.keepalive,
+      clean: o.cleanStart,
+      reconnectPeriod: 0,
+      connectTimeout: o.connectTimeoutMs,
+      rejectUnauthorized: o.rejectUnauthorized,
+      resubscribe: false,
+      queueQoSZero: false,
+      customHandleAcks: (topic, message, packet: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown> }, cb) => {
+        h.onMessage({
+          topic,
+          payload: message,
+          qos: packet.qos,
+          retain: packet.retain,
+          properties: packet.properties,
+          ack: (code) => cb(0 as unknown as Error, code), // MQTT.js takes a reason code in the error slot
+        });
+      },
+    };
+    if (o.protocolVersion === 5) options.properties = { sessionExpiryInterval: o.sessionExpiry };
+    if (o.username !== undefined) options.username = o.username;
+    if (o.password !== undefined) options.password = Buffer.from(o.password);
+    if (o.ca) options.ca = Buffer.from(o.ca);
+    if (o.cert) options.cert = Buffer.from(o.cert);
+    if (o.key) options.key = Buffer.from(o.key);
+
+    let client: MqttClient;
+    try {
+      client = mqtt.connect(o.url, options);
+    } catch (err) {
+      reject(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    let connected = false;
+    let closed = false;
+    const closeOnce = (reason: string) => {
+      if (closed) return;
+      closed = true;
+      client.end(true);
+      if (connected) h.onClose(reason);
+      else reject(new Error(reason));
+    };
+    client.on("message", (topic, payload, packet) => {
+      // QoS 1/2 arrive through customHandleAcks; only QoS 0 is handled here.
+      if (packet.qos !== 0) return;
+      h.onMessage({
+        topic,
+        payload,
+        qos: 0,
+        retain: packet.retain,
+        properties: packet.properties as Record<string, unknown> | undefined,
+        ack: () => {},
+      });
+    });
+    client.on("error", (err) => closeOnce(err.message));
+    client.on("close", () => closeOnce("connection closed"));
+    client.on("disconnect", (packet) => closeOnce(`cloud sent DISCONNECT 0x${(packet.reasonCode ?? 0).toString(16)}`));
+    client.once("connect", () => {
+      connected = true;
+      resolve({
+        publish(p, done) {
+          const opts: IClientPublishOptions = { qos: p.qos, retain: p.retain, dup: p.dup };
+          if (p.properties) opts.properties = p.properties;
+          client.publish(p.topic, Buffer.from(p.payload.buffer, p.payload.byteOffset, p.payload.byteLength), opts, (err) => done(err ?? undefined));
+        },
+        subscribe(subs) {
+          const map: Record<string, { qos: 0 | 1 | 2; nl?: boolean }> = {};
+          // No Local stops the cloud echoing Ferry's own forwarded messages back down.
+          for (const s of subs) map[s.filter] = o.protocolVersion === 5 ? { qos: s.qos, nl: true } : { qos: s.qos };
+          return client.subscribeAsync(map).then((granted) => granted.map((g) => g.qos));
+        },
+        close() {
+          closed = true;
+          client.end(true);
+        },
+      });
+    });
+  });
+}

@@ -1,0 +1,22 @@
+/**
+ * Topic mapping between the edge and the cloud: `strip` removes a prefix, then the
+ * template's `${topic}`, `${edge_id}` and `${clientid}` are filled in.
+ */
+export interface TemplateValues {
+  topic: string;
+  edgeId: string;
+  clientId?: string;
+}
+
+export function renderTopic(template: string, strip: string, v: TemplateValues): string {
+  const topic = strip !== "" && v.topic.startsWith(strip) ? v.topic.slice(strip.length) : v.topic;
+  return template
+    .replaceAll("${topic}", topic)
+    .replaceAll("${edge_id}", v.edgeId)
+    .replaceAll("${clientid}", v.clientId ?? "");
+}
+
+/** Fill `${edge_id}` in a filter (downlink subscriptions). */
+export function renderFilter(filter: string, edgeId: string): string {
+  return filter.replaceAll("${edge_id}", edgeId);
+}

@@ -1,0 +1,172 @@
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import type { FerryConfig } from "../src/config/schema.ts";
+import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
+import { type CloudBroker, createCloud } from "./helpers/cloud-broker.ts";
+
+setDefaultTimeout(30_000);
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+type UplinkOverrides = DeepPartial<FerryConfig["uplinks"][number]>;
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function cloud(opts = {}): Promise<CloudBroker> {
+  const c = await createCloud(opts);
+  cleanups.push(() => c.stop());
+  return c;
+}
+
+async function edge(cloudUrl: string, uplink: UplinkOverrides = {}, extra: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+  const b = await startBroker({
+    edge_id: "edge1",
+    ...extra,
+    uplinks: [{
+      name: "cloud",
+      url: cloudUrl,
+      forward: [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
+      backoff: { min_ms: 50, max_ms: 200, jitter: 0 },
+      ...uplink,
+    }] as FerryConfig["uplinks"],
+  });
+  cleanups.push(() => b.stop());
+  return b;
+}
+
+async function cloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promise<TestClient> {
+  const s = await connect(c.url, { protocolVersion: 5, ...opts });
+  await s.client.subscribeAsync(filter, { qos: 1 });
+  cleanups.push(() => s.end(true));
+  return s;
+}
+
+/**
+ * A cloud subscriber whose session exists before the uplink first connects, so no
+ * forwarded message can arrive before anyone listens. Returns a function that
+ * (re)connects it and collects what was queued.
+ */
+async function persistentCloudSubscriber(c: CloudBroker, filter: string): Promise<() => Promise<TestClient>> {
+  const clientId = `cloud-sub-${Math.random().toString(36).slice(2, 8)}`;
+  const opts = { protocolVersion: 5 as const, clientId, clean: false, properties: { sessionExpiryInterval: 600 } };
+  const first = await connect(c.url, opts);
+  await first.client.subscribeAsync(filter, { qos: 1 });
+  await first.end();
+  return async () => {
+    const s = await connect(c.url, opts);
+    cleanups.push(() => s.end(true));
+    return s;
+  };
+}
+
+async function localClient(b: TestBroker): Promise<TestClient> {
+  const c = await connect(b.url, { protocolVersion: 5 });
+  cleanups.push(() => c.end(true));
+  return c;
+}
+
+const link = (b: TestBroker) => b.server.uplinks.links[0]!;
+
+describe("cloud uplink", () => {
+  test("a matching local message reaches the cloud on the mapped topic with edge id and receive time", async () => {
+    const c = await cloud();
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const b = await edge(c.url);
+    await eventually(() => link(b).state === "connected", 5000, "uplink connected");
+    const pub = await localClient(b);
+    await pub.client.publishAsync("sensors/t1", "21.5", { qos: 1, properties: { userProperties: { unit: "C" } } });
+    await pub.client.publishAsync("other/t1", "not forwarded", { qos: 1 });
+    const [m] = await sub.waitFor(1);
+    expect(m!.topic).toBe("site/edge1/sensors/t1");
+    expect(m!.payload).toBe("21.5");
+    const up = m!.packet.properties?.userProperties as Record<string, string>;
+    expect(up.unit).toBe("C");
+    expect(up["ferry-edge-id"]).toBe("edge1");
+    expect(Number.isNaN(Date.parse(up["ferry-received-at"]!))).toBe(false);
+    await sleep(200);
+    expect(sub.messages).toHaveLength(1);
+  });
+
+  test("QoS 0 local messages are logged and forwarded too", async () => {
+    const c = await cloud();
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const b = await edge(c.url);
+    await eventually(() => link(b).state === "connected");
+    const pub = await localClient(b);
+    for (let i = 0; i < 20; i++) pub.client.publish("sensors/q0", String(i), { qos: 0 });
+    await sub.waitFor(20);
+    expect(sub.messages.map((m) => Number(m.payload))).toEqual([...Array(20).keys()]);
+  });
+
+  test("cloud down, then up: the whole backlog arrives in order, and the cursor reaches the end", async () => {
+    const c = await cloud({ persistent: true });
+    await c.start();
+    const resume = await persistentCloudSubscriber(c, "site/#");
+    await c.stop();
+    const b = await edge(c.url); // the cloud is down
+    const pub = await localClient(b);
+    for (let i = 0; i < 500; i++) await pub.client.publishAsync("sensors/a", String(i), { qos: 1 });
+    expect(link(b).status().state).not.toBe("connected");
+    expect(link(b).status().backlogEntries).toBeGreaterThanOrEqual(500);
+    await c.start();
+    const sub = await resume();
+    await sub.waitFor(500, 15_000);
+    expect(sub.messages.map((m) => Number(m.payload))).toEqual([...Array(500).keys()]);
+    await eventually(() => link(b).status().backlogEntries === 0, 5000, "backlog drained");
+    expect(link(b).status().acknowledged).toBeGreaterThanOrEqual(500);
+  });
+
+  test("buffer.max_messages bounds the backlog: the oldest are skipped and counted", async () => {
+    const c = await cloud({ persistent: true });
+    await c.start();
+    const resume = await persistentCloudSubscriber(c, "site/#");
+    await c.stop();
+    const b = await edge(c.url, { buffer: { max_messages: 50 } });
+    const pub = await localClient(b);
+    for (let i = 0; i < 200; i++) await pub.client.publishAsync("sensors/b", String(i), { qos: 1 });
+    expect(link(b).status().droppedBuffer).toBe(150);
+    await c.start();
+    const sub = await resume();
+    await sub.waitFor(50, 10_000);
+    await sleep(300);
+    expect(sub.messages.map((m) => Number(m.payload))).toEqual([...Array(50).keys()].map((i) => i + 150));
+  });
+
+  test("downlink: a cloud command arrives on the mapped local topic and is not forwarded back", async () => {
+    const c = await cloud();
+    await c.start();
+    const b = await edge(c.url, {
+      forward: [{ filter: "#", topic: "up/${topic}", qos: 1 }],
+      downlink: [{ filter: "cmd/${edge_id}/#", topic: "cmd/${topic}", strip: "cmd/edge1/", qos: 1 }],
+    });
+    await eventually(() => link(b).state === "connected");
+    const up = await cloudSubscriber(c, "up/#");
+    const local = await localClient(b);
+    await local.client.subscribeAsync("cmd/#", { qos: 1 });
+    const cloudPub = await connect(c.url, { protocolVersion: 5 });
+    cleanups.push(() => cloudPub.end(true));
+    await cloudPub.client.publishAsync("cmd/edge1/valve/open", "1", { qos: 1 });
+    const [m] = await local.waitFor(1);
+    expect(m!.topic).toBe("cmd/valve/open");
+    expect(m!.payload).toBe("1");
+    await sleep(300);
+    expect(up.messages).toHaveLength(0); // the command did not loop back to the cloud
+    expect(link(b).status().downlinkReceived).toBe(1);
+  });
+
+  test("status is published under $SYS/broker/uplink/<name>/", async () => {
+    const c = await cloud();
+    const b = await edge(c.url, {}, { mqtt: { sys_interval: 1 } });
+    const local = await localClient(b);
+    await local.client.subscribeAsync("$SYS/broker/uplink/cloud/#");
+    await eventually(() => local.messages.some((m) => m.topic === "$SYS/broker/uplink/cloud/state"), 5000, "$SYS state");
+    const state = local.messages.find((m) => m.topic === "$SYS/broker/uplink/cloud/state")!;
+    expect(["connecting", "backoff"]).toContain(state.payload);
+    const err = local.messages.find((m) => m.topic === "$SYS/broker/uplink/cloud/last_error");
+    expect(err?.payload).toContain("connect");
+  });
+});
