@@ -122,9 +122,10 @@ export const configSchema = z.object({
     durability: z.enum(["commit", "periodic", "memory"]).default("commit")
       .describe("commit: ack after the SQLite commit is durable; periodic: flush every flush_interval_ms; memory: nothing on disk"),
     flush_interval_ms: z.number().int().min(10).default(1000).describe("periodic mode: how often to flush"),
-    max_bytes: z.number().int().min(0).default(0).describe("database size bound; 0 means no bound"),
-    message_ttl_seconds: z.number().int().min(0).default(0)
-      .describe("log messages no session still needs are trimmed after this; 0 keeps them until max_bytes"),
+    max_bytes: z.number().int().min(0).default(1024 * 1024 * 1024)
+      .describe("database size bound: beyond it the oldest messages no session owes are dropped (even uplink backlog, counted); 0 = no bound"),
+    message_ttl_seconds: z.number().int().min(0).default(86_400)
+      .describe("history kept for messages no session owes and every uplink has sent; 0 keeps them until max_bytes"),
   }).strict().prefault({}),
 }).strict();
 

@@ -53,9 +53,21 @@ export interface MakeStoreOptions {
    * trimming must never remove.
    */
   tightRetention?: boolean;
+  /**
+   * Trim unreferenced messages older than `messageTtlMs`, reading time from `now`
+   * (the same clock for the store and every store reopened on its data). Passed only
+   * to stores that declare `ageTrimming` in their StoreFeatures.
+   */
+  ageTrimming?: { messageTtlMs: number; now: () => number };
 }
 
 export type MakeStore = (options?: MakeStoreOptions) => Promise<StoreUnderTest>;
+
+/** Optional behaviour an implementation has; the suite runs the tests for it only then. */
+export interface StoreFeatures {
+  /** Trims the log by message age (MakeStoreOptions.ageTrimming). The memory store does not. */
+  ageTrimming?: boolean;
+}
 
 const encoder = new TextEncoder();
 
@@ -97,7 +109,12 @@ function sessionOf(recovered: Recovered, clientId: string) {
 /** Copies into a plain Uint8Array, so comparisons do not depend on Buffer vs Uint8Array. */
 const bytes = (b: Uint8Array) => Array.from(b);
 
-export function runStoreContract(name: string, makeStore: MakeStore, t: ContractTestApi): void {
+export function runStoreContract(
+  name: string,
+  makeStore: MakeStore,
+  t: ContractTestApi,
+  features: StoreFeatures = {},
+): void {
   const { describe, test, expect, afterEach } = t;
   let cleanups: Array<() => Promise<void>> = [];
 
@@ -114,6 +131,16 @@ export function runStoreContract(name: string, makeStore: MakeStore, t: Contract
         return { store, recovered: await store.open() };
       },
     };
+  }
+
+  /**
+   * Waits until `check` holds. Stores may apply lists after commit() resolved (SQLite
+   * in periodic mode flushes on a timer), so effects that only show in stats() come
+   * eventually rather than at once.
+   */
+  async function eventually(check: () => boolean, timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
   afterEach(async () => {
@@ -443,6 +470,69 @@ export function runStoreContract(name: string, makeStore: MakeStore, t: Contract
       expect((await third.store.readLog(base, 1))[0]!.offset).toBeGreaterThan(base);
     });
 
+    test("cursors are put, replaced and deleted, and survive reopen", async () => {
+      const { store, recovered: first, reopen } = await fresh();
+      expect(first.cursors).toEqual({});
+      const base = first.nextOffset;
+      await store.commit([
+        ...appendAll([message(base), message(base + 1)]),
+        { op: "cursor-put", name: "uplink", offset: base },
+        { op: "cursor-put", name: "history", offset: 0 },
+        { op: "cursor-put", name: "nuage/☁", offset: base + 1 },
+      ]);
+      await store.commit([{ op: "cursor-put", name: "uplink", offset: base + 1 }]);
+      await store.commit([{ op: "cursor-delete", name: "history" }]);
+      // Deleting a cursor that does not exist is harmless.
+      await store.commit([{ op: "cursor-delete", name: "never-existed" }]);
+      // A reader's name is data: one called __proto__ is an ordinary entry.
+      await store.commit([{ op: "cursor-put", name: "__proto__", offset: 3 }]);
+
+      let again = await reopen();
+      const sorted = (cursors: Record<string, number>) =>
+        Object.entries(cursors).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      expect(sorted(again.recovered.cursors)).toEqual([
+        ["__proto__", 3],
+        ["nuage/☁", base + 1],
+        ["uplink", base + 1],
+      ]);
+      expect(Object.getPrototypeOf(again.recovered.cursors)).toBe(Object.prototype);
+
+      await again.store.commit([
+        { op: "cursor-delete", name: "__proto__" },
+        { op: "cursor-delete", name: "nuage/☁" },
+      ]);
+      again = await reopen();
+      expect(again.recovered.cursors).toEqual({ uplink: base + 1 });
+      // Cursors only point into the log; they change nothing in it.
+      expect((await again.store.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+    });
+
+    test("the size quota may drop messages above a cursor, oldest first, and counts them", async () => {
+      const { store, recovered: first, reopen } = await fresh({ tightRetention: true });
+      const base = first.nextOffset;
+      // The reader has read nothing yet: every message is above its cursor.
+      await store.commit([{ op: "cursor-put", name: "uplink", offset: base - 1 }]);
+      const filler = new Uint8Array(1024).fill(7);
+      const total = 2000;
+      for (let start = 0; start < total; start += 100) {
+        await store.commit(appendAll(Array.from({ length: 100 }, (_, i) => message(base + start + i, { payload: filler }))));
+      }
+      await eventually(() => (store.stats().droppedMessages ?? 0) > 0);
+      const stats = store.stats();
+      expect(stats.droppedMessages ?? 0).toBeGreaterThan(0);
+      expect(stats.messages + stats.droppedMessages!).toBe(total);
+      // What is left is the newest, contiguous suffix: the oldest went first.
+      const log = await store.readLog(0, total);
+      expect(log).toHaveLength(stats.messages);
+      expect(log[0]!.offset).toBe(base + stats.droppedMessages!);
+      expect(log.at(-1)!.offset).toBe(base + total - 1);
+
+      // The store does not move the cursor: the reader finds out from the log.
+      const again = await reopen();
+      expect(again.recovered.cursors).toEqual({ uplink: base - 1 });
+      expect((await again.store.readLog(base, 1))[0]!.offset).toBeGreaterThan(base);
+    });
+
     test("many concurrent commits all resolve and all land", async () => {
       const { store, recovered: first, reopen } = await fresh();
       const base = first.nextOffset;
@@ -481,4 +571,91 @@ export function runStoreContract(name: string, makeStore: MakeStore, t: Contract
       expect(error.name).toBe("StoreFullError");
     });
   });
+
+  if (features.ageTrimming) {
+    describe(`${name} store contract: cursors and age trimming`, () => {
+      const ttl = 60_000;
+
+      /** A store that trims by age on a clock the test moves; see MakeStoreOptions.ageTrimming. */
+      async function aging() {
+        const clock = { now: 1_700_000_000_000 };
+        const made = await fresh({ ageTrimming: { messageTtlMs: ttl, now: () => clock.now } });
+        return { ...made, clock };
+      }
+
+      /**
+       * Moves the clock well past the TTL and past any check interval, lets the store
+       * trim (an empty list is a commit like any other), and reopens so that stores
+       * which trim in the background or at close have caught up.
+       */
+      async function age(made: Awaited<ReturnType<typeof aging>>, store: Store) {
+        made.clock.now += 10 * ttl;
+        await store.commit([]);
+        return made.reopen();
+      }
+
+      const offsets = async (store: Store, from: number) => (await store.readLog(from, 100)).map((m) => m.offset);
+
+      test("age trimming keeps every message above the lowest cursor, and owed ones below it", async () => {
+        const made = await aging();
+        const base = made.recovered.nextOffset;
+        const received = made.clock.now;
+        await made.store.commit([
+          ...appendAll(Array.from({ length: 10 }, (_, i) => message(base + i, { receivedAt: received }))),
+          { op: "session-put", session: session("slow") },
+          { op: "delivery-put", delivery: delivery("slow", base + 1) },
+          { op: "cursor-put", name: "uplink", offset: base + 6 },
+          { op: "cursor-put", name: "archive", offset: base + 3 },
+        ]);
+        const { store, recovered } = await age(made, made.store);
+        // At or below the lowest cursor (base + 3) and unreferenced: expired. Above: kept.
+        expect(await offsets(store, base)).toEqual([base + 1, ...Array.from({ length: 6 }, (_, i) => base + 4 + i)]);
+        expect(recovered.cursors).toEqual({ uplink: base + 6, archive: base + 3 });
+        expect(sessionOf(recovered, "slow")!.deliveries.map((d) => d.delivery.offset)).toEqual([base + 1]);
+      });
+
+      test("moving or deleting cursors releases their messages to age trimming", async () => {
+        const made = await aging();
+        const base = made.recovered.nextOffset;
+        const received = made.clock.now;
+        await made.store.commit([
+          ...appendAll(Array.from({ length: 10 }, (_, i) => message(base + i, { receivedAt: received }))),
+          { op: "cursor-put", name: "uplink", offset: base + 2 },
+          { op: "cursor-put", name: "archive", offset: base - 1 },
+        ]);
+        let again = await age(made, made.store);
+        // The archive reader has read nothing: everything stays, however old.
+        expect(await offsets(again.store, base)).toHaveLength(10);
+
+        await again.store.commit([{ op: "cursor-put", name: "archive", offset: base + 5 }]);
+        again = await age(made, again.store);
+        // Now the lowest cursor is the uplink's.
+        expect(await offsets(again.store, base)).toEqual(Array.from({ length: 7 }, (_, i) => base + 3 + i));
+
+        await again.store.commit([{ op: "cursor-delete", name: "uplink" }]);
+        again = await age(made, again.store);
+        expect(await offsets(again.store, base)).toEqual([base + 6, base + 7, base + 8, base + 9]);
+
+        await again.store.commit([{ op: "cursor-delete", name: "archive" }]);
+        again = await age(made, again.store);
+        // No cursors left: age alone decides.
+        expect(await offsets(again.store, base)).toEqual([]);
+        expect(again.recovered.cursors).toEqual({});
+        expect(again.recovered.nextOffset).toBeGreaterThan(base + 9);
+      });
+
+      test("young messages are kept whatever the cursors say", async () => {
+        const made = await aging();
+        const base = made.recovered.nextOffset;
+        await made.store.commit([
+          ...appendAll(Array.from({ length: 3 }, (_, i) => message(base + i, { receivedAt: made.clock.now }))),
+          { op: "cursor-put", name: "uplink", offset: base + 100 },
+        ]);
+        made.clock.now += ttl / 2;
+        await made.store.commit([]);
+        const again = await made.reopen();
+        expect(await offsets(again.store, base)).toEqual([base, base + 1, base + 2]);
+      });
+    });
+  }
 }

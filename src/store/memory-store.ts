@@ -13,7 +13,9 @@ const key = (clientId: string, offset: number) => `${clientId}\u0000${offset}`;
 /**
  * A store that keeps everything in memory: for tests, and for `durability: memory`
  * where a restart starts empty. It honours the same contract as the SQLite store,
- * including that the log keeps messages that deliveries still refer to.
+ * including that the log keeps messages that deliveries still refer to. It has no
+ * age trimming, only the message cap; like SQLite's size quota, the cap may drop
+ * messages above a reader's cursor (counted in stats().droppedMessages).
  */
 export class MemoryStore implements Store {
   readonly kind = "memory";
@@ -23,8 +25,10 @@ export class MemoryStore implements Store {
   #sessions = new Map<string, SessionRecord>();
   #deliveries = new Map<string, DeliveryRecord>();
   #qos2 = new Map<string, Set<number>>();
+  #cursors = new Map<string, number>();
   #nextOffset = 1;
   #bytes = 0;
+  #dropped = 0;
   /** Set when an append arrived below the highest offset: #log's insertion order is then not offset order. */
   #unordered = false;
 
@@ -32,6 +36,7 @@ export class MemoryStore implements Store {
   constructor(private readonly maxLogMessages = 10_000) {}
 
   open(): Promise<Recovered> {
+    this.#dropped = 0; // stats count "since open", as in the SQLite store
     const sessions = [...this.#sessions.values()].map((session) => {
       const deliveries = [...this.#deliveries.values()]
         .filter((d) => d.clientId === session.clientId)
@@ -50,6 +55,7 @@ export class MemoryStore implements Store {
       nextOffset: this.#nextOffset,
       retained: [...this.#retained.values()],
       sessions,
+      cursors: Object.fromEntries(this.#cursors),
     });
   }
 
@@ -122,6 +128,12 @@ export class MemoryStore implements Store {
       case "qos2-in-delete":
         this.#qos2.get(m.clientId)?.delete(m.packetId);
         return;
+      case "cursor-put":
+        this.#cursors.set(m.name, m.offset);
+        return;
+      case "cursor-delete":
+        this.#cursors.delete(m.name);
+        return;
     }
   }
 
@@ -147,6 +159,7 @@ export class MemoryStore implements Store {
       if (this.#refs.has(offset)) continue;
       this.#log.delete(offset);
       this.#bytes -= message.payload.byteLength + message.topic.length;
+      this.#dropped++;
     }
   }
 
@@ -163,7 +176,7 @@ export class MemoryStore implements Store {
   }
 
   stats(): StoreStats {
-    return { messages: this.#log.size, bytes: this.#bytes };
+    return { messages: this.#log.size, bytes: this.#bytes, droppedMessages: this.#dropped };
   }
 
   close(): Promise<void> {

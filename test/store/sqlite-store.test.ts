@@ -7,8 +7,11 @@ import { join } from "node:path";
 import { bunSqliteDriver } from "../../src/runtime/bun/sqlite-driver.ts";
 import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
+import { SCHEMA_VERSION, migrate } from "../../src/store/sqlite/schema.ts";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
+import { UNREFERENCED_SQL, UNREFERENCED_UP_TO_SQL } from "../../src/store/sqlite/statements.ts";
 import { type Message, type Mutation, type SessionRecord, StoreFullError } from "../../src/store/store.ts";
+import { createV1Store } from "./schema-v1.ts";
 import { sqliteStore, tempDir } from "./sqlite-helpers.ts";
 
 // bun:sqlite in both durability modes, and the node:sqlite driver (meant for Deno) on
@@ -26,7 +29,8 @@ for (const { name, driver, durability } of variants) {
       const { dir, remove } = tempDir();
       const path = join(dir, "ferry.db");
       const maxBytes = options?.tightRetention ? 256 * 1024 : undefined;
-      const make = () => new SqliteStore(driver, { path, durability, maxBytes });
+      const aging = options?.ageTrimming ?? {};
+      const make = () => new SqliteStore(driver, { path, durability, maxBytes, ...aging });
       let current = make();
       return {
         store: current,
@@ -42,6 +46,7 @@ for (const { name, driver, durability } of variants) {
       };
     },
     { describe, test, expect, afterEach },
+    { ageTrimming: true },
   );
 }
 
@@ -339,6 +344,167 @@ describe("SqliteStore log trimming", () => {
     const again = await opened(path, { messageTtlMs: 60_000, now: () => now });
     expect(again.recovered.nextOffset).toBe(base + 11);
     expect(await again.store.readLog(0, 10)).toEqual([]);
+  });
+});
+
+describe("SqliteStore schema migration", () => {
+  const session: SessionRecord = {
+    clientId: "dev-1",
+    expiryInterval: 3600,
+    disconnectedAt: 1_700_000_050_000,
+    protocolVersion: 5,
+    subscriptions: [{ filter: "plant/#", qos: 1, noLocal: false, retainAsPublished: true, retainHandling: 0, subscriptionId: 7 }],
+  };
+
+  /** A version 1 file with a bit of everything in it, written with v1's row encoding. */
+  function v1File(path: string): void {
+    createV1Store(path, (db) => {
+      db.run("UPDATE meta SET value = 43 WHERE key = 'next_offset'"); // 42 was trimmed
+      const insert = db.prepare(
+        "INSERT INTO messages (offset, topic, payload, qos, retain, received_at, expires_at, props, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      );
+      insert.run(40, "plant/a", Uint8Array.of(1, 2, 3), 1, 0, 1_700_000_000_000, 1_700_000_900_000,
+        JSON.stringify({ contentType: "text/plain", correlationData: "AAEC" }), "pub");
+      insert.run(41, "plant/b", encoder.encode("hello"), 2, 0, 1_700_000_000_001, null, null, "pub");
+      db.prepare(
+        "INSERT INTO retained (topic, offset, payload, qos, retain, received_at, expires_at, props, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      ).run("plant/status", 0, encoder.encode("on"), 0, 1, 1_699_999_999_000, null, null, "");
+      db.prepare("INSERT INTO sessions (client_id, record) VALUES (?, ?)").run("dev-1", JSON.stringify(session));
+      db.prepare(
+        "INSERT INTO deliveries (client_id, offset, qos, retain, sub_ids, packet_id, phase) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      ).run("dev-1", 40, 1, 0, "[7]", 5, 1);
+      db.prepare("INSERT INTO qos2_in (client_id, packet_id) VALUES (?, ?)").run("dev-1", 9);
+    });
+  }
+
+  const m40: Message = {
+    offset: 40,
+    topic: "plant/a",
+    payload: Uint8Array.of(1, 2, 3),
+    qos: 1,
+    retain: false,
+    receivedAt: 1_700_000_000_000,
+    expiresAt: 1_700_000_900_000,
+    properties: { contentType: "text/plain", correlationData: Uint8Array.of(0, 1, 2) },
+    origin: "pub",
+  };
+  const m41: Message = {
+    offset: 41,
+    topic: "plant/b",
+    payload: encoder.encode("hello"),
+    qos: 2,
+    retain: false,
+    receivedAt: 1_700_000_000_001,
+    origin: "pub",
+  };
+
+  function userVersion(path: string): number {
+    const db = new Database(path);
+    try {
+      return Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
+    } finally {
+      db.close(true); // also finalizes the statements, releasing the file at once
+    }
+  }
+
+  /** Every table and index definition, by name. */
+  function schemaOf(path: string): Array<[string, string]> {
+    const db = new Database(path);
+    try {
+      return (db.prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").all() as Array<{
+        name: string;
+        sql: string;
+      }>).map((row) => [row.name, row.sql]);
+    } finally {
+      db.close(true); // also finalizes the statements, releasing the file at once
+    }
+  }
+
+  test("a version 1 store migrates: its data is intact and cursors work", async () => {
+    const path = join(scratch(), "v1.db");
+    v1File(path);
+    expect(userVersion(path)).toBe(1);
+
+    const { store, recovered } = await opened(path);
+    expect(recovered.nextOffset).toBe(43);
+    expect(recovered.cursors).toEqual({});
+    expect(recovered.retained).toEqual([
+      { offset: 0, topic: "plant/status", payload: encoder.encode("on"), qos: 0, retain: true, receivedAt: 1_699_999_999_000, origin: "" },
+    ]);
+    expect(recovered.sessions).toEqual([
+      {
+        session,
+        deliveries: [
+          { delivery: { clientId: "dev-1", offset: 40, qos: 1, retain: false, subscriptionIds: [7], packetId: 5, phase: "sent" }, message: m40 },
+        ],
+        qos2Incoming: [9],
+      },
+    ]);
+    expect(await store.readLog(0, 10)).toEqual([m40, m41]);
+
+    await store.commit([{ op: "cursor-put", name: "uplink", offset: 40 }, append(message(43))]);
+    await store.close();
+    expect(userVersion(path)).toBe(SCHEMA_VERSION);
+
+    const again = await opened(path);
+    expect(again.recovered.cursors).toEqual({ uplink: 40 });
+    expect((await again.store.readLog(0, 10)).map((m) => m.offset)).toEqual([40, 41, 43]);
+    expect(again.recovered.sessions[0]!.deliveries[0]!.message).toEqual(m40);
+  });
+
+  test("a migrated store has exactly the schema of a new one", async () => {
+    const migrated = join(scratch(), "v1.db");
+    v1File(migrated);
+    await (await opened(migrated)).store.close();
+    const created = join(scratch(), "new.db");
+    await (await opened(created)).store.close();
+    expect(schemaOf(migrated)).toEqual(schemaOf(created));
+    expect(schemaOf(created).map(([name]) => name)).toContain("cursors");
+  });
+
+  test("migrated age trimming honours cursors on the old data", async () => {
+    const path = join(scratch(), "v1.db");
+    v1File(path);
+    let now = 1_800_000_000_000; // everything in the file is long past the TTL
+    const options = { messageTtlMs: 60_000, now: () => now };
+    const { store } = await opened(path, options);
+    // 40 is owed to dev-1; 41 is above the cursor.
+    await store.commit([{ op: "cursor-put", name: "uplink", offset: 40 }]);
+    expect((await store.readLog(0, 10)).map((m) => m.offset)).toEqual([40, 41]);
+    await store.commit([{ op: "cursor-put", name: "uplink", offset: 41 }]);
+    now += 3_600_000;
+    await store.commit([]);
+    expect((await store.readLog(0, 10)).map((m) => m.offset)).toEqual([40]);
+    expect(store.stats().expiredMessages).toBe(1);
+  });
+});
+
+describe("SqliteStore trimming queries", () => {
+  /** EXPLAIN QUERY PLAN of `sql` on a database with the current schema. */
+  function plan(sql: string): string[] {
+    const db = bunSqliteDriver.open(":memory:");
+    try {
+      migrate(db, 0);
+      return db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row) => String(row.detail));
+    } finally {
+      db.close();
+    }
+  }
+
+  // The log may hold millions of messages: both trims must walk a rowid range and
+  // probe deliveries by index, never scan a table or sort.
+  test.each([
+    ["size quota", UNREFERENCED_SQL],
+    ["age, bounded by the lowest cursor", UNREFERENCED_UP_TO_SQL],
+  ])("%s: a rowid range plus an index probe per row", (_, sql) => {
+    const steps = plan(sql);
+    expect(steps.some((s) => /^SEARCH m USING INTEGER PRIMARY KEY \(rowid>\?/.test(s))).toBe(true);
+    expect(steps.some((s) => /^SEARCH d USING COVERING INDEX deliveries_by_offset \(offset=\?\)/.test(s))).toBe(true);
+    expect(steps.filter((s) => /\bSCAN\b|TEMP B-TREE/.test(s))).toEqual([]);
+  });
+
+  test("age bound is an upper rowid bound too", () => {
+    expect(plan(UNREFERENCED_UP_TO_SQL).some((s) => s.includes("rowid>? AND rowid<?"))).toBe(true);
   });
 });
 

@@ -3,8 +3,11 @@ import type { Statements } from "./statements.ts";
 /**
  * Garbage collection of the log. A message stays while any delivery refers to it;
  * beyond that the log is history, trimmed oldest first by age (messageTtlMs) and by
- * size (maxBytes). Runs inside the store's group transaction, so a trim costs no
- * extra sync and commits or rolls back together with the batch that triggered it.
+ * size (maxBytes). Age trimming also keeps every message above the lowest log-reader
+ * cursor (the uplink has not read it yet); the size quota does not, because a full
+ * disk must not stop the broker. Runs inside the store's group transaction, so a trim
+ * costs no extra sync and commits or rolls back together with the batch that
+ * triggered it.
  */
 export class LogTrimmer {
   constructor(
@@ -24,8 +27,9 @@ export class LogTrimmer {
 
   /**
    * Drops the oldest unreferenced messages until the used size is at most `target`
-   * or nothing droppable is left. `highestOffset` is recorded first, so the offset
-   * counter survives even if the newest message goes. Returns how many were dropped.
+   * or nothing droppable is left; cursors do not protect messages from this.
+   * `highestOffset` is recorded first, so the offset counter survives even if the
+   * newest message goes. Returns how many were dropped.
    */
   trimToSize(target: number, highestOffset: number): number {
     let dropped = 0;
@@ -56,15 +60,18 @@ export class LogTrimmer {
   }
 
   /**
-   * Drops unreferenced messages received before `cutoff`, at most `budget` of them.
-   * Stops at the first young message: offsets follow arrival, so the rest are
-   * younger still (a clock stepped backwards only delays trimming).
+   * Drops unreferenced messages received before `cutoff` and at or below the lowest
+   * cursor, at most `budget` of them. Stops at the first young message: offsets
+   * follow arrival, so the rest are younger still (a clock stepped backwards only
+   * delays trimming).
    */
   trimExpired(cutoff: number, budget: number, highestOffset: number): { dropped: number; more: boolean } {
+    const minCursor = this.s.minCursor.get()?.min;
+    const upTo = minCursor === null || minCursor === undefined ? Number.MAX_SAFE_INTEGER : Number(minCursor);
     let dropped = 0;
     let after = 0;
     while (dropped < budget) {
-      const candidates = this.s.unreferenced.all(after, Math.min(1024, budget - dropped));
+      const candidates = this.s.unreferencedUpTo.all(after, upTo, Math.min(1024, budget - dropped));
       if (candidates.length === 0) return { dropped, more: false };
       for (const row of candidates) {
         if (Number(row.received_at) >= cutoff) return { dropped, more: false };

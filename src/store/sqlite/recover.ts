@@ -50,5 +50,10 @@ export function recover(db: SqliteDatabase): RecoveredState {
     sessions.get(String(row.client_id))?.qos2Incoming.push(Number(row.packet_id));
   }
 
-  return { nextOffset: highest + 1, retained, sessions: [...sessions.values()], messageCount };
+  // fromEntries defines own properties, so a reader named "__proto__" is just a name.
+  const cursors: Record<string, number> = Object.fromEntries(
+    db.prepare("SELECT name, offset FROM cursors ORDER BY name").all().map((row) => [String(row.name), Number(row.offset)]),
+  );
+
+  return { nextOffset: highest + 1, retained, sessions: [...sessions.values()], cursors, messageCount };
 }

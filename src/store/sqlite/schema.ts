@@ -79,6 +79,15 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (client_id, packet_id)
   ) WITHOUT ROWID;
   `,
+
+  /* 1 → 2: log readers' cursors (the uplink). */ `
+  -- A reader has finished with every offset <= its cursor. Age trimming keeps the
+  -- messages above the lowest cursor; the size quota may still drop them.
+  CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    offset INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

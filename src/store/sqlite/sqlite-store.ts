@@ -39,12 +39,16 @@ export interface SqliteStoreOptions {
   flushIntervalMs?: number;
   /**
    * Quota on the pages in use. Above it the oldest unreferenced messages are
-   * dropped (counted in stats().droppedMessages); if none can be, lists containing an
+   * dropped (counted in stats().droppedMessages), even those above a log reader's
+   * cursor that the reader has not read yet; if none can be, lists containing an
    * append are refused with StoreFullError while lists without (acks, session
    * changes) still commit, so the broker can drain. Unlimited if unset.
    */
   maxBytes?: number;
-  /** Unreferenced messages older than this are trimmed from the log. Kept if unset. */
+  /**
+   * Unreferenced messages older than this are trimmed from the log, except those
+   * above the lowest log-reader cursor (cursor-put). Kept if unset.
+   */
   messageTtlMs?: number;
   /** Injected clock for TTL trimming. Default Date.now. */
   now?: () => number;

@@ -2,6 +2,26 @@ import type { Mutation } from "../store.ts";
 import type { SqliteDatabase, SqliteStatement } from "./driver.ts";
 import { MESSAGE_COLUMNS, messageParams, phaseCode } from "./message-codec.ts";
 
+/**
+ * The oldest unreferenced messages after an offset, with their approximate size: what
+ * the size quota may drop. A range on the rowid plus one probe of deliveries_by_offset
+ * per row (a test pins the plan).
+ */
+export const UNREFERENCED_SQL = `SELECT offset, received_at,
+       length(topic) + length(payload) + coalesce(length(props), 0) + length(origin) AS size
+  FROM messages m
+ WHERE offset > ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.offset = m.offset)
+ ORDER BY offset LIMIT ?`;
+
+/**
+ * The same in the range (after, upTo]: what age trimming may take, upTo being the
+ * lowest cursor. The scan never reads past upTo, however long the log above it.
+ */
+export const UNREFERENCED_UP_TO_SQL = `SELECT offset, received_at
+  FROM messages m
+ WHERE offset > ? AND offset <= ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.offset = m.offset)
+ ORDER BY offset LIMIT ?`;
+
 /** What applying mutations changed that the store mirrors in memory. */
 export interface MutationEffect {
   /** Messages added to the log (a re-append of an existing offset adds none). */
@@ -30,6 +50,8 @@ export class Statements {
   readonly deleteDeliveryByOffset: SqliteStatement;
   readonly putQos2: SqliteStatement;
   readonly deleteQos2: SqliteStatement;
+  readonly putCursor: SqliteStatement;
+  readonly deleteCursor: SqliteStatement;
 
   readonly savepoint: SqliteStatement;
   readonly release: SqliteStatement;
@@ -40,6 +62,10 @@ export class Statements {
   readonly raiseNextOffset: SqliteStatement;
   /** Oldest unreferenced messages with their approximate size in bytes. */
   readonly unreferenced: SqliteStatement;
+  /** Oldest unreferenced messages in an offset range (after, upTo]: what age trimming may take. */
+  readonly unreferencedUpTo: SqliteStatement;
+  /** The lowest cursor, or NULL when there is none. */
+  readonly minCursor: SqliteStatement;
   readonly deleteMessage: SqliteStatement;
   readonly pageCount: SqliteStatement;
   readonly freelistCount: SqliteStatement;
@@ -63,6 +89,8 @@ export class Statements {
     this.deleteDeliveryByOffset = p("DELETE FROM deliveries WHERE client_id = ? AND offset = ?");
     this.putQos2 = p("INSERT OR IGNORE INTO qos2_in (client_id, packet_id) VALUES (?, ?)");
     this.deleteQos2 = p("DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?");
+    this.putCursor = p("REPLACE INTO cursors (name, offset) VALUES (?, ?)");
+    this.deleteCursor = p("DELETE FROM cursors WHERE name = ?");
 
     this.savepoint = p("SAVEPOINT list");
     this.release = p("RELEASE list");
@@ -71,13 +99,9 @@ export class Statements {
     this.readLog = p(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE offset >= ? ORDER BY offset LIMIT ?`);
     this.maxOffset = p("SELECT max(offset) AS max FROM messages");
     this.raiseNextOffset = p("UPDATE meta SET value = ? WHERE key = 'next_offset' AND value < ?");
-    this.unreferenced = p(
-      `SELECT offset, received_at,
-              length(topic) + length(payload) + coalesce(length(props), 0) + length(origin) AS size
-         FROM messages m
-        WHERE offset > ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.offset = m.offset)
-        ORDER BY offset LIMIT ?`,
-    );
+    this.unreferenced = p(UNREFERENCED_SQL);
+    this.unreferencedUpTo = p(UNREFERENCED_UP_TO_SQL);
+    this.minCursor = p("SELECT min(offset) AS min FROM cursors");
     this.deleteMessage = p("DELETE FROM messages WHERE offset = ?");
     this.pageCount = p("PRAGMA page_count");
     this.freelistCount = p("PRAGMA freelist_count");
@@ -137,6 +161,12 @@ export class Statements {
         return;
       case "qos2-in-delete":
         this.deleteQos2.run(m.clientId, m.packetId);
+        return;
+      case "cursor-put":
+        this.putCursor.run(m.name, m.offset);
+        return;
+      case "cursor-delete":
+        this.deleteCursor.run(m.name);
         return;
     }
   }
