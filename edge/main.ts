@@ -1,143 +1,195 @@
 #!/usr/bin/env bun
 /**
- * Ferry's command line: serve · check-config · version. The one entry that is compiled
- * into the single executable.
+ * Ferry's command line: serve · check-config · version · --help. The one entry that is
+ * compiled into the single executable, and that `deno task start` runs.
+ *
+ * Nothing here is runtime-specific: arguments, files, signals, exit and the listeners come
+ * from the platform `loadPlatform()` picks (Bun's, or Deno's under Deno).
  */
 import { ConfigError, parseConfig, validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
-import { startServer } from "../src/runtime/bun/server.ts";
-import pkg from "../package.json" with { type: "json" };
+import { loadPlatform, type Platform } from "../src/runtime/platform.ts";
+import { commit, version } from "./build-info.ts";
 
-const HELP = `ferry ${pkg.version} — MQTT edge broker with durable store-and-forward
+const HELP = `ferry version ${version}
 
-Usage: ferry <command> [options]
+ferry is an MQTT v5.0/v3.1.1/v3.1 edge broker that keeps what it accepts on disk.
+
+Usage: ferry [serve] [-c config_file] [--host host] [-p port] [--ws-port port] [-d dir] [-v]
+       ferry check-config config_file
+       ferry version
+       ferry --help
 
 Commands:
-  serve                 run the broker (default)
-  check-config FILE     validate a config file; prints every problem, exit 2 on errors
-  version               print version and runtime
+  serve                run the broker (the default command).
+  check-config FILE    validate a config file: print every problem with its key and
+                       exit 2, or print "FILE: ok" and exit 0.
+  version              print the version, the git commit it was built from and the runtime.
 
 Options for serve:
-  -c, --config FILE     config file (JSON, comments allowed)
-  -h, --host HOST       address to bind (default 0.0.0.0)
-  -p, --mqtt-port N     MQTT TCP port (default 1883; 0 picks a free one)
-      --ws-port N       MQTT over WebSocket port, path /mqtt (default off)
-  -d, --data-dir DIR    data directory (default ./data)
-  -v, --verbose         debug logging
-      --help            this text
+ -c, --config FILE   : load the broker config file (JSON; // and /* */ comments allowed).
+     --host HOST     : address to bind the listeners to. Default 0.0.0.0.
+ -p, --mqtt-port N   : listen for MQTT over TCP on port N. Default 1883; 0 picks a free port.
+     --ws-port N     : also listen for MQTT over WebSocket on port N, path /mqtt.
+ -d, --data-dir DIR  : keep the database under DIR. Default ./data.
+ -v, --verbose       : log everything (log_level debug). This overrides the config file.
+ -h, --help          : display this help.
 
-See README.md for the configuration reference.`;
+Command-line options override the config file. Ferry prints "listening mqtt://HOST:PORT"
+on stdout once it accepts connections and logs to stderr. SIGINT or SIGTERM stops it
+cleanly. Exit status: 0 ok, 1 cannot start, 2 bad command line or configuration.
+
+See README.md, or edge/ferry.example.jsonc for every configuration key.`;
+
+/** Options that take a value, by every name they go by. */
+const VALUE_OPTIONS: Record<string, string> = {
+  "-c": "config",
+  "--config": "config",
+  "--host": "host",
+  "-p": "mqtt-port",
+  "--mqtt-port": "mqtt-port",
+  "--ws-port": "ws-port",
+  "-d": "data-dir",
+  "--data-dir": "data-dir",
+};
+const SWITCHES: Record<string, string> = { "-v": "verbose", "--verbose": "verbose", "-h": "help", "--help": "help" };
 
 interface Args {
   command: string;
   positional: string[];
-  flags: Map<string, string | true>;
+  options: Map<string, string>;
+  switches: Set<string>;
 }
 
-function parseArgs(argv: string[]): Args {
-  const flags = new Map<string, string | true>();
+class UsageError extends Error {}
+
+function parseArgs(argv: readonly string[]): Args {
+  const options = new Map<string, string>();
+  const switches = new Set<string>();
   const positional: string[] = [];
-  const withValue = new Set(["-c", "--config", "-h", "--host", "-p", "--mqtt-port", "--ws-port", "-d", "--data-dir"]);
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a.startsWith("--") && a.includes("=")) {
-      const eq = a.indexOf("=");
-      flags.set(a.slice(0, eq), a.slice(eq + 1));
-    } else if (withValue.has(a)) {
-      const v = argv[++i];
-      if (v === undefined) fail(`${a} needs a value`);
-      flags.set(a, v);
-    } else if (a.startsWith("-")) flags.set(a, true);
-    else positional.push(a);
+    const arg = argv[i]!;
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    if (VALUE_OPTIONS[name] !== undefined) {
+      const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+      if (value === undefined) throw new UsageError(`${name} needs a value`);
+      options.set(VALUE_OPTIONS[name], value);
+    } else if (SWITCHES[arg] !== undefined) {
+      switches.add(SWITCHES[arg]);
+    } else if (arg.startsWith("-") && arg !== "-") {
+      throw new UsageError(`unknown option '${arg}'`);
+    } else positional.push(arg);
   }
-  return { command: positional.shift() ?? "serve", positional, flags };
+  return { command: positional.shift() ?? "serve", positional, options, switches };
 }
 
-function fail(msg: string, code = 2): never {
-  console.error(`ferry: ${msg}`);
-  process.exit(code);
-}
-
-function flag(args: Args, ...names: string[]): string | undefined {
-  for (const n of names) {
-    const v = args.flags.get(n);
-    if (typeof v === "string") return v;
+function portArg(value: string, name: string): number {
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isInteger(n) || n < 0 || n > 65535) {
+    throw new UsageError(`${name}: not a port number: ${value}`);
   }
-  return undefined;
-}
-
-async function readConfig(path: string | undefined): Promise<FerryConfig> {
-  if (path === undefined) return validateConfig({});
-  const file = Bun.file(path);
-  if (!(await file.exists())) fail(`config file ${path} not found`);
-  return parseConfig(await file.text(), path);
-}
-
-function portArg(v: string, name: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) fail(`${name}: not a port number: ${v}`);
   return n;
 }
 
-async function serve(args: Args): Promise<void> {
+/** The config file at `path` (defaults when there is none); ConfigError lists every problem. */
+async function readConfig(platform: Platform, path: string | undefined): Promise<FerryConfig> {
+  if (path === undefined) return validateConfig({});
+  const text = await platform.readTextFile(path).catch((err: Error) => {
+    throw new ConfigError([`${path}: cannot read: ${err.message}`]);
+  });
+  if (text === undefined) throw new ConfigError([`${path}: no such file`]);
+  return parseConfig(text, path);
+}
+
+async function serve(platform: Platform, args: Args): Promise<void> {
+  if (args.positional.length > 0) throw new UsageError(`serve takes no arguments, got '${args.positional[0]}'`);
+  const host = args.options.get("host");
+  const mqttPort = args.options.get("mqtt-port");
+  const wsPort = args.options.get("ws-port");
+  const dataDir = args.options.get("data-dir");
   let config: FerryConfig;
   try {
-    config = await readConfig(flag(args, "-c", "--config"));
+    config = await readConfig(platform, args.options.get("config"));
   } catch (err) {
-    if (err instanceof ConfigError) fail(`bad configuration:\n  ${err.problems.join("\n  ")}`);
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`ferry: bad configuration:\n  ${err.problems.join("\n  ")}`);
+    return platform.exit(2);
   }
-  const host = flag(args, "-h", "--host");
-  const mqttPort = flag(args, "-p", "--mqtt-port");
-  const wsPort = flag(args, "--ws-port");
-  const dataDir = flag(args, "-d", "--data-dir");
   if (host !== undefined) config.listeners.host = host;
   if (mqttPort !== undefined) config.listeners.mqtt_port = portArg(mqttPort, "--mqtt-port");
   if (wsPort !== undefined) config.listeners.ws_port = portArg(wsPort, "--ws-port");
   if (dataDir !== undefined) config.data_dir = dataDir;
-  if (args.flags.has("-v") || args.flags.has("--verbose")) config.log_level = "debug";
+  if (args.switches.has("verbose")) config.log_level = "debug";
 
   let server;
   try {
-    server = await startServer(config, pkg.version);
+    server = await platform.startServer(config, version);
   } catch (err) {
-    fail(`cannot start: ${(err as Error).message}`, 1);
+    console.error(`ferry: cannot start: ${(err as Error).message}`);
+    return platform.exit(1);
   }
   console.log(`listening mqtt://${server.mqtt.host}:${server.mqtt.port}`);
   if (server.ws) console.log(`listening ws://${server.ws.host}:${server.ws.port}/mqtt`);
-  const shutdown = async (signal: string) => {
+
+  let stoppingSince: number | undefined;
+  const shutdown = (signal: string) => {
+    if (stoppingSince !== undefined) {
+      // The same signal often arrives twice at once (Ctrl+C reaches the whole process
+      // group and `deno task` forwards it too): only a later one means "stop waiting".
+      // Acknowledged messages are already committed, so nothing acknowledged is lost.
+      if (Date.now() - stoppingSince < 1000) return;
+      console.error(`ferry: ${signal} again, exiting now`);
+      platform.exit(1);
+    }
+    stoppingSince = Date.now();
     console.error(`ferry: ${signal}, shutting down`);
-    await server.stop();
-    process.exit(0);
+    server.stop().then(
+      () => platform.exit(0),
+      (err: Error) => {
+        console.error(`ferry: shutdown failed: ${err.message}`);
+        platform.exit(1);
+      },
+    );
   };
-  process.on("SIGINT", () => void shutdown("SIGINT"));
-  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  platform.onSignal("SIGINT", () => shutdown("SIGINT"));
+  platform.onSignal("SIGTERM", () => shutdown("SIGTERM"));
 }
 
-async function checkConfig(args: Args): Promise<void> {
-  const path = args.positional[0] ?? flag(args, "-c", "--config");
-  if (!path) fail("check-config needs a FILE");
+async function checkConfig(platform: Platform, args: Args): Promise<void> {
+  const path = args.positional[0] ?? args.options.get("config");
+  if (!path) throw new UsageError("check-config needs a FILE");
   try {
-    await readConfig(path);
+    await readConfig(platform, path);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const p of err.problems) console.error(p);
-      process.exit(2);
-    }
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
+    for (const problem of err.problems) console.error(problem);
+    return platform.exit(2);
   }
   console.log(`${path}: ok`);
 }
 
-const args = parseArgs(process.argv.slice(2));
-if (args.flags.has("--help") || args.command === "help") {
-  console.log(HELP);
-} else if (args.command === "version") {
-  console.log(`ferry ${pkg.version} (bun ${Bun.version})`);
-} else if (args.command === "check-config") {
-  await checkConfig(args);
-} else if (args.command === "serve") {
-  await serve(args);
-} else {
-  fail(`unknown command '${args.command}'\n\n${HELP}`);
+async function main(platform: Platform): Promise<void> {
+  let args: Args;
+  try {
+    args = parseArgs(platform.args);
+    if (args.switches.has("help") || args.command === "help") {
+      console.log(HELP);
+    } else if (args.command === "version") {
+      console.log(`ferry ${version} (commit ${await commit(platform.readTextFile)}; ${platform.runtime}; ${platform.target})`);
+    } else if (args.command === "check-config") {
+      await checkConfig(platform, args);
+    } else if (args.command === "serve") {
+      await serve(platform, args);
+    } else {
+      throw new UsageError(`unknown command '${args.command}'\n\n${HELP}`);
+    }
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    console.error(`ferry: ${err.message}`);
+    if (!err.message.includes("Usage:")) console.error("Try 'ferry --help'.");
+    platform.exit(2);
+  }
 }
+
+await main(await loadPlatform());

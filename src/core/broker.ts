@@ -620,8 +620,9 @@ export class Broker {
     const sent: Mutation | undefined = s.persistent
       ? { op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: o.packetId }
       : undefined;
-    // QoS 2: after a crash the message must be re-sent under this packet id, or a client that
-    // already has it (method B) takes the re-send for a new message; so the id is durable first.
+    // QoS 2: after a crash the message must be re-sent under this packet id [MQTT-4.4.0-1], or a
+    // client that already has it (method B) takes the re-send for a new message; so the id is
+    // durable before the client can see it.
     if (sent && o.qos === 2) this.#persistBeforeOutput(c, [sent]);
     if (!c.sendPublish(o, false, cache)) {
       this.#completeOutbound(s, o);
@@ -696,7 +697,7 @@ export class Broker {
     }
     o.phase = "pubrel";
     // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
-    // client that already released its id, which then delivers it twice [MQTT-4.3.3-?].
+    // client that already released its id, which then delivers it twice [MQTT-4.3.3-6].
     if (s.persistent) this.#persistBeforeOutput(c, [{ op: "delivery-pubrel", clientId: s.clientId, packetId: id }]);
     c.sendPubrel(id);
   }

@@ -68,6 +68,10 @@ export class ClientConnection implements ConnectionHandler {
   /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
   #early: Packet[] = [];
   #earlyBytes = 0;
+  /** Output held back until `#outputGate` (a store commit) settles; see holdOutputUntil. */
+  #heldOutput: Uint8Array[] | undefined;
+  #outputGate: Promise<void> | undefined;
+  #closeOnRelease = false;
 
   constructor(readonly conn: Connection, private readonly broker: Broker) {
     this.#reader = new PacketReader(broker.options.maxPacketSize);
@@ -265,7 +269,9 @@ export class ClientConnection implements ConnectionHandler {
 
     let expiry: number;
     if (this.isV5) expiry = Math.min(props.sessionExpiryInterval ?? 0, opts.maxSessionExpiry);
-    else expiry = clean ? 0 : 0xffffffff; // 3.1.1 persistent sessions never expire
+    // 3.1.1 has no expiry of its own: a persistent session lasts max_session_expiry (by
+    // default forever), like Mosquitto's persistent_client_expiration.
+    else expiry = clean ? 0 : opts.maxSessionExpiry;
 
     this.state = "connecting";
     this.broker.openSession(this, clean, expiry).then(
@@ -353,6 +359,8 @@ export class ClientConnection implements ConnectionHandler {
         }
       }
     }
+    // An empty topic is only valid with a known alias (handled above); otherwise a Protocol Error (spec 3.3.2.3.4).
+    if (topic.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, "empty topic without a topic alias");
     const problem = topicNameProblem(topic, opts);
     if (problem) throw new MqttError(RC.TOPIC_NAME_INVALID, problem);
     if (p.retain && !opts.retainAvailable) throw new MqttError(RC.RETAIN_NOT_SUPPORTED, "retain not available");
@@ -613,7 +621,9 @@ export class ClientConnection implements ConnectionHandler {
   #shutdown(abnormal: boolean): void {
     if (this.state === "closed") return;
     this.state = "closed";
-    this.conn.close();
+    // Held output (a final DISCONNECT among it) goes out first; see holdOutputUntil.
+    if (this.#heldOutput) this.#closeOnRelease = true;
+    else this.conn.close();
     this.broker.clientClosed(this, abnormal);
   }
 
@@ -626,7 +636,31 @@ export class ClientConnection implements ConnectionHandler {
 
   #write(bytes: Uint8Array): void {
     this.broker.metrics.bytesSent += bytes.byteLength;
-    this.conn.write(bytes);
+    if (this.#heldOutput) this.#heldOutput.push(bytes);
+    else this.conn.write(bytes);
+  }
+
+  /**
+   * Hold everything written to this client until `commit` settles, then send it in
+   * order. For packets the client must not see before the store knows about them: a
+   * QoS 2 PUBLISH before its packet id is durable, or a PUBREL before the "pubrel"
+   * phase is — otherwise a crash in between makes Ferry re-send a PUBLISH the client
+   * already released, and it is delivered twice [MQTT-4.3.3-6]. Holding all output,
+   * not just those packets, keeps every packet to the client in order.
+   */
+  holdOutputUntil(commit: Promise<void>): void {
+    this.#heldOutput ??= [];
+    this.#outputGate = commit;
+    const release = () => {
+      if (this.#outputGate !== commit) return; // a later gate releases everything
+      const held = this.#heldOutput ?? [];
+      this.#heldOutput = undefined;
+      this.#outputGate = undefined;
+      for (const bytes of held) this.conn.write(bytes);
+      if (this.#closeOnRelease) this.conn.close();
+    };
+    // A failed commit is logged by whoever committed; the client still gets its packets.
+    commit.then(release, release);
   }
 
   /**

@@ -1,26 +1,12 @@
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import type { FerryConfig } from "../../config/schema.ts";
 import type { Logger } from "../../core/logger.ts";
-import { SqliteStore } from "../../store/sqlite/sqlite-store.ts";
 import type { Store } from "../../store/store.ts";
+import { openSqliteStoreWith } from "../open-store.ts";
 import { bunSqliteDriver } from "./sqlite-driver.ts";
 
-/** The database file under `data_dir`. */
-export function databasePath(config: FerryConfig): string {
-  return join(config.data_dir, "ferry.db");
-}
+export { databasePath } from "../open-store.ts";
 
-/** The durable store for `commit` and `periodic` durability, under `data_dir`. */
+/** The durable store for `commit` and `periodic` durability, under `data_dir`, over bun:sqlite. */
 export function openSqliteStore(config: FerryConfig, logger: Logger): Store {
-  mkdirSync(config.data_dir, { recursive: true });
-  const s = config.storage;
-  return new SqliteStore(bunSqliteDriver, {
-    path: databasePath(config),
-    durability: s.durability === "periodic" ? "periodic" : "commit",
-    flushIntervalMs: s.flush_interval_ms,
-    ...(s.max_bytes > 0 ? { maxBytes: s.max_bytes } : {}),
-    ...(s.message_ttl_seconds > 0 ? { messageTtlMs: s.message_ttl_seconds * 1000 } : {}),
-    onError: (err) => logger.error(`storage flush failed: ${err.message}`),
-  });
+  return openSqliteStoreWith(bunSqliteDriver, config, logger);
 }

@@ -19,6 +19,7 @@ export class BunSocketConnection implements Connection {
   #blocked = false;
   #closing = false;
   #closed = false;
+  #closeGuard: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly socket: Socket<SocketData>, readonly remoteAddress: string) {}
 
@@ -62,11 +63,17 @@ export class BunSocketConnection implements Connection {
     this.#closing = true;
     if (this.#pendingBytes === 0) this.#end();
     else if (!this.#blocked && !this.#scheduled) this.flush();
-    // A peer that never reads must not keep the socket forever.
-    setTimeout(() => this.#end(), 5000).unref?.();
+    // A peer that never reads must not keep the socket forever. Only armed while bytes are
+    // still owed: a pending timer keeps the socket reachable, and a connection storm would
+    // otherwise pin every closed socket for the full 5 s.
+    if (!this.#closed) {
+      this.#closeGuard = setTimeout(() => this.#end(), 5000);
+      this.#closeGuard.unref?.();
+    }
   }
 
   #end(): void {
+    clearTimeout(this.#closeGuard);
     if (this.#closed) return;
     this.#closed = true;
     this.#pending = [];
@@ -76,6 +83,7 @@ export class BunSocketConnection implements Connection {
 
   markClosed(): void {
     this.#closed = true;
+    clearTimeout(this.#closeGuard);
   }
 }
 

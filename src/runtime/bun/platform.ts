@@ -1,0 +1,23 @@
+import type { Platform } from "../platform.ts";
+import { startServer } from "./server.ts";
+
+/** Linux/macOS names as Ferry's release files use them: linux-x64, linux-arm64. */
+const target = `${process.platform}-${process.arch}`;
+
+export const bunPlatform: Platform = {
+  runtime: `bun ${Bun.version}`,
+  target,
+  // argv: [bun, script] from source; [bun, /$bunfs/root/ferry] in a compiled executable.
+  args: process.argv.slice(2),
+  async readTextFile(path) {
+    const file = Bun.file(path);
+    return (await file.exists()) ? await file.text() : undefined;
+  },
+  startServer,
+  onSignal(signal, handler) {
+    process.on(signal, handler);
+  },
+  exit(code): never {
+    process.exit(code);
+  },
+};

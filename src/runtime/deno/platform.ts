@@ -1,0 +1,26 @@
+import type { Platform } from "../platform.ts";
+import { deno } from "./deno-api.ts";
+import { startServer } from "./server.ts";
+
+const ARCH: Record<string, string> = { x86_64: "x64", aarch64: "arm64" };
+
+export const denoPlatform: Platform = {
+  runtime: `deno ${deno.version.deno}`,
+  target: `${deno.build.os}-${ARCH[deno.build.arch] ?? deno.build.arch}`,
+  args: deno.args,
+  async readTextFile(path) {
+    try {
+      return await deno.readTextFile(path);
+    } catch (err) {
+      if (err instanceof deno.errors.NotFound) return undefined;
+      throw err;
+    }
+  },
+  startServer,
+  onSignal(signal, handler) {
+    deno.addSignalListener(signal, handler);
+  },
+  exit(code): never {
+    return deno.exit(code);
+  },
+};

@@ -1,0 +1,22 @@
+import type { Logger } from "../../core/logger.ts";
+import type { FerryConfig } from "../../config/schema.ts";
+import { type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
+import { nodeSqliteDriver } from "./sqlite-driver.ts";
+import { listenTcp } from "./tcp-listener.ts";
+import { listenWebSocket } from "./ws-listener.ts";
+import { deno } from "./deno-api.ts";
+
+export type { RunningServer } from "../start-server.ts";
+
+/** Deno's adapters: `Deno.listen`, `Deno.serve` + `Deno.upgradeWebSocket`, `node:sqlite`. */
+export const denoAdapters: ServerAdapters = {
+  listenTcp,
+  listenWebSocket,
+  sqlite: nodeSqliteDriver,
+  readFile: (path) => deno.readFile(path),
+};
+
+/** Wire config → store → broker → listeners, on Deno (the wiring is shared with Bun). */
+export function startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer> {
+  return startServerWith(denoAdapters, config, version, logger);
+}

@@ -1,0 +1,86 @@
+import { Broker } from "../core/broker.ts";
+import { systemClock } from "../core/clock.ts";
+import { consoleLogger, type Logger } from "../core/logger.ts";
+import { brokerOptionsFrom } from "../config/load.ts";
+import type { FerryConfig } from "../config/schema.ts";
+import type { SqliteDriver } from "../store/sqlite/driver.ts";
+import type { Listener, ListenerFactory } from "./listener.ts";
+import { openStoreWith } from "./open-store.ts";
+import { connectCloud } from "../sync/cloud-client.ts";
+import { UplinkManager } from "../sync/uplink-manager.ts";
+
+export interface RunningServer {
+  broker: Broker;
+  mqtt: Listener;
+  ws: Listener | undefined;
+  uplinks: UplinkManager;
+  /** Stop accepting, disconnect clients, flush storage. */
+  stop(): Promise<void>;
+}
+
+/** The runtime-specific pieces the wiring needs: listeners and a SQLite driver. */
+export interface ServerAdapters extends ListenerFactory {
+  readonly sqlite: SqliteDriver;
+  /** Read a whole file (uplink certificates and password files). */
+  readFile(path: string): Promise<Uint8Array>;
+}
+
+/**
+ * Wire config → store → broker → listeners. The same for every runtime: `runtime/bun`
+ * and `runtime/deno` only pass their adapters.
+ */
+export async function startServerWith(
+  adapters: ServerAdapters,
+  config: FerryConfig,
+  version: string,
+  logger?: Logger,
+): Promise<RunningServer> {
+  const log = logger ?? consoleLogger(config.log_level);
+  const store = openStoreWith(adapters.sqlite, config, log);
+  const broker = new Broker({ options: brokerOptionsFrom(config, version), store, clock: systemClock, logger: log });
+  await broker.start();
+  const uplinks = new UplinkManager(broker, config.uplinks, {
+    edgeId: config.edge_id,
+    connect: connectCloud,
+    readFile: adapters.readFile,
+  });
+  await uplinks.start();
+  const accept = broker.accept.bind(broker);
+  let mqtt: Listener;
+  let ws: Listener | undefined;
+  try {
+    mqtt = await adapters.listenTcp(config.listeners.host, config.listeners.mqtt_port, accept);
+    try {
+      ws = config.listeners.ws_port === null
+        ? undefined
+        : await adapters.listenWebSocket(config.listeners.host, config.listeners.ws_port, accept, config.mqtt.max_packet_size);
+    } catch (err) {
+      mqtt.stop();
+      throw err;
+    }
+  } catch (err) {
+    // A port in use must not leave the store open (and its file locked) behind.
+    await uplinks.stop();
+    await broker.close();
+    throw err;
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    broker,
+    mqtt,
+    ws,
+    uplinks,
+    stop: () =>
+      stopped ??= (async () => {
+        // Uplinks first, so their last cursor positions are written while the store is open.
+        await uplinks.stop();
+        // Then the broker, before the listeners: it writes v5 clients their DISCONNECT 0x8B and closes each
+        // socket. Stopping the listeners first would cut every socket before that is sent
+        // (they close active connections); clients arriving meanwhile are refused by the
+        // closing broker.
+        await broker.close();
+        mqtt.stop();
+        ws?.stop();
+      })(),
+  };
+}

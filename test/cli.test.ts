@@ -1,0 +1,208 @@
+/**
+ * The command line as an operator meets it: `edge/main.ts` run as a child process by the
+ * same bun that runs the tests, on port 0 and a temporary data directory.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pkg from "../package.json" with { type: "json" };
+import { connect } from "./helpers/clients.ts";
+
+const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
+const tmp = mkdtempSync(join(tmpdir(), "ferry-cli-"));
+const children = new Set<Subprocess>();
+
+afterAll(() => {
+  for (const p of children) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL");
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Run a command to completion; a stuck one is killed, so the test fails rather than hangs. */
+async function run(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  children.add(proc);
+  const guard = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+  const [stdout, stderr] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  const code = await proc.exited;
+  clearTimeout(guard);
+  return { code, stdout, stderr };
+}
+
+interface Served {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  mqttPort: number;
+  wsUrl: string;
+  lines: string[];
+  stderr: () => string;
+}
+
+/** Start `serve` and resolve once both listening lines are printed. */
+async function serve(...extra: string[]): Promise<Served> {
+  const dataDir = mkdtempSync(join(tmp, "data-"));
+  const proc = Bun.spawn(
+    [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--ws-port", "0", "--data-dir", dataDir, ...extra],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+  );
+  children.add(proc);
+  let err = "";
+  void (async () => {
+    const r = proc.stderr.getReader();
+    const d = new TextDecoder();
+    for (let c = await r.read(); !c.done; c = await r.read()) err += d.decode(c.value, { stream: true });
+  })();
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let out = "";
+  const guard = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+  try {
+    while (!(/listening mqtt:\/\/\S+\n/.test(out) && /listening ws:\/\/\S+\n/.test(out))) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`serve exited (${await proc.exited}) before listening:\n${out}\n${err}`);
+      out += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    clearTimeout(guard);
+    reader.releaseLock();
+  }
+  const lines = out.trim().split("\n");
+  const mqtt = /^listening mqtt:\/\/127\.0\.0\.1:(\d+)$/m.exec(out);
+  const ws = /^listening (ws:\/\/127\.0\.0\.1:\d+\/mqtt)$/m.exec(out);
+  if (!mqtt || !ws) throw new Error(`unexpected output:\n${out}`);
+  return { proc, mqttPort: Number(mqtt[1]), wsUrl: ws[1]!, lines, stderr: () => err };
+}
+
+function configFile(name: string, body: string): string {
+  const path = join(tmp, name);
+  writeFileSync(path, body);
+  return path;
+}
+
+describe("ferry serve", () => {
+  test("prints the addresses it listens on, with the real ports when given port 0, and clients can use them", async () => {
+    const s = await serve();
+    try {
+      expect(s.lines).toContain(`listening mqtt://127.0.0.1:${s.mqttPort}`);
+      expect(s.lines).toContain(`listening ${s.wsUrl}`);
+      expect(s.mqttPort).toBeGreaterThan(0);
+      const sub = await connect(`mqtt://127.0.0.1:${s.mqttPort}`);
+      const pub = await connect(s.wsUrl, { protocolVersion: 5 });
+      await sub.client.subscribeAsync("cli/t", { qos: 1 });
+      await pub.client.publishAsync("cli/t", "through the CLI", { qos: 1 });
+      const [m] = await sub.waitFor(1);
+      expect(m!.payload).toBe("through the CLI");
+      await Promise.all([sub.end(), pub.end()]);
+    } finally {
+      s.proc.kill("SIGKILL");
+      await s.proc.exited;
+    }
+  });
+
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    test(`${signal} shuts down cleanly: v5 clients get DISCONNECT 0x8B and the process exits 0`, async () => {
+      const s = await serve();
+      try {
+        const c = await connect(`mqtt://127.0.0.1:${s.mqttPort}`, { protocolVersion: 5 });
+        const told = new Promise<number | undefined>((resolve) => c.client.on("disconnect", (p) => resolve(p.reasonCode)));
+        s.proc.kill(signal);
+        expect(await s.proc.exited).toBe(0);
+        expect(await told).toBe(0x8b);
+        expect(s.stderr()).toContain(`${signal}, shutting down`);
+        await c.end(true);
+      } finally {
+        if (s.proc.exitCode === null) s.proc.kill("SIGKILL");
+      }
+    });
+  }
+
+  test("a config file with an unknown key makes serve exit 2 naming the key, without listening", async () => {
+    const path = configFile("unknown-key.json", JSON.stringify({ mqtt: { max_pakcet_size: 4096 } }));
+    const r = await run("serve", "--mqtt-port", "0", "--config", path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("max_pakcet_size");
+    expect(r.stdout).not.toContain("listening");
+  });
+
+  test("a config file with a value of the wrong type makes serve exit 2 naming the key path", async () => {
+    const path = configFile("wrong-type.json", JSON.stringify({ mqtt: { max_packet_size: "large" } }));
+    const r = await run("serve", "--mqtt-port", "0", "--config", path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("mqtt.max_packet_size");
+    expect(r.stdout).not.toContain("listening");
+  });
+
+  test("a config file that does not exist makes serve exit 2", async () => {
+    const r = await run("serve", "--mqtt-port", "0", "--config", join(tmp, "nope.json"));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("nope.json");
+  });
+});
+
+describe("ferry check-config", () => {
+  test("prints every problem in the file and exits 2", async () => {
+    const path = configFile("many-problems.json", `{
+      // comments are allowed
+      "listeners": { "mqtt_port": 70000 },
+      "log_level": "loud",
+      "mqtt": { "receive_maximum": 0, "surprise": true },
+      "extra_top_level": 1
+    }`);
+    const r = await run("check-config", path);
+    expect(r.code).toBe(2);
+    for (const key of ["listeners.mqtt_port", "log_level", "mqtt.receive_maximum", "surprise", "extra_top_level"]) {
+      expect(r.stderr).toContain(key);
+    }
+    expect(r.stdout).not.toContain("ok");
+  });
+
+  test("a file that is not JSON is reported and exits 2", async () => {
+    const path = configFile("broken.json", `{ "mqtt": { `);
+    const r = await run("check-config", path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("not valid JSON");
+  });
+
+  test("prints ok and exits 0 for a good file, comments included", async () => {
+    const path = configFile("good.json", `{
+      /* a commented example */
+      "listeners": { "host": "127.0.0.1", "mqtt_port": 1883, "ws_port": 8080 },
+      "mqtt": { "max_packet_size": 65536, "topic_alias_maximum": 0 }, // trailing comment
+      "acl": { "default": "allow", "rules": [{ "action": "publish", "topic": "secret/#", "permission": "deny" }] }
+    }`);
+    const r = await run("check-config", path);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(`${path}: ok`);
+    expect(r.stderr).toBe("");
+  });
+
+  test("without a FILE it exits 2 and says what is missing", async () => {
+    const r = await run("check-config");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("FILE");
+  });
+});
+
+describe("ferry version and help", () => {
+  test("version prints the package version and exits 0", async () => {
+    const r = await run("version");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`ferry ${pkg.version}`);
+    expect(r.stdout).toContain(`bun ${Bun.version}`);
+  });
+
+  test("--help lists every command and exits 0", async () => {
+    const r = await run("--help");
+    expect(r.code).toBe(0);
+    for (const cmd of ["serve", "check-config", "version"]) expect(r.stdout).toMatch(new RegExp(`^\\s+${cmd}\\b`, "m"));
+    expect(r.stdout).toContain("--mqtt-port");
+    expect(r.stdout).toContain("--ws-port");
+  });
+
+  test("an unknown command exits 2 and shows the usage", async () => {
+    const r = await run("frobnicate");
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("unknown command 'frobnicate'");
+    expect(r.stderr).toContain("Commands:");
+  });
+});
