@@ -538,7 +538,7 @@ export class Broker {
       });
       return;
     }
-    // Overlapping subscriptions: one delivery, highest QoS, every identifier [MQTT-3.3.4-?].
+    // Overlapping subscriptions: one delivery, highest QoS, every identifier [MQTT-3.3.4-2] [MQTT-3.3.4-4].
     if (qos > t.qos) t.qos = qos;
     t.retain ||= retain;
     if (sub.subscriptionId !== undefined) (t.subscriptionIds ??= []).push(sub.subscriptionId);
@@ -560,7 +560,7 @@ export class Broker {
     return pool[n % pool.length];
   }
 
-  /** A member leaves: its not-yet-acknowledged shared messages go to the others [MQTT-4.8.2-?]. */
+  /** A member leaves: its not-yet-acknowledged shared messages go to the others (spec 4.8.2). */
   #redistributeShared(s: Session): void {
     const moved: Outbound[] = [];
     const kept: Outbound[] = [];
@@ -676,7 +676,7 @@ export class Broker {
   onPuback(c: ClientConnection, id: number): void {
     const s = c.session!;
     const o = s.inflight.get(id);
-    if (!o || o.qos !== 1) return; // unknown ids are ignored [MQTT-4.3.2-?]
+    if (!o || o.qos !== 1) return; // unknown ids are ignored (spec 4.3.2)
     this.#completeOutbound(s, o);
     this.#pump(s);
   }
@@ -685,12 +685,12 @@ export class Broker {
     const s = c.session!;
     const o = s.inflight.get(id);
     if (!o || o.qos !== 2) {
-      // [MQTT-4.3.3-?] answer with PUBREL 0x92 so the client can finish its flow.
+      // Answer with PUBREL 0x92 so the client can finish its flow (spec 3.6.2.1).
       if (c.isV5) c.sendPubrelNotFound(id);
       return;
     }
     if (code >= 0x80) {
-      // The subscriber refused it: the flow ends here [MQTT-4.3.3-?].
+      // The subscriber refused it: the flow ends here (spec 4.3.3).
       this.#completeOutbound(s, o);
       this.#pump(s);
       return;

@@ -202,10 +202,10 @@ export class ClientConnection implements ConnectionHandler {
     };
 
     if (this.isV5) {
-      if (props.receiveMaximum === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Receive Maximum of 0"); // [MQTT-3.1.2-?]
+      if (props.receiveMaximum === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Receive Maximum of 0"); // spec 3.1.2.11.3
       if (props.maximumPacketSize === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Maximum Packet Size of 0");
       if (props.authenticationMethod !== undefined) {
-        // Ferry implements no enhanced authentication method [MQTT-4.12.0-?].
+        // Ferry implements no enhanced authentication method (spec 4.12).
         return fail(RC.BAD_AUTHENTICATION_METHOD, "unsupported authentication method");
       }
       this.clientReceiveMaximum = props.receiveMaximum ?? 65535;
@@ -355,7 +355,7 @@ export class ClientConnection implements ConnectionHandler {
           if (known === undefined) throw new MqttError(RC.PROTOCOL_ERROR, `unknown topic alias ${alias}`);
           topic = known;
         } else {
-          this.#inAliases.set(alias, topic); // [MQTT-3.3.2-?] a non-empty topic (re)binds the alias
+          this.#inAliases.set(alias, topic); // a non-empty topic (re)binds the alias (spec 3.3.2.3.4)
         }
       }
     }
@@ -369,11 +369,11 @@ export class ClientConnection implements ConnectionHandler {
 
     if (qos > 0) {
       if (qos === 2 && this.session!.qos2Incoming.has(id)) {
-        // A re-sent QoS 2 PUBLISH we already own: acknowledge again, do not route twice [MQTT-4.3.3-?].
+        // A re-sent QoS 2 PUBLISH we already own: acknowledge again, do not route twice [MQTT-4.3.3-10].
         this.#enqueueInOrder(() => this.#ackPublish(2, id, RC.SUCCESS));
         return;
       }
-      // [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than our Receive Maximum.
+      // [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than our Receive Maximum: DISCONNECT 0x93.
       if (this.#incomingInflight >= opts.receiveMaximum) {
         throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
       }
@@ -454,8 +454,11 @@ export class ClientConnection implements ConnectionHandler {
   #publishFailed(qos: QoS, id: number, err: unknown): void {
     if (err instanceof StoreFullError) {
       this.broker.metrics.refusedStorageFull++;
+      // A QoS 0 message (one that carried RETAIN: others write nothing) has no acknowledgement to
+      // refuse it with, and at most once allows dropping it; the client stays connected.
+      if (qos === 0) return;
       if (this.isV5) {
-        // [MQTT-3.4.2-?] 0x97 Quota exceeded: the client keeps the message and may retry later.
+        // 0x97 Quota exceeded (spec 3.4.2.1): the client keeps the message and may retry later.
         this.#ackPublish(qos, id, RC.QUOTA_EXCEEDED, "storage full");
         return;
       }
@@ -466,7 +469,7 @@ export class ClientConnection implements ConnectionHandler {
       return;
     }
     this.broker.logger.error(`storing a message from ${this.clientId} failed: ${String(err)}`);
-    this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+    if (qos > 0) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
     this.disconnect(RC.IMPLEMENTATION_SPECIFIC_ERROR, "storage error");
   }
 
@@ -491,7 +494,7 @@ export class ClientConnection implements ConnectionHandler {
     const session = this.session!;
     this.#enqueueInOrder(() => {
       if (!session.qos2Incoming.has(id)) {
-        // [MQTT-4.3.3-?] PUBREL for an id we do not hold: 0x92, still completes the flow.
+        // PUBREL for an id we do not hold: 0x92, still completes the flow (spec 3.7.2.1).
         this.#write(encode(this.#ackPacket("pubcomp", id, RC.PACKET_IDENTIFIER_NOT_FOUND), this.version));
         return undefined;
       }
@@ -515,7 +518,7 @@ export class ClientConnection implements ConnectionHandler {
   #onSubscribe(p: SubscribePacket): void {
     const opts = this.broker.options;
     const subId = p.properties?.subscriptionIdentifier;
-    if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Subscription Identifier of 0"); // [MQTT-3.8.2-?]
+    if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Subscription Identifier of 0"); // spec 3.8.2.1.2
     // The codec lets a filter-less SUBSCRIBE through; it is a protocol error [MQTT-3.8.3-2].
     if (p.subscriptions.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, "SUBSCRIBE without a topic filter");
     // Check the whole packet for this protocol error first, so a refused SUBSCRIBE
@@ -591,7 +594,7 @@ export class ClientConnection implements ConnectionHandler {
     const code = p.reasonCode ?? 0;
     const newExpiry = p.properties?.sessionExpiryInterval;
     if (newExpiry !== undefined && this.session) {
-      // [MQTT-3.14.2-2] a session that was to end with the connection cannot be revived here.
+      // A session that was to end with the connection cannot be revived here (spec 3.14.2.2.2).
       if (this.session.expiryInterval === 0 && newExpiry !== 0) {
         throw new MqttError(RC.PROTOCOL_ERROR, "Session Expiry Interval changed from 0 on DISCONNECT");
       }
@@ -611,7 +614,7 @@ export class ClientConnection implements ConnectionHandler {
       if (reason) packet.properties = { reasonString: reason };
       this.#write(encode(packet as unknown as Packet, 5));
     } else if (this.isV5 && this.state !== "connected" && code >= 0x80) {
-      // Before CONNACK the reason goes in a CONNACK [MQTT-3.2.2-?].
+      // Before CONNACK the reason goes in a CONNACK (spec 4.13.1).
       this.#sendConnack(code, false, {});
     }
     this.#shutdown(true);
@@ -713,7 +716,7 @@ function toBytes(payload: string | Uint8Array): Uint8Array {
   return typeof payload === "string" ? new TextEncoder().encode(payload) : payload;
 }
 
-/** The properties that are forwarded unaltered to subscribers [MQTT-3.3.2-?]. */
+/** The properties forwarded unaltered [MQTT-3.3.2-4] [MQTT-3.3.2-15..17] [MQTT-3.3.2-20]. */
 function pickMessageProperties(p: {
   payloadFormatIndicator?: boolean;
   contentType?: string;

@@ -30,7 +30,7 @@ export class Session {
   queue: Outbound[] = [];
   #queueHead = 0;
   inflight = new Map<number, Outbound>();
-  /** QoS 2 packet ids received and not yet released [MQTT-4.3.3-?: method A]. */
+  /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A). */
   qos2Incoming = new Set<number>();
   client: ClientConnection | undefined;
   disconnectedAt: number | undefined;
