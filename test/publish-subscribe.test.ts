@@ -174,3 +174,27 @@ describe("retained messages", () => {
     await Promise.all([pub.end(), rh1.end(), rh2.end(), rh0.end()]);
   });
 });
+
+describe("fan-out", () => {
+  test("QoS 1 fan-out to subscribers whose packet ids differ: each gets every message with its own ids", async () => {
+    const a = await connect(broker.url, { protocolVersion: 5 });
+    await a.client.subscribeAsync("fan/#", { qos: 1 });
+    const pub = await connect(broker.url, { protocolVersion: 5 });
+    // Move a's packet id counter past b's whole in-flight window (64), so the id ranges are disjoint.
+    const warm = 100;
+    for (let i = 0; i < warm; i++) await pub.client.publishAsync("fan/warmup", String(i), { qos: 1 });
+    await a.waitFor(warm);
+    const b = await connect(broker.url, { protocolVersion: 5 });
+    await b.client.subscribeAsync("fan/#", { qos: 1 });
+    // More than the in-flight window, so wrong packet ids would stall the flow.
+    const n = 300;
+    await Promise.all([...Array(n).keys()].map((i) => pub.client.publishAsync("fan/x", String(i), { qos: 1 })));
+    await a.waitFor(warm + n, 10_000);
+    await b.waitFor(n, 10_000);
+    expect(b.messages.map((m) => Number(m.payload))).toEqual([...Array(n).keys()]);
+    expect(a.messages.slice(warm).map((m) => Number(m.payload))).toEqual([...Array(n).keys()]);
+    const ids = (c: typeof a) => c.messages.slice(-n).map((m) => m.packet.messageId);
+    expect(ids(a)).not.toEqual(ids(b));
+    await Promise.all([a.end(), b.end(), pub.end()]);
+  });
+});

@@ -145,7 +145,9 @@ export function publishPacketIdOffset(bytes: Uint8Array): number {
 
 /** Copy an encoded PUBLISH with a new packet id (and DUP flag). */
 export function withPacketId(template: Uint8Array, idOffset: number, packetId: number, dup: boolean): Uint8Array {
-  const out = template.slice();
+  // A copy, never `template.slice()`: on a Node Buffer that is a view, and patching it
+  // would rewrite every other subscriber's still-unsent copy of this message.
+  const out = new Uint8Array(template);
   out[idOffset] = packetId >> 8;
   out[idOffset + 1] = packetId & 0xff;
   if (dup) out[0] = out[0]! | 0x08;
