@@ -39,7 +39,8 @@ Command-line options override the config file. Ferry prints "listening mqtt://HO
 on stdout once it accepts connections and logs to stderr. SIGINT or SIGTERM stops it
 cleanly. Exit status: 0 ok, 1 cannot start, 2 bad command line or configuration.
 
-See README.md, or edge/ferry.example.jsonc for every configuration key.`;
+Every configuration key, with its default: /etc/ferry/ferry.example.jsonc (installed by
+install.sh), or edge/ferry.example.jsonc in the source tree.`;
 
 /** Options that take a value, by every name they go by. */
 const VALUE_OPTIONS: Record<string, string> = {
@@ -52,7 +53,12 @@ const VALUE_OPTIONS: Record<string, string> = {
   "-d": "data-dir",
   "--data-dir": "data-dir",
 };
-const SWITCHES: Record<string, string> = { "-v": "verbose", "--verbose": "verbose", "-h": "help", "--help": "help" };
+const SWITCHES: Record<string, string> = {
+  "-v": "verbose",
+  "--verbose": "verbose",
+  "-h": "help",
+  "--help": "help",
+};
 
 interface Args {
   command: string;
@@ -103,7 +109,9 @@ async function readConfig(platform: Platform, path: string | undefined): Promise
 }
 
 async function serve(platform: Platform, args: Args): Promise<void> {
-  if (args.positional.length > 0) throw new UsageError(`serve takes no arguments, got '${args.positional[0]}'`);
+  if (args.positional.length > 0) {
+    throw new UsageError(`serve takes no arguments, got '${args.positional[0]}'`);
+  }
   const host = args.options.get("host");
   const mqttPort = args.options.get("mqtt-port");
   const wsPort = args.options.get("ws-port");
@@ -176,7 +184,11 @@ async function main(platform: Platform): Promise<void> {
     if (args.switches.has("help") || args.command === "help") {
       console.log(HELP);
     } else if (args.command === "version") {
-      console.log(`ferry ${version} (commit ${await commit(platform.readTextFile)}; ${platform.runtime}; ${platform.target})`);
+      console.log(
+        `ferry ${version} (commit ${await commit(
+          platform.readTextFile,
+        )}; ${platform.runtime}; ${platform.target})`,
+      );
     } else if (args.command === "check-config") {
       await checkConfig(platform, args);
     } else if (args.command === "serve") {

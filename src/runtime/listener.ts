@@ -14,5 +14,10 @@ export type Accept = (conn: Connection) => ConnectionHandler;
 /** What a runtime must provide to run Ferry's listeners. */
 export interface ListenerFactory {
   listenTcp(host: string, port: number, accept: Accept): Listener | Promise<Listener>;
-  listenWebSocket(host: string, port: number, accept: Accept, maxPacketSize: number): Listener | Promise<Listener>;
+  listenWebSocket(
+    host: string,
+    port: number,
+    accept: Accept,
+    maxPacketSize: number,
+  ): Listener | Promise<Listener>;
 }

@@ -16,7 +16,11 @@ export function databasePath(config: FerryConfig): string {
  * The durable store for `commit` and `periodic` durability under `data_dir`, over the
  * runtime's SQLite driver. (node:fs and node:path: Bun and Deno both provide them.)
  */
-export function openSqliteStoreWith(driver: SqliteDriver, config: FerryConfig, logger: Logger): Store {
+export function openSqliteStoreWith(
+  driver: SqliteDriver,
+  config: FerryConfig,
+  logger: Logger,
+): Store {
   mkdirSync(config.data_dir, { recursive: true });
   const s = config.storage;
   return new SqliteStore(driver, {
@@ -31,5 +35,7 @@ export function openSqliteStoreWith(driver: SqliteDriver, config: FerryConfig, l
 
 /** `storage.durability` decides: memory, or SQLite through `driver`. */
 export function openStoreWith(driver: SqliteDriver, config: FerryConfig, logger: Logger): Store {
-  return config.storage.durability === "memory" ? new MemoryStore() : openSqliteStoreWith(driver, config, logger);
+  return config.storage.durability === "memory"
+    ? new MemoryStore()
+    : openSqliteStoreWith(driver, config, logger);
 }

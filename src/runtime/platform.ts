@@ -27,6 +27,8 @@ declare const FERRY_RUNTIME: string | undefined;
 /** Bun's platform, or Deno's when running under Deno; neither is imported by the other. */
 export async function loadPlatform(): Promise<Platform> {
   const forced = typeof FERRY_RUNTIME === "string" ? FERRY_RUNTIME : undefined;
-  if (forced !== "bun" && "Deno" in globalThis) return (await import("./deno/platform.ts")).denoPlatform;
+  if (forced !== "bun" && "Deno" in globalThis) {
+    return (await import("./deno/platform.ts")).denoPlatform;
+  }
   return (await import("./bun/platform.ts")).bunPlatform;
 }

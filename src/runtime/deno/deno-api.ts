@@ -41,7 +41,10 @@ export interface DenoApi {
     options: { hostname: string; port: number; onListen?: (addr: DenoNetAddr) => void },
     handler: (request: Request, info: DenoServeHandlerInfo) => Response | Promise<Response>,
   ): DenoHttpServer;
-  upgradeWebSocket(request: Request, options?: { protocol?: string }): { socket: WebSocket; response: Response };
+  upgradeWebSocket(
+    request: Request,
+    options?: { protocol?: string },
+  ): { socket: WebSocket; response: Response };
   readTextFile(path: string): Promise<string>;
   readFile(path: string): Promise<Uint8Array>;
   addSignalListener(signal: "SIGINT" | "SIGTERM", handler: () => void): void;

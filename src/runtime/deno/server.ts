@@ -17,6 +17,10 @@ export const denoAdapters: ServerAdapters = {
 };
 
 /** Wire config → store → broker → listeners, on Deno (the wiring is shared with Bun). */
-export function startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer> {
+export function startServer(
+  config: FerryConfig,
+  version: string,
+  logger?: Logger,
+): Promise<RunningServer> {
   return startServerWith(denoAdapters, config, version, logger);
 }

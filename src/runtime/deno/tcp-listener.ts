@@ -3,8 +3,12 @@ import type { Accept, Listener } from "../listener.ts";
 import { concat } from "../bytes.ts";
 import { deno, type DenoConn } from "./deno-api.ts";
 
-/** Reads start small (idle MQTT clients send little) and grow while reads fill the buffer. */
-const MIN_READ = 4 * 1024;
+/**
+ * Reads start small and grow while they fill the buffer: an idle MQTT client sends a few
+ * bytes a minute, and each connection always has a read pending on its buffer (with 10,000
+ * idle clients, 1 KiB instead of 4 KiB saves 30 MB).
+ */
+const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
 
 /**
@@ -72,7 +76,9 @@ export class DenoTcpConnection implements Connection {
     this.#writing = true;
     try {
       while (this.#pendingBytes > 0 && !this.#closed) {
-        const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
+        const data = this.#pending.length === 1
+          ? this.#pending[0]!
+          : concat(this.#pending, this.#pendingBytes);
         this.#pending = [];
         this.#pendingBytes = 0;
         this.#inFlightBytes = data.byteLength;
@@ -112,8 +118,9 @@ export class DenoTcpConnection implements Connection {
         if (n === null) break;
         // The handler may keep the bytes (partial packets), and the buffer is reused.
         handler.onData(buffer.slice(0, n));
-        if (n === buffer.byteLength && buffer.byteLength < MAX_READ) buffer = new Uint8Array(buffer.byteLength * 2);
-        else if (n < MIN_READ && buffer.byteLength > MIN_READ) buffer = new Uint8Array(MIN_READ);
+        if (n === buffer.byteLength && buffer.byteLength < MAX_READ) {
+          buffer = new Uint8Array(buffer.byteLength * 2);
+        } else if (n < MIN_READ && buffer.byteLength > MIN_READ) buffer = new Uint8Array(MIN_READ);
       }
     } catch {
       // reset by peer, or closed by us

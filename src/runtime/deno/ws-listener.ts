@@ -26,7 +26,9 @@ class DenoWsConnection implements Connection {
   #flush(): void {
     this.#scheduled = false;
     if (this.#closed || this.#pendingBytes === 0) return;
-    const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
+    const data = this.#pending.length === 1
+      ? this.#pending[0]!
+      : concat(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
     try {
@@ -61,44 +63,54 @@ class DenoWsConnection implements Connection {
  * Deno offers no per-frame size limit; a packet larger than `maxPacketSize` is still
  * refused by the broker from its fixed header.
  */
-export async function listenWebSocket(host: string, port: number, accept: Accept, _maxPacketSize: number): Promise<Listener> {
+export async function listenWebSocket(
+  host: string,
+  port: number,
+  accept: Accept,
+  _maxPacketSize: number,
+): Promise<Listener> {
   const open = new Set<DenoWsConnection>();
   let bound!: (addr: { hostname: string; port: number }) => void;
   const listening = new Promise<{ hostname: string; port: number }>((resolve) => (bound = resolve));
-  const server = deno.serve({ hostname: host, port, onListen: (addr) => bound(addr) }, (req, info) => {
-    if (new URL(req.url).pathname !== "/mqtt") return new Response("not found", { status: 404 });
-    if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
-      return new Response("websocket upgrade expected", { status: 426 });
-    }
-    const asked = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim());
-    const protocol = asked.find((p) => p === "mqtt" || p === "mqttv3.1");
-    // Read before upgrading: afterwards the request is closed and remoteAddr throws.
-    const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
-    const { socket, response } = deno.upgradeWebSocket(req, protocol ? { protocol } : {});
-    socket.binaryType = "arraybuffer";
-    const conn = new DenoWsConnection(socket, remote);
-    let handler: ConnectionHandler | undefined;
-    socket.onopen = () => {
-      open.add(conn);
-      handler = accept(conn);
-    };
-    socket.onmessage = (event: MessageEvent) => {
-      // Text frames are not MQTT [MQTT-6.0.0-1]: close.
-      if (typeof event.data === "string") {
-        socket.close(1003, "binary frames only");
-        return;
+  const server = deno.serve(
+    { hostname: host, port, onListen: (addr) => bound(addr) },
+    (req, info) => {
+      if (new URL(req.url).pathname !== "/mqtt") return new Response("not found", { status: 404 });
+      if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
+        return new Response("websocket upgrade expected", { status: 426 });
       }
-      handler?.onData(new Uint8Array(event.data as ArrayBuffer));
-    };
-    socket.onclose = () => {
-      open.delete(conn);
-      conn.markClosed();
-      const h = handler;
-      handler = undefined;
-      h?.onClose();
-    };
-    return response;
-  });
+      const asked = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) =>
+        s.trim()
+      );
+      const protocol = asked.find((p) => p === "mqtt" || p === "mqttv3.1");
+      // Read before upgrading: afterwards the request is closed and remoteAddr throws.
+      const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
+      const { socket, response } = deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+      socket.binaryType = "arraybuffer";
+      const conn = new DenoWsConnection(socket, remote);
+      let handler: ConnectionHandler | undefined;
+      socket.onopen = () => {
+        open.add(conn);
+        handler = accept(conn);
+      };
+      socket.onmessage = (event: MessageEvent) => {
+        // Text frames are not MQTT [MQTT-6.0.0-1]: close.
+        if (typeof event.data === "string") {
+          socket.close(1003, "binary frames only");
+          return;
+        }
+        handler?.onData(new Uint8Array(event.data as ArrayBuffer));
+      };
+      socket.onclose = () => {
+        open.delete(conn);
+        conn.markClosed();
+        const h = handler;
+        handler = undefined;
+        h?.onClose();
+      };
+      return response;
+    },
+  );
   const addr = await listening;
   return {
     host: addr.hostname,

@@ -1,0 +1,229 @@
+/**
+ * `npm run build`: single executables of Ferry for Linux, with `bun build --compile`.
+ *
+ *   dist/ferry-linux-x64     dist/ferry-linux-arm64     dist/SHA256SUMS
+ *
+ * A target other than the machine's own needs that platform's Bun runtime to append the
+ * bundle to. It is taken from the npm package `@oven/bun-<platform>` at exactly the
+ * version of the `bun` devDependency (the one compiling), fetched with `npm pack`, checked
+ * against the integrity recorded in package-lock.json, and unpacked into
+ * `cross-build/.cache/`. `npm ci` on x64 skips those packages (their `cpu` field says
+ * arm64), so the first build needs the npm registry or a warm npm cache; after that the
+ * build runs offline: from `cross-build/.cache/`, or from the npm cache (`npm pack
+ * --prefer-offline`) when that directory was removed.
+ *
+ * Usage: bun cross-build/build.ts [--target linux-x64|linux-arm64 ...] [--outdir DIR]
+ * FERRY_COMMIT in the environment overrides the commit read from git (for builds from a
+ * source tarball).
+ */
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { join, relative } from "node:path";
+
+const ROOT = join(import.meta.dir, "..");
+const CACHE = join(ROOT, "cross-build", ".cache");
+
+interface Target {
+  /** Name in dist/: ferry-<name>. */
+  name: string;
+  /** `bun build --target`. */
+  bunTarget: string;
+  /** npm package holding the runtime for this platform. */
+  runtimePackage: string;
+  /** ELF e_machine of that runtime. */
+  elfMachine: number;
+  /** process.platform-process.arch that can compile it without fetching. */
+  host: string;
+}
+
+/**
+ * musl builds are not offered: Bun's musl runtimes need Alpine's libstdc++ and libgcc,
+ * so no smoke test can run them on the Debian build machine.
+ */
+const TARGETS: Target[] = [
+  {
+    name: "linux-x64",
+    bunTarget: "bun-linux-x64",
+    runtimePackage: "@oven/bun-linux-x64",
+    elfMachine: 0x3e,
+    host: "linux-x64",
+  },
+  {
+    name: "linux-arm64",
+    bunTarget: "bun-linux-arm64",
+    runtimePackage: "@oven/bun-linux-aarch64",
+    elfMachine: 0xb7,
+    host: "linux-arm64",
+  },
+];
+
+function run(
+  cmd: string[],
+  opts: { cwd?: string; allowFail?: boolean } = {},
+): { code: number; stdout: string; stderr: string } {
+  const r = Bun.spawnSync(cmd, { cwd: opts.cwd ?? ROOT, stdout: "pipe", stderr: "pipe" });
+  const out = { code: r.exitCode ?? 1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+  if (out.code !== 0 && !opts.allowFail) {
+    throw new Error(`${cmd.join(" ")} failed (${out.code}):\n${out.stderr || out.stdout}`);
+  }
+  return out;
+}
+
+/** The commit being built: FERRY_COMMIT, else git's HEAD (+"-dirty" for uncommitted changes). */
+function buildCommit(): string {
+  const fromEnv = process.env.FERRY_COMMIT?.trim();
+  if (fromEnv) return fromEnv;
+  const head = run(["git", "rev-parse", "--short=12", "HEAD"], { allowFail: true });
+  if (head.code !== 0) return "unknown";
+  const dirty = run(["git", "status", "--porcelain", "--untracked-files=no"], { allowFail: true });
+  return head.stdout.trim() + (dirty.code === 0 && dirty.stdout.trim() !== "" ? "-dirty" : "");
+}
+
+/** The version of the `bun` package that is compiling; every runtime must match it. */
+function bunVersion(): string {
+  const installed = JSON.parse(
+    readFileSync(join(ROOT, "node_modules", "bun", "package.json"), "utf8"),
+  ) as { version: string };
+  if (installed.version !== Bun.version) {
+    throw new Error(
+      `node_modules/bun is ${installed.version} but this is bun ${Bun.version}; run the build with npx bun`,
+    );
+  }
+  return Bun.version;
+}
+
+/** Integrity of `pkg` as package-lock.json records it (bun lists every platform package). */
+function lockedIntegrity(pkg: string, version: string): string | undefined {
+  try {
+    const lock = JSON.parse(readFileSync(join(ROOT, "package-lock.json"), "utf8")) as {
+      packages?: Record<string, { version?: string; integrity?: string }>;
+    };
+    const entry = lock.packages?.[`node_modules/${pkg}`];
+    return entry?.version === version ? entry.integrity : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function elfMachine(path: string): number {
+  const header = readFileSync(path).subarray(0, 20);
+  if (header[0] !== 0x7f || header.toString("latin1", 1, 4) !== "ELF") return -1;
+  return header.readUInt16LE(18);
+}
+
+/** The Bun runtime for `target`: this very bun on its own platform, else from the npm package. */
+function runtimeFor(target: Target, version: string): string | undefined {
+  if (`${process.platform}-${process.arch}` === target.host) return undefined; // compile with this bun
+  const dir = join(CACHE, `${target.runtimePackage.replace("/", "+")}-${version}`);
+  const binary = join(dir, "package", "bin", "bun");
+  if (existsSync(binary) && elfMachine(binary) === target.elfMachine) return binary;
+
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const spec = `${target.runtimePackage}@${version}`;
+  console.error(`build: fetching ${spec} (npm pack, npm cache first)`);
+  const packed = run(
+    ["npm", "pack", spec, "--prefer-offline", "--json", "--pack-destination", dir],
+    { allowFail: true },
+  );
+  if (packed.code !== 0) {
+    throw new Error(
+      `cannot get ${spec}: npm pack failed. The first build needs the npm registry (or ` +
+        `\`npm cache add ${spec}\` done while online).\n${packed.stderr.trim()}`,
+    );
+  }
+  const info = (JSON.parse(packed.stdout) as Array<{ filename: string; integrity: string }>)[0]!;
+  const expected = lockedIntegrity(target.runtimePackage, version);
+  if (expected !== undefined && expected !== info.integrity) {
+    throw new Error(
+      `${spec}: integrity ${info.integrity} does not match package-lock.json (${expected})`,
+    );
+  }
+  const tarball = join(dir, info.filename);
+  run(["tar", "-xzf", tarball, "-C", dir, "package/bin/bun"]);
+  rmSync(tarball);
+  chmodSync(binary, 0o755);
+  if (elfMachine(binary) !== target.elfMachine) {
+    throw new Error(`${spec}: bin/bun is not a ${target.name} executable`);
+  }
+  return binary;
+}
+
+function sha256(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+function parseArgs(argv: string[]): { targets: Target[]; outdir: string } {
+  const names: string[] = [];
+  let outdir = join(ROOT, "dist");
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--target") names.push(argv[++i] ?? "");
+    else if (a === "--outdir") outdir = argv[++i] ?? outdir;
+    else throw new Error(`unknown argument ${a}`);
+  }
+  const targets = names.length === 0 ? TARGETS : names.map((n) => {
+    const t = TARGETS.find((t) => t.name === n);
+    if (!t) throw new Error(`unknown target ${n}; known: ${TARGETS.map((t) => t.name).join(", ")}`);
+    return t;
+  });
+  return { targets, outdir };
+}
+
+async function main(): Promise<void> {
+  const { targets, outdir } = parseArgs(process.argv.slice(2));
+  const version = bunVersion();
+  const commit = buildCommit();
+  mkdirSync(outdir, { recursive: true });
+  const sums: string[] = [];
+  for (const target of targets) {
+    const runtime = runtimeFor(target, version);
+    const outfile = join(outdir, `ferry-${target.name}`);
+    const tmp = `${outfile}.tmp`;
+    const cmd = [
+      process.execPath,
+      "build",
+      "edge/main.ts",
+      "--compile",
+      `--target=${target.bunTarget}`,
+      ...(runtime ? [`--compile-executable-path=${runtime}`] : []),
+      "--minify",
+      "--sourcemap=none",
+      // An appliance must not change behaviour because of a .env or bunfig.toml in its cwd.
+      "--no-compile-autoload-dotenv",
+      "--no-compile-autoload-bunfig",
+      `--define=FERRY_COMMIT=${JSON.stringify(commit)}`,
+      `--define=FERRY_RUNTIME=${JSON.stringify("bun")}`,
+      `--outfile=${tmp}`,
+    ];
+    run(cmd);
+    renameSync(tmp, outfile);
+    const size = statSync(outfile).size;
+    sums.push(`${sha256(outfile)}  ${relative(outdir, outfile)}`);
+    console.log(
+      `${relative(ROOT, outfile)}  ${
+        (size / 1e6).toFixed(1)
+      } MB  (bun ${version}, commit ${commit})`,
+    );
+  }
+  // Only for a full build: a partial one would drop the other targets' sums.
+  if (targets.length === TARGETS.length) {
+    writeFileSync(join(outdir, "SHA256SUMS"), `${sums.join("\n")}\n`);
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  console.error(`build: ${(err as Error).message}`);
+  process.exit(1);
+}
