@@ -91,6 +91,8 @@ export class Broker {
   #recoveredCursors: Record<string, number> = {};
   /** Extra $SYS values (topic below $SYS/broker/, value) from components such as the uplink. */
   readonly sysSources: Array<() => Array<[string, string | number]>> = [];
+  /** Observers of every message `publish` routes (the admin API's top-topics counter); keep them cheap. */
+  readonly publishHooks: Array<(message: Message) => void> = [];
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
@@ -425,6 +427,7 @@ export class Broker {
    * acknowledged) that a crash could take back.
    */
   publish(message: Message, extra: Mutation[]): Routed {
+    for (const hook of this.publishHooks) hook(message);
     const mutations = extra.slice();
     // QoS>0 messages are always logged; others when a log reader (uplink) wants them.
     const logged = message.qos > 0 || (this.#logReaders.length > 0 && this.#wantedByReader(message.topic));

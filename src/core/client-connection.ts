@@ -409,8 +409,11 @@ export class ClientConnection implements ConnectionHandler {
       this.session!.qos2Incoming.add(id);
       extra.push({ op: "qos2-in-put", clientId: this.clientId, packetId: id });
     }
+    // Routed and handed to the store now, in arrival order, so that a client's window of
+    // publishes shares group commits; only delivery and the ack wait for earlier publishes.
+    const routed = this.broker.publish(message, extra);
+    routed.commit?.catch(() => {}); // handled in `run`, which may attach only later
     const run = () => {
-      const routed = this.broker.publish(message, extra);
       if (!routed.commit) {
         routed.deliver();
         if (qos > 0) this.#ackPublish(qos, id, routed.matched ? RC.SUCCESS : RC.NO_MATCHING_SUBSCRIBERS);
@@ -427,20 +430,21 @@ export class ClientConnection implements ConnectionHandler {
         },
       );
     };
-    this.#enqueueInOrder(run);
+    // Runs even if the connection closes meanwhile: a stored message must reach its subscribers.
+    this.#enqueueInOrder(run, true);
   }
 
   /**
    * Run `step` after every earlier publish of this client has been committed and
    * routed, so that a client's messages are delivered in the order sent [MQTT-4.6.0-6].
    */
-  #enqueueInOrder(step: () => Promise<void> | undefined | void): void {
+  #enqueueInOrder(step: () => Promise<void> | undefined | void, evenIfClosed = false): void {
     if (this.#chain === undefined) {
       const p = step();
       if (p) this.#track(p);
       return;
     }
-    this.#track(this.#chain.then(() => (this.state === "closed" ? undefined : step())));
+    this.#track(this.#chain.then(() => (this.state === "closed" && !evenIfClosed ? undefined : step())));
   }
 
   #track(p: Promise<void>): void {
@@ -492,19 +496,24 @@ export class ClientConnection implements ConnectionHandler {
 
   #onPubrel(id: number): void {
     const session = this.session!;
+    // The id was taken when its PUBLISH arrived, so whether it is held is known now.
+    const held = session.qos2Incoming.delete(id);
+    // Release the id durably before PUBCOMP, or a crash could make a reused id look like a
+    // duplicate. Committed now, in arrival order, so a window of PUBRELs shares group commits.
+    const commit = held
+      ? this.broker.persist([{ op: "qos2-in-delete", clientId: this.clientId, packetId: id }], true)
+      : undefined;
+    commit?.catch(() => {}); // handled below, once earlier publishes are done
     this.#enqueueInOrder(() => {
-      if (!session.qos2Incoming.has(id)) {
+      if (!held) {
         // PUBREL for an id we do not hold: 0x92, still completes the flow (spec 3.7.2.1).
         this.#write(encode(this.#ackPacket("pubcomp", id, RC.PACKET_IDENTIFIER_NOT_FOUND), this.version));
         return undefined;
       }
-      session.qos2Incoming.delete(id);
       const done = () => {
         this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
         if (this.state !== "closed") this.#write(encode(this.#ackPacket("pubcomp", id, RC.SUCCESS), this.version));
       };
-      // Release the id durably before PUBCOMP, or a crash could make a reused id look like a duplicate.
-      const commit = this.broker.persist([{ op: "qos2-in-delete", clientId: this.clientId, packetId: id }], true);
       if (!commit) {
         done();
         return undefined;
