@@ -14,6 +14,9 @@ import { configSchema } from "../src/config/schema.ts";
 /** Where the example differs from the schema's defaults, and why. */
 const APPLIANCE_VALUES: Record<string, unknown> = {
   data_dir: "/var/lib/ferry", // install.sh's data directory; the unit may only write there
+  // An installed gateway serves its network, so it listens everywhere and requires passwords.
+  "listeners.host": "0.0.0.0",
+  "auth.password_file": "/etc/ferry/passwd",
 };
 
 /** Values for sample list entries where the type alone gives no sensible one. */
@@ -36,6 +39,7 @@ const SAMPLE_VALUES: Record<string, unknown> = {
   "uplinks[].downlink[].filter": "commands/${edge_id}/#",
   "uplinks[].downlink[].topic": "commands/${topic}",
   "uplinks[].downlink[].strip": "commands/${edge_id}/",
+  "admin.token": "a-long-random-string-such-as-openssl-rand-hex-32",
 };
 
 /** Keys a sample entry leaves out (commented), because setting them has a cost. */
@@ -165,7 +169,9 @@ function entriesOf(obj: z.ZodObject, path: string, sample: boolean): Entry[] {
       ? placeholder(u, keyPath)
       : keyPath in APPLIANCE_VALUES
       ? APPLIANCE_VALUES[keyPath]
-      : u.defaultValue;
+      : u.hasDefault
+      ? u.defaultValue
+      : placeholder(u, keyPath); // an optional key without a default: shown commented out
     if (u.hasDefault && json(value) !== json(u.defaultValue)) {
       about.push(`default ${json(u.defaultValue)}`);
     }

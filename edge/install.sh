@@ -162,8 +162,18 @@ else
   run chmod 0640 "$confdir/ferry.jsonc"
   say "installed $confdir/ferry.jsonc (edit it, then: systemctl restart ferry)"
 fi
+# The example config requires passwords (it listens on the network): start with an empty
+# password file, so nobody gets in until users are added.
+if [ -f "$confdir/passwd" ]; then
+  say "keeping $confdir/passwd"
+else
+  run touch "$confdir/passwd"
+  run chmod 0640 "$confdir/passwd"
+  say "created an empty $confdir/passwd; add users with: ferry passwd $confdir/passwd USER"
+fi
 run chmod 0750 "$datadir"
 if [ "$live" = 1 ]; then
+  run chown root:"$user" "$confdir/passwd"
   run chown root:"$user" "$confdir/ferry.jsonc"
   run chown "$user":"$user" "$datadir"
 fi

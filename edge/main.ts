@@ -9,19 +9,24 @@
 import { ConfigError, parseConfig, validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
 import { loadPlatform, type Platform } from "../src/runtime/platform.ts";
+import { runPasswd } from "../src/auth/passwd-command.ts";
 import { commit, version } from "./build-info.ts";
 
 const HELP = `ferry version ${version}
 
 ferry is an MQTT v5.0/v3.1.1/v3.1 edge broker that keeps what it accepts on disk.
 
-Usage: ferry [serve] [-c config_file] [--host host] [-p port] [--ws-port port] [-d dir] [-v]
+Usage: ferry [serve] [-c config_file] [--host host] [-p port] [--ws-port port] [--admin-port port] [-d dir] [-v]
        ferry check-config config_file
+       ferry passwd [-c | -D] [--stdin] FILE USER
        ferry version
        ferry --help
 
 Commands:
   serve                run the broker (the default command).
+  passwd FILE USER     add a user to a password file or change its password (-c creates
+                       FILE, -D deletes USER, --stdin reads the password from stdin);
+                       'ferry passwd --help' says more.
   check-config FILE    validate a config file: print every problem with its key and
                        exit 2, or print "FILE: ok" and exit 0.
   version              print the version, the git commit it was built from and the runtime.
@@ -31,12 +36,15 @@ Options for serve:
      --host HOST     : address to bind the listeners to. Default 0.0.0.0.
  -p, --mqtt-port N   : listen for MQTT over TCP on port N. Default 1883; 0 picks a free port.
      --ws-port N     : also listen for MQTT over WebSocket on port N, path /mqtt.
+     --admin-port N  : serve the admin API, /metrics and dashboard on port N (on admin.host,
+                       default 127.0.0.1). Default 8080; 0 picks a free port; "off" disables.
  -d, --data-dir DIR  : keep the database under DIR. Default ./data.
  -v, --verbose       : log everything (log_level debug). This overrides the config file.
  -h, --help          : display this help.
 
 Command-line options override the config file. Ferry prints "listening mqtt://HOST:PORT"
-on stdout once it accepts connections and logs to stderr. SIGINT or SIGTERM stops it
+(and "listening http://HOST:PORT" for the admin API) on stdout once it accepts
+connections and logs to stderr. SIGINT or SIGTERM stops it
 cleanly. Exit status: 0 ok, 1 cannot start, 2 bad command line or configuration.
 
 Every configuration key, with its default: /etc/ferry/ferry.example.jsonc (installed by
@@ -50,6 +58,7 @@ const VALUE_OPTIONS: Record<string, string> = {
   "-p": "mqtt-port",
   "--mqtt-port": "mqtt-port",
   "--ws-port": "ws-port",
+  "--admin-port": "admin-port",
   "-d": "data-dir",
   "--data-dir": "data-dir",
 };
@@ -115,6 +124,7 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   const host = args.options.get("host");
   const mqttPort = args.options.get("mqtt-port");
   const wsPort = args.options.get("ws-port");
+  const adminPort = args.options.get("admin-port");
   const dataDir = args.options.get("data-dir");
   let config: FerryConfig;
   try {
@@ -127,6 +137,7 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   if (host !== undefined) config.listeners.host = host;
   if (mqttPort !== undefined) config.listeners.mqtt_port = portArg(mqttPort, "--mqtt-port");
   if (wsPort !== undefined) config.listeners.ws_port = portArg(wsPort, "--ws-port");
+  if (adminPort !== undefined) config.admin.port = adminPort === "off" ? null : portArg(adminPort, "--admin-port");
   if (dataDir !== undefined) config.data_dir = dataDir;
   if (args.switches.has("verbose")) config.log_level = "debug";
 
@@ -139,6 +150,9 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   }
   console.log(`listening mqtt://${server.mqtt.host}:${server.mqtt.port}`);
   if (server.ws) console.log(`listening ws://${server.ws.host}:${server.ws.port}/mqtt`);
+  if (server.tls) console.log(`listening mqtts://${server.tls.host}:${server.tls.port}`);
+  if (server.wss) console.log(`listening wss://${server.wss.host}:${server.wss.port}/mqtt`);
+  if (server.admin) console.log(`listening http://${server.admin.host}:${server.admin.port}`);
 
   let stoppingSince: number | undefined;
   const shutdown = (signal: string) => {
@@ -162,6 +176,11 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   };
   platform.onSignal("SIGINT", () => shutdown("SIGINT"));
   platform.onSignal("SIGTERM", () => shutdown("SIGTERM"));
+  // SIGHUP re-reads the password file, ACL file and certificates (like Mosquitto).
+  platform.onSignal("SIGHUP", () => {
+    console.error("ferry: SIGHUP, reloading security files");
+    void server.reload();
+  });
 }
 
 async function checkConfig(platform: Platform, args: Args): Promise<void> {
@@ -178,6 +197,14 @@ async function checkConfig(platform: Platform, args: Args): Promise<void> {
 }
 
 async function main(platform: Platform): Promise<void> {
+  // passwd has options of its own (-c means create there), so it parses its arguments itself.
+  if (platform.args[0] === "passwd") {
+    const status = await runPasswd(platform.args.slice(1)).catch((err: Error) => {
+      console.error(`ferry passwd: ${err.message}`);
+      return 1;
+    });
+    platform.exit(status);
+  }
   let args: Args;
   try {
     args = parseArgs(platform.args);

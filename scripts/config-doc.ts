@@ -30,7 +30,10 @@ function unwrap(t: z.ZodType): { inner: z.ZodType; def?: unknown; nullable: bool
 function typeName(t: z.ZodType): string {
   if (t instanceof z.ZodEnum) return (t.options as string[]).map((o) => `"${o}"`).join(" \\| ");
   if (t instanceof z.ZodArray) return "array";
-  if (t instanceof z.ZodNumber) return "integer";
+  if (t instanceof z.ZodNumber) return t.format === "safeint" ? "integer" : "number";
+  if (t instanceof z.ZodUnion && t.options.every((o) => o instanceof z.ZodLiteral)) {
+    return t.options.map((o) => JSON.stringify((o as z.ZodLiteral).value)).join(" \\| ");
+  }
   if (t instanceof z.ZodString) return "string";
   if (t instanceof z.ZodBoolean) return "boolean";
   return "object";
@@ -47,6 +50,11 @@ function walk(obj: z.ZodObject, prefix: string, rows: Row[]): void {
     }
     const doc = f.description ?? inner.description ?? "";
     rows.push([path, typeName(inner) + (nullable ? " \\| null" : ""), def === undefined ? "" : JSON.stringify(def), doc]);
+    // Arrays of objects (uplinks, their rules): one row per element key, as `key[].field`.
+    if (inner instanceof z.ZodArray) {
+      const element = unwrap(inner.def.element as z.ZodType).inner;
+      if (element instanceof z.ZodObject) walk(element, `${path}[]`, rows);
+    }
   }
 }
 

@@ -101,6 +101,8 @@ async function serve(v: Variant, dataDir: string): Promise<Serving> {
       "0",
       "--ws-port",
       "0",
+      "--admin-port",
+      "0",
       "--data-dir",
       dataDir,
     ],

@@ -42,7 +42,7 @@ interface Served {
 async function serve(...extra: string[]): Promise<Served> {
   const dataDir = mkdtempSync(join(tmp, "data-"));
   const proc = Bun.spawn(
-    [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--ws-port", "0", "--data-dir", dataDir, ...extra],
+    [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--ws-port", "0", "--admin-port", "0", "--data-dir", dataDir, ...extra],
     { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
   children.add(proc);

@@ -3,6 +3,7 @@ import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { connect } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
+import { writePasswordFile } from "./helpers/password-file.ts";
 
 // Longer than the helpers' 5 s waits, so a missing message fails with their message, not a timeout.
 setDefaultTimeout(15_000);
@@ -108,9 +109,9 @@ describe("CONNECT packet rules", () => {
   }
 
   test("packets behind a refused CONNECT are not processed [MQTT-3.1.4-6]", async () => {
-    const b = await startBroker({ auth: { allow_anonymous: false } });
+    const b = await startBroker({ auth: { allow_anonymous: false, password_file: await writePasswordFile({ watcher: "w-pass" }) } });
     try {
-      const sub = await connect(b.url, { username: "watcher" });
+      const sub = await connect(b.url, { username: "watcher", password: "w-pass" });
       await sub.client.subscribeAsync("refused/out");
       const c = await RawClient.open(b.port, 5);
       c.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "refused-pipeliner", clean: true, keepalive: 60 });
@@ -296,7 +297,7 @@ describe("admission", () => {
   });
 
   test("allow_anonymous=false refuses a client without a username: v5 0x87, 3.1.1 return code 5", async () => {
-    const b = await startBroker({ auth: { allow_anonymous: false } });
+    const b = await startBroker({ auth: { allow_anonymous: false, password_file: await writePasswordFile({ alice: "a-pass" }) } });
     try {
       const v5 = await rawConnect(b.port, 5, { clientId: "anon-5" });
       expect(v5.ack.reasonCode).toBe(0x87);
@@ -304,7 +305,7 @@ describe("admission", () => {
       const v4 = await rawConnect(b.port, 4, { clientId: "anon-4" });
       expect(v4.ack.returnCode).toBe(5);
       await v4.c.waitClosed();
-      const named = await rawConnect(b.port, 5, { clientId: "named", username: "alice" });
+      const named = await rawConnect(b.port, 5, { clientId: "named", username: "alice", password: Buffer.from("a-pass") });
       expect(named.ack.reasonCode).toBe(0);
       named.c.close();
     } finally {

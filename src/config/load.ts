@@ -1,5 +1,6 @@
 import { configSchema, type FerryConfig } from "./schema.ts";
 import type { BrokerOptions } from "../core/broker-options.ts";
+import { limitsFrom, resolveAclDefault, resolveAllowAnonymous, securityProblems } from "./security-options.ts";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -24,7 +25,11 @@ export function parseConfig(text: string, source = "config"): FerryConfig {
 
 export function validateConfig(raw: unknown): FerryConfig {
   const result = configSchema.safeParse(raw);
-  if (result.success) return result.data;
+  if (result.success) {
+    const problems = securityProblems(result.data);
+    if (problems.length > 0) throw new ConfigError(problems);
+    return result.data;
+  }
   throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
 }
 
@@ -74,7 +79,7 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     connectTimeoutMs: m.connect_timeout_ms,
     sysInterval: m.sys_interval,
     retainAvailable: m.retain_available,
-    aclDefault: config.acl.default,
+    aclDefault: resolveAclDefault(config),
     aclRules: config.acl.rules.map((r) => ({
       action: r.action,
       topic: r.topic,
@@ -83,7 +88,10 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
       ...(r.client_id !== undefined ? { clientId: r.client_id } : {}),
     })),
     aclDenyCode: config.acl.deny_reason === "unspecified" ? 0x80 : 0x87,
-    allowAnonymous: config.auth.allow_anonymous,
+    allowAnonymous: resolveAllowAnonymous(config),
+    useIdentityAsUsername: config.tls.use_identity_as_username,
+    maxQueuedBytes: m.max_queued_bytes,
+    limits: limitsFrom(config),
     version,
   };
 }

@@ -14,13 +14,19 @@ const aclRule = z.object({
 }).strict();
 
 const port = z.number().int().min(0).max(65535);
+
+/** Hosts that only this machine can reach; an admin API bound elsewhere needs a token. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);
+}
 const qos = z.union([z.literal(0), z.literal(1), z.literal(2)]);
 
 const forwardRule = z.object({
   filter: z.string().min(1).describe("local topic filter to forward"),
   topic: z.string().min(1).default("${topic}")
     .describe("remote topic template: ${topic}, ${edge_id}, ${clientid} (publisher)"),
-  strip: z.string().default("").describe("prefix removed from the local topic before ${topic} is filled in"),
+  strip: z.string().default("").describe("prefix removed from the local topic before ${topic} is filled in; ${edge_id} allowed"),
   qos: qos.default(1).describe("QoS towards the cloud"),
   retain: z.boolean().default(false).describe("keep the publisher's RETAIN flag"),
 }).strict();
@@ -28,25 +34,28 @@ const forwardRule = z.object({
 const downlinkRule = z.object({
   filter: z.string().min(1).describe("remote topic filter to subscribe to; ${edge_id} allowed"),
   topic: z.string().min(1).default("${topic}").describe("local topic template: ${topic}, ${edge_id}"),
-  strip: z.string().default("").describe("prefix removed from the remote topic before ${topic} is filled in"),
-  qos: qos.default(1),
+  strip: z.string().default("").describe("prefix removed from the remote topic before ${topic} is filled in; ${edge_id} allowed"),
+  qos: qos.default(1).describe("QoS of the subscription at the cloud, and the most a command gets locally"),
 }).strict();
 
 const uplink = z.object({
   name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).describe("unique name; used in $SYS topics and metrics"),
-  url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/).describe("cloud broker: mqtt://, mqtts://, ws:// or wss://"),
+  url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/)
+    // The URL is logged and shown by the admin API: credentials belong in username/password_file.
+    .refine((u) => !/^[a-z]+:\/\/[^/]*@/.test(u), "no user:password@ in the URL (it is logged); use username and password_file")
+    .describe("cloud broker: mqtt://, mqtts://, ws:// or wss://"),
   client_id: z.string().optional().describe("client id at the cloud; default ferry-<edge_id>-<name>"),
-  username: z.string().optional(),
+  username: z.string().optional().describe("username at the cloud"),
   password: z.string().optional().describe("password (prefer password_file)"),
   password_file: z.string().optional().describe("file holding the password; re-read at every connect"),
   tls: z.object({
     ca: z.string().optional().describe("CA certificate file (PEM)"),
     cert: z.string().optional().describe("client certificate file for mTLS (PEM)"),
     key: z.string().optional().describe("client key file for mTLS (PEM)"),
-    reject_unauthorized: z.boolean().default(true),
+    reject_unauthorized: z.boolean().default(true).describe("false accepts any server certificate (testing only)"),
   }).strict().prefault({}).describe("certificate files are re-read at every connect"),
   protocol_version: z.union([z.literal(4), z.literal(5)]).default(5).describe("4 = MQTT 3.1.1, 5 = MQTT 5.0"),
-  keepalive: z.number().int().min(0).max(65535).default(30),
+  keepalive: z.number().int().min(0).max(65535).default(30).describe("seconds between PINGREQs when idle; 0 = none"),
   clean_start: z.boolean().default(false).describe("false keeps a persistent session at the cloud"),
   session_expiry: z.number().int().min(0).default(86_400).describe("v5 session expiry at the cloud, seconds"),
   forward: z.array(forwardRule).default([]).describe("local → cloud rules"),
@@ -62,21 +71,38 @@ const uplink = z.object({
     ttl_seconds: z.number().int().min(0).default(0).describe("messages older than this are skipped and counted; 0 = no limit"),
   }).strict().prefault({}),
   backoff: z.object({
-    min_ms: z.number().int().min(10).default(500),
-    max_ms: z.number().int().min(10).default(30_000),
+    min_ms: z.number().int().min(10).default(500).describe("first reconnect delay; doubles after each failed attempt"),
+    max_ms: z.number().int().min(10).default(30_000).describe("longest reconnect delay"),
     jitter: z.number().min(0).max(1).default(0.3).describe("fraction of each delay that is random"),
   }).strict().prefault({}),
   ordering: z.enum(["strict", "live-first"]).default("strict")
-    .describe("strict: backlog first, in log order; live-first: new messages go out at once, the backlog drains behind"),
+    .describe("strict: everything in log order, backlog first; live-first: new messages go out before the backlog, which drains behind them (order between the two is given up)"),
   ack_timeout_seconds: z.number().int().min(1).default(30)
-    .describe("connected but no acknowledgement for this long: reconnect"),
+    .describe("messages in flight and no acknowledgement of any for this long: drop the connection and reconnect"),
 }).strict();
 
 export const configSchema = z.object({
   listeners: z.object({
-    host: z.string().default("0.0.0.0").describe("address the MQTT and WebSocket listeners bind to"),
+    host: z.string().default("127.0.0.1")
+      .describe("address the listeners bind to; the default serves this machine only (like Mosquitto 2's local-only mode) — set 0.0.0.0 and auth.password_file to serve the network"),
     mqtt_port: port.default(1883).describe("MQTT over TCP; 0 picks a free port"),
     ws_port: port.nullable().default(null).describe("MQTT over WebSocket (path /mqtt); null disables, 0 picks a free port"),
+    tls_port: port.nullable().default(null)
+      .describe("MQTT over TLS (mqtts, usually 8883); needs tls.cert and tls.key; null disables, 0 picks a free port"),
+    wss_port: port.nullable().default(null)
+      .describe("MQTT over secure WebSocket (wss, path /mqtt); needs tls.cert and tls.key; null disables, 0 picks a free port"),
+  }).strict().prefault({}),
+  tls: z.object({
+    cert: z.string().nullable().default(null).describe("server certificate chain file (PEM) for tls_port and wss_port"),
+    key: z.string().nullable().default(null).describe("server private key file (PEM)"),
+    ca: z.string().nullable().default(null)
+      .describe("CA certificates (PEM) client certificates are verified against; set, clients are asked for one"),
+    require_client_cert: z.boolean().default(false)
+      .describe("refuse TLS clients without a certificate that tls.ca verifies (mutual TLS)"),
+    use_identity_as_username: z.boolean().default(false)
+      .describe("a verified client certificate's subject CN becomes the username, with no password needed (TLS port only)"),
+    reload_check_seconds: z.number().int().min(0).default(60)
+      .describe("how often the certificate files are checked for changes, then used for new connections; 0 = only on SIGHUP"),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),
   edge_id: z.string().regex(/^[^/+#\s]{1,128}$/).default("edge")
@@ -92,6 +118,8 @@ export const configSchema = z.object({
       .describe("unacknowledged QoS>0 publishes a client may send; more gets DISCONNECT 0x93"),
     max_inflight: z.number().int().min(1).max(65_535).default(64)
       .describe("QoS>0 messages in flight to one client (also capped by its Receive Maximum)"),
+    max_queued_bytes: z.number().int().min(1024).default(64 * 1024 * 1024)
+      .describe("payload bytes queued per session (a slow or offline subscriber); more messages are dropped and counted"),
     max_queued_messages: z.number().int().min(1).default(10_000)
       .describe("messages queued per session beyond the in-flight window; more are dropped and counted"),
     queue_qos0_messages: z.boolean().default(false).describe("queue QoS 0 messages for offline persistent sessions"),
@@ -110,13 +138,58 @@ export const configSchema = z.object({
     sys_interval: z.number().int().min(0).default(10).describe("seconds between $SYS updates; 0 disables"),
   }).strict().prefault({}),
   auth: z.object({
-    allow_anonymous: z.boolean().default(true).describe("accept clients that send no username"),
+    allow_anonymous: z.boolean().nullable().default(null)
+      .describe("accept clients that send no username; null = true only when listeners.host is a loopback address"),
+    password_file: z.string().nullable().default(null)
+      .describe("users and salted PBKDF2-SHA512 hashes (`ferry passwd`, Mosquitto's format); set, every username must match"),
+    reload_check_seconds: z.number().int().min(0).default(10)
+      .describe("how often password_file and acl.acl_file are checked for changes; 0 = only on SIGHUP"),
   }).strict().prefault({}),
   acl: z.object({
-    default: z.enum(["allow", "deny"]).default("allow").describe("decision when no rule matches"),
+    default: z.enum(["allow", "deny"]).nullable().default(null)
+      .describe("decision when no rule matches; null = deny when acl.rules or acl.acl_file is set, allow otherwise"),
     rules: z.array(aclRule).default([]).describe("checked in order; the first match decides"),
+    acl_file: z.string().nullable().default(null)
+      .describe("a Mosquitto acl_file (topic/user/pattern lines), checked after acl.rules"),
     deny_reason: z.enum(["not_authorized", "unspecified"]).default("not_authorized")
       .describe("v5 reason code for a denied publish or subscription: 0x87, or 0x80 for clients that only know 0x80"),
+  }).strict().prefault({}),
+  admin: z.object({
+    host: z.string().default("127.0.0.1")
+      .describe("address the admin API, /metrics and dashboard bind to; anything but loopback requires admin.token"),
+    port: port.nullable().default(8080).describe("admin HTTP port; 0 picks a free port, null disables the admin API"),
+    token: z.string().min(16).optional()
+      .describe("bearer token (16+ characters) every admin route but /healthz and the dashboard page requires"),
+  }).strict().superRefine((a, ctx) => {
+    if (a.port !== null && a.token === undefined && !isLoopbackHost(a.host)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["token"],
+        message: `required when the admin API listens on ${a.host}, which is not a loopback address`,
+      });
+    }
+  }).prefault({}),
+  limits: z.object({
+    exempt_loopback: z.boolean().default(true)
+      .describe("clients on 127.0.0.0/8 or ::1 skip the limits below (local bridges, tests)"),
+    connection_rate_per_ip: z.number().int().min(0).default(20)
+      .describe("new connections per second from one IP address; more are refused (v5 CONNACK 0x9F); 0 = no limit"),
+    max_connections_per_ip: z.number().int().min(0).default(500)
+      .describe("open connections from one IP address; more are refused (v5 0x97, 3.1.1 code 3); 0 = no limit"),
+    max_publish_rate: z.number().int().min(0).default(0)
+      .describe("PUBLISH packets per second from one client; more gets DISCONNECT 0x96 (3.1.1: a close); 0 = no limit"),
+    flapping: z.object({
+      max_connects: z.number().int().min(0).default(30)
+        .describe("connects of one client id allowed per window; one more bans the id (CONNACK 0x8A, 3.1.1 code 5); 0 = off"),
+      window_seconds: z.number().int().min(1).default(60).describe("the sliding window connects are counted in"),
+      ban_seconds: z.number().int().min(1).default(120).describe("how long a flapping client id is refused"),
+    }).strict().prefault({}),
+    auth_failures: z.object({
+      max: z.number().int().min(0).default(10)
+        .describe("failed logins from one IP address allowed per window; one more bans the address (0x8A); 0 = off"),
+      window_seconds: z.number().int().min(1).default(60).describe("the sliding window failures are counted in"),
+      ban_seconds: z.number().int().min(1).default(300).describe("how long the address is refused, right password or not"),
+    }).strict().prefault({}),
   }).strict().prefault({}),
   storage: z.object({
     durability: z.enum(["commit", "periodic", "memory"]).default("commit")

@@ -1,4 +1,5 @@
 import type { AclRule } from "../auth/acl.ts";
+import { noLimits, type SecurityLimits } from "../auth/limits.ts";
 
 /**
  * Everything the kernel needs to know, already validated and defaulted by the config
@@ -40,8 +41,14 @@ export interface BrokerOptions {
   aclRules: AclRule[];
   /** v5 reason code for ACL denials: 0x87 Not authorized, or 0x80 Unspecified error. */
   aclDenyCode: 0x87 | 0x80;
-  /** Allow clients without a username. */
+  /** Allow clients without a username (the config layer resolves its loopback-dependent default). */
   allowAnonymous: boolean;
+  /** Take a verified TLS client certificate's Common Name as the username. */
+  useIdentityAsUsername: boolean;
+  /** Payload bytes queued per session beyond the in-flight window; more are dropped and counted. */
+  maxQueuedBytes: number;
+  /** Per-address connection limits, bans and the publish rate (src/auth/limits.ts). */
+  limits: SecurityLimits;
   version: string;
 }
 
@@ -65,5 +72,8 @@ export const defaultBrokerOptions: BrokerOptions = {
   aclRules: [],
   aclDenyCode: 0x87,
   allowAnonymous: true,
+  useIdentityAsUsername: false,
+  maxQueuedBytes: 64 * 1024 * 1024,
+  limits: noLimits,
   version: "0.0.0",
 };

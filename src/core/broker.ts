@@ -1,6 +1,7 @@
 import { Acl } from "../auth/acl.ts";
+import { Security } from "../auth/security.ts";
 import { RC } from "../mqtt/reason-codes.ts";
-import type { Message, Mutation, QoS, Store } from "../store/store.ts";
+import { type Message, type Mutation, type QoS, RETAINED_COPY_ORIGIN, type Store } from "../store/store.ts";
 import type { BrokerOptions } from "./broker-options.ts";
 import { ClientConnection, type Will } from "./client-connection.ts";
 import type { Clock } from "./clock.ts";
@@ -67,6 +68,8 @@ export class Broker {
   readonly logger: Logger;
   readonly metrics: BrokerMetrics;
   readonly acl: Acl;
+  /** Authentication, bans and abuse limits (src/auth/security.ts). */
+  readonly security: Security;
   readonly sessions = new Map<string, Session>();
   readonly retained = new RetainedIndex();
   readonly clients = new Set<ClientConnection>();
@@ -101,6 +104,14 @@ export class Broker {
     this.logger = deps.logger;
     this.metrics = new BrokerMetrics(deps.clock.now());
     this.acl = new Acl(deps.options.aclRules, deps.options.aclDefault);
+    this.security = new Security(
+      { allowAnonymous: deps.options.allowAnonymous, useIdentityAsUsername: deps.options.useIdentityAsUsername },
+      deps.options.limits,
+      deps.clock,
+      deps.logger,
+      this.metrics,
+    );
+    this.sysSources.push(() => this.security.sysValues());
   }
 
   /** Open the store and restore retained messages and sessions exactly as they were. */
@@ -175,6 +186,7 @@ export class Broker {
     this.clients.add(client);
     this.metrics.connectionsTotal++;
     if (this.#closing) client.disconnect(RC.SERVER_SHUTTING_DOWN);
+    else this.security.admit(client); // per-address limits; may mark the client refused
     return client;
   }
 
@@ -251,6 +263,7 @@ export class Broker {
   /** A connection ended. `abnormal` means without a DISCONNECT that discards the Will. */
   clientClosed(client: ClientConnection, abnormal: boolean): void {
     this.clients.delete(client);
+    this.security.release(client);
     if (client.counted) {
       client.counted = false;
       this.#connected--;
@@ -401,8 +414,9 @@ export class Broker {
       const qos = Math.min(m.qos, sub.qos) as QoS;
       let message = m;
       if (qos > 0 && s.persistent) {
-        // The log may have trimmed the original; log a copy so the delivery has a body to point to.
-        message = { ...m, offset: this.#nextOffset++ };
+        // The log may have trimmed the original; log a copy so the delivery has a body to
+        // point to. Marked as a copy, so the uplink does not forward it a second time.
+        message = { ...m, offset: this.#nextOffset++, origin: RETAINED_COPY_ORIGIN };
         mutations.push({ op: "append", message });
         mutations.push({ op: "delivery-put", delivery: deliveryRecord(s, message, qos, true, sub.subscriptionId) });
       }
@@ -445,9 +459,15 @@ export class Broker {
       const s = t.session;
       const online = s.client !== undefined;
       if (t.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
-      if (!online || t.qos > 0) {
+      // Whatever will wait in the queue counts against its bounds, QoS 0 behind a backlog too.
+      if (!online || t.qos > 0 || s.queuedCount > 0) {
         if (s.queuedCount >= this.options.maxQueuedMessages) {
           this.metrics.droppedQueueFull++;
+          continue;
+        }
+        // A memory bound per slow or offline subscriber; one message always fits an empty queue.
+        if (s.queuedCount > 0 && s.queuedBytes + message.payload.byteLength > this.options.maxQueuedBytes) {
+          this.metrics.droppedQueueBytes++;
           continue;
         }
       }

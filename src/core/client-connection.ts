@@ -47,6 +47,8 @@ export class ClientConnection implements ConnectionHandler {
   readonly connectedAt: number;
   /** Counted in the broker's connected total (set by Broker.noteConnected). */
   counted = false;
+  /** Set at accept when a per-address limit refuses this connection (src/auth/security.ts). */
+  refusal: number | undefined;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -192,6 +194,12 @@ export class ClientConnection implements ConnectionHandler {
 
   #onConnect(p: ConnectPacket): void {
     this.version = (p.protocolVersion ?? 4) as ProtocolVersion;
+    if (this.refusal !== undefined) {
+      // Over a per-address limit (Security.admit): the CONNECT learns why, then the close.
+      this.#sendConnack(this.refusal, false, {});
+      this.#shutdown(true);
+      return;
+    }
     const opts = this.broker.options;
     const props = p.properties ?? {};
     const fail = (code: number, why: string) => {
@@ -229,7 +237,6 @@ export class ClientConnection implements ConnectionHandler {
     this.clientId = clientId;
     this.username = p.username;
 
-    if (p.username === undefined && !opts.allowAnonymous) return fail(RC.NOT_AUTHORIZED, "anonymous access refused");
     // A client taking over its own session replaces a connection, so it does not need a free slot.
     const replacing = this.broker.sessions.get(clientId)?.client !== undefined;
     if (!replacing && this.broker.connectedCount >= opts.maxConnections) {
@@ -274,9 +281,26 @@ export class ClientConnection implements ConnectionHandler {
     else expiry = clean ? 0 : opts.maxSessionExpiry;
 
     this.state = "connecting";
-    this.broker.openSession(this, clean, expiry).then(
-      ({ session, present }) => {
-        if (this.state === "closed") return; // gone while the session was being set up
+    // Authenticate before the session is touched, so a refused client cannot take over a
+    // session. Asynchronous (password hashes are slow by design): packets that arrive
+    // meanwhile wait in #early as they do during session setup.
+    this.broker.security.checkConnect(this, {
+      username: p.username,
+      password: p.password === undefined ? undefined : toBytes(p.password),
+      certificate: this.conn.clientCertificate?.(),
+    }).then((auth) => {
+      if (this.state === "closed") return undefined;
+      if (!auth.ok) {
+        fail(auth.code, p.username === undefined ? auth.reason : `${auth.reason} (user '${p.username}')`);
+        return undefined;
+      }
+      this.username = auth.username; // a certificate's CN may stand in for the username sent
+      return this.broker.openSession(this, clean, expiry);
+    }).then(
+      (opened) => {
+        // Refused above, or gone while the session was being set up.
+        if (opened === undefined || this.state === "closed") return;
+        const { session, present } = opened;
         this.session = session;
         this.state = "connected";
         this.broker.noteConnected(this);
@@ -334,6 +358,12 @@ export class ClientConnection implements ConnectionHandler {
   // ---- PUBLISH in ---------------------------------------------------------------
 
   #onPublish(p: PublishPacket): void {
+    if (!this.broker.security.takePublish(this)) {
+      // limits.max_publish_rate: disconnect with a reason rather than throttle reads, which
+      // every adapter would have to support; a v3 client just sees the close.
+      this.disconnect(RC.MESSAGE_RATE_TOO_HIGH, "message rate too high");
+      return;
+    }
     const opts = this.broker.options;
     const props = p.properties;
     let topic = p.topic;
@@ -397,6 +427,7 @@ export class ClientConnection implements ConnectionHandler {
     }
 
     if (!this.broker.acl.allows(this, "publish", topic)) {
+      this.broker.metrics.aclDeniedPublish++;
       this.broker.logger.debug(`publish by ${this.clientId} to ${topic} denied`);
       // v5: reason 0x87; 3.1.1 has no negative ack, so acknowledge and drop (as Mosquitto does).
       if (qos > 0) this.#enqueueInOrder(() => this.#ackPublish(qos, id, opts.aclDenyCode));
@@ -547,7 +578,9 @@ export class ClientConnection implements ConnectionHandler {
         granted.push(this.isV5 ? RC.TOPIC_FILTER_INVALID : 0x80);
         continue;
       }
-      if (!this.broker.acl.allows(this, "subscribe", s.topic)) {
+      // A shared subscription is checked on its filter, without the $share/group/ prefix.
+      if (!this.broker.acl.allows(this, "subscribe", parsed.filter)) {
+        this.broker.metrics.aclDeniedSubscribe++;
         granted.push(this.isV5 ? opts.aclDenyCode : 0x80);
         continue;
       }
@@ -684,6 +717,11 @@ export class ClientConnection implements ConnectionHandler {
     const m = o.message;
     if (m.expiresAt !== undefined && m.expiresAt <= now) {
       this.broker.metrics.droppedExpired++;
+      return false;
+    }
+    if (!this.broker.acl.allowsRead(this, m.topic)) {
+      // Granted a wide filter but not this topic (see Acl): not sent, and done with.
+      this.broker.metrics.aclDeniedDelivery++;
       return false;
     }
     const bytes = encodeOutbound(this, o, dup, now, cache);

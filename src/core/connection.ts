@@ -5,6 +5,8 @@
 export interface Connection {
   /** "1.2.3.4:5678" or similar, for logs and limits. */
   readonly remoteAddress: string;
+  /** The peer's IP address alone, for per-address limits; derived from remoteAddress when absent. */
+  readonly remoteIp?: string;
   /** Transport name for logs and metrics: "tcp", "ws", "tls", "memory". */
   readonly transport: string;
   /** Queue bytes for sending. Adapters coalesce writes made in the same tick. */
@@ -13,6 +15,16 @@ export interface Connection {
   bufferedBytes(): number;
   /** Flush what is queued, then close. */
   close(): void;
+  /** TLS connections that asked for a client certificate: what the client presented. */
+  clientCertificate?(): ClientCertificate | undefined;
+}
+
+/** A client certificate as the TLS layer saw it. */
+export interface ClientCertificate {
+  /** Whether it chains to the configured CA (tls.ca) and is valid now. */
+  verified: boolean;
+  /** The subject's Common Name, when there is exactly one. */
+  commonName: string | undefined;
 }
 
 /** What the core gives back: the adapter calls these as events happen. */

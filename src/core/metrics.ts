@@ -20,6 +20,34 @@ export class BrokerMetrics {
   /** Publishes refused because storage is full. */
   refusedStorageFull = 0;
   keepaliveTimeouts = 0;
+  /** Messages not queued for a session because its queue already held `maxQueuedBytes`. */
+  droppedQueueBytes = 0;
+
+  // ---- security (src/auth) ----
+  /** CONNECTs refused with a wrong password or an unknown username (0x86 / 4). */
+  authBadCredentials = 0;
+  /** CONNECTs refused as not authorized: anonymous when not allowed, no way to authenticate (0x87 / 5). */
+  authNotAuthorized = 0;
+  /** CONNECTs refused because password checks were saturated (0x89). */
+  authBusy = 0;
+  /** Publishes refused by the ACL (v5 0x87; 3.1.1 acknowledged and dropped). */
+  aclDeniedPublish = 0;
+  /** Subscriptions refused by the ACL (0x87 / 0x80 in SUBACK). */
+  aclDeniedSubscribe = 0;
+  /** Messages not delivered to a subscriber the ACL does not let read their topic. */
+  aclDeniedDelivery = 0;
+  /** Connections refused because their address opened too many per second (0x9F). */
+  refusedConnectionRate = 0;
+  /** Connections refused because their address already had too many open (0x97). */
+  refusedConnectionsPerIp = 0;
+  /** CONNECTs refused because the client id or address is banned (0x8A). */
+  refusedBanned = 0;
+  /** Bans issued for flapping client ids. */
+  bansFlapping = 0;
+  /** Bans issued for addresses with too many failed logins. */
+  bansAuthFailures = 0;
+  /** Clients disconnected for publishing faster than `maxPublishRate` (0x96). */
+  disconnectedMessageRate = 0;
 
   constructor(now: number) {
     this.startedAt = now;

@@ -14,7 +14,7 @@ export interface OutboundPeer {
  * the bytes except the packet id. Subscribers that receive the same form share one
  * encoding; QoS>0 copies get their packet id patched in, not re-encoded.
  */
-export type EncodeCache = Map<string, { bytes: Uint8Array; idOffset: number }>;
+export type EncodeCache = Map<string | number, { bytes: Uint8Array; idOffset: number }>;
 
 export function encodeOutbound(peer: OutboundPeer, o: Outbound, dup: boolean, now: number, cache?: EncodeCache): Uint8Array {
   const m = o.message;
@@ -24,7 +24,11 @@ export function encodeOutbound(peer: OutboundPeer, o: Outbound, dup: boolean, no
   const alias = v5 ? peer.outboundAlias(m.topic) : undefined;
 
   if (alias === undefined && cache) {
-    const key = `${peer.version}|${o.qos}|${o.retain ? 1 : 0}|${o.subscriptionIds?.join(",") ?? ""}|${expiry ?? ""}`;
+    // The common form (no subscription ids, no expiry) gets a small numeric key: building a
+    // string per subscriber showed up as a fifth of fan-out time in profiles.
+    const key = o.subscriptionIds === undefined && expiry === undefined
+      ? peer.version * 8 + o.qos * 2 + (o.retain ? 1 : 0)
+      : `${peer.version}|${o.qos}|${o.retain ? 1 : 0}|${o.subscriptionIds?.join(",") ?? ""}|${expiry ?? ""}`;
     let hit = cache.get(key);
     if (!hit) {
       const bytes = encode(buildPublish(m, o, v5, expiry, undefined, o.qos > 0 ? 1 : 0, false), peer.version);

@@ -29,6 +29,8 @@ export class Session {
   /** Messages waiting for room in the in-flight window, oldest first. */
   queue: Outbound[] = [];
   #queueHead = 0;
+  /** Payload bytes of the queued messages, for `maxQueuedBytes`. */
+  #queuedBytes = 0;
   inflight = new Map<number, Outbound>();
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A). */
   qos2Incoming = new Set<number>();
@@ -56,8 +58,13 @@ export class Session {
     return this.queue.length - this.#queueHead;
   }
 
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
   enqueue(o: Outbound): void {
     this.queue.push(o);
+    this.#queuedBytes += o.message.payload.byteLength;
   }
 
   peek(): Outbound | undefined {
@@ -68,6 +75,7 @@ export class Session {
     const o = this.queue[this.#queueHead];
     if (o === undefined) return undefined;
     this.queue[this.#queueHead++] = undefined as unknown as Outbound; // free the reference
+    this.#queuedBytes -= o.message.payload.byteLength;
     // Compact now and then so the array does not grow without bound.
     if (this.#queueHead > 1024 && this.#queueHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.#queueHead);
@@ -81,6 +89,7 @@ export class Session {
     const rest = this.queue.slice(this.#queueHead);
     this.queue = [];
     this.#queueHead = 0;
+    this.#queuedBytes = 0;
     return rest;
   }
 

@@ -17,7 +17,7 @@ export interface Platform {
   /** A text file's contents, or undefined when there is no such file. */
   readTextFile(path: string): Promise<string | undefined>;
   startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer>;
-  onSignal(signal: "SIGINT" | "SIGTERM", handler: () => void): void;
+  onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }
 

@@ -8,12 +8,22 @@ import type { Listener, ListenerFactory } from "./listener.ts";
 import { openStoreWith } from "./open-store.ts";
 import { connectCloud } from "../sync/cloud-client.ts";
 import { UplinkManager } from "../sync/uplink-manager.ts";
+import { RecentLog } from "../admin/recent-log.ts";
+import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
+import { SecurityWiring } from "./security-wiring.ts";
 
 export interface RunningServer {
   broker: Broker;
   mqtt: Listener;
   ws: Listener | undefined;
   uplinks: UplinkManager;
+  /** The admin API (`admin.port`), or undefined when disabled. */
+  admin: Listener | undefined;
+  /** MQTT over TLS (`listeners.tls_port`) and secure WebSocket (`listeners.wss_port`), when configured. */
+  tls: Listener | undefined;
+  wss: Listener | undefined;
+  /** Re-read the password file, ACL file and certificates (SIGHUP); a bad file keeps the old one. */
+  reload(): Promise<void>;
   /** Stop accepting, disconnect clients, flush storage. */
   stop(): Promise<void>;
 }
@@ -23,6 +33,8 @@ export interface ServerAdapters extends ListenerFactory {
   readonly sqlite: SqliteDriver;
   /** Read a whole file (uplink certificates and password files). */
   readFile(path: string): Promise<Uint8Array>;
+  /** Serve HTTP with a fetch handler (the admin API). */
+  listenHttp: ListenHttp;
 }
 
 /**
@@ -35,9 +47,13 @@ export async function startServerWith(
   version: string,
   logger?: Logger,
 ): Promise<RunningServer> {
-  const log = logger ?? consoleLogger(config.log_level);
+  // Warnings and errors are also kept in a small ring for the admin API and dashboard.
+  const recent = new RecentLog();
+  const log = recent.wrap(logger ?? consoleLogger(config.log_level));
   const store = openStoreWith(adapters.sqlite, config, log);
   const broker = new Broker({ options: brokerOptionsFrom(config, version), store, clock: systemClock, logger: log });
+  // Password and ACL files before anything listens: a bad one stops the start.
+  const security = await SecurityWiring.load(adapters, config, broker, log);
   await broker.start();
   const uplinks = new UplinkManager(broker, config.uplinks, {
     edgeId: config.edge_id,
@@ -48,14 +64,28 @@ export async function startServerWith(
   const accept = broker.accept.bind(broker);
   let mqtt: Listener;
   let ws: Listener | undefined;
+  let admin: Listener | undefined;
+  let stopping = false;
   try {
     mqtt = await adapters.listenTcp(config.listeners.host, config.listeners.mqtt_port, accept);
     try {
       ws = config.listeners.ws_port === null
         ? undefined
         : await adapters.listenWebSocket(config.listeners.host, config.listeners.ws_port, accept, config.mqtt.max_packet_size);
+      await security.listen(accept);
+      const at = (l: Listener | undefined) => (l ? `${l.host}:${l.port}` : null);
+      admin = await listenAdmin(adapters.listenHttp.bind(adapters), {
+        broker,
+        uplinks,
+        config,
+        recent,
+        ready: () => ({ store_open: !stopping, listeners_up: !stopping }),
+        listeners: () => ({ mqtt: at(mqtt), ws: at(ws), tls: at(security.tls), wss: at(security.wss), admin: at(admin) }),
+      });
     } catch (err) {
       mqtt.stop();
+      ws?.stop();
+      security.stop();
       throw err;
     }
   } catch (err) {
@@ -64,14 +94,20 @@ export async function startServerWith(
     await broker.close();
     throw err;
   }
+  security.watch();
   let stopped: Promise<void> | undefined;
   return {
     broker,
     mqtt,
     ws,
     uplinks,
+    admin,
+    tls: security.tls,
+    wss: security.wss,
+    reload: () => security.reload(),
     stop: () =>
       stopped ??= (async () => {
+        stopping = true; // /readyz answers 503 from here on
         // Uplinks first, so their last cursor positions are written while the store is open.
         await uplinks.stop();
         // Then the broker, before the listeners: it writes v5 clients their DISCONNECT 0x8B and closes each
@@ -81,6 +117,8 @@ export async function startServerWith(
         await broker.close();
         mqtt.stop();
         ws?.stop();
+        security.stop();
+        admin?.stop();
       })(),
   };
 }

@@ -152,7 +152,11 @@ export class MemoryStore implements Store {
   }
 
   #trim(): void {
-    if (this.#log.size <= this.maxLogMessages) return;
+    // Trim in batches: the walk starts at the oldest entry and passes every message a
+    // session still owes, so trimming one message per commit made each commit O(queue).
+    // With 10% slack the walk runs once per that many appends.
+    const slack = Math.max(1, Math.floor(this.maxLogMessages / 10));
+    if (this.#log.size <= this.maxLogMessages + slack) return;
     this.#order();
     for (const [offset, message] of this.#log) {
       if (this.#log.size <= this.maxLogMessages) break;

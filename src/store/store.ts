@@ -35,9 +35,20 @@ export interface Message {
   /** Absolute expiry (ms since epoch) from the Message Expiry Interval, if any. */
   expiresAt?: number;
   properties?: MessageProperties;
-  /** Client id of the publisher (for No Local); empty for messages from the broker itself. */
+  /**
+   * Client id of the publisher (for No Local); empty for messages from the broker
+   * itself; RETAINED_COPY_ORIGIN for a retained message's copy logged for a session.
+   */
   origin: string;
 }
+
+/**
+ * The origin of a retained message's copy that the broker logs so a persistent
+ * session's delivery has a body even if the original is trimmed. It is not a new
+ * publication, so log readers (the uplink) skip it. U+0000 cannot occur in a client
+ * id [MQTT-1.5.4-2], so no client can be mistaken for it.
+ */
+export const RETAINED_COPY_ORIGIN = "\u0000retained";
 
 export interface SubscriptionRecord {
   filter: string; // the full filter as subscribed, including any $share/group/ prefix

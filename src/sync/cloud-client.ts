@@ -68,6 +68,8 @@ export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<
       rejectUnauthorized: o.rejectUnauthorized,
       resubscribe: false,
       queueQoSZero: false,
+      // MQTT.js traces every packet through `debug`; even disabled, that costs per message.
+      log: () => {},
       customHandleAcks: (topic, message, packet: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown> }, cb) => {
         h.onMessage({
           topic,
@@ -114,7 +116,7 @@ export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<
         ack: () => {},
       });
     });
-    client.on("error", (err) => closeOnce(err.message));
+    client.on("error", (err) => closeOnce(describeError(err)));
     client.on("close", () => closeOnce("connection closed"));
     client.on("disconnect", (packet) => closeOnce(`cloud sent DISCONNECT 0x${(packet.reasonCode ?? 0).toString(16)}`));
     client.once("connect", () => {
@@ -138,4 +140,17 @@ export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<
       });
     });
   });
+}
+
+/** TLS failures come as OpenSSL jargon; say which side's certificate is the problem. */
+const TLS_HINTS: Array<[RegExp, string]> = [
+  [/unable to verify|self[- ]signed|unable to get (local )?issuer|CERT_UNTRUSTED|certificate has expired/i, "the cloud's certificate is not trusted (check tls.ca)"],
+  [/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME|altnames/i, "the cloud's certificate is not for this host name (check the url)"],
+  [/CERTIFICATE_REQUIRED/i, "the cloud requires a client certificate (set tls.cert and tls.key)"],
+  [/UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|DECRYPT_ERROR/i, "the cloud refused the client certificate (tls.cert)"],
+];
+
+function describeError(err: Error): string {
+  for (const [pattern, hint] of TLS_HINTS) if (pattern.test(err.message)) return `TLS: ${hint}: ${err.message}`;
+  return err.message;
 }

@@ -1,6 +1,7 @@
 /**
- * Topic mapping between the edge and the cloud: `strip` removes a prefix, then the
- * template's `${topic}`, `${edge_id}` and `${clientid}` are filled in.
+ * Topic mapping between the edge and the cloud: `strip` removes a prefix (in which
+ * `${edge_id}` is filled in), then the template's `${topic}`, `${edge_id}` and
+ * `${clientid}` are filled in.
  */
 export interface TemplateValues {
   topic: string;
@@ -9,7 +10,9 @@ export interface TemplateValues {
 }
 
 export function renderTopic(template: string, strip: string, v: TemplateValues): string {
-  const topic = strip !== "" && v.topic.startsWith(strip) ? v.topic.slice(strip.length) : v.topic;
+  // `strip` may name the edge too ("cmd/${edge_id}/"), as downlink filters do.
+  const prefix = strip.replaceAll("${edge_id}", v.edgeId);
+  const topic = prefix !== "" && v.topic.startsWith(prefix) ? v.topic.slice(prefix.length) : v.topic;
   return template
     .replaceAll("${topic}", topic)
     .replaceAll("${edge_id}", v.edgeId)

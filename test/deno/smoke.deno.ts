@@ -40,6 +40,8 @@ async function startBroker(dataDir: string): Promise<Broker> {
       "0",
       "--ws-port",
       "0",
+      "--admin-port",
+      "0",
       "--data-dir",
       dataDir,
     ],

@@ -31,7 +31,7 @@ export interface SpawnOptions {
 
 /** Spawn `ferry serve` and resolve once it prints `listening mqtt://HOST:PORT`. */
 export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess> {
-  const args = [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--data-dir", options.dataDir];
+  const args = [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--admin-port", "0", "--data-dir", options.dataDir];
   if (options.config) {
     const path = options.configPath ?? `${options.dataDir.replace(/\/$/, "")}.config.json`;
     writeFileSync(path, JSON.stringify(options.config));

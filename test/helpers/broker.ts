@@ -24,6 +24,7 @@ export async function startBroker(overrides: DeepPartial<FerryConfig> = {}): Pro
     storage: { durability: "memory" },
     log_level: "silent",
     mqtt: { sys_interval: 0 },
+    admin: { port: null }, // tests that use the admin API ask for it (port 0)
   };
   const config = validateConfig(merge(base, overrides));
   const server = await startServer(config, "test", silentLogger);

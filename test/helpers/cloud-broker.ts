@@ -1,15 +1,18 @@
 /**
  * A real MQTT broker playing "the cloud" for uplink tests: Debian's mosquitto when it
- * is installed, otherwise a second Ferry (in-process, memory storage), so the suite
- * still runs on a fresh machine.
+ * is installed, otherwise a second Ferry (in-process, SQLite storage), so the suite
+ * still runs on a fresh machine. FERRY_TEST_CLOUD=ferry picks the second Ferry even
+ * when mosquitto is there (to check that the suite passes both ways).
  */
 import { chmodSync, existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { startBroker, type TestBroker } from "./broker.ts";
 
-export const MOSQUITTO = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find((p) => existsSync(p));
+export const MOSQUITTO = process.env.FERRY_TEST_CLOUD === "ferry"
+  ? undefined
+  : ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find((p) => existsSync(p));
 
 export interface CloudBroker {
   readonly kind: "mosquitto" | "ferry";
@@ -26,6 +29,12 @@ export interface CloudOptions {
   persistent?: boolean;
   /** Extra mosquitto.conf lines for the listener (TLS). Mosquitto only. */
   listenerLines?: string[];
+  /** Listen on this port instead of a free one picked now. */
+  port?: number;
+  /** Topic filters clients may not publish to: a v5 publisher gets PUBACK 0x87. */
+  denyPublish?: string[];
+  /** Listen for MQTT over TLS (mqtts://) with these PEM files; `ca` and `requireClientCert` for mutual TLS. */
+  tls?: { cert: string; key: string; ca?: string; requireClientCert?: boolean };
 }
 
 /** A free TCP port on 127.0.0.1 (bind 0, read it, close). */
@@ -38,6 +47,12 @@ export function freePort(): Promise<number> {
     });
     srv.once("error", reject);
   });
+}
+
+/** Make `file` and the directories above it readable by other users (mosquitto's own). */
+function allowRead(file: string): void {
+  chmodSync(file, 0o644);
+  for (let dir = dirname(file); dir.startsWith(`${tmpdir()}/`); dir = dirname(dir)) chmodSync(dir, 0o755);
 }
 
 async function waitForPort(port: number, ms = 5000): Promise<void> {
@@ -58,9 +73,9 @@ async function waitForPort(port: number, ms = 5000): Promise<void> {
 
 /** Create (not start) a cloud broker on a fixed free port, so it can be started later. */
 export async function createCloud(opts: CloudOptions = {}): Promise<CloudBroker> {
-  const port = await freePort();
+  const port = opts.port ?? await freePort();
   if (MOSQUITTO) return new MosquittoCloud(port, opts);
-  return new FerryCloud(port);
+  return new FerryCloud(port, opts);
 }
 
 class MosquittoCloud implements CloudBroker {
@@ -74,14 +89,30 @@ class MosquittoCloud implements CloudBroker {
     // Started as root, mosquitto drops to its own user: it must be able to write its persistence file here.
     chmodSync(dir, 0o777);
     this.#conf = join(dir, "mosquitto.conf");
-    const tls = (opts.listenerLines?.length ?? 0) > 0;
+    const tlsLines: string[] = [];
+    if (opts.tls) {
+      // mosquitto drops to its own user after start: it must be able to read the files.
+      for (const f of [opts.tls.cert, opts.tls.key, opts.tls.ca]) if (f) allowRead(f);
+      tlsLines.push(`certfile ${opts.tls.cert}`, `keyfile ${opts.tls.key}`);
+      if (opts.tls.ca) tlsLines.push(`cafile ${opts.tls.ca}`);
+      if (opts.tls.requireClientCert) tlsLines.push("require_certificate true");
+    }
+    const tls = tlsLines.length > 0 || (opts.listenerLines?.length ?? 0) > 0;
     this.url = `${tls ? "mqtts" : "mqtt"}://127.0.0.1:${port}`;
+    const acl: string[] = [];
+    if (opts.denyPublish) {
+      // Lines before any `user` line apply to anonymous clients; a deny match wins.
+      writeFileSync(join(dir, "acl"), ["topic readwrite #", ...opts.denyPublish.map((t) => `topic deny ${t}`), ""].join("\n"));
+      acl.push(`acl_file ${join(dir, "acl")}`);
+    }
     writeFileSync(
       this.#conf,
       [
         `listener ${port} 127.0.0.1`,
+        ...tlsLines,
         ...(opts.listenerLines ?? []),
         "allow_anonymous true",
+        ...acl,
         // Mosquitto drops beyond max_queued_messages (default 1000): raised so the cloud is not the bottleneck.
         "max_queued_messages 1000000",
         "max_inflight_messages 0",
@@ -118,16 +149,23 @@ class FerryCloud implements CloudBroker {
   #broker: TestBroker | undefined;
   #dir = mkdtempSync(join(tmpdir(), "ferry-cloud-"));
 
-  constructor(readonly port: number) {
-    this.url = `mqtt://127.0.0.1:${port}`;
+  constructor(readonly port: number, readonly opts: CloudOptions) {
+    this.url = `${opts.tls ? "mqtts" : "mqtt"}://127.0.0.1:${port}`;
   }
 
   async start(): Promise<void> {
     // SQLite storage, so persistent cloud sessions survive a restart as with mosquitto's persistence.
+    const tls = this.opts.tls;
     this.#broker = await startBroker({
-      listeners: { mqtt_port: this.port, ws_port: null },
+      listeners: tls ? { mqtt_port: 0, ws_port: null, tls_port: this.port } : { mqtt_port: this.port, ws_port: null },
+      ...(tls
+        ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca ?? null, require_client_cert: tls.requireClientCert ?? false } }
+        : {}),
       data_dir: this.#dir,
       storage: { durability: "commit" },
+      ...(this.opts.denyPublish
+        ? { acl: { default: "allow", rules: this.opts.denyPublish.map((topic) => ({ action: "publish", topic, permission: "deny" })) } }
+        : {}),
     });
   }
 

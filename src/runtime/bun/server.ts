@@ -3,7 +3,9 @@ import type { FerryConfig } from "../../config/schema.ts";
 import { type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
 import { bunSqliteDriver } from "./sqlite-driver.ts";
 import { listenTcp } from "./tcp-listener.ts";
-import { listenWebSocket } from "./ws-listener.ts";
+import { listenSecureWebSocket, listenWebSocket } from "./ws-listener.ts";
+import { listenTls } from "./tls-listener.ts";
+import { listenHttp } from "./http-listener.ts";
 
 export type { RunningServer } from "../start-server.ts";
 
@@ -11,6 +13,9 @@ export type { RunningServer } from "../start-server.ts";
 export const bunAdapters: ServerAdapters = {
   listenTcp,
   listenWebSocket,
+  listenTls,
+  listenSecureWebSocket,
+  listenHttp,
   sqlite: bunSqliteDriver,
   readFile: (path) => Bun.file(path).bytes(),
 };

@@ -12,7 +12,7 @@ interface SocketData {
  * writes queue behind it so bytes never reorder.
  */
 export class BunSocketConnection implements Connection {
-  readonly transport = "tcp";
+  readonly transport: string = "tcp";
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #scheduled = false;
@@ -22,6 +22,11 @@ export class BunSocketConnection implements Connection {
   #closeGuard: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly socket: Socket<SocketData>, readonly remoteAddress: string) {}
+
+  /** Bun's remoteAddress is the IP address alone. */
+  get remoteIp(): string {
+    return this.remoteAddress;
+  }
 
   write(bytes: Uint8Array): void {
     if (this.#closed || this.#closing) return;

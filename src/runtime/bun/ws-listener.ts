@@ -1,22 +1,29 @@
-import type { ServerWebSocket } from "bun";
+import type { Server, ServerWebSocket } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
+import type { TlsListener, TlsMaterial } from "../listener.ts";
 import { concat } from "./tcp-listener.ts";
+import { bunTlsOptions } from "./tls-listener.ts";
 
 interface WsData {
   remote: string;
+  ip: string | undefined;
   conn?: WsConnection;
   handler?: ConnectionHandler;
 }
 
 /** MQTT over WebSocket [MQTT-6.0.0-1..4]: binary frames, subprotocol "mqtt", path /mqtt. */
 class WsConnection implements Connection {
-  readonly transport = "ws";
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #scheduled = false;
   #closed = false;
 
-  constructor(private readonly ws: ServerWebSocket<WsData>, readonly remoteAddress: string) {}
+  constructor(
+    private readonly ws: ServerWebSocket<WsData>,
+    readonly remoteAddress: string,
+    readonly remoteIp: string | undefined,
+    readonly transport: "ws" | "wss",
+  ) {}
 
   write(bytes: Uint8Array): void {
     if (this.#closed) return;
@@ -65,9 +72,57 @@ export function listenWebSocket(
   accept: (conn: Connection) => ConnectionHandler,
   maxPacketSize: number,
 ): WsListener {
-  const server = Bun.serve<WsData>({
+  const server = Bun.serve<WsData>(serveOptions(host, port, accept, maxPacketSize, undefined));
+  return { host: server.hostname ?? host, port: server.port ?? port, stop: () => server.stop(true) };
+}
+
+/**
+ * MQTT over secure WebSocket. A certificate reload binds a second server on the same port
+ * with SO_REUSEPORT and stops the first from accepting (Bun 1.4.4's `server.reload` ignores
+ * `tls`); its open WebSockets carry on. Client certificates are verified when `tls.ca` is
+ * set, but Bun.serve does not expose them, so no CN-as-username here.
+ */
+export function listenSecureWebSocket(
+  host: string,
+  port: number,
+  accept: (conn: Connection) => ConnectionHandler,
+  maxPacketSize: number,
+  tls: TlsMaterial,
+): TlsListener {
+  const servers: Server<WsData>[] = [];
+  let current = Bun.serve<WsData>(serveOptions(host, port, accept, maxPacketSize, tls));
+  servers.push(current);
+  const boundPort = current.port ?? port;
+  return {
+    host: current.hostname ?? host,
+    port: boundPort,
+    reload(m: TlsMaterial) {
+      const next = Bun.serve<WsData>(serveOptions(host, boundPort, accept, maxPacketSize, m));
+      current.stop(false);
+      // A retired server is kept only while it still holds WebSockets.
+      for (let i = servers.length - 1; i >= 0; i--) if (servers[i]!.pendingWebSockets === 0) servers.splice(i, 1);
+      current = next;
+      servers.push(next);
+    },
+    stop() {
+      for (const s of servers) s.stop(true);
+      servers.length = 0;
+    },
+  };
+}
+
+function serveOptions(
+  host: string,
+  port: number,
+  accept: (conn: Connection) => ConnectionHandler,
+  maxPacketSize: number,
+  tls: TlsMaterial | undefined,
+): Bun.Serve.Options<WsData> {
+  const transport = tls ? "wss" : "ws";
+  return {
     hostname: host,
     port,
+    ...(tls ? { tls: bunTlsOptions(tls), reusePort: true } : {}),
     fetch(req, srv) {
       const url = new URL(req.url);
       if (url.pathname !== "/mqtt") return new Response("not found", { status: 404 });
@@ -75,13 +130,16 @@ export function listenWebSocket(
       const proto = asked.find((p) => p === "mqtt" || p === "mqttv3.1");
       const headers: Record<string, string> = proto ? { "Sec-WebSocket-Protocol": proto } : {};
       const remote = srv.requestIP(req);
-      const ok = srv.upgrade(req, { headers, data: { remote: remote ? `${remote.address}:${remote.port}` : "ws" } });
+      const ok = srv.upgrade(req, {
+        headers,
+        data: { remote: remote ? `${remote.address}:${remote.port}` : transport, ip: remote?.address },
+      });
       return ok ? undefined : new Response("websocket upgrade expected", { status: 426 });
     },
     websocket: {
       maxPayloadLength: maxPacketSize + 8,
       open(ws) {
-        const conn = new WsConnection(ws, ws.data.remote);
+        const conn = new WsConnection(ws, ws.data.remote, ws.data.ip, transport);
         ws.data.conn = conn;
         ws.data.handler = accept(conn);
       },
@@ -98,6 +156,5 @@ export function listenWebSocket(
         ws.data.handler?.onClose();
       },
     },
-  });
-  return { host: server.hostname ?? host, port: server.port ?? port, stop: () => server.stop(true) };
+  };
 }

@@ -37,6 +37,7 @@ export interface DenoApi {
   readonly args: string[];
   readonly errors: { NotFound: new (...args: never[]) => Error };
   listen(options: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  listenTls(options: { hostname: string; port: number; cert: string; key: string; transport: "tcp" }): DenoListener;
   serve(
     options: { hostname: string; port: number; onListen?: (addr: DenoNetAddr) => void },
     handler: (request: Request, info: DenoServeHandlerInfo) => Response | Promise<Response>,
@@ -47,7 +48,7 @@ export interface DenoApi {
   ): { socket: WebSocket; response: Response };
   readTextFile(path: string): Promise<string>;
   readFile(path: string): Promise<Uint8Array>;
-  addSignalListener(signal: "SIGINT" | "SIGTERM", handler: () => void): void;
+  addSignalListener(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }
 

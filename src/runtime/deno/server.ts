@@ -4,6 +4,8 @@ import { type RunningServer, type ServerAdapters, startServerWith } from "../sta
 import { nodeSqliteDriver } from "./sqlite-driver.ts";
 import { listenTcp } from "./tcp-listener.ts";
 import { listenWebSocket } from "./ws-listener.ts";
+import { listenTls } from "./tls-listener.ts";
+import { listenHttp } from "./http-listener.ts";
 import { deno } from "./deno-api.ts";
 
 export type { RunningServer } from "../start-server.ts";
@@ -12,6 +14,8 @@ export type { RunningServer } from "../start-server.ts";
 export const denoAdapters: ServerAdapters = {
   listenTcp,
   listenWebSocket,
+  listenTls,
+  listenHttp,
   sqlite: nodeSqliteDriver,
   readFile: (path) => deno.readFile(path),
 };

@@ -17,7 +17,7 @@ const MAX_READ = 64 * 1024;
  * reorder and `bufferedBytes()` counts everything not yet taken by the OS.
  */
 export class DenoTcpConnection implements Connection {
-  readonly transport = "tcp";
+  readonly transport: string = "tcp";
   readonly remoteAddress: string;
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;

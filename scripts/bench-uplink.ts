@@ -1,0 +1,330 @@
+/**
+ * Uplink drain benchmark: Ferry (a child process, `commit` durability) holds a backlog
+ * of N QoS 1 messages (64-byte payloads, topics bench/0 … bench/99) for a cloud that
+ * is down, then a local mosquitto comes up and the link drains the backlog into it.
+ *
+ *   npx bun scripts/bench-uplink.ts [--messages 1000000] [--inflight N] [--no-subscriber] [--profile DIR]
+ *
+ * Ferry is then stopped (SIGTERM) and started again on the same data directory, so the
+ * drain starts from the saved cursor in a fresh process.
+ *
+ * Reported: how fast the backlog went in (publisher → Ferry, for reference), Ferry's
+ * VmRSS idle, holding the backlog (the process that took it in, and the fresh one), peak
+ * and after the drain (from /proc/PID/status), Ferry's and mosquitto's CPU use, and
+ * the drain rate, measured two ways: at the link (the `acknowledged` counter Ferry
+ * publishes under $SYS every second: PUBACKs from the cloud) and at the cloud (a live
+ * QoS 0 subscriber on mosquitto counting arrivals, first to last).
+ *
+ * With --profile DIR the restarted Ferry runs under Bun's CPU profiler (--cpu-prof,
+ * --cpu-prof-md), so the profile covers the drain only; it is written to DIR when Ferry
+ * stops (SIGTERM) at the end.
+ *
+ * Prints one JSON object (the result) as the last line of stdout; progress on stderr.
+ */
+import type { Subprocess } from "bun";
+import mqttPacket from "mqtt-packet";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Conn } from "./bench/loadgen.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const MOSQUITTO = process.env.MOSQUITTO ?? "/usr/sbin/mosquitto";
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i++) {
+  const a = process.argv[i]!;
+  if (!a.startsWith("--")) continue;
+  const next = process.argv[i + 1];
+  if (next !== undefined && !next.startsWith("--")) {
+    args.set(a.slice(2), next);
+    i++;
+  } else args.set(a.slice(2), "");
+}
+const N = Number(args.get("messages") ?? 1_000_000);
+const INFLIGHT = args.has("inflight") ? Number(args.get("inflight")) : undefined;
+const SUBSCRIBER = !args.has("no-subscriber");
+/** Directory for a CPU profile of Ferry (Bun --cpu-prof, markdown too); Ferry then stops with SIGTERM. */
+const PROFILE = args.get("profile");
+const TOPICS = 100;
+const PAYLOAD = 64;
+
+const log = (msg: string) => process.stderr.write(`[bench-uplink] ${msg}\n`);
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+
+function rssKb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.once("error", reject);
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, "127.0.0.1", () => {
+        s.destroy();
+        r(true);
+      });
+      s.once("error", () => r(false));
+    });
+    if (ok) return;
+    await sleep(25);
+  }
+  throw new Error(`nothing listening on ${port}`);
+}
+
+/** Ferry through its CLI; resolves with the port from its `listening` line. */
+async function spawnFerry(dir: string, config: Record<string, unknown>, profile = false): Promise<{ proc: Subprocess<"ignore", "pipe", "pipe">; port: number }> {
+  const configPath = join(dir, "ferry.json");
+  writeFileSync(configPath, JSON.stringify(config));
+  const proc = Bun.spawn(
+    [process.execPath, ...(profile && PROFILE ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${PROFILE}`] : []), join(ROOT, "edge/main.ts"), "serve", "--config", configPath, "--host", "127.0.0.1", "--mqtt-port", "0", "--admin-port", "off", "--data-dir", join(dir, "data")],
+    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+  );
+  void (async () => {
+    const r = proc.stderr.getReader();
+    const d = new TextDecoder();
+    for (let x = await r.read(); !x.done; x = await r.read()) process.stderr.write(`[ferry] ${d.decode(x.value)}`);
+  })().catch(() => {});
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let out = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) throw new Error(`ferry exited before listening: ${out}`);
+    out += decoder.decode(value, { stream: true });
+    const m = /listening mqtt:\/\/[^\s]+:(\d+)/.exec(out);
+    if (m) {
+      void (async () => {
+        while (!(await reader.read()).done) { /* discard */ }
+      })().catch(() => {});
+      return { proc, port: Number(m[1]) };
+    }
+  }
+}
+
+const noEvents = { publish() {}, ack() {}, afterData() {}, drained() {} };
+
+/** Publish N QoS 1 messages with up to `window` unacknowledged; resolves when all are acknowledged. */
+async function fill(port: number, n: number, window = 500): Promise<number> {
+  let acked = 0;
+  let sent = 0;
+  let done: () => void = () => {};
+  const finished = new Promise<void>((r) => (done = r));
+  const templates = Array.from({ length: TOPICS }, (_, t) => {
+    const topic = `bench/${t}`;
+    const b = mqttPacket.generate({ cmd: "publish", topic, payload: Buffer.alloc(PAYLOAD, 0x61), qos: 1, messageId: 1, retain: false, dup: false }, { protocolVersion: 4 });
+    const bytes = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    return { bytes, idOff: 2 + 2 + topic.length }; // 1-byte remaining length (< 128)
+  });
+  const pump = (c: Conn) => {
+    while (sent < n && c.inflight < window && !c.blocked) {
+      const t = templates[sent % TOPICS]!;
+      const id = c.takeId();
+      t.bytes[t.idOff] = id >> 8;
+      t.bytes[t.idOff + 1] = id & 0xff;
+      c.send(t.bytes);
+      c.inflight++;
+      sent++;
+    }
+  };
+  const conn = await Conn.open("127.0.0.1", port, {
+    ...noEvents,
+    ack(c, _type, id) {
+      c.used[id] = 0;
+      c.inflight--;
+      acked++;
+      if (acked === n) done();
+    },
+    afterData: (c) => pump(c),
+    drained: (c) => pump(c),
+  }, "publisher");
+  await conn.connect("bench-publisher", 4, 0);
+  const t0 = performance.now();
+  pump(conn);
+  const progress = setInterval(() => log(`filled ${fmt(acked)} / ${fmt(n)}`), 5000);
+  await finished;
+  clearInterval(progress);
+  const secs = (performance.now() - t0) / 1000;
+  conn.close();
+  return n / secs;
+}
+
+/** A live QoS 0 subscriber at the cloud that counts arrivals and notes the first and last. */
+async function cloudCounter(port: number): Promise<{ count(): number; first(): number; last(): number; close(): void }> {
+  let count = 0;
+  let first = 0;
+  let last = 0;
+  const conn = await Conn.open("127.0.0.1", port, {
+    ...noEvents,
+    publish() {
+      const t = performance.now();
+      if (count === 0) first = t;
+      last = t;
+      count++;
+    },
+  }, "cloud-subscriber");
+  await conn.connect("bench-cloud-subscriber", 4, 0);
+  await conn.subscribe("site/#", 0);
+  return { count: () => count, first: () => first, last: () => last, close: () => conn.close() };
+}
+
+/** $SYS counters of the uplink via the mqtt client (a handful of messages per second). */
+async function watchSys(port: number): Promise<{ get(name: string): number; close(): void }> {
+  const { default: mqtt } = await import("mqtt");
+  const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
+  const values = new Map<string, string>();
+  client.on("message", (topic, payload) => values.set(topic.slice("$SYS/broker/uplink/bench/".length), payload.toString()));
+  await client.subscribeAsync("$SYS/broker/uplink/bench/#");
+  return { get: (name) => Number(values.get(name) ?? NaN), close: () => client.end(true) };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "ferry-bench-uplink-"));
+  const cloudPort = await freePort();
+  writeFileSync(
+    join(dir, "mosquitto.conf"),
+    [
+      `listener ${cloudPort} 127.0.0.1`,
+      "allow_anonymous true",
+      "max_queued_messages 0",
+      "max_inflight_messages 0",
+      "set_tcp_nodelay true",
+      "persistence false",
+      "log_dest none",
+      "",
+    ].join("\n"),
+  );
+  const uplink: Record<string, unknown> = {
+    name: "bench",
+    url: `mqtt://127.0.0.1:${cloudPort}`,
+    protocol_version: 5,
+    forward: [{ filter: "bench/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
+    backoff: { min_ms: 100, max_ms: 200, jitter: 0 },
+  };
+  if (INFLIGHT !== undefined) uplink.max_inflight = INFLIGHT;
+  const ferryConfig = {
+    log_level: "error",
+    storage: { durability: "commit" },
+    mqtt: { sys_interval: 1 },
+    uplinks: [uplink],
+  };
+  let ferry = await spawnFerry(dir, ferryConfig);
+  let cloud: Subprocess | undefined;
+  let counter: Awaited<ReturnType<typeof cloudCounter>> | undefined;
+  let sys: Awaited<ReturnType<typeof watchSys>> | undefined;
+  try {
+    await sleep(500);
+    const idleRss = rssKb(ferry.proc.pid);
+    log(`ferry pid ${ferry.proc.pid} on ${ferry.port}, idle RSS ${fmt(idleRss / 1024)} MiB; filling ${fmt(N)} messages (cloud down)`);
+    const fillRate = await fill(ferry.port, N);
+    log(`filled at ${fmt(fillRate)} msg/s`);
+    sys = await watchSys(ferry.port);
+    await sleep(2500);
+    const backlogRss = rssKb(ferry.proc.pid);
+    const backlogEntries = sys.get("backlog/entries");
+    log(`holding backlog of ${fmt(backlogEntries)} entries, RSS ${fmt(backlogRss / 1024)} MiB`);
+    // The process that took the backlog in still carries what ingesting it cost; a fresh
+    // one on the same data directory shows what holding it costs (and that it survives).
+    sys.close();
+    ferry.proc.kill("SIGTERM");
+    await ferry.proc.exited;
+    ferry = await spawnFerry(dir, ferryConfig, true);
+    sys = await watchSys(ferry.port);
+    await sleep(2500);
+    const restartedRss = rssKb(ferry.proc.pid);
+    const restartedBacklog = sys.get("backlog/entries");
+    log(`restarted${PROFILE ? " under the profiler" : ""}: backlog ${fmt(restartedBacklog)} entries, RSS ${fmt(restartedRss / 1024)} MiB`);
+    if (restartedBacklog < N) throw new Error(`the backlog did not survive the restart: ${restartedBacklog} entries`);
+
+    cloud = Bun.spawn([MOSQUITTO, "-c", join(dir, "mosquitto.conf")], { stdout: "ignore", stderr: "ignore" });
+    await waitForPort(cloudPort);
+    if (SUBSCRIBER) counter = await cloudCounter(cloudPort);
+    const ackedBefore = sys.get("acknowledged") || 0;
+    const start = performance.now();
+    const ferryCpu0 = cpuSeconds(ferry.proc.pid);
+    const cloudCpu0 = cpuSeconds(cloud.pid);
+    let peakRss = restartedRss;
+    const samples: Array<{ t: number; acked: number }> = [];
+    let lastSeen = NaN;
+    let allAckedAt: number | undefined;
+    for (;;) {
+      await sleep(250);
+      peakRss = Math.max(peakRss, rssKb(ferry.proc.pid));
+      const acked = sys.get("acknowledged") - ackedBefore;
+      if (acked !== lastSeen) {
+        samples.push({ t: performance.now(), acked });
+        lastSeen = acked;
+        log(`acknowledged ${fmt(acked)}, cloud counted ${fmt(counter?.count() ?? NaN)}, RSS ${fmt(peakRss / 1024)} MiB`);
+      }
+      if (acked >= N) {
+        // The QoS 0 counter at the cloud may miss a few (mosquitto drops QoS 0 to a slow
+        // reader); the link's count of PUBACKs is the measure, the counter a cross-check.
+        allAckedAt ??= performance.now();
+        if (!counter || counter.count() >= N || performance.now() - allAckedAt > 3000) break;
+      }
+      if (performance.now() - start > 600_000) throw new Error("drain did not finish within 10 minutes");
+    }
+    // Rate at the link: between the first $SYS sample showing progress and the one showing the end.
+    const firstMoving = samples.find((s) => s.acked > 0)!;
+    const prev = samples[samples.indexOf(firstMoving) - 1];
+    const end = samples[samples.length - 1]!;
+    const linkRate = (end.acked - (prev?.acked ?? 0)) / ((end.t - (prev?.t ?? start)) / 1000);
+    const cloudRate = counter ? (counter.count() - 1) / ((counter.last() - counter.first()) / 1000) : NaN;
+    const afterRss = rssKb(ferry.proc.pid);
+    const drainSecs = (end.t - start) / 1000;
+    const ferryCpu = (cpuSeconds(ferry.proc.pid) - ferryCpu0) / drainSecs;
+    const cloudCpu = (cpuSeconds(cloud.pid) - cloudCpu0) / drainSecs;
+    const result = {
+      messages: N,
+      payloadBytes: PAYLOAD,
+      maxInflight: INFLIGHT ?? "default",
+      fillRatePerSec: Math.round(fillRate),
+      idleRssMiB: +(idleRss / 1024).toFixed(1),
+      /** The process that took the backlog in, 2.5 s after the last PUBACK. */
+      backlogRssMiB: +(backlogRss / 1024).toFixed(1),
+      /** A fresh Ferry on the same data directory, holding the backlog, before the cloud is up. */
+      restartedWithBacklogRssMiB: +(restartedRss / 1024).toFixed(1),
+      peakDrainRssMiB: +(peakRss / 1024).toFixed(1),
+      afterDrainRssMiB: +(afterRss / 1024).toFixed(1),
+      drainRateAtLinkPerSec: Math.round(linkRate),
+      drainRateAtCloudPerSec: Math.round(cloudRate),
+      cloudCounted: counter?.count() ?? null,
+      drainSeconds: +drainSecs.toFixed(1),
+      /** CPU used during the drain, in cores (1 = one core busy all the time). */
+      ferryCpuCores: +ferryCpu.toFixed(2),
+      mosquittoCpuCores: +cloudCpu.toFixed(2),
+    };
+    log(`drain: ${fmt(linkRate)} msg/s at the link, ${fmt(cloudRate)} msg/s at the cloud`);
+    console.log(JSON.stringify(result));
+  } finally {
+    counter?.close();
+    sys?.close();
+    ferry.proc.kill(PROFILE ? "SIGTERM" : "SIGKILL");
+    await ferry.proc.exited;
+    cloud?.kill("SIGTERM");
+    await cloud?.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,37 @@
+/** What the admin app is built from, and the resolved form its routes share. */
+import type { FerryConfig } from "../config/schema.ts";
+import type { Broker } from "../core/broker.ts";
+import type { UplinkLink } from "../sync/uplink-link.ts";
+import type { RecentLog } from "./recent-log.ts";
+import type { TopTopics } from "./top-topics.ts";
+
+export interface Readiness {
+  store_open: boolean;
+  listeners_up: boolean;
+}
+
+export interface AdminDeps {
+  broker: Broker;
+  /** The uplink manager (only its links are used). */
+  uplinks: { readonly links: readonly UplinkLink[] };
+  config: FerryConfig;
+  /** When set, every route but /healthz and the dashboard page needs `Authorization: Bearer <token>`. */
+  token?: string | undefined;
+  /** Recent warnings and errors (the wiring wraps the broker's logger with it). */
+  recent?: RecentLog | undefined;
+  /** Readiness for /readyz; default: ready. */
+  ready?: (() => Readiness) | undefined;
+  /** Bound listener addresses, shown by GET /api/v1/broker. */
+  listeners?: (() => Record<string, string | null>) | undefined;
+}
+
+export interface AdminContext {
+  broker: Broker;
+  uplinks: { readonly links: readonly UplinkLink[] };
+  config: FerryConfig;
+  tokenRequired: boolean;
+  recent: RecentLog | undefined;
+  ready: () => Readiness;
+  listeners: () => Record<string, string | null>;
+  topTopics: TopTopics;
+}

@@ -1,0 +1,158 @@
+import type { ClientCertificate } from "../core/connection.ts";
+import { RC } from "../mqtt/reason-codes.ts";
+import { DEFAULT_ITERATIONS, dummyHash, type PasswordHash, verifyPassword } from "./password-hash.ts";
+
+/** What a CONNECT offers to prove who it is. */
+export interface Credentials {
+  username: string | undefined;
+  password: Uint8Array | undefined;
+  /** The TLS client certificate, on TLS listeners that asked for one. */
+  certificate: ClientCertificate | undefined;
+}
+
+export type AuthResult =
+  | { ok: true; username: string | undefined; via: "anonymous" | "password" | "certificate" | "unchecked" }
+  | { ok: false; code: number; reason: string };
+
+export interface AuthenticatorOptions {
+  allowAnonymous: boolean;
+  /** Take a verified certificate's Common Name as the username (Mosquitto's use_identity_as_username). */
+  useIdentityAsUsername: boolean;
+  /** Password checks run at once; the rest wait (each costs tens of milliseconds of CPU). */
+  maxConcurrentChecks?: number;
+  /** Password checks allowed to wait; beyond this CONNECT gets 0x89 Server busy. */
+  maxWaitingChecks?: number;
+}
+
+/** Verified credentials remembered, so a reconnect storm does not cost one PBKDF2 per client. */
+const CACHE_SIZE = 10_000;
+
+/**
+ * Decides whether a CONNECT may proceed: client certificate identity, then username and
+ * password against the password file, then anonymous access.
+ *
+ * Timing: an unknown username is checked against a dummy hash of the file's highest cost,
+ * so it takes as long as a wrong password. Hashing runs in WebCrypto, off the event loop,
+ * at most `maxConcurrentChecks` at a time, so a flood of logins cannot starve the broker.
+ */
+export class Authenticator {
+  #users: Map<string, PasswordHash> | undefined;
+  #dummy: PasswordHash = dummyHash(DEFAULT_ITERATIONS);
+  /** Passed checks: username → SHA-256 of (secret key, stored hash, password). */
+  #verified = new Map<string, Uint8Array>();
+  #cacheKey = crypto.getRandomValues(new Uint8Array(32));
+  #running = 0;
+  #waiting: Array<() => void> = [];
+  readonly #maxRunning: number;
+  readonly #maxWaiting: number;
+
+  constructor(private options: AuthenticatorOptions) {
+    this.#maxRunning = options.maxConcurrentChecks ?? 2;
+    this.#maxWaiting = options.maxWaitingChecks ?? 1000;
+  }
+
+  /** Install (or replace) the users from a password file; undefined means no password file. */
+  setUsers(users: Map<string, PasswordHash> | undefined): void {
+    this.#users = users;
+    this.#verified.clear();
+    let cost = DEFAULT_ITERATIONS;
+    for (const h of users?.values() ?? []) if (h.kind === "pbkdf2-sha512" && h.iterations > cost) cost = h.iterations;
+    this.#dummy = dummyHash(cost);
+  }
+
+  get hasPasswordFile(): boolean {
+    return this.#users !== undefined;
+  }
+
+  get allowAnonymous(): boolean {
+    return this.options.allowAnonymous;
+  }
+
+  /** Password checks under way or waiting. */
+  get pending(): number {
+    return this.#running + this.#waiting.length;
+  }
+
+  async authenticate(c: Credentials): Promise<AuthResult> {
+    const cert = c.certificate;
+    if (this.options.useIdentityAsUsername && cert?.verified && cert.commonName) {
+      return { ok: true, username: cert.commonName, via: "certificate" };
+    }
+    if (c.username === undefined) {
+      if (this.options.allowAnonymous) return { ok: true, username: undefined, via: "anonymous" };
+      return { ok: false, code: RC.NOT_AUTHORIZED, reason: "anonymous access refused" };
+    }
+    const users = this.#users;
+    if (users === undefined) {
+      // No password file: a username is a label only, as in Mosquitto without password_file.
+      if (this.options.allowAnonymous) return { ok: true, username: c.username, via: "unchecked" };
+      return { ok: false, code: RC.NOT_AUTHORIZED, reason: "no password file to check the username against" };
+    }
+    const stored = users.get(c.username);
+    const password = c.password ?? new Uint8Array(0);
+    if (stored && (await this.#cached(c.username, stored, password))) {
+      return { ok: true, username: c.username, via: "password" };
+    }
+    if (this.#running >= this.#maxRunning && this.#waiting.length >= this.#maxWaiting) {
+      return { ok: false, code: RC.SERVER_BUSY, reason: "too many password checks waiting" };
+    }
+    await this.#acquire();
+    let ok: boolean;
+    try {
+      // The dummy makes an unknown user cost the same as a known one with a wrong password.
+      ok = await verifyPassword(password, stored ?? this.#dummy);
+    } finally {
+      this.#release();
+    }
+    if (!ok || !stored || users !== this.#users) {
+      return { ok: false, code: RC.BAD_USERNAME_OR_PASSWORD, reason: "bad username or password" };
+    }
+    this.#remember(c.username, stored, password);
+    return { ok: true, username: c.username, via: "password" };
+  }
+
+  async #digest(stored: PasswordHash, password: Uint8Array): Promise<Uint8Array> {
+    // Keyed with a per-process random key, so the cache is useless outside this process.
+    const parts = [this.#cacheKey, stored.salt, stored.hash, password];
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length + 4, 0));
+    let at = 0;
+    for (const p of parts) {
+      new DataView(all.buffer).setUint32(at, p.length);
+      all.set(p, at + 4);
+      at += p.length + 4;
+    }
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  }
+
+  async #cached(user: string, stored: PasswordHash, password: Uint8Array): Promise<boolean> {
+    const known = this.#verified.get(user);
+    if (!known) return false;
+    const d = await this.#digest(stored, password);
+    let diff = 0;
+    for (let i = 0; i < d.length; i++) diff |= d[i]! ^ known[i]!;
+    return diff === 0;
+  }
+
+  #remember(user: string, stored: PasswordHash, password: Uint8Array): void {
+    void this.#digest(stored, password).then((d) => {
+      if (this.#users?.get(user) !== stored) return; // the file changed meanwhile
+      this.#verified.delete(user);
+      this.#verified.set(user, d);
+      if (this.#verified.size > CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
+    });
+  }
+
+  #acquire(): Promise<void> {
+    if (this.#running < this.#maxRunning) {
+      this.#running++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.#waiting.push(resolve));
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) next(); // the slot passes straight to the next waiter
+    else this.#running--;
+  }
+}

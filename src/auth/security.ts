@@ -1,0 +1,211 @@
+import type { Clock } from "../core/clock.ts";
+import type { ClientConnection } from "../core/client-connection.ts";
+import type { Logger } from "../core/logger.ts";
+import type { BrokerMetrics } from "../core/metrics.ts";
+import { RC } from "../mqtt/reason-codes.ts";
+import { type AuthenticatorOptions, type AuthResult, Authenticator, type Credentials } from "./authenticator.ts";
+import { BanList, ipOf, isLoopback, type SecurityLimits, TokenBucket } from "./limits.ts";
+
+/** How long a refused connection may take to send its CONNECT (to read a CONNACK reason) before it is closed. */
+const REFUSAL_GRACE_MS = 500;
+/** Refused connections per address waiting for their CONNECT; beyond this they are closed at once. */
+const MAX_REFUSING_PER_IP = 8;
+/** Addresses tracked for rates and counts; beyond it idle ones are forgotten first. */
+const MAX_TRACKED_IPS = 100_000;
+
+interface PerIp {
+  open: number;
+  refusing: number;
+  bucket: TokenBucket | undefined;
+}
+
+/**
+ * Everything the kernel asks before letting a client in or letting it go on: per-address
+ * connection limits (at accept), bans and authentication (at CONNECT), the publish rate.
+ * The ACL lives in `Acl`; this is the rest of issue 8's "abuse resistance". Every refusal
+ * is counted in `BrokerMetrics`.
+ */
+export class Security {
+  readonly authenticator: Authenticator;
+  #limits: SecurityLimits;
+  #perIp = new Map<string, PerIp>();
+  #ipOf = new WeakMap<ClientConnection, string>();
+  #exempt = new WeakSet<ClientConnection>();
+  #publishBuckets = new WeakMap<ClientConnection, TokenBucket>();
+  #flapping: BanList;
+  #authFailures: BanList;
+  #admitted = 0;
+
+  constructor(
+    auth: AuthenticatorOptions,
+    limits: SecurityLimits,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    private readonly metrics: BrokerMetrics,
+  ) {
+    this.authenticator = new Authenticator(auth);
+    this.#limits = limits;
+    this.#flapping = new BanList(limits.flapping);
+    this.#authFailures = new BanList(limits.authFailures);
+  }
+
+  get limits(): SecurityLimits {
+    return this.#limits;
+  }
+
+  // ---- accept -------------------------------------------------------------------
+
+  /**
+   * A new connection: count it against its address. Over a limit, the client is marked
+   * refused: a CONNECT arriving within REFUSAL_GRACE_MS gets CONNACK with the reason
+   * (0x9F connection rate, 0x97 too many connections), anything else just a close.
+   */
+  admit(client: ClientConnection): void {
+    const ip = ipOf(client.conn.remoteIp, client.conn.remoteAddress);
+    if (this.#limits.exemptLoopback && isLoopback(ip)) {
+      this.#exempt.add(client);
+      return;
+    }
+    this.#ipOf.set(client, ip);
+    if (++this.#admitted % 1024 === 0) this.#sweep();
+    let entry = this.#perIp.get(ip);
+    if (!entry) {
+      entry = { open: 0, refusing: 0, bucket: undefined };
+      this.#perIp.set(ip, entry);
+      this.#trim();
+    }
+    entry.open++;
+    const now = this.clock.now();
+    const { connectionRatePerIp, maxConnectionsPerIp } = this.#limits;
+    let refusal: number | undefined;
+    if (connectionRatePerIp > 0) {
+      entry.bucket ??= new TokenBucket(connectionRatePerIp, now);
+      if (!entry.bucket.take(now)) {
+        refusal = RC.CONNECTION_RATE_EXCEEDED;
+        this.metrics.refusedConnectionRate++;
+      }
+    }
+    if (refusal === undefined && maxConnectionsPerIp > 0 && entry.open > maxConnectionsPerIp) {
+      refusal = RC.QUOTA_EXCEEDED;
+      this.metrics.refusedConnectionsPerIp++;
+    }
+    if (refusal === undefined) return;
+    this.metrics.connectionsRefused++;
+    if (entry.refusing >= MAX_REFUSING_PER_IP) {
+      // A flood: no CONNACK for this one.
+      client.disconnect(refusal);
+      return;
+    }
+    entry.refusing++;
+    client.refusal = refusal;
+    this.clock.setTimeout(() => {
+      if (client.state === "awaiting-connect") client.disconnect(refusal);
+    }, REFUSAL_GRACE_MS);
+  }
+
+  /** The connection is gone (called once per admitted connection). */
+  release(client: ClientConnection): void {
+    const ip = this.#ipOf.get(client);
+    if (ip === undefined) return;
+    this.#ipOf.delete(client);
+    const entry = this.#perIp.get(ip);
+    if (!entry) return;
+    entry.open = Math.max(0, entry.open - 1);
+    if (client.refusal !== undefined) entry.refusing = Math.max(0, entry.refusing - 1);
+    if (entry.open === 0 && (!entry.bucket || entry.bucket.isFull(this.clock.now()))) this.#perIp.delete(ip);
+  }
+
+  // ---- CONNECT ------------------------------------------------------------------
+
+  /**
+   * The authentication step of the CONNECT pipeline: bans first (cheap), then the
+   * credentials (slow, off the event loop), then flapping. Resolves to the username the
+   * client acts as (a certificate's CN may replace the one it sent), or a refusal code.
+   */
+  async checkConnect(client: ClientConnection, credentials: Credentials): Promise<AuthResult> {
+    const exempt = this.#exempt.has(client);
+    const ip = this.#ipOf.get(client);
+    const now = this.clock.now();
+    if (!exempt) {
+      if (
+        this.#flapping.bannedUntil(client.clientId, now) !== undefined ||
+        (ip !== undefined && this.#authFailures.bannedUntil(ip, now) !== undefined)
+      ) {
+        this.metrics.refusedBanned++;
+        return { ok: false, code: RC.BANNED, reason: "banned" };
+      }
+    }
+    const result = await this.authenticator.authenticate(credentials);
+    if (!result.ok) {
+      if (result.code === RC.BAD_USERNAME_OR_PASSWORD) this.metrics.authBadCredentials++;
+      else if (result.code === RC.SERVER_BUSY) this.metrics.authBusy++;
+      else this.metrics.authNotAuthorized++;
+      if (!exempt && ip !== undefined && result.code !== RC.SERVER_BUSY && this.#authFailures.record(ip, this.clock.now())) {
+        this.metrics.bansAuthFailures++;
+        this.logger.warn(
+          `banning ${ip} for ${this.#limits.authFailures.banSeconds} s: more than ${this.#limits.authFailures.max} failed logins in ${this.#limits.authFailures.windowSeconds} s`,
+        );
+      }
+      return result;
+    }
+    if (!exempt && this.#flapping.record(client.clientId, this.clock.now())) {
+      this.metrics.bansFlapping++;
+      this.metrics.refusedBanned++;
+      this.logger.warn(
+        `banning client id ${client.clientId} for ${this.#limits.flapping.banSeconds} s: more than ${this.#limits.flapping.max} connects in ${this.#limits.flapping.windowSeconds} s`,
+      );
+      return { ok: false, code: RC.BANNED, reason: "flapping" };
+    }
+    return result;
+  }
+
+  // ---- while connected ------------------------------------------------------------
+
+  /** Count one PUBLISH from `client`; false when it exceeds `limits.maxPublishRate`. */
+  takePublish(client: ClientConnection): boolean {
+    const rate = this.#limits.maxPublishRate;
+    if (rate <= 0 || this.#exempt.has(client)) return true;
+    const now = this.clock.now();
+    let bucket = this.#publishBuckets.get(client);
+    if (!bucket) {
+      bucket = new TokenBucket(rate, now);
+      this.#publishBuckets.set(client, bucket);
+    }
+    if (bucket.take(now)) return true;
+    this.metrics.disconnectedMessageRate++;
+    return false;
+  }
+
+  /** Values for $SYS/broker/security/…, so refusals can be watched without the admin API. */
+  sysValues(): Array<[string, number]> {
+    const m = this.metrics;
+    return [
+      ["security/auth/bad_credentials", m.authBadCredentials],
+      ["security/auth/not_authorized", m.authNotAuthorized],
+      ["security/acl/denied_publish", m.aclDeniedPublish],
+      ["security/acl/denied_subscribe", m.aclDeniedSubscribe],
+      ["security/acl/denied_delivery", m.aclDeniedDelivery],
+      ["security/refused/connection_rate", m.refusedConnectionRate],
+      ["security/refused/connections_per_ip", m.refusedConnectionsPerIp],
+      ["security/refused/banned", m.refusedBanned],
+      ["security/bans/flapping", m.bansFlapping],
+      ["security/bans/auth_failures", m.bansAuthFailures],
+      ["security/disconnected/message_rate", m.disconnectedMessageRate],
+    ];
+  }
+
+  #sweep(): void {
+    const now = this.clock.now();
+    for (const [ip, e] of this.#perIp) if (e.open === 0 && (!e.bucket || e.bucket.isFull(now))) this.#perIp.delete(ip);
+  }
+
+  #trim(): void {
+    if (this.#perIp.size <= MAX_TRACKED_IPS) return;
+    this.#sweep();
+    // Still too many: forget the oldest idle addresses (their rate history is lost, nothing else).
+    for (const [ip, e] of this.#perIp) {
+      if (this.#perIp.size <= MAX_TRACKED_IPS) break;
+      if (e.open === 0) this.#perIp.delete(ip);
+    }
+  }
+}

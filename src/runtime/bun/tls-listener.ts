@@ -1,0 +1,122 @@
+import type { Socket, TCPSocketListener, TLSOptions } from "bun";
+import type { ClientCertificate, ConnectionHandler } from "../../core/connection.ts";
+import type { Accept, TlsListener, TlsMaterial } from "../listener.ts";
+import { BunSocketConnection } from "./tcp-listener.ts";
+
+interface SocketData {
+  conn: BunTlsConnection;
+  handler: ConnectionHandler;
+}
+
+/** A TLS socket: the TCP connection's write path, plus what the client certificate says. */
+class BunTlsConnection extends BunSocketConnection {
+  override readonly transport: string = "tls";
+
+  constructor(private readonly tlsSocket: Socket<SocketData>, remoteAddress: string, private readonly asked: boolean) {
+    super(tlsSocket as unknown as ConstructorParameters<typeof BunSocketConnection>[0], remoteAddress);
+  }
+
+  clientCertificate(): ClientCertificate | undefined {
+    if (!this.asked) return undefined;
+    return certificateOf(this.tlsSocket);
+  }
+}
+
+/** What `socket` was shown as a client certificate; undefined when none. */
+export function certificateOf(socket: { authorized: boolean; getPeerCertificate(): unknown }): ClientCertificate | undefined {
+  let cert: { subject?: { CN?: string | string[] } } | null | undefined;
+  try {
+    cert = socket.getPeerCertificate() as typeof cert;
+  } catch {
+    return undefined;
+  }
+  if (!cert?.subject) return undefined;
+  const cn = cert.subject.CN;
+  // Several CNs would make the identity ambiguous: then there is none.
+  return { verified: socket.authorized === true, commonName: typeof cn === "string" && cn !== "" ? cn : undefined };
+}
+
+/** Bun's TLS options for `m`. BoringSSL offers TLS 1.2 and 1.3 only, so older clients fail the handshake. */
+export function bunTlsOptions(m: TlsMaterial): TLSOptions {
+  const asked = m.ca !== undefined;
+  return {
+    cert: m.cert,
+    key: m.key,
+    ...(asked ? { ca: m.ca, requestCert: true, rejectUnauthorized: m.requireClientCert } : {}),
+  };
+}
+
+/**
+ * MQTT over TLS with `Bun.listen`. Bun cannot swap a listener's certificate in place
+ * (neither `listener.reload` nor `server.reload` takes `tls`, checked on Bun 1.4.4), so a
+ * reload binds a second listener on the same port with SO_REUSEPORT and the new
+ * certificate, then stops the first from accepting; its open connections carry on.
+ * SO_REUSEPORT lets only processes of the same user share the port on Linux.
+ */
+export function listenTls(host: string, port: number, accept: Accept, tls: TlsMaterial): TlsListener {
+  /** Listeners still holding connections: the current one, and earlier ones until they drain. */
+  const generations = new Map<TCPSocketListener<SocketData>, { open: number; retired: boolean }>();
+  const bind = (p: number, m: TlsMaterial): TCPSocketListener<SocketData> => {
+    const asked = m.ca !== undefined;
+    const gen = { open: 0, retired: false };
+    let self: TCPSocketListener<SocketData> | undefined;
+    const gone = () => {
+      if (--gen.open === 0 && gen.retired && self) generations.delete(self);
+    };
+    const options = {
+      hostname: host,
+      port: p,
+      reusePort: true,
+      tls: bunTlsOptions(m),
+      socket: {
+        open(socket: Socket<SocketData>) {
+          gen.open++;
+          const conn = new BunTlsConnection(socket, `${socket.remoteAddress}`, asked);
+          socket.data = { conn, handler: accept(conn) };
+        },
+        data(socket: Socket<SocketData>, data: Uint8Array) {
+          socket.data.handler.onData(data);
+        },
+        drain(socket: Socket<SocketData>) {
+          socket.data.conn.flush();
+        },
+        close(socket: Socket<SocketData>) {
+          if (!socket.data) return;
+          socket.data.conn.markClosed();
+          socket.data.handler.onClose();
+          gone();
+        },
+        error(socket: Socket<SocketData>) {
+          socket.data?.conn.markClosed();
+          socket.data?.handler.onClose();
+        },
+      },
+    };
+    // `reusePort` works for Bun.listen but is missing from its option types.
+    const listener = Bun.listen<SocketData>(options as Bun.TCPSocketListenOptions<SocketData>);
+    self = listener;
+    generations.set(listener, gen);
+    return listener;
+  };
+  let current = bind(port, tls);
+  const boundPort = current.port;
+  return {
+    host: current.hostname,
+    port: boundPort,
+    reload(m: TlsMaterial) {
+      const next = bind(boundPort, m); // throws on a bad certificate or key; the old one stays
+      const old = current;
+      current = next;
+      old.stop(false);
+      const gen = generations.get(old);
+      if (gen) {
+        gen.retired = true;
+        if (gen.open === 0) generations.delete(old);
+      }
+    },
+    stop() {
+      for (const l of generations.keys()) l.stop(true);
+      generations.clear();
+    },
+  };
+}

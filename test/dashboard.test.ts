@@ -1,0 +1,110 @@
+/**
+ * The dashboard in a real browser (Debian's chromium driven by playwright-core): it asks
+ * for the token, then shows connections and message rates that follow real MQTT traffic,
+ * uplink state and the busiest topics. Saves a screenshot to a temp file. Skipped when
+ * /usr/bin/chromium is missing (`apt-get install chromium`; `.ci/run` installs it).
+ */
+import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Browser, chromium } from "playwright-core";
+import type { FerryConfig } from "../src/config/schema.ts";
+import { startBroker } from "./helpers/broker.ts";
+import { connect, type TestClient } from "./helpers/clients.ts";
+import { freePort } from "./helpers/cloud-broker.ts";
+
+setDefaultTimeout(60_000);
+
+const CHROMIUM = "/usr/bin/chromium";
+const HAVE_CHROMIUM = existsSync(CHROMIUM);
+const TOKEN = "dashboard-token-0123456789";
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+describe("dashboard", () => {
+  if (!HAVE_CHROMIUM) console.warn(`dashboard tests skipped: ${CHROMIUM} not found (apt-get install chromium)`);
+
+  test.skipIf(!HAVE_CHROMIUM)(
+    "asks for the token, then live connection count and message rate follow MQTT traffic; screenshot saved",
+    async () => {
+      // An uplink whose cloud is down, so the uplink table has a backlog and the log has warnings.
+      const deadCloud = `mqtt://127.0.0.1:${await freePort()}`;
+      const b = await startBroker({
+        edge_id: "line-7",
+        admin: { port: 0, token: TOKEN },
+        uplinks: [{ name: "cloud", url: deadCloud, forward: [{ filter: "factory/#", qos: 1 }], backoff: { min_ms: 200, max_ms: 1000, jitter: 0 } }] as FerryConfig["uplinks"],
+      });
+      cleanups.push(() => b.stop());
+      const base = `http://127.0.0.1:${b.server.admin!.port}`;
+
+      const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+      cleanups.push(() => browser.close());
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${base}/`);
+
+      // The token is asked once and kept in sessionStorage.
+      await page.waitForSelector("#login.show", { timeout: 10_000 });
+      await page.fill("#token", TOKEN);
+      await page.click("#login-form button");
+      await page.waitForFunction(() => document.getElementById("status")?.textContent === "live", null, { timeout: 10_000 });
+      expect(await page.evaluate(() => sessionStorage.getItem("ferry-admin-token"))).toBe(TOKEN);
+      expect(await page.textContent("#connections")).toBe("0");
+      expect(await page.textContent("#identity")).toContain("line-7");
+
+      // Clients connect: the connection count follows.
+      const clients: TestClient[] = [];
+      for (let i = 0; i < 3; i++) {
+        const c = await connect(b.url, { protocolVersion: 5, clientId: `sensor-${i}` });
+        clients.push(c);
+        cleanups.push(() => c.end(true));
+      }
+      await page.waitForFunction(() => document.getElementById("connections")?.textContent === "3", null, { timeout: 10_000 });
+      await clients[0]!.client.subscribeAsync("factory/line7/temperature", { qos: 0 });
+
+      // They publish: the inbound message rate becomes non-zero and the top topics fill in.
+      const topics = ["factory/line7/temperature", "factory/line7/pressure", "factory/line7/vibration", "office/door"];
+      let n = 0;
+      const publisher = setInterval(() => {
+        for (const [i, c] of clients.entries()) {
+          for (let k = 0; k <= i; k++) c.client.publish(topics[(n + k) % topics.length]!, String(20 + (n % 7)), { qos: 1 });
+        }
+        n++;
+      }, 20);
+      cleanups.push(() => clearInterval(publisher));
+      await page.waitForFunction(() => Number(document.getElementById("rate-in")?.textContent ?? "0") > 10, null, { timeout: 10_000 });
+      await page.waitForFunction(() => document.getElementById("topics")?.textContent?.includes("factory/line7/temperature") ?? false, null, {
+        timeout: 10_000,
+      });
+      const uplinkRow = await page.textContent("#uplinks");
+      expect(uplinkRow).toContain("cloud");
+      await page.waitForFunction(() => (document.getElementById("logs")?.textContent ?? "").includes("uplink cloud"), null, { timeout: 10_000 });
+      // A few more samples, so the charts have a shape.
+      await page.waitForTimeout(6000);
+      expect(Number(await page.textContent("#rate-in"))).toBeGreaterThan(10);
+      expect(Number(await page.textContent("#rate-out"))).toBeGreaterThan(0);
+      const points = await page.evaluate(() => document.querySelector("#chart-in polyline")?.getAttribute("points")?.split(" ").length ?? 0);
+      expect(points).toBeGreaterThan(3);
+
+      const shot = join(mkdtempSync(join(tmpdir(), "ferry-dashboard-")), "dashboard.png");
+      await page.screenshot({ path: shot, fullPage: true });
+      console.log(`dashboard screenshot: ${shot}`);
+      expect(existsSync(shot)).toBe(true);
+      expect(pageErrors).toEqual([]);
+    },
+  );
+});

@@ -1,0 +1,590 @@
+/**
+ * The uplink under stress, against a real cloud broker (mosquitto, or a second Ferry
+ * with FERRY_TEST_CLOUD=ferry or when mosquitto is missing): the cloud restarted in the
+ * middle of a drain, Ferry killed with SIGKILL in the middle of a drain, strict versus
+ * live-first ordering, the acknowledgement watchdog against a cloud that never
+ * acknowledges, the rate limit, TLS and mutual TLS with certificate reload, permanent
+ * refusals, and the cursor across a graceful restart.
+ *
+ * Delivery is at least once: after a cut, what was in flight is sent again. So the
+ * checks are on first occurrences (per topic, in order, without gaps) and on how many
+ * duplicates a cut may cause, never on exact timing.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import mqttPacket, { type Packet } from "mqtt-packet";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { FerryConfig } from "../src/config/schema.ts";
+import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { type BrokerProcess, spawnBroker } from "./helpers/broker-process.ts";
+import { makeCerts, type TestCerts } from "./helpers/certs.ts";
+import { connect, eventually, type Received, sleep, type TestClient } from "./helpers/clients.ts";
+import { type CloudBroker, type CloudOptions, createCloud, freePort } from "./helpers/cloud-broker.ts";
+
+setDefaultTimeout(15_000);
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+type UplinkOverrides = DeepPartial<FerryConfig["uplinks"][number]>;
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+const scratch: string[] = [];
+afterAll(() => {
+  for (const d of scratch) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  scratch.push(d);
+  return d;
+}
+
+async function cloud(opts: CloudOptions = {}): Promise<CloudBroker> {
+  const c = await createCloud(opts);
+  cleanups.push(() => c.stop());
+  return c;
+}
+
+const FORWARD = [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 as const }];
+
+function uplinkConfig(cloudUrl: string, uplink: UplinkOverrides = {}): Record<string, unknown> {
+  return {
+    name: "cloud",
+    url: cloudUrl,
+    forward: FORWARD,
+    backoff: { min_ms: 50, max_ms: 200, jitter: 0 },
+    ...uplink,
+  };
+}
+
+async function edge(cloudUrl: string, uplink: UplinkOverrides = {}, extra: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+  const b = await startBroker({
+    edge_id: "edge1",
+    ...extra,
+    uplinks: [uplinkConfig(cloudUrl, uplink)] as FerryConfig["uplinks"],
+  });
+  cleanups.push(() => b.stop());
+  return b;
+}
+
+const link = (b: TestBroker) => b.server.uplinks.links[0]!;
+
+async function cloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promise<TestClient> {
+  const s = await connect(c.url, { protocolVersion: 5, ...opts });
+  await s.client.subscribeAsync(filter, { qos: 1 });
+  cleanups.push(() => s.end(true));
+  return s;
+}
+
+/**
+ * A cloud subscriber whose session exists before the uplink first connects, so no
+ * forwarded message can arrive before anyone listens (and messages survive a restart
+ * of a persistent cloud). Returns a function that (re)connects it.
+ */
+async function persistentCloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promise<() => Promise<TestClient>> {
+  const clientId = `cloud-sub-${Math.random().toString(36).slice(2, 8)}`;
+  const o = { protocolVersion: 5 as const, clientId, clean: false, properties: { sessionExpiryInterval: 600 }, ...opts };
+  const first = await connect(c.url, o);
+  await first.client.subscribeAsync(filter, { qos: 1 });
+  await first.end();
+  return async () => {
+    const s = await connect(c.url, o);
+    cleanups.push(() => s.end(true));
+    return s;
+  };
+}
+
+async function localClient(url: string, opts = {}): Promise<TestClient> {
+  const c = await connect(url, { protocolVersion: 5, ...opts });
+  cleanups.push(() => c.end(true));
+  return c;
+}
+
+/** Publish QoS 1 in this order with up to `window` unacknowledged; resolves when all are acknowledged. */
+async function publishMany(c: TestClient, items: Array<[string, string]>, window = 100): Promise<void> {
+  let i = 0;
+  const worker = async () => {
+    while (i < items.length) {
+      const [topic, payload] = items[i++]!;
+      await c.client.publishAsync(topic, payload, { qos: 1 });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(window, items.length) }, worker));
+}
+
+/** `n` numbered messages on each topic, interleaved: a/0, b/0, a/1, b/1, … */
+function numbered(topics: string[], n: number, from = 0): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = from; i < from + n; i++) for (const t of topics) out.push([t, String(i)]);
+  return out;
+}
+
+/** Per remote topic, the payload numbers in order of first arrival, and how many arrivals repeated one. */
+function firstArrivals(messages: Received[]): { byTopic: Map<string, number[]>; duplicates: number } {
+  const byTopic = new Map<string, number[]>();
+  const seen = new Set<string>();
+  let duplicates = 0;
+  for (const m of messages) {
+    const key = `${m.topic}\u0000${m.payload}`;
+    if (seen.has(key)) {
+      duplicates++;
+      continue;
+    }
+    seen.add(key);
+    let list = byTopic.get(m.topic);
+    if (!list) byTopic.set(m.topic, list = []);
+    list.push(Number(m.payload));
+  }
+  return { byTopic, duplicates };
+}
+
+const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+const remote = (topic: string) => `site/edge1/${topic}`;
+
+describe("uplink resilience", () => {
+  test("cloud restarted mid-drain: everything arrives, first arrivals in order per topic, re-sends only of what was in flight", async () => {
+    const c = await cloud({ persistent: true });
+    await c.start();
+    const resume = await persistentCloudSubscriber(c, "site/#");
+    await c.stop();
+    // Rate-limited, so the drain lasts long enough to be cut in the middle.
+    const b = await edge(c.url, { rate: { messages_per_second: 1000 }, max_inflight: 50 });
+    const pub = await localClient(b.url);
+    const topics = ["sensors/a", "sensors/b", "sensors/c"];
+    await publishMany(pub, numbered(topics, 1000));
+    await c.start();
+    await eventually(() => link(b).status().acknowledged >= 500, 10_000, "drain under way");
+    const atCut = link(b).status();
+    await c.restart();
+    await eventually(() => link(b).status().backlogEntries === 0, 12_000, "backlog drained after the restart");
+    const end = link(b).status();
+    expect(atCut.acknowledged).toBeLessThan(3000); // the cut really was mid-drain
+    expect(end.reconnects).toBeGreaterThanOrEqual(1);
+    expect(end.acknowledged).toBeGreaterThanOrEqual(3000);
+
+    const sub = await resume();
+    await sub.waitFor(3000, 10_000);
+    await sleep(200);
+    const { byTopic, duplicates } = firstArrivals(sub.messages);
+    for (const t of topics) expect(byTopic.get(remote(t))).toEqual(range(0, 1000));
+    // Only what was in flight when the connection was cut can arrive twice.
+    expect(duplicates).toBeLessThanOrEqual(50 * end.reconnects);
+  });
+
+  test("Ferry SIGKILLed mid-drain and restarted on its data dir: every message it acknowledged reaches the cloud, in order", async () => {
+    const c = await cloud();
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const dataDir = join(tempDir("ferry-uplink-kill-"), "data");
+    const config = {
+      edge_id: "edge1",
+      log_level: "error",
+      storage: { durability: "commit" },
+      mqtt: { sys_interval: 0 },
+      uplinks: [uplinkConfig(c.url, { rate: { messages_per_second: 500 }, max_inflight: 50 })],
+    };
+    const procs: BrokerProcess[] = [];
+    cleanups.push(async () => {
+      for (const p of procs) await p.kill();
+    });
+    const first = await spawnBroker({ dataDir, config });
+    procs.push(first);
+    const topics = ["sensors/x", "sensors/y"];
+    // The publisher keeps going until the kill; what Ferry acknowledged is what must arrive.
+    const acked = new Map<string, number[]>(topics.map((t) => [t, []]));
+    let sent = 0;
+    const pub = await connect(`mqtt://127.0.0.1:${first.port}`, { protocolVersion: 5, clientId: "pub" });
+    cleanups.push(() => pub.end(true));
+    let stop = false;
+    const publishing = (async () => {
+      const inflight = new Set<Promise<unknown>>();
+      for (let i = 0; !stop && i < 5000; i++) {
+        for (const t of topics) {
+          const p = pub.client.publishAsync(t, String(i), { qos: 1 }).then(() => acked.get(t)!.push(i), () => {});
+          inflight.add(p);
+          void p.finally(() => inflight.delete(p));
+          sent = i;
+        }
+        while (inflight.size >= 100 && !stop) await Promise.race(inflight);
+      }
+    })();
+    await eventually(() => acked.get("sensors/x")!.length >= 1000 && sub.messages.length >= 300, 10_000, "ingest and drain under way");
+    const ackedAtKill = topics.reduce((n, t) => n + acked.get(t)!.length, 0);
+    const deliveredAtKill = sub.messages.length;
+    await first.kill("SIGKILL");
+    stop = true;
+    await Promise.race([publishing, sleep(500)]);
+    expect(deliveredAtKill).toBeLessThan(ackedAtKill); // killed with a backlog left
+
+    const second = await spawnBroker({ dataDir, config });
+    procs.push(second);
+    // New messages after the restart continue each topic's numbering.
+    const after = await connect(`mqtt://127.0.0.1:${second.port}`, { protocolVersion: 5, clientId: "pub2" });
+    cleanups.push(() => after.end(true));
+    const next = sent + 1;
+    await publishMany(after, numbered(topics, 50, next));
+    for (const t of topics) acked.get(t)!.push(...range(next, 50));
+
+    const want = (t: string) => new Set(acked.get(t)!);
+    await eventually(() => {
+      const { byTopic } = firstArrivals(sub.messages);
+      return topics.every((t) => {
+        const got = new Set(byTopic.get(remote(t)) ?? []);
+        for (const i of want(t)) if (!got.has(i)) return false;
+        return true;
+      });
+    }, 12_000, "every acknowledged message at the cloud");
+    const { byTopic } = firstArrivals(sub.messages);
+    for (const t of topics) {
+      const firsts = byTopic.get(remote(t))!;
+      // First arrivals strictly increasing: order kept across the kill.
+      for (let i = 1; i < firsts.length; i++) expect(firsts[i]!).toBeGreaterThan(firsts[i - 1]!);
+      // Nothing arrives that was never published.
+      expect(Math.max(...firsts)).toBeLessThan(next + 50);
+    }
+  });
+
+  /** A backlog of 2,000 on one topic while the cloud is down, then 20 live messages on another mid-drain. */
+  async function backlogThenLive(ordering: "strict" | "live-first"): Promise<Received[]> {
+    const c = await cloud({ persistent: true });
+    await c.start();
+    const resume = await persistentCloudSubscriber(c, "site/#");
+    await c.stop();
+    const b = await edge(c.url, { ordering, rate: { messages_per_second: 500 }, max_inflight: 20 });
+    const pub = await localClient(b.url);
+    await publishMany(pub, numbered(["sensors/backlog"], 2000));
+    await c.start();
+    // Past the rate limiter's one-second burst: about three seconds of backlog left.
+    await eventually(() => link(b).status().acknowledged >= 600, 10_000, "drain under way");
+    expect(link(b).status().backlogEntries).toBeGreaterThan(0);
+    for (let i = 0; i < 20; i++) await pub.client.publishAsync("sensors/live", String(i), { qos: 1 });
+    await eventually(() => link(b).status().backlogEntries === 0, 12_000, "backlog drained");
+    const sub = await resume();
+    await sub.waitFor(2020, 10_000);
+    await sleep(200);
+    return sub.messages;
+  }
+
+  test("strict ordering: the backlog goes first, then live messages, all in log order", async () => {
+    const got = await backlogThenLive("strict");
+    const expected = [
+      ...range(0, 2000).map((i) => `${remote("sensors/backlog")} ${i}`),
+      ...range(0, 20).map((i) => `${remote("sensors/live")} ${i}`),
+    ];
+    expect(got.map((m) => `${m.topic} ${m.payload}`)).toEqual(expected);
+  });
+
+  test("live-first ordering: live messages arrive before the backlog has drained, and nothing is lost", async () => {
+    const got = await backlogThenLive("live-first");
+    const { byTopic, duplicates } = firstArrivals(got);
+    expect(byTopic.get(remote("sensors/backlog"))).toEqual(range(0, 2000));
+    expect(byTopic.get(remote("sensors/live"))).toEqual(range(0, 20));
+    expect(duplicates).toBe(0);
+    const lastLive = got.findLastIndex((m) => m.topic === remote("sensors/live"));
+    const lastBacklog = got.findLastIndex((m) => m.topic === remote("sensors/backlog"));
+    expect(lastLive).toBeLessThan(lastBacklog);
+    // Hundreds of backlog messages were still to come when the last live one arrived.
+    expect(lastBacklog - lastLive).toBeGreaterThan(200);
+  });
+
+  test("ack watchdog: a cloud that never acknowledges is dropped after ack_timeout_seconds; nothing is lost once a real cloud is there", async () => {
+    const port = await freePort();
+    const real = await cloud({ persistent: true, port });
+    await real.start();
+    const resume = await persistentCloudSubscriber(real, "site/#");
+    await real.stop();
+    const fake = await silentCloud(port);
+    cleanups.push(() => fake.close());
+    const b = await edge(`mqtt://127.0.0.1:${port}`, { ack_timeout_seconds: 1 });
+    const pub = await localClient(b.url);
+    await publishMany(pub, numbered(["sensors/w"], 30));
+    await eventually(() => link(b).status().reconnects > 0, 8000, "watchdog reconnect");
+    const s = link(b).status();
+    expect(s.lastError).toMatch(/acknowledg/);
+    expect(s.acknowledged).toBe(0);
+    // On the next connection the same messages come again, in order, flagged DUP.
+    await eventually(() => (fake.received()[1]?.length ?? 0) > 0, 5000, "re-sends on a second connection");
+    const [first, second] = fake.received();
+    expect(first!.length).toBeGreaterThan(0); // it was sending, just never acknowledged
+    expect(first!.every((p) => !p.dup)).toBe(true);
+    expect(second!.every((p) => p.dup)).toBe(true);
+    expect(second!.map((p) => p.payload)).toEqual(first!.slice(0, second!.length).map((p) => p.payload));
+
+    await fake.close();
+    await real.start();
+    await eventually(() => link(b).status().backlogEntries === 0, 10_000, "drained into the real cloud");
+    const sub = await resume();
+    await sub.waitFor(30);
+    await sleep(200);
+    expect(sub.messages.map((m) => Number(m.payload))).toEqual(range(0, 30));
+  });
+
+  test("rate.messages_per_second caps the drain; rate.bytes_per_second too", async () => {
+    const c = await cloud(); // not started yet: the backlog builds up first
+    const b = await edge(c.url, { rate: { messages_per_second: 100 } });
+    const pub = await localClient(b.url);
+    await publishMany(pub, numbered(["sensors/r"], 600));
+    const since = performance.now();
+    await c.start();
+    await eventually(() => link(b).status().acknowledged >= 150, 10_000, "drain under way");
+    await sleep(500);
+    // A one-second burst, then 100/s: an upper bound that slow machines only make looser.
+    const elapsed = (performance.now() - since) / 1000;
+    const acked = link(b).status().acknowledged;
+    expect(acked).toBeLessThanOrEqual(100 + 100 * elapsed + 20);
+    expect(link(b).status().backlogEntries).toBeGreaterThan(0);
+
+    const c2 = await cloud();
+    const b2 = await edge(c2.url, { rate: { bytes_per_second: 20_000 } });
+    const pub2 = await localClient(b2.url);
+    const kb = "x".repeat(1000);
+    await publishMany(pub2, range(0, 100).map((i): [string, string] => ["sensors/big", `${i}${kb}`]));
+    const since2 = performance.now();
+    await c2.start();
+    await eventually(() => link(b2).status().acknowledged >= 25, 10_000, "byte-limited drain under way");
+    const elapsed2 = (performance.now() - since2) / 1000;
+    // 20 kB/s of ~1 kB messages: 20 in the burst, then about 20/s.
+    expect(link(b2).status().acknowledged).toBeLessThanOrEqual(20 + 20 * elapsed2 + 5);
+  });
+
+  test("a message the cloud refuses for good (PUBACK 0x87) is counted in dropped_refused and does not block the ones after it", async () => {
+    const c = await cloud({ denyPublish: ["site/edge1/sensors/blocked/#"] });
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const b = await edge(c.url);
+    await eventually(() => link(b).state === "connected", 5000, "uplink connected");
+    const pub = await localClient(b.url);
+    const items: Array<[string, string]> = [];
+    for (let i = 0; i < 50; i++) {
+      items.push(["sensors/ok", String(i)]);
+      if (i % 10 === 0) items.push([`sensors/blocked/${i}`, String(i)]);
+    }
+    await publishMany(pub, items, 1);
+    await sub.waitFor(50);
+    await eventually(() => link(b).status().backlogEntries === 0, 5000, "cursor at the end");
+    const s = link(b).status();
+    expect(s.droppedRefused).toBe(5);
+    expect(s.reconnects).toBe(0);
+    expect(s.lastError).toContain("refused");
+    expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual(range(0, 50).map((i) => `${remote("sensors/ok")} ${i}`));
+  });
+
+  test("ws:// reaches a cloud's MQTT-over-WebSocket listener", async () => {
+    const wsCloud = await startBroker({ listeners: { ws_port: 0 } }); // a second Ferry, whatever the cloud kind
+    cleanups.push(() => wsCloud.stop());
+    const sub = await localClient(wsCloud.url);
+    await sub.client.subscribeAsync("site/#", { qos: 1 });
+    const b = await edge(wsCloud.wsUrl);
+    await eventually(() => link(b).state === "connected", 5000, "uplink connected over WebSocket");
+    const pub = await localClient(b.url);
+    await publishMany(pub, numbered(["sensors/ws"], 20));
+    await sub.waitFor(20);
+    expect(sub.messages.map((m) => Number(m.payload))).toEqual(range(0, 20));
+  });
+
+  test("a retained message is forwarded once, not again when the broker logs its copy for a persistent session", async () => {
+    const c = await cloud();
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const b = await edge(c.url);
+    await eventually(() => link(b).state === "connected", 5000, "uplink connected");
+    const pub = await localClient(b.url);
+    await pub.client.publishAsync("sensors/state", "on", { qos: 1, retain: true });
+    await sub.waitFor(1);
+    // A persistent QoS 1 subscriber: its copy of the retained message goes into the log.
+    const s = await localClient(b.url, { clientId: "persistent", clean: false, properties: { sessionExpiryInterval: 600 } });
+    await s.client.subscribeAsync("sensors/#", { qos: 1 });
+    await s.waitFor(1);
+    // The next message makes the link read the log past the copy.
+    await pub.client.publishAsync("sensors/other", "1", { qos: 1 });
+    await sub.waitFor(2);
+    await sleep(300);
+    expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual([`${remote("sensors/state")} on`, `${remote("sensors/other")} 1`]);
+  });
+
+  test("the cursor survives a graceful restart: only what was in flight is sent again, and nothing once drained", async () => {
+    const c = await cloud();
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const dataDir = tempDir("ferry-uplink-cursor-");
+    const extra: DeepPartial<FerryConfig> = { data_dir: dataDir, storage: { durability: "commit" } };
+    const uplink: UplinkOverrides = { rate: { messages_per_second: 500 }, max_inflight: 20 };
+    let b = await edge(c.url, uplink, extra);
+    const pub = await localClient(b.url);
+    await publishMany(pub, numbered(["sensors/g"], 1500));
+    await eventually(() => link(b).status().acknowledged >= 600, 10_000, "drain under way");
+    await pub.end(true);
+    await b.stop(); // graceful, mid-drain
+    b = await edge(c.url, uplink, extra);
+    await eventually(() => link(b).status().backlogEntries === 0, 12_000, "drained after the restart");
+    await sub.waitFor(1500, 5000);
+    await sleep(200);
+    let { byTopic, duplicates } = firstArrivals(sub.messages);
+    expect(byTopic.get(remote("sensors/g"))).toEqual(range(0, 1500));
+    expect(duplicates).toBeLessThanOrEqual(20); // at most the in-flight window
+    const before = sub.messages.length;
+
+    // Fully drained, then restarted: nothing at all is sent again.
+    await b.stop();
+    b = await edge(c.url, uplink, extra);
+    const pub2 = await localClient(b.url);
+    await pub2.client.publishAsync("sensors/g", "1500", { qos: 1 });
+    await sub.waitFor(before + 1);
+    await sleep(300);
+    expect(sub.messages.length).toBe(before + 1);
+    ({ byTopic, duplicates } = firstArrivals(sub.messages));
+    expect(byTopic.get(remote("sensors/g"))).toEqual(range(0, 1501));
+  });
+});
+
+describe("uplink over TLS", () => {
+  let certs: TestCerts;
+  beforeAll(() => {
+    certs = makeCerts("edge1");
+  });
+
+  const serverTls = () => ({ cert: certs.serverCert, key: certs.serverKey });
+
+  async function tlsSubscriber(c: CloudBroker): Promise<TestClient> {
+    return await cloudSubscriber(c, "site/#", {
+      ca: readFileSync(certs.ca),
+      cert: readFileSync(certs.clientCert),
+      key: readFileSync(certs.clientKey),
+    });
+  }
+
+  test("mqtts:// with the cloud's CA connects and forwards", async () => {
+    const c = await cloud({ tls: serverTls() });
+    await c.start();
+    expect(c.url).toStartWith("mqtts://");
+    const sub = await tlsSubscriber(c);
+    const b = await edge(c.url, { tls: { ca: certs.ca } });
+    await eventually(() => link(b).state === "connected", 5000, "uplink connected over TLS");
+    const pub = await localClient(b.url);
+    await pub.client.publishAsync("sensors/tls", "1", { qos: 1 });
+    const [m] = await sub.waitFor(1);
+    expect(m!.topic).toBe(remote("sensors/tls"));
+  });
+
+  test("a CA that did not sign the cloud's certificate fails with a certificate error in last_error", async () => {
+    const c = await cloud({ tls: serverTls() });
+    await c.start();
+    const b = await edge(c.url, { tls: { ca: certs.badCert } });
+    await eventually(() => link(b).status().lastError !== undefined, 5000, "connect error");
+    await sleep(300);
+    const s = link(b).status();
+    expect(s.state).not.toBe("connected");
+    expect(s.lastError).toMatch(/^connect: TLS: the cloud's certificate is not trusted \(check tls\.ca\)/);
+  });
+
+  test("mutual TLS: refused without a client certificate, connected with one", async () => {
+    const c = await cloud({ tls: { ...serverTls(), ca: certs.ca, requireClientCert: true } });
+    await c.start();
+    const without = await edge(c.url, { tls: { ca: certs.ca } });
+    await eventually(() => link(without).status().lastError !== undefined, 5000, "connect error");
+    await sleep(300);
+    expect(link(without).status().state).not.toBe("connected");
+    expect(link(without).status().lastError).toMatch(/^connect: TLS: the cloud requires a client certificate/);
+
+    const sub = await tlsSubscriber(c);
+    const withCert = await edge(c.url, { tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } });
+    await eventually(() => link(withCert).state === "connected", 5000, "uplink connected with a client certificate");
+    const pub = await localClient(withCert.url);
+    await pub.client.publishAsync("sensors/mtls", "1", { qos: 1 });
+    const [m] = await sub.waitFor(1);
+    expect(m!.topic).toBe(remote("sensors/mtls"));
+  });
+
+  test("uplinks.reload() reconnects with the certificate files as they are now", async () => {
+    const c = await cloud({ tls: { ...serverTls(), ca: certs.ca, requireClientCert: true } });
+    await c.start();
+    const sub = await tlsSubscriber(c);
+    const dir = tempDir("ferry-uplink-certs-");
+    const cert = join(dir, "client.crt");
+    const key = join(dir, "client.key");
+    const install = (from: { cert: string; key: string }) => {
+      copyFileSync(from.cert, cert);
+      copyFileSync(from.key, key);
+    };
+    install({ cert: certs.clientCert, key: certs.clientKey });
+    const b = await edge(c.url, { tls: { ca: certs.ca, cert, key } });
+    await eventually(() => link(b).state === "connected", 5000, "connected with the first certificate");
+
+    // A certificate the cloud's CA did not sign: after the reload the link cannot get in.
+    install({ cert: certs.badCert, key: certs.badKey });
+    b.server.uplinks.reload();
+    await eventually(() => link(b).status().lastError?.startsWith("connect") === true, 5000, "refused with the new files");
+    expect(link(b).state).not.toBe("connected");
+
+    // A renewed certificate the CA did sign: the reload picks it up.
+    install({ cert: certs.renewedCert, key: certs.renewedKey });
+    b.server.uplinks.reload();
+    await eventually(() => link(b).state === "connected", 5000, "connected with the renewed certificate");
+    const pub = await localClient(b.url);
+    await pub.client.publishAsync("sensors/renewed", "1", { qos: 1 });
+    const [m] = await sub.waitFor(1);
+    expect(m!.topic).toBe(remote("sensors/renewed"));
+  });
+});
+
+/**
+ * A "cloud" that accepts the connection (CONNACK, SUBACK, PINGRESP) but never
+ * acknowledges a PUBLISH, like a broker wedged behind a working TCP connection.
+ */
+async function silentCloud(port: number): Promise<{ close(): Promise<void>; received(): Array<Array<{ payload: string; dup: boolean }>> }> {
+  /** The PUBLISH packets of each connection, in order. */
+  const received: Array<Array<{ payload: string; dup: boolean }>> = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    const publishes: Array<{ payload: string; dup: boolean }> = [];
+    received.push(publishes);
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    let version: 4 | 5 = 5;
+    let parser = mqttPacket.parser({ protocolVersion: 5 });
+    const send = (p: Record<string, unknown>) => socket.write(mqttPacket.generate(p as unknown as Packet, { protocolVersion: version }));
+    const onPacket = (p: Packet) => {
+      switch (p.cmd) {
+        case "connect":
+          version = p.protocolVersion === 5 ? 5 : 4;
+          if (version !== 5) {
+            parser = mqttPacket.parser({ protocolVersion: version });
+            parser.on("packet", onPacket);
+          }
+          send({ cmd: "connack", sessionPresent: false, ...(version === 5 ? { reasonCode: 0 } : { returnCode: 0 }) });
+          break;
+        case "subscribe":
+          send({ cmd: "suback", messageId: p.messageId, granted: p.subscriptions.map((s) => s.qos) });
+          break;
+        case "pingreq":
+          send({ cmd: "pingresp" });
+          break;
+        case "publish":
+          publishes.push({ payload: String(p.payload), dup: p.dup }); // and no PUBACK, ever
+          break;
+        default:
+          break;
+      }
+    };
+    parser.on("packet", onPacket);
+    socket.on("data", (d: Buffer) => parser.parse(d));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, "127.0.0.1", () => resolve());
+  });
+  let closed: Promise<void> | undefined;
+  return {
+    received: () => received,
+    close: () =>
+      closed ??= new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
