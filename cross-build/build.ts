@@ -17,16 +17,7 @@
  * source tarball).
  */
 import { createHash } from "node:crypto";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const ROOT = join(import.meta.dir, "..");
@@ -179,7 +170,7 @@ function parseArgs(argv: string[]): { targets: Target[]; outdir: string } {
   return { targets, outdir };
 }
 
-async function main(): Promise<void> {
+function main(): void {
   const { targets, outdir } = parseArgs(process.argv.slice(2));
   const version = bunVersion();
   const commit = buildCommit();
@@ -210,9 +201,7 @@ async function main(): Promise<void> {
     const size = statSync(outfile).size;
     sums.push(`${sha256(outfile)}  ${relative(outdir, outfile)}`);
     console.log(
-      `${relative(ROOT, outfile)}  ${
-        (size / 1e6).toFixed(1)
-      } MB  (bun ${version}, commit ${commit})`,
+      `${relative(ROOT, outfile)}  ${(size / 1e6).toFixed(1)} MB  (bun ${version}, commit ${commit})`,
     );
   }
   // Only for a full build: a partial one would drop the other targets' sums.
@@ -222,7 +211,7 @@ async function main(): Promise<void> {
 }
 
 try {
-  await main();
+  main();
 } catch (err) {
   console.error(`build: ${(err as Error).message}`);
   process.exit(1);

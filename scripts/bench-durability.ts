@@ -28,7 +28,9 @@ import { type BrokerProcess, spawnBroker } from "../test/helpers/broker-process.
 import { MqttPeer } from "../test/helpers/mqtt-peer.ts";
 
 const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ""), process.argv[i + 1] ?? "");
+for (let i = 2; i < process.argv.length; i += 2) {
+  args.set(process.argv[i]!.replace(/^--/, ""), process.argv[i + 1] ?? "");
+}
 const baseDir = mkdtempSync(join(args.get("dir") ?? tmpdir(), "ferry-bench-durability-"));
 const count = Number(args.get("messages") ?? 20_000);
 const window = Number(args.get("window") ?? 100);
@@ -65,7 +67,13 @@ function procIo(pid: number): { wchar: number; writeBytes: number } {
  * Publish `n` messages keeping `window` unacknowledged (QoS 2: until PUBCOMP); resolves
  * with the elapsed ms.
  */
-async function publish(port: number, n: number, topic: (i: number) => string, clientId = "bench-pub", qos: 1 | 2 = 1): Promise<number> {
+async function publish(
+  port: number,
+  n: number,
+  topic: (i: number) => string,
+  clientId = "bench-pub",
+  qos: 1 | 2 = 1,
+): Promise<number> {
   const { peer } = await MqttPeer.connect(port, 5, { clientId });
   let sent = 0;
   let acked = 0;
@@ -120,12 +128,16 @@ async function subscriber(port: number, clientId: string, persistent: boolean, q
   return {
     peer,
     received: () => received,
-    waitFor: (n: number) => (received >= n ? Promise.resolve() : new Promise<void>((resolve) => (waiter = { n, resolve }))),
+    waitFor: (
+      n: number,
+    ) => (received >= n ? Promise.resolve() : new Promise<void>((resolve) => (waiter = { n, resolve }))),
   };
 }
 
 async function bytesPerMessage(): Promise<void> {
-  console.log(`\n## Bytes written by the broker per 64-byte QoS 1 message (${fmt(count)} messages, window ${window}, commit)`);
+  console.log(
+    `\n## Bytes written by the broker per 64-byte QoS 1 message (${fmt(count)} messages, window ${window}, commit)`,
+  );
   console.log("| subscribers | write_bytes/msg | wchar/msg | write_bytes total |");
   console.log("|---|---|---|---|");
   for (const withSubscriber of [false, true]) {
@@ -169,8 +181,14 @@ async function rate(mode: "commit" | "periodic" | "memory", withSubscriber: bool
 }
 
 async function throughput(): Promise<void> {
-  console.log(`\n## QoS 1 throughput through the broker (${fmt(count)} × 64-byte messages, publisher window ${window}, median of 3)`);
-  console.log("| durability | no subscriber: msg/s acknowledged | 1 persistent subscriber online, acking: msg/s delivered |");
+  console.log(
+    `\n## QoS 1 throughput through the broker (${
+      fmt(count)
+    } × 64-byte messages, publisher window ${window}, median of 3)`,
+  );
+  console.log(
+    "| durability | no subscriber: msg/s acknowledged | 1 persistent subscriber online, acking: msg/s delivered |",
+  );
   console.log("|---|---|---|");
   const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   for (const mode of ["commit", "periodic", "memory"] as const) {
@@ -199,7 +217,13 @@ async function prepare(dataDir: string, retained: number, queued: number): Promi
   let offset = nextOffset;
   const now = Date.now();
   const msg = (topic: string): Message => ({
-    offset: offset++, topic, payload, qos: 1, retain: false, receivedAt: now, origin: "bench",
+    offset: offset++,
+    topic,
+    payload,
+    qos: 1,
+    retain: false,
+    receivedAt: now,
+    origin: "bench",
   });
   await store.commit([{
     op: "session-put",
@@ -224,7 +248,10 @@ async function prepare(dataDir: string, retained: number, queued: number): Promi
     for (let j = i; j < Math.min(queued, i + batch); j++) {
       const m = msg(`queued/${j % 100}`);
       list.push({ op: "append", message: m });
-      list.push({ op: "delivery-put", delivery: { clientId: "sleeper", offset: m.offset, qos: 1, retain: false, phase: "queued" } });
+      list.push({
+        op: "delivery-put",
+        delivery: { clientId: "sleeper", offset: m.offset, qos: 1, retain: false, phase: "queued" },
+      });
     }
     await store.commit(list);
   }
@@ -258,7 +285,9 @@ async function startup(): Promise<void> {
   }
 }
 
-console.log(`# Ferry durability benchmark — bun ${Bun.version}, ${process.platform}/${process.arch}, data under ${baseDir}`);
+console.log(
+  `# Ferry durability benchmark — bun ${Bun.version}, ${process.platform}/${process.arch}, data under ${baseDir}`,
+);
 try {
   await bytesPerMessage();
   await throughput();

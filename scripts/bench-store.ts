@@ -18,7 +18,9 @@ import { SqliteStore, type SqliteStoreOptions } from "../src/store/sqlite/sqlite
 import type { Message, Mutation, Store } from "../src/store/store.ts";
 
 const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ""), process.argv[i + 1] ?? "");
+for (let i = 2; i < process.argv.length; i += 2) {
+  args.set(process.argv[i]!.replace(/^--/, ""), process.argv[i + 1] ?? "");
+}
 const baseDir = mkdtempSync(join(args.get("dir") ?? tmpdir(), "ferry-bench-"));
 const burst = Number(args.get("messages") ?? 20_000);
 const payload = new Uint8Array(64).fill(0x42);
@@ -36,7 +38,8 @@ function sqlite(options: Partial<SqliteStoreOptions> = {}): { store: SqliteStore
 function io(): { wchar: number; writeBytes: number } {
   try {
     const text = readFileSync("/proc/self/io", "utf8");
-    const field = (name: string) => Number(/^(\w+): (\d+)$/m.exec(text.split("\n").find((l) => l.startsWith(`${name}:`)) ?? "")?.[2] ?? NaN);
+    const field = (name: string) =>
+      Number(/^(\w+): (\d+)$/m.exec(text.split("\n").find((l) => l.startsWith(`${name}:`)) ?? "")?.[2] ?? NaN);
     return { wchar: field("wchar"), writeBytes: field("write_bytes") };
   } catch {
     return { wchar: NaN, writeBytes: NaN };
@@ -114,7 +117,9 @@ async function throughput(): Promise<void> {
     const count = clients === 1 ? Math.min(2000, burst / 4) : burst / 4;
     const r = await publishers(store, nextOffset, count, clients);
     console.log(
-      `| ${clients} | ${fmt((count / r.ms) * 1000)} | ${fmt(r.p50, 2)} ms | ${fmt(r.p99, 2)} ms | ${fmt(store.stats().transactions)} |`,
+      `| ${clients} | ${fmt((count / r.ms) * 1000)} | ${fmt(r.p50, 2)} ms | ${fmt(r.p99, 2)} ms | ${
+        fmt(store.stats().transactions)
+      } |`,
     );
     await store.close();
   }

@@ -93,11 +93,30 @@ async function waitForPort(port: number): Promise<void> {
 }
 
 /** Ferry through its CLI; resolves with the port from its `listening` line. */
-async function spawnFerry(dir: string, config: Record<string, unknown>, profile = false): Promise<{ proc: Subprocess<"ignore", "pipe", "pipe">; port: number }> {
+async function spawnFerry(
+  dir: string,
+  config: Record<string, unknown>,
+  profile = false,
+): Promise<{ proc: Subprocess<"ignore", "pipe", "pipe">; port: number }> {
   const configPath = join(dir, "ferry.json");
   writeFileSync(configPath, JSON.stringify(config));
   const proc = Bun.spawn(
-    [process.execPath, ...(profile && PROFILE ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${PROFILE}`] : []), join(ROOT, "edge/main.ts"), "serve", "--config", configPath, "--host", "127.0.0.1", "--mqtt-port", "0", "--admin-port", "off", "--data-dir", join(dir, "data")],
+    [
+      process.execPath,
+      ...(profile && PROFILE ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${PROFILE}`] : []),
+      join(ROOT, "edge/main.ts"),
+      "serve",
+      "--config",
+      configPath,
+      "--host",
+      "127.0.0.1",
+      "--mqtt-port",
+      "0",
+      "--admin-port",
+      "off",
+      "--data-dir",
+      join(dir, "data"),
+    ],
     { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
   void (async () => {
@@ -132,7 +151,15 @@ async function fill(port: number, n: number, window = 500): Promise<number> {
   const finished = new Promise<void>((r) => (done = r));
   const templates = Array.from({ length: TOPICS }, (_, t) => {
     const topic = `bench/${t}`;
-    const b = mqttPacket.generate({ cmd: "publish", topic, payload: Buffer.alloc(PAYLOAD, 0x61), qos: 1, messageId: 1, retain: false, dup: false }, { protocolVersion: 4 });
+    const b = mqttPacket.generate({
+      cmd: "publish",
+      topic,
+      payload: Buffer.alloc(PAYLOAD, 0x61),
+      qos: 1,
+      messageId: 1,
+      retain: false,
+      dup: false,
+    }, { protocolVersion: 4 });
     const bytes = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
     return { bytes, idOff: 2 + 2 + topic.length }; // 1-byte remaining length (< 128)
   });
@@ -170,7 +197,9 @@ async function fill(port: number, n: number, window = 500): Promise<number> {
 }
 
 /** A live QoS 0 subscriber at the cloud that counts arrivals and notes the first and last. */
-async function cloudCounter(port: number): Promise<{ count(): number; first(): number; last(): number; close(): void }> {
+async function cloudCounter(
+  port: number,
+): Promise<{ count(): number; first(): number; last(): number; close(): void }> {
   let count = 0;
   let first = 0;
   let last = 0;
@@ -193,7 +222,10 @@ async function watchSys(port: number): Promise<{ get(name: string): number; clos
   const { default: mqtt } = await import("mqtt");
   const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { reconnectPeriod: 0 });
   const values = new Map<string, string>();
-  client.on("message", (topic, payload) => values.set(topic.slice("$SYS/broker/uplink/bench/".length), payload.toString()));
+  client.on(
+    "message",
+    (topic, payload) => values.set(topic.slice("$SYS/broker/uplink/bench/".length), payload.toString()),
+  );
   await client.subscribeAsync("$SYS/broker/uplink/bench/#");
   return { get: (name) => Number(values.get(name) ?? NaN), close: () => client.end(true) };
 }
@@ -235,7 +267,11 @@ async function main(): Promise<void> {
   try {
     await sleep(500);
     const idleRss = rssKb(ferry.proc.pid);
-    log(`ferry pid ${ferry.proc.pid} on ${ferry.port}, idle RSS ${fmt(idleRss / 1024)} MiB; filling ${fmt(N)} messages (cloud down)`);
+    log(
+      `ferry pid ${ferry.proc.pid} on ${ferry.port}, idle RSS ${fmt(idleRss / 1024)} MiB; filling ${
+        fmt(N)
+      } messages (cloud down)`,
+    );
     const fillRate = await fill(ferry.port, N);
     log(`filled at ${fmt(fillRate)} msg/s`);
     sys = await watchSys(ferry.port);
@@ -253,7 +289,11 @@ async function main(): Promise<void> {
     await sleep(2500);
     const restartedRss = rssKb(ferry.proc.pid);
     const restartedBacklog = sys.get("backlog/entries");
-    log(`restarted${PROFILE ? " under the profiler" : ""}: backlog ${fmt(restartedBacklog)} entries, RSS ${fmt(restartedRss / 1024)} MiB`);
+    log(
+      `restarted${PROFILE ? " under the profiler" : ""}: backlog ${fmt(restartedBacklog)} entries, RSS ${
+        fmt(restartedRss / 1024)
+      } MiB`,
+    );
     if (restartedBacklog < N) throw new Error(`the backlog did not survive the restart: ${restartedBacklog} entries`);
 
     cloud = Bun.spawn([MOSQUITTO, "-c", join(dir, "mosquitto.conf")], { stdout: "ignore", stderr: "ignore" });
@@ -274,7 +314,9 @@ async function main(): Promise<void> {
       if (acked !== lastSeen) {
         samples.push({ t: performance.now(), acked });
         lastSeen = acked;
-        log(`acknowledged ${fmt(acked)}, cloud counted ${fmt(counter?.count() ?? NaN)}, RSS ${fmt(peakRss / 1024)} MiB`);
+        log(
+          `acknowledged ${fmt(acked)}, cloud counted ${fmt(counter?.count() ?? NaN)}, RSS ${fmt(peakRss / 1024)} MiB`,
+        );
       }
       if (acked >= N) {
         // The QoS 0 counter at the cloud may miss a few (mosquitto drops QoS 0 to a slow

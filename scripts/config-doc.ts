@@ -49,7 +49,12 @@ function walk(obj: z.ZodObject, prefix: string, rows: Row[]): void {
       continue;
     }
     const doc = f.description ?? inner.description ?? "";
-    rows.push([path, typeName(inner) + (nullable ? " \\| null" : ""), def === undefined ? "" : JSON.stringify(def), doc]);
+    rows.push([
+      path,
+      typeName(inner) + (nullable ? " \\| null" : ""),
+      def === undefined ? "" : JSON.stringify(def),
+      doc,
+    ]);
     // Arrays of objects (uplinks, their rules): one row per element key, as `key[].field`.
     if (inner instanceof z.ZodArray) {
       const element = unwrap(inner.def.element as z.ZodType).inner;

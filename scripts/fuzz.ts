@@ -19,7 +19,7 @@ import { hashPassword } from "../src/auth/password-hash.ts";
 import { validateConfig } from "../src/config/load.ts";
 import type { Logger } from "../src/core/logger.ts";
 import { startServer } from "../src/runtime/bun/server.ts";
-import { encode, mutate, prng, type Rng } from "../test/helpers/fuzz-packets.ts";
+import { encode, mutate, prng, type Rng, sendOverTcp } from "../test/helpers/fuzz-packets.ts";
 
 const TARGET = Number(process.env.FUZZ_CASES) || 200_000;
 const SEED = Number(process.env.FUZZ_SEED) || (Math.random() * 2 ** 32) >>> 0;
@@ -69,36 +69,6 @@ const core = server.broker;
 const tcpPort = server.mqtt.port;
 const wsUrl = `ws://127.0.0.1:${server.ws!.port}/mqtt`;
 
-function viaTcp(all: Uint8Array, r: Rng): Promise<void> {
-  return new Promise((resolve) => {
-    const s = net.connect(tcpPort, "127.0.0.1");
-    s.setNoDelay(true);
-    let quiet: ReturnType<typeof setTimeout> | undefined;
-    const done = () => {
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      s.destroy();
-      resolve();
-    };
-    const cap = setTimeout(done, 1000);
-    const settle = () => {
-      clearTimeout(quiet);
-      quiet = setTimeout(done, 25);
-    };
-    s.on("error", done);
-    s.on("close", done);
-    s.on("data", settle);
-    s.on("connect", () => {
-      for (let at = 0; at < all.length;) {
-        const n = r.chance(0.5) ? all.length - at : 1 + r.int(64);
-        s.write(all.subarray(at, at + n));
-        at += n;
-      }
-      settle();
-    });
-  });
-}
-
 function viaWebSocket(all: Uint8Array, r: Rng): Promise<void> {
   return new Promise((resolve) => {
     const ws = new WebSocket(wsUrl, ["mqtt"]);
@@ -146,7 +116,16 @@ function endSession(clientId: string): Promise<void> {
     s.on("close", () => resolve());
     s.write(
       mqttPacket.generate(
-        { cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId, clean: true, keepalive: 0, username: "u", password: Buffer.from("p") },
+        {
+          cmd: "connect",
+          protocolId: "MQTT",
+          protocolVersion: 5,
+          clientId,
+          clean: true,
+          keepalive: 0,
+          username: "u",
+          password: Buffer.from("p"),
+        },
         { protocolVersion: 5 },
       ),
     );
@@ -179,12 +158,14 @@ const worker = async (): Promise<void> => {
     if (r.chance(0.3)) {
       wsConnections++;
       await viaWebSocket(all, r);
-    } else await viaTcp(all, r);
+    } else await sendOverTcp(tcpPort, all, r);
     if (cases >= nextReport) {
       nextReport += 20_000;
       const mem = process.memoryUsage();
       console.log(
-        `  ${cases} cases, ${connections} connections, ${((Date.now() - started) / 1000).toFixed(0)} s, heap ${(mem.heapUsed / 2 ** 20).toFixed(0)} MB, rss ${(mem.rss / 2 ** 20).toFixed(0)} MB`,
+        `  ${cases} cases, ${connections} connections, ${((Date.now() - started) / 1000).toFixed(0)} s, heap ${
+          (mem.heapUsed / 2 ** 20).toFixed(0)
+        } MB, rss ${(mem.rss / 2 ** 20).toFixed(0)} MB`,
       );
     }
   }
@@ -196,7 +177,9 @@ const problems: string[] = [];
 const settleUntil = Date.now() + 10_000;
 while (core.clients.size > 0 && Date.now() < settleUntil) await Bun.sleep(50);
 if (core.clients.size > 0) problems.push(`${core.clients.size} connections still held after the run`);
-if (internalErrors.length > 0) problems.push(`internal errors:\n  ${[...new Set(internalErrors)].slice(0, 20).join("\n  ")}`);
+if (internalErrors.length > 0) {
+  problems.push(`internal errors:\n  ${[...new Set(internalErrors)].slice(0, 20).join("\n  ")}`);
+}
 
 // A fresh client still gets full service.
 const check = await new Promise<string>((resolve) => {
@@ -205,9 +188,23 @@ const check = await new Promise<string>((resolve) => {
   const timer = setTimeout(() => resolve("no answer"), 5000);
   parser.on("packet", (p) => {
     if (p.cmd === "connack") {
-      s.write(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "u/after/#", qos: 1 }] }, { protocolVersion: 5 }));
+      s.write(
+        mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "u/after/#", qos: 1 }] }, {
+          protocolVersion: 5,
+        }),
+      );
     } else if (p.cmd === "suback") {
-      s.write(mqttPacket.generate({ cmd: "publish", topic: "u/after/x", payload: "alive", qos: 1, messageId: 2, retain: false, dup: false }, { protocolVersion: 5 }));
+      s.write(
+        mqttPacket.generate({
+          cmd: "publish",
+          topic: "u/after/x",
+          payload: "alive",
+          qos: 1,
+          messageId: 2,
+          retain: false,
+          dup: false,
+        }, { protocolVersion: 5 }),
+      );
     } else if (p.cmd === "publish") {
       clearTimeout(timer);
       s.destroy();
@@ -215,7 +212,18 @@ const check = await new Promise<string>((resolve) => {
     }
   });
   s.on("data", (d: Buffer) => parser.parse(d));
-  s.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "after", clean: true, keepalive: 0, username: "u", password: Buffer.from("p") }, { protocolVersion: 5 }));
+  s.write(
+    mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 5,
+      clientId: "after",
+      clean: true,
+      keepalive: 0,
+      username: "u",
+      password: Buffer.from("p"),
+    }, { protocolVersion: 5 }),
+  );
 });
 if (check !== "alive") problems.push(`a fresh client got no service after the run: ${check}`);
 
@@ -229,13 +237,17 @@ const rss = process.memoryUsage().rss / 2 ** 20;
 if (grown > MAX_GROWTH_MB) problems.push(`heap grew by ${grown.toFixed(1)} MB (bound ${MAX_GROWTH_MB} MB)`);
 
 const m = core.metrics;
-console.log(`fuzz: ${cases} cases on ${connections} connections (${wsConnections} WebSocket) in ${elapsed.toFixed(0)} s`);
+console.log(
+  `fuzz: ${cases} cases on ${connections} connections (${wsConnections} WebSocket) in ${elapsed.toFixed(0)} s`,
+);
 console.log(
   `fuzz: ${m.protocolErrors} protocol errors, ${m.connectionsRefused} refused CONNECTs (${m.authBadCredentials} bad credentials, ${m.authNotAuthorized} not authorized, ${m.refusedBanned} banned), ` +
     `ACL denied ${m.aclDeniedPublish} publishes / ${m.aclDeniedSubscribe} subscriptions / ${m.aclDeniedDelivery} deliveries, ${m.disconnectedMessageRate} rate disconnects`,
 );
 console.log(
-  `fuzz: ${ids.length} sessions ended; heap ${grown >= 0 ? "+" : ""}${grown.toFixed(1)} MB since the start, rss ${rss.toFixed(0)} MB (was ${(rssStart / 2 ** 20).toFixed(0)} MB)`,
+  `fuzz: ${ids.length} sessions ended; heap ${grown >= 0 ? "+" : ""}${grown.toFixed(1)} MB since the start, rss ${
+    rss.toFixed(0)
+  } MB (was ${(rssStart / 2 ** 20).toFixed(0)} MB)`,
 );
 await server.stop();
 if (problems.length > 0) {

@@ -50,9 +50,7 @@ function openFiles(pid: number): number {
 }
 
 function nofileLimit(): string {
-  const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) =>
-    l.startsWith("Max open files")
-  );
+  const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"));
   return line?.replace(/\s+/g, " ").replace("Max open files ", "") ?? "unknown";
 }
 
@@ -231,9 +229,7 @@ async function main(): Promise<void> {
     await settle(5000);
     const rss = rssOf(s.proc.pid);
     rows.push([
-      `RSS with ${
-        CONNECTIONS.toLocaleString("en")
-      } idle connections, 5 s after the last CONNACK (anonymous)`,
+      `RSS with ${CONNECTIONS.toLocaleString("en")} idle connections, 5 s after the last CONNACK (anonymous)`,
       `${mb(rss.total)} (${mb(rss.anon)})`,
     ]);
     rows.push([
@@ -250,9 +246,7 @@ async function main(): Promise<void> {
   }
 
   console.log(
-    `Measured ${
-      CMD.join(" ")
-    } on ${process.platform}-${process.arch}; open files limit ${nofileLimit()}\n`,
+    `Measured ${CMD.join(" ")} on ${process.platform}-${process.arch}; open files limit ${nofileLimit()}\n`,
   );
   console.log("| what | measured |\n| --- | --- |");
   for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

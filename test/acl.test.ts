@@ -69,7 +69,10 @@ describe("ACL rules with %u and %c", () => {
     expect(await grants(alice, ["devices/alice/#", "devices/bob/#"], 1)).toEqual([1, 0x87]);
     const ok = await alice.client.publishAsync("devices/alice/temp", "21", { qos: 1 });
     expect(ackCode(ok) ?? 0).toBe(0);
-    const denied = await alice.client.publishAsync("devices/bob/temp", "spoofed", { qos: 1 }).then(ackCode, (err: { code?: number }) => err.code);
+    const denied = await alice.client.publishAsync("devices/bob/temp", "spoofed", { qos: 1 }).then(
+      ackCode,
+      (err: { code?: number }) => err.code,
+    );
     expect(denied).toBe(0x87);
     expect(await collect(alice)).toEqual(["devices/alice/temp=21"]);
     expect(m.aclDeniedPublish - pubBefore).toBe(1);
@@ -91,7 +94,11 @@ describe("ACL rules with %u and %c", () => {
 
   test("%c: a client publishes only to clients/<its id>/out and subscribes only to clients/<its id>/in", async () => {
     const c = await connect(broker.url, { clientId: "sensor-7", protocolVersion: 5 });
-    expect(await grants(c, ["clients/sensor-7/in", "clients/sensor-8/in", "clients/sensor-7/out"])).toEqual([0, 0x87, 0x87]);
+    expect(await grants(c, ["clients/sensor-7/in", "clients/sensor-8/in", "clients/sensor-7/out"])).toEqual([
+      0,
+      0x87,
+      0x87,
+    ]);
     const reader = await as("admin", "root");
     await reader.client.subscribeAsync("clients/#");
     await c.client.publishAsync("clients/sensor-7/out", "mine", { qos: 1 });
@@ -104,7 +111,10 @@ describe("ACL rules with %u and %c", () => {
     const c = await as("alice", "a", { protocolVersion: 5 });
     await c.client.subscribeAsync("public/#");
     await c.client.publishAsync("public/news", "hello", { qos: 1 });
-    const code = await c.client.publishAsync("public/readonly", "x", { qos: 1 }).then(ackCode, (e: { code?: number }) => e.code);
+    const code = await c.client.publishAsync("public/readonly", "x", { qos: 1 }).then(
+      ackCode,
+      (e: { code?: number }) => e.code,
+    );
     expect(code).toBe(0x87);
     expect(await collect(c)).toEqual(["public/news=hello"]);
     await c.end();
@@ -159,7 +169,11 @@ describe("acl.default and deny_reason", () => {
 
   test("deny_reason unspecified answers a denied v5 subscription with 0x80 (the Paho suite's expectation)", async () => {
     const b = await startBroker({
-      acl: { default: "allow", deny_reason: "unspecified", rules: [{ action: "subscribe", topic: "test/nosubscribe", permission: "deny" }] },
+      acl: {
+        default: "allow",
+        deny_reason: "unspecified",
+        rules: [{ action: "subscribe", topic: "test/nosubscribe", permission: "deny" }],
+      },
     });
     const c = await connect(b.url, { protocolVersion: 5 });
     expect(await grants(c, ["test/nosubscribe", "test/other", "#"])).toEqual([0x80, 0, 0]);
@@ -195,7 +209,10 @@ describe("acl_file (Mosquitto format)", () => {
     const aclFile = join(dir, "acl");
     writeFileSync(aclFile, "topic read public/#\nuser alice\ntopic alice/#\ntopic deny alice/secret\n");
     const passwordFile = await writePasswordFile({ alice: "a" }, dir);
-    const b = await startBroker({ auth: { password_file: passwordFile, allow_anonymous: true, reload_check_seconds: 0 }, acl: { acl_file: aclFile } });
+    const b = await startBroker({
+      auth: { password_file: passwordFile, allow_anonymous: true, reload_check_seconds: 0 },
+      acl: { acl_file: aclFile },
+    });
     try {
       const alice = await connect(b.url, { username: "alice", password: "a", protocolVersion: 5 });
       expect(await grants(alice, ["alice/#", "alice/secret", "public/#"])).toEqual([0, 0x87, 0x87]);
@@ -242,7 +259,11 @@ describe("filter arithmetic", () => {
 });
 
 test("a raw 3.1.1 subscriber never sees a denied publish (no PUBLISH on the wire)", async () => {
-  const raw = await RawClient.connected(broker.port, 4, { clientId: "raw-watch", username: "bob", password: Buffer.from("b") });
+  const raw = await RawClient.connected(broker.port, 4, {
+    clientId: "raw-watch",
+    username: "bob",
+    password: Buffer.from("b"),
+  });
   raw.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "devices/bob/#", qos: 1 }] }, 4);
   expect((await raw.next("suback")).granted).toEqual([1]);
   const alice = await as("alice", "a", { protocolVersion: 4 });

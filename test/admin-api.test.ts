@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Hono } from "hono";
-import { adminTokenProblem, createAdminApp, type AdminDeps, type Readiness } from "../src/admin/app.ts";
+import { type AdminDeps, adminTokenProblem, createAdminApp, type Readiness } from "../src/admin/app.ts";
 import { BearerToken, timingSafeEqual } from "../src/admin/auth.ts";
 import { TopTopics } from "../src/admin/top-topics.ts";
 import { AdminConfigError, listenAdmin } from "../src/admin/serve.ts";
@@ -74,8 +74,15 @@ function appFor(b: TestBroker, deps: Partial<AdminDeps> = {}): Hono {
   });
 }
 
-async function call(app: Hono, path: string, init: RequestInit = {}): Promise<{ status: number; body: Json; headers: Headers }> {
-  const r = await app.request(path, { ...init, headers: { ...AUTH, ...(init.headers as Record<string, string> | undefined) } });
+async function call(
+  app: Hono,
+  path: string,
+  init: RequestInit = {},
+): Promise<{ status: number; body: Json; headers: Headers }> {
+  const r = await app.request(path, {
+    ...init,
+    headers: { ...AUTH, ...(init.headers as Record<string, string> | undefined) },
+  });
   const text = await r.text();
   let body: Json = text;
   try {
@@ -150,7 +157,9 @@ describe("admin API: authentication", () => {
     expect(adminTokenProblem("0.0.0.0", undefined)).toContain("admin.token");
     expect(adminTokenProblem("192.168.1.10", undefined)).toContain("admin.token");
     expect(adminTokenProblem("0.0.0.0", TOKEN)).toBeUndefined();
-    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]) expect(adminTokenProblem(host, undefined)).toBeUndefined();
+    for (const host of ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"]) {
+      expect(adminTokenProblem(host, undefined)).toBeUndefined();
+    }
     // The config schema says so with the key (exit 2 from the CLI) …
     expect(() => validateConfig({ admin: { host: "0.0.0.0" } })).toThrow(/admin\.token: required/);
     expect(validateConfig({ admin: { host: "0.0.0.0", port: null } }).admin.port).toBeNull();
@@ -160,7 +169,8 @@ describe("admin API: authentication", () => {
     const listen = () => {
       throw new Error("must not listen");
     };
-    await expect(listenAdmin(listen, { broker: b.server.broker, uplinks: b.server.uplinks, config })).rejects.toBeInstanceOf(AdminConfigError);
+    await expect(listenAdmin(listen, { broker: b.server.broker, uplinks: b.server.uplinks, config })).rejects
+      .toBeInstanceOf(AdminConfigError);
   });
 });
 
@@ -208,7 +218,12 @@ describe("admin API: broker, clients, sessions, subscriptions", () => {
     expect(last.body.next_cursor).toBeNull();
     const filtered = await call(app, "/api/v1/clients?prefix=pg-a");
     expect(filtered.body.data).toHaveLength(1);
-    expect(filtered.body.data[0]).toMatchObject({ client_id: "pg-a", protocol: "5.0", state: "connected", transport: "tcp" });
+    expect(filtered.body.data[0]).toMatchObject({
+      client_id: "pg-a",
+      protocol: "5.0",
+      state: "connected",
+      transport: "tcp",
+    });
   });
 
   test("client detail shows the connection and its subscriptions; unknown ids are 404", async () => {
@@ -255,7 +270,12 @@ describe("admin API: broker, clients, sessions, subscriptions", () => {
   test("sessions: an offline persistent session shows its subscriptions and queued messages", async () => {
     const b = await broker();
     const app = appFor(b);
-    const off = await connect(b.url, { protocolVersion: 5, clientId: "offline-1", clean: false, properties: { sessionExpiryInterval: 600 } });
+    const off = await connect(b.url, {
+      protocolVersion: 5,
+      clientId: "offline-1",
+      clean: false,
+      properties: { sessionExpiryInterval: 600 },
+    });
     await off.client.subscribeAsync("q/#", { qos: 1 });
     await off.end();
     await eventually(() => b.server.broker.sessions.get("offline-1")?.client === undefined, 2000, "offline");
@@ -264,7 +284,14 @@ describe("admin API: broker, clients, sessions, subscriptions", () => {
 
     const { status, body } = await call(app, "/api/v1/sessions/offline-1");
     expect(status).toBe(200);
-    expect(body).toMatchObject({ client_id: "offline-1", connected: false, persistent: true, expiry_interval: 600, queued: 3, inflight: 0 });
+    expect(body).toMatchObject({
+      client_id: "offline-1",
+      connected: false,
+      persistent: true,
+      expiry_interval: 600,
+      queued: 3,
+      inflight: 0,
+    });
     expect(body.expires_at).not.toBeNull();
     expect(body.subscription_list.map((s: Json) => s.filter)).toEqual(["q/#"]);
     expect(body.queued_messages.map((m: Json) => m.topic)).toEqual(["q/0", "q/1", "q/2"]);
@@ -290,7 +317,10 @@ describe("admin API: broker, clients, sessions, subscriptions", () => {
     const byClient = await call(app, "/api/v1/subscriptions?client_id=sub-a");
     expect(byClient.body.data.map((s: Json) => s.filter)).toEqual(["a/+", "z/#"]);
     const matching = await call(app, "/api/v1/subscriptions?topic=a/x");
-    expect(matching.body.data.map((s: Json) => [s.client_id, s.filter, s.share_group])).toEqual([["sub-a", "a/+", null], ["sub-b", "$share/g/a/#", "g"]]);
+    expect(matching.body.data.map((s: Json) => [s.client_id, s.filter, s.share_group])).toEqual([
+      ["sub-a", "a/+", null],
+      ["sub-b", "$share/g/a/#", "g"],
+    ]);
     const exact = await call(app, "/api/v1/subscriptions?filter=z/%23");
     expect(exact.body.data).toHaveLength(1);
     expect(exact.body.data[0]).toMatchObject({ client_id: "sub-a", filter: "z/#", qos: 1 });
@@ -372,7 +402,11 @@ describe("admin API: retained, publish, history", () => {
     await bad({ topic: "a", qos: 3 }, /^qos: /);
     await bad({ topic: "a", colour: "red" }, /unknown field colour/);
     await bad({ topic: "a", properties: { response_topic: "r/+" } }, /properties\.response_topic/);
-    const notJson = await call(app, "/api/v1/publish", { method: "POST", body: "{nope", headers: { "Content-Type": "application/json" } });
+    const notJson = await call(app, "/api/v1/publish", {
+      method: "POST",
+      body: "{nope",
+      headers: { "Content-Type": "application/json" },
+    });
     expect(notJson.status).toBe(400);
     expect(notJson.body.error.message).toBe("body: not valid JSON");
   });
@@ -430,7 +464,14 @@ describe("admin API: errors, metrics, readiness, OpenAPI", () => {
     expect((await call(app, "/api/v1/clients?cursor=***")).body.error.message).toMatch(/^cursor: /);
     expect((await call(app, "/api/v1/clients?cursor=YQ&offset=1")).body.error.message).toMatch(/cursor or offset/);
     expect((await call(app, "/api/v1/sessions?connected=maybe")).status).toBe(400);
-    for (const path of ["/api/v1/nothing", "/api/v1/uplinks/none", "/api/v1/retained/no/such/topic", "/api/v1/sessions/none"]) {
+    for (
+      const path of [
+        "/api/v1/nothing",
+        "/api/v1/uplinks/none",
+        "/api/v1/retained/no/such/topic",
+        "/api/v1/sessions/none",
+      ]
+    ) {
       const r = await call(app, path);
       expect(r.status).toBe(404);
       expect(r.body.error.code).toBe("not_found");
@@ -445,21 +486,23 @@ describe("admin API: errors, metrics, readiness, OpenAPI", () => {
     expect(first.status).toBe(200);
     expect(first.headers.get("Content-Type")).toContain("text/plain; version=0.0.4");
     const text0: string = first.body;
-    for (const name of [
-      "ferry_connections",
-      "ferry_sessions",
-      "ferry_messages_received_total",
-      "ferry_messages_sent_total",
-      "ferry_bytes_received_total",
-      "ferry_dropped_messages_total",
-      "ferry_protocol_errors_total",
-      "ferry_store_bytes",
-      "ferry_store_messages",
-      "ferry_uplink_connected",
-      "ferry_uplink_backlog_messages",
-      "ferry_uplink_acknowledged_total",
-      "ferry_uplink_dropped_total",
-    ]) {
+    for (
+      const name of [
+        "ferry_connections",
+        "ferry_sessions",
+        "ferry_messages_received_total",
+        "ferry_messages_sent_total",
+        "ferry_bytes_received_total",
+        "ferry_dropped_messages_total",
+        "ferry_protocol_errors_total",
+        "ferry_store_bytes",
+        "ferry_store_messages",
+        "ferry_uplink_connected",
+        "ferry_uplink_backlog_messages",
+        "ferry_uplink_acknowledged_total",
+        "ferry_uplink_dropped_total",
+      ]
+    ) {
       expect(text0).toContain(`# HELP ${name} `);
       expect(text0).toMatch(new RegExp(`# TYPE ${name} (counter|gauge)\\n`));
     }
@@ -518,12 +561,16 @@ describe("admin API: errors, metrics, readiness, OpenAPI", () => {
     expect(routes.length).toBeGreaterThan(15);
     for (const r of routes) {
       const path = r.path.replace(/:(\w+)(\{[^}]*\})?/g, "{$1}");
-      expect(doc.paths[path]?.[r.method.toLowerCase()] ? `${r.method} ${path}` : `missing ${r.method} ${path}`).toBe(`${r.method} ${path}`);
+      expect(doc.paths[path]?.[r.method.toLowerCase()] ? `${r.method} ${path}` : `missing ${r.method} ${path}`).toBe(
+        `${r.method} ${path}`,
+      );
     }
     // Query parameters come from the zod schemas.
     const history = doc.paths["/api/v1/history"].get.parameters.map((p: Json) => p.name);
     expect(history).toEqual(["topic", "from_offset", "since", "limit"]);
-    expect(doc.paths["/api/v1/publish"].post.requestBody.content["application/json"].schema.properties.topic.type).toBe("string");
+    expect(doc.paths["/api/v1/publish"].post.requestBody.content["application/json"].schema.properties.topic.type).toBe(
+      "string",
+    );
   });
 
   test("top topics count the busiest topics in bounded memory", async () => {
@@ -553,7 +600,12 @@ describe("admin API: uplinks", () => {
     await cloud.start();
     cleanups.push(() => cloud.stop());
     const b = await broker({
-      uplinks: [{ name: "cloud", url: cloud.url, forward: [{ filter: "sensors/#", qos: 1 }], backoff: { min_ms: 50, max_ms: 200, jitter: 0 } }] as FerryConfig["uplinks"],
+      uplinks: [{
+        name: "cloud",
+        url: cloud.url,
+        forward: [{ filter: "sensors/#", qos: 1 }],
+        backoff: { min_ms: 50, max_ms: 200, jitter: 0 },
+      }] as FerryConfig["uplinks"],
     });
     const app = appFor(b);
     const cloudSub = await connect(cloud.url, { protocolVersion: 5 });
@@ -619,7 +671,9 @@ describe("admin API over a real socket", () => {
 
     const metricsBefore = await (await fetch(`${base}/metrics`, { headers: AUTH })).text();
     expect(metric(metricsBefore, "ferry_connections")).toBe(1);
-    const told = new Promise<number | undefined>((resolve) => sub.client.on("disconnect", (p) => resolve(p.reasonCode)));
+    const told = new Promise<number | undefined>((resolve) =>
+      sub.client.on("disconnect", (p) => resolve(p.reasonCode))
+    );
     expect((await fetch(`${base}/api/v1/clients/sock-sub`, { method: "DELETE", headers: AUTH })).status).toBe(200);
     expect(await told).toBe(0x98);
     await eventually(() => b.server.broker.connectedCount === 0, 2000, "kicked");
@@ -631,7 +685,12 @@ describe("admin API over a real socket", () => {
     b.server.broker.logger.warn("disk nearly full (test)");
     const logs = await (await fetch(`${base}/api/v1/logs?level=warn`, { headers: AUTH })).json() as Json;
     expect(logs.data[0]).toMatchObject({ level: "warn", message: "disk nearly full (test)" });
-    expect(metric(await (await fetch(`${base}/metrics`, { headers: AUTH })).text(), 'ferry_log_messages_total{level="warn"}')).toBe(1);
+    expect(
+      metric(
+        await (await fetch(`${base}/metrics`, { headers: AUTH })).text(),
+        'ferry_log_messages_total{level="warn"}',
+      ),
+    ).toBe(1);
 
     await b.stop();
     await expect(fetch(`${base}/healthz`)).rejects.toThrow();
@@ -640,7 +699,19 @@ describe("admin API over a real socket", () => {
   test("ferry serve --admin-port 0 prints listening http://HOST:PORT and serves /healthz", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ferry-admin-cli-"));
     const { url, out, proc } = await spawnServe(
-      [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--admin-port", "0", "--data-dir", join(dir, "data")],
+      [
+        process.execPath,
+        MAIN,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--mqtt-port",
+        "0",
+        "--admin-port",
+        "0",
+        "--data-dir",
+        join(dir, "data"),
+      ],
     );
     expect(out).toMatch(/^listening mqtt:\/\/127\.0\.0\.1:\d+\nlistening http:\/\/127\.0\.0\.1:\d+\n$/);
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
@@ -681,7 +752,17 @@ describe("admin API over a real socket", () => {
     const dir = mkdtempSync(join(tmpdir(), "ferry-admin-cli-"));
     const config = join(dir, "ferry.json");
     await Bun.write(config, JSON.stringify({ admin: { host: "0.0.0.0", port: 0 } }));
-    const proc = Bun.spawn([process.execPath, MAIN, "serve", "--mqtt-port", "0", "--config", config, "--data-dir", join(dir, "data")], {
+    const proc = Bun.spawn([
+      process.execPath,
+      MAIN,
+      "serve",
+      "--mqtt-port",
+      "0",
+      "--config",
+      config,
+      "--data-dir",
+      join(dir, "data"),
+    ], {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",

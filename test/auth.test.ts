@@ -30,7 +30,15 @@ const enc = new TextEncoder();
 
 async function rawConnect(port: number, version: 4 | 5, c: Partial<IConnectPacket> = {}): Promise<IConnackPacket> {
   const raw = await RawClient.open(port, version);
-  raw.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId: "", clean: true, keepalive: 60, ...c }, version);
+  raw.send({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: version,
+    clientId: "",
+    clean: true,
+    keepalive: 60,
+    ...c,
+  }, version);
   const ack = await raw.next("connack");
   if ((ack.reasonCode ?? ack.returnCode) !== 0) await raw.waitClosed();
   raw.close();
@@ -61,7 +69,9 @@ describe("password file authentication", () => {
   });
 
   test("an unknown user is refused exactly like a wrong password: 0x86 / 4", async () => {
-    expect(code(await rawConnect(broker.port, 5, { username: "mallory", password: Buffer.from("alice-pw") }))).toBe(0x86);
+    expect(code(await rawConnect(broker.port, 5, { username: "mallory", password: Buffer.from("alice-pw") }))).toBe(
+      0x86,
+    );
     expect(code(await rawConnect(broker.port, 4, { username: "mallory", password: Buffer.from("x") }))).toBe(4);
   });
 
@@ -81,7 +91,9 @@ describe("password file authentication", () => {
     const owner = await connect(broker.url, { clientId: "owned", username: "alice", password: "alice-pw" });
     let kicked = false;
     owner.client.on("close", () => (kicked = true));
-    expect(code(await rawConnect(broker.port, 5, { clientId: "owned", username: "alice", password: Buffer.from("nope") }))).toBe(0x86);
+    expect(
+      code(await rawConnect(broker.port, 5, { clientId: "owned", username: "alice", password: Buffer.from("nope") })),
+    ).toBe(0x86);
     await Bun.sleep(100);
     expect(kicked).toBe(false);
     expect(owner.client.connected).toBe(true);
@@ -92,8 +104,25 @@ describe("password file authentication", () => {
     const sub = await connect(broker.url, { username: "bob", password: "bob-pw" });
     await sub.client.subscribeAsync("auth/pipelined");
     const raw = await RawClient.open(broker.port, 5);
-    raw.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "pipe", clean: true, keepalive: 60, username: "alice", password: Buffer.from("alice-pw") });
-    raw.send({ cmd: "publish", topic: "auth/pipelined", payload: "after the hash", qos: 1, messageId: 7, retain: false, dup: false });
+    raw.send({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 5,
+      clientId: "pipe",
+      clean: true,
+      keepalive: 60,
+      username: "alice",
+      password: Buffer.from("alice-pw"),
+    });
+    raw.send({
+      cmd: "publish",
+      topic: "auth/pipelined",
+      payload: "after the hash",
+      qos: 1,
+      messageId: 7,
+      retain: false,
+      dup: false,
+    });
     expect((await raw.next("connack")).reasonCode).toBe(0);
     expect((await raw.next("puback")).messageId).toBe(7);
     expect((await sub.waitFor(1))[0]!.payload).toBe("after the hash");
@@ -126,8 +155,14 @@ describe("password file authentication", () => {
   test("password checks run off the event loop: timers keep firing during a burst of logins", async () => {
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);
-    const logins = Array.from({ length: 6 }, (_, i) =>
-      rawConnect(broker.port, 5, { clientId: `burst-${i}`, username: "alice", password: Buffer.from(i % 2 ? "alice-pw" : "bad") })
+    const logins = Array.from(
+      { length: 6 },
+      (_, i) =>
+        rawConnect(broker.port, 5, {
+          clientId: `burst-${i}`,
+          username: "alice",
+          password: Buffer.from(i % 2 ? "alice-pw" : "bad"),
+        }),
     );
     const started = performance.now();
     await Promise.all(logins);
@@ -140,7 +175,9 @@ describe("password file authentication", () => {
 
 describe("auth.allow_anonymous default", () => {
   const resolve = (host: string, allow?: boolean) =>
-    resolveAllowAnonymous(validateConfig({ listeners: { host }, ...(allow === undefined ? {} : { auth: { allow_anonymous: allow } }) }));
+    resolveAllowAnonymous(
+      validateConfig({ listeners: { host }, ...(allow === undefined ? {} : { auth: { allow_anonymous: allow } }) }),
+    );
 
   test("is true when the listeners bind to a loopback address", () => {
     expect(resolve("127.0.0.1")).toBe(true);
@@ -213,7 +250,21 @@ describe("password hashes", () => {
     const mosq = Bun.spawn(["mosquitto", "-c", conf], { stdout: "ignore", stderr: "pipe" });
     try {
       const pub = (pw: string) =>
-        Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", `${port}`, "-u", "ferry-user", "-P", pw, "-t", "t", "-m", "m"], {
+        Bun.spawn([
+          "mosquitto_pub",
+          "-h",
+          "127.0.0.1",
+          "-p",
+          `${port}`,
+          "-u",
+          "ferry-user",
+          "-P",
+          pw,
+          "-t",
+          "t",
+          "-m",
+          "m",
+        ], {
           stdout: "ignore",
           stderr: "ignore",
         }).exited;
@@ -230,7 +281,11 @@ describe("password hashes", () => {
 
 /** Run `ferry passwd ARGS` through the real CLI with `stdin` as its input. */
 async function passwd(args: string[], stdin: string): Promise<{ exitCode: number; stderr: string; stdout: string }> {
-  const proc = Bun.spawn([process.execPath, MAIN, "passwd", ...args], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+  const proc = Bun.spawn([process.execPath, MAIN, "passwd", ...args], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   proc.stdin.write(stdin);
   await proc.stdin.end();
   const [stdout, stderr] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
@@ -258,7 +313,10 @@ describe("ferry passwd", () => {
     expect(text).not.toContain("carol-2");
 
     const data = join(dir, "cli-data");
-    const proc = await spawnBroker({ dataDir: data, config: { auth: { password_file: path, allow_anonymous: false }, log_level: "debug" } });
+    const proc = await spawnBroker({
+      dataDir: data,
+      config: { auth: { password_file: path, allow_anonymous: false }, log_level: "debug" },
+    });
     try {
       expect(code(await rawConnect(proc.port, 5, { username: "carol", password: Buffer.from("carol-2") }))).toBe(0);
       expect(code(await rawConnect(proc.port, 5, { username: "carol", password: Buffer.from("carol-1") }))).toBe(0x86);
@@ -270,14 +328,24 @@ describe("ferry passwd", () => {
       proc.proc.kill("SIGHUP");
       const deadline = Date.now() + 5000;
       let c: number | undefined = 0;
-      while (Date.now() < deadline && (c = code(await rawConnect(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))) === 0) {
+      while (
+        Date.now() < deadline &&
+        (c = code(await rawConnect(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))) === 0
+      ) {
         await Bun.sleep(50);
       }
       expect(c).toBe(4);
       // No password, and no hash, in the broker's log, even at debug level.
       const log = proc.stderr();
       expect(log).toContain("reloaded 1 users");
-      for (const secret of ["carol-1", "carol-2", "dave-1", ...text.split("\n").filter(Boolean).map((l) => l.split(":")[1]!)]) {
+      for (
+        const secret of [
+          "carol-1",
+          "carol-2",
+          "dave-1",
+          ...text.split("\n").filter(Boolean).map((l) => l.split(":")[1]!),
+        ]
+      ) {
         expect(log).not.toContain(secret);
       }
     } finally {
@@ -301,15 +369,21 @@ describe("ferry passwd", () => {
 
 describe("reload and secrets", () => {
   test("an uplink URL with credentials in it is a config error (URLs are logged and shown by the admin API)", () => {
-    expect(() => validateConfig({ uplinks: [{ name: "cloud", url: "mqtts://edge:hunter2@cloud.example:8883" }] })).toThrow(
-      /uplinks\.0\.url: no user:password@/,
-    );
+    expect(() => validateConfig({ uplinks: [{ name: "cloud", url: "mqtts://edge:hunter2@cloud.example:8883" }] }))
+      .toThrow(
+        /uplinks\.0\.url: no user:password@/,
+      );
   });
 
   test("a changed password file is picked up by reload(); a broken one keeps the previous users", async () => {
     const path = await writePasswordFile({ gina: "old" });
     const logs: string[] = [];
-    const logger: Logger = { debug: (m) => logs.push(m), info: (m) => logs.push(m), warn: (m) => logs.push(m), error: (m) => logs.push(m) };
+    const logger: Logger = {
+      debug: (m) => logs.push(m),
+      info: (m) => logs.push(m),
+      warn: (m) => logs.push(m),
+      error: (m) => logs.push(m),
+    };
     const config = validateConfig({
       listeners: { host: "127.0.0.1", mqtt_port: 0 },
       storage: { durability: "memory" },

@@ -46,7 +46,14 @@ async function brokerStillServes(): Promise<void> {
 }
 
 function publish(topic: string, properties?: mqttPacket.IPublishPacket["properties"]): mqttPacket.IPublishPacket {
-  const p: mqttPacket.IPublishPacket = { cmd: "publish", topic, payload: Buffer.from("x"), qos: 0, retain: false, dup: false };
+  const p: mqttPacket.IPublishPacket = {
+    cmd: "publish",
+    topic,
+    payload: Buffer.from("x"),
+    qos: 0,
+    retain: false,
+    dup: false,
+  };
   if (properties) p.properties = properties;
   return p;
 }
@@ -56,7 +63,9 @@ describe("bytes that are not MQTT", () => {
     const errors = await protocolErrorsDuring(async () => {
       // An HTTP request sent to the MQTT port: 'G' (0x47) is PUBACK with reserved flags set.
       const http = await RawClient.open(broker.port);
-      http.sendBytes([...Buffer.from("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n")]);
+      http.sendBytes([
+        ...Buffer.from("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n"),
+      ]);
       // Bytes that frame as a complete PINGREQ: well-formed, but not CONNECT.
       const ping = await RawClient.open(broker.port);
       ping.sendBytes([0xc0, 0x00, 0xde, 0xad, 0xbe, 0xef]);
@@ -351,7 +360,12 @@ describe("topic limits", () => {
   const tooDeep = "a/b/c/d/e"; // 5 levels
   const atLimit = ["l/".padEnd(32, "y"), "a/b/c/d"];
 
-  for (const [what, topic] of [["longer than mqtt.max_topic_length", tooLong], ["deeper than mqtt.max_topic_levels", tooDeep]]) {
+  for (
+    const [what, topic] of [["longer than mqtt.max_topic_length", tooLong], [
+      "deeper than mqtt.max_topic_levels",
+      tooDeep,
+    ]]
+  ) {
     test(`a PUBLISH to a topic ${what} gets DISCONNECT 0x90 (v5) or is closed (3.1.1)`, async () => {
       const before = small.server.broker.metrics.protocolErrors;
       const v5 = await RawClient.connected(small.port, 5);
@@ -398,56 +412,71 @@ describe("slow consumers", () => {
   });
   afterAll(() => flooded.stop());
 
-  test("a subscriber that never reads does not grow broker memory: QoS 0 to it is dropped and counted, others still receive", async () => {
-    const core = flooded.server.broker;
-    const maxBuffered = core.options.maxBufferedBytes;
-    const chunk = 16 * 1024;
-    // Well past what the kernel's socket buffers can absorb on loopback, and past maxBuffered.
-    const count = Math.ceil((40 * 1024 * 1024) / chunk);
+  test(
+    "a subscriber that never reads does not grow broker memory: QoS 0 to it is dropped and counted, others still receive",
+    async () => {
+      const core = flooded.server.broker;
+      const maxBuffered = core.options.maxBufferedBytes;
+      const chunk = 16 * 1024;
+      // Well past what the kernel's socket buffers can absorb on loopback, and past maxBuffered.
+      const count = Math.ceil((40 * 1024 * 1024) / chunk);
 
-    // A bare socket that subscribes and then stops reading: the broker's writes back up.
-    const slow = net.connect(flooded.port, "127.0.0.1");
-    await new Promise<void>((r) => slow.once("connect", () => r()));
-    slow.on("error", () => {});
-    const parser = mqttPacket.parser({ protocolVersion: 4 });
-    const subacked = new Promise<void>((r) => parser.on("packet", (p) => p.cmd === "suback" && r()));
-    slow.on("data", (d: Buffer) => parser.parse(d));
-    slow.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: "slow-reader", clean: true, keepalive: 0 }));
-    slow.write(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "flood/#", qos: 0 }] }));
-    await subacked;
-    slow.pause();
-    slow.removeAllListeners("data");
+      // A bare socket that subscribes and then stops reading: the broker's writes back up.
+      const slow = net.connect(flooded.port, "127.0.0.1");
+      await new Promise<void>((r) => slow.once("connect", () => r()));
+      slow.on("error", () => {});
+      const parser = mqttPacket.parser({ protocolVersion: 4 });
+      const subacked = new Promise<void>((r) => parser.on("packet", (p) => p.cmd === "suback" && r()));
+      slow.on("data", (d: Buffer) => parser.parse(d));
+      slow.write(
+        mqttPacket.generate({
+          cmd: "connect",
+          protocolId: "MQTT",
+          protocolVersion: 4,
+          clientId: "slow-reader",
+          clean: true,
+          keepalive: 0,
+        }),
+      );
+      slow.write(
+        mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "flood/#", qos: 0 }] }),
+      );
+      await subacked;
+      slow.pause();
+      slow.removeAllListeners("data");
 
-    const fast = await connect(flooded.url);
-    await fast.client.subscribeAsync("flood/#", { qos: 1 });
-    const bystander = await connect(flooded.url);
-    await bystander.client.subscribeAsync("calm/topic");
+      const fast = await connect(flooded.url);
+      await fast.client.subscribeAsync("flood/#", { qos: 1 });
+      const bystander = await connect(flooded.url);
+      await bystander.client.subscribeAsync("calm/topic");
 
-    const droppedBefore = core.metrics.droppedSlowConsumer;
-    const pub = await connect(flooded.url);
-    const body = Buffer.alloc(chunk, 0x42);
-    for (let i = 0; i < count; i++) {
-      pub.client.publish("flood/data", body, { qos: 0 });
-      // Let the publisher's socket drain now and then instead of queueing 48 MB in the client.
-      if (i % 256 === 255) await new Promise<void>((r) => setImmediate(r));
-    }
-    // QoS 1 is never dropped: once it arrives every earlier publish has been routed.
-    await pub.client.publishAsync("flood/data", "done", { qos: 1 });
-    await eventually(() => fast.messages.some((m) => m.payload === "done"), 15_000, "the QoS 1 marker");
+      const droppedBefore = core.metrics.droppedSlowConsumer;
+      const pub = await connect(flooded.url);
+      const body = Buffer.alloc(chunk, 0x42);
+      for (let i = 0; i < count; i++) {
+        pub.client.publish("flood/data", body, { qos: 0 });
+        // Let the publisher's socket drain now and then instead of queueing 48 MB in the client.
+        if (i % 256 === 255) await new Promise<void>((r) => setImmediate(r));
+      }
+      // QoS 1 is never dropped: once it arrives every earlier publish has been routed.
+      await pub.client.publishAsync("flood/data", "done", { qos: 1 });
+      await eventually(() => fast.messages.some((m) => m.payload === "done"), 15_000, "the QoS 1 marker");
 
-    const slowConn = [...core.clients].find((c) => c.clientId === "slow-reader");
-    expect(slowConn?.state).toBe("connected");
-    // What the broker holds for it is bounded by the limit plus one message, not by the flood.
-    expect(slowConn!.conn.bufferedBytes()).toBeLessThanOrEqual(maxBuffered + chunk + 64);
-    expect(core.metrics.droppedSlowConsumer - droppedBefore).toBeGreaterThan(0);
+      const slowConn = [...core.clients].find((c) => c.clientId === "slow-reader");
+      expect(slowConn?.state).toBe("connected");
+      // What the broker holds for it is bounded by the limit plus one message, not by the flood.
+      expect(slowConn!.conn.bufferedBytes()).toBeLessThanOrEqual(maxBuffered + chunk + 64);
+      expect(core.metrics.droppedSlowConsumer - droppedBefore).toBeGreaterThan(0);
 
-    await pub.client.publishAsync("calm/topic", "unaffected", { qos: 0 });
-    const [m] = await bystander.waitFor(1);
-    expect(m!.payload).toBe("unaffected");
+      await pub.client.publishAsync("calm/topic", "unaffected", { qos: 0 });
+      const [m] = await bystander.waitFor(1);
+      expect(m!.payload).toBe("unaffected");
 
-    slow.destroy();
-    await Promise.all([fast.end(true), bystander.end(), pub.end()]);
-  }, 30_000);
+      slow.destroy();
+      await Promise.all([fast.end(true), bystander.end(), pub.end()]);
+    },
+    30_000,
+  );
 });
 
 describe("connection churn", () => {

@@ -48,9 +48,7 @@ interface Variant {
 function variant(name: string): Variant {
   const file = join(DIST, `ferry-${name}`);
   const native = `${process.platform}-${process.arch}` === name;
-  let skip: string | undefined = existsSync(file)
-    ? undefined
-    : `dist/ferry-${name} not built; run npm run build`;
+  let skip: string | undefined = existsSync(file) ? undefined : `dist/ferry-${name} not built; run npm run build`;
   let launcher: string[] = [];
   if (!native && skip === undefined) {
     if (name !== "linux-arm64") skip = `cannot run ${name} on ${process.platform}-${process.arch}`;

@@ -42,7 +42,22 @@ interface Served {
 async function serve(...extra: string[]): Promise<Served> {
   const dataDir = mkdtempSync(join(tmp, "data-"));
   const proc = Bun.spawn(
-    [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--ws-port", "0", "--admin-port", "0", "--data-dir", dataDir, ...extra],
+    [
+      process.execPath,
+      MAIN,
+      "serve",
+      "--host",
+      "127.0.0.1",
+      "--mqtt-port",
+      "0",
+      "--ws-port",
+      "0",
+      "--admin-port",
+      "0",
+      "--data-dir",
+      dataDir,
+      ...extra,
+    ],
     { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
   children.add(proc);
@@ -104,7 +119,9 @@ describe("ferry serve", () => {
       const s = await serve();
       try {
         const c = await connect(`mqtt://127.0.0.1:${s.mqttPort}`, { protocolVersion: 5 });
-        const told = new Promise<number | undefined>((resolve) => c.client.on("disconnect", (p) => resolve(p.reasonCode)));
+        const told = new Promise<number | undefined>((resolve) =>
+          c.client.on("disconnect", (p) => resolve(p.reasonCode))
+        );
         s.proc.kill(signal);
         expect(await s.proc.exited).toBe(0);
         expect(await told).toBe(0x8b);
@@ -141,13 +158,16 @@ describe("ferry serve", () => {
 
 describe("ferry check-config", () => {
   test("prints every problem in the file and exits 2", async () => {
-    const path = configFile("many-problems.json", `{
+    const path = configFile(
+      "many-problems.json",
+      `{
       // comments are allowed
       "listeners": { "mqtt_port": 70000 },
       "log_level": "loud",
       "mqtt": { "receive_maximum": 0, "surprise": true },
       "extra_top_level": 1
-    }`);
+    }`,
+    );
     const r = await run("check-config", path);
     expect(r.code).toBe(2);
     for (const key of ["listeners.mqtt_port", "log_level", "mqtt.receive_maximum", "surprise", "extra_top_level"]) {
@@ -164,12 +184,15 @@ describe("ferry check-config", () => {
   });
 
   test("prints ok and exits 0 for a good file, comments included", async () => {
-    const path = configFile("good.json", `{
+    const path = configFile(
+      "good.json",
+      `{
       /* a commented example */
       "listeners": { "host": "127.0.0.1", "mqtt_port": 1883, "ws_port": 8080 },
       "mqtt": { "max_packet_size": 65536, "topic_alias_maximum": 0 }, // trailing comment
       "acl": { "default": "allow", "rules": [{ "action": "publish", "topic": "secret/#", "permission": "deny" }] }
-    }`);
+    }`,
+    );
     const r = await run("check-config", path);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(`${path}: ok`);

@@ -21,7 +21,15 @@ async function rawConnect(
   connect: Partial<IConnectPacket> = {},
 ): Promise<{ c: RawClient; ack: IConnackPacket }> {
   const c = await RawClient.open(port, version);
-  c.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId: "", clean: true, keepalive: 60, ...connect });
+  c.send({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: version,
+    clientId: "",
+    clean: true,
+    keepalive: 60,
+    ...connect,
+  });
   const ack = await c.next("connack");
   return { c, ack };
 }
@@ -79,7 +87,14 @@ describe("CONNECT packet rules", () => {
   for (const version of [4, 5] as const) {
     test(`v${version}: a second CONNECT closes the connection [MQTT-3.1.0-2]`, async () => {
       const c = await RawClient.connected(broker.port, version, { clientId: `second-connect-${version}` });
-      c.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId: `second-connect-${version}`, clean: true, keepalive: 60 });
+      c.send({
+        cmd: "connect",
+        protocolId: "MQTT",
+        protocolVersion: version,
+        clientId: `second-connect-${version}`,
+        clean: true,
+        keepalive: 60,
+      });
       await c.waitClosed();
       if (version === 5) expect((await c.next("disconnect")).reasonCode).toBe(0x82);
     });
@@ -92,9 +107,25 @@ describe("CONNECT packet rules", () => {
       const c = await RawClient.open(broker.port, version);
       // One write: CONNECT, SUBSCRIBE, PUBLISH, PINGREQ, without waiting for CONNACK.
       const persist = version === 5 ? { properties: { sessionExpiryInterval: 60 } } : {};
-      c.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId: `pipelined-${version}`, clean: false, keepalive: 60, ...persist });
+      c.send({
+        cmd: "connect",
+        protocolId: "MQTT",
+        protocolVersion: version,
+        clientId: `pipelined-${version}`,
+        clean: false,
+        keepalive: 60,
+        ...persist,
+      });
       c.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "pipelined/in", qos: 1 }] }, version);
-      c.send({ cmd: "publish", topic: "pipelined/out", payload: "early", qos: 1, messageId: 2, retain: false, dup: false }, version);
+      c.send({
+        cmd: "publish",
+        topic: "pipelined/out",
+        payload: "early",
+        qos: 1,
+        messageId: 2,
+        retain: false,
+        dup: false,
+      }, version);
       c.send({ cmd: "pingreq" }, version);
       expect(code(await c.next("connack"))).toBe(0);
       expect((await c.next("suback")).granted).toEqual([1]);
@@ -109,12 +140,21 @@ describe("CONNECT packet rules", () => {
   }
 
   test("packets behind a refused CONNECT are not processed [MQTT-3.1.4-6]", async () => {
-    const b = await startBroker({ auth: { allow_anonymous: false, password_file: await writePasswordFile({ watcher: "w-pass" }) } });
+    const b = await startBroker({
+      auth: { allow_anonymous: false, password_file: await writePasswordFile({ watcher: "w-pass" }) },
+    });
     try {
       const sub = await connect(b.url, { username: "watcher", password: "w-pass" });
       await sub.client.subscribeAsync("refused/out");
       const c = await RawClient.open(b.port, 5);
-      c.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: "refused-pipeliner", clean: true, keepalive: 60 });
+      c.send({
+        cmd: "connect",
+        protocolId: "MQTT",
+        protocolVersion: 5,
+        clientId: "refused-pipeliner",
+        clean: true,
+        keepalive: 60,
+      });
       c.send({ cmd: "publish", topic: "refused/out", payload: "must not route", qos: 0, retain: false, dup: false });
       expect((await c.next("connack")).reasonCode).toBe(0x87);
       await c.waitClosed();
@@ -195,7 +235,10 @@ describe("session takeover and Session Present", () => {
 
       const cleaned = await rawConnect(broker.port, version, { clientId: id, clean: true, ...persist });
       expect(cleaned.ack.sessionPresent).toBe(false);
-      cleaned.c.send({ cmd: "disconnect", ...(version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}) }, version);
+      cleaned.c.send(
+        { cmd: "disconnect", ...(version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}) },
+        version,
+      );
       await cleaned.c.waitClosed();
     });
   }
@@ -297,7 +340,9 @@ describe("admission", () => {
   });
 
   test("allow_anonymous=false refuses a client without a username: v5 0x87, 3.1.1 return code 5", async () => {
-    const b = await startBroker({ auth: { allow_anonymous: false, password_file: await writePasswordFile({ alice: "a-pass" }) } });
+    const b = await startBroker({
+      auth: { allow_anonymous: false, password_file: await writePasswordFile({ alice: "a-pass" }) },
+    });
     try {
       const v5 = await rawConnect(b.port, 5, { clientId: "anon-5" });
       expect(v5.ack.reasonCode).toBe(0x87);
@@ -305,7 +350,11 @@ describe("admission", () => {
       const v4 = await rawConnect(b.port, 4, { clientId: "anon-4" });
       expect(v4.ack.returnCode).toBe(5);
       await v4.c.waitClosed();
-      const named = await rawConnect(b.port, 5, { clientId: "named", username: "alice", password: Buffer.from("a-pass") });
+      const named = await rawConnect(b.port, 5, {
+        clientId: "named",
+        username: "alice",
+        password: Buffer.from("a-pass"),
+      });
       expect(named.ack.reasonCode).toBe(0);
       named.c.close();
     } finally {

@@ -70,9 +70,7 @@ async function kill(broker: BrokerProcess): Promise<void> {
 }
 
 const persistentConnect = (version: 4 | 5, clientId: string) =>
-  version === 5
-    ? { clientId, clean: false, properties: { sessionExpiryInterval: 3600 } }
-    : { clientId, clean: false };
+  version === 5 ? { clientId, clean: false, properties: { sessionExpiryInterval: 3600 } } : { clientId, clean: false };
 
 const isPublish = (p: IPublishPacket | IPubrelPacket): p is IPublishPacket => p.cmd === "publish";
 
@@ -98,7 +96,10 @@ class Receiver {
   constructor(readonly clientId: string, readonly version: 4 | 5) {}
 
   async attach(port: number, extra: Record<string, unknown> = {}): Promise<boolean> {
-    const { peer, connack } = await MqttPeer.connect(port, this.version, { ...persistentConnect(this.version, this.clientId), ...extra });
+    const { peer, connack } = await MqttPeer.connect(port, this.version, {
+      ...persistentConnect(this.version, this.clientId),
+      ...extra,
+    });
     expect(connack.reasonCode ?? connack.returnCode).toBe(0);
     this.peer = peer;
     peer.onPacket = (p) => this.#handle(p);
@@ -121,7 +122,11 @@ class Receiver {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const last = this.log.at(-1);
-        reject(new Error(`${this.clientId}: timed out waiting for ${what} (${this.log.length} packets, last ${last?.cmd} ${last?.messageId})`));
+        reject(
+          new Error(
+            `${this.clientId}: timed out waiting for ${what} (${this.log.length} packets, last ${last?.cmd} ${last?.messageId})`,
+          ),
+        );
       }, ms);
       const check = () => {
         if (cond()) {
@@ -193,7 +198,11 @@ class Publisher {
   ) {}
 
   async attach(port: number, run: number): Promise<boolean> {
-    const { peer, connack } = await MqttPeer.connect(port, this.version, persistentConnect(this.version, this.clientId));
+    const { peer, connack } = await MqttPeer.connect(
+      port,
+      this.version,
+      persistentConnect(this.version, this.clientId),
+    );
     expect(connack.reasonCode ?? connack.returnCode).toBe(0);
     this.peer = peer;
     this.run = run;
@@ -217,7 +226,9 @@ class Publisher {
   }
 
   #pump(): void {
-    while (this.producing && this.pending.size < this.window && this.#nextId < 65_000 && this.peer && !this.peer.isClosed) {
+    while (
+      this.producing && this.pending.size < this.window && this.#nextId < 65_000 && this.peer && !this.peer.isClosed
+    ) {
       const seq = this.sent.length;
       const { topic, qos, retain } = this.choose(seq, this.clientId);
       const m: Sent = { seq, topic, qos, retain, payload: `${this.clientId}:${seq}`, released: false };
@@ -229,7 +240,15 @@ class Publisher {
   }
 
   #publish(id: number, m: Sent, dup: boolean): void {
-    this.peer!.send({ cmd: "publish", topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, dup, messageId: id });
+    this.peer!.send({
+      cmd: "publish",
+      topic: m.topic,
+      payload: m.payload,
+      qos: m.qos,
+      retain: m.retain,
+      dup,
+      messageId: id,
+    });
   }
 
   #handle(p: Packet): void {
@@ -248,7 +267,7 @@ class Publisher {
     } else if (p.cmd === "pubcomp" && m?.released) {
       this.pending.delete(id);
     } else return;
-    if (this.pending.size === 0) for (const r of this.#idle.splice(0)) r();
+    if (this.pending.size === 0) { for (const r of this.#idle.splice(0)) r(); }
     this.#pump();
   }
 }
@@ -262,7 +281,9 @@ describe("kill -9 at random moments (commit durability)", () => {
     const dataDir = tempDataDir();
     const choose = (seq: number, clientId: string) => {
       if (seq % 10 === 0) return { topic: `crash/retained/${clientId}/${seq}`, qos: 1 as const, retain: true };
-      return rng() < 0.5 ? { topic: "crash/q1", qos: 1 as const, retain: false } : { topic: "crash/q2", qos: 2 as const, retain: false };
+      return rng() < 0.5
+        ? { topic: "crash/q1", qos: 1 as const, retain: false }
+        : { topic: "crash/q2", qos: 2 as const, retain: false };
     };
     const publishers = [new Publisher("pub-311", 4, 100, choose), new Publisher("pub-v5", 5, 100, choose)];
     const offline = [new Receiver("sub-311", 4), new Receiver("sub-v5", 5)];
@@ -306,8 +327,15 @@ describe("kill -9 at random moments (commit durability)", () => {
     end.producing = false;
     await end.drained();
 
-    const ackedBeforeAKill = publishers.reduce((n, p) => n + [...p.ackedInRun.values()].filter((r) => r < ROUNDS).length, 0);
-    console.log(`crash-recovery: kills after ${killedAfter.join(", ")} ms; ${ackedBeforeAKill} messages acknowledged before a kill`);
+    const ackedBeforeAKill = publishers.reduce(
+      (n, p) => n + [...p.ackedInRun.values()].filter((r) => r < ROUNDS).length,
+      0,
+    );
+    console.log(
+      `crash-recovery: kills after ${
+        killedAfter.join(", ")
+      } ms; ${ackedBeforeAKill} messages acknowledged before a kill`,
+    );
     expect(ackedBeforeAKill).toBeGreaterThan(0);
 
     for (const r of receivers) {
@@ -326,7 +354,9 @@ describe("kill -9 at random moments (commit durability)", () => {
             const seen = r.log.filter(isPublish).filter((x) => text(x.payload) === m.payload)
               .map((x) => `PUBLISH id ${x.messageId} dup ${x.dup}`);
             throw new Error(
-              `${r.clientId} got ${m.payload} (QoS ${m.qos}, acknowledged in run ${p.ackedInRun.get(m.seq)}) ${n} times: ${seen.join("; ")}`,
+              `${r.clientId} got ${m.payload} (QoS ${m.qos}, acknowledged in run ${
+                p.ackedInRun.get(m.seq)
+              }) ${n} times: ${seen.join("; ")}`,
             );
           }
         }
@@ -391,7 +421,12 @@ describe("kill -9 with outbound messages in flight", () => {
       await sub.until(() => sub.log.filter((p) => p.cmd === "pubrel").length === recd.length, "PUBRELs");
       // Every delivery-sent write was queued before this publish, and commits are FIFO:
       // its PUBACK means they are durable.
-      const barrier = new Publisher(`inflight-barrier-${version}`, 5, 1, () => ({ topic: "barrier", qos: 1, retain: false }));
+      const barrier = new Publisher(
+        `inflight-barrier-${version}`,
+        5,
+        1,
+        () => ({ topic: "barrier", qos: 1, retain: false }),
+      );
       await barrier.attach(broker.port, 0);
       barrier.produce();
       barrier.producing = false;
@@ -438,18 +473,20 @@ describe("kill -9 with outbound messages in flight", () => {
 });
 
 describe("a database file Ferry did not write", () => {
-  for (const [what, make] of [
-    ["random bytes", () => crypto.getRandomValues(new Uint8Array(8192))],
-    ["another program's SQLite database", () => {
-      const path = join(tmpdir(), `ferry-foreign-${process.pid}.db`);
-      const db = new Database(path);
-      db.exec("CREATE TABLE readings (t INTEGER, v REAL); INSERT INTO readings VALUES (1, 2.5);");
-      db.close();
-      const bytes = readFileSync(path);
-      rmSync(path);
-      return new Uint8Array(bytes);
-    }],
-  ] as const) {
+  for (
+    const [what, make] of [
+      ["random bytes", () => crypto.getRandomValues(new Uint8Array(8192))],
+      ["another program's SQLite database", () => {
+        const path = join(tmpdir(), `ferry-foreign-${process.pid}.db`);
+        const db = new Database(path);
+        db.exec("CREATE TABLE readings (t INTEGER, v REAL); INSERT INTO readings VALUES (1, 2.5);");
+        db.close();
+        const bytes = readFileSync(path);
+        rmSync(path);
+        return new Uint8Array(bytes);
+      }],
+    ] as const
+  ) {
     test(`${what}: the broker refuses to start and leaves the file byte for byte`, async () => {
       const dataDir = tempDataDir();
       mkdirSync(dataDir, { recursive: true });

@@ -45,7 +45,12 @@ describe("dashboard", () => {
       const b = await startBroker({
         edge_id: "line-7",
         admin: { port: 0, token: TOKEN },
-        uplinks: [{ name: "cloud", url: deadCloud, forward: [{ filter: "factory/#", qos: 1 }], backoff: { min_ms: 200, max_ms: 1000, jitter: 0 } }] as FerryConfig["uplinks"],
+        uplinks: [{
+          name: "cloud",
+          url: deadCloud,
+          forward: [{ filter: "factory/#", qos: 1 }],
+          backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
+        }] as FerryConfig["uplinks"],
       });
       cleanups.push(() => b.stop());
       const base = `http://127.0.0.1:${b.server.admin!.port}`;
@@ -61,7 +66,9 @@ describe("dashboard", () => {
       await page.waitForSelector("#login.show", { timeout: 10_000 });
       await page.fill("#token", TOKEN);
       await page.click("#login-form button");
-      await page.waitForFunction(() => document.getElementById("status")?.textContent === "live", null, { timeout: 10_000 });
+      await page.waitForFunction(() => document.getElementById("status")?.textContent === "live", null, {
+        timeout: 10_000,
+      });
       expect(await page.evaluate(() => sessionStorage.getItem("ferry-admin-token"))).toBe(TOKEN);
       expect(await page.textContent("#connections")).toBe("0");
       expect(await page.textContent("#identity")).toContain("line-7");
@@ -73,7 +80,9 @@ describe("dashboard", () => {
         clients.push(c);
         cleanups.push(() => c.end(true));
       }
-      await page.waitForFunction(() => document.getElementById("connections")?.textContent === "3", null, { timeout: 10_000 });
+      await page.waitForFunction(() => document.getElementById("connections")?.textContent === "3", null, {
+        timeout: 10_000,
+      });
       await clients[0]!.client.subscribeAsync("factory/line7/temperature", { qos: 0 });
 
       // They publish: the inbound message rate becomes non-zero and the top topics fill in.
@@ -81,23 +90,37 @@ describe("dashboard", () => {
       let n = 0;
       const publisher = setInterval(() => {
         for (const [i, c] of clients.entries()) {
-          for (let k = 0; k <= i; k++) c.client.publish(topics[(n + k) % topics.length]!, String(20 + (n % 7)), { qos: 1 });
+          for (let k = 0; k <= i; k++) {
+            c.client.publish(topics[(n + k) % topics.length]!, String(20 + (n % 7)), { qos: 1 });
+          }
         }
         n++;
       }, 20);
       cleanups.push(() => clearInterval(publisher));
-      await page.waitForFunction(() => Number(document.getElementById("rate-in")?.textContent ?? "0") > 10, null, { timeout: 10_000 });
-      await page.waitForFunction(() => document.getElementById("topics")?.textContent?.includes("factory/line7/temperature") ?? false, null, {
+      await page.waitForFunction(() => Number(document.getElementById("rate-in")?.textContent ?? "0") > 10, null, {
         timeout: 10_000,
       });
+      await page.waitForFunction(
+        () => document.getElementById("topics")?.textContent?.includes("factory/line7/temperature") ?? false,
+        null,
+        {
+          timeout: 10_000,
+        },
+      );
       const uplinkRow = await page.textContent("#uplinks");
       expect(uplinkRow).toContain("cloud");
-      await page.waitForFunction(() => (document.getElementById("logs")?.textContent ?? "").includes("uplink cloud"), null, { timeout: 10_000 });
+      await page.waitForFunction(
+        () => (document.getElementById("logs")?.textContent ?? "").includes("uplink cloud"),
+        null,
+        { timeout: 10_000 },
+      );
       // A few more samples, so the charts have a shape.
       await page.waitForTimeout(6000);
       expect(Number(await page.textContent("#rate-in"))).toBeGreaterThan(10);
       expect(Number(await page.textContent("#rate-out"))).toBeGreaterThan(0);
-      const points = await page.evaluate(() => document.querySelector("#chart-in polyline")?.getAttribute("points")?.split(" ").length ?? 0);
+      const points = await page.evaluate(() =>
+        document.querySelector("#chart-in polyline")?.getAttribute("points")?.split(" ").length ?? 0
+      );
       expect(points).toBeGreaterThan(3);
 
       const shot = join(mkdtempSync(join(tmpdir(), "ferry-dashboard-")), "dashboard.png");

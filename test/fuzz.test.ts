@@ -14,7 +14,7 @@ import { validateConfig } from "../src/config/load.ts";
 import type { Logger } from "../src/core/logger.ts";
 import { type RunningServer, startServer } from "../src/runtime/bun/server.ts";
 import { connect, eventually } from "./helpers/clients.ts";
-import { encode, mutate, prng, type Rng } from "./helpers/fuzz-packets.ts";
+import { encode, mutate, prng, sendOverTcp } from "./helpers/fuzz-packets.ts";
 
 /** Cases to run, and a hard stop so a slow machine still finishes in bounded time. */
 const TARGET_CASES = Number(process.env.FUZZ_CASES) || 4000;
@@ -42,40 +42,6 @@ beforeAll(async () => {
 });
 afterAll(() => server.stop());
 
-/** Send one connection's worth of cases; resolve once the broker closed it or went quiet. */
-function runConnection(bytes: Uint8Array[], r: Rng): Promise<void> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, "127.0.0.1");
-    s.setNoDelay(true);
-    let quiet: ReturnType<typeof setTimeout> | undefined;
-    const done = () => {
-      clearTimeout(quiet);
-      clearTimeout(cap);
-      s.destroy();
-      resolve();
-    };
-    const cap = setTimeout(done, 1000);
-    const settle = () => {
-      clearTimeout(quiet);
-      quiet = setTimeout(done, 25);
-    };
-    s.on("error", done);
-    s.on("close", done);
-    s.on("data", settle);
-    s.on("connect", () => {
-      // Random chunking, so packets straddle reads and several share one.
-      const all = Buffer.concat(bytes);
-      let at = 0;
-      while (at < all.length) {
-        const n = r.chance(0.5) ? all.length - at : 1 + r.int(64);
-        s.write(all.subarray(at, at + n));
-        at += n;
-      }
-      settle();
-    });
-  });
-}
-
 test("the broker survives a seeded fuzz of random and mutated packets and still serves clients", async () => {
   const core = server.broker;
   Bun.gc(true);
@@ -102,11 +68,13 @@ test("the broker survives a seeded fuzz of random and mutated packets and still 
         cases++;
       }
       connections++;
-      await runConnection(bytes, r);
+      await sendOverTcp(port, Buffer.concat(bytes), r);
     }
   };
   await Promise.all(Array.from({ length: WORKERS }, worker));
-  console.log(`fuzz: ${cases} cases on ${connections} connections, ${core.metrics.protocolErrors - errorsBefore} protocol errors`);
+  console.log(
+    `fuzz: ${cases} cases on ${connections} connections, ${core.metrics.protocolErrors - errorsBefore} protocol errors`,
+  );
 
   expect(cases).toBeGreaterThanOrEqual(Math.min(TARGET_CASES, 1000));
   expect(core.metrics.connectionsTotal - connsBefore).toBe(connections);
@@ -151,7 +119,16 @@ function endSession(clientId: string): Promise<void> {
     s.on("data", (d: Buffer) => parser.parse(d));
     s.on("error", reject);
     s.on("close", () => resolve());
-    s.write(mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId, clean: true, keepalive: 0 }, { protocolVersion: 5 }));
+    s.write(
+      mqttPacket.generate({
+        cmd: "connect",
+        protocolId: "MQTT",
+        protocolVersion: 5,
+        clientId,
+        clean: true,
+        keepalive: 0,
+      }, { protocolVersion: 5 }),
+    );
   });
 }
 
@@ -159,7 +136,12 @@ test("a Session Expiry Interval beyond the 24.8-day timer limit keeps the sessio
   // Web timers fire at once for delays above 2^31-1 ms; a 30-day session used to vanish
   // the moment its client disconnected.
   const url = `mqtt://127.0.0.1:${port}`;
-  const opts = { protocolVersion: 5 as const, clientId: "fz-month", clean: false, properties: { sessionExpiryInterval: 30 * 86_400 } };
+  const opts = {
+    protocolVersion: 5 as const,
+    clientId: "fz-month",
+    clean: false,
+    properties: { sessionExpiryInterval: 30 * 86_400 },
+  };
   const first = await connect(url, opts);
   await first.client.subscribeAsync("fz/month", { qos: 1 });
   await first.end();

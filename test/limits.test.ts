@@ -16,9 +16,21 @@ setDefaultTimeout(20_000);
 
 const noExempt = { exempt_loopback: false };
 
-async function attempt(port: number, version: 4 | 5, c: Partial<IConnectPacket> = {}): Promise<{ raw: RawClient; ack: IConnackPacket }> {
+async function attempt(
+  port: number,
+  version: 4 | 5,
+  c: Partial<IConnectPacket> = {},
+): Promise<{ raw: RawClient; ack: IConnackPacket }> {
   const raw = await RawClient.open(port, version);
-  raw.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId: "", clean: true, keepalive: 60, ...c }, version);
+  raw.send({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: version,
+    clientId: "",
+    clean: true,
+    keepalive: 60,
+    ...c,
+  }, version);
   return { raw, ack: await raw.next("connack") };
 }
 const code = (ack: IConnackPacket) => ack.reasonCode ?? ack.returnCode;
@@ -27,7 +39,9 @@ describe("connections per address", () => {
   test("connection_rate_per_ip: the excess gets CONNACK 0x9F (3.1.1: code 3) and a close; a second later it is fine again", async () => {
     const b = await startBroker({ limits: { ...noExempt, connection_rate_per_ip: 3 } });
     try {
-      const results = await Promise.all(Array.from({ length: 6 }, (_, i) => attempt(b.port, 5, { clientId: `rate-${i}` })));
+      const results = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => attempt(b.port, 5, { clientId: `rate-${i}` })),
+      );
       const codes = results.map((r) => code(r.ack));
       expect(codes.filter((c) => c === 0)).toHaveLength(3);
       expect(codes.filter((c) => c === 0x9f)).toHaveLength(3);
@@ -84,7 +98,9 @@ describe("connections per address", () => {
   test("loopback clients are exempt by default", async () => {
     const b = await startBroker({ limits: { connection_rate_per_ip: 1, max_connections_per_ip: 1 } });
     try {
-      const all = await Promise.all(Array.from({ length: 4 }, (_, i) => attempt(b.port, 5, { clientId: `exempt-${i}` })));
+      const all = await Promise.all(
+        Array.from({ length: 4 }, (_, i) => attempt(b.port, 5, { clientId: `exempt-${i}` })),
+      );
       expect(all.map((r) => code(r.ack))).toEqual([0, 0, 0, 0]);
       for (const r of all) r.raw.close();
     } finally {
@@ -95,7 +111,13 @@ describe("connections per address", () => {
 
 describe("bans", () => {
   test("flapping: a client id connecting more than max_connects times in the window is banned (0x8A / code 5) until the ban ends", async () => {
-    const b = await startBroker({ limits: { ...noExempt, connection_rate_per_ip: 0, flapping: { max_connects: 3, window_seconds: 10, ban_seconds: 1 } } });
+    const b = await startBroker({
+      limits: {
+        ...noExempt,
+        connection_rate_per_ip: 0,
+        flapping: { max_connects: 3, window_seconds: 10, ban_seconds: 1 },
+      },
+    });
     try {
       for (let i = 0; i < 3; i++) {
         const r = await attempt(b.port, 5, { clientId: "flappy" });
@@ -129,14 +151,26 @@ describe("bans", () => {
     });
     try {
       for (let i = 0; i < 3; i++) {
-        const r = await attempt(b.port, 5, { clientId: `guess-${i}`, username: "victim", password: Buffer.from(`guess-${i}`) });
+        const r = await attempt(b.port, 5, {
+          clientId: `guess-${i}`,
+          username: "victim",
+          password: Buffer.from(`guess-${i}`),
+        });
         expect(code(r.ack)).toBe(0x86);
       }
-      const right = await attempt(b.port, 5, { clientId: "guess-ok", username: "victim", password: Buffer.from("right") });
+      const right = await attempt(b.port, 5, {
+        clientId: "guess-ok",
+        username: "victim",
+        password: Buffer.from("right"),
+      });
       expect(code(right.ack)).toBe(0x8a);
       expect(b.server.broker.metrics.bansAuthFailures).toBe(1);
       await Bun.sleep(1100);
-      const later = await attempt(b.port, 4, { clientId: "guess-later", username: "victim", password: Buffer.from("right") });
+      const later = await attempt(b.port, 4, {
+        clientId: "guess-later",
+        username: "victim",
+        password: Buffer.from("right"),
+      });
       expect(code(later.ack)).toBe(0);
       later.raw.close();
     } finally {
@@ -150,20 +184,34 @@ describe("per-client rates and memory", () => {
     const b = await startBroker({ limits: { ...noExempt, connection_rate_per_ip: 0, max_publish_rate: 20 } });
     try {
       const fast = await RawClient.connected(b.port, 5, { clientId: "fast" });
-      for (let i = 0; i < 60; i++) fast.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 0, retain: false, dup: false });
+      for (let i = 0; i < 60; i++) {
+        fast.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 0, retain: false, dup: false });
+      }
       const d = await fast.next("disconnect");
       expect(d.reasonCode).toBe(0x96);
       await fast.waitClosed();
       expect(b.server.broker.metrics.disconnectedMessageRate).toBe(1);
       // The same client, reconnected, starts with a fresh allowance.
       const again = await RawClient.connected(b.port, 5, { clientId: "fast" });
-      for (let i = 0; i < 10; i++) again.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 1, messageId: i + 1, retain: false, dup: false });
+      for (let i = 0; i < 10; i++) {
+        again.send({
+          cmd: "publish",
+          topic: "rate/x",
+          payload: "x",
+          qos: 1,
+          messageId: i + 1,
+          retain: false,
+          dup: false,
+        });
+      }
       for (let i = 0; i < 10; i++) await again.next("puback");
       expect(again.closed).toBe(false);
       again.close();
       // 3.1.1 has no DISCONNECT from the server: the connection is closed.
       const fast4 = await RawClient.connected(b.port, 4, { clientId: "fast4" });
-      for (let i = 0; i < 60; i++) fast4.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 0, retain: false, dup: false }, 4);
+      for (let i = 0; i < 60; i++) {
+        fast4.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 0, retain: false, dup: false }, 4);
+      }
       await fast4.waitClosed();
       // Within the rate (a burst of one second's worth, then 10/s), a client is left alone.
       const polite = await connect(b.url, { clientId: "polite" });
@@ -181,7 +229,12 @@ describe("per-client rates and memory", () => {
   test("max_queued_bytes bounds what an offline session holds; after it drains, it queues again", async () => {
     const b = await startBroker({ mqtt: { max_queued_bytes: 4096 } });
     try {
-      const opts = { clientId: "slow", clean: false, protocolVersion: 5 as const, properties: { sessionExpiryInterval: 300 } };
+      const opts = {
+        clientId: "slow",
+        clean: false,
+        protocolVersion: 5 as const,
+        properties: { sessionExpiryInterval: 300 },
+      };
       const sub = await connect(b.url, opts);
       await sub.client.subscribeAsync("bulk/#", { qos: 1 });
       await sub.end();
@@ -234,7 +287,8 @@ describe("limit building blocks", () => {
     expect(ipOf(undefined, "::1:5555")).toBe("::1");
     expect(ipOf(undefined, "[fe80::1]:5555")).toBe("fe80::1");
     expect(ipOf("::1", "whatever")).toBe("::1");
-    expect([isLoopback("127.0.0.1"), isLoopback("127.8.0.1"), isLoopback("::1"), isLoopback("::ffff:127.0.0.1")]).toEqual([true, true, true, true]);
+    expect([isLoopback("127.0.0.1"), isLoopback("127.8.0.1"), isLoopback("::1"), isLoopback("::ffff:127.0.0.1")])
+      .toEqual([true, true, true, true]);
     expect([isLoopback("10.0.0.1"), isLoopback("::ffff:10.0.0.1")]).toEqual([false, false]);
   });
 });

@@ -38,7 +38,11 @@ describe("MQTT 5 message properties", () => {
 
   test("message expiry interval is decremented by the time the message waited [MQTT-3.3.2-6]", async () => {
     const pub = await connect(broker.url, v5);
-    await pub.client.publishAsync("exp/retained", "r", { qos: 1, retain: true, properties: { messageExpiryInterval: 60 } });
+    await pub.client.publishAsync("exp/retained", "r", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: 60 },
+    });
     await sleep(2100);
     const sub = await connect(broker.url, v5);
     await sub.client.subscribeAsync("exp/retained", { qos: 1 });
@@ -50,14 +54,28 @@ describe("MQTT 5 message properties", () => {
   });
 
   test("an expired message is not delivered to an offline session or as retained [MQTT-3.3.2-5]", async () => {
-    const sub = await connect(broker.url, { ...v5, clientId: "exp-offline", clean: false, properties: { sessionExpiryInterval: 60 } });
+    const sub = await connect(broker.url, {
+      ...v5,
+      clientId: "exp-offline",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
     await sub.client.subscribeAsync("exp/off", { qos: 1 });
     await sub.end();
     const pub = await connect(broker.url, v5);
-    await pub.client.publishAsync("exp/off", "dies", { qos: 1, retain: true, properties: { messageExpiryInterval: 1 } });
+    await pub.client.publishAsync("exp/off", "dies", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: 1 },
+    });
     await pub.client.publishAsync("exp/off", "lives", { qos: 1, properties: { messageExpiryInterval: 100 } });
     await sleep(1200);
-    const back = await connect(broker.url, { ...v5, clientId: "exp-offline", clean: false, properties: { sessionExpiryInterval: 60 } });
+    const back = await connect(broker.url, {
+      ...v5,
+      clientId: "exp-offline",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
     await back.waitFor(1);
     const late = await connect(broker.url, v5);
     await late.client.subscribeAsync("exp/off", { qos: 1 });
@@ -125,8 +143,24 @@ describe("MQTT 5 topic aliases", () => {
     const sub = await connect(broker.url, v5);
     await sub.client.subscribeAsync("alias/in", { qos: 1 });
     const raw = await RawClient.connected(broker.port, 5);
-    raw.send({ cmd: "publish", topic: "alias/in", payload: Buffer.from("1"), qos: 0, retain: false, dup: false, properties: { topicAlias: 3 } });
-    raw.send({ cmd: "publish", topic: "", payload: Buffer.from("2"), qos: 0, retain: false, dup: false, properties: { topicAlias: 3 } });
+    raw.send({
+      cmd: "publish",
+      topic: "alias/in",
+      payload: Buffer.from("1"),
+      qos: 0,
+      retain: false,
+      dup: false,
+      properties: { topicAlias: 3 },
+    });
+    raw.send({
+      cmd: "publish",
+      topic: "",
+      payload: Buffer.from("2"),
+      qos: 0,
+      retain: false,
+      dup: false,
+      properties: { topicAlias: 3 },
+    });
     await sub.waitFor(2);
     expect(sub.messages.map((m) => `${m.topic}=${m.payload}`)).toEqual(["alias/in=1", "alias/in=2"]);
     raw.close();
@@ -193,10 +227,20 @@ describe("maximum packet size", () => {
 
 describe("request problem information", () => {
   test("with Request Problem Information 0, acks carry no reason string [MQTT-3.1.2-29]", async () => {
-    const strict = await startBroker({ acl: { rules: [{ action: "publish", topic: "rpi/denied", permission: "deny" }] } });
+    const strict = await startBroker({
+      acl: { rules: [{ action: "publish", topic: "rpi/denied", permission: "deny" }] },
+    });
     try {
       const quiet = await RawClient.connected(strict.port, 5, { properties: { requestProblemInformation: false } });
-      quiet.send({ cmd: "publish", topic: "rpi/denied", payload: Buffer.from("x"), qos: 1, messageId: 7, retain: false, dup: false });
+      quiet.send({
+        cmd: "publish",
+        topic: "rpi/denied",
+        payload: Buffer.from("x"),
+        qos: 1,
+        messageId: 7,
+        retain: false,
+        dup: false,
+      });
       const ack = await quiet.next("puback");
       expect(ack.reasonCode).toBe(0x87);
       expect(ack.properties?.reasonString).toBeUndefined();

@@ -75,7 +75,9 @@ for (const protocolVersion of [4, 5] as const) {
         const topic = `order/${protocolVersion}/${levels.join("")}`;
         await sub.client.subscribeAsync(topic, { qos: 2 });
         const sends = [];
-        for (let i = 0; i < 300; i++) sends.push(pub.client.publishAsync(topic, String(i), { qos: levels[i % levels.length]! }));
+        for (let i = 0; i < 300; i++) {
+          sends.push(pub.client.publishAsync(topic, String(i), { qos: levels[i % levels.length]! }));
+        }
         await Promise.all(sends);
         await sub.waitFor(300);
         expect(sub.messages.map((m) => Number(m.payload))).toEqual([...Array(300).keys()]);

@@ -172,14 +172,20 @@ describe("takeover and resumption", () => {
   test("messages in flight at disconnect are re-sent within the new connection's Receive Maximum [MQTT-3.3.4-9]", async () => {
     const id = "resume-window";
     const opts = { clientId: id, clean: false };
-    const first = await RawClient.connected(broker.port, 5, { ...opts, properties: { sessionExpiryInterval: 60, receiveMaximum: 3 } });
+    const first = await RawClient.connected(broker.port, 5, {
+      ...opts,
+      properties: { sessionExpiryInterval: 60, receiveMaximum: 3 },
+    });
     await rawSubscribe(first, 5, "resume/window", 1);
     const pub = await connect(broker.url, { protocolVersion: 5 });
     for (let i = 0; i < 3; i++) await pub.client.publishAsync("resume/window", String(i), { qos: 1 });
     await rawPublishes(first, 3);
     first.close(); // three unacknowledged
 
-    const again = await RawClient.connected(broker.port, 5, { ...opts, properties: { sessionExpiryInterval: 60, receiveMaximum: 1 } });
+    const again = await RawClient.connected(broker.port, 5, {
+      ...opts,
+      properties: { sessionExpiryInterval: 60, receiveMaximum: 1 },
+    });
     const one = await again.next("publish");
     await sleep(200);
     expect(again.packets.filter((p) => p.cmd === "publish")).toHaveLength(0);
@@ -199,7 +205,11 @@ describe("takeover and resumption", () => {
 describe("session expiry", () => {
   test("a v5 session with Session Expiry Interval 1 s is gone after it passes [MQTT-3.1.2-23]", async () => {
     const id = "expires-1s";
-    const c = await RawClient.connected(broker.port, 5, { clientId: id, clean: false, properties: { sessionExpiryInterval: 1 } });
+    const c = await RawClient.connected(broker.port, 5, {
+      clientId: id,
+      clean: false,
+      properties: { sessionExpiryInterval: 1 },
+    });
     await rawSubscribe(c, 5, "expiry/topic", 1);
     await rawDisconnect(c, 5);
     expect(broker.server.broker.sessions.has(id)).toBe(true); // kept while the interval runs
@@ -269,7 +279,10 @@ describe("queue limits", () => {
   });
 
   test("with a client Receive Maximum of 2 at most 2 QoS 1 messages are in flight; the rest follow acks [MQTT-3.3.4-9]", async () => {
-    const raw = await RawClient.connected(broker.port, 5, { clientId: "recv-max-2", properties: { receiveMaximum: 2 } });
+    const raw = await RawClient.connected(broker.port, 5, {
+      clientId: "recv-max-2",
+      properties: { receiveMaximum: 2 },
+    });
     await rawSubscribe(raw, 5, "recvmax/t", 1);
     const pub = await connect(broker.url, { protocolVersion: 5 });
     for (let i = 0; i < 5; i++) await pub.client.publishAsync("recvmax/t", String(i), { qos: 1 });
@@ -334,7 +347,14 @@ describe("QoS 2 receiver state", () => {
     const sub = await connect(broker.url, { protocolVersion: 5 });
     await sub.client.subscribeAsync("qos2/once", { qos: 2 });
     const raw = await RawClient.connected(broker.port, 5, { clientId: "qos2-resender" });
-    const publish = { cmd: "publish", topic: "qos2/once", payload: "only once", qos: 2, messageId: 7, retain: false } as const;
+    const publish = {
+      cmd: "publish",
+      topic: "qos2/once",
+      payload: "only once",
+      qos: 2,
+      messageId: 7,
+      retain: false,
+    } as const;
     raw.send({ ...publish, dup: false });
     expect((await raw.next("pubrec")).messageId).toBe(7);
     raw.send({ ...publish, dup: true });

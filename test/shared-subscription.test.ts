@@ -104,7 +104,11 @@ describe("shared subscriptions", () => {
   });
 
   test("a SUBSCRIBE refused for No Local on a shared filter leaves none of its filters subscribed [MQTT-3.8.3-4]", async () => {
-    const c = await RawClient.connected(broker.port, 5, { clientId: "shared-nolocal-multi", clean: false, properties: { sessionExpiryInterval: 60 } });
+    const c = await RawClient.connected(broker.port, 5, {
+      clientId: "shared-nolocal-multi",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
     c.send({
       cmd: "subscribe",
       messageId: 1,
@@ -119,7 +123,10 @@ describe("shared subscriptions", () => {
     const b = await startBroker({ mqtt: { max_queued_messages: 2 } });
     try {
       // A member that never acknowledges and allows one message in flight fills up first.
-      const stuck = await RawClient.connected(b.port, 5, { clientId: "full-member", properties: { receiveMaximum: 1 } });
+      const stuck = await RawClient.connected(b.port, 5, {
+        clientId: "full-member",
+        properties: { receiveMaximum: 1 },
+      });
       stuck.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/full", qos: 1 }] });
       await stuck.next("suback");
       const free = await connect(b.url, { protocolVersion: 5 });
@@ -127,7 +134,11 @@ describe("shared subscriptions", () => {
       const pub = await connect(b.url, { protocolVersion: 5 });
       for (let i = 0; i < 20; i++) await pub.client.publishAsync("full", String(i), { qos: 1 });
       const held = b.server.broker.sessions.get("full-member")!;
-      await eventually(() => free.messages.length + held.queuedCount + held.inflight.size === 20, 5000, "all 20 placed");
+      await eventually(
+        () => free.messages.length + held.queuedCount + held.inflight.size === 20,
+        5000,
+        "all 20 placed",
+      );
       expect(held.queuedCount).toBeLessThanOrEqual(2);
       expect(b.server.broker.metrics.droppedQueueFull).toBe(0);
       stuck.close();
@@ -165,7 +176,12 @@ describe("shared subscriptions", () => {
 
   test("messages go to connected members, not to a member whose persistent session is offline", async () => {
     const topic = "groups/offline";
-    const away = await connect(broker.url, { protocolVersion: 5, clientId: "shared-away", clean: false, properties: { sessionExpiryInterval: 60 } });
+    const away = await connect(broker.url, {
+      protocolVersion: 5,
+      clientId: "shared-away",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
     await away.client.subscribeAsync(`$share/g/${topic}`, { qos: 1 });
     await away.end();
     await eventually(() => broker.server.broker.sessions.get("shared-away")?.client === undefined);
@@ -173,7 +189,12 @@ describe("shared subscriptions", () => {
     const sent = await publishMany(topic, 6);
     await here.waitFor(6);
     expect(payloads(here)).toEqual(sent);
-    const back = await connect(broker.url, { protocolVersion: 5, clientId: "shared-away", clean: false, properties: { sessionExpiryInterval: 60 } });
+    const back = await connect(broker.url, {
+      protocolVersion: 5,
+      clientId: "shared-away",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    });
     await sleep(200);
     expect(back.messages).toHaveLength(0);
     await back.client.endAsync(false, { properties: { sessionExpiryInterval: 0 } });
@@ -182,7 +203,12 @@ describe("shared subscriptions", () => {
 
   test("with every member offline, a persistent member's session keeps the group's messages", async () => {
     const topic = "groups/all-away";
-    const opts = { protocolVersion: 5 as const, clientId: "shared-sole", clean: false, properties: { sessionExpiryInterval: 60 } };
+    const opts = {
+      protocolVersion: 5 as const,
+      clientId: "shared-sole",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    };
     const sole = await connect(broker.url, opts);
     await sole.client.subscribeAsync(`$share/g/${topic}`, { qos: 1 });
     await sole.end();
@@ -197,7 +223,10 @@ describe("shared subscriptions", () => {
   test("a member that disconnects hands its queued and unacknowledged QoS 1 messages to the others (spec 4.8.2)", async () => {
     const topic = "groups/handover";
     // A member that takes one message at a time and never acknowledges it, so its share queues.
-    const stuck = await RawClient.connected(broker.port, 5, { clientId: "shared-stuck", properties: { receiveMaximum: 1 } });
+    const stuck = await RawClient.connected(broker.port, 5, {
+      clientId: "shared-stuck",
+      properties: { receiveMaximum: 1 },
+    });
     stuck.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: `$share/g/${topic}`, qos: 1 }] });
     await stuck.next("suback");
     const other = await member(`$share/g/${topic}`);

@@ -47,7 +47,13 @@ const is = <C extends Packet["cmd"]>(cmd: C, id?: number) => (p: Packet): p is E
   p.cmd === cmd && (id === undefined || (p as { messageId?: number }).messageId === id);
 
 /** PUBLISH QoS 1 and wait for its PUBACK; its reason code, or "closed" if the broker hung up instead. */
-async function publishQos1(peer: MqttPeer, topic: string, payload: Uint8Array | string, id: number, dup = false): Promise<number | "closed"> {
+async function publishQos1(
+  peer: MqttPeer,
+  topic: string,
+  payload: Uint8Array | string,
+  id: number,
+  dup = false,
+): Promise<number | "closed"> {
   const ack = peer.next(is("puback", id), 10_000);
   const body = typeof payload === "string" ? payload : Buffer.from(payload);
   peer.send({ cmd: "publish", topic, payload: body, qos: 1, retain: false, dup, messageId: id });
@@ -144,7 +150,9 @@ describe("storage.max_bytes reached with every message still owed", () => {
     expect(back.connack.sessionPresent).toBe(true);
     const drained = collect(back.peer);
     await until(() => drained.length >= accepted.length, `${accepted.length} queued messages`);
-    expect(drained.slice(0, accepted.length)).toEqual(accepted.map((id) => `full/${id} ${new TextDecoder().decode(payload)}`));
+    expect(drained.slice(0, accepted.length)).toEqual(
+      accepted.map((id) => `full/${id} ${new TextDecoder().decode(payload)}`),
+    );
     // Its PUBACKs were read before the PINGRESP; the writes they caused precede the next publish.
     await ping(back.peer);
     await back.peer.disconnect();
@@ -153,7 +161,10 @@ describe("storage.max_bytes reached with every message still owed", () => {
     expect(await publishQos1(pub, "full/after", "after", 4000)).toBe(0);
     const retry = await MqttPeer.connect(broker.port, 4, { clientId: "pub-311", clean: false });
     expect(await publishQos1(retry.peer, "full/311", "from 3.1.1", 7, true)).toBe(0);
-    await until(() => watched.includes("full/after after") && watched.includes("full/311 from 3.1.1"), "deliveries after the drain");
+    await until(
+      () => watched.includes("full/after after") && watched.includes("full/311 from 3.1.1"),
+      "deliveries after the drain",
+    );
     await retry.peer.disconnect();
     await pub.disconnect();
     await watcher.peer.disconnect();
@@ -167,7 +178,9 @@ mkdirSync(tmpfs);
 const mount = spawnSync(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", tmpfs], { stderr: "pipe" });
 const mounted = mount.exitCode === 0;
 if (!mounted) {
-  console.warn(`SKIP real disk-full test: cannot mount a 2 MiB tmpfs at ${tmpfs} (needs root): ${mount.stderr.toString().trim()}`);
+  console.warn(
+    `SKIP real disk-full test: cannot mount a 2 MiB tmpfs at ${tmpfs} (needs root): ${mount.stderr.toString().trim()}`,
+  );
 }
 
 /** Fills `dir` with one file until ENOSPC. */
@@ -190,87 +203,92 @@ function fill(path: string): void {
 }
 
 describe("disk full", () => {
-  test.skipIf(!mounted)("publishes and session writes get 0x97 while QoS 0 and clean-session subscribers are served; freeing space resumes publishing without a restart; the database stays intact", async () => {
-    let broker: BrokerProcess | undefined;
-    try {
-      const dataDir = join(tmpfs, "data");
-      // Takes a part of the filesystem now, given back later to end the shortage.
-      const filler = join(tmpfs, "filler");
-      const fd = openSync(filler, "w");
-      writeSync(fd, new Uint8Array(768 * 1024).fill(1));
-      closeSync(fd);
-      broker = await start(dataDir, {});
-
-      const { peer: sub } = await MqttPeer.connect(broker.port, 5, { clientId: "live-sub" });
-      const got = collect(sub);
-      expect(await subscribe(sub, "disk/#", 1)).toEqual([1]);
-
-      const { peer: pub } = await MqttPeer.connect(broker.port, 5, { clientId: "pub" });
-      const stray: Packet[] = [];
-      pub.onPacket = (p) => stray.push(p);
-      const payload = new Uint8Array(8192).fill(0x62);
-      const accepted: number[] = [];
-      let refusal: number | "closed" | undefined;
-      for (let id = 1; id <= 2000; id++) {
-        const code = await publishQos1(pub, `disk/${id}`, payload, id);
-        if (code === 0) accepted.push(id);
-        else {
-          refusal = code;
-          break;
-        }
-        // The other part of the filesystem is taken once the database holds a few messages.
-        if (id === 5) fill(join(tmpfs, "filler-rest"));
-      }
-      expect(refusal).toBe(QUOTA_EXCEEDED);
-      expect(accepted.length).toBeGreaterThanOrEqual(5);
-      const refusedId = accepted.length + 1;
-
-      // A retained QoS 0 message cannot be stored either: it is dropped (QoS 0 is at most
-      // once), with no acknowledgement (QoS 0 has none [MQTT-3.3.4-1]) and no disconnect.
-      pub.send({ cmd: "publish", topic: "disk/retained", payload: "kept?", qos: 0, retain: true, dup: false });
-      // Still up: PINGREQ, new connections, subscriptions and QoS 0 delivery.
-      await ping(pub);
-      expect(pub.isClosed).toBe(false);
-      const { peer: late, connack } = await MqttPeer.connect(broker.port, 5, { clientId: "late-sub" });
-      expect(connack.reasonCode).toBe(0);
-      const lateGot = collect(late);
-      expect(await subscribe(late, "disk/#", 0)).toEqual([0]);
-      pub.send({ cmd: "publish", topic: "disk/zero", payload: "qos0", qos: 0, retain: false, dup: false });
-      await until(() => got.includes("disk/zero qos0") && lateGot.includes("disk/zero qos0"), "the QoS 0 message");
-      // A session that must be written cannot be: CONNACK 0x97 (3.1.1: return code 3, Server unavailable).
-      const refused5 = await MqttPeer.connect(broker.port, 5, persistent5("needs-disk"));
-      expect(refused5.connack.reasonCode).toBe(QUOTA_EXCEEDED);
-      const refused311 = await MqttPeer.connect(broker.port, 4, { clientId: "needs-disk-311", clean: false });
-      expect(refused311.connack.returnCode).toBe(3);
-      await Promise.all([refused5.peer.closed, refused311.peer.closed]);
-      expect(got.some((m) => m.startsWith(`disk/${refusedId} `))).toBe(false);
-
-      // Space comes back: the next publish is stored and acknowledged, no restart needed.
-      unlinkSync(join(tmpfs, "filler-rest"));
-      unlinkSync(filler);
-      expect(await publishQos1(pub, "disk/after", "after", 5000)).toBe(0);
-      await until(() => got.includes("disk/after after"), "the message published after space returned");
-      expect(stray.map((p) => p.cmd)).toEqual([]);
-      await pub.disconnect();
-      await sub.disconnect();
-      await late.disconnect();
-      await stop(broker, "SIGTERM");
-      expect(broker.proc.exitCode).toBe(0);
-
-      // The database opens cleanly and holds exactly what was acknowledged.
-      const db = new Database(join(dataDir, "ferry.db"), { readwrite: true });
+  test.skipIf(!mounted)(
+    "publishes and session writes get 0x97 while QoS 0 and clean-session subscribers are served; freeing space resumes publishing without a restart; the database stays intact",
+    async () => {
+      let broker: BrokerProcess | undefined;
       try {
-        expect(db.query("PRAGMA integrity_check").get()).toEqual({ integrity_check: "ok" });
-        const topics = db.query("SELECT topic FROM messages ORDER BY offset").all().map((r) => (r as { topic: string }).topic);
-        expect(topics).toEqual([...accepted.map((id) => `disk/${id}`), "disk/after"]);
+        const dataDir = join(tmpfs, "data");
+        // Takes a part of the filesystem now, given back later to end the shortage.
+        const filler = join(tmpfs, "filler");
+        const fd = openSync(filler, "w");
+        writeSync(fd, new Uint8Array(768 * 1024).fill(1));
+        closeSync(fd);
+        broker = await start(dataDir, {});
+
+        const { peer: sub } = await MqttPeer.connect(broker.port, 5, { clientId: "live-sub" });
+        const got = collect(sub);
+        expect(await subscribe(sub, "disk/#", 1)).toEqual([1]);
+
+        const { peer: pub } = await MqttPeer.connect(broker.port, 5, { clientId: "pub" });
+        const stray: Packet[] = [];
+        pub.onPacket = (p) => stray.push(p);
+        const payload = new Uint8Array(8192).fill(0x62);
+        const accepted: number[] = [];
+        let refusal: number | "closed" | undefined;
+        for (let id = 1; id <= 2000; id++) {
+          const code = await publishQos1(pub, `disk/${id}`, payload, id);
+          if (code === 0) accepted.push(id);
+          else {
+            refusal = code;
+            break;
+          }
+          // The other part of the filesystem is taken once the database holds a few messages.
+          if (id === 5) fill(join(tmpfs, "filler-rest"));
+        }
+        expect(refusal).toBe(QUOTA_EXCEEDED);
+        expect(accepted.length).toBeGreaterThanOrEqual(5);
+        const refusedId = accepted.length + 1;
+
+        // A retained QoS 0 message cannot be stored either: it is dropped (QoS 0 is at most
+        // once), with no acknowledgement (QoS 0 has none [MQTT-3.3.4-1]) and no disconnect.
+        pub.send({ cmd: "publish", topic: "disk/retained", payload: "kept?", qos: 0, retain: true, dup: false });
+        // Still up: PINGREQ, new connections, subscriptions and QoS 0 delivery.
+        await ping(pub);
+        expect(pub.isClosed).toBe(false);
+        const { peer: late, connack } = await MqttPeer.connect(broker.port, 5, { clientId: "late-sub" });
+        expect(connack.reasonCode).toBe(0);
+        const lateGot = collect(late);
+        expect(await subscribe(late, "disk/#", 0)).toEqual([0]);
+        pub.send({ cmd: "publish", topic: "disk/zero", payload: "qos0", qos: 0, retain: false, dup: false });
+        await until(() => got.includes("disk/zero qos0") && lateGot.includes("disk/zero qos0"), "the QoS 0 message");
+        // A session that must be written cannot be: CONNACK 0x97 (3.1.1: return code 3, Server unavailable).
+        const refused5 = await MqttPeer.connect(broker.port, 5, persistent5("needs-disk"));
+        expect(refused5.connack.reasonCode).toBe(QUOTA_EXCEEDED);
+        const refused311 = await MqttPeer.connect(broker.port, 4, { clientId: "needs-disk-311", clean: false });
+        expect(refused311.connack.returnCode).toBe(3);
+        await Promise.all([refused5.peer.closed, refused311.peer.closed]);
+        expect(got.some((m) => m.startsWith(`disk/${refusedId} `))).toBe(false);
+
+        // Space comes back: the next publish is stored and acknowledged, no restart needed.
+        unlinkSync(join(tmpfs, "filler-rest"));
+        unlinkSync(filler);
+        expect(await publishQos1(pub, "disk/after", "after", 5000)).toBe(0);
+        await until(() => got.includes("disk/after after"), "the message published after space returned");
+        expect(stray.map((p) => p.cmd)).toEqual([]);
+        await pub.disconnect();
+        await sub.disconnect();
+        await late.disconnect();
+        await stop(broker, "SIGTERM");
+        expect(broker.proc.exitCode).toBe(0);
+
+        // The database opens cleanly and holds exactly what was acknowledged.
+        const db = new Database(join(dataDir, "ferry.db"), { readwrite: true });
+        try {
+          expect(db.query("PRAGMA integrity_check").get()).toEqual({ integrity_check: "ok" });
+          const topics = db.query("SELECT topic FROM messages ORDER BY offset").all().map((r) =>
+            (r as { topic: string }).topic
+          );
+          expect(topics).toEqual([...accepted.map((id) => `disk/${id}`), "disk/after"]);
+        } finally {
+          db.close();
+        }
       } finally {
-        db.close();
+        if (broker) await stop(broker, "SIGKILL");
+        spawnSync(["umount", tmpfs]);
       }
-    } finally {
-      if (broker) await stop(broker, "SIGKILL");
-      spawnSync(["umount", tmpfs]);
-    }
-  });
+    },
+  );
 });
 
 afterAll(() => {

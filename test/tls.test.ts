@@ -98,7 +98,11 @@ describe("mqtts and wss", () => {
     const port = broker.server.tls!.port;
     expect(await handshake(port, { minVersion: "TLSv1.2", maxVersion: "TLSv1.2", servername: "localhost" })).toBe("ok");
     expect(await handshake(port, { minVersion: "TLSv1.3", servername: "localhost" })).toBe("ok");
-    const old = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${port}`, "-tls1_1"], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    const old = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${port}`, "-tls1_1"], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     const out = (await new Response(old.stdout).text()) + (await new Response(old.stderr).text());
     await old.exited;
     expect(out).toMatch(/alert protocol version|no protocols available|wrong version|unsupported protocol/i);
@@ -113,10 +117,26 @@ describe("mqtts and wss", () => {
     );
     // Wait until the subscriber is connected and subscribed.
     const core = broker.server.broker;
-    for (let i = 0; i < 100 && ![...core.sessions.values()].some((s) => s.subscriptions.has("mosq/tls")); i++) await Bun.sleep(20);
+    for (let i = 0; i < 100 && ![...core.sessions.values()].some((s) => s.subscriptions.has("mosq/tls")); i++) {
+      await Bun.sleep(20);
+    }
     // Not spawnSync: the broker runs in this process and must keep serving meanwhile.
     const pub = Bun.spawn(
-      ["mosquitto_pub", "-h", "127.0.0.1", "-p", port, "--cafile", certs.ca, "-t", "mosq/tls", "-m", "over tls", "-q", "1"],
+      [
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "--cafile",
+        certs.ca,
+        "-t",
+        "mosq/tls",
+        "-m",
+        "over tls",
+        "-q",
+        "1",
+      ],
       { stdout: "ignore", stderr: "pipe" },
     );
     expect(await pub.exited).toBe(0);
@@ -131,7 +151,13 @@ describe("mutual TLS", () => {
     const passwordFile = await writePasswordFile({ operator: "op-pw" });
     mtls = await startBroker({
       listeners: { tls_port: 0, wss_port: 0 },
-      tls: { cert: certs.serverCert, key: certs.serverKey, ca: certs.ca, require_client_cert: true, use_identity_as_username: true },
+      tls: {
+        cert: certs.serverCert,
+        key: certs.serverKey,
+        ca: certs.ca,
+        require_client_cert: true,
+        use_identity_as_username: true,
+      },
       auth: { allow_anonymous: false, password_file: passwordFile },
       acl: { rules: [{ action: "all", topic: "devices/%u/#", permission: "allow" }] },
     });
@@ -142,19 +168,43 @@ describe("mutual TLS", () => {
   test("no client certificate, or one the CA did not sign, fails the handshake", async () => {
     const port = mtls.server.tls!.port;
     expect(await handshake(port, { servername: "localhost" })).not.toBe("ok");
-    expect(await handshake(port, { servername: "localhost", cert: certs.read(certs.badCert), key: certs.read(certs.badKey) })).not.toBe("ok");
-    expect(await handshake(port, { servername: "localhost", cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey) })).toBe("ok");
+    expect(
+      await handshake(port, {
+        servername: "localhost",
+        cert: certs.read(certs.badCert),
+        key: certs.read(certs.badKey),
+      }),
+    ).not.toBe("ok");
+    expect(
+      await handshake(port, {
+        servername: "localhost",
+        cert: certs.read(certs.clientCert),
+        key: certs.read(certs.clientKey),
+      }),
+    ).toBe("ok");
   });
 
   test("wss also requires a client certificate the CA signed", async () => {
     const bad = await new Promise<string>((resolve) => {
-      const c = mqtt.connect(wss(mtls), { ca: ca(), cert: certs.read(certs.badCert), key: certs.read(certs.badKey), reconnectPeriod: 0, connectTimeout: 3000 });
+      const c = mqtt.connect(wss(mtls), {
+        ca: ca(),
+        cert: certs.read(certs.badCert),
+        key: certs.read(certs.badKey),
+        reconnectPeriod: 0,
+        connectTimeout: 3000,
+      });
       c.once("connect", () => resolve("connected"));
       c.once("error", (e) => resolve(e.message));
       c.once("close", () => resolve("closed"));
     });
     expect(bad).not.toBe("connected");
-    const good = await connect(wss(mtls), { ca: ca(), cert: certs.read(certs.clientCert), key: certs.read(certs.clientKey), username: "operator", password: "op-pw" });
+    const good = await connect(wss(mtls), {
+      ca: ca(),
+      cert: certs.read(certs.clientCert),
+      key: certs.read(certs.clientKey),
+      username: "operator",
+      password: "op-pw",
+    });
     expect(good.client.connected).toBe(true);
     await good.end();
   });
@@ -171,7 +221,10 @@ describe("mutual TLS", () => {
     expect(granted[0]!.qos).toBe(1);
     await dev.client.publishAsync("devices/device-1/temp", "20", { qos: 1 });
     expect((await dev.waitFor(1))[0]!.payload).toBe("20");
-    const denied = await dev.client.publishAsync("devices/someone-else/temp", "x", { qos: 1 }).then(ackCode, (e: { code?: number }) => e.code);
+    const denied = await dev.client.publishAsync("devices/someone-else/temp", "x", { qos: 1 }).then(
+      ackCode,
+      (e: { code?: number }) => e.code,
+    );
     expect(denied).toBe(0x87);
     const seen = [...mtls.server.broker.clients].find((c) => c.conn.transport === "tls");
     expect(seen?.username).toBe("device-1");
@@ -187,7 +240,12 @@ describe("certificate reload", () => {
     copyFileSync(certs.serverCert, cert);
     copyFileSync(certs.serverKey, key);
     const logs: string[] = [];
-    const logger: Logger = { debug() {}, info: (m) => logs.push(m), warn: (m) => logs.push(m), error: (m) => logs.push(m) };
+    const logger: Logger = {
+      debug() {},
+      info: (m) => logs.push(m),
+      warn: (m) => logs.push(m),
+      error: (m) => logs.push(m),
+    };
     const server = await startServer(
       validateConfig({
         listeners: { host: "127.0.0.1", mqtt_port: 0, tls_port: 0, wss_port: 0 },
@@ -239,7 +297,10 @@ describe("certificate reload", () => {
     const key = join(dir, "watched.key");
     copyFileSync(certs.serverCert, cert);
     copyFileSync(certs.serverKey, key);
-    const b = await startBroker({ listeners: { tls_port: 0, ws_port: null }, tls: { cert, key, reload_check_seconds: 1 } });
+    const b = await startBroker({
+      listeners: { tls_port: 0, ws_port: null },
+      tls: { cert, key, reload_check_seconds: 1 },
+    });
     try {
       expect(await serverCn(b.server.tls!.port)).toBe("127.0.0.1");
       // Key first, then certificate: the check in between sees a mismatched pair and keeps the old one.
@@ -247,7 +308,9 @@ describe("certificate reload", () => {
       writeFileSync(cert, certs.read(certs.renewedCert));
       const deadline = Date.now() + 5000;
       let cn = "";
-      while (Date.now() < deadline && (cn = await serverCn(b.server.tls!.port)) !== "ferry-renewed") await Bun.sleep(100);
+      while (Date.now() < deadline && (cn = await serverCn(b.server.tls!.port)) !== "ferry-renewed") {
+        await Bun.sleep(100);
+      }
       expect(cn).toBe("ferry-renewed");
     } finally {
       await b.stop();
@@ -257,7 +320,9 @@ describe("certificate reload", () => {
 
 describe("configuration", () => {
   test("tls_port without a certificate, and client certificate options without a CA, are config errors", () => {
-    expect(() => validateConfig({ listeners: { tls_port: 8883 } })).toThrow(/tls\.cert: required[\s\S]*tls\.key: required/);
+    expect(() => validateConfig({ listeners: { tls_port: 8883 } })).toThrow(
+      /tls\.cert: required[\s\S]*tls\.key: required/,
+    );
     expect(() => validateConfig({ tls: { require_client_cert: true } })).toThrow(/tls\.ca: required/);
   });
 });

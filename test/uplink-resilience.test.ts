@@ -61,7 +61,11 @@ function uplinkConfig(cloudUrl: string, uplink: UplinkOverrides = {}): Record<st
   };
 }
 
-async function edge(cloudUrl: string, uplink: UplinkOverrides = {}, extra: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+async function edge(
+  cloudUrl: string,
+  uplink: UplinkOverrides = {},
+  extra: DeepPartial<FerryConfig> = {},
+): Promise<TestBroker> {
   const b = await startBroker({
     edge_id: "edge1",
     ...extra,
@@ -85,9 +89,19 @@ async function cloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promi
  * forwarded message can arrive before anyone listens (and messages survive a restart
  * of a persistent cloud). Returns a function that (re)connects it.
  */
-async function persistentCloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promise<() => Promise<TestClient>> {
+async function persistentCloudSubscriber(
+  c: CloudBroker,
+  filter: string,
+  opts = {},
+): Promise<() => Promise<TestClient>> {
   const clientId = `cloud-sub-${Math.random().toString(36).slice(2, 8)}`;
-  const o = { protocolVersion: 5 as const, clientId, clean: false, properties: { sessionExpiryInterval: 600 }, ...opts };
+  const o = {
+    protocolVersion: 5 as const,
+    clientId,
+    clean: false,
+    properties: { sessionExpiryInterval: 600 },
+    ...opts,
+  };
   const first = await connect(c.url, o);
   await first.client.subscribeAsync(filter, { qos: 1 });
   await first.end();
@@ -212,7 +226,11 @@ describe("uplink resilience", () => {
         while (inflight.size >= 100 && !stop) await Promise.race(inflight);
       }
     })();
-    await eventually(() => acked.get("sensors/x")!.length >= 1000 && sub.messages.length >= 300, 10_000, "ingest and drain under way");
+    await eventually(
+      () => acked.get("sensors/x")!.length >= 1000 && sub.messages.length >= 300,
+      10_000,
+      "ingest and drain under way",
+    );
     const ackedAtKill = topics.reduce((n, t) => n + acked.get(t)!.length, 0);
     const deliveredAtKill = sub.messages.length;
     await first.kill("SIGKILL");
@@ -230,14 +248,18 @@ describe("uplink resilience", () => {
     for (const t of topics) acked.get(t)!.push(...range(next, 50));
 
     const want = (t: string) => new Set(acked.get(t)!);
-    await eventually(() => {
-      const { byTopic } = firstArrivals(sub.messages);
-      return topics.every((t) => {
-        const got = new Set(byTopic.get(remote(t)) ?? []);
-        for (const i of want(t)) if (!got.has(i)) return false;
-        return true;
-      });
-    }, 12_000, "every acknowledged message at the cloud");
+    await eventually(
+      () => {
+        const { byTopic } = firstArrivals(sub.messages);
+        return topics.every((t) => {
+          const got = new Set(byTopic.get(remote(t)) ?? []);
+          for (const i of want(t)) if (!got.has(i)) return false;
+          return true;
+        });
+      },
+      12_000,
+      "every acknowledged message at the cloud",
+    );
     const { byTopic } = firstArrivals(sub.messages);
     for (const t of topics) {
       const firsts = byTopic.get(remote(t))!;
@@ -370,7 +392,9 @@ describe("uplink resilience", () => {
     expect(s.droppedRefused).toBe(5);
     expect(s.reconnects).toBe(0);
     expect(s.lastError).toContain("refused");
-    expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual(range(0, 50).map((i) => `${remote("sensors/ok")} ${i}`));
+    expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual(
+      range(0, 50).map((i) => `${remote("sensors/ok")} ${i}`),
+    );
   });
 
   test("ws:// reaches a cloud's MQTT-over-WebSocket listener", async () => {
@@ -396,14 +420,21 @@ describe("uplink resilience", () => {
     await pub.client.publishAsync("sensors/state", "on", { qos: 1, retain: true });
     await sub.waitFor(1);
     // A persistent QoS 1 subscriber: its copy of the retained message goes into the log.
-    const s = await localClient(b.url, { clientId: "persistent", clean: false, properties: { sessionExpiryInterval: 600 } });
+    const s = await localClient(b.url, {
+      clientId: "persistent",
+      clean: false,
+      properties: { sessionExpiryInterval: 600 },
+    });
     await s.client.subscribeAsync("sensors/#", { qos: 1 });
     await s.waitFor(1);
     // The next message makes the link read the log past the copy.
     await pub.client.publishAsync("sensors/other", "1", { qos: 1 });
     await sub.waitFor(2);
     await sleep(300);
-    expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual([`${remote("sensors/state")} on`, `${remote("sensors/other")} 1`]);
+    expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual([
+      `${remote("sensors/state")} on`,
+      `${remote("sensors/other")} 1`,
+    ]);
   });
 
   test("the cursor survives a graceful restart: only what was in flight is sent again, and nothing once drained", async () => {
@@ -517,7 +548,11 @@ describe("uplink over TLS", () => {
     // A certificate the cloud's CA did not sign: after the reload the link cannot get in.
     install({ cert: certs.badCert, key: certs.badKey });
     b.server.uplinks.reload();
-    await eventually(() => link(b).status().lastError?.startsWith("connect") === true, 5000, "refused with the new files");
+    await eventually(
+      () => link(b).status().lastError?.startsWith("connect") === true,
+      5000,
+      "refused with the new files",
+    );
     expect(link(b).state).not.toBe("connected");
 
     // A renewed certificate the CA did sign: the reload picks it up.
@@ -535,7 +570,9 @@ describe("uplink over TLS", () => {
  * A "cloud" that accepts the connection (CONNACK, SUBACK, PINGRESP) but never
  * acknowledges a PUBLISH, like a broker wedged behind a working TCP connection.
  */
-async function silentCloud(port: number): Promise<{ close(): Promise<void>; received(): Array<Array<{ payload: string; dup: boolean }>> }> {
+async function silentCloud(
+  port: number,
+): Promise<{ close(): Promise<void>; received(): Array<Array<{ payload: string; dup: boolean }>> }> {
   /** The PUBLISH packets of each connection, in order. */
   const received: Array<Array<{ payload: string; dup: boolean }>> = [];
   const sockets = new Set<net.Socket>();
@@ -547,7 +584,8 @@ async function silentCloud(port: number): Promise<{ close(): Promise<void>; rece
     socket.on("error", () => {});
     let version: 4 | 5 = 5;
     let parser = mqttPacket.parser({ protocolVersion: 5 });
-    const send = (p: Record<string, unknown>) => socket.write(mqttPacket.generate(p as unknown as Packet, { protocolVersion: version }));
+    const send = (p: Record<string, unknown>) =>
+      socket.write(mqttPacket.generate(p as unknown as Packet, { protocolVersion: version }));
     const onPacket = (p: Packet) => {
       switch (p.cmd) {
         case "connect":

@@ -20,7 +20,11 @@ async function cloud(opts = {}): Promise<CloudBroker> {
   return c;
 }
 
-async function edge(cloudUrl: string, uplink: UplinkOverrides = {}, extra: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+async function edge(
+  cloudUrl: string,
+  uplink: UplinkOverrides = {},
+  extra: DeepPartial<FerryConfig> = {},
+): Promise<TestBroker> {
   const b = await startBroker({
     edge_id: "edge1",
     ...extra,
@@ -163,7 +167,11 @@ describe("cloud uplink", () => {
     const b = await edge(c.url, {}, { mqtt: { sys_interval: 1 } });
     const local = await localClient(b);
     await local.client.subscribeAsync("$SYS/broker/uplink/cloud/#");
-    await eventually(() => local.messages.some((m) => m.topic === "$SYS/broker/uplink/cloud/state"), 5000, "$SYS state");
+    await eventually(
+      () => local.messages.some((m) => m.topic === "$SYS/broker/uplink/cloud/state"),
+      5000,
+      "$SYS state",
+    );
     const state = local.messages.find((m) => m.topic === "$SYS/broker/uplink/cloud/state")!;
     expect(["connecting", "backoff"]).toContain(state.payload);
     const err = local.messages.find((m) => m.topic === "$SYS/broker/uplink/cloud/last_error");

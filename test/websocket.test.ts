@@ -108,8 +108,19 @@ describe("WebSocket handshake and framing", () => {
 
   test("packets split across frames, and several in one frame, are reassembled [MQTT-6.0.0-2]", async () => {
     const c = await rawWs(["mqtt"]);
-    const connectBytes = mqttPacket.generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId: "ws-split", clean: true, keepalive: 30 });
-    const subscribeBytes = mqttPacket.generate({ cmd: "subscribe", messageId: 7, subscriptions: [{ topic: "ws/split", qos: 1 }] });
+    const connectBytes = mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clientId: "ws-split",
+      clean: true,
+      keepalive: 30,
+    });
+    const subscribeBytes = mqttPacket.generate({
+      cmd: "subscribe",
+      messageId: 7,
+      subscriptions: [{ topic: "ws/split", qos: 1 }],
+    });
     const pingBytes = mqttPacket.generate({ cmd: "pingreq" });
     // Frame 1: the first 5 bytes of CONNECT. Frame 2: the rest of CONNECT, SUBSCRIBE, and half a PINGREQ.
     const stream = Buffer.concat([connectBytes, subscribeBytes, pingBytes]);

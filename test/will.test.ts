@@ -31,7 +31,10 @@ describe("Will Message on abnormal disconnect", () => {
     test(`v${version}: the Will is published when the connection drops without DISCONNECT [MQTT-3.1.2-8]`, async () => {
       const topic = `will/drop/${version}`;
       const sub = await watcher(topic);
-      const c = await RawClient.connected(broker.port, version, { clientId: `dropper-${version}`, will: will(topic, "gone", { qos: 1 }) });
+      const c = await RawClient.connected(broker.port, version, {
+        clientId: `dropper-${version}`,
+        will: will(topic, "gone", { qos: 1 }),
+      });
       c.close(); // destroy the socket
       const [m] = await sub.waitFor(1);
       expect(m!.payload).toBe("gone");
@@ -43,7 +46,10 @@ describe("Will Message on abnormal disconnect", () => {
     test(`v${version}: the Will is not published after a normal DISCONNECT [MQTT-3.14.4-3]`, async () => {
       const topic = `will/normal/${version}`;
       const sub = await watcher(topic);
-      const c = await RawClient.connected(broker.port, version, { clientId: `polite-${version}`, will: will(topic, "should not appear") });
+      const c = await RawClient.connected(broker.port, version, {
+        clientId: `polite-${version}`,
+        will: will(topic, "should not appear"),
+      });
       c.send({ cmd: "disconnect" }, version);
       await c.waitClosed();
       await sleep(300);
@@ -88,7 +94,10 @@ describe("Will Message on abnormal disconnect", () => {
 
   test("a Will with the retain flag becomes the topic's retained message [MQTT-3.1.2-17]", async () => {
     const topic = "will/retained";
-    const c = await RawClient.connected(broker.port, 5, { clientId: "retainer", will: will(topic, "last words", { retain: true, qos: 1 }) });
+    const c = await RawClient.connected(broker.port, 5, {
+      clientId: "retainer",
+      will: will(topic, "last words", { retain: true, qos: 1 }),
+    });
     c.close();
     await eventually(() => broker.server.broker.retained.get(topic) !== undefined);
     const late = await connect(broker.url, { protocolVersion: 5 });
@@ -104,7 +113,7 @@ describe("Will Message on abnormal disconnect", () => {
     const sub = await watcher(topic);
     const c = await RawClient.connected(broker.port, 5, {
       clientId: "propertied",
-      will: will(topic, "{\"state\":\"offline\"}", {
+      will: will(topic, '{"state":"offline"}', {
         properties: {
           contentType: "application/json",
           payloadFormatIndicator: true,
@@ -117,7 +126,7 @@ describe("Will Message on abnormal disconnect", () => {
     c.close();
     const [m] = await sub.waitFor(1);
     const p = m!.packet.properties!;
-    expect(m!.payload).toBe("{\"state\":\"offline\"}");
+    expect(m!.payload).toBe('{"state":"offline"}');
     expect(p.contentType).toBe("application/json");
     expect(p.payloadFormatIndicator).toBe(true);
     expect(p.responseTopic).toBe("will/props/reply");
@@ -163,7 +172,10 @@ describe("Will Delay Interval", () => {
     const topic = "will/delay/resumed";
     const sub = await watcher(topic);
     const opts = { clientId: "comes-back", clean: false, properties: { sessionExpiryInterval: 60 } };
-    const c = await RawClient.connected(broker.port, 5, { ...opts, will: will(topic, "never", { properties: { willDelayInterval: 1 } }) });
+    const c = await RawClient.connected(broker.port, 5, {
+      ...opts,
+      will: will(topic, "never", { properties: { willDelayInterval: 1 } }),
+    });
     c.close();
     const back = await RawClient.connected(broker.port, 5, opts);
     await sleep(1800); // past the delay

@@ -84,11 +84,11 @@ export function mosquittoConfig(port: number): string {
   ].join("\n");
 }
 
-async function freePort(): Promise<number> {
+function freePort(): Promise<number> {
   const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
   const port = l.port;
   l.stop(true);
-  return port;
+  return Promise.resolve(port);
 }
 
 async function waitTcp(port: number, ms: number): Promise<void> {
@@ -132,13 +132,16 @@ export function snapshotFerry(): string {
 
 /** The commit, how many of Ferry's source files differ from it, and a hash of the sources used. */
 export function ferryRevision(root = ROOT): string {
-  const git = (...args: string[]) => new TextDecoder().decode(Bun.spawnSync(["git", "-C", ROOT, ...args]).stdout).trimEnd();
+  const git = (...args: string[]) =>
+    new TextDecoder().decode(Bun.spawnSync(["git", "-C", ROOT, ...args]).stdout).trimEnd();
   const head = git("rev-parse", "--short", "HEAD");
   const dirty = git("status", "--porcelain", "--", "src", "edge").split("\n").filter(Boolean);
   const files = new Bun.Glob("{src,edge}/**/*.ts").scanSync({ cwd: root });
   const hash = new Bun.CryptoHasher("sha256");
   for (const f of [...files].sort()) hash.update(f).update(readFileSync(join(root, f)));
-  const state = dirty.length === 0 ? "clean" : `${dirty.length} files in src/ and edge/ changed or new since the commit`;
+  const state = dirty.length === 0
+    ? "clean"
+    : `${dirty.length} files in src/ and edge/ changed or new since the commit`;
   return `${head} (${state}); sources sha256 ${hash.digest("hex").slice(0, 12)}`;
 }
 
@@ -165,7 +168,12 @@ export async function startBroker(name: BrokerName, opts: StartOptions = {}): Pr
   }
 }
 
-async function launch(name: BrokerName, dir: string, opts: StartOptions, started: (p: Subprocess) => void): Promise<RunningBroker> {
+async function launch(
+  name: BrokerName,
+  dir: string,
+  opts: StartOptions,
+  started: (p: Subprocess) => void,
+): Promise<RunningBroker> {
   let proc: Subprocess;
   let port: number;
   if (name === "mosquitto") {
@@ -180,7 +188,10 @@ async function launch(name: BrokerName, dir: string, opts: StartOptions, started
     await waitTcp(port, 5000);
   } else {
     const conf = join(dir, "ferry.json");
-    writeFileSync(conf, JSON.stringify({ ...ferryConfig(name === "ferry" ? "commit" : "memory", opts.ferryRoot), ...opts.ferryExtra }));
+    writeFileSync(
+      conf,
+      JSON.stringify({ ...ferryConfig(name === "ferry" ? "commit" : "memory", opts.ferryRoot), ...opts.ferryExtra }),
+    );
     const cmd = [
       process.execPath,
       ...(opts.bunArgs ?? []),
@@ -195,7 +206,11 @@ async function launch(name: BrokerName, dir: string, opts: StartOptions, started
       "--config",
       conf,
     ];
-    proc = Bun.spawn(withNofile(cmd), { stdout: "pipe", stderr: Bun.file(join(dir, "stderr.log")), cwd: opts.ferryRoot ?? ROOT });
+    proc = Bun.spawn(withNofile(cmd), {
+      stdout: "pipe",
+      stderr: Bun.file(join(dir, "stderr.log")),
+      cwd: opts.ferryRoot ?? ROOT,
+    });
     started(proc);
     port = await readListening(proc);
   }
@@ -234,5 +249,8 @@ async function readListening(proc: Subprocess): Promise<number> {
 export function versions(): { bun: string; mosquitto: string } {
   const r = Bun.spawnSync([MOSQUITTO, "-h"]);
   const text = new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr);
-  return { bun: `${Bun.version} (${Bun.revision.slice(0, 9)})`, mosquitto: /mosquitto version (\S+)/.exec(text)?.[1] ?? "?" };
+  return {
+    bun: `${Bun.version} (${Bun.revision.slice(0, 9)})`,
+    mosquitto: /mosquitto version (\S+)/.exec(text)?.[1] ?? "?",
+  };
 }

@@ -175,7 +175,9 @@ export class Conn {
   async connect(clientId: string, version: 4 | 5, keepalive = 0): Promise<void> {
     this.version = version;
     const done = new Promise<number>((r) => (this.#connack = r));
-    this.send(gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: true, keepalive }, version));
+    this.send(
+      gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: true, keepalive }, version),
+    );
     const code = await done;
     if (code !== 0) throw new Error(`${this.name}: CONNACK ${code}`);
   }
@@ -384,7 +386,14 @@ class PublishBatch {
   readonly payOff: number;
   readonly topicOff: number;
 
-  constructor(topic: string, payloadSize: number, qos: number, retain: boolean, version: 4 | 5, readonly count: number) {
+  constructor(
+    topic: string,
+    payloadSize: number,
+    qos: number,
+    retain: boolean,
+    version: 4 | 5,
+    readonly count: number,
+  ) {
     const one = gen({
       cmd: "publish",
       topic,
@@ -513,7 +522,9 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
   let due = 0;
   let startUs = 0;
   // Closed loop: wait until a few messages fit, so that writes are not one message each.
-  const minPump = o.rate > 0 ? 1 : Math.max(1, Math.min(16, batchMax, Math.floor(o.window / 8), Math.floor(o.pubWindow / 4)));
+  const minPump = o.rate > 0
+    ? 1
+    : Math.max(1, Math.min(16, batchMax, Math.floor(o.window / 8), Math.floor(o.pubWindow / 4)));
 
   const pump = (c: Conn) => {
     if (!running || c.blocked || c.closed) return;
@@ -612,9 +623,23 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
 
   await sleep(o.warmup * 1000);
   recording = true;
-  const m0 = { t: performance.now(), recv: totalReceived, sent: totalSent, cpu: selfCpu(), broker: sampleProc(o.brokerPid), sys: systemCpu() };
+  const m0 = {
+    t: performance.now(),
+    recv: totalReceived,
+    sent: totalSent,
+    cpu: selfCpu(),
+    broker: sampleProc(o.brokerPid),
+    sys: systemCpu(),
+  };
   await sleep(o.duration * 1000);
-  const m1 = { t: performance.now(), recv: totalReceived, sent: totalSent, cpu: selfCpu(), broker: sampleProc(o.brokerPid), sys: systemCpu() };
+  const m1 = {
+    t: performance.now(),
+    recv: totalReceived,
+    sent: totalSent,
+    cpu: selfCpu(),
+    broker: sampleProc(o.brokerPid),
+    sys: systemCpu(),
+  };
   recording = false;
   running = false;
   if (timer) clearInterval(timer);
@@ -636,7 +661,9 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
   const b1 = sampleProc(o.brokerPid);
   for (const c of [...pubs, ...subs]) c.close();
 
-  if (totalSent === 0) throw new Error("no message was published (load generator bug or broker refused every publisher)");
+  if (totalSent === 0) {
+    throw new Error("no message was published (load generator bug or broker refused every publisher)");
+  }
   const secs = (m1.t - m0.t) / 1000;
   const lat = samples.subarray(0, nSamples).sort();
   const acked = pubs.reduce((s, c) => s + c.acked, 0);
@@ -926,7 +953,9 @@ async function main(): Promise<void> {
       timeout: num("timeout", 60),
     });
   } else {
-    console.error("usage: loadgen.ts throughput|idle|retained --port N --broker-pid PID [options]; see the header comment");
+    console.error(
+      "usage: loadgen.ts throughput|idle|retained --port N --broker-pid PID [options]; see the header comment",
+    );
     process.exit(2);
   }
   console.log(JSON.stringify(result));

@@ -68,7 +68,9 @@ export function analyse(p: CpuProfile, top: number, fromUs = -Infinity, toUs = I
       let up = parent.get(id);
       while (up !== undefined && !isJs(byId.get(up)!.callFrame)) up = parent.get(up);
       const name = cf.functionName || "(native)";
-      const caller = up === undefined ? "" : ` ← ${byId.get(up)!.callFrame.functionName || "(anonymous)"}  ${where(byId.get(up)!.callFrame)}`;
+      const caller = up === undefined
+        ? ""
+        : ` ← ${byId.get(up)!.callFrame.functionName || "(anonymous)"}  ${where(byId.get(up)!.callFrame)}`;
       key = `[${name}]${caller}`;
     }
     selfKey.set(id, key);
@@ -101,7 +103,9 @@ export function analyse(p: CpuProfile, top: number, fromUs = -Infinity, toUs = I
     const k = keyOf(id);
     self.set(k, (self.get(k) ?? 0) + 1);
     for (const s of stack(id)) total.set(s, (total.get(s) ?? 0) + 1);
-    const file = k.startsWith("[") ? "(native: Buffer/typed arrays/sockets/builtins)" : k.split("  ")[1]!.replace(/:\d+$/, "");
+    const file = k.startsWith("[")
+      ? "(native: Buffer/typed arrays/sockets/builtins)"
+      : k.split("  ")[1]!.replace(/:\d+$/, "");
     files.set(file, (files.get(file) ?? 0) + 1);
   }
   const pct = (v: number) => `${((100 * v) / Math.max(1, n)).toFixed(1).padStart(5)}%`;
@@ -154,8 +158,11 @@ async function main(): Promise<void> {
     await b.stop();
     const file = readdirSync(dir).find((n) => n.endsWith(".cpuprofile"));
     if (!file) throw new Error(`no profile written in ${dir}`);
-    console.log(`\n## ${s.id} (${s.title}) on ${broker}: ${Math.round(result.deliveredPerSec)} msg/s delivered, lost ${result.lost}, broker CPU ${
-      Math.round(result.brokerCpuPct)}% (profiling on)`);
+    console.log(
+      `\n## ${s.id} (${s.title}) on ${broker}: ${
+        Math.round(result.deliveredPerSec)
+      } msg/s delivered, lost ${result.lost}, broker CPU ${Math.round(result.brokerCpuPct)}% (profiling on)`,
+    );
     console.log(`profile: ${join(dir, file)}\n`);
     console.log(analyse(JSON.parse(readFileSync(join(dir, file), "utf8")) as CpuProfile, top, from, to));
   }

@@ -48,13 +48,55 @@ const ALL: BrokerName[] = ["ferry", "ferry-memory", "mosquitto"];
 const DEFAULT: BrokerName[] = ["ferry", "mosquitto"];
 
 export const SCENARIOS: Scenario[] = [
-  { id: "fanin-q0", title: "fan-in QoS 0, 4→1, 64 B", mode: "throughput", args: ["--pubs", "4", "--subs", "1", "--qos", "0", "--payload", "64"], brokers: DEFAULT },
-  { id: "fanin-q1", title: "fan-in QoS 1, 4→1, 64 B", mode: "throughput", args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "64"], brokers: ALL },
-  { id: "fanin-q1-1k", title: "fan-in QoS 1, 4→1, 1 KB", mode: "throughput", args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "1024"], brokers: DEFAULT },
-  { id: "fanin-q1-64k", title: "fan-in QoS 1, 4→1, 64 KB", mode: "throughput", args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "65536"], brokers: DEFAULT },
-  { id: "fanout-q0", title: "fan-out QoS 0, 1→8, 64 B", mode: "throughput", args: ["--pubs", "1", "--subs", "8", "--qos", "0", "--payload", "64"], brokers: DEFAULT },
-  { id: "fanout-q1", title: "fan-out QoS 1, 1→8, 64 B", mode: "throughput", args: ["--pubs", "1", "--subs", "8", "--qos", "1", "--payload", "64"], brokers: ALL },
-  { id: "q2", title: "QoS 2, 1→1, 64 B", mode: "throughput", args: ["--pubs", "1", "--subs", "1", "--qos", "2", "--payload", "64"], brokers: ALL },
+  {
+    id: "fanin-q0",
+    title: "fan-in QoS 0, 4→1, 64 B",
+    mode: "throughput",
+    args: ["--pubs", "4", "--subs", "1", "--qos", "0", "--payload", "64"],
+    brokers: DEFAULT,
+  },
+  {
+    id: "fanin-q1",
+    title: "fan-in QoS 1, 4→1, 64 B",
+    mode: "throughput",
+    args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "64"],
+    brokers: ALL,
+  },
+  {
+    id: "fanin-q1-1k",
+    title: "fan-in QoS 1, 4→1, 1 KB",
+    mode: "throughput",
+    args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "1024"],
+    brokers: DEFAULT,
+  },
+  {
+    id: "fanin-q1-64k",
+    title: "fan-in QoS 1, 4→1, 64 KB",
+    mode: "throughput",
+    args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "65536"],
+    brokers: DEFAULT,
+  },
+  {
+    id: "fanout-q0",
+    title: "fan-out QoS 0, 1→8, 64 B",
+    mode: "throughput",
+    args: ["--pubs", "1", "--subs", "8", "--qos", "0", "--payload", "64"],
+    brokers: DEFAULT,
+  },
+  {
+    id: "fanout-q1",
+    title: "fan-out QoS 1, 1→8, 64 B",
+    mode: "throughput",
+    args: ["--pubs", "1", "--subs", "8", "--qos", "1", "--payload", "64"],
+    brokers: ALL,
+  },
+  {
+    id: "q2",
+    title: "QoS 2, 1→1, 64 B",
+    mode: "throughput",
+    args: ["--pubs", "1", "--subs", "1", "--qos", "2", "--payload", "64"],
+    brokers: ALL,
+  },
   {
     id: "latency",
     title: "latency, QoS 1, 1→1, 64 B at 10,000 msg/s",
@@ -63,8 +105,20 @@ export const SCENARIOS: Scenario[] = [
     brokers: ALL,
     rate: 10_000,
   },
-  { id: "idle-10k", title: "10,000 idle connections", mode: "idle", args: ["--connections", "10000", "--hold", "3"], brokers: DEFAULT },
-  { id: "retained", title: "retained storm: 10,000 retained topics, then `#`", mode: "retained", args: ["--count", "10000"], brokers: ALL },
+  {
+    id: "idle-10k",
+    title: "10,000 idle connections",
+    mode: "idle",
+    args: ["--connections", "10000", "--hold", "3"],
+    brokers: DEFAULT,
+  },
+  {
+    id: "retained",
+    title: "retained storm: 10,000 retained topics, then `#`",
+    mode: "retained",
+    args: ["--count", "10000"],
+    brokers: ALL,
+  },
 ];
 
 interface Options {
@@ -86,6 +140,7 @@ interface RunRecord {
   idleRssKb: number;
   /** Background CPU (% of one core) just before the run. */
   backgroundPct: number;
+  // deno-lint-ignore no-explicit-any -- loadgen's JSON result; its shape varies by scenario
   result: Record<string, any>;
   error?: string;
   seconds: number;
@@ -113,7 +168,9 @@ function parseOptions(argv: string[]): Options {
   }
   const quick = f.has("quick");
   const ids = f.get("scenarios")?.split(",").map((s) => s.trim()).filter(Boolean);
-  const scenarios = ids ? ids.map((id) => SCENARIOS.find((s) => s.id === id) ?? fail(`unknown scenario ${id} (see --list)`)) : SCENARIOS;
+  const scenarios = ids
+    ? ids.map((id) => SCENARIOS.find((s) => s.id === id) ?? fail(`unknown scenario ${id} (see --list)`))
+    : SCENARIOS;
   const brokers = (f.get("brokers")?.split(",") ?? ALL) as BrokerName[];
   for (const b of brokers) if (!ALL.includes(b)) fail(`unknown broker ${b}; use ${ALL.join(", ")}`);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
@@ -150,7 +207,9 @@ async function quietGate(maxSeconds: number): Promise<number> {
   let warned = false;
   while (pct > 30 && performance.now() < end) {
     if (!warned) {
-      process.stderr.write(`  (machine busy: ${pct.toFixed(0)}% of a core in use by other processes; waiting up to ${maxSeconds} s)\n`);
+      process.stderr.write(
+        `  (machine busy: ${pct.toFixed(0)}% of a core in use by other processes; waiting up to ${maxSeconds} s)\n`,
+      );
       warned = true;
     }
     await sleep(500);
@@ -159,7 +218,12 @@ async function quietGate(maxSeconds: number): Promise<number> {
   return pct;
 }
 
-export async function runLoadgen(s: Scenario, b: RunningBroker, o: Pick<Options, "duration" | "warmup">): Promise<Record<string, any>> {
+export async function runLoadgen(
+  s: Scenario,
+  b: RunningBroker,
+  o: Pick<Options, "duration" | "warmup">,
+  // deno-lint-ignore no-explicit-any -- loadgen's JSON result; its shape varies by scenario
+): Promise<Record<string, any>> {
   const args = [
     process.execPath,
     join(ROOT, "scripts/bench/loadgen.ts"),
@@ -180,7 +244,9 @@ export async function runLoadgen(s: Scenario, b: RunningBroker, o: Pick<Options,
   ]);
   clearTimeout(limit);
   const last = out.trim().split("\n").pop() ?? "";
-  if (code !== 0 || !last.startsWith("{")) throw new Error(`loadgen exited ${code}: ${err.trim().split("\n").slice(-5).join(" | ")}`);
+  if (code !== 0 || !last.startsWith("{")) {
+    throw new Error(`loadgen exited ${code}: ${err.trim().split("\n").slice(-5).join(" | ")}`);
+  }
   return JSON.parse(last);
 }
 
@@ -194,9 +260,15 @@ const median = (xs: number[]): number => {
   return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 };
 const fmt = (n: number, digits = 0) =>
-  Number.isFinite(n) ? n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "–";
+  Number.isFinite(n)
+    ? n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits })
+    : "–";
 const mb = (kb: number) => fmt(kb / 1024, 1);
-const LABEL: Record<BrokerName, string> = { ferry: "Ferry (commit)", "ferry-memory": "Ferry (memory)", mosquitto: "Mosquitto" };
+const LABEL: Record<BrokerName, string> = {
+  ferry: "Ferry (commit)",
+  "ferry-memory": "Ferry (memory)",
+  mosquitto: "Mosquitto",
+};
 
 interface Summary {
   scenario: Scenario;
@@ -216,7 +288,11 @@ function summarise(s: Scenario, b: BrokerName, records: RunRecord[]): Summary {
   const notes: string[] = [];
   if (runs.length - ok.length > 0) notes.push(`${runs.length - ok.length} run(s) failed`);
   if (lossy.length > 0) {
-    const what = lossy.map((r) => s.mode === "idle" ? `${r.result.failed} refused` : `${fmt(r.result.lost)} of ${fmt(r.result.expected ?? r.result.options.count)} lost`);
+    const what = lossy.map((r) =>
+      s.mode === "idle"
+        ? `${r.result.failed} refused`
+        : `${fmt(r.result.lost)} of ${fmt(r.result.expected ?? r.result.options.count)} lost`
+    );
     notes.push(`LOSS in ${lossy.length}/${runs.length} run(s): ${what.join("; ")}`);
   }
   const dis = median(valid.map((r) => r.result.duplicatesOrReordered ?? 0));
@@ -225,10 +301,14 @@ function summarise(s: Scenario, b: BrokerName, records: RunRecord[]): Summary {
   if (neg > 0) notes.push(`${fmt(neg)} deliveries stamped in the future (corrupted payload?)`);
   let value = NaN;
   if (s.mode === "throughput") {
-    value = s.rate ? median(valid.map((r) => r.result.latencyMs.p99)) : median(valid.map((r) => r.result.deliveredPerSec));
+    value = s.rate
+      ? median(valid.map((r) => r.result.latencyMs.p99))
+      : median(valid.map((r) => r.result.deliveredPerSec));
     if (s.rate) {
       const achieved = median(valid.map((r) => r.result.deliveredPerSec));
-      if (achieved < s.rate * 0.95) notes.push(`did not sustain ${fmt(s.rate)} msg/s (delivered ${fmt(achieved)} msg/s)`);
+      if (achieved < s.rate * 0.95) {
+        notes.push(`did not sustain ${fmt(s.rate)} msg/s (delivered ${fmt(achieved)} msg/s)`);
+      }
     }
     const lg = median(valid.map((r) => r.result.loadgenCpuPct));
     const br = median(valid.map((r) => r.result.brokerCpuPct));
@@ -247,16 +327,26 @@ function tables(o: Options, records: RunRecord[]): string {
   const out: string[] = [];
   const brokers = o.brokers;
   const sums = new Map<string, Summary>();
-  for (const s of o.scenarios) for (const b of s.brokers) if (brokers.includes(b)) sums.set(`${s.id}/${b}`, summarise(s, b, records));
+  for (const s of o.scenarios) {
+    for (const b of s.brokers) if (brokers.includes(b)) sums.set(`${s.id}/${b}`, summarise(s, b, records));
+  }
   const get = (s: Scenario, b: BrokerName) => sums.get(`${s.id}/${b}`);
 
   // Headline
   out.push("### Summary (medians)\n");
-  out.push("Throughput is deliveries per second counted at the subscribers; higher is better. Latency, RSS and the retained storm's time: lower is better. Ratio = Ferry ÷ Mosquitto.\n");
-  out.push("| scenario | metric | Ferry (commit) | Ferry (memory) | Mosquitto | Ferry (commit) / Mosquitto | Ferry (memory) / Mosquitto |");
+  out.push(
+    "Throughput is deliveries per second counted at the subscribers; higher is better. Latency, RSS and the retained storm's time: lower is better. Ratio = Ferry ÷ Mosquitto.\n",
+  );
+  out.push(
+    "| scenario | metric | Ferry (commit) | Ferry (memory) | Mosquitto | Ferry (commit) / Mosquitto | Ferry (memory) / Mosquitto |",
+  );
   out.push("|---|---|--:|--:|--:|--:|--:|");
   for (const s of o.scenarios) {
-    const metric = s.mode === "throughput" ? (s.rate ? "p99 latency, ms" : "msg/s delivered") : s.mode === "idle" ? "broker RSS, MB" : "seconds until `#` got all";
+    const metric = s.mode === "throughput"
+      ? (s.rate ? "p99 latency, ms" : "msg/s delivered")
+      : s.mode === "idle"
+      ? "broker RSS, MB"
+      : "seconds until `#` got all";
     const cell = (b: BrokerName) => {
       const x = get(s, b);
       if (!x) return "n/a";
@@ -271,21 +361,39 @@ function tables(o: Options, records: RunRecord[]): string {
         const x = get(s, b);
         return x ? median(x.valid.map((r) => r.result.latencyMs.p50)) : NaN;
       };
-      const r = (b: BrokerName) => (Number.isFinite(p50(b) / p50("mosquitto")) ? `${fmt(p50(b) / p50("mosquitto"), 2)}×` : "–");
-      out.push(`| ${s.title} | p50 latency, ms | ${fmt(p50("ferry"), 2)} | ${fmt(p50("ferry-memory"), 2)} | ${fmt(p50("mosquitto"), 2)} | ${r("ferry")} | ${r("ferry-memory")} |`);
+      const r = (
+        b: BrokerName,
+      ) => (Number.isFinite(p50(b) / p50("mosquitto")) ? `${fmt(p50(b) / p50("mosquitto"), 2)}×` : "–");
+      out.push(
+        `| ${s.title} | p50 latency, ms | ${fmt(p50("ferry"), 2)} | ${fmt(p50("ferry-memory"), 2)} | ${
+          fmt(p50("mosquitto"), 2)
+        } | ${r("ferry")} | ${r("ferry-memory")} |`,
+      );
     }
-    out.push(`| ${s.title} | ${metric} | ${cell("ferry")} | ${cell("ferry-memory")} | ${cell("mosquitto")} | ${ratio(get(s, "ferry"), m)} | ${ratio(get(s, "ferry-memory"), m)} |`);
+    out.push(
+      `| ${s.title} | ${metric} | ${cell("ferry")} | ${cell("ferry-memory")} | ${cell("mosquitto")} | ${
+        ratio(get(s, "ferry"), m)
+      } | ${ratio(get(s, "ferry-memory"), m)} |`,
+    );
   }
   const idle = (b: BrokerName) => median(records.filter((r) => r.broker === b).map((r) => r.idleRssKb));
   const mi = idle("mosquitto");
-  out.push(`| idle broker (no clients) | RSS, MB | ${mb(idle("ferry"))} | ${mb(idle("ferry-memory"))} | ${mb(mi)} | ${fmt(idle("ferry") / mi, 1)}× | ${fmt(idle("ferry-memory") / mi, 1)}× |`);
-  if ([...sums.values()].some((x) => x.note)) out.push("\n⚠ = see the notes at the end (messages lost, rate not sustained).");
+  out.push(
+    `| idle broker (no clients) | RSS, MB | ${mb(idle("ferry"))} | ${mb(idle("ferry-memory"))} | ${mb(mi)} | ${
+      fmt(idle("ferry") / mi, 1)
+    }× | ${fmt(idle("ferry-memory") / mi, 1)}× |`,
+  );
+  if ([...sums.values()].some((x) => x.note)) {
+    out.push("\n⚠ = see the notes at the end (messages lost, rate not sustained).");
+  }
 
   // Throughput detail
   const thr = o.scenarios.filter((s) => s.mode === "throughput");
   if (thr.length > 0) {
     out.push("\n### Throughput and latency runs, details (medians over valid runs)\n");
-    out.push("| scenario | broker | valid runs | delivered msg/s | published msg/s | lost | RSS peak MB | disk B/msg | p50 ms | p99 ms | broker CPU % | loadgen CPU % | other CPU % |");
+    out.push(
+      "| scenario | broker | valid runs | delivered msg/s | published msg/s | lost | RSS peak MB | disk B/msg | p50 ms | p99 ms | broker CPU % | loadgen CPU % | other CPU % |",
+    );
     out.push("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for (const s of thr) {
       for (const b of s.brokers) {
@@ -294,38 +402,63 @@ function tables(o: Options, records: RunRecord[]): string {
         const v = x.valid.map((r) => r.result);
         const all = x.runs.filter((r) => !r.error).map((r) => r.result);
         const lost = all.reduce((a, r) => a + (r.lost ?? 0), 0);
-        out.push(`| ${s.id} | ${LABEL[b]} | ${v.length}/${x.runs.length} | ${fmt(median(v.map((r) => r.deliveredPerSec)))} | ${fmt(median(v.map((r) => r.publishedPerSec)))} | ${fmt(lost)} | ${
-          mb(median(all.map((r) => r.brokerRssPeakKb)))} | ${fmt(median(all.map((r) => r.brokerWriteBytes / Math.max(1, r.sent))))} | ${
-          fmt(median(v.map((r) => r.latencyMs.p50)), 2)} | ${fmt(median(v.map((r) => r.latencyMs.p99)), 2)} | ${fmt(median(all.map((r) => r.brokerCpuPct)))} | ${
-          fmt(median(all.map((r) => r.loadgenCpuPct)))} | ${fmt(Math.max(0, median(all.map((r) => r.otherCpuPct))))} |`);
+        out.push(
+          `| ${s.id} | ${LABEL[b]} | ${v.length}/${x.runs.length} | ${fmt(median(v.map((r) => r.deliveredPerSec)))} | ${
+            fmt(median(v.map((r) => r.publishedPerSec)))
+          } | ${fmt(lost)} | ${mb(median(all.map((r) => r.brokerRssPeakKb)))} | ${
+            fmt(median(all.map((r) => r.brokerWriteBytes / Math.max(1, r.sent))))
+          } | ${fmt(median(v.map((r) => r.latencyMs.p50)), 2)} | ${fmt(median(v.map((r) => r.latencyMs.p99)), 2)} | ${
+            fmt(median(all.map((r) => r.brokerCpuPct)))
+          } | ${fmt(median(all.map((r) => r.loadgenCpuPct)))} | ${
+            fmt(Math.max(
+              0,
+              median(all.map((r) => r.otherCpuPct)),
+            ))
+          } |`,
+        );
       }
     }
   }
   const idl = o.scenarios.filter((s) => s.mode === "idle");
   for (const s of idl) {
     out.push(`\n### ${s.title}\n`);
-    out.push("| broker | connected | RSS before MB | RSS with connections MB | KB per connection | RSS peak MB | connect time s | broker CPU s while idle (3 s) |");
+    out.push(
+      "| broker | connected | RSS before MB | RSS with connections MB | KB per connection | RSS peak MB | connect time s | broker CPU s while idle (3 s) |",
+    );
     out.push("|---|--:|--:|--:|--:|--:|--:|--:|");
     for (const b of s.brokers) {
       const x = get(s, b);
       if (!x) continue;
       const v = x.runs.filter((r) => !r.error).map((r) => r.result);
-      out.push(`| ${LABEL[b]} | ${fmt(median(v.map((r) => r.connected)))} | ${mb(median(v.map((r) => r.brokerRssBeforeKb)))} | ${mb(median(v.map((r) => r.brokerRssKb)))} | ${
-        fmt(median(v.map((r) => r.kbPerConnection)), 1)} | ${mb(median(v.map((r) => r.brokerRssPeakKb)))} | ${fmt(median(v.map((r) => r.connectSeconds)), 2)} | ${
-        fmt(median(v.map((r) => r.brokerCpuSecondsIdle)), 2)} |`);
+      out.push(
+        `| ${LABEL[b]} | ${fmt(median(v.map((r) => r.connected)))} | ${
+          mb(median(v.map((r) => r.brokerRssBeforeKb)))
+        } | ${mb(median(v.map((r) => r.brokerRssKb)))} | ${fmt(median(v.map((r) => r.kbPerConnection)), 1)} | ${
+          mb(median(v.map((r) => r.brokerRssPeakKb)))
+        } | ${fmt(median(v.map((r) => r.connectSeconds)), 2)} | ${
+          fmt(median(v.map((r) => r.brokerCpuSecondsIdle)), 2)
+        } |`,
+      );
     }
   }
   const ret = o.scenarios.filter((s) => s.mode === "retained");
   for (const s of ret) {
     out.push(`\n### ${s.title}\n`);
-    out.push("| broker | publish 10k retained (QoS 1), s | `#` receives all, s | msg/s to `#` | received | RSS peak MB | disk B/msg (publish + storm) |");
+    out.push(
+      "| broker | publish 10k retained (QoS 1), s | `#` receives all, s | msg/s to `#` | received | RSS peak MB | disk B/msg (publish + storm) |",
+    );
     out.push("|---|--:|--:|--:|--:|--:|--:|");
     for (const b of s.brokers) {
       const x = get(s, b);
       if (!x) continue;
       const v = x.runs.filter((r) => !r.error).map((r) => r.result);
-      out.push(`| ${LABEL[b]} | ${fmt(median(v.map((r) => r.publishSeconds)), 2)} | ${fmt(median(v.map((r) => r.stormSeconds)), 2)} | ${fmt(median(v.map((r) => r.deliveredPerSec)))} | ${
-        fmt(median(v.map((r) => r.received)))} | ${mb(median(v.map((r) => r.brokerRssPeakKb)))} | ${fmt(median(v.map((r) => r.brokerWriteBytes / r.options.count)))} |`);
+      out.push(
+        `| ${LABEL[b]} | ${fmt(median(v.map((r) => r.publishSeconds)), 2)} | ${
+          fmt(median(v.map((r) => r.stormSeconds)), 2)
+        } | ${fmt(median(v.map((r) => r.deliveredPerSec)))} | ${fmt(median(v.map((r) => r.received)))} | ${
+          mb(median(v.map((r) => r.brokerRssPeakKb)))
+        } | ${fmt(median(v.map((r) => r.brokerWriteBytes / r.options.count)))} |`,
+      );
     }
   }
   const notes = [...sums.values()].filter((x) => x.note);
@@ -345,10 +478,17 @@ function header(o: Options, started: Date, ferryRoot: string): string {
     `machine: ${cpus().length} CPUs, ${cpuModel}; bun ${v.bun}; mosquitto ${v.mosquitto}`,
     `ferry: ${ferryRevision(ferryRoot)} (sources copied at start; every run uses that copy)`,
     `open files limit (RLIMIT_NOFILE soft/hard) inherited by brokers and loadgen: ${nofileLimits().soft}/${nofileLimits().hard}${
-      nofileLimits().hard < NOFILE_NEEDED ? ` — below ${NOFILE_NEEDED}, so idle-10k will fail` : ""}`,
+      nofileLimits().hard < NOFILE_NEEDED ? ` — below ${NOFILE_NEEDED}, so idle-10k will fail` : ""
+    }`,
     `rounds: ${o.rounds}, warmup ${o.warmup} s + measured ${o.duration} s per throughput run; brokers alternate each round`,
-    `Ferry config: ${JSON.stringify(ferryConfig("commit", ferryRoot))} (and durability "memory" for ferry-memory); everything else default`,
-    `Mosquitto config:\n${mosquittoConfig(0).replace("listener 0", "listener <free port>").split("\n").filter(Boolean).map((l) => `    ${l}`).join("\n")}`,
+    `Ferry config: ${
+      JSON.stringify(ferryConfig("commit", ferryRoot))
+    } (and durability "memory" for ferry-memory); everything else default`,
+    `Mosquitto config:\n${
+      mosquittoConfig(0).replace("listener 0", "listener <free port>").split("\n").filter(Boolean).map((l) =>
+        `    ${l}`
+      ).join("\n")
+    }`,
   ].join("\n");
 }
 
@@ -374,7 +514,15 @@ async function main(): Promise<void> {
       for (const b of order) {
         const background = o.quietWait > 0 ? await quietGate(o.quietWait) : NaN;
         const r0 = performance.now();
-        const rec: RunRecord = { scenario: s.id, broker: b, round, idleRssKb: NaN, backgroundPct: background, result: {}, seconds: 0 };
+        const rec: RunRecord = {
+          scenario: s.id,
+          broker: b,
+          round,
+          idleRssKb: NaN,
+          backgroundPct: background,
+          result: {},
+          seconds: 0,
+        };
         try {
           current = await startBroker(b, { ferryRoot });
           rec.idleRssKb = current.idleRssKb;
@@ -390,7 +538,10 @@ async function main(): Promise<void> {
         console.log(`  round ${round} ${LABEL[b].padEnd(15)} ${line(s, rec)}`);
       }
     }
-    writeFileSync(o.json, JSON.stringify({ started, options: { ...o, scenarios: o.scenarios.map((x) => x.id) }, records }, null, 1));
+    writeFileSync(
+      o.json,
+      JSON.stringify({ started, options: { ...o, scenarios: o.scenarios.map((x) => x.id) }, records }, null, 1),
+    );
   }
   rmSync(ferryRoot, { recursive: true, force: true });
   const text = `${tables(o, records)}\n\nTotal time ${fmt((performance.now() - t0) / 1000)} s. Raw results: ${o.json}`;
@@ -404,13 +555,20 @@ function line(s: Scenario, r: RunRecord): string {
   const bg = Number.isFinite(r.backgroundPct) ? ` bg ${fmt(r.backgroundPct)}%` : "";
   if (s.mode === "throughput") {
     const loss = x.lost > 0 ? ` LOST ${fmt(x.lost)}/${fmt(x.expected)}` : "";
-    return `${fmt(x.deliveredPerSec).padStart(9)} msg/s${loss}  p50 ${fmt(x.latencyMs.p50, 2)} p99 ${fmt(x.latencyMs.p99, 2)} ms  rss ${mb(x.brokerRssPeakKb)} MB  disk ${
-      fmt(x.brokerWriteBytes / Math.max(1, x.sent))} B/msg  cpu broker ${fmt(x.brokerCpuPct)}% loadgen ${fmt(x.loadgenCpuPct)}% other ${fmt(Math.max(0, x.otherCpuPct))}%${bg}`;
+    return `${fmt(x.deliveredPerSec).padStart(9)} msg/s${loss}  p50 ${fmt(x.latencyMs.p50, 2)} p99 ${
+      fmt(x.latencyMs.p99, 2)
+    } ms  rss ${mb(x.brokerRssPeakKb)} MB  disk ${fmt(x.brokerWriteBytes / Math.max(1, x.sent))} B/msg  cpu broker ${
+      fmt(x.brokerCpuPct)
+    }% loadgen ${fmt(x.loadgenCpuPct)}% other ${fmt(Math.max(0, x.otherCpuPct))}%${bg}`;
   }
   if (s.mode === "idle") {
-    return `${fmt(x.connected)} connected in ${fmt(x.connectSeconds, 1)} s, rss ${mb(x.brokerRssBeforeKb)} → ${mb(x.brokerRssKb)} MB (${fmt(x.kbPerConnection, 1)} KB/conn)${bg}`;
+    return `${fmt(x.connected)} connected in ${fmt(x.connectSeconds, 1)} s, rss ${mb(x.brokerRssBeforeKb)} → ${
+      mb(x.brokerRssKb)
+    } MB (${fmt(x.kbPerConnection, 1)} KB/conn)${bg}`;
   }
-  return `publish ${fmt(x.publishSeconds, 2)} s, '#' got ${fmt(x.received)} in ${fmt(x.stormSeconds, 2)} s, rss ${mb(x.brokerRssPeakKb)} MB, disk ${fmt(x.brokerWriteBytes / x.options.count)} B/msg${bg}`;
+  return `publish ${fmt(x.publishSeconds, 2)} s, '#' got ${fmt(x.received)} in ${fmt(x.stormSeconds, 2)} s, rss ${
+    mb(x.brokerRssPeakKb)
+  } MB, disk ${fmt(x.brokerWriteBytes / x.options.count)} B/msg${bg}`;
 }
 
 if (import.meta.main) await main();

@@ -60,14 +60,17 @@ export function createAdminApp(deps: AdminDeps): Hono {
     app.use("*", async (c, next) => {
       if (PUBLIC_PATHS.has(c.req.path)) return next();
       if (await bearer.accepts(c.req.header("Authorization"))) return next();
-      const message = c.req.header("Authorization") ? "wrong bearer token" : "this API needs Authorization: Bearer <admin.token>";
+      const message = c.req.header("Authorization")
+        ? "wrong bearer token"
+        : "this API needs Authorization: Bearer <admin.token>";
       return c.json({ error: { code: "unauthorized", message } }, 401, { "WWW-Authenticate": 'Bearer realm="ferry"' });
     });
   }
 
   app.get("/", (c) =>
     c.html(DASHBOARD_HTML, 200, {
-      "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+      "Content-Security-Policy":
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
       "Cache-Control": "no-store",
     }));
   app.route("/", opsRoutes(ctx));
@@ -85,7 +88,9 @@ export function createAdminApp(deps: AdminDeps): Hono {
   app.notFound((c) => c.json({ error: { code: "not_found", message: `no route ${c.req.method} ${c.req.path}` } }, 404));
   app.onError((err, c) => {
     if (err instanceof ApiError) return c.json(err.body, err.status);
-    deps.broker.logger.error(`admin API ${c.req.method} ${c.req.path}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    deps.broker.logger.error(
+      `admin API ${c.req.method} ${c.req.path}: ${err instanceof Error ? err.stack ?? err.message : String(err)}`,
+    );
     return c.json({ error: { code: "internal", message: "internal error; see the broker log" } }, 500);
   });
   return app;

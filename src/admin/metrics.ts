@@ -82,34 +82,87 @@ export function renderMetrics({ broker, uplinks, recent }: MetricsSources): stri
     [{ reason: "expired" }, m.droppedExpired],
     [{ reason: "too_large" }, m.droppedTooLarge],
   ]);
-  out.add("ferry_refused_messages_total", "counter", "Publishes refused, by reason", [[{ reason: "storage_full" }, m.refusedStorageFull]]);
-  out.add("ferry_protocol_errors_total", "counter", "Connections closed for a malformed packet or protocol violation", m.protocolErrors);
-  out.add("ferry_keepalive_timeouts_total", "counter", "Clients disconnected for exceeding their keep alive", m.keepaliveTimeouts);
+  out.add("ferry_refused_messages_total", "counter", "Publishes refused, by reason", [[
+    { reason: "storage_full" },
+    m.refusedStorageFull,
+  ]]);
+  out.add(
+    "ferry_protocol_errors_total",
+    "counter",
+    "Connections closed for a malformed packet or protocol violation",
+    m.protocolErrors,
+  );
+  out.add(
+    "ferry_keepalive_timeouts_total",
+    "counter",
+    "Clients disconnected for exceeding their keep alive",
+    m.keepaliveTimeouts,
+  );
   out.add("ferry_store_bytes", "gauge", "Bytes the store occupies", store.bytes);
   out.add("ferry_store_messages", "gauge", "Messages in the durable log", store.messages);
   out.add("ferry_store_full", "gauge", "1 while the store refuses appends", store.full ? 1 : 0);
-  out.add("ferry_store_dropped_messages_total", "counter", "Log messages dropped by the size quota", store.droppedMessages ?? 0);
+  out.add(
+    "ferry_store_dropped_messages_total",
+    "counter",
+    "Log messages dropped by the size quota",
+    store.droppedMessages ?? 0,
+  );
   out.add("ferry_store_expired_messages_total", "counter", "Log messages trimmed for age", store.expiredMessages ?? 0);
   out.add("ferry_store_transactions_total", "counter", "Store transactions committed", store.transactions ?? 0);
   out.add("ferry_log_next_offset", "gauge", "Offset the next logged message gets", broker.nextOffset);
 
   const links = uplinks();
   const per = (f: (s: LinkStatus) => number): Sample[] => links.map((s) => [{ uplink: s.name }, f(s)]);
-  out.add("ferry_uplink_connected", "gauge", "1 while the uplink is connected to its cloud broker", per((s) => (s.state === "connected" ? 1 : 0)));
-  out.add("ferry_uplink_paused", "gauge", "1 while the uplink is paused by the admin API", per((s) => (s.state === "paused" ? 1 : 0)));
-  out.add("ferry_uplink_backlog_messages", "gauge", "Log entries behind the uplink's cursor (upper bound)", per((s) => s.backlogEntries));
-  out.add("ferry_uplink_inflight_messages", "gauge", "Messages sent to the cloud and not yet acknowledged", per((s) => s.inflight));
-  out.add("ferry_uplink_oldest_pending_seconds", "gauge", "Age of the oldest message not yet acknowledged", per((s) => s.oldestPendingMs / 1000));
+  out.add(
+    "ferry_uplink_connected",
+    "gauge",
+    "1 while the uplink is connected to its cloud broker",
+    per((s) => (s.state === "connected" ? 1 : 0)),
+  );
+  out.add(
+    "ferry_uplink_paused",
+    "gauge",
+    "1 while the uplink is paused by the admin API",
+    per((s) => (s.state === "paused" ? 1 : 0)),
+  );
+  out.add(
+    "ferry_uplink_backlog_messages",
+    "gauge",
+    "Log entries behind the uplink's cursor (upper bound)",
+    per((s) => s.backlogEntries),
+  );
+  out.add(
+    "ferry_uplink_inflight_messages",
+    "gauge",
+    "Messages sent to the cloud and not yet acknowledged",
+    per((s) => s.inflight),
+  );
+  out.add(
+    "ferry_uplink_oldest_pending_seconds",
+    "gauge",
+    "Age of the oldest message not yet acknowledged",
+    per((s) => s.oldestPendingMs / 1000),
+  );
   out.add("ferry_uplink_cursor", "gauge", "Log offset up to which everything is forwarded", per((s) => s.cursor));
   out.add("ferry_uplink_sent_total", "counter", "Messages sent to the cloud (re-sends included)", per((s) => s.sent));
   out.add("ferry_uplink_acknowledged_total", "counter", "Messages the cloud acknowledged", per((s) => s.acknowledged));
-  out.add("ferry_uplink_dropped_total", "counter", "Messages the uplink gave up on, by reason", links.flatMap((s): Sample[] => [
-    [{ uplink: s.name, reason: "ttl" }, s.droppedTtl],
-    [{ uplink: s.name, reason: "refused" }, s.droppedRefused],
-    [{ uplink: s.name, reason: "buffer" }, s.droppedBuffer],
-  ]));
+  out.add(
+    "ferry_uplink_dropped_total",
+    "counter",
+    "Messages the uplink gave up on, by reason",
+    links.flatMap((s): Sample[] => [
+      [{ uplink: s.name, reason: "ttl" }, s.droppedTtl],
+      [{ uplink: s.name, reason: "refused" }, s.droppedRefused],
+      [{ uplink: s.name, reason: "buffer" }, s.droppedBuffer],
+    ]),
+  );
   out.add("ferry_uplink_reconnects_total", "counter", "Uplink reconnects", per((s) => s.reconnects));
-  out.add("ferry_uplink_downlink_received_total", "counter", "Cloud messages published locally", per((s) => s.downlinkReceived));
+  out.add(
+    "ferry_uplink_downlink_received_total",
+    "counter",
+    "Cloud messages published locally",
+    per((s) => s.downlinkReceived),
+  );
 
   if (recent) {
     out.add("ferry_log_messages_total", "counter", "Warnings and errors logged", [

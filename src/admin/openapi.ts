@@ -32,7 +32,13 @@ function queryParameters(schema: z.ZodObject): Json[] {
   });
 }
 
-const pathParam = (name: string, description: string): Json => ({ name, in: "path", required: true, description, schema: { type: "string" } });
+const pathParam = (name: string, description: string): Json => ({
+  name,
+  in: "path",
+  required: true,
+  description,
+  schema: { type: "string" },
+});
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 const json = (schema: Json, description: string) => ({ description, content: { "application/json": { schema } } });
@@ -51,7 +57,11 @@ const ERROR_TEXT: Record<number, string> = {
 
 const page = (item: string) => ({
   type: "object",
-  properties: { data: { type: "array", items: ref(item) }, next_cursor: { type: ["string", "null"] }, total: { type: "integer" } },
+  properties: {
+    data: { type: "array", items: ref(item) },
+    next_cursor: { type: ["string", "null"] },
+    total: { type: "integer" },
+  },
 });
 
 function op(summary: string, extra: Json): Json {
@@ -72,21 +82,42 @@ export function openApiDocument(version: string): Json {
     servers: [{ url: "/" }],
     security: secured,
     paths: {
-      "/": { get: op("Dashboard page (HTML; no data until the page's API calls succeed)", { security: [], responses: { 200: { description: "HTML" } } }) },
-      "/healthz": { get: op("Liveness: the process answers", { security: [], responses: { 200: json({ type: "object" }, "alive") } }) },
+      "/": {
+        get: op("Dashboard page (HTML; no data until the page's API calls succeed)", {
+          security: [],
+          responses: { 200: { description: "HTML" } },
+        }),
+      },
+      "/healthz": {
+        get: op("Liveness: the process answers", {
+          security: [],
+          responses: { 200: json({ type: "object" }, "alive") },
+        }),
+      },
       "/readyz": {
         get: op("Readiness: store open and listeners up", {
-          responses: { 200: json({ type: "object" }, "ready"), 503: json({ type: "object" }, "not ready"), ...errors(401) },
+          responses: {
+            200: json({ type: "object" }, "ready"),
+            503: json({ type: "object" }, "not ready"),
+            ...errors(401),
+          },
         }),
       },
       "/metrics": {
         get: op("Prometheus metrics (text exposition format 0.0.4)", {
-          responses: { 200: { description: "metrics", content: { "text/plain": { schema: { type: "string" } } } }, ...errors(401) },
+          responses: {
+            200: { description: "metrics", content: { "text/plain": { schema: { type: "string" } } } },
+            ...errors(401),
+          },
         }),
       },
-      "/api/v1/openapi.json": { get: op("This document", { responses: { 200: json({ type: "object" }, "OpenAPI 3.1") , ...errors(401) } }) },
+      "/api/v1/openapi.json": {
+        get: op("This document", { responses: { 200: json({ type: "object" }, "OpenAPI 3.1"), ...errors(401) } }),
+      },
       "/api/v1/broker": {
-        get: op("Version, uptime, counts, message totals and store statistics", { responses: { 200: json(ref("Broker"), "broker"), ...errors(401) } }),
+        get: op("Version, uptime, counts, message totals and store statistics", {
+          responses: { 200: json(ref("Broker"), "broker"), ...errors(401) },
+        }),
       },
       "/api/v1/clients": {
         get: op("Connected clients (past CONNECT), by client id", {
@@ -95,7 +126,10 @@ export function openApiDocument(version: string): Json {
         }),
       },
       "/api/v1/clients/{id}": {
-        get: op("One connected client", { parameters: [pathParam("id", "client id")], responses: { 200: json(ref("Client"), "client"), ...errors(401, 404) } }),
+        get: op("One connected client", {
+          parameters: [pathParam("id", "client id")],
+          responses: { 200: json(ref("Client"), "client"), ...errors(401, 404) },
+        }),
         delete: op("Disconnect the client (MQTT 5: DISCONNECT 0x98 Administrative action); its Will is published", {
           parameters: [pathParam("id", "client id")],
           responses: { 200: json({ type: "object" }, "disconnected"), ...errors(401, 404) },
@@ -137,15 +171,29 @@ export function openApiDocument(version: string): Json {
       },
       "/api/v1/publish": {
         post: op("Publish a message through the broker's normal path", {
-          requestBody: { required: true, content: { "application/json": { schema: z.toJSONSchema(publishBody, { io: "input" }) } } },
-          responses: { 200: json({ type: "object" }, "accepted (durable when QoS>0) and delivered"), ...errors(400, 401, 413, 507) },
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: z.toJSONSchema(publishBody, { io: "input" }) } },
+          },
+          responses: {
+            200: json({ type: "object" }, "accepted (durable when QoS>0) and delivered"),
+            ...errors(400, 401, 413, 507),
+          },
         }),
       },
       "/api/v1/uplinks": {
-        get: op("Cloud uplinks with their status", { responses: { 200: json({ type: "object", properties: { data: { type: "array", items: ref("Uplink") } } }, "uplinks"), ...errors(401) } }),
+        get: op("Cloud uplinks with their status", {
+          responses: {
+            200: json({ type: "object", properties: { data: { type: "array", items: ref("Uplink") } } }, "uplinks"),
+            ...errors(401),
+          },
+        }),
       },
       "/api/v1/uplinks/{name}": {
-        get: op("One uplink's status", { parameters: [pathParam("name", "uplink name")], responses: { 200: json(ref("Uplink"), "uplink"), ...errors(401, 404) } }),
+        get: op("One uplink's status", {
+          parameters: [pathParam("name", "uplink name")],
+          responses: { 200: json(ref("Uplink"), "uplink"), ...errors(401, 404) },
+        }),
       },
       "/api/v1/uplinks/{name}/pause": {
         post: op("Disconnect the uplink and stop forwarding; the cursor is kept", {
@@ -193,14 +241,30 @@ export function openApiDocument(version: string): Json {
     },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
-      responses: Object.fromEntries(Object.entries(ERROR_TEXT).map(([code, text]) => [`E${code}`, json(ref("Error"), text)])),
+      responses: Object.fromEntries(
+        Object.entries(ERROR_TEXT).map(([code, text]) => [`E${code}`, json(ref("Error"), text)]),
+      ),
       schemas: {
         Error: {
           type: "object",
           required: ["error"],
-          properties: { error: { type: "object", required: ["code", "message"], properties: { code: { type: "string" }, message: { type: "string" } } } },
+          properties: {
+            error: {
+              type: "object",
+              required: ["code", "message"],
+              properties: { code: { type: "string" }, message: { type: "string" } },
+            },
+          },
         },
-        Broker: { type: "object", properties: { version: { type: "string" }, uptime_seconds: { type: "integer" }, connections: { type: "integer" }, store: { type: "object" } } },
+        Broker: {
+          type: "object",
+          properties: {
+            version: { type: "string" },
+            uptime_seconds: { type: "integer" },
+            connections: { type: "integer" },
+            store: { type: "object" },
+          },
+        },
         Client: {
           type: "object",
           properties: {
@@ -225,7 +289,12 @@ export function openApiDocument(version: string): Json {
         },
         Subscription: {
           type: "object",
-          properties: { client_id: { type: "string" }, filter: { type: "string" }, qos: { type: "integer" }, share_group: { type: ["string", "null"] } },
+          properties: {
+            client_id: { type: "string" },
+            filter: { type: "string" },
+            qos: { type: "integer" },
+            share_group: { type: ["string", "null"] },
+          },
         },
         Message: {
           type: "object",

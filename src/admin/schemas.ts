@@ -42,7 +42,9 @@ export const retainedQuery = z.strictObject({
 
 export const historyQuery = z.strictObject({
   topic: z.string().min(1).optional().describe("topic filter (+ and # allowed); default every topic"),
-  from_offset: z.coerce.number().int().min(1).optional().describe("first log offset to read (next_offset of the previous page)"),
+  from_offset: z.coerce.number().int().min(1).optional().describe(
+    "first log offset to read (next_offset of the previous page)",
+  ),
   since: z.iso.datetime({ offset: true }).optional().describe("only messages received at or after this ISO 8601 time"),
   limit: limit(1000, 100),
 });

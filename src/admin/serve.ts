@@ -17,7 +17,10 @@ export class AdminConfigError extends Error {
   override name = "AdminConfigError";
 }
 
-export async function listenAdmin(listenHttp: ListenHttp, deps: Omit<AdminDeps, "token">): Promise<Listener | undefined> {
+export async function listenAdmin(
+  listenHttp: ListenHttp,
+  deps: Omit<AdminDeps, "token">,
+): Promise<Listener | undefined> {
   const { host, port, token } = deps.config.admin;
   if (port === null) return undefined;
   const problem = adminTokenProblem(host, token);

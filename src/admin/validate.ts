@@ -8,7 +8,9 @@ import { badRequest } from "./errors.ts";
 
 function describe(issues: readonly z.core.$ZodIssue[], where: string): string {
   return issues.map((i) => {
-    if (i.code === "unrecognized_keys") return `${where}: unknown ${i.keys.length > 1 ? "fields" : "field"} ${i.keys.join(", ")}`;
+    if (i.code === "unrecognized_keys") {
+      return `${where}: unknown ${i.keys.length > 1 ? "fields" : "field"} ${i.keys.join(", ")}`;
+    }
     return `${i.path.length > 0 ? i.path.join(".") : where}: ${i.message}`;
   }).join("; ");
 }
@@ -16,7 +18,10 @@ function describe(issues: readonly z.core.$ZodIssue[], where: string): string {
 function check<S extends z.ZodType>(schema: S, input: unknown, where: string): z.output<S> {
   const r = schema.safeParse(input);
   if (r.success) return r.data;
-  throw badRequest(describe(r.error.issues, where), r.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
+  throw badRequest(
+    describe(r.error.issues, where),
+    r.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+  );
 }
 
 /** The request's query string, validated (unknown parameters are refused). */

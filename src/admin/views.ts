@@ -30,7 +30,12 @@ export function clientView(c: ClientConnection) {
     connected_at: iso(c.connectedAt),
     last_activity: iso(c.lastActivity),
     session: s
-      ? { expiry_interval: s.expiryInterval, subscriptions: s.subscriptions.size, queued: s.queuedCount, inflight: s.inflight.size }
+      ? {
+        expiry_interval: s.expiryInterval,
+        subscriptions: s.subscriptions.size,
+        queued: s.queuedCount,
+        inflight: s.inflight.size,
+      }
       : null,
   };
 }
@@ -43,7 +48,9 @@ export function clientDetailView(c: ClientConnection) {
     topic_alias_maximum: c.clientTopicAliasMaximum,
     inflight_window: c.inflightWindow,
     will_topic: c.will?.message.topic ?? null,
-    subscriptions: c.session ? [...c.session.subscriptions.values()].map((sub) => subscriptionView(c.clientId, sub)) : [],
+    subscriptions: c.session
+      ? [...c.session.subscriptions.values()].map((sub) => subscriptionView(c.clientId, sub))
+      : [],
   };
 }
 
@@ -87,7 +94,11 @@ export function sessionDetailView(s: Session) {
     ...sessionView(s),
     subscription_list: [...s.subscriptions.values()].map((sub) => subscriptionView(s.clientId, sub)),
     queued_messages: queued.map(outboundView),
-    inflight_messages: [...s.inflight.values()].map((o) => ({ packet_id: o.packetId, phase: o.phase, ...outboundView(o) })),
+    inflight_messages: [...s.inflight.values()].map((o) => ({
+      packet_id: o.packetId,
+      phase: o.phase,
+      ...outboundView(o),
+    })),
     qos2_incoming: [...s.qos2Incoming],
   };
 }

@@ -156,7 +156,7 @@ export function filtersIntersect(a: string, b: string): boolean {
   const y = b.split("/");
   const wild = (l: string) => l === "+" || l === "#";
   if ((wild(x[0]!) && y[0]!.startsWith("$")) || (wild(y[0]!) && x[0]!.startsWith("$"))) return false;
-  for (let i = 0; ; i++) {
+  for (let i = 0;; i++) {
     const xl = x[i];
     const yl = y[i];
     if (xl === "#" || yl === "#") return true;

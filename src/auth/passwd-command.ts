@@ -130,7 +130,9 @@ const processIo: PasswdIo = {
   error: (line) => console.error(line),
   async readStdin() {
     const chunks: Uint8Array[] = [];
-    for await (const chunk of process.stdin) chunks.push(typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk);
+    for await (const chunk of process.stdin) {
+      chunks.push(typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk);
+    }
     let n = 0;
     for (const c of chunks) n += c.length;
     const all = new Uint8Array(n);

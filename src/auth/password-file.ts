@@ -1,4 +1,4 @@
-import { type PasswordHash, parseHash } from "./password-hash.ts";
+import { parseHash, type PasswordHash } from "./password-hash.ts";
 
 /**
  * A password file as Mosquitto writes it: one `username:hash` per line, `#` comments and

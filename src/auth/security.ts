@@ -3,7 +3,7 @@ import type { ClientConnection } from "../core/client-connection.ts";
 import type { Logger } from "../core/logger.ts";
 import type { BrokerMetrics } from "../core/metrics.ts";
 import { RC } from "../mqtt/reason-codes.ts";
-import { type AuthenticatorOptions, type AuthResult, Authenticator, type Credentials } from "./authenticator.ts";
+import { Authenticator, type AuthenticatorOptions, type AuthResult, type Credentials } from "./authenticator.ts";
 import { BanList, ipOf, isLoopback, type SecurityLimits, TokenBucket } from "./limits.ts";
 
 /** How long a refused connection may take to send its CONNECT (to read a CONNACK reason) before it is closed. */
@@ -140,7 +140,9 @@ export class Security {
       if (result.code === RC.BAD_USERNAME_OR_PASSWORD) this.metrics.authBadCredentials++;
       else if (result.code === RC.SERVER_BUSY) this.metrics.authBusy++;
       else this.metrics.authNotAuthorized++;
-      if (!exempt && ip !== undefined && result.code !== RC.SERVER_BUSY && this.#authFailures.record(ip, this.clock.now())) {
+      if (
+        !exempt && ip !== undefined && result.code !== RC.SERVER_BUSY && this.#authFailures.record(ip, this.clock.now())
+      ) {
         this.metrics.bansAuthFailures++;
         this.logger.warn(
           `banning ${ip} for ${this.#limits.authFailures.banSeconds} s: more than ${this.#limits.authFailures.max} failed logins in ${this.#limits.authFailures.windowSeconds} s`,

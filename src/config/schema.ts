@@ -26,7 +26,9 @@ const forwardRule = z.object({
   filter: z.string().min(1).describe("local topic filter to forward"),
   topic: z.string().min(1).default("${topic}")
     .describe("remote topic template: ${topic}, ${edge_id}, ${clientid} (publisher)"),
-  strip: z.string().default("").describe("prefix removed from the local topic before ${topic} is filled in; ${edge_id} allowed"),
+  strip: z.string().default("").describe(
+    "prefix removed from the local topic before ${topic} is filled in; ${edge_id} allowed",
+  ),
   qos: qos.default(1).describe("QoS towards the cloud"),
   retain: z.boolean().default(false).describe("keep the publisher's RETAIN flag"),
 }).strict();
@@ -34,7 +36,9 @@ const forwardRule = z.object({
 const downlinkRule = z.object({
   filter: z.string().min(1).describe("remote topic filter to subscribe to; ${edge_id} allowed"),
   topic: z.string().min(1).default("${topic}").describe("local topic template: ${topic}, ${edge_id}"),
-  strip: z.string().default("").describe("prefix removed from the remote topic before ${topic} is filled in; ${edge_id} allowed"),
+  strip: z.string().default("").describe(
+    "prefix removed from the remote topic before ${topic} is filled in; ${edge_id} allowed",
+  ),
   qos: qos.default(1).describe("QoS of the subscription at the cloud, and the most a command gets locally"),
 }).strict();
 
@@ -42,7 +46,10 @@ const uplink = z.object({
   name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).describe("unique name; used in $SYS topics and metrics"),
   url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/)
     // The URL is logged and shown by the admin API: credentials belong in username/password_file.
-    .refine((u) => !/^[a-z]+:\/\/[^/]*@/.test(u), "no user:password@ in the URL (it is logged); use username and password_file")
+    .refine(
+      (u) => !/^[a-z]+:\/\/[^/]*@/.test(u),
+      "no user:password@ in the URL (it is logged); use username and password_file",
+    )
     .describe("cloud broker: mqtt://, mqtts://, ws:// or wss://"),
   client_id: z.string().optional().describe("client id at the cloud; default ferry-<edge_id>-<name>"),
   username: z.string().optional().describe("username at the cloud"),
@@ -67,8 +74,12 @@ const uplink = z.object({
   }).strict().prefault({}),
   buffer: z.object({
     max_messages: z.number().int().min(0).default(0)
-      .describe("log entries the link may fall behind; beyond it the oldest are skipped and counted (0 = bounded by storage only)"),
-    ttl_seconds: z.number().int().min(0).default(0).describe("messages older than this are skipped and counted; 0 = no limit"),
+      .describe(
+        "log entries the link may fall behind; beyond it the oldest are skipped and counted (0 = bounded by storage only)",
+      ),
+    ttl_seconds: z.number().int().min(0).default(0).describe(
+      "messages older than this are skipped and counted; 0 = no limit",
+    ),
   }).strict().prefault({}),
   backoff: z.object({
     min_ms: z.number().int().min(10).default(500).describe("first reconnect delay; doubles after each failed attempt"),
@@ -76,7 +87,9 @@ const uplink = z.object({
     jitter: z.number().min(0).max(1).default(0.3).describe("fraction of each delay that is random"),
   }).strict().prefault({}),
   ordering: z.enum(["strict", "live-first"]).default("strict")
-    .describe("strict: everything in log order, backlog first; live-first: new messages go out before the backlog, which drains behind them (order between the two is given up)"),
+    .describe(
+      "strict: everything in log order, backlog first; live-first: new messages go out before the backlog, which drains behind them (order between the two is given up)",
+    ),
   ack_timeout_seconds: z.number().int().min(1).default(30)
     .describe("messages in flight and no acknowledgement of any for this long: drop the connection and reconnect"),
 }).strict();
@@ -84,13 +97,19 @@ const uplink = z.object({
 export const configSchema = z.object({
   listeners: z.object({
     host: z.string().default("127.0.0.1")
-      .describe("address the listeners bind to; the default serves this machine only (like Mosquitto 2's local-only mode) — set 0.0.0.0 and auth.password_file to serve the network"),
+      .describe(
+        "address the listeners bind to; the default serves this machine only (like Mosquitto 2's local-only mode) — set 0.0.0.0 and auth.password_file to serve the network",
+      ),
     mqtt_port: port.default(1883).describe("MQTT over TCP; 0 picks a free port"),
-    ws_port: port.nullable().default(null).describe("MQTT over WebSocket (path /mqtt); null disables, 0 picks a free port"),
+    ws_port: port.nullable().default(null).describe(
+      "MQTT over WebSocket (path /mqtt); null disables, 0 picks a free port",
+    ),
     tls_port: port.nullable().default(null)
       .describe("MQTT over TLS (mqtts, usually 8883); needs tls.cert and tls.key; null disables, 0 picks a free port"),
     wss_port: port.nullable().default(null)
-      .describe("MQTT over secure WebSocket (wss, path /mqtt); needs tls.cert and tls.key; null disables, 0 picks a free port"),
+      .describe(
+        "MQTT over secure WebSocket (wss, path /mqtt); needs tls.cert and tls.key; null disables, 0 picks a free port",
+      ),
   }).strict().prefault({}),
   tls: z.object({
     cert: z.string().nullable().default(null).describe("server certificate chain file (PEM) for tls_port and wss_port"),
@@ -100,15 +119,21 @@ export const configSchema = z.object({
     require_client_cert: z.boolean().default(false)
       .describe("refuse TLS clients without a certificate that tls.ca verifies (mutual TLS)"),
     use_identity_as_username: z.boolean().default(false)
-      .describe("a verified client certificate's subject CN becomes the username, with no password needed (TLS port only)"),
+      .describe(
+        "a verified client certificate's subject CN becomes the username, with no password needed (TLS port only)",
+      ),
     reload_check_seconds: z.number().int().min(0).default(60)
-      .describe("how often the certificate files are checked for changes, then used for new connections; 0 = only on SIGHUP"),
+      .describe(
+        "how often the certificate files are checked for changes, then used for new connections; 0 = only on SIGHUP",
+      ),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),
   edge_id: z.string().regex(/^[^/+#\s]{1,128}$/).default("edge")
     .describe("this gateway's name at the cloud; ${edge_id} in uplink topic templates"),
   uplinks: z.array(uplink).default([]).describe("cloud brokers to forward to (see Uplink)"),
-  log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info").describe("log lines at this level and above go to stderr"),
+  log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info").describe(
+    "log lines at this level and above go to stderr",
+  ),
   mqtt: z.object({
     max_packet_size: z.number().int().min(64).max(268_435_460).default(1_048_576)
       .describe("largest packet accepted, in bytes; announced as Maximum Packet Size"),
@@ -119,29 +144,39 @@ export const configSchema = z.object({
     max_inflight: z.number().int().min(1).max(65_535).default(64)
       .describe("QoS>0 messages in flight to one client (also capped by its Receive Maximum)"),
     max_queued_bytes: z.number().int().min(1024).default(64 * 1024 * 1024)
-      .describe("payload bytes queued per session (a slow or offline subscriber); more messages are dropped and counted"),
+      .describe(
+        "payload bytes queued per session (a slow or offline subscriber); more messages are dropped and counted",
+      ),
     max_queued_messages: z.number().int().min(1).default(10_000)
       .describe("messages queued per session beyond the in-flight window; more are dropped and counted"),
     queue_qos0_messages: z.boolean().default(false).describe("queue QoS 0 messages for offline persistent sessions"),
     topic_alias_maximum: z.number().int().min(0).max(65_535).default(10)
       .describe("topic aliases a client may use towards Ferry; 0 disables"),
     server_keep_alive: z.number().int().min(1).max(65_535).nullable().default(null)
-      .describe("longest keep alive allowed: a v5 client asking for more, or for none, gets this as Server Keep Alive (like Mosquitto's max_keepalive)"),
+      .describe(
+        "longest keep alive allowed: a v5 client asking for more, or for none, gets this as Server Keep Alive (like Mosquitto's max_keepalive)",
+      ),
     max_session_expiry: z.number().int().min(0).max(0xffffffff).default(0xffffffff)
       .describe("largest Session Expiry Interval granted, in seconds"),
-    max_connections: z.number().int().min(1).default(100_000).describe("connected clients at most; more are refused (v5 0x97, 3.1.1 code 3)"),
+    max_connections: z.number().int().min(1).default(100_000).describe(
+      "connected clients at most; more are refused (v5 0x97, 3.1.1 code 3)",
+    ),
     max_buffered_bytes: z.number().int().min(1024).default(8 * 1024 * 1024)
       .describe("bytes waiting to be written to one client before QoS 0 messages to it are dropped"),
     connect_timeout_ms: z.number().int().min(100).default(10_000)
       .describe("a connection that has not sent CONNECT within this many milliseconds is closed"),
-    retain_available: z.boolean().default(true).describe("false refuses retained publishes (0x9A) and says so in CONNACK"),
+    retain_available: z.boolean().default(true).describe(
+      "false refuses retained publishes (0x9A) and says so in CONNACK",
+    ),
     sys_interval: z.number().int().min(0).default(10).describe("seconds between $SYS updates; 0 disables"),
   }).strict().prefault({}),
   auth: z.object({
     allow_anonymous: z.boolean().nullable().default(null)
       .describe("accept clients that send no username; null = true only when listeners.host is a loopback address"),
     password_file: z.string().nullable().default(null)
-      .describe("users and salted PBKDF2-SHA512 hashes (`ferry passwd`, Mosquitto's format); set, every username must match"),
+      .describe(
+        "users and salted PBKDF2-SHA512 hashes (`ferry passwd`, Mosquitto's format); set, every username must match",
+      ),
     reload_check_seconds: z.number().int().min(0).default(10)
       .describe("how often password_file and acl.acl_file are checked for changes; 0 = only on SIGHUP"),
   }).strict().prefault({}),
@@ -180,7 +215,9 @@ export const configSchema = z.object({
       .describe("PUBLISH packets per second from one client; more gets DISCONNECT 0x96 (3.1.1: a close); 0 = no limit"),
     flapping: z.object({
       max_connects: z.number().int().min(0).default(30)
-        .describe("connects of one client id allowed per window; one more bans the id (CONNACK 0x8A, 3.1.1 code 5); 0 = off"),
+        .describe(
+          "connects of one client id allowed per window; one more bans the id (CONNACK 0x8A, 3.1.1 code 5); 0 = off",
+        ),
       window_seconds: z.number().int().min(1).default(60).describe("the sliding window connects are counted in"),
       ban_seconds: z.number().int().min(1).default(120).describe("how long a flapping client id is refused"),
     }).strict().prefault({}),
@@ -188,15 +225,21 @@ export const configSchema = z.object({
       max: z.number().int().min(0).default(10)
         .describe("failed logins from one IP address allowed per window; one more bans the address (0x8A); 0 = off"),
       window_seconds: z.number().int().min(1).default(60).describe("the sliding window failures are counted in"),
-      ban_seconds: z.number().int().min(1).default(300).describe("how long the address is refused, right password or not"),
+      ban_seconds: z.number().int().min(1).default(300).describe(
+        "how long the address is refused, right password or not",
+      ),
     }).strict().prefault({}),
   }).strict().prefault({}),
   storage: z.object({
     durability: z.enum(["commit", "periodic", "memory"]).default("commit")
-      .describe("commit: ack after the SQLite commit is durable; periodic: flush every flush_interval_ms; memory: nothing on disk"),
+      .describe(
+        "commit: ack after the SQLite commit is durable; periodic: flush every flush_interval_ms; memory: nothing on disk",
+      ),
     flush_interval_ms: z.number().int().min(10).default(1000).describe("periodic mode: how often to flush"),
     max_bytes: z.number().int().min(0).default(1024 * 1024 * 1024)
-      .describe("database size bound: beyond it the oldest messages no session owes are dropped (even uplink backlog, counted); 0 = no bound"),
+      .describe(
+        "database size bound: beyond it the oldest messages no session owes are dropped (even uplink backlog, counted); 0 = no bound",
+      ),
     message_ttl_seconds: z.number().int().min(0).default(86_400)
       .describe("history kept for messages no session owes and every uplink has sent; 0 keeps them until max_bytes"),
   }).strict().prefault({}),

@@ -32,8 +32,16 @@ export function limitsFrom(config: FerryConfig): SecurityLimits {
     connectionRatePerIp: l.connection_rate_per_ip,
     maxConnectionsPerIp: l.max_connections_per_ip,
     maxPublishRate: l.max_publish_rate,
-    flapping: { max: l.flapping.max_connects, windowSeconds: l.flapping.window_seconds, banSeconds: l.flapping.ban_seconds },
-    authFailures: { max: l.auth_failures.max, windowSeconds: l.auth_failures.window_seconds, banSeconds: l.auth_failures.ban_seconds },
+    flapping: {
+      max: l.flapping.max_connects,
+      windowSeconds: l.flapping.window_seconds,
+      banSeconds: l.flapping.ban_seconds,
+    },
+    authFailures: {
+      max: l.auth_failures.max,
+      windowSeconds: l.auth_failures.window_seconds,
+      banSeconds: l.auth_failures.ban_seconds,
+    },
   };
 }
 
@@ -46,7 +54,9 @@ export function securityProblems(config: FerryConfig): string[] {
     if (tls.cert === null) problems.push("tls.cert: required when listeners.tls_port or listeners.wss_port is set");
     if (tls.key === null) problems.push("tls.key: required when listeners.tls_port or listeners.wss_port is set");
   }
-  if (tls.require_client_cert && tls.ca === null) problems.push("tls.ca: required when tls.require_client_cert is true");
+  if (tls.require_client_cert && tls.ca === null) {
+    problems.push("tls.ca: required when tls.require_client_cert is true");
+  }
   if (tls.use_identity_as_username && tls.ca === null) {
     problems.push("tls.ca: required when tls.use_identity_as_username is true");
   }

@@ -214,7 +214,11 @@ export class Broker {
    * Attach `client` to its session: take over a live connection with the same id
    * [MQTT-3.1.4-3], discard it on Clean Start [MQTT-3.1.2-4], or resume it.
    */
-  async openSession(client: ClientConnection, clean: boolean, expiry: number): Promise<{ session: Session; present: boolean }> {
+  async openSession(
+    client: ClientConnection,
+    clean: boolean,
+    expiry: number,
+  ): Promise<{ session: Session; present: boolean }> {
     const id = client.clientId;
     const existing = this.sessions.get(id);
     if (existing?.client && existing.client !== client) existing.client.takeover();
@@ -481,7 +485,7 @@ export class Broker {
     }
     const deliver = () => {
       if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
-      if (logged) for (const r of this.#logReaders) r.onLogged(message);
+      if (logged) { for (const r of this.#logReaders) r.onLogged(message); }
       const cache: EncodeCache = new Map();
       for (const t of accepted) {
         this.#deliver(t.session, {
@@ -608,9 +612,14 @@ export class Broker {
         else s.inflight.set(o.packetId, o);
         continue;
       }
-      if (s.persistent) mutations.push({ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset });
+      if (s.persistent) {
+        mutations.push({ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset });
+      }
       if (to.session.persistent) {
-        mutations.push({ op: "delivery-put", delivery: deliveryRecord(to.session, o.message, o.qos, o.retain, o.subscriptionIds) });
+        mutations.push({
+          op: "delivery-put",
+          delivery: deliveryRecord(to.session, o.message, o.qos, o.retain, o.subscriptionIds),
+        });
       }
       this.#deliver(to.session, { ...o, packetId: 0, phase: "queued" }, undefined);
     }

@@ -15,7 +15,7 @@ import type { Broker } from "./broker.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import type { Outbound, Session } from "./session.ts";
 import { parseSubscriptionFilter, topicFilterProblem, topicNameProblem } from "./topic.ts";
-import { encodeOutbound, type EncodeCache } from "./outbound-encoder.ts";
+import { type EncodeCache, encodeOutbound } from "./outbound-encoder.ts";
 
 type State = "awaiting-connect" | "connecting" | "connected" | "closed";
 

@@ -16,7 +16,13 @@ export interface OutboundPeer {
  */
 export type EncodeCache = Map<string | number, { bytes: Uint8Array; idOffset: number }>;
 
-export function encodeOutbound(peer: OutboundPeer, o: Outbound, dup: boolean, now: number, cache?: EncodeCache): Uint8Array {
+export function encodeOutbound(
+  peer: OutboundPeer,
+  o: Outbound,
+  dup: boolean,
+  now: number,
+  cache?: EncodeCache,
+): Uint8Array {
   const m = o.message;
   const v5 = peer.version === 5;
   // Message Expiry Interval is sent as the time left [MQTT-3.3.2-6].

@@ -59,7 +59,7 @@ export class TopicTree<V> {
   #walk(node: Node<V>, levels: string[], i: number, visit: (v: V) => void, dollar: boolean): void {
     const hash = dollar && i === 0 ? undefined : node.children.get("#");
     // '#' also matches the parent level itself [MQTT-4.7.1-2]: "sport/#" matches "sport".
-    if (hash) for (const v of hash.values.values()) visit(v);
+    if (hash) { for (const v of hash.values.values()) visit(v); }
     if (i === levels.length) {
       for (const v of node.values.values()) visit(v);
       return;

@@ -94,7 +94,9 @@ export function fixedHeaderProblem(byte: number): string | undefined {
   if (type === 0) return "malformed packet: reserved packet type 0";
   if (type === 3) return (flags & 0x06) === 0x06 ? "malformed packet: PUBLISH with QoS 3" : undefined;
   const required = REQUIRED_FLAGS[type]!;
-  return flags === required ? undefined : `malformed packet: flags ${flags} on packet type ${type} (must be ${required})`;
+  return flags === required
+    ? undefined
+    : `malformed packet: flags ${flags} on packet type ${type} (must be ${required})`;
 }
 
 /**

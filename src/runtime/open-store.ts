@@ -35,7 +35,5 @@ export function openSqliteStoreWith(
 
 /** `storage.durability` decides: memory, or SQLite through `driver`. */
 export function openStoreWith(driver: SqliteDriver, config: FerryConfig, logger: Logger): Store {
-  return config.storage.durability === "memory"
-    ? new MemoryStore()
-    : openSqliteStoreWith(driver, config, logger);
+  return config.storage.durability === "memory" ? new MemoryStore() : openSqliteStoreWith(driver, config, logger);
 }

@@ -34,7 +34,12 @@ export class SecurityWiring {
   ) {}
 
   /** Read the password and ACL files into `broker`; throws Error naming the problems. */
-  static async load(adapters: SecurityAdapters, config: FerryConfig, broker: Broker, log: Logger): Promise<SecurityWiring> {
+  static async load(
+    adapters: SecurityAdapters,
+    config: FerryConfig,
+    broker: Broker,
+    log: Logger,
+  ): Promise<SecurityWiring> {
     const w = new SecurityWiring(adapters, config, broker, log);
     await w.#loadAuthFiles(true);
     const anonymous = resolveAllowAnonymous(config);
@@ -45,7 +50,9 @@ export class SecurityWiring {
     if (anonymous && config.auth.allow_anonymous === null) {
       log.info(`auth: anonymous access allowed because ${config.listeners.host} is a loopback address`);
     } else if (!anonymous && config.auth.allow_anonymous === null) {
-      log.info(`auth: anonymous access refused because ${config.listeners.host} is not a loopback address (auth.allow_anonymous)`);
+      log.info(
+        `auth: anonymous access refused because ${config.listeners.host} is not a loopback address (auth.allow_anonymous)`,
+      );
     }
     return w;
   }
@@ -60,9 +67,17 @@ export class SecurityWiring {
       this.tls = await this.adapters.listenTls(listeners.host, listeners.tls_port, accept, material);
     }
     if (listeners.wss_port !== null) {
-      if (!this.adapters.listenSecureWebSocket) throw new Error("this runtime has no secure WebSocket listener (listeners.wss_port)");
+      if (!this.adapters.listenSecureWebSocket) {
+        throw new Error("this runtime has no secure WebSocket listener (listeners.wss_port)");
+      }
       try {
-        this.wss = await this.adapters.listenSecureWebSocket(listeners.host, listeners.wss_port, accept, mqtt.max_packet_size, material);
+        this.wss = await this.adapters.listenSecureWebSocket(
+          listeners.host,
+          listeners.wss_port,
+          accept,
+          mqtt.max_packet_size,
+          material,
+        );
       } catch (err) {
         this.tls?.stop();
         this.tls = undefined;

@@ -22,7 +22,7 @@ export interface RunningServer {
   /** MQTT over TLS (`listeners.tls_port`) and secure WebSocket (`listeners.wss_port`), when configured. */
   tls: Listener | undefined;
   wss: Listener | undefined;
-  /** Re-read the password file, ACL file and certificates (SIGHUP); a bad file keeps the old one. */
+  /** Re-read the password file, ACL file and certificates, and reconnect uplinks (SIGHUP); a bad file keeps the old one. */
   reload(): Promise<void>;
   /** Stop accepting, disconnect clients, flush storage. */
   stop(): Promise<void>;
@@ -69,9 +69,12 @@ export async function startServerWith(
   try {
     mqtt = await adapters.listenTcp(config.listeners.host, config.listeners.mqtt_port, accept);
     try {
-      ws = config.listeners.ws_port === null
-        ? undefined
-        : await adapters.listenWebSocket(config.listeners.host, config.listeners.ws_port, accept, config.mqtt.max_packet_size);
+      ws = config.listeners.ws_port === null ? undefined : await adapters.listenWebSocket(
+        config.listeners.host,
+        config.listeners.ws_port,
+        accept,
+        config.mqtt.max_packet_size,
+      );
       await security.listen(accept);
       const at = (l: Listener | undefined) => (l ? `${l.host}:${l.port}` : null);
       admin = await listenAdmin(adapters.listenHttp.bind(adapters), {
@@ -80,7 +83,13 @@ export async function startServerWith(
         config,
         recent,
         ready: () => ({ store_open: !stopping, listeners_up: !stopping }),
-        listeners: () => ({ mqtt: at(mqtt), ws: at(ws), tls: at(security.tls), wss: at(security.wss), admin: at(admin) }),
+        listeners: () => ({
+          mqtt: at(mqtt),
+          ws: at(ws),
+          tls: at(security.tls),
+          wss: at(security.wss),
+          admin: at(admin),
+        }),
       });
     } catch (err) {
       mqtt.stop();
@@ -104,7 +113,12 @@ export async function startServerWith(
     admin,
     tls: security.tls,
     wss: security.wss,
-    reload: () => security.reload(),
+    // SIGHUP: re-read password, ACL and certificate files, and reconnect uplinks so they
+    // pick up renewed cloud certificates and password files too.
+    reload: async () => {
+      await security.reload();
+      uplinks.reload();
+    },
     stop: () =>
       stopped ??= (async () => {
         stopping = true; // /readyz answers 503 from here on

@@ -28,7 +28,7 @@ export interface ContractMatchers {
 
 export interface ContractTestApi {
   describe(label: string, fn: () => void): void;
-  test(label: string, fn: () => Promise<void>): void;
+  test(label: string, fn: () => void | Promise<void>): void;
   expect(actual: unknown): ContractMatchers;
   afterEach(fn: () => Promise<void>): void;
 }
@@ -230,7 +230,14 @@ export function runStoreContract(
       const oneReplaced = session("one", {
         disconnectedAt: 1_700_000_123_456,
         subscriptions: [
-          { filter: "$share/g/a/+", qos: 2, noLocal: true, retainAsPublished: true, retainHandling: 2, subscriptionId: 42 },
+          {
+            filter: "$share/g/a/+",
+            qos: 2,
+            noLocal: true,
+            retainAsPublished: true,
+            retainHandling: 2,
+            subscriptionId: 42,
+          },
           { filter: "b/#", qos: 0, noLocal: false, retainAsPublished: false, retainHandling: 1 },
         ],
       });
@@ -420,7 +427,11 @@ export function runStoreContract(
       const messages = payloads.map((payload, i) => message(base + i, { payload }));
       await store.commit([
         ...appendAll(messages),
-        { op: "retain", topic: "empty/retained", message: message(0, { topic: "empty/retained", payload: new Uint8Array(0) }) },
+        {
+          op: "retain",
+          topic: "empty/retained",
+          message: message(0, { topic: "empty/retained", payload: new Uint8Array(0) }),
+        },
       ]);
 
       const { store: reopened, recovered } = await reopen();
@@ -465,7 +476,9 @@ export function runStoreContract(
 
       // Once acknowledged, it becomes ordinary history and may go.
       await reopened.commit([{ op: "delivery-delete-offset", clientId: "slow", offset: base }]);
-      await reopened.commit(appendAll(Array.from({ length: 100 }, (_, i) => message(last + 1 + i, { payload: filler }))));
+      await reopened.commit(
+        appendAll(Array.from({ length: 100 }, (_, i) => message(last + 1 + i, { payload: filler }))),
+      );
       const third = await reopen();
       expect((await third.store.readLog(base, 1))[0]!.offset).toBeGreaterThan(base);
     });
@@ -515,7 +528,9 @@ export function runStoreContract(
       const filler = new Uint8Array(1024).fill(7);
       const total = 2000;
       for (let start = 0; start < total; start += 100) {
-        await store.commit(appendAll(Array.from({ length: 100 }, (_, i) => message(base + start + i, { payload: filler }))));
+        await store.commit(
+          appendAll(Array.from({ length: 100 }, (_, i) => message(base + start + i, { payload: filler }))),
+        );
       }
       await eventually(() => (store.stats().droppedMessages ?? 0) > 0);
       const stats = store.stats();
@@ -564,7 +579,7 @@ export function runStoreContract(
       }
     });
 
-    test("StoreFullError is an Error that callers can tell apart", async () => {
+    test("StoreFullError is an Error that callers can tell apart", () => {
       // Part of the contract's vocabulary: the broker maps it to a reason code.
       const error = new StoreFullError("full");
       expect(error).toBeInstanceOf(Error);

@@ -1,12 +1,4 @@
-import type {
-  DeliveryRecord,
-  Message,
-  Mutation,
-  Recovered,
-  SessionRecord,
-  Store,
-  StoreStats,
-} from "./store.ts";
+import type { DeliveryRecord, Message, Mutation, Recovered, SessionRecord, Store, StoreStats } from "./store.ts";
 
 const key = (clientId: string, offset: number) => `${clientId}\u0000${offset}`;
 

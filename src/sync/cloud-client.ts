@@ -70,7 +70,12 @@ export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<
       queueQoSZero: false,
       // MQTT.js traces every packet through `debug`; even disabled, that costs per message.
       log: () => {},
-      customHandleAcks: (topic, message, packet: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown> }, cb) => {
+      customHandleAcks: (
+        topic,
+        message,
+        packet: { qos: 0 | 1 | 2; retain: boolean; properties?: Record<string, unknown> },
+        cb,
+      ) => {
         h.onMessage({
           topic,
           payload: message,
@@ -125,7 +130,12 @@ export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<
         publish(p, done) {
           const opts: IClientPublishOptions = { qos: p.qos, retain: p.retain, dup: p.dup };
           if (p.properties) opts.properties = p.properties;
-          client.publish(p.topic, Buffer.from(p.payload.buffer, p.payload.byteOffset, p.payload.byteLength), opts, (err) => done(err ?? undefined));
+          client.publish(
+            p.topic,
+            Buffer.from(p.payload.buffer, p.payload.byteOffset, p.payload.byteLength),
+            opts,
+            (err) => done(err ?? undefined),
+          );
         },
         subscribe(subs) {
           const map: Record<string, { qos: 0 | 1 | 2; nl?: boolean }> = {};
@@ -144,10 +154,19 @@ export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<
 
 /** TLS failures come as OpenSSL jargon; say which side's certificate is the problem. */
 const TLS_HINTS: Array<[RegExp, string]> = [
-  [/unable to verify|self[- ]signed|unable to get (local )?issuer|CERT_UNTRUSTED|certificate has expired/i, "the cloud's certificate is not trusted (check tls.ca)"],
-  [/Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME|altnames/i, "the cloud's certificate is not for this host name (check the url)"],
+  [
+    /unable to verify|self[- ]signed|unable to get (local )?issuer|CERT_UNTRUSTED|certificate has expired/i,
+    "the cloud's certificate is not trusted (check tls.ca)",
+  ],
+  [
+    /Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME|altnames/i,
+    "the cloud's certificate is not for this host name (check the url)",
+  ],
   [/CERTIFICATE_REQUIRED/i, "the cloud requires a client certificate (set tls.cert and tls.key)"],
-  [/UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|DECRYPT_ERROR/i, "the cloud refused the client certificate (tls.cert)"],
+  [
+    /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|DECRYPT_ERROR/i,
+    "the cloud refused the client certificate (tls.cert)",
+  ],
 ];
 
 function describeError(err: Error): string {

@@ -10,7 +10,11 @@ import type { CloudIncoming } from "./cloud-client.ts";
 import { renderFilter, renderTopic } from "./topic-template.ts";
 
 /** The first rule whose (rendered) filter matches the cloud topic. */
-export function downlinkRuleFor(rules: readonly DownlinkRule[], topic: string, edgeId: string): DownlinkRule | undefined {
+export function downlinkRuleFor(
+  rules: readonly DownlinkRule[],
+  topic: string,
+  edgeId: string,
+): DownlinkRule | undefined {
   return rules.find((r) => topicMatches(renderFilter(r.filter, edgeId), topic));
 }
 
@@ -20,7 +24,13 @@ export function downlinkTopic(rule: DownlinkRule, topic: string, edgeId: string)
 }
 
 /** The local message for a cloud message: QoS capped by the rule, v5 properties carried over. */
-export function downlinkMessage(rule: DownlinkRule, m: CloudIncoming, topic: string, origin: string, now: number): Message {
+export function downlinkMessage(
+  rule: DownlinkRule,
+  m: CloudIncoming,
+  topic: string,
+  origin: string,
+  now: number,
+): Message {
   const message: Message = {
     offset: 0,
     topic,

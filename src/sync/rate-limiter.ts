@@ -33,7 +33,9 @@ export class RateLimiter {
   take(bytes: number): number {
     this.#refill();
     let wait = 0;
-    if (this.msgsPerSec > 0 && this.#msgTokens < 1) wait = Math.max(wait, ((1 - this.#msgTokens) / this.msgsPerSec) * 1000);
+    if (this.msgsPerSec > 0 && this.#msgTokens < 1) {
+      wait = Math.max(wait, ((1 - this.#msgTokens) / this.msgsPerSec) * 1000);
+    }
     const need = Math.min(bytes, this.bytesPerSec);
     if (this.bytesPerSec > 0 && this.#byteTokens < need) {
       wait = Math.max(wait, ((need - this.#byteTokens) / this.bytesPerSec) * 1000);

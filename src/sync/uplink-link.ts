@@ -574,7 +574,9 @@ export class UplinkLink {
     this.#connectedAt = this.#clock.now();
     if (this.#c.downlink.length > 0) {
       try {
-        const granted = await client.subscribe(this.#c.downlink.map((r) => ({ filter: renderFilter(r.filter, this.#d.edgeId), qos: r.qos })));
+        const granted = await client.subscribe(
+          this.#c.downlink.map((r) => ({ filter: renderFilter(r.filter, this.#d.edgeId), qos: r.qos })),
+        );
         const refused = granted.filter((g) => g >= 0x80).length;
         if (refused > 0) this.#stats.lastError = `cloud refused ${refused} downlink subscription(s)`;
       } catch (err) {
@@ -585,7 +587,9 @@ export class UplinkLink {
     if (epoch !== this.#epoch) return;
     this.state = "connected";
     this.#lastLogged = undefined;
-    this.#d.broker.logger.info(`uplink ${this.name}: connected to ${this.#c.url}, resuming after offset ${this.#cursor}`);
+    this.#d.broker.logger.info(
+      `uplink ${this.name}: connected to ${this.#c.url}, resuming after offset ${this.#cursor}`,
+    );
     this.#pump();
   }
 
@@ -593,8 +597,17 @@ export class UplinkLink {
     const c = this.#c;
     const read = (p: string | undefined) => (p === undefined ? Promise.resolve(undefined) : this.#d.readFile(p));
     // Files are read at every attempt, so renewed certificates and passwords need no restart.
-    const [ca, cert, key, pw] = await Promise.all([read(c.tls.ca), read(c.tls.cert), read(c.tls.key), read(c.password_file)]);
-    const password = pw !== undefined ? trimNewline(pw) : c.password !== undefined ? new TextEncoder().encode(c.password) : undefined;
+    const [ca, cert, key, pw] = await Promise.all([
+      read(c.tls.ca),
+      read(c.tls.cert),
+      read(c.tls.key),
+      read(c.password_file),
+    ]);
+    const password = pw !== undefined
+      ? trimNewline(pw)
+      : c.password !== undefined
+      ? new TextEncoder().encode(c.password)
+      : undefined;
     return {
       url: c.url,
       clientId: c.client_id ?? `ferry-${this.#d.edgeId}-${c.name}`,

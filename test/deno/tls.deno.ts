@@ -18,18 +18,63 @@ async function openssl(dir: string, ...args: string[]): Promise<void> {
 
 async function makeCerts(dir: string): Promise<void> {
   await openssl(dir, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key");
-  await openssl(dir, "req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=Deno Test CA");
+  await openssl(
+    dir,
+    "req",
+    "-x509",
+    "-new",
+    "-key",
+    "ca.key",
+    "-out",
+    "ca.crt",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=Deno Test CA",
+  );
   await Deno.writeTextFile(`${dir}/san.ext`, "subjectAltName=IP:127.0.0.1\n");
   for (const name of ["first", "second"]) {
     await openssl(dir, "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", `${name}.key`);
     await openssl(dir, "req", "-new", "-key", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
-    await openssl(dir, "x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", `${name}.crt`, "-days", "2", "-extfile", "san.ext");
+    await openssl(
+      dir,
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      `${name}.crt`,
+      "-days",
+      "2",
+      "-extfile",
+      "san.ext",
+    );
   }
 }
 
 function spawnFerry(config: string, dataDir: string): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, "edge/main.ts", "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--admin-port", "off", "-c", config, "-d", dataDir],
+    args: [
+      "run",
+      ...PERMISSIONS,
+      "edge/main.ts",
+      "serve",
+      "--host",
+      "127.0.0.1",
+      "--mqtt-port",
+      "0",
+      "--admin-port",
+      "off",
+      "-c",
+      config,
+      "-d",
+      dataDir,
+    ],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
@@ -39,7 +84,12 @@ function spawnFerry(config: string, dataDir: string): Deno.ChildProcess {
 
 /** The subject of the certificate a new TLS connection to `port` is shown. */
 async function subject(port: number): Promise<string> {
-  const r = await new Deno.Command("openssl", { args: ["s_client", "-connect", `127.0.0.1:${port}`], stdin: "null", stdout: "piped", stderr: "null" }).output();
+  const r = await new Deno.Command("openssl", {
+    args: ["s_client", "-connect", `127.0.0.1:${port}`],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).output();
   return /^subject=(.*)$/m.exec(new TextDecoder().decode(r.stdout))?.[1] ?? "";
 }
 
@@ -63,11 +113,14 @@ Deno.test("ferry under deno: MQTT over TLS answers CONNECT, and SIGHUP puts a re
   await Deno.copyFile(`${dir}/first.crt`, `${dir}/live.crt`);
   await Deno.copyFile(`${dir}/first.key`, `${dir}/live.key`);
   const config = `${dir}/ferry.json`;
-  await Deno.writeTextFile(config, JSON.stringify({
-    listeners: { tls_port: 0 },
-    storage: { durability: "memory" },
-    tls: { cert: `${dir}/live.crt`, key: `${dir}/live.key`, reload_check_seconds: 0 },
-  }));
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      listeners: { tls_port: 0 },
+      storage: { durability: "memory" },
+      tls: { cert: `${dir}/live.crt`, key: `${dir}/live.key`, reload_check_seconds: 0 },
+    }),
+  );
   const child = spawnFerry(config, `${dir}/data`);
   const reader = child.stdout.getReader();
   let out = "";
@@ -109,11 +162,14 @@ Deno.test("ferry under deno: a config that asks for client certificates is refus
   const dir = await Deno.makeTempDir({ prefix: "ferry-deno-mtls-" });
   await makeCerts(dir);
   const config = `${dir}/ferry.json`;
-  await Deno.writeTextFile(config, JSON.stringify({
-    listeners: { tls_port: 0 },
-    storage: { durability: "memory" },
-    tls: { cert: `${dir}/first.crt`, key: `${dir}/first.key`, ca: `${dir}/ca.crt`, require_client_cert: true },
-  }));
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      listeners: { tls_port: 0 },
+      storage: { durability: "memory" },
+      tls: { cert: `${dir}/first.crt`, key: `${dir}/first.key`, ca: `${dir}/ca.crt`, require_client_cert: true },
+    }),
+  );
   const r = await spawnFerry(config, `${dir}/data`).output();
   assert(r.code === 1, `exit status ${r.code}`);
   assert(new TextDecoder().decode(r.stderr).includes("client certificates"), "names the reason");

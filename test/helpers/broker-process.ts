@@ -31,7 +31,19 @@ export interface SpawnOptions {
 
 /** Spawn `ferry serve` and resolve once it prints `listening mqtt://HOST:PORT`. */
 export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess> {
-  const args = [process.execPath, MAIN, "serve", "--host", "127.0.0.1", "--mqtt-port", "0", "--admin-port", "0", "--data-dir", options.dataDir];
+  const args = [
+    process.execPath,
+    MAIN,
+    "serve",
+    "--host",
+    "127.0.0.1",
+    "--mqtt-port",
+    "0",
+    "--admin-port",
+    "0",
+    "--data-dir",
+    options.dataDir,
+  ];
   if (options.config) {
     const path = options.configPath ?? `${options.dataDir.replace(/\/$/, "")}.config.json`;
     writeFileSync(path, JSON.stringify(options.config));
@@ -42,7 +54,9 @@ export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess>
   void (async () => {
     const decoder = new TextDecoder();
     const errors = proc.stderr.getReader();
-    for (let r = await errors.read(); !r.done; r = await errors.read()) log += decoder.decode(r.value, { stream: true });
+    for (let r = await errors.read(); !r.done; r = await errors.read()) {
+      log += decoder.decode(r.value, { stream: true });
+    }
   })().catch(() => {});
   const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);

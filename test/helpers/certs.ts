@@ -42,8 +42,20 @@ export function makeCerts(clientCn = "device-1"): TestCerts {
     openssl(dir, "req", "-new", "-key", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`);
     openssl(
       dir,
-      "x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-      "-out", `${name}.crt`, "-days", "2", ...(ext ? ["-extfile", "san.ext"] : []),
+      "x509",
+      "-req",
+      "-in",
+      `${name}.csr`,
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      `${name}.crt`,
+      "-days",
+      "2",
+      ...(ext ? ["-extfile", "san.ext"] : []),
     );
   };
   signed("server", "127.0.0.1", true);

@@ -102,7 +102,10 @@ class MosquittoCloud implements CloudBroker {
     const acl: string[] = [];
     if (opts.denyPublish) {
       // Lines before any `user` line apply to anonymous clients; a deny match wins.
-      writeFileSync(join(dir, "acl"), ["topic readwrite #", ...opts.denyPublish.map((t) => `topic deny ${t}`), ""].join("\n"));
+      writeFileSync(
+        join(dir, "acl"),
+        ["topic readwrite #", ...opts.denyPublish.map((t) => `topic deny ${t}`), ""].join("\n"),
+      );
       acl.push(`acl_file ${join(dir, "acl")}`);
     }
     writeFileSync(
@@ -159,12 +162,24 @@ class FerryCloud implements CloudBroker {
     this.#broker = await startBroker({
       listeners: tls ? { mqtt_port: 0, ws_port: null, tls_port: this.port } : { mqtt_port: this.port, ws_port: null },
       ...(tls
-        ? { tls: { cert: tls.cert, key: tls.key, ca: tls.ca ?? null, require_client_cert: tls.requireClientCert ?? false } }
+        ? {
+          tls: {
+            cert: tls.cert,
+            key: tls.key,
+            ca: tls.ca ?? null,
+            require_client_cert: tls.requireClientCert ?? false,
+          },
+        }
         : {}),
       data_dir: this.#dir,
       storage: { durability: "commit" },
       ...(this.opts.denyPublish
-        ? { acl: { default: "allow", rules: this.opts.denyPublish.map((topic) => ({ action: "publish", topic, permission: "deny" })) } }
+        ? {
+          acl: {
+            default: "allow",
+            rules: this.opts.denyPublish.map((topic) => ({ action: "publish", topic, permission: "deny" })),
+          },
+        }
         : {}),
     });
   }

@@ -4,6 +4,7 @@
  * 3.1.1 and 5.0, and structure-aware corruptions of them.
  */
 import mqttPacket, { type Packet } from "mqtt-packet";
+import net from "node:net";
 
 /** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
 export function prng(s: number) {
@@ -26,8 +27,35 @@ export function prng(s: number) {
 }
 export type Rng = ReturnType<typeof prng>;
 
-export const TOPICS = ["a", "a/b", "a/b/c", "fz/t", "$SYS/x", "", "a/+", "#", "a/#/b", "+/+", "$share/g/a", "\u00e9/\u4e2d", "x".repeat(300)];
-export const FILTERS = ["#", "a/#", "+/b", "fz/+", "$share/g/a/#", "$share//a", "$share/g", "a/#/b", "a+", "", "$SYS/#", "a/b/c"];
+export const TOPICS = [
+  "a",
+  "a/b",
+  "a/b/c",
+  "fz/t",
+  "$SYS/x",
+  "",
+  "a/+",
+  "#",
+  "a/#/b",
+  "+/+",
+  "$share/g/a",
+  "\u00e9/\u4e2d",
+  "x".repeat(300),
+];
+export const FILTERS = [
+  "#",
+  "a/#",
+  "+/b",
+  "fz/+",
+  "$share/g/a/#",
+  "$share//a",
+  "$share/g",
+  "a/#/b",
+  "a+",
+  "",
+  "$SYS/#",
+  "a/b/c",
+];
 export const IDS = ["", "fz-a", "fz-b", "fz-c", "fz-d", "\u0000bad"];
 
 export function userProps(r: Rng): Record<string, string | string[]> | undefined {
@@ -38,10 +66,27 @@ export function userProps(r: Rng): Record<string, string | string[]> | undefined
 export function packet(r: Rng, version: 3 | 4 | 5, connectOnly = false): Packet {
   const v5 = version === 5;
   const props = <T extends object>(p: T): T | undefined => (v5 && r.chance(0.6) ? p : undefined);
-  const kind = connectOnly ? "connect" : r.pick([
-    "connect", "publish", "publish", "publish", "subscribe", "subscribe", "unsubscribe",
-    "puback", "pubrec", "pubrel", "pubcomp", "pingreq", "disconnect", "auth", "connack", "suback", "pingresp",
-  ] as const);
+  const kind = connectOnly ? "connect" : r.pick(
+    [
+      "connect",
+      "publish",
+      "publish",
+      "publish",
+      "subscribe",
+      "subscribe",
+      "unsubscribe",
+      "puback",
+      "pubrec",
+      "pubrel",
+      "pubcomp",
+      "pingreq",
+      "disconnect",
+      "auth",
+      "connack",
+      "suback",
+      "pingresp",
+    ] as const,
+  );
   const messageId = 1 + r.int(65535);
   const qos = r.int(3) as 0 | 1 | 2;
   switch (kind) {
@@ -56,7 +101,11 @@ export function packet(r: Rng, version: 3 | 4 | 5, connectOnly = false): Packet 
       };
       if (r.chance(0.3)) {
         p.will = { topic: r.pick(TOPICS), payload: Buffer.from(r.bytes(r.int(40))), qos, retain: r.chance(0.3) };
-        const wp = props({ willDelayInterval: r.int(3), messageExpiryInterval: r.int(100), userProperties: userProps(r) });
+        const wp = props({
+          willDelayInterval: r.int(3),
+          messageExpiryInterval: r.int(100),
+          userProperties: userProps(r),
+        });
         if (wp) p.will.properties = wp;
       }
       if (r.chance(0.2)) p.username = "u";
@@ -183,4 +232,39 @@ export function mutate(r: Rng, input: Uint8Array): Uint8Array {
       }
       return Uint8Array.from(b);
   }
+}
+
+/**
+ * Send one connection's worth of fuzz bytes over TCP in random chunks (so packets
+ * straddle reads and several share one); resolve once the broker closed the connection
+ * or went quiet for 25 ms, or after 1 s at most.
+ */
+export function sendOverTcp(port: number, all: Uint8Array, r: Rng): Promise<void> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, "127.0.0.1");
+    s.setNoDelay(true);
+    let quiet: ReturnType<typeof setTimeout> | undefined;
+    const done = () => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      s.destroy();
+      resolve();
+    };
+    const cap = setTimeout(done, 1000);
+    const settle = () => {
+      clearTimeout(quiet);
+      quiet = setTimeout(done, 25);
+    };
+    s.on("error", done);
+    s.on("close", done);
+    s.on("data", settle);
+    s.on("connect", () => {
+      for (let at = 0; at < all.length;) {
+        const n = r.chance(0.5) ? all.length - at : 1 + r.int(64);
+        s.write(all.subarray(at, at + n));
+        at += n;
+      }
+      settle();
+    });
+  });
 }

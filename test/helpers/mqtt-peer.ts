@@ -64,7 +64,17 @@ export class MqttPeer {
         else reject(new Error(`${p.cmd} before CONNACK`));
       };
       void peer.closed.then(() => reject(new Error("closed before CONNACK")));
-      peer.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clean: true, keepalive: 0, clientId: "", ...connect } as IConnectPacket);
+      peer.send(
+        {
+          cmd: "connect",
+          protocolId: "MQTT",
+          protocolVersion: version,
+          clean: true,
+          keepalive: 0,
+          clientId: "",
+          ...connect,
+        } as IConnectPacket,
+      );
     });
     // Whatever followed the CONNACK waits for the caller's handler.
     peer.#handler = (p) => peer.#held?.push(p);

@@ -9,7 +9,9 @@ export async function writePasswordFile(users: Record<string, string>, dir?: str
   const path = join(dir ?? mkdtempSync(join(tmpdir(), "ferry-pw-")), "passwords");
   const lines: string[] = [];
   // The lowest cost `ferry passwd` accepts keeps the tests quick.
-  for (const [user, password] of Object.entries(users)) lines.push(`${user}:${await hashPassword(password, MIN_ITERATIONS)}`);
+  for (const [user, password] of Object.entries(users)) {
+    lines.push(`${user}:${await hashPassword(password, MIN_ITERATIONS)}`);
+  }
   writeFileSync(path, lines.join("\n") + "\n", { mode: 0o600 });
   return path;
 }

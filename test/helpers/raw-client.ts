@@ -36,9 +36,21 @@ export class RawClient {
   }
 
   /** Open and complete a CONNECT/CONNACK exchange. */
-  static async connected(port: number, version: 4 | 5, connect: Partial<mqttPacket.IConnectPacket> = {}): Promise<RawClient> {
+  static async connected(
+    port: number,
+    version: 4 | 5,
+    connect: Partial<mqttPacket.IConnectPacket> = {},
+  ): Promise<RawClient> {
     const c = await RawClient.open(port, version);
-    c.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId: "", clean: true, keepalive: 60, ...connect });
+    c.send({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: version,
+      clientId: "",
+      clean: true,
+      keepalive: 60,
+      ...connect,
+    });
     const ack = await c.next("connack");
     if ((ack.reasonCode ?? ack.returnCode ?? 0) !== 0) throw new Error(`connack ${ack.reasonCode ?? ack.returnCode}`);
     return c;

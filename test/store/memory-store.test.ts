@@ -4,10 +4,10 @@ import { MemoryStore } from "../../src/store/memory-store.ts";
 
 runStoreContract(
   "memory",
-  async (options) => {
+  (options) => {
     // State lives in the instance, so "reopening" is opening the same one again.
     const store = new MemoryStore(options?.tightRetention ? 100 : undefined);
-    return { store, reopen: async () => store, cleanup: () => store.close() };
+    return Promise.resolve({ store, reopen: () => Promise.resolve(store), cleanup: () => store.close() });
   },
   { describe, test, expect, afterEach },
 );

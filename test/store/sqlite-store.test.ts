@@ -1,13 +1,23 @@
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { spawnSync } from "bun";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmdirSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmdirSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bunSqliteDriver } from "../../src/runtime/bun/sqlite-driver.ts";
 import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
-import { SCHEMA_VERSION, migrate } from "../../src/store/sqlite/schema.ts";
+import { migrate, SCHEMA_VERSION } from "../../src/store/sqlite/schema.ts";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
 import { UNREFERENCED_SQL, UNREFERENCED_UP_TO_SQL } from "../../src/store/sqlite/statements.ts";
 import { type Message, type Mutation, type SessionRecord, StoreFullError } from "../../src/store/store.ts";
@@ -25,14 +35,14 @@ const variants = [
 for (const { name, driver, durability } of variants) {
   runStoreContract(
     name,
-    async (options) => {
+    (options) => {
       const { dir, remove } = tempDir();
       const path = join(dir, "ferry.db");
       const maxBytes = options?.tightRetention ? 256 * 1024 : undefined;
       const aging = options?.ageTrimming ?? {};
       const make = () => new SqliteStore(driver, { path, durability, maxBytes, ...aging });
       let current = make();
-      return {
+      return Promise.resolve({
         store: current,
         reopen: async () => {
           await current.close();
@@ -43,7 +53,7 @@ for (const { name, driver, durability } of variants) {
           await current.close();
           remove();
         },
-      };
+      });
     },
     { describe, test, expect, afterEach },
     { ageTrimming: true },
@@ -74,7 +84,11 @@ async function opened(path: string, options: Parameters<typeof sqliteStore>[1] =
   return { store, recovered };
 }
 
-function message(offset: number, payload: Uint8Array = encoder.encode(`m${offset}`), receivedAt = 1_700_000_000_000): Message {
+function message(
+  offset: number,
+  payload: Uint8Array = encoder.encode(`m${offset}`),
+  receivedAt = 1_700_000_000_000,
+): Message {
   return { offset, topic: `t/${offset}`, payload, qos: 1, retain: false, receivedAt, origin: "p" };
 }
 
@@ -87,7 +101,7 @@ const sessionRecord = (clientId: string): SessionRecord => ({
   subscriptions: [],
 });
 
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
+function rejection(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(
     () => undefined,
     (error: unknown) => error,
@@ -353,7 +367,14 @@ describe("SqliteStore schema migration", () => {
     expiryInterval: 3600,
     disconnectedAt: 1_700_000_050_000,
     protocolVersion: 5,
-    subscriptions: [{ filter: "plant/#", qos: 1, noLocal: false, retainAsPublished: true, retainHandling: 0, subscriptionId: 7 }],
+    subscriptions: [{
+      filter: "plant/#",
+      qos: 1,
+      noLocal: false,
+      retainAsPublished: true,
+      retainHandling: 0,
+      subscriptionId: 7,
+    }],
   };
 
   /** A version 1 file with a bit of everything in it, written with v1's row encoding. */
@@ -363,8 +384,17 @@ describe("SqliteStore schema migration", () => {
       const insert = db.prepare(
         "INSERT INTO messages (offset, topic, payload, qos, retain, received_at, expires_at, props, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       );
-      insert.run(40, "plant/a", Uint8Array.of(1, 2, 3), 1, 0, 1_700_000_000_000, 1_700_000_900_000,
-        JSON.stringify({ contentType: "text/plain", correlationData: "AAEC" }), "pub");
+      insert.run(
+        40,
+        "plant/a",
+        Uint8Array.of(1, 2, 3),
+        1,
+        0,
+        1_700_000_000_000,
+        1_700_000_900_000,
+        JSON.stringify({ contentType: "text/plain", correlationData: "AAEC" }),
+        "pub",
+      );
       insert.run(41, "plant/b", encoder.encode("hello"), 2, 0, 1_700_000_000_001, null, null, "pub");
       db.prepare(
         "INSERT INTO retained (topic, offset, payload, qos, retain, received_at, expires_at, props, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -429,13 +459,32 @@ describe("SqliteStore schema migration", () => {
     expect(recovered.nextOffset).toBe(43);
     expect(recovered.cursors).toEqual({});
     expect(recovered.retained).toEqual([
-      { offset: 0, topic: "plant/status", payload: encoder.encode("on"), qos: 0, retain: true, receivedAt: 1_699_999_999_000, origin: "" },
+      {
+        offset: 0,
+        topic: "plant/status",
+        payload: encoder.encode("on"),
+        qos: 0,
+        retain: true,
+        receivedAt: 1_699_999_999_000,
+        origin: "",
+      },
     ]);
     expect(recovered.sessions).toEqual([
       {
         session,
         deliveries: [
-          { delivery: { clientId: "dev-1", offset: 40, qos: 1, retain: false, subscriptionIds: [7], packetId: 5, phase: "sent" }, message: m40 },
+          {
+            delivery: {
+              clientId: "dev-1",
+              offset: 40,
+              qos: 1,
+              retain: false,
+              subscriptionIds: [7],
+              packetId: 5,
+              phase: "sent",
+            },
+            message: m40,
+          },
         ],
         qos2Incoming: [9],
       },
@@ -544,41 +593,46 @@ function fillDisk(dir: string): string {
 }
 
 describe("SqliteStore on a full disk", () => {
-  test.skipIf(!tmpfsMounted)("commits fail with StoreFullError, nothing half-written, and succeed again once space returns", async () => {
-    const path = join(tmpfsDir, "ferry.db");
-    cleanups.push(() => {
-      for (const f of [path, `${path}-wal`, `${path}-shm`, join(tmpfsDir, "filler")]) if (existsSync(f)) unlinkSync(f);
-    });
-    const { store, recovered } = await opened(path);
-    const base = recovered.nextOffset;
-    await store.commit([{ op: "session-put", session: sessionRecord("c") }, append(message(base))]);
+  test.skipIf(!tmpfsMounted)(
+    "commits fail with StoreFullError, nothing half-written, and succeed again once space returns",
+    async () => {
+      const path = join(tmpfsDir, "ferry.db");
+      cleanups.push(() => {
+        for (const f of [path, `${path}-wal`, `${path}-shm`, join(tmpfsDir, "filler")]) {
+          if (existsSync(f)) unlinkSync(f);
+        }
+      });
+      const { store, recovered } = await opened(path);
+      const base = recovered.nextOffset;
+      await store.commit([{ op: "session-put", session: sessionRecord("c") }, append(message(base))]);
 
-    const filler = fillDisk(tmpfsDir);
-    const committed: number[] = [base];
-    let error: unknown;
-    let offset = base + 1;
-    for (; offset < base + 500; offset++) {
-      error = await rejection(store.commit([append(message(offset, new Uint8Array(8192).fill(1)))]));
-      if (error) break;
-      committed.push(offset);
-    }
-    expect(error).toBeInstanceOf(StoreFullError);
-    expect((error as Error).message).toMatch(/disk full/);
-    expect(store.stats().full).toBe(true);
-    const failed = offset;
-    // Reads still work and show exactly what committed.
-    expect((await store.readLog(base, 1000)).map((m) => m.offset)).toEqual(committed);
+      const filler = fillDisk(tmpfsDir);
+      const committed: number[] = [base];
+      let error: unknown;
+      let offset = base + 1;
+      for (; offset < base + 500; offset++) {
+        error = await rejection(store.commit([append(message(offset, new Uint8Array(8192).fill(1)))]));
+        if (error) break;
+        committed.push(offset);
+      }
+      expect(error).toBeInstanceOf(StoreFullError);
+      expect((error as Error).message).toMatch(/disk full/);
+      expect(store.stats().full).toBe(true);
+      const failed = offset;
+      // Reads still work and show exactly what committed.
+      expect((await store.readLog(base, 1000)).map((m) => m.offset)).toEqual(committed);
 
-    unlinkSync(filler);
-    await store.commit([append(message(failed + 1, new Uint8Array(8192).fill(2)))]);
-    expect(store.stats().full).toBe(false);
-    await store.close();
+      unlinkSync(filler);
+      await store.commit([append(message(failed + 1, new Uint8Array(8192).fill(2)))]);
+      expect(store.stats().full).toBe(false);
+      await store.close();
 
-    const again = await opened(path);
-    expect((await again.store.readLog(base, 1000)).map((m) => m.offset)).toEqual([...committed, failed + 1]);
-    expect(again.recovered.nextOffset).toBe(failed + 2);
-    expect(again.recovered.sessions.map((s) => s.session.clientId)).toEqual(["c"]);
-  });
+      const again = await opened(path);
+      expect((await again.store.readLog(base, 1000)).map((m) => m.offset)).toEqual([...committed, failed + 1]);
+      expect(again.recovered.nextOffset).toBe(failed + 2);
+      expect(again.recovered.sessions.map((s) => s.session.clientId)).toEqual(["c"]);
+    },
+  );
 });
 
 describe("SqliteStore after kill -9", () => {

@@ -16,7 +16,9 @@ describe("topic validation", () => {
   });
 
   test("filters accept + and # only as whole levels, # only last [MQTT-4.7.1-1] [MQTT-4.7.1-2]", () => {
-    for (const ok of ["#", "+", "a/+/b", "a/#", "+/+", "/", "a//b"]) expect(topicFilterProblem(ok, limits)).toBeUndefined();
+    for (const ok of ["#", "+", "a/+/b", "a/#", "+/+", "/", "a//b"]) {
+      expect(topicFilterProblem(ok, limits)).toBeUndefined();
+    }
     for (const bad of ["a/#/b", "a+", "a/b#", "#/a", "", "a/++"]) expect(topicFilterProblem(bad, limits)).toBeDefined();
   });
 
@@ -85,7 +87,15 @@ describe("TopicTree", () => {
 });
 
 describe("RetainedIndex", () => {
-  const msg = (topic: string): Message => ({ offset: 0, topic, payload: new Uint8Array(), qos: 0, retain: true, receivedAt: 0, origin: "" });
+  const msg = (topic: string): Message => ({
+    offset: 0,
+    topic,
+    payload: new Uint8Array(),
+    qos: 0,
+    retain: true,
+    receivedAt: 0,
+    origin: "",
+  });
 
   test("wildcard lookups return matching retained topics and skip $ topics for leading wildcards", () => {
     const r = new RetainedIndex();

@@ -13,7 +13,9 @@ import { clientDetailView, clientView } from "../views.ts";
 export function findClient(ctx: AdminContext, id: string): ClientConnection | undefined {
   const c = ctx.broker.sessions.get(id)?.client;
   if (c && c.state !== "closed") return c;
-  for (const x of ctx.broker.clients) if (x.clientId === id && x.state !== "closed" && x.state !== "awaiting-connect") return x;
+  for (const x of ctx.broker.clients) {
+    if (x.clientId === id && x.state !== "closed" && x.state !== "awaiting-connect") return x;
+  }
   return undefined;
 }
 

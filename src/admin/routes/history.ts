@@ -39,7 +39,9 @@ export function historyRoutes(ctx: AdminContext): Hono {
       const problem = topicFilterProblem(q.topic, broker.options);
       if (problem) throw badRequest(`topic: ${problem}`);
       const parsed = parseSubscriptionFilter(q.topic);
-      if (typeof parsed === "string" || parsed.group !== undefined) throw badRequest("topic: a shared subscription filter does not select history");
+      if (typeof parsed === "string" || parsed.group !== undefined) {
+        throw badRequest("topic: a shared subscription filter does not select history");
+      }
       filter = parsed.filter;
     }
     const since = q.since === undefined ? undefined : Date.parse(q.since);

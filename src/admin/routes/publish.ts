@@ -38,7 +38,9 @@ export function publishRoutes(ctx: AdminContext): Hono {
       const p = topicNameProblem(body.properties.response_topic, broker.options);
       if (p) throw badRequest(`properties.response_topic: ${p}`);
     }
-    if (body.retain && !broker.options.retainAvailable) throw badRequest("retain: retained messages are disabled (mqtt.retain_available)");
+    if (body.retain && !broker.options.retainAvailable) {
+      throw badRequest("retain: retained messages are disabled (mqtt.retain_available)");
+    }
     let payload: Uint8Array;
     if (body.encoding === "base64") {
       const bytes = fromBase64(body.payload);
@@ -46,7 +48,11 @@ export function publishRoutes(ctx: AdminContext): Hono {
       payload = bytes;
     } else payload = enc.encode(body.payload);
     if (payload.byteLength > broker.options.maxPacketSize) {
-      throw new ApiError(413, "too_large", `payload: ${payload.byteLength} bytes exceeds mqtt.max_packet_size (${broker.options.maxPacketSize})`);
+      throw new ApiError(
+        413,
+        "too_large",
+        `payload: ${payload.byteLength} bytes exceeds mqtt.max_packet_size (${broker.options.maxPacketSize})`,
+      );
     }
     const now = broker.clock.now();
     const message: Message = {
@@ -65,7 +71,9 @@ export function publishRoutes(ctx: AdminContext): Hono {
     try {
       await broker.injectMessage(message);
     } catch (err) {
-      if (err instanceof StoreFullError) throw new ApiError(507, "storage_full", "storage is full; the message was not accepted");
+      if (err instanceof StoreFullError) {
+        throw new ApiError(507, "storage_full", "storage is full; the message was not accepted");
+      }
       throw err;
     }
     return c.json({

@@ -22,6 +22,8 @@ export function subscriptionRoutes(ctx: AdminContext): Hono {
         list.push({ clientId: s.clientId, sub });
       }
     }
-    return c.json(paginate(list, (e) => `${e.clientId}\u0000${e.sub.filter}`, q, (e) => subscriptionView(e.clientId, e.sub)));
+    return c.json(
+      paginate(list, (e) => `${e.clientId}\u0000${e.sub.filter}`, q, (e) => subscriptionView(e.clientId, e.sub)),
+    );
   });
 }

@@ -1,11 +1,11 @@
 import { Database, type SQLQueryBindings } from "bun:sqlite";
 import {
   runTransaction,
-  type SqlRow,
-  type SqlValue,
   type SqliteDatabase,
   type SqliteDriver,
   type SqliteStatement,
+  type SqlRow,
+  type SqlValue,
 } from "../../store/sqlite/driver.ts";
 
 /** The SQLite driver over `bun:sqlite`; the only module that imports it. */

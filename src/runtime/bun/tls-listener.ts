@@ -23,7 +23,9 @@ class BunTlsConnection extends BunSocketConnection {
 }
 
 /** What `socket` was shown as a client certificate; undefined when none. */
-export function certificateOf(socket: { authorized: boolean; getPeerCertificate(): unknown }): ClientCertificate | undefined {
+export function certificateOf(
+  socket: { authorized: boolean; getPeerCertificate(): unknown },
+): ClientCertificate | undefined {
   let cert: { subject?: { CN?: string | string[] } } | null | undefined;
   try {
     cert = socket.getPeerCertificate() as typeof cert;
@@ -59,9 +61,10 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
   const bind = (p: number, m: TlsMaterial): TCPSocketListener<SocketData> => {
     const asked = m.ca !== undefined;
     const gen = { open: 0, retired: false };
-    let self: TCPSocketListener<SocketData> | undefined;
+    // Filled in once Bun.listen returns; the close callback below may run only after that.
+    const self: { listener?: TCPSocketListener<SocketData> } = {};
     const gone = () => {
-      if (--gen.open === 0 && gen.retired && self) generations.delete(self);
+      if (--gen.open === 0 && gen.retired && self.listener) generations.delete(self.listener);
     };
     const options = {
       hostname: host,
@@ -94,7 +97,7 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
     };
     // `reusePort` works for Bun.listen but is missing from its option types.
     const listener = Bun.listen<SocketData>(options as Bun.TCPSocketListenOptions<SocketData>);
-    self = listener;
+    self.listener = listener;
     generations.set(listener, gen);
     return listener;
   };

@@ -1,11 +1,11 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import {
   runTransaction,
-  type SqlRow,
-  type SqlValue,
   type SqliteDatabase,
   type SqliteDriver,
   type SqliteStatement,
+  type SqlRow,
+  type SqlValue,
 } from "../../store/sqlite/driver.ts";
 
 /**

@@ -76,9 +76,7 @@ export class DenoTcpConnection implements Connection {
     this.#writing = true;
     try {
       while (this.#pendingBytes > 0 && !this.#closed) {
-        const data = this.#pending.length === 1
-          ? this.#pending[0]!
-          : concat(this.#pending, this.#pendingBytes);
+        const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
         this.#pending = [];
         this.#pendingBytes = 0;
         this.#inFlightBytes = data.byteLength;

@@ -52,7 +52,8 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
       }
     })();
   };
-  const bind = (p: number, m: TlsMaterial) => deno.listenTls({ hostname: host, port: p, cert: m.cert, key: m.key, transport: "tcp" });
+  const bind = (p: number, m: TlsMaterial) =>
+    deno.listenTls({ hostname: host, port: p, cert: m.cert, key: m.key, transport: "tcp" });
   let current = bind(port, tls);
   serve(current);
   const boundPort = current.addr.port;
@@ -65,7 +66,7 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
       retired.add(current);
       current.close();
       // The port is free only once the closed listener's pending accept has settled.
-      for (let attempt = 0; ; attempt++) {
+      for (let attempt = 0;; attempt++) {
         try {
           current = bind(boundPort, m);
           break;

@@ -26,9 +26,7 @@ class DenoWsConnection implements Connection {
   #flush(): void {
     this.#scheduled = false;
     if (this.#closed || this.#pendingBytes === 0) return;
-    const data = this.#pending.length === 1
-      ? this.#pending[0]!
-      : concat(this.#pending, this.#pendingBytes);
+    const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
     this.#pending = [];
     this.#pendingBytes = 0;
     try {
@@ -79,9 +77,7 @@ export async function listenWebSocket(
       if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
         return new Response("websocket upgrade expected", { status: 426 });
       }
-      const asked = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) =>
-        s.trim()
-      );
+      const asked = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim());
       const protocol = asked.find((p) => p === "mqtt" || p === "mqttv3.1");
       // Read before upgrading: afterwards the request is closed and remoteAddr throws.
       const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;

@@ -52,7 +52,9 @@ export function recover(db: SqliteDatabase): RecoveredState {
 
   // fromEntries defines own properties, so a reader named "__proto__" is just a name.
   const cursors: Record<string, number> = Object.fromEntries(
-    db.prepare("SELECT name, offset FROM cursors ORDER BY name").all().map((row) => [String(row.name), Number(row.offset)]),
+    db.prepare("SELECT name, offset FROM cursors ORDER BY name").all().map((
+      row,
+    ) => [String(row.name), Number(row.offset)]),
   );
 
   return { nextOffset: highest + 1, retained, sessions: [...sessions.values()], cursors, messageCount };

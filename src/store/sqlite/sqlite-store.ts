@@ -1,11 +1,4 @@
-import {
-  type Message,
-  type Mutation,
-  type Recovered,
-  type Store,
-  StoreFullError,
-  type StoreStats,
-} from "../store.ts";
+import { type Message, type Mutation, type Recovered, type Store, StoreFullError, type StoreStats } from "../store.ts";
 import {
   SQLITE_BUSY,
   SQLITE_CORRUPT,
@@ -82,11 +75,12 @@ interface BatchResult {
 }
 
 /** Primary result codes that concern one statement only; others leave the transaction in doubt. */
-const LIST_LOCAL_CODES = new Set([18 /* TOOBIG */, 19 /* CONSTRAINT */, 20 /* MISMATCH */, 25 /* RANGE */]);
+const LIST_LOCAL_CODES = new Set([18, /* TOOBIG */ 19, /* CONSTRAINT */ 20, /* MISMATCH */ 25 /* RANGE */]);
 
 /** The next turn of the event loop, after pending I/O callbacks: they all join one batch. */
-const defer: (fn: () => void) => void =
-  typeof setImmediate === "function" ? (fn) => setImmediate(fn) : (fn) => setTimeout(fn, 0);
+const defer: (fn: () => void) => void = typeof setImmediate === "function"
+  ? (fn) => setImmediate(fn)
+  : (fn) => setTimeout(fn, 0);
 
 /**
  * The durable store: a log of messages plus session state in one SQLite database in
