@@ -529,3 +529,38 @@ describe("connect timeout", () => {
     c.close();
   });
 });
+
+test("a client that keeps sending right after its protocol error still reads the DISCONNECT reason (no reset)", async () => {
+  // Closing the instant the DISCONNECT is written makes the kernel answer the client's
+  // next packets with RST, which discards the DISCONNECT the client had not read yet.
+  const b = await startBroker({ mqtt: { receive_maximum: 2 } });
+  try {
+    const c = await RawClient.connected(b.port, 5);
+    const publish = (id: number): mqttPacket.IPublishPacket => ({
+      cmd: "publish",
+      topic: "rm/x",
+      payload: Buffer.from("x"),
+      qos: 2,
+      messageId: id,
+      retain: false,
+      dup: false,
+    });
+    c.send(publish(1), 5);
+    c.send(publish(2), 5);
+    await c.next("pubrec");
+    await c.next("pubrec");
+    c.pause();
+    c.send(publish(3), 5); // over the Receive Maximum: DISCONNECT 0x93 [MQTT-3.3.4-7]
+    // Keep talking for a while without reading, as a client answering earlier acks does.
+    for (let i = 0; i < 15; i++) {
+      c.send({ cmd: "pingreq" }, 5);
+      await Bun.sleep(4);
+    }
+    c.resume();
+    const d = await c.next("disconnect");
+    expect(d.reasonCode).toBe(0x93);
+    await c.waitClosed();
+  } finally {
+    await b.stop();
+  }
+});

@@ -98,6 +98,15 @@ export class RawClient {
     }
   }
 
+  /** Stop reading from the socket (bytes stay in the kernel), as a client busy sending does. */
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  resume(): void {
+    this.#socket.resume();
+  }
+
   close(): void {
     this.#socket.destroy();
   }

@@ -11,6 +11,9 @@ interface SocketData {
  * one syscall; a partial write parks the rest until Bun reports `drain`, and later
  * writes queue behind it so bytes never reorder.
  */
+/** How long a closing connection waits, reading and discarding, before it sends FIN. */
+const LINGER_MS = 100;
+
 export class BunSocketConnection implements Connection {
   readonly transport: string = "tcp";
   #pending: Uint8Array[] = [];
@@ -20,6 +23,7 @@ export class BunSocketConnection implements Connection {
   #closing = false;
   #closed = false;
   #closeGuard: ReturnType<typeof setTimeout> | undefined;
+  #linger: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly socket: Socket<SocketData>, readonly remoteAddress: string) {}
 
@@ -60,25 +64,41 @@ export class BunSocketConnection implements Connection {
       this.#pending = [];
       this.#pendingBytes = 0;
     }
-    if (this.#closing) this.#end();
+    if (this.#closing) this.#endSoon();
   }
 
   close(): void {
     if (this.#closing || this.#closed) return;
     this.#closing = true;
-    if (this.#pendingBytes === 0) this.#end();
-    else if (!this.#blocked && !this.#scheduled) this.flush();
+    if (this.#pendingBytes === 0) {
+      this.#endSoon();
+      return;
+    }
+    if (!this.#blocked && !this.#scheduled) this.flush();
     // A peer that never reads must not keep the socket forever. Only armed while bytes are
     // still owed: a pending timer keeps the socket reachable, and a connection storm would
     // otherwise pin every closed socket for the full 5 s.
-    if (!this.#closed) {
+    if (!this.#closed && this.#pendingBytes > 0) {
       this.#closeGuard = setTimeout(() => this.#end(), 5000);
       this.#closeGuard.unref?.();
     }
   }
 
+  /**
+   * Close after a short linger. Closing at once while the peer is still sending (acks for
+   * packets it has not yet read past) makes the kernel answer with RST, and the peer then
+   * loses our last packets, the DISCONNECT with its reason code among them. Meanwhile its
+   * input is discarded (the core has stopped listening).
+   */
+  #endSoon(): void {
+    if (this.#closed || this.#linger !== undefined) return;
+    this.#linger = setTimeout(() => this.#end(), LINGER_MS);
+    this.#linger.unref?.();
+  }
+
   #end(): void {
     clearTimeout(this.#closeGuard);
+    clearTimeout(this.#linger);
     if (this.#closed) return;
     this.#closed = true;
     this.#pending = [];
@@ -89,6 +109,7 @@ export class BunSocketConnection implements Connection {
   markClosed(): void {
     this.#closed = true;
     clearTimeout(this.#closeGuard);
+    clearTimeout(this.#linger);
   }
 }
 
