@@ -15,7 +15,10 @@ const aclRule = z.object({
 
 const port = z.number().int().min(0).max(65535);
 
-/** Hosts that only this machine can reach; an admin API bound elsewhere needs a token. */
+/**
+ * Hosts only this machine can reach — 127.0.0.0/8, ::1, localhost (with or without
+ * brackets). Elsewhere the admin API needs a token and anonymous MQTT is off by default.
+ */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, "");
   return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);

@@ -3,13 +3,7 @@
  * span keys. Kept next to the schema so that every default is decided in the config layer.
  */
 import type { SecurityLimits } from "../auth/limits.ts";
-import type { FerryConfig } from "./schema.ts";
-
-/** 127.0.0.0/8, ::1, localhost (with or without brackets). */
-export function isLoopbackAddress(host: string): boolean {
-  const h = host.toLowerCase().replace(/^\[|\]$/g, "");
-  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h);
-}
+import { type FerryConfig, isLoopbackHost } from "./schema.ts";
 
 /**
  * `auth.allow_anonymous`, resolved: as configured, or — when null — true only when every
@@ -17,7 +11,7 @@ export function isLoopbackAddress(host: string): boolean {
  * reachable from the network never starts open by accident.
  */
 export function resolveAllowAnonymous(config: FerryConfig): boolean {
-  return config.auth.allow_anonymous ?? isLoopbackAddress(config.listeners.host);
+  return config.auth.allow_anonymous ?? isLoopbackHost(config.listeners.host);
 }
 
 /** `acl.default`, resolved: as configured, or — when null — deny once any rule or acl_file exists. */
