@@ -394,3 +394,29 @@ describe("QoS 2 receiver state", () => {
     raw.close();
   });
 });
+
+test("a 3.1.1 publisher with more unacknowledged QoS 1 publishes than receive_maximum is served, not disconnected", async () => {
+  // Receive Maximum is announced only in v5 CONNACK; 3.1.1 clients cannot know it.
+  const b = await startBroker({ mqtt: { receive_maximum: 5 } });
+  try {
+    const c = await RawClient.connected(b.port, 4);
+    for (let id = 1; id <= 50; id++) {
+      c.send({
+        cmd: "publish",
+        topic: "v3/window",
+        payload: Buffer.from(String(id)),
+        qos: 1,
+        messageId: id,
+        retain: false,
+        dup: false,
+      }, 4);
+    }
+    const acked = new Set<number>();
+    for (let i = 0; i < 50; i++) acked.add((await c.next("puback")).messageId!);
+    expect(acked.size).toBe(50);
+    expect(c.closed).toBe(false);
+    c.close();
+  } finally {
+    await b.stop();
+  }
+});

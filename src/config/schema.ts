@@ -143,7 +143,9 @@ export const configSchema = z.object({
     max_topic_length: z.number().int().min(1).max(65_535).default(65_535).describe("bytes in a topic name or filter"),
     max_topic_levels: z.number().int().min(1).max(65_535).default(128).describe("levels in a topic name or filter"),
     receive_maximum: z.number().int().min(1).max(65_535).default(1024)
-      .describe("unacknowledged QoS>0 publishes a client may send; more gets DISCONNECT 0x93"),
+      .describe(
+        "unacknowledged QoS>0 publishes a v5 client may send; more gets DISCONNECT 0x93 (3.1.1 clients are never told it)",
+      ),
     max_inflight: z.number().int().min(1).max(65_535).default(64)
       .describe("QoS>0 messages in flight to one client (also capped by its Receive Maximum)"),
     max_queued_bytes: z.number().int().min(1024).default(64 * 1024 * 1024)

@@ -404,7 +404,9 @@ export class ClientConnection implements ConnectionHandler {
         return;
       }
       // [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than our Receive Maximum: DISCONNECT 0x93.
-      if (this.#incomingInflight >= opts.receiveMaximum) {
+      // Only v5 clients were told the limit; a 3.1.1 client that sends a large window is within
+      // its protocol, and closing it would only make it reconnect and re-send the same window.
+      if (this.isV5 && this.#incomingInflight >= opts.receiveMaximum) {
         throw new MqttError(RC.RECEIVE_MAXIMUM_EXCEEDED, "receive maximum exceeded");
       }
       this.#incomingInflight++;
