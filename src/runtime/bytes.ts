@@ -8,3 +8,45 @@ export function concat(parts: readonly Uint8Array[], total: number): Uint8Array 
   }
   return out;
 }
+
+/**
+ * Collects the writes a connection gets in one tick and hands them to `send` as one
+ * buffer in a microtask: a fan-out of many small packets becomes one frame or syscall.
+ * Shared by the WebSocket adapters, whose sockets buffer under backpressure themselves.
+ */
+export class WriteCoalescer {
+  #pending: Uint8Array[] = [];
+  #pendingBytes = 0;
+  #scheduled = false;
+
+  constructor(private readonly send: (data: Uint8Array) => void) {}
+
+  push(bytes: Uint8Array): void {
+    this.#pending.push(bytes);
+    this.#pendingBytes += bytes.byteLength;
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Bytes accepted but not yet handed to `send`. */
+  get pendingBytes(): number {
+    return this.#pendingBytes;
+  }
+
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#pendingBytes === 0) return;
+    const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.send(data);
+  }
+
+  /** Forget what is pending (the connection is gone). */
+  clear(): void {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+  }
+}

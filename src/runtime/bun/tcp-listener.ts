@@ -1,5 +1,6 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
+import { concat } from "../bytes.ts";
 
 interface SocketData {
   conn: BunSocketConnection;
@@ -111,16 +112,6 @@ export class BunSocketConnection implements Connection {
     clearTimeout(this.#closeGuard);
     clearTimeout(this.#linger);
   }
-}
-
-export function concat(parts: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
 }
 
 export interface TcpListener {

@@ -1,7 +1,7 @@
 import type { Server, ServerWebSocket } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
 import type { TlsListener, TlsMaterial } from "../listener.ts";
-import { concat } from "./tcp-listener.ts";
+import { WriteCoalescer } from "../bytes.ts";
 import { bunTlsOptions } from "./tls-listener.ts";
 
 interface WsData {
@@ -13,10 +13,11 @@ interface WsData {
 
 /** MQTT over WebSocket [MQTT-6.0.0-1..4]: binary frames, subprotocol "mqtt", path /mqtt. */
 class WsConnection implements Connection {
-  #pending: Uint8Array[] = [];
-  #pendingBytes = 0;
-  #scheduled = false;
   #closed = false;
+  // Bun buffers under backpressure itself; bufferedBytes() reports it.
+  #out = new WriteCoalescer((data) => {
+    if (!this.#closed) this.ws.sendBinary(data);
+  });
 
   constructor(
     private readonly ws: ServerWebSocket<WsData>,
@@ -26,37 +27,23 @@ class WsConnection implements Connection {
   ) {}
 
   write(bytes: Uint8Array): void {
-    if (this.#closed) return;
-    this.#pending.push(bytes);
-    this.#pendingBytes += bytes.byteLength;
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#scheduled = false;
-    if (this.#closed || this.#pendingBytes === 0) return;
-    const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
-    this.#pending = [];
-    this.#pendingBytes = 0;
-    this.ws.sendBinary(data); // Bun buffers under backpressure; bufferedBytes() reports it
+    if (!this.#closed) this.#out.push(bytes);
   }
 
   bufferedBytes(): number {
-    return this.#pendingBytes + (this.#closed ? 0 : this.ws.getBufferedAmount());
+    return this.#out.pendingBytes + (this.#closed ? 0 : this.ws.getBufferedAmount());
   }
 
   close(): void {
     if (this.#closed) return;
-    this.#flush();
+    this.#out.flush();
     this.#closed = true;
     this.ws.close();
   }
 
   markClosed(): void {
     this.#closed = true;
+    this.#out.clear();
   }
 }
 

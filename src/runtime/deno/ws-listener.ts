@@ -1,48 +1,34 @@
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
 import type { Accept, Listener } from "../listener.ts";
-import { concat } from "../bytes.ts";
+import { WriteCoalescer } from "../bytes.ts";
 import { deno } from "./deno-api.ts";
 
 /** MQTT over WebSocket [MQTT-6.0.0-1..4] on a Deno WebSocket: binary frames only. */
 class DenoWsConnection implements Connection {
   readonly transport = "ws";
-  #pending: Uint8Array[] = [];
-  #pendingBytes = 0;
-  #scheduled = false;
   #closed = false;
-
-  constructor(private readonly socket: WebSocket, readonly remoteAddress: string) {}
-
-  write(bytes: Uint8Array): void {
+  #out = new WriteCoalescer((data) => {
     if (this.#closed) return;
-    this.#pending.push(bytes);
-    this.#pendingBytes += bytes.byteLength;
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#scheduled = false;
-    if (this.#closed || this.#pendingBytes === 0) return;
-    const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
-    this.#pending = [];
-    this.#pendingBytes = 0;
     try {
       this.socket.send(data); // buffered by Deno under backpressure; bufferedAmount reports it
     } catch {
       this.#closed = true;
     }
+  });
+
+  constructor(private readonly socket: WebSocket, readonly remoteAddress: string) {}
+
+  write(bytes: Uint8Array): void {
+    if (!this.#closed) this.#out.push(bytes);
   }
 
   bufferedBytes(): number {
-    return this.#pendingBytes + (this.#closed ? 0 : this.socket.bufferedAmount);
+    return this.#out.pendingBytes + (this.#closed ? 0 : this.socket.bufferedAmount);
   }
 
   close(): void {
     if (this.#closed) return;
-    this.#flush();
+    this.#out.flush();
     this.#closed = true;
     try {
       this.socket.close();
@@ -53,6 +39,7 @@ class DenoWsConnection implements Connection {
 
   markClosed(): void {
     this.#closed = true;
+    this.#out.clear();
   }
 }
 
