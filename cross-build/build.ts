@@ -184,6 +184,9 @@ function main(): void {
       process.execPath,
       "build",
       "edge/main.ts",
+      // The storage thread's Worker: a compiled executable carries a worker only when it
+      // is an entry point of its own (see src/runtime/bun/sqlite-thread-spawn.ts).
+      "src/runtime/bun/sqlite-thread.ts",
       "--compile",
       `--target=${target.bunTarget}`,
       ...(runtime ? [`--compile-executable-path=${runtime}`] : []),

@@ -241,6 +241,10 @@ export const configSchema = z.object({
         "commit: ack after the SQLite commit is durable; periodic: flush every flush_interval_ms; memory: nothing on disk",
       ),
     flush_interval_ms: z.number().int().min(10).default(1000).describe("periodic mode: how often to flush"),
+    writer_thread: z.boolean().default(true)
+      .describe(
+        "run SQLite (statements and fsync) on a thread of its own, so the event loop never waits for the disk; about 8 MB more RSS",
+      ),
     max_bytes: z.number().int().min(0).default(1024 * 1024 * 1024)
       .describe(
         "database size bound: beyond it the oldest messages no session owes are dropped (even uplink backlog, counted); 0 = no bound",

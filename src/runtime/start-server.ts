@@ -4,6 +4,7 @@ import { consoleLogger, type Logger } from "../core/logger.ts";
 import { brokerOptionsFrom } from "../config/load.ts";
 import type { FerryConfig } from "../config/schema.ts";
 import type { SqliteDriver } from "../store/sqlite/driver.ts";
+import type { StoreThread } from "../store/sqlite/threaded-store.ts";
 import type { Listener, ListenerFactory } from "./listener.ts";
 import { openStoreWith } from "./open-store.ts";
 import { connectCloud } from "../sync/cloud-client.ts";
@@ -31,6 +32,8 @@ export interface RunningServer {
 /** The runtime-specific pieces the wiring needs: listeners and a SQLite driver. */
 export interface ServerAdapters extends ListenerFactory {
   readonly sqlite: SqliteDriver;
+  /** Starts a thread that serves the SQLite store (`storage.writer_thread`); in-thread without it. */
+  readonly spawnSqliteThread?: () => StoreThread;
   /** Read a whole file (uplink certificates and password files). */
   readFile(path: string): Promise<Uint8Array>;
   /** Serve HTTP with a fetch handler (the admin API). */
@@ -50,7 +53,7 @@ export async function startServerWith(
   // Warnings and errors are also kept in a small ring for the admin API and dashboard.
   const recent = new RecentLog();
   const log = recent.wrap(logger ?? consoleLogger(config.log_level));
-  const store = openStoreWith(adapters.sqlite, config, log);
+  const store = openStoreWith(adapters, config, log);
   const broker = new Broker({ options: brokerOptionsFrom(config, version), store, clock: systemClock, logger: log });
   // Password and ACL files before anything listens: a bad one stops the start.
   const security = await SecurityWiring.load(adapters, config, broker, log);

@@ -2,6 +2,7 @@ import type { Logger } from "../../core/logger.ts";
 import type { FerryConfig } from "../../config/schema.ts";
 import { type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
 import { bunSqliteDriver } from "./sqlite-driver.ts";
+import { spawnSqliteThread } from "./sqlite-thread-spawn.ts";
 import { listenTcp } from "./tcp-listener.ts";
 import { listenSecureWebSocket, listenWebSocket } from "./ws-listener.ts";
 import { listenTls } from "./tls-listener.ts";
@@ -17,6 +18,7 @@ export const bunAdapters: ServerAdapters = {
   listenSecureWebSocket,
   listenHttp,
   sqlite: bunSqliteDriver,
+  spawnSqliteThread,
   readFile: (path) => Bun.file(path).bytes(),
 };
 

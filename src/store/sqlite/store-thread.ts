@@ -1,0 +1,73 @@
+import { decodeMutationLists } from "../mutation-codec.ts";
+import type { SqliteDriver } from "./driver.ts";
+import { SqliteStore } from "./sqlite-store.ts";
+import { type FromStoreThread, type ThreadPort, type ToStoreThread, toWireError } from "./thread-protocol.ts";
+
+/**
+ * The storage thread's side: a plain SqliteStore driven by messages from the event
+ * loop. Lists that arrive while a transaction (and its fsync) runs queue up in the
+ * thread's message queue and join the next transaction, so group commit grows with
+ * load exactly as it does in-thread, but the event loop never waits for the disk.
+ *
+ * Requests are handled in arrival order, so a read posted after a commit sees what
+ * that commit wrote once it has settled.
+ */
+export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
+  let store: SqliteStore | undefined;
+  /** Commit answers not yet posted: "closed" must come after all of them. */
+  const answering = new Set<Promise<void>>();
+  const post = (message: FromStoreThread) => port.postMessage(message);
+
+  port.onmessage = (event: MessageEvent) => {
+    const request = event.data as ToStoreThread;
+    switch (request.t) {
+      case "open": {
+        const opened = new SqliteStore(driver, {
+          ...request.options,
+          onError: (error) => post({ t: "flush-error", error: toWireError(error), stats: opened.stats() }),
+          // Commit mode answers every list with fresh stats; periodic flushes answer nobody.
+          ...(request.options.durability === "periodic"
+            ? { onFlushed: () => post({ t: "stats", stats: opened.stats() }) }
+            : {}),
+        });
+        store = opened;
+        opened.open().then(
+          (recovered) => post({ t: "opened", recovered, stats: opened.stats() }),
+          (error: unknown) => post({ t: "open-failed", error: toWireError(error) }),
+        );
+        return;
+      }
+      case "commit": {
+        const s = store!;
+        const settled = decodeMutationLists(request.encoded).map((list) =>
+          s.commit(list).then(() => null, (error: unknown) => toWireError(error))
+        );
+        const answer = Promise.all(settled).then((outcomes) => {
+          const failed = outcomes.some((o) => o !== null);
+          post({ t: "committed", seq: request.seq, outcomes: failed ? outcomes : null, stats: s.stats() });
+          answering.delete(answer);
+        });
+        answering.add(answer);
+        return;
+      }
+      case "read":
+        store!.readLog(request.from, request.limit).then(
+          (messages) => post({ t: "read", id: request.id, messages }),
+          (error: unknown) => post({ t: "read-failed", id: request.id, error: toWireError(error) }),
+        );
+        return;
+      case "close": {
+        // close() flushes what is queued; its lists' answers go out before "closed".
+        const closing = (store?.close() ?? Promise.resolve()).then(
+          () => Promise.all([...answering]),
+          (error: unknown) => Promise.all([...answering]).then(() => Promise.reject(error)),
+        );
+        closing.then(
+          () => post({ t: "closed" }),
+          (error: unknown) => post({ t: "closed", error: toWireError(error) }),
+        );
+        return;
+      }
+    }
+  };
+}

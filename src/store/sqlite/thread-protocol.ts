@@ -1,0 +1,49 @@
+import type { EncodedLists } from "../mutation-codec.ts";
+import type { Message, Recovered } from "../store.ts";
+import type { SqliteStoreOptions, SqliteStoreStats } from "./sqlite-store.ts";
+
+/**
+ * The messages between the event loop (`ThreadedSqliteStore`) and the storage thread
+ * (`serveSqliteStore`). Both ends are runtime-free; each runtime only provides the
+ * thread (a web-standard Worker) and the SQLite driver inside it.
+ */
+
+/** The store's options that can cross a thread: everything but callbacks. */
+export type ThreadStoreOptions = Omit<SqliteStoreOptions, "now" | "onError" | "onFlushed">;
+
+/** An error as it crosses the thread boundary; `name` keeps StoreFullError recognisable. */
+export interface WireError {
+  name: string;
+  message: string;
+}
+
+export type ToStoreThread =
+  | { t: "open"; options: ThreadStoreOptions }
+  | { t: "commit"; seq: number; encoded: EncodedLists }
+  | { t: "read"; id: number; from: number; limit: number }
+  | { t: "close" };
+
+export type FromStoreThread =
+  | { t: "opened"; recovered: Recovered; stats: SqliteStoreStats }
+  | { t: "open-failed"; error: WireError }
+  /** `outcomes` is null when every list committed; otherwise one entry per list. */
+  | { t: "committed"; seq: number; outcomes: Array<WireError | null> | null; stats: SqliteStoreStats }
+  | { t: "read"; id: number; messages: Message[] }
+  | { t: "read-failed"; id: number; error: WireError }
+  /** A periodic flush committed: fresh figures for stats(). */
+  | { t: "stats"; stats: SqliteStoreStats }
+  /** A periodic flush failed (its lists were acknowledged already). */
+  | { t: "flush-error"; error: WireError; stats: SqliteStoreStats }
+  | { t: "closed"; error?: WireError };
+
+/** The end of a message channel each side holds: a Worker, or the worker's global scope. */
+export interface ThreadPort {
+  postMessage(message: unknown, transfer?: ArrayBuffer[]): void;
+  onmessage: ((event: MessageEvent) => void) | null;
+}
+
+export function toWireError(error: unknown): WireError {
+  return error instanceof Error
+    ? { name: error.name, message: error.message }
+    : { name: "Error", message: String(error) };
+}

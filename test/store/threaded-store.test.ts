@@ -1,0 +1,135 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { spawnSqliteThread } from "../../src/runtime/bun/sqlite-thread-spawn.ts";
+import { runStoreContract } from "../../src/store/contract.ts";
+import { type StoreThread, ThreadedSqliteStore } from "../../src/store/sqlite/threaded-store.ts";
+import { type Message, StoreFullError } from "../../src/store/store.ts";
+import { tempDir } from "./sqlite-helpers.ts";
+
+// The same contract as the in-thread stores, through a real Bun Worker. Age trimming is
+// left out: it needs an injected clock, and a function cannot cross to a thread.
+for (const durability of ["commit", "periodic"] as const) {
+  runStoreContract(
+    `sqlite on its own thread (${durability})`,
+    (options) => {
+      const { dir, remove } = tempDir();
+      const path = join(dir, "ferry.db");
+      const maxBytes = options?.tightRetention ? 256 * 1024 : undefined;
+      const make = () => new ThreadedSqliteStore(spawnSqliteThread(), { path, durability, maxBytes });
+      let current = make();
+      return Promise.resolve({
+        store: current,
+        reopen: async () => {
+          await current.close();
+          current = make();
+          return current;
+        },
+        cleanup: async () => {
+          await current.close();
+          remove();
+        },
+      });
+    },
+    { describe, test, expect, afterEach },
+  );
+}
+
+const message = (offset: number, bytes = 16): Message => ({
+  offset,
+  topic: `t/${offset}`,
+  payload: new Uint8Array(bytes).fill(offset & 0xff),
+  qos: 1,
+  retain: false,
+  receivedAt: 1_700_000_000_000 + offset,
+  origin: "c",
+});
+
+describe("sqlite on its own thread", () => {
+  test("lists committed in one turn share one transaction, and each settles on its own", async () => {
+    const { dir, remove } = tempDir();
+    const store = new ThreadedSqliteStore(spawnSqliteThread(), { path: join(dir, "ferry.db"), durability: "commit" });
+    try {
+      await store.open();
+      const before = store.stats().transactions;
+      await Promise.all(
+        Array.from({ length: 50 }, (_, i) => store.commit([{ op: "append", message: message(i + 1) }])),
+      );
+      expect(store.stats().messages).toBe(50);
+      // 50 lists from one turn cross in one message and commit together.
+      expect(store.stats().transactions - before).toBe(1);
+      const log = await store.readLog(1, 100);
+      expect(log.map((m) => m.offset)).toEqual(Array.from({ length: 50 }, (_, i) => i + 1));
+      expect(log[7]!.payload).toEqual(new Uint8Array(16).fill(8));
+    } finally {
+      await store.close();
+      remove();
+    }
+  });
+
+  test("a refused list rejects with StoreFullError while the others in its batch commit", async () => {
+    const { dir, remove } = tempDir();
+    const path = join(dir, "ferry.db");
+    // A quota far below an empty database's size: every append is refused, acks are not.
+    const store = new ThreadedSqliteStore(spawnSqliteThread(), { path, durability: "commit", maxBytes: 1024 });
+    try {
+      await store.open();
+      const appended = store.commit([{ op: "append", message: message(1) }]);
+      const cursor = store.commit([{ op: "cursor-put", name: "up", offset: 0 }]);
+      const refusal = await appended.then(() => undefined, (e: unknown) => e);
+      expect(refusal).toBeInstanceOf(StoreFullError);
+      await cursor;
+      expect(store.stats().full).toBe(true);
+    } finally {
+      await store.close();
+      remove();
+    }
+  });
+
+  test("a store that cannot open rejects open() and ends its thread", async () => {
+    const { dir, remove } = tempDir();
+    const path = join(dir, "not-a-db");
+    await Bun.write(path, "this is not SQLite".repeat(100));
+    const store = new ThreadedSqliteStore(spawnSqliteThread(), { path, durability: "commit" });
+    try {
+      await expect(store.open()).rejects.toThrow(/not a SQLite database/);
+    } finally {
+      await store.close();
+      remove();
+    }
+  });
+
+  test("if the thread dies, waiting and later calls fail and onFatal is told once", async () => {
+    // A stand-in thread: the event-loop side is pure logic, so a fake end is enough here.
+    const posted: unknown[] = [];
+    let terminated = 0;
+    const thread: StoreThread = {
+      onmessage: null,
+      onerror: null,
+      postMessage: (m: unknown) => posted.push(m),
+      terminate: () => terminated++,
+    };
+    const fatal: Error[] = [];
+    const store = new ThreadedSqliteStore(thread, {
+      path: "/x/ferry.db",
+      durability: "commit",
+      onFatal: (e) => fatal.push(e),
+    });
+    const opening = store.open();
+    thread.onmessage!({
+      data: {
+        t: "opened",
+        recovered: { nextOffset: 1, retained: [], sessions: [], cursors: {} },
+        stats: store.stats(),
+      },
+    } as MessageEvent);
+    await opening;
+    const pending = store.commit([{ op: "append", message: message(1) }]);
+    thread.onerror!({ message: "boom", preventDefault() {} } as ErrorEvent);
+    await expect(pending).rejects.toThrow(/storage thread failed: boom/);
+    await expect(store.commit([{ op: "append", message: message(2) }])).rejects.toThrow(/boom/);
+    await expect(store.readLog(1, 10)).rejects.toThrow(/boom/);
+    expect(fatal.length).toBe(1);
+    expect(terminated).toBeGreaterThan(0);
+    await store.close();
+  });
+});
