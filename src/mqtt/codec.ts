@@ -1,6 +1,20 @@
 import mqttPacket from "mqtt-packet";
+import { decodeFast, encodeFast } from "./fast-path.ts";
 import type { Packet, ProtocolVersion, PublishPacket } from "./packets.ts";
 import { MqttError, RC } from "./reason-codes.ts";
+
+/** What PacketReader reads of mqtt-packet's parser beyond its typings (see #version). */
+interface ParserSettings {
+  settings: { protocolVersion?: number };
+}
+
+export interface PacketReaderOptions {
+  /**
+   * Decode PUBLISH, PUBACK/PUBREC/PUBREL/PUBCOMP and PINGREQ by hand (src/mqtt/fast-path.ts)
+   * instead of through mqtt-packet. On by default; off only to compare the two paths.
+   */
+  fastPath?: boolean;
+}
 
 /** The largest Remaining Length MQTT can express (spec 1.5.5): 268,435,455. */
 export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
@@ -16,8 +30,11 @@ export class PacketReader {
   #out: Packet[] = [];
   #error: Error | null = null;
 
+  #fastPath: boolean;
+
   /** @param maxPacketSize largest whole packet (fixed header included) accepted, in bytes */
-  constructor(public maxPacketSize: number) {
+  constructor(public maxPacketSize: number, options: PacketReaderOptions = {}) {
+    this.#fastPath = options.fastPath ?? true;
     this.#parser.on("packet", (p: Packet) => this.#out.push(p));
     this.#parser.on("error", (e: Error) => {
       this.#error ??= e;
@@ -38,6 +55,8 @@ export class PacketReader {
       this.#pending = null;
     }
     this.#out = [];
+    // A Buffer view of the bytes for the hand-written decoder (made at most once per push).
+    let view: Buffer | undefined;
     let pos = 0;
     while (pos < buf.byteLength) {
       // Judge the first byte at once: garbage that claims a long body (an HTTP request,
@@ -51,7 +70,15 @@ export class PacketReader {
         throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${frame} bytes exceeds ${this.maxPacketSize}`);
       }
       if (pos + frame > buf.byteLength) break; // body incomplete
-      this.#parseFrame(buf.subarray(pos, pos + frame));
+      let packet: Packet | undefined;
+      if (this.#fastPath) {
+        let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
+        while ((buf[body - 1]! & 0x80) !== 0) body++;
+        view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+        packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#version());
+      }
+      if (packet) this.#out.push(packet);
+      else this.#parseFrame(buf.subarray(pos, pos + frame));
       pos += frame;
     }
     if (pos < buf.byteLength) {
@@ -73,6 +100,27 @@ export class PacketReader {
     if (this.#out.length !== before + 1) {
       throw new MqttError(RC.MALFORMED_PACKET, "malformed packet: length does not match contents");
     }
+    // mqtt-packet does not notice a Packet Identifier that is not there: a QoS>0 PUBLISH
+    // (spec 3.3.2.2) or a PUBACK/PUBREC/PUBREL/PUBCOMP (spec 3.4.2) too short to hold one
+    // comes out with messageId -1, and answering it would put a broken acknowledgement on
+    // the wire (generate cannot encode -1). Such a packet is malformed.
+    const packet = this.#out[before]!;
+    if (packet.messageId === -1) {
+      throw new MqttError(
+        RC.MALFORMED_PACKET,
+        `malformed packet: ${packet.cmd.toUpperCase()} without a packet identifier`,
+      );
+    }
+  }
+
+  /**
+   * The protocol version mqtt-packet's parser decodes with. It starts at 4 and becomes the
+   * CONNECT packet's own once mqtt-packet has parsed one (its parser stores the CONNECT as
+   * its settings); CONNECT always goes through mqtt-packet, so reading the version back
+   * from it keeps the two decoders on the same version, also within one chunk.
+   */
+  #version(): number {
+    return (this.#parser as unknown as ParserSettings).settings.protocolVersion ?? 4;
   }
 
   /** Bytes held waiting for the rest of a packet. */
@@ -117,8 +165,17 @@ export function frameLength(buf: Uint8Array, pos: number): number {
   return -2;
 }
 
-/** Encode a packet for a peer that speaks `version`. */
+/**
+ * Encode a packet for a peer that speaks `version`. PUBLISH without v5 properties,
+ * PUBACK/PUBREC/PUBREL/PUBCOMP without v5 properties and PINGRESP are encoded by hand
+ * (src/mqtt/fast-path.ts), byte for byte as mqtt-packet would; the rest by mqtt-packet.
+ */
 export function encode(packet: Packet, version: ProtocolVersion): Uint8Array {
+  return encodeFast(packet, version) ?? encodeWithMqttPacket(packet, version);
+}
+
+/** Encode through mqtt-packet alone: the reference the fast path is held to (tests, benchmarks). */
+export function encodeWithMqttPacket(packet: Packet, version: ProtocolVersion): Uint8Array {
   if (packet.cmd === "publish") {
     // mqtt-packet expects Buffers; the core hands plain Uint8Arrays (views, no copies).
     packet.payload = asBuffer(packet.payload);

@@ -1,0 +1,291 @@
+/**
+ * Hand-written decoding and encoding of the packets that dominate a QoS 0/1 message
+ * flow: PUBLISH, PUBACK/PUBREC/PUBREL/PUBCOMP and PINGREQ/PINGRESP. Profiles of the
+ * broker under fan-in QoS 1 load spent 10-12% of its CPU in mqtt-packet's streaming
+ * parser (a BufferList per packet, its slicing and debug() calls) and 4-8% in its
+ * generator (one small Buffer per field, then a concat) for just these packets.
+ *
+ * The contract is equivalence, not a second interpretation of the protocol: every
+ * packet decoded here is the object mqtt-packet 9.0.2 would have produced (same class,
+ * fields, values and types), every packet encoded here is byte for byte what
+ * mqtt-packet.generate would have produced. Anything unusual (properties, malformed or
+ * truncated fields, values mqtt-packet would refuse or mangle) is not handled here:
+ * the functions return undefined and the caller falls back to mqtt-packet, so its
+ * behaviour, error messages included, stays the reference.
+ * test/unit/codec-fast-path.test.ts checks the equivalence.
+ */
+import MqttPacketObject from "mqtt-packet/packet.js";
+import type { Packet, ProtocolVersion } from "./packets.ts";
+
+/** PUBACK/PUBREC reason codes mqtt-packet accepts (spec 3.4.2.1 / 3.5.2.1); others fall back to its error. */
+const PUBACK_PUBREC_CODES = new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99]);
+/** PUBREL/PUBCOMP reason codes mqtt-packet accepts (spec 3.6.2.1 / 3.7.2.1). */
+const PUBREL_PUBCOMP_CODES = new Set([0x00, 0x92]);
+
+const ACK_CMDS = ["puback", "pubrec", "pubrel", "pubcomp"] as const;
+
+/** Largest Remaining Length MQTT can express (spec 1.5.5). */
+const MAX_REMAINING_LENGTH = 268_435_455;
+
+/**
+ * Decode one whole, already framed packet by hand, or return undefined to have
+ * mqtt-packet decode it. `first` is the fixed header's first byte (its flags already
+ * checked by the caller), `body` the offset of the variable header, `rem` the
+ * Remaining Length, `version` the protocol version mqtt-packet's parser holds now.
+ *
+ * The payload of a PUBLISH is a view of `buf`, not a copy, exactly as mqtt-packet's
+ * (its BufferList slices the Buffer it was given); `buf` is either the adapter's chunk
+ * or PacketReader's own joined copy, so this keeps today's aliasing unchanged.
+ */
+export function decodeFast(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
+  switch (first >> 4) {
+    case 3:
+      return decodePublish(buf, first, body, rem, version);
+    case 4:
+    case 5:
+    case 6:
+    case 7:
+      return decodeAck(buf, first, body, rem, version);
+    case 12:
+      // PINGREQ has no variable header or payload (spec 3.12); a body, which
+      // mqtt-packet would skip, is left to it.
+      if (rem !== 0) return undefined;
+      return newPacket("pingreq", first, 0) as Packet;
+    default:
+      return undefined;
+  }
+}
+
+function newPacket(cmd: string, first: number, rem: number): MqttPacketObject {
+  // Field by field as mqtt-packet's _parseHeader and _parseLength set them.
+  const p = new MqttPacketObject();
+  p.cmd = cmd;
+  p.retain = (first & 0x01) !== 0;
+  p.qos = (first >> 1) & 0x03;
+  p.dup = (first & 0x08) !== 0;
+  p.length = rem;
+  return p;
+}
+
+function decodePublish(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
+  const end = body + rem;
+  // Topic Name: a two-byte length then UTF-8 (spec 3.3.2.1). One that does not fit in
+  // the packet is malformed; mqtt-packet says so ("Cannot parse topic").
+  if (rem < 2) return undefined;
+  const topicLength = (buf[body]! << 8) | buf[body + 1]!;
+  let pos = body + 2;
+  if (pos + topicLength > end) return undefined;
+  // Decoded as mqtt-packet does (Buffer#toString): ill-formed UTF-8 becomes U+FFFD and
+  // is refused by the core's topic check [MQTT-1.5.4-1]; so are wildcards [MQTT-3.3.2-2].
+  const topic = topicLength === 0 ? "" : buf.toString("utf8", pos, pos + topicLength);
+  pos += topicLength;
+  const qos = (first >> 1) & 0x03;
+  let messageId = 0;
+  if (qos > 0) {
+    // The Packet Identifier is present only at QoS 1 and 2 (spec 3.3.2.2). Missing:
+    // mqtt-packet's result (messageId -1) is refused by PacketReader.
+    if (pos + 2 > end) return undefined;
+    messageId = (buf[pos]! << 8) | buf[pos + 1]!;
+    pos += 2;
+  }
+  if (version === 5) {
+    // Only a Property Length of zero (a single 0x00) is handled here; properties,
+    // and a missing Property Length, are mqtt-packet's.
+    if (pos >= end || buf[pos] !== 0) return undefined;
+    pos++;
+  }
+  const p = newPacket("publish", first, rem);
+  p.topic = topic;
+  // mqtt-packet adds messageId after topic and before payload, only at QoS>0; the
+  // constructor already created payload, so the key order comes out the same.
+  if (qos > 0) p.messageId = messageId;
+  // An empty payload is a fresh zero-length Buffer in mqtt-packet (BufferList#slice).
+  p.payload = pos < end ? buf.subarray(pos, end) : Buffer.alloc(0);
+  return p as Packet;
+}
+
+function decodeAck(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
+  const cmd = ACK_CMDS[(first >> 4) - 4]!;
+  if (rem === 2) {
+    const p = newPacket(cmd, first, rem);
+    p.messageId = (buf[body]! << 8) | buf[body + 1]!;
+    // v5: a Remaining Length of 2 means Reason Code 0x00, Success (spec 3.4.2.1).
+    if (version === 5) p.reasonCode = 0;
+    return p as Packet;
+  }
+  // v5, Remaining Length 3: a Reason Code and no Property Length (spec 3.4.2.2.1); 4 with
+  // a last byte of 0: a Reason Code and an empty property list, which is how generate
+  // writes every code but Success. Properties, a missing packet id, and v3/v4 with
+  // extra bytes are mqtt-packet's.
+  if (version !== 5 || (rem !== 3 && (rem !== 4 || buf[body + 3] !== 0))) return undefined;
+  const reasonCode = buf[body + 2]!;
+  const valid = cmd === "puback" || cmd === "pubrec" ? PUBACK_PUBREC_CODES : PUBREL_PUBCOMP_CODES;
+  if (!valid.has(reasonCode)) return undefined; // mqtt-packet refuses it with its own message
+  const p = newPacket(cmd, first, rem);
+  p.messageId = (buf[body]! << 8) | buf[body + 1]!;
+  p.reasonCode = reasonCode;
+  return p as Packet;
+}
+
+// ---- encoding -------------------------------------------------------------------------
+
+/**
+ * Encode `packet` by hand when it is one of the covered forms, or return undefined to
+ * have mqtt-packet.generate encode it. The result is a fresh Buffer, as generate's is.
+ */
+export function encodeFast(packet: Packet, version: ProtocolVersion): Buffer | undefined {
+  switch (packet.cmd) {
+    case "publish":
+      return encodePublish(packet, version);
+    case "puback":
+    case "pubrec":
+    case "pubrel":
+    case "pubcomp":
+      return encodeAck(packet, version);
+    case "pingresp": {
+      const out = Buffer.allocUnsafe(2);
+      out[0] = 0xd0;
+      out[1] = 0;
+      return out;
+    }
+    default:
+      return undefined;
+  }
+}
+
+type PublishIn = Extract<Packet, { cmd: "publish" }>;
+type AckIn = Extract<Packet, { cmd: "puback" | "pubrec" | "pubrel" | "pubcomp" }>;
+
+function isUint16(n: unknown): n is number {
+  // generate() looks ids up in a table of 65536 two-byte Buffers; anything else
+  // (negative, fractional, too large) produces broken output there, so is left to it.
+  return typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= 0xffff;
+}
+
+/**
+ * True when mqtt-packet would write a v5 Property Length of 0 and nothing else for
+ * `properties`: absent, or a plain object all of whose values are undefined.
+ */
+function noProperties(properties: unknown): boolean {
+  if (properties === undefined) return true;
+  if (typeof properties !== "object" || properties === null || Array.isArray(properties)) return false;
+  const record = properties as Record<string, unknown>;
+  for (const key in record) if (record[key] !== undefined) return false;
+  return true;
+}
+
+function encodePublish(packet: PublishIn, version: ProtocolVersion): Buffer | undefined {
+  const topic: unknown = packet.topic;
+  if (typeof topic !== "string") return undefined;
+  const qos: unknown = packet.qos || 0;
+  if (qos !== 0 && qos !== 1 && qos !== 2) return undefined;
+  const messageId: unknown = packet.messageId;
+  if (qos > 0 && !isUint16(messageId)) return undefined;
+  if (version === 5 && !noProperties(packet.properties)) return undefined;
+
+  // The payload as generate takes it: falsy is empty, a string is UTF-8, bytes as they are.
+  const raw: unknown = packet.payload;
+  let payload: Uint8Array | undefined;
+  let payloadText: string | undefined;
+  let payloadLength = 0;
+  if (!raw) payloadLength = 0;
+  else if (raw instanceof Uint8Array) {
+    payload = raw;
+    payloadLength = raw.byteLength;
+  } else if (typeof raw === "string") {
+    payloadText = raw;
+    payloadLength = Buffer.byteLength(raw, "utf8");
+  } else return undefined;
+
+  // Topics are nearly always ASCII: then its length in bytes is its length in UTF-16
+  // code units and it can be copied byte by byte without a call into native code.
+  let ascii = true;
+  for (let i = 0; i < topic.length; i++) {
+    if (topic.charCodeAt(i) > 0x7f) {
+      ascii = false;
+      break;
+    }
+  }
+  const topicLength = ascii ? topic.length : Buffer.byteLength(topic, "utf8");
+  if (topicLength > 0xffff) return undefined; // no two-byte length for it; generate's output is broken
+
+  const rem = 2 + topicLength + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payloadLength;
+  if (rem > MAX_REMAINING_LENGTH) return undefined; // generate throws
+  const out = Buffer.allocUnsafe(1 + varIntSize(rem) + rem);
+  // Fixed header (spec 3.3.1): DUP, QoS and RETAIN as given. generate sets DUP even at
+  // QoS 0 if asked; the core never asks [MQTT-3.3.1-2], and the bytes must match anyway.
+  out[0] = 0x30 | (packet.dup ? 0x08 : 0) | (qos << 1) | (packet.retain ? 0x01 : 0);
+  let pos = writeVarInt(out, 1, rem);
+  out[pos++] = topicLength >> 8;
+  out[pos++] = topicLength & 0xff;
+  if (ascii) {
+    for (let i = 0; i < topic.length; i++) out[pos + i] = topic.charCodeAt(i);
+  } else {
+    out.write(topic, pos, topicLength, "utf8");
+  }
+  pos += topicLength;
+  if (qos > 0) {
+    const id = messageId as number;
+    out[pos++] = id >> 8;
+    out[pos++] = id & 0xff;
+  }
+  if (version === 5) out[pos++] = 0; // Property Length 0 (spec 3.3.2.3.1)
+  if (payload) out.set(payload, pos);
+  else if (payloadText !== undefined) out.write(payloadText, pos, payloadLength, "utf8");
+  return out;
+}
+
+function encodeAck(packet: AckIn, version: ProtocolVersion): Buffer | undefined {
+  const messageId: unknown = packet.messageId;
+  if (!isUint16(messageId)) return undefined;
+  // generate throws on a PUBREL with DUP set (it has no header for it); leave that to it.
+  if (packet.cmd === "pubrel" && (packet as { dup?: unknown }).dup) return undefined;
+  // Fixed header (spec 2.1.3): PUBREL's flags are 0010 [MQTT-3.6.1-1], the others' 0000.
+  const header = packet.cmd === "puback"
+    ? 0x40
+    : packet.cmd === "pubrec"
+    ? 0x50
+    : packet.cmd === "pubrel"
+    ? 0x62
+    : 0x70;
+  let reasonCode = -1; // -1: no Reason Code byte
+  if (version === 5) {
+    if (packet.properties !== undefined) return undefined;
+    const rc: unknown = packet.reasonCode;
+    // generate omits Reason Code and Property Length only for 0x00 (spec 3.4.2.1); any
+    // other value, undefined included, is written as a Reason Code followed by a
+    // Property Length of 0 (so undefined comes out as 0x00 0x00).
+    if (rc === undefined) reasonCode = 0;
+    else if (rc !== 0) {
+      if (typeof rc !== "number" || !Number.isInteger(rc) || rc < 0 || rc > 0xff) return undefined;
+      reasonCode = rc;
+    }
+  }
+  const out = Buffer.allocUnsafe(reasonCode === -1 ? 4 : 6);
+  out[0] = header;
+  out[2] = messageId >> 8;
+  out[3] = messageId & 0xff;
+  if (reasonCode === -1) {
+    out[1] = 2;
+  } else {
+    out[1] = 4;
+    out[4] = reasonCode;
+    out[5] = 0;
+  }
+  return out;
+}
+
+function varIntSize(n: number): number {
+  return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4;
+}
+
+/** Write a Variable Byte Integer (spec 1.5.5) at `pos`; returns the offset after it. */
+function writeVarInt(out: Uint8Array, pos: number, n: number): number {
+  do {
+    let digit = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) digit |= 0x80;
+    out[pos++] = digit;
+  } while (n > 0);
+  return pos;
+}

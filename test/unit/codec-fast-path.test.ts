@@ -1,0 +1,606 @@
+/**
+ * The hand-written PUBLISH/PUBACK/PUBREC/PUBREL/PUBCOMP/PINGREQ/PINGRESP codec
+ * (src/mqtt/fast-path.ts) against mqtt-packet, which it replaces on the hot path:
+ * decoded packets must be the very objects mqtt-packet makes (class, key order,
+ * values, types), encoded packets the very bytes mqtt-packet.generate makes, and
+ * malformed input must be refused the same way. Seeded, so a failure reproduces.
+ */
+import { describe, expect, test } from "bun:test";
+import mqttPacket from "mqtt-packet";
+import MqttPacketObject from "mqtt-packet/packet.js";
+import { encode, encodeWithMqttPacket, PacketReader } from "../../src/mqtt/codec.ts";
+import { decodeFast, encodeFast } from "../../src/mqtt/fast-path.ts";
+import type { Packet, ProtocolVersion } from "../../src/mqtt/packets.ts";
+import { MqttError, RC } from "../../src/mqtt/reason-codes.ts";
+import { topicNameProblem } from "../../src/core/topic.ts";
+
+const MAX = 4 * 1024 * 1024;
+
+/** mulberry32: small, seeded, good enough to vary test packets. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = prng(0x5eed_c0de);
+const int = (n: number) => Math.floor(rand() * n);
+const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+
+const TOPIC_PARTS = ["a", "sensors", "floor-3", "温度", "é", "日本語/テスト", "😀", "$SYS", "x y", ""] as const;
+function randomTopic(): string {
+  const n = 1 + int(4);
+  const parts: string[] = [];
+  for (let i = 0; i < n; i++) parts.push(pick(TOPIC_PARTS));
+  return parts.join("/");
+}
+function randomBytes(n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = int(256);
+  return b;
+}
+const PAYLOAD_SIZES = [0, 1, 2, 63, 64, 100, 127, 128, 200, 1000, 16383, 16384] as const;
+
+type Outcome = { packets: Packet[] } | { error: string; code: number };
+
+/** Everything a reader makes of `chunks`: its packets, or the error that stopped it. */
+function run(reader: PacketReader, chunks: Uint8Array[]): Outcome {
+  const packets: Packet[] = [];
+  try {
+    for (const c of chunks) packets.push(...reader.push(c));
+  } catch (e) {
+    if (!(e instanceof MqttError)) throw e;
+    return { error: e.message, code: e.reasonCode };
+  }
+  return { packets };
+}
+
+/** Deep equality plus what toStrictEqual does not look at: key order and Buffer-ness. */
+function expectSamePackets(actual: Packet[], expected: Packet[]): void {
+  expect(actual.length).toBe(expected.length);
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i]!;
+    const e = expected[i]!;
+    expect(a).toStrictEqual(e);
+    expect(Object.getPrototypeOf(a)).toBe(Object.getPrototypeOf(e));
+    expect(Object.keys(a)).toEqual(Object.keys(e));
+    const ap = (a as { payload?: unknown }).payload;
+    const ep = (e as { payload?: unknown }).payload;
+    expect(Buffer.isBuffer(ap)).toBe(Buffer.isBuffer(ep));
+    expect(typeof ap).toBe(typeof ep);
+  }
+}
+
+/** Old (mqtt-packet) and new (fast path) readers must agree on `chunks` exactly. */
+function expectSameDecoding(chunks: Uint8Array[]): Outcome {
+  const expected = run(new PacketReader(MAX, { fastPath: false }), chunks);
+  const actual = run(new PacketReader(MAX), chunks);
+  if ("error" in expected) {
+    expect(actual).toEqual(expected);
+  } else {
+    expect("packets" in actual ? "packets" : (actual as { error: string }).error).toBe("packets");
+    expectSamePackets((actual as { packets: Packet[] }).packets, expected.packets);
+  }
+  return actual;
+}
+
+function connectBytes(version: ProtocolVersion): Buffer {
+  return mqttPacket.generate({
+    cmd: "connect",
+    protocolId: version === 3 ? "MQIsdp" : "MQTT",
+    protocolVersion: version,
+    clientId: "c",
+    clean: true,
+    keepalive: 30,
+  });
+}
+
+/** mqtt-packet's own decoding of one frame under `version`, as the reference. */
+function referenceDecode(frame: Uint8Array, version: number): Packet[] {
+  const parser = mqttPacket.parser({ protocolVersion: version });
+  const out: Packet[] = [];
+  parser.on("packet", (p) => out.push(p));
+  parser.on("error", (e: Error) => {
+    throw e;
+  });
+  parser.parse(Buffer.from(frame));
+  return out;
+}
+
+/** Call decodeFast on one whole frame as PacketReader does. */
+function fast(frame: Uint8Array, version: number): Packet | undefined {
+  let body = 2;
+  while ((frame[body - 1]! & 0x80) !== 0) body++;
+  const buf = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+  return decodeFast(buf, frame[0]!, body, frame.byteLength - body, version);
+}
+
+function randomPublish(payloadSize: number = pick(PAYLOAD_SIZES)): Packet {
+  const qos = int(3) as 0 | 1 | 2;
+  const p: Packet = {
+    cmd: "publish",
+    topic: randomTopic(),
+    payload: randomBytes(payloadSize),
+    qos,
+    dup: qos > 0 && rand() < 0.3,
+    retain: rand() < 0.3,
+  };
+  if (qos > 0) p.messageId = int(65536);
+  return p;
+}
+
+function randomAck(version: ProtocolVersion): Packet {
+  const cmd = pick(["puback", "pubrec", "pubrel", "pubcomp"] as const);
+  const codes = cmd === "puback" || cmd === "pubrec" ? [0, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99] : [0, 0x92];
+  const p = { cmd, messageId: int(65536) } as Packet & { reasonCode?: number };
+  if (version === 5) p.reasonCode = pick(codes);
+  return p;
+}
+
+// ---- decoding --------------------------------------------------------------------------
+
+describe("fast-path decoding equals mqtt-packet's", () => {
+  test("covered packets are decoded by hand (not left to mqtt-packet) into mqtt-packet's own objects", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (let i = 0; i < 500; i++) {
+        const packet = rand() < 0.6 ? randomPublish() : randomAck(version);
+        const frame = mqttPacket.generate(packet, { protocolVersion: version });
+        const mine = fast(frame, version);
+        expect(mine).toBeDefined();
+        expect(mine).toBeInstanceOf(MqttPacketObject);
+        expectSamePackets([mine!], referenceDecode(frame, version));
+      }
+      const ping = Uint8Array.of(0xc0, 0x00);
+      expect(fast(ping, version)).toBeDefined();
+      expectSamePackets([fast(ping, version)!], referenceDecode(ping, version));
+    }
+  });
+
+  test("v5 acknowledgements of Remaining Length 2 (Reason Code 0 implied), 3 (no Property Length) and 4 (no properties)", () => {
+    for (const type of [4, 5, 6, 7]) {
+      const first = (type << 4) | (type === 6 ? 2 : 0);
+      const code = type < 6 ? 0x10 : 0x92;
+      for (
+        const frame of [
+          Uint8Array.of(first, 2, 0x12, 0x34),
+          Uint8Array.of(first, 3, 0xff, 0xff, code),
+          Uint8Array.of(first, 4, 0xff, 0xff, code, 0),
+        ]
+      ) {
+        const mine = fast(frame, 5)!;
+        expect(mine).toBeDefined();
+        expectSamePackets([mine], referenceDecode(frame, 5));
+        expect(mine.messageId).toBe(frame[1] === 2 ? 0x1234 : 0xffff);
+        expect((mine as { reasonCode?: number }).reasonCode).toBe(frame[1] === 2 ? 0 : code);
+        expect(mine.length).toBe(frame[1]);
+      }
+      // v3.1.1 has no Reason Code: the field is absent, not 0.
+      const v4 = fast(Uint8Array.of(first, 2, 0, 7), 4)!;
+      expect("reasonCode" in v4).toBe(false);
+    }
+  });
+
+  test("what the fast path leaves to mqtt-packet: v5 properties, odd lengths, unknown reason codes", () => {
+    const withProps = mqttPacket.generate(
+      {
+        cmd: "publish",
+        topic: "t",
+        payload: Buffer.from("x"),
+        qos: 1,
+        messageId: 9,
+        dup: false,
+        retain: false,
+        properties: { contentType: "a" },
+      },
+      { protocolVersion: 5 },
+    );
+    expect(fast(withProps, 5)).toBeUndefined();
+    const ackProps = mqttPacket.generate({
+      cmd: "puback",
+      messageId: 3,
+      reasonCode: 0x10,
+      properties: { reasonString: "r" },
+    }, {
+      protocolVersion: 5,
+    });
+    expect(fast(ackProps, 5)).toBeUndefined();
+    expect(fast(Uint8Array.of(0x40, 3, 0, 1, 0x55), 5)).toBeUndefined(); // not a PUBACK reason code
+    expect(fast(Uint8Array.of(0x60 | 2, 3, 0, 1, 0x10), 5)).toBeUndefined(); // not a PUBREL reason code
+    expect(fast(Uint8Array.of(0x40, 3, 0, 1, 0x10), 4)).toBeUndefined(); // v3.1.1 PUBACK with a stray byte
+    expect(fast(Uint8Array.of(0x40, 4, 0, 1, 0x10, 1), 5)).toBeUndefined(); // Property Length 1 (truncated)
+    expect(fast(Uint8Array.of(0x40, 4, 0, 1, 0x10, 0), 4)).toBeUndefined(); // v3.1.1
+    expect(fast(Uint8Array.of(0x40, 1, 0), 4)).toBeUndefined();
+    expect(fast(Uint8Array.of(0xc0, 1, 0), 4)).toBeUndefined(); // PINGREQ with a body
+    expect(fast(Uint8Array.of(0x30, 4, 0, 1, 0x61, 1), 5)).toBeUndefined(); // v5 Property Length 1
+    expect(fast(Uint8Array.of(0x30, 3, 0, 1, 0x61), 5)).toBeUndefined(); // v5 Property Length missing
+    expect(fast(Uint8Array.of(0xe0, 0), 4)).toBeUndefined(); // DISCONNECT
+  });
+
+  for (const version of [3, 4, 5] as const) {
+    test(`v${version}: a stream of random packets split at every byte gives the same packets`, () => {
+      const frames: Uint8Array[] = [connectBytes(version)];
+      for (let i = 0; i < 40; i++) {
+        const r = rand();
+        const packet = r < 0.5
+          ? randomPublish(pick([0, 1, 5, 64, 127, 128, 300]))
+          : r < 0.9
+          ? randomAck(version)
+          : ({ cmd: "pingreq" } as Packet);
+        frames.push(mqttPacket.generate(packet, { protocolVersion: version }));
+      }
+      if (version === 5) {
+        // Also some the fast path hands over: they must interleave cleanly with the rest.
+        frames.push(
+          mqttPacket.generate({ cmd: "puback", messageId: 7, reasonCode: 0x80, properties: { reasonString: "no" } }, {
+            protocolVersion: 5,
+          }),
+        );
+        frames.push(mqttPacket.generate(
+          {
+            cmd: "publish",
+            topic: "p/q",
+            payload: Buffer.from("v"),
+            qos: 2,
+            messageId: 1,
+            dup: false,
+            retain: true,
+            properties: { userProperties: { k: "v" } },
+          },
+          { protocolVersion: 5 },
+        ));
+      }
+      frames.push(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "a/#", qos: 1 }] }, {
+        protocolVersion: version,
+      }));
+      const stream = Buffer.concat(frames);
+      const whole = expectSameDecoding([stream]);
+      expect("packets" in whole && whole.packets.length).toBe(frames.length);
+      for (let cut = 1; cut < stream.byteLength; cut++) {
+        expectSameDecoding([stream.subarray(0, cut), stream.subarray(cut)]);
+      }
+      // And one byte at a time.
+      const bytes: Uint8Array[] = [];
+      for (let i = 0; i < stream.byteLength; i++) bytes.push(stream.subarray(i, i + 1));
+      expectSameDecoding(bytes);
+    });
+  }
+
+  test("the version a CONNECT announces applies to the packets right behind it in the same chunk", () => {
+    const publish = mqttPacket.generate(
+      { cmd: "publish", topic: "t", payload: Buffer.from("hello"), qos: 1, messageId: 5, dup: false, retain: false },
+      { protocolVersion: 5 },
+    );
+    const out = expectSameDecoding([Buffer.concat([connectBytes(5), publish])]);
+    const p = (out as { packets: Packet[] }).packets[1] as Packet & { payload: Buffer };
+    // Read as v5, the Property Length byte is not taken for payload.
+    expect(p.payload.toString()).toBe("hello");
+    // Without a CONNECT, the parser's initial version (4) applies: the 0x00 is payload.
+    const v4 = expectSameDecoding([publish]);
+    expect(((v4 as { packets: Packet[] }).packets[0] as Packet & { payload: Buffer }).payload.byteLength).toBe(6);
+  });
+
+  test("payloads across every Remaining Length size, up to 2 MB, decode the same whole and split", () => {
+    for (const version of [4, 5] as const) {
+      for (const size of [0, 127, 128, 16383, 16384, 2_097_151, 2 * 1024 * 1024]) {
+        const frame = mqttPacket.generate(randomPublish(size), { protocolVersion: version });
+        const prefix = version === 5 ? [connectBytes(5)] : [];
+        expectSameDecoding([...prefix, frame]);
+        for (const cut of [1, 2, 3, 4, 5, frame.byteLength >> 1, frame.byteLength - 1]) {
+          expectSameDecoding([...prefix, frame.subarray(0, cut), frame.subarray(cut)]);
+        }
+      }
+    }
+  });
+
+  test("the payload is a view of the received bytes exactly when mqtt-packet's is (no new copy, no new aliasing)", () => {
+    const chunk = Buffer.concat([
+      mqttPacket.generate({
+        cmd: "publish",
+        topic: "a/b",
+        payload: Buffer.from("xyz"),
+        qos: 1,
+        messageId: 2,
+        dup: false,
+        retain: false,
+      }),
+      mqttPacket.generate({
+        cmd: "publish",
+        topic: "a/b",
+        payload: Buffer.alloc(0),
+        qos: 0,
+        dup: false,
+        retain: false,
+      }),
+    ]);
+    for (const fastPath of [false, true]) {
+      const [p, empty] = new PacketReader(MAX, { fastPath }).push(chunk) as (Packet & { payload: Buffer })[];
+      expect(p!.payload.buffer).toBe(chunk.buffer);
+      expect(p!.payload.byteOffset).toBe(chunk.byteOffset + 9);
+      // An empty payload is a fresh, empty Buffer of its own in both.
+      expect(empty!.payload.buffer).not.toBe(chunk.buffer);
+      expect(Buffer.isBuffer(empty!.payload)).toBe(true);
+    }
+    // Bytes held over from a previous push are copied (the adapter may reuse its buffer).
+    const a = chunk.subarray(0, 6);
+    const b = chunk.subarray(6);
+    for (const fastPath of [false, true]) {
+      const reader = new PacketReader(MAX, { fastPath });
+      expect(reader.push(new Uint8Array(a))).toEqual([]);
+      const copyOfB = new Uint8Array(b);
+      const [p] = reader.push(copyOfB) as (Packet & { payload: Buffer })[];
+      expect(p!.payload.buffer).not.toBe(copyOfB.buffer);
+      expect(p!.payload.toString()).toBe("xyz");
+    }
+  });
+});
+
+// ---- malformed input ---------------------------------------------------------------------
+
+describe("malformed input is refused as before", () => {
+  const cases: [string, number[]][] = [
+    ["topic length beyond the packet", [0x30, 0x03, 0x00, 0x05, 0x61]],
+    ["topic length beyond the packet by one", [0x32, 0x05, 0x00, 0x02, 0x61, 0x00, 0x01]],
+    ["no room for a topic length", [0x30, 0x01, 0x00]],
+    ["PUBLISH with nothing at all", [0x30, 0x00]],
+    ["v5 PUBACK with an unknown reason code", [0x40, 0x03, 0x00, 0x01, 0x55]],
+    ["v5 PUBCOMP with a PUBACK-only reason code", [0x70, 0x03, 0x00, 0x01, 0x10]],
+    ["v5 PUBLISH with a truncated property", [0x30, 0x05, 0x00, 0x01, 0x61, 0x02, 0x01]],
+  ];
+  for (const version of [4, 5] as const) {
+    for (const [what, bytes] of cases) {
+      test(`v${version}: ${what}`, () => {
+        const prefix = version === 5 ? [connectBytes(5)] : [];
+        const chunk = Uint8Array.from(bytes);
+        const whole = expectSameDecoding([...prefix, chunk]);
+        for (let cut = 1; cut < chunk.byteLength; cut++) {
+          expectSameDecoding([...prefix, chunk.subarray(0, cut), chunk.subarray(cut)]);
+        }
+        if ("error" in whole) expect(whole.code).toBe(RC.MALFORMED_PACKET);
+      });
+    }
+  }
+
+  test("a QoS>0 PUBLISH or an acknowledgement without room for a packet identifier is Malformed (spec 3.3.2.2, 3.4.2)", () => {
+    const bad = [
+      [0x32, 0x03, 0x00, 0x01, 0x61], // QoS 1, topic "a", then nothing
+      [0x34, 0x04, 0x00, 0x01, 0x61, 0x07], // QoS 2, one byte of packet id
+      [0x40, 0x00],
+      [0x50, 0x01, 0x00],
+      [0x62, 0x00],
+      [0x70, 0x01, 0x09],
+    ];
+    for (const version of [4, 5] as const) {
+      for (const bytes of bad) {
+        const prefix = version === 5 ? [connectBytes(5)] : [];
+        const out = expectSameDecoding([...prefix, Uint8Array.from(bytes)]) as { error: string; code: number };
+        expect(out.code).toBe(RC.MALFORMED_PACKET);
+        // v5 QoS 2 with one byte of packet id: mqtt-packet reads that byte as a Property
+        // Length and refuses the packet itself.
+        const why = version === 5 && bytes[0] === 0x34
+          ? "Cannot parse property code type"
+          : "without a packet identifier";
+        expect(out.error).toContain(why);
+      }
+    }
+  });
+
+  test("what mqtt-packet accepts and the core refuses still reaches the core unchanged: ill-formed UTF-8 and wildcards", () => {
+    const limits = { maxTopicLength: 1000, maxTopicLevels: 100 };
+    const topics = [
+      [0xc3, 0x28], // ill-formed UTF-8: U+FFFD [MQTT-1.5.4-1]
+      [0xed, 0xa0, 0x80], // an encoded surrogate, not allowed in UTF-8
+      [0x61, 0x2f, 0x2b], // "a/+" [MQTT-3.3.2-2]
+      [0x23], // "#"
+      [0x61, 0x00, 0x62], // U+0000 [MQTT-4.7.3-2]
+    ];
+    for (const t of topics) {
+      const frame = Uint8Array.from([0x30, 2 + t.length + 1, 0x00, t.length, ...t, 0x21]);
+      const out = expectSameDecoding([frame]);
+      const p = (out as { packets: Packet[] }).packets[0] as Packet & { topic: string };
+      expect(fast(frame, 4)).toBeDefined();
+      expect(topicNameProblem(p.topic, limits)).toBeDefined();
+    }
+  });
+
+  test("a packet id of 0 decodes as mqtt-packet decodes it", () => {
+    expectSameDecoding([Uint8Array.of(0x32, 0x05, 0x00, 0x01, 0x61, 0x00, 0x00)]);
+    expectSameDecoding([Uint8Array.of(0x40, 0x02, 0x00, 0x00)]);
+  });
+
+  test("a Remaining Length in more bytes than needed decodes as mqtt-packet decodes it", () => {
+    expectSameDecoding([Uint8Array.of(0x30, 0x85, 0x80, 0x00, 0x00, 0x01, 0x61, 0x62, 0x63)]);
+    expectSameDecoding([Uint8Array.of(0x40, 0x82, 0x00, 0x00, 0x01)]);
+    expectSameDecoding([Uint8Array.of(0xc0, 0x80, 0x00)]);
+  });
+});
+
+// ---- encoding ----------------------------------------------------------------------------
+
+/** The fast encoding of `make()` must exist and equal generate's bytes; encode() too. */
+function expectSameEncoding(make: () => Packet, version: ProtocolVersion, covered = true): void {
+  const reference = mqttPacket.generate(make(), { protocolVersion: version });
+  const mine = encodeFast(make(), version);
+  if (covered) {
+    expect(mine).toBeDefined();
+    expect(Buffer.isBuffer(mine)).toBe(true);
+    expect(Buffer.compare(mine!, reference)).toBe(0);
+  } else {
+    expect(mine).toBeUndefined();
+  }
+  expect(Buffer.compare(Buffer.from(encode(make(), version)), reference)).toBe(0);
+}
+
+describe("fast-path encoding is byte-identical to mqtt-packet.generate", () => {
+  test("random PUBLISH packets, v3/v4 and v5 without properties", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (let i = 0; i < 1000; i++) {
+        const packet = randomPublish();
+        if (rand() < 0.2) (packet as { dup: boolean }).dup = true; // DUP at QoS 0 too: same bytes as generate
+        expectSameEncoding(() => packet, version);
+      }
+    }
+  });
+
+  test("payloads at every Remaining Length boundary, up to 2 MB, as Buffer, Uint8Array and string", () => {
+    // Sizes chosen so the Remaining Length of a QoS 1 "t/ü" PUBLISH (2 + 4 + 2 bytes of header) lands on 127/128,
+    // 16383/16384 and 2097151/2097152, plus the sizes named in the brief.
+    const sizes = [0, 127, 128, 16383, 16384, 2 * 1024 * 1024];
+    for (const rem of [127, 128, 16383, 16384, 2_097_151, 2_097_152]) sizes.push(rem - 8, rem - 9);
+    for (const version of [4, 5] as const) {
+      for (const size of sizes) {
+        const payload = randomBytes(size);
+        const make = (p: string | Buffer) => (): Packet => ({
+          cmd: "publish",
+          topic: "t/ü",
+          payload: p,
+          qos: 1,
+          messageId: 4242,
+          dup: false,
+          retain: true,
+        });
+        expectSameEncoding(make(payload), version);
+        // A plain Uint8Array as the core passes it (encode converts for mqtt-packet).
+        const u8 = new Uint8Array(payload);
+        const mine = encodeFast(make(u8 as unknown as Buffer)(), version)!;
+        expect(Buffer.compare(mine, mqttPacket.generate(make(payload)(), { protocolVersion: version }))).toBe(0);
+        expect(Buffer.compare(Buffer.from(encode(make(u8 as unknown as Buffer)(), version)), mine)).toBe(0);
+        if (size < 20_000) expectSameEncoding(make("é".repeat(size >> 1)), version);
+      }
+    }
+  });
+
+  test("topics: multi-byte UTF-8, surrogate pairs, a lone surrogate, empty, 65535 bytes", () => {
+    const topics = ["é", "温度/センサー", "😀/x", "a\ud800b", "", "x".repeat(65535), "é".repeat(32767) + "x"];
+    for (const version of [4, 5] as const) {
+      for (const topic of topics) {
+        expectSameEncoding(
+          () => ({ cmd: "publish", topic, payload: Buffer.from("p"), qos: 0, dup: false, retain: false }),
+          version,
+        );
+      }
+    }
+  });
+
+  test("v5 PUBLISH: absent or all-undefined properties are covered; real properties go to mqtt-packet", () => {
+    const base = {
+      cmd: "publish",
+      topic: "a",
+      payload: Buffer.from("b"),
+      qos: 1,
+      messageId: 1,
+      dup: false,
+      retain: false,
+    } as const;
+    expectSameEncoding(() => ({ ...base }), 5);
+    expectSameEncoding(() => ({ ...base, properties: {} }), 5);
+    expectSameEncoding(() => ({ ...base, properties: { contentType: undefined } }), 5);
+    expectSameEncoding(() => ({ ...base, properties: { contentType: "text/plain" } }), 5, false);
+    expectSameEncoding(() => ({ ...base, properties: { topicAlias: 3, messageExpiryInterval: 10 } }), 5, false);
+    // v3.1.1 has no properties: generate ignores them, and so does the fast path.
+    expectSameEncoding(() => ({ ...base, properties: { contentType: "text/plain" } }), 4);
+  });
+
+  test("PUBACK/PUBREC/PUBREL/PUBCOMP in every version, with and without a reason code", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (const cmd of ["puback", "pubrec", "pubrel", "pubcomp"] as const) {
+        for (const reasonCode of [undefined, 0, 0x10, 0x80, 0x92, 0x97]) {
+          for (const messageId of [0, 1, 255, 256, 0x1234, 65535, int(65536)]) {
+            expectSameEncoding(() => ({ cmd, messageId, reasonCode }) as Packet, version);
+          }
+        }
+        // Properties (a reason string) in v5 go to mqtt-packet; in v3/v4 they are ignored by both.
+        const withProps = () =>
+          ({ cmd, messageId: 9, reasonCode: 0x80, properties: { reasonString: "why" } }) as Packet;
+        expectSameEncoding(withProps, version, version !== 5);
+      }
+    }
+    // The brief's reading: v5 Success is a 2-byte body; any other code (and an absent one) a
+    // Reason Code followed by a Property Length of 0, as generate writes it.
+    expect([...encodeFast({ cmd: "puback", messageId: 1, reasonCode: 0 }, 5)!]).toEqual([0x40, 2, 0, 1]);
+    expect([...encodeFast({ cmd: "puback", messageId: 1, reasonCode: 0x10 }, 5)!]).toEqual([0x40, 4, 0, 1, 0x10, 0]);
+    expect([...encodeFast({ cmd: "puback", messageId: 1 }, 5)!]).toEqual([0x40, 4, 0, 1, 0, 0]);
+    expect([...encodeFast({ cmd: "pubrel", messageId: 1 }, 4)!]).toEqual([0x62, 2, 0, 1]);
+  });
+
+  test("PINGRESP", () => {
+    for (const version of [3, 4, 5] as const) expectSameEncoding(() => ({ cmd: "pingresp" }), version);
+    // A fresh buffer each time: a caller may patch what it was given.
+    expect(encodeFast({ cmd: "pingresp" }, 4)).not.toBe(encodeFast({ cmd: "pingresp" }, 4));
+  });
+
+  test("what generate refuses or mangles is left to it, and encode() behaves as before", () => {
+    const odd: [string, () => Packet, ProtocolVersion][] = [
+      [
+        "QoS 1 without a messageId",
+        () => ({ cmd: "publish", topic: "a", payload: Buffer.alloc(0), qos: 1, dup: false, retain: false }),
+        4,
+      ],
+      ["messageId 65536", () => ({ cmd: "puback", messageId: 65536 }), 4],
+      ["messageId -1", () => ({ cmd: "pubrec", messageId: -1 }), 5],
+      [
+        "messageId 1.5",
+        () => ({ cmd: "publish", topic: "a", payload: "", qos: 2, messageId: 1.5, dup: false, retain: false }),
+        4,
+      ],
+      ["PUBREL with DUP", () => ({ cmd: "pubrel", messageId: 1, dup: true }) as Packet, 4],
+      ["reason code 256", () => ({ cmd: "puback", messageId: 1, reasonCode: 256 }), 5],
+      [
+        "QoS 3",
+        () => ({ cmd: "publish", topic: "a", payload: "", qos: 3, dup: false, retain: false }) as unknown as Packet,
+        4,
+      ],
+      [
+        "a topic over 65535 bytes",
+        () => ({ cmd: "publish", topic: "é".repeat(40000), payload: "", qos: 0, dup: false, retain: false }),
+        4,
+      ],
+      [
+        "a Buffer topic",
+        () =>
+          ({
+            cmd: "publish",
+            topic: Buffer.from("a"),
+            payload: "",
+            qos: 0,
+            dup: false,
+            retain: false,
+          }) as unknown as Packet,
+        4,
+      ],
+      [
+        "null properties",
+        () =>
+          ({
+            cmd: "publish",
+            topic: "a",
+            payload: "",
+            qos: 0,
+            dup: false,
+            retain: false,
+            properties: null,
+          }) as unknown as Packet,
+        5,
+      ],
+    ];
+    for (const [what, make, version] of odd) {
+      expect({ what, fast: encodeFast(make(), version) }).toEqual({ what, fast: undefined });
+      let before: unknown;
+      let after: unknown;
+      try {
+        before = [...encodeWithMqttPacket(make(), version)];
+      } catch (e) {
+        before = String(e);
+      }
+      try {
+        after = [...encode(make(), version)];
+      } catch (e) {
+        after = String(e);
+      }
+      expect({ what, after }).toEqual({ what, after: before });
+    }
+  });
+});
