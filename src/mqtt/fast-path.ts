@@ -14,8 +14,28 @@
  * behaviour, error messages included, stays the reference.
  * test/unit/codec-fast-path.test.ts checks the equivalence.
  */
-import MqttPacketObject from "mqtt-packet/packet.js";
+import MqttPacketClass from "mqtt-packet/packet.js";
 import type { Packet, ProtocolVersion } from "./packets.ts";
+
+/** The fields of mqtt-packet's packet object that the decoder sets. */
+interface MqttPacketObject {
+  cmd: string | null;
+  retain: boolean;
+  qos: number;
+  dup: boolean;
+  length: number;
+  topic: string | null;
+  payload: Buffer | null;
+  messageId?: number;
+  reasonCode?: number;
+}
+
+/**
+ * The class, typed here rather than only in mqtt-packet-internals.d.ts: Deno's type
+ * checker resolves this import through the package's own typings and does not see
+ * that ambient declaration.
+ */
+const MqttPacket = MqttPacketClass as unknown as new () => MqttPacketObject;
 
 /** PUBACK/PUBREC reason codes mqtt-packet accepts (spec 3.4.2.1 / 3.5.2.1); others fall back to its error. */
 const PUBACK_PUBREC_CODES = new Set([0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99]);
@@ -58,7 +78,7 @@ export function decodeFast(buf: Buffer, first: number, body: number, rem: number
 
 function newPacket(cmd: string, first: number, rem: number): MqttPacketObject {
   // Field by field as mqtt-packet's _parseHeader and _parseLength set them.
-  const p = new MqttPacketObject();
+  const p = new MqttPacket();
   p.cmd = cmd;
   p.retain = (first & 0x01) !== 0;
   p.qos = (first >> 1) & 0x03;

@@ -2,6 +2,7 @@ import type { Logger } from "../../core/logger.ts";
 import type { FerryConfig } from "../../config/schema.ts";
 import { type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
 import { nodeSqliteDriver } from "./sqlite-driver.ts";
+import { spawnSqliteThread } from "./sqlite-thread-spawn.ts";
 import { listenTcp } from "./tcp-listener.ts";
 import { listenWebSocket } from "./ws-listener.ts";
 import { listenTls } from "./tls-listener.ts";
@@ -10,13 +11,14 @@ import { deno } from "./deno-api.ts";
 
 export type { RunningServer } from "../start-server.ts";
 
-/** Deno's adapters: `Deno.listen`, `Deno.serve` + `Deno.upgradeWebSocket`, `node:sqlite`. */
+/** Deno's adapters: `Deno.listen`, `Deno.serve` + `Deno.upgradeWebSocket`, `node:sqlite` on a storage thread. */
 export const denoAdapters: ServerAdapters = {
   listenTcp,
   listenWebSocket,
   listenTls,
   listenHttp,
   sqlite: nodeSqliteDriver,
+  spawnSqliteThread,
   readFile: (path) => deno.readFile(path),
 };
 
