@@ -8,7 +8,7 @@ import type { Clock } from "./clock.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import type { Logger } from "./logger.ts";
 import { BrokerMetrics } from "./metrics.ts";
-import type { EncodeCache } from "./outbound-encoder.ts";
+import { MessageEncodings } from "./outbound-encoder.ts";
 import { RetainedIndex } from "./retained-index.ts";
 import { type ActiveSubscription, type Outbound, Session } from "./session.ts";
 import { parseSubscriptionFilter } from "./topic.ts";
@@ -20,22 +20,22 @@ interface SubEntry {
   sub: ActiveSubscription;
 }
 
-interface Target {
-  session: Session;
-  qos: QoS;
-  retain: boolean;
-  subscriptionIds: number[] | undefined;
-  shareKey: string | undefined;
-}
-
-/** The outcome of routing one publish: what must be committed, and what to do after. */
+/**
+ * The outcome of routing one publish: what must be committed, and whom to hand the
+ * message to afterwards (`Broker.deliver`). Plain data, so that routing a message
+ * allocates no closures.
+ */
 export interface Routed {
   /** Resolves when the message and its deliveries are durable; undefined when nothing was written. */
   commit: Promise<void> | undefined;
-  /** Hand the message to its subscribers (call after `commit` resolved). */
-  deliver(): void;
   /** Whether any subscription matched. */
   matched: boolean;
+  message: Message;
+  /** Whether the message went into the log (log readers see it after the commit). */
+  logged: boolean;
+  /** The accepted deliveries: `sessions[i]` gets `outbounds[i]`. */
+  sessions: Session[];
+  outbounds: Outbound[];
 }
 
 /**
@@ -75,6 +75,8 @@ export class Broker {
   readonly clients = new Set<ClientConnection>();
 
   #subs = new TopicTree<SubEntry>();
+  /** Numbers routing passes, for the per-session scratch fields (Session.routeMark). */
+  #routePass = 0;
   #shareCursor = new Map<string, number>();
   #shareGroups = new Map<string, Map<string, SubEntry>>();
   #nextOffset = 1;
@@ -140,6 +142,7 @@ export class Broker {
           packetId: d.packetId ?? 0,
           phase: d.phase,
           shareKey: undefined,
+          cache: undefined,
         };
         if (d.phase === "queued" || d.packetId === undefined) {
           o.phase = "queued";
@@ -340,12 +343,12 @@ export class Broker {
     // The Will's Message Expiry Interval is its lifetime from publication, not from CONNECT
     // (spec 3.1.3.2.4), so the expiry moves with the publication time.
     if (will.message.expiresAt !== undefined) m.expiresAt = now + (will.message.expiresAt - will.message.receivedAt);
-    const routed = this.publish(m, []);
+    const routed = this.publish(m);
     if (routed.commit) {
-      routed.commit.then(() => routed.deliver(), (err: unknown) => {
+      routed.commit.then(() => this.deliver(routed), (err: unknown) => {
         this.logger.error(`storing the Will of ${m.origin} failed: ${String(err)}`);
       });
-    } else routed.deliver();
+    } else this.deliver(routed);
   }
 
   /** Persist a session's record if it must survive restarts; resolves when durable. */
@@ -432,7 +435,8 @@ export class Broker {
         packetId: 0,
         phase: "queued",
         shareKey: undefined,
-      }, undefined);
+        cache: undefined,
+      });
     }
     if (mutations.length > 0) this.persist(mutations);
   }
@@ -441,12 +445,12 @@ export class Broker {
 
   /**
    * Route a message: assign its log offset, work out every delivery, and describe the
-   * durable writes. Delivery waits for the commit so that nothing is sent (or
-   * acknowledged) that a crash could take back.
+   * durable writes. Delivery (`deliver`) waits for the commit so that nothing is sent (or
+   * acknowledged) that a crash could take back. `extra` is committed with the message.
    */
-  publish(message: Message, extra: Mutation[]): Routed {
+  publish(message: Message, extra?: Mutation): Routed {
     for (const hook of this.publishHooks) hook(message);
-    const mutations = extra.slice();
+    const mutations: Mutation[] = extra ? [extra] : [];
     // QoS>0 messages are always logged; others when a log reader (uplink) wants them.
     const logged = message.qos > 0 || (this.#logReaders.length > 0 && this.#wantedByReader(message.topic));
     if (logged) {
@@ -457,14 +461,19 @@ export class Broker {
       // [MQTT-3.3.1-6] an empty retained payload clears the topic's retained message.
       mutations.push({ op: "retain", topic: message.topic, message: message.payload.byteLength > 0 ? message : null });
     }
-    const targets = this.#route(message);
-    const accepted: Target[] = [];
-    for (const t of targets) {
-      const s = t.session;
+    const sessions: Session[] = [];
+    const outbounds: Outbound[] = [];
+    this.#route(message, sessions, outbounds);
+    const matched = sessions.length > 0;
+    // Keep the accepted deliveries, compacting both arrays in place.
+    let kept = 0;
+    for (let i = 0; i < sessions.length; i++) {
+      const s = sessions[i]!;
+      const o = outbounds[i]!;
       const online = s.client !== undefined;
-      if (t.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
+      if (o.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
       // Whatever will wait in the queue counts against its bounds, QoS 0 behind a backlog too.
-      if (!online || t.qos > 0 || s.queuedCount > 0) {
+      if (!online || o.qos > 0 || s.queuedCount > 0) {
         if (s.queuedCount >= this.options.maxQueuedMessages) {
           this.metrics.droppedQueueFull++;
           continue;
@@ -475,58 +484,69 @@ export class Broker {
           continue;
         }
       }
-      if (t.qos > 0 && s.persistent) {
+      if (o.qos > 0 && s.persistent) {
         mutations.push({
           op: "delivery-put",
-          delivery: deliveryRecord(s, message, t.qos, t.retain, t.subscriptionIds),
+          delivery: deliveryRecord(s, message, o.qos, o.retain, o.subscriptionIds),
         });
       }
-      accepted.push(t);
+      sessions[kept] = s;
+      outbounds[kept] = o;
+      kept++;
     }
-    const deliver = () => {
-      if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
-      if (logged) { for (const r of this.#logReaders) r.onLogged(message); }
-      const cache: EncodeCache = new Map();
-      for (const t of accepted) {
-        this.#deliver(t.session, {
-          message,
-          qos: t.qos,
-          retain: t.retain,
-          subscriptionIds: t.subscriptionIds,
-          packetId: 0,
-          phase: "queued",
-          shareKey: t.shareKey,
-        }, cache);
-      }
-    };
+    sessions.length = kept;
+    outbounds.length = kept;
     const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
-    return { commit, deliver, matched: targets.length > 0 };
+    return { commit, matched, message, logged, sessions, outbounds };
+  }
+
+  /** Hand a routed message to its subscribers; call once its `commit` has resolved. */
+  deliver(routed: Routed): void {
+    const message = routed.message;
+    if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
+    if (routed.logged) { for (const r of this.#logReaders) r.onLogged(message); }
+    const { sessions, outbounds } = routed;
+    if (sessions.length === 0) return;
+    // One set of encodings for every delivery of this message, those queued for later too.
+    const cache = new MessageEncodings();
+    for (let i = 0; i < sessions.length; i++) {
+      const o = outbounds[i]!;
+      o.cache = cache;
+      this.#deliver(sessions[i]!, o);
+    }
   }
 
   /** Publish a message that originates in the broker ($SYS); kept in memory only. */
   publishInternal(topic: string, payload: Uint8Array, retain: boolean): void {
     const m: Message = { offset: 0, topic, payload, qos: 0, retain, receivedAt: this.clock.now(), origin: "" };
     if (retain) this.retained.set(topic, m);
-    const cache: EncodeCache = new Map();
-    for (const t of this.#route(m)) {
-      if (t.session.client) {
-        this.#deliver(t.session, {
-          message: m,
-          qos: 0,
-          retain: t.retain,
-          subscriptionIds: t.subscriptionIds,
-          packetId: 0,
-          phase: "queued",
-          shareKey: undefined,
-        }, cache);
-      }
+    const sessions: Session[] = [];
+    const outbounds: Outbound[] = [];
+    this.#route(m, sessions, outbounds);
+    const cache = new MessageEncodings();
+    for (let i = 0; i < sessions.length; i++) {
+      const s = sessions[i]!;
+      const o = outbounds[i]!;
+      if (!s.client) continue;
+      o.qos = 0;
+      o.shareKey = undefined;
+      o.cache = cache;
+      this.#deliver(s, o);
     }
   }
 
-  #route(message: Message): Target[] {
-    const perSession = new Map<Session, Target>();
+  /**
+   * Work out who gets `message`: one delivery per session (overlapping subscriptions merge),
+   * one member per shared-subscription group. Appends to `sessions` and `outbounds` in step.
+   */
+  #route(message: Message, sessions: Session[], outbounds: Outbound[]): void {
+    const matches = this.#subs.matchAll(message.topic);
+    const n = matches.length;
+    if (n === 0) return;
+    const pass = ++this.#routePass;
     let groups: Map<string, SubEntry[]> | undefined;
-    this.#subs.match(message.topic, (e) => {
+    for (let i = 0; i < n; i++) {
+      const e = matches[i]!;
       const sub = e.sub;
       if (sub.group !== undefined) {
         groups ??= new Map();
@@ -534,37 +554,50 @@ export class Broker {
         const list = groups.get(key);
         if (list) list.push(e);
         else groups.set(key, [e]);
-        return;
+        continue;
       }
       // [MQTT-3.8.3-3] No Local: not back to the connection that published it.
-      if (sub.noLocal && e.session.clientId === message.origin) return;
-      this.#addTarget(perSession, e, message, undefined);
-    });
+      if (sub.noLocal && e.session.clientId === message.origin) continue;
+      this.#addTarget(pass, sessions, outbounds, e, message, undefined);
+    }
     if (groups) {
       for (const [key, members] of groups) {
         const chosen = this.#pickMember(key, members);
-        if (chosen) this.#addTarget(perSession, chosen, message, key);
+        if (chosen) this.#addTarget(pass, sessions, outbounds, chosen, message, key);
       }
     }
-    return [...perSession.values()];
   }
 
-  #addTarget(perSession: Map<Session, Target>, e: SubEntry, m: Message, share: string | undefined): void {
+  #addTarget(
+    pass: number,
+    sessions: Session[],
+    outbounds: Outbound[],
+    e: SubEntry,
+    m: Message,
+    share: string | undefined,
+  ): void {
     const sub = e.sub;
+    const s = e.session;
     const qos = Math.min(m.qos, sub.qos) as QoS;
     // [MQTT-3.3.1-12/13] Retain As Published keeps the publisher's RETAIN flag; otherwise 0.
     const retain = sub.retainAsPublished ? m.retain : false;
-    const t = perSession.get(e.session);
-    if (!t) {
-      perSession.set(e.session, {
-        session: e.session,
+    if (s.routeMark !== pass) {
+      s.routeMark = pass;
+      s.routeIndex = outbounds.length;
+      sessions.push(s);
+      outbounds.push({
+        message: m,
         qos,
         retain,
         subscriptionIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
+        packetId: 0,
+        phase: "queued",
         shareKey: share,
+        cache: undefined,
       });
       return;
     }
+    const t = outbounds[s.routeIndex]!;
     // Overlapping subscriptions: one delivery, highest QoS, every identifier [MQTT-3.3.4-2] [MQTT-3.3.4-4].
     if (qos > t.qos) t.qos = qos;
     t.retain ||= retain;
@@ -621,12 +654,12 @@ export class Broker {
           delivery: deliveryRecord(to.session, o.message, o.qos, o.retain, o.subscriptionIds),
         });
       }
-      this.#deliver(to.session, { ...o, packetId: 0, phase: "queued" }, undefined);
+      this.#deliver(to.session, { ...o, packetId: 0, phase: "queued" });
     }
     if (mutations.length > 0) this.persist(mutations);
   }
 
-  #deliver(s: Session, o: Outbound, cache: EncodeCache | undefined): void {
+  #deliver(s: Session, o: Outbound): void {
     if (s.ended) return;
     const c = s.client;
     const live = c !== undefined && c.state === "connected";
@@ -637,15 +670,15 @@ export class Broker {
           this.metrics.droppedSlowConsumer++;
           return;
         }
-        c.sendPublish(o, false, cache);
+        c.sendPublish(o, false);
       } else s.enqueue(o);
       return;
     }
-    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) this.#transmit(s, c, o, cache);
+    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) this.#transmit(s, c, o);
     else s.enqueue(o);
   }
 
-  #transmit(s: Session, c: ClientConnection, o: Outbound, cache: EncodeCache | undefined): void {
+  #transmit(s: Session, c: ClientConnection, o: Outbound): void {
     o.packetId = s.allocatePacketId();
     o.phase = "sent";
     s.inflight.set(o.packetId, o);
@@ -656,7 +689,7 @@ export class Broker {
     // client that already has it (method B) takes the re-send for a new message; so the id is
     // durable before the client can see it.
     if (sent && o.qos === 2) this.#persistBeforeOutput(c, [sent]);
-    if (!c.sendPublish(o, false, cache)) {
+    if (!c.sendPublish(o, false)) {
       this.#completeOutbound(s, o);
       return;
     }
@@ -695,7 +728,7 @@ export class Broker {
         c.sendPublish(o, false);
         continue;
       }
-      this.#transmit(s, c, o, undefined);
+      this.#transmit(s, c, o);
     }
   }
 
@@ -779,12 +812,12 @@ export class Broker {
    */
   injectMessage(message: Message): Promise<void> {
     this.metrics.messagesReceived[message.qos]++;
-    const routed = this.publish(message, []);
+    const routed = this.publish(message);
     if (!routed.commit) {
-      routed.deliver();
+      this.deliver(routed);
       return Promise.resolve();
     }
-    return routed.commit.then(() => routed.deliver());
+    return routed.commit.then(() => this.deliver(routed));
   }
 
   #wantedByReader(topic: string): boolean {

@@ -11,16 +11,41 @@ import type {
 import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
 import { StoreFullError } from "../store/store.ts";
 import type { Message, MessageProperties, Mutation, QoS } from "../store/store.ts";
-import type { Broker } from "./broker.ts";
+import type { Broker, Routed } from "./broker.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import type { Outbound, Session } from "./session.ts";
 import { parseSubscriptionFilter, topicFilterProblem, topicNameProblem } from "./topic.ts";
-import { type EncodeCache, encodeOutbound } from "./outbound-encoder.ts";
+import { encodeOutbound } from "./outbound-encoder.ts";
 
 type State = "awaiting-connect" | "connecting" | "connected" | "closed";
 
 /** Bytes beyond one maximum-size packet that a client may send before its CONNACK. */
 const EARLY_BYTES_SLACK = 64 * 1024;
+
+/**
+ * One step of a client's ordered publish flow: what to do once the commit it waits for
+ * (if any) has settled and every earlier step has run. Steps form a linked queue; see
+ * ClientConnection.#enqueue.
+ */
+class OrderedStep {
+  /** The commit has not settled yet. */
+  waiting = false;
+  /** The commit failed, with `error`. */
+  failed = false;
+  error: unknown = undefined;
+  next: OrderedStep | undefined = undefined;
+
+  constructor(
+    /** "publish": deliver `routed`, then acknowledge; "ack": PUBACK/PUBREC `id` with `code`; "pubcomp": PUBCOMP with `code`. */
+    readonly kind: "publish" | "ack" | "pubcomp",
+    /** Runs even if the connection closed meanwhile (a stored message must reach its subscribers). */
+    readonly evenIfClosed: boolean,
+    readonly qos: QoS,
+    readonly id: number,
+    readonly code: number,
+    readonly routed: Routed | undefined,
+  ) {}
+}
 
 /** The Will Message of a connection (spec 3.1.3.2), published on abnormal disconnect. */
 export interface Will {
@@ -60,13 +85,16 @@ export class ClientConnection implements ConnectionHandler {
   #reader: PacketReader;
   /** Incoming QoS>0 publishes not yet fully acknowledged, for Receive Maximum. */
   #incomingInflight = 0;
+  /** The topic of this client's last accepted PUBLISH, known to pass topicNameProblem. */
+  #lastValidTopic = "";
   /** Topic aliases the client set (client → broker). */
   #inAliases = new Map<number, string>();
   /** Topic aliases Ferry assigned (broker → client). */
   #outAliases = new Map<string, number>();
-  /** Keeps this client's publishes in order while some wait for a storage commit. */
-  #chain: Promise<void> | undefined;
-  #chainDepth = 0;
+  /** Keeps this client's publishes in order while some wait for a storage commit: oldest first. */
+  #stepsHead: OrderedStep | undefined;
+  #stepsTail: OrderedStep | undefined;
+  #runningSteps = false;
   /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
   #early: Packet[] = [];
   #earlyBytes = 0;
@@ -391,8 +419,13 @@ export class ClientConnection implements ConnectionHandler {
     }
     // An empty topic is only valid with a known alias (handled above); otherwise a Protocol Error (spec 3.3.2.3.4).
     if (topic.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, "empty topic without a topic alias");
-    const problem = topicNameProblem(topic, opts);
-    if (problem) throw new MqttError(RC.TOPIC_NAME_INVALID, problem);
+    // A client usually publishes to the same topic again and again; the verdict depends on
+    // the topic and the broker's fixed limits only, so the last valid topic is not re-checked.
+    if (topic !== this.#lastValidTopic) {
+      const problem = topicNameProblem(topic, opts);
+      if (problem) throw new MqttError(RC.TOPIC_NAME_INVALID, problem);
+      this.#lastValidTopic = topic;
+    }
     if (p.retain && !opts.retainAvailable) throw new MqttError(RC.RETAIN_NOT_SUPPORTED, "retain not available");
 
     this.broker.metrics.messagesReceived[qos]++;
@@ -400,7 +433,7 @@ export class ClientConnection implements ConnectionHandler {
     if (qos > 0) {
       if (qos === 2 && this.session!.qos2Incoming.has(id)) {
         // A re-sent QoS 2 PUBLISH we already own: acknowledge again, do not route twice [MQTT-4.3.3-10].
-        this.#enqueueInOrder(() => this.#ackPublish(2, id, RC.SUCCESS));
+        this.#enqueue(new OrderedStep("ack", false, 2, id, RC.SUCCESS, undefined), undefined);
         return;
       }
       // [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than our Receive Maximum: DISCONNECT 0x93.
@@ -412,7 +445,8 @@ export class ClientConnection implements ConnectionHandler {
       this.#incomingInflight++;
     }
 
-    const now = this.broker.clock.now();
+    // The time its bytes arrived (set in onData): one clock reading per read, not per message.
+    const now = this.lastActivity;
     const message: Message = {
       offset: 0,
       topic,
@@ -432,60 +466,101 @@ export class ClientConnection implements ConnectionHandler {
       this.broker.metrics.aclDeniedPublish++;
       this.broker.logger.debug(`publish by ${this.clientId} to ${topic} denied`);
       // v5: reason 0x87; 3.1.1 has no negative ack, so acknowledge and drop (as Mosquitto does).
-      if (qos > 0) this.#enqueueInOrder(() => this.#ackPublish(qos, id, opts.aclDenyCode));
+      if (qos > 0) this.#enqueue(new OrderedStep("ack", false, qos, id, opts.aclDenyCode, undefined), undefined);
       return;
     }
 
-    const extra: Mutation[] = [];
+    let extra: Mutation | undefined;
     if (qos === 2) {
       // Owned from now on: a re-send arriving before the commit is recognised as a duplicate.
       this.session!.qos2Incoming.add(id);
-      extra.push({ op: "qos2-in-put", clientId: this.clientId, packetId: id });
+      extra = { op: "qos2-in-put", clientId: this.clientId, packetId: id };
     }
     // Routed and handed to the store now, in arrival order, so that a client's window of
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
     const routed = this.broker.publish(message, extra);
-    routed.commit?.catch(() => {}); // handled in `run`, which may attach only later
-    const run = () => {
-      if (!routed.commit) {
-        routed.deliver();
-        if (qos > 0) this.#ackPublish(qos, id, routed.matched ? RC.SUCCESS : RC.NO_MATCHING_SUBSCRIBERS);
-        return undefined;
-      }
-      return routed.commit.then(
-        () => {
-          routed.deliver();
-          if (qos > 0) this.#ackPublish(qos, id, routed.matched ? RC.SUCCESS : RC.NO_MATCHING_SUBSCRIBERS);
-        },
-        (err: unknown) => {
-          if (qos === 2) this.session?.qos2Incoming.delete(id);
-          this.#publishFailed(qos, id, err);
-        },
-      );
-    };
     // Runs even if the connection closes meanwhile: a stored message must reach its subscribers.
-    this.#enqueueInOrder(run, true);
+    this.#enqueue(new OrderedStep("publish", true, qos, id, 0, routed), routed.commit);
   }
 
   /**
-   * Run `step` after every earlier publish of this client has been committed and
-   * routed, so that a client's messages are delivered in the order sent [MQTT-4.6.0-6].
+   * Queue `step` to run after `commit` (if any) has settled and every earlier step of this
+   * client has run, so that a client's messages are delivered and acknowledged in the order
+   * sent [MQTT-4.6.0-6]. A step with nothing to wait for behind an empty queue runs now.
+   * A linked queue with one settle callback per commit, rather than a promise chain, which
+   * cost several promises and closures per message.
    */
-  #enqueueInOrder(step: () => Promise<void> | undefined | void, evenIfClosed = false): void {
-    if (this.#chain === undefined) {
-      const p = step();
-      if (p) this.#track(p);
-      return;
+  #enqueue(step: OrderedStep, commit: Promise<void> | undefined): void {
+    if (commit) {
+      step.waiting = true;
+      commit.then(
+        () => {
+          step.waiting = false;
+          this.#runSteps();
+        },
+        (err: unknown) => {
+          step.waiting = false;
+          step.failed = true;
+          step.error = err;
+          this.#runSteps();
+        },
+      );
     }
-    this.#track(this.#chain.then(() => (this.state === "closed" && !evenIfClosed ? undefined : step())));
+    if (this.#stepsTail) this.#stepsTail.next = step;
+    else this.#stepsHead = step;
+    this.#stepsTail = step;
+    if (!step.waiting) this.#runSteps();
   }
 
-  #track(p: Promise<void>): void {
-    this.#chainDepth++;
-    const tail = p.finally(() => {
-      if (--this.#chainDepth === 0) this.#chain = undefined;
-    });
-    this.#chain = tail;
+  /** Run the steps at the head of the queue whose commits have settled, in order. */
+  #runSteps(): void {
+    if (this.#runningSteps) return; // the outer loop picks up whatever a step made ready
+    this.#runningSteps = true;
+    try {
+      for (let step = this.#stepsHead; step !== undefined && !step.waiting; step = this.#stepsHead) {
+        this.#stepsHead = step.next;
+        if (this.#stepsHead === undefined) this.#stepsTail = undefined;
+        step.next = undefined;
+        if (this.state === "closed" && !step.evenIfClosed) continue;
+        try {
+          this.#runStep(step);
+        } catch (err) {
+          // One failing step must not stall the ones behind it.
+          this.broker.logger.error(`client ${this.clientId}: ${step.kind} step failed: ${String(err)}`);
+        }
+      }
+    } finally {
+      this.#runningSteps = false;
+    }
+  }
+
+  #runStep(step: OrderedStep): void {
+    const { qos, id } = step;
+    switch (step.kind) {
+      case "publish": {
+        if (step.failed) {
+          if (qos === 2) this.session?.qos2Incoming.delete(id);
+          this.#publishFailed(qos, id, step.error);
+          return;
+        }
+        const routed = step.routed!;
+        this.broker.deliver(routed);
+        if (qos > 0) this.#ackPublish(qos, id, routed.matched ? RC.SUCCESS : RC.NO_MATCHING_SUBSCRIBERS);
+        return;
+      }
+      case "ack":
+        this.#ackPublish(qos, id, step.code);
+        return;
+      case "pubcomp":
+        if (step.failed) {
+          this.#fault(step.error);
+          return;
+        }
+        // A released id ends its flow; one we did not hold was never counted.
+        if (step.code === RC.SUCCESS) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+        if (this.state !== "closed") this.#write(encode(this.#ackPacket("pubcomp", id, step.code), this.version));
+        return;
+    }
   }
 
   #publishFailed(qos: QoS, id: number, err: unknown): void {
@@ -531,28 +606,15 @@ export class ClientConnection implements ConnectionHandler {
     const session = this.session!;
     // The id was taken when its PUBLISH arrived, so whether it is held is known now.
     const held = session.qos2Incoming.delete(id);
+    if (!held) {
+      // PUBREL for an id we do not hold: 0x92, still completes the flow (spec 3.7.2.1).
+      this.#enqueue(new OrderedStep("pubcomp", false, 2, id, RC.PACKET_IDENTIFIER_NOT_FOUND, undefined), undefined);
+      return;
+    }
     // Release the id durably before PUBCOMP, or a crash could make a reused id look like a
     // duplicate. Committed now, in arrival order, so a window of PUBRELs shares group commits.
-    const commit = held
-      ? this.broker.persist([{ op: "qos2-in-delete", clientId: this.clientId, packetId: id }], true)
-      : undefined;
-    commit?.catch(() => {}); // handled below, once earlier publishes are done
-    this.#enqueueInOrder(() => {
-      if (!held) {
-        // PUBREL for an id we do not hold: 0x92, still completes the flow (spec 3.7.2.1).
-        this.#write(encode(this.#ackPacket("pubcomp", id, RC.PACKET_IDENTIFIER_NOT_FOUND), this.version));
-        return undefined;
-      }
-      const done = () => {
-        this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
-        if (this.state !== "closed") this.#write(encode(this.#ackPacket("pubcomp", id, RC.SUCCESS), this.version));
-      };
-      if (!commit) {
-        done();
-        return undefined;
-      }
-      return commit.then(done, (err: unknown) => this.#fault(err));
-    });
+    const commit = this.broker.persist([{ op: "qos2-in-delete", clientId: this.clientId, packetId: id }], true);
+    this.#enqueue(new OrderedStep("pubcomp", false, 2, id, RC.SUCCESS, undefined), commit);
   }
 
   // ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------
@@ -714,19 +776,26 @@ export class ClientConnection implements ConnectionHandler {
    * Send an application message. Returns false when it was dropped instead (too large
    * for the client, or expired).
    */
-  sendPublish(o: Outbound, dup: boolean, cache?: EncodeCache): boolean {
-    const now = this.broker.clock.now();
+  sendPublish(o: Outbound, dup: boolean): boolean {
     const m = o.message;
-    if (m.expiresAt !== undefined && m.expiresAt <= now) {
-      this.broker.metrics.droppedExpired++;
-      return false;
+    // The clock is read only for messages that can expire: once per delivery added up
+    // to several percent of a fan-out.
+    let now = 0;
+    if (m.expiresAt !== undefined) {
+      now = this.broker.clock.now();
+      if (m.expiresAt <= now) {
+        this.broker.metrics.droppedExpired++;
+        return false;
+      }
     }
     if (!this.broker.acl.allowsRead(this, m.topic)) {
       // Granted a wide filter but not this topic (see Acl): not sent, and done with.
       this.broker.metrics.aclDeniedDelivery++;
       return false;
     }
-    const bytes = encodeOutbound(this, o, dup, now, cache);
+    const bytes = encodeOutbound(this, o, dup, now, o.cache);
+    // Sent (or dropped below): this delivery no longer holds the message's encodings alive.
+    o.cache = undefined;
     if (bytes.byteLength > this.clientMaxPacketSize) {
       // [MQTT-3.1.2-24] never send a packet larger than the client accepts; it counts as delivered.
       this.broker.metrics.droppedTooLarge++;

@@ -9,12 +9,60 @@ export interface OutboundPeer {
   outboundAlias(topic: string): { alias: number; known: boolean } | undefined;
 }
 
+/** One cached encoding: the bytes, and where the packet id sits in them (-1 for QoS 0). */
+export interface Encoded {
+  bytes: Uint8Array;
+  idOffset: number;
+  /**
+   * A QoS>0 encoding was handed out itself, with its first user's packet id, and must not
+   * change again: every later user gets a patched copy.
+   */
+  taken?: boolean;
+}
+
 /**
- * Encodings of one message made during one fan-out, keyed by everything that changes
- * the bytes except the packet id. Subscribers that receive the same form share one
- * encoding; QoS>0 copies get their packet id patched in, not re-encoded.
+ * Encodings of one message, keyed by everything that changes the bytes except the
+ * packet id. Subscribers that receive the same form share one encoding; QoS>0 copies
+ * get their packet id patched in, not re-encoded. A Map fits; the broker uses
+ * `MessageEncodings`, which is cheaper for the usual single form.
  */
-export type EncodeCache = Map<string | number, { bytes: Uint8Array; idOffset: number }>;
+export interface EncodeCache {
+  get(key: string | number): Encoded | undefined;
+  set(key: string | number, value: Encoded): unknown;
+  readonly size: number;
+}
+
+/** Forms with a time-dependent key (expiry) past this many are encoded without caching. */
+const MAX_FORMS = 8;
+
+/**
+ * The encodings of one message, shared by every delivery of it, including those sent
+ * later from a queue. One form (same protocol version, QoS and RETAIN for all subscribers)
+ * is the common case, so it lives in two fields; a Map is made only for a second form.
+ * A Map per message was a measurable share of the allocations per message.
+ */
+export class MessageEncodings implements EncodeCache {
+  #key: string | number | undefined;
+  #value: Encoded | undefined;
+  #more: Map<string | number, Encoded> | undefined;
+
+  get size(): number {
+    return (this.#value === undefined ? 0 : 1) + (this.#more?.size ?? 0);
+  }
+
+  get(key: string | number): Encoded | undefined {
+    if (key === this.#key) return this.#value;
+    return this.#more?.get(key);
+  }
+
+  set(key: string | number, value: Encoded): this {
+    if (this.#value === undefined || key === this.#key) {
+      this.#key = key;
+      this.#value = value;
+    } else (this.#more ??= new Map()).set(key, value);
+    return this;
+  }
+}
 
 export function encodeOutbound(
   peer: OutboundPeer,
@@ -38,10 +86,20 @@ export function encodeOutbound(
     let hit = cache.get(key);
     if (!hit) {
       const bytes = encode(buildPublish(m, o, v5, expiry, undefined, o.qos > 0 ? 1 : 0, false), peer.version);
-      hit = { bytes, idOffset: o.qos > 0 ? publishPacketIdOffset(bytes) : -1 };
-      cache.set(key, hit);
+      hit = { bytes, idOffset: o.qos > 0 ? publishPacketIdOffset(bytes) : -1, taken: false };
+      // A cache that outlives one fan-out (queued deliveries keep it) sees the expiry key
+      // change every second; past a few forms, encode without keeping the result.
+      if (typeof key === "number" || cache.size < MAX_FORMS) cache.set(key, hit);
     }
     if (o.qos === 0) return hit.bytes;
+    if (!hit.taken && !dup) {
+      // The first user takes the encoding itself, so a message sent to one subscriber (the
+      // usual case) is not copied. Later users copy it; none writes into it again.
+      hit.taken = true;
+      hit.bytes[hit.idOffset] = o.packetId >> 8;
+      hit.bytes[hit.idOffset + 1] = o.packetId & 0xff;
+      return hit.bytes;
+    }
     return withPacketId(hit.bytes, hit.idOffset, o.packetId, dup);
   }
   return encode(buildPublish(m, o, v5, expiry, alias, o.packetId, dup), peer.version);

@@ -1,5 +1,6 @@
 import type { Message, QoS, SessionRecord, SubscriptionRecord } from "../store/store.ts";
 import type { ClientConnection } from "./client-connection.ts";
+import type { EncodeCache } from "./outbound-encoder.ts";
 
 /** One message owed to a session, in its queue or in flight. */
 export interface Outbound {
@@ -12,6 +13,11 @@ export interface Outbound {
   phase: "queued" | "sent" | "pubrel";
   /** `group\0filter` of the shared subscription it came through, for redistribution. */
   shareKey: string | undefined;
+  /**
+   * The message's encodings, shared with the other deliveries of the same publish, so a
+   * copy sent later from the queue is patched, not encoded again. Dropped once sent.
+   */
+  cache?: EncodeCache | undefined;
 }
 
 export interface ActiveSubscription extends SubscriptionRecord {
@@ -40,6 +46,12 @@ export class Session {
   willTimer: unknown;
   /** Set when the session is gone for good, so late callbacks leave it alone. */
   ended = false;
+  /**
+   * Routing scratch (Broker.#route): the routing pass that last matched this session, and
+   * the index of its delivery in that pass. Replaces a Map of session to delivery per message.
+   */
+  routeMark = 0;
+  routeIndex = 0;
   #nextPacketId = 1;
 
   constructor(
