@@ -246,6 +246,16 @@ describe("PUBLISH topic rules", () => {
     expect(errors).toBe(1);
   });
 
+  test("a QoS 1 PUBLISH or a SUBSCRIBE with Packet Identifier 0 gets DISCONNECT 0x82 [MQTT-2.3.1-1]", async () => {
+    const c = await RawClient.connected(broker.port, 5);
+    c.send({ ...publish("id/zero"), qos: 1, messageId: 0 }, 5);
+    await expectDisconnect(c, 0x82);
+    const s = await RawClient.connected(broker.port, 5);
+    s.send({ cmd: "subscribe", messageId: 0, subscriptions: [{ topic: "id/zero", qos: 0 }] }, 5);
+    await expectDisconnect(s, 0x82);
+    await brokerStillServes();
+  });
+
   test("an empty topic without any topic alias is a Protocol Error: DISCONNECT 0x82 (spec 3.3.2.3.4)", async () => {
     const c = await RawClient.connected(broker.port, 5);
     c.send(publish(""), 5);

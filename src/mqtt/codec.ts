@@ -16,6 +16,9 @@ export interface PacketReaderOptions {
   fastPath?: boolean;
 }
 
+/** Packets besides PUBLISH that must carry a non-zero Packet Identifier [MQTT-2.3.1-1]. */
+const ID_REQUIRED = new Set(["subscribe", "unsubscribe"]);
+
 /** The largest Remaining Length MQTT can express (spec 1.5.5): 268,435,455. */
 export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
 
@@ -78,7 +81,12 @@ export class PacketReader {
         packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#version());
       }
       if (packet) this.#out.push(packet);
-      else this.#parseFrame(buf.subarray(pos, pos + frame));
+      else packet = this.#parseFrame(buf.subarray(pos, pos + frame));
+      // [MQTT-2.3.1-1] SUBSCRIBE, UNSUBSCRIBE and a QoS>0 PUBLISH carry a non-zero Packet
+      // Identifier; mqtt-packet accepts 0, and acknowledging it would confuse the client.
+      if (packet.messageId === 0 && (packet.cmd === "publish" ? packet.qos > 0 : ID_REQUIRED.has(packet.cmd))) {
+        throw new MqttError(RC.PROTOCOL_ERROR, `${packet.cmd.toUpperCase()} with Packet Identifier 0`);
+      }
       pos += frame;
     }
     if (pos < buf.byteLength) {
@@ -88,7 +96,7 @@ export class PacketReader {
     return this.#out;
   }
 
-  #parseFrame(frame: Uint8Array): void {
+  #parseFrame(frame: Uint8Array): Packet {
     const before = this.#out.length;
     // mqtt-packet wants a Buffer; this view shares memory, no copy.
     this.#parser.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
@@ -111,6 +119,7 @@ export class PacketReader {
         `malformed packet: ${packet.cmd.toUpperCase()} without a packet identifier`,
       );
     }
+    return packet;
   }
 
   /**
