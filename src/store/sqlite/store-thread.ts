@@ -1,4 +1,5 @@
-import { decodeMutationLists } from "../mutation-codec.ts";
+import { decodeMutationLists, MutationWriter } from "../mutation-codec.ts";
+import type { Mutation } from "../store.ts";
 import type { SqliteDriver } from "./driver.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { type FromStoreThread, type ThreadPort, type ToStoreThread, toWireError } from "./thread-protocol.ts";
@@ -52,7 +53,14 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
       }
       case "read":
         store!.readLog(request.from, request.limit).then(
-          (messages) => post({ t: "read", id: request.id, messages }),
+          (messages) => {
+            // The same binary form as commits, transferred: a page of the log for the uplink
+            // is thousands of messages, and decoding it is cheaper than a structured clone.
+            const writer = new MutationWriter(4096);
+            writer.add(messages.map((message): Mutation => ({ op: "append", message })));
+            const encoded = writer.finish();
+            port.postMessage({ t: "read", id: request.id, encoded } satisfies FromStoreThread, [encoded.buffer]);
+          },
           (error: unknown) => post({ t: "read-failed", id: request.id, error: toWireError(error) }),
         );
         return;

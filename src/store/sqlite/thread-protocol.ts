@@ -1,5 +1,5 @@
 import type { EncodedLists } from "../mutation-codec.ts";
-import type { Message, Recovered } from "../store.ts";
+import type { Recovered } from "../store.ts";
 import type { SqliteStoreOptions, SqliteStoreStats } from "./sqlite-store.ts";
 
 /**
@@ -28,7 +28,8 @@ export type FromStoreThread =
   | { t: "open-failed"; error: WireError }
   /** `outcomes` is null when every list committed; otherwise one entry per list. */
   | { t: "committed"; seq: number; outcomes: Array<WireError | null> | null; stats: SqliteStoreStats }
-  | { t: "read"; id: number; messages: Message[] }
+  /** The messages read, encoded as one list of appends. */
+  | { t: "read"; id: number; encoded: EncodedLists }
   | { t: "read-failed"; id: number; error: WireError }
   /** A periodic flush committed: fresh figures for stats(). */
   | { t: "stats"; stats: SqliteStoreStats }

@@ -1,4 +1,4 @@
-import { MutationWriter } from "../mutation-codec.ts";
+import { decodeMutationLists, type EncodedLists, MutationWriter } from "../mutation-codec.ts";
 import { type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
 import type { SqliteStoreStats } from "./sqlite-store.ts";
 import type { FromStoreThread, ThreadPort, ThreadStoreOptions, ToStoreThread, WireError } from "./thread-protocol.ts";
@@ -186,7 +186,7 @@ export class ThreadedSqliteStore implements Store {
         return;
       }
       case "read":
-        this.#reads.get(reply.id)?.resolve(reply.messages);
+        this.#reads.get(reply.id)?.resolve(readMessages(reply.encoded));
         this.#reads.delete(reply.id);
         return;
       case "read-failed":
@@ -224,6 +224,13 @@ export class ThreadedSqliteStore implements Store {
     this.#reads.clear();
     this.#options.onFatal?.(error);
   }
+}
+
+/** The messages of a read answer (one list of appends). */
+function readMessages(encoded: EncodedLists): Message[] {
+  const messages: Message[] = [];
+  for (const m of decodeMutationLists(encoded)[0] ?? []) if (m.op === "append") messages.push(m.message);
+  return messages;
 }
 
 function fromWire(error: WireError): Error {
