@@ -132,4 +132,42 @@ describe("sqlite on its own thread", () => {
     expect(terminated).toBeGreaterThan(0);
     await store.close();
   });
+
+  test("periodic: commits resolve at once without waiting for the thread, and a failed flush refuses appends until one succeeds", async () => {
+    // A stand-in thread that never answers a commit: the event-loop side alone decides.
+    const posted: Array<{ t: string }> = [];
+    const thread: StoreThread = {
+      onmessage: null,
+      onerror: null,
+      postMessage: (m: unknown) => posted.push(m as { t: string }),
+      terminate: () => {},
+    };
+    const reported: Error[] = [];
+    const store = new ThreadedSqliteStore(thread, {
+      path: "/x/ferry.db",
+      durability: "periodic",
+      onError: (e) => reported.push(e),
+    });
+    const stats = { ...store.stats() };
+    const opening = store.open();
+    const reply = (data: unknown) => thread.onmessage!({ data } as MessageEvent);
+    reply({ t: "opened", recovered: { nextOffset: 1, retained: [], sessions: [], cursors: {} }, stats });
+    await opening;
+    await store.commit([{ op: "append", message: message(1) }]); // no answer needed
+    reply({ t: "flushed", error: { name: "Error", message: "disk I/O error" }, stats });
+    expect(reported.map((e) => e.message)).toEqual(["disk I/O error"]);
+    await expect(store.commit([{ op: "append", message: message(2) }])).rejects.toThrow(/disk I\/O error/);
+    await store.commit([{ op: "cursor-put", name: "u", offset: 1 }]); // no append: still taken
+    reply({ t: "flushed", stats: { ...stats, full: true } });
+    const refusal = await store.commit([{ op: "append", message: message(3) }]).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refusal).toBeInstanceOf(StoreFullError);
+    reply({ t: "flushed", stats });
+    await store.commit([{ op: "append", message: message(4) }]);
+    await new Promise((r) => setTimeout(r, 5));
+    // The lists did go to the thread, batched per turn.
+    expect(posted.filter((m) => m.t === "commit").length).toBeGreaterThan(0);
+  });
 });

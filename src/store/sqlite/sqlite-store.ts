@@ -47,8 +47,11 @@ export interface SqliteStoreOptions {
   now?: () => number;
   /** Told about a periodic-mode list that could not be applied (its promise already resolved). */
   onError?: (error: Error) => void;
-  /** Told after each transaction that committed (the storage thread forwards new stats). */
-  onFlushed?: () => void;
+  /**
+   * Told after each flush: with its error if the transaction failed (periodic mode then
+   * keeps the lists for the next attempt). The storage thread forwards it.
+   */
+  onFlush?: (failure?: Error) => void;
 }
 
 /** Stats of the SQLite store; the optional StoreStats fields are always present. */
@@ -288,6 +291,7 @@ export class SqliteStore implements Store {
     } catch (error) {
       const failure = this.#commitError(error);
       this.#failure = failure;
+      this.#options.onFlush?.(failure);
       if (this.#options.durability === "periodic") {
         // Already acknowledged: keep them, in order, for the next attempt.
         this.#queue = batch.concat(this.#queue);
@@ -315,7 +319,7 @@ export class SqliteStore implements Store {
       if (queued.settle) queued.settle(error);
       else if (error) this.#options.onError?.(error);
     });
-    this.#options.onFlushed?.();
+    this.#options.onFlush?.();
     return undefined;
   }
 

@@ -25,10 +25,14 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
       case "open": {
         const opened = new SqliteStore(driver, {
           ...request.options,
-          onError: (error) => post({ t: "flush-error", error: toWireError(error), stats: opened.stats() }),
-          // Commit mode answers every list with fresh stats; periodic flushes answer nobody.
+          onError: (error) => post({ t: "list-error", error: toWireError(error) }),
+          // Commit mode answers every list with fresh stats; periodic flushes answer nobody,
+          // and the event loop decides refusals from what they report.
           ...(request.options.durability === "periodic"
-            ? { onFlushed: () => post({ t: "stats", stats: opened.stats() }) }
+            ? {
+              onFlush: (failure?: Error) =>
+                post({ t: "flushed", ...(failure ? { error: toWireError(failure) } : {}), stats: opened.stats() }),
+            }
             : {}),
         });
         store = opened;

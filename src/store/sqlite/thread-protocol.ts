@@ -9,7 +9,7 @@ import type { SqliteStoreOptions, SqliteStoreStats } from "./sqlite-store.ts";
  */
 
 /** The store's options that can cross a thread: everything but callbacks. */
-export type ThreadStoreOptions = Omit<SqliteStoreOptions, "now" | "onError" | "onFlushed">;
+export type ThreadStoreOptions = Omit<SqliteStoreOptions, "now" | "onError" | "onFlush">;
 
 /** An error as it crosses the thread boundary; `name` keeps StoreFullError recognisable. */
 export interface WireError {
@@ -31,10 +31,10 @@ export type FromStoreThread =
   /** The messages read, encoded as one list of appends. */
   | { t: "read"; id: number; encoded: EncodedLists }
   | { t: "read-failed"; id: number; error: WireError }
-  /** A periodic flush committed: fresh figures for stats(). */
-  | { t: "stats"; stats: SqliteStoreStats }
-  /** A periodic flush failed (its lists were acknowledged already). */
-  | { t: "flush-error"; error: WireError; stats: SqliteStoreStats }
+  /** Periodic mode: a flush committed (fresh figures), or failed with `error`. */
+  | { t: "flushed"; error?: WireError; stats: SqliteStoreStats }
+  /** Periodic mode: one acknowledged list could not be applied. */
+  | { t: "list-error"; error: WireError }
   | { t: "closed"; error?: WireError };
 
 /** The end of a message channel each side holds: a Worker, or the worker's global scope. */

@@ -12,7 +12,7 @@ export interface StoreThread extends ThreadPort {
 export interface ThreadedStoreOptions extends ThreadStoreOptions {
   /** Told once if the thread dies; every later call fails. The broker cannot persist anymore. */
   onFatal?: (error: Error) => void;
-  /** Told about a periodic-mode flush that failed after its lists were acknowledged. */
+  /** Periodic mode: told about a flush that failed, or a list refused after it was acknowledged. */
   onError?: (error: Error) => void;
 }
 
@@ -66,6 +66,8 @@ export class ThreadedSqliteStore implements Store {
   #opened = false;
   #closed = false;
   #dead: Error | undefined;
+  /** Periodic: the last flush failed with this; cleared by the next one that commits. */
+  #flushFailure: Error | undefined;
 
   constructor(thread: StoreThread, options: ThreadedStoreOptions) {
     this.#thread = thread;
@@ -95,14 +97,45 @@ export class ThreadedSqliteStore implements Store {
     if (!this.#opened || this.#closed) {
       return Promise.reject(new Error(`SQLite store ${this.#options.path} is not open`));
     }
+    if (this.#options.durability === "periodic") return this.#commitPeriodic(mutations);
     return new Promise<void>((resolve, reject) => {
-      this.#writer.add(mutations);
-      this.#waiting.push({ resolve, reject });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        defer(() => this.#send());
-      }
+      this.#enqueue(mutations, { resolve, reject });
     });
+  }
+
+  /**
+   * Periodic mode acknowledges at once, as the in-thread store does, so a publish never
+   * waits for the thread, which may be busy with a whole interval's flush. A refusal
+   * is decided now from the thread's latest report, as the in-thread store decides it
+   * from its last flush.
+   */
+  #commitPeriodic(mutations: readonly Mutation[]): Promise<void> {
+    const appends = mutations.some((m) => m.op === "append");
+    if (appends && this.#flushFailure) return Promise.reject(this.#flushFailure);
+    if (appends && this.#stats.full) {
+      return Promise.reject(
+        new StoreFullError(
+          `SQLite store ${this.#options.path} is full (quota or disk); refusing new messages until deliveries drain`,
+        ),
+      );
+    }
+    this.#enqueue(mutations, this.#acknowledged);
+    return Promise.resolve();
+  }
+
+  /** Periodic lists were acknowledged already: a late refusal can only be reported. */
+  readonly #acknowledged: Waiting = {
+    resolve: () => {},
+    reject: (error) => this.#options.onError?.(error),
+  };
+
+  #enqueue(mutations: readonly Mutation[], waiting: Waiting): void {
+    this.#writer.add(mutations);
+    this.#waiting.push(waiting);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      defer(() => this.#send());
+    }
   }
 
   readLog(from: number, limit: number): Promise<Message[]> {
@@ -193,11 +226,12 @@ export class ThreadedSqliteStore implements Store {
         this.#reads.get(reply.id)?.reject(fromWire(reply.error));
         this.#reads.delete(reply.id);
         return;
-      case "stats":
+      case "flushed":
         this.#stats = reply.stats;
+        this.#flushFailure = reply.error ? fromWire(reply.error) : undefined;
+        if (this.#flushFailure) this.#options.onError?.(this.#flushFailure);
         return;
-      case "flush-error":
-        this.#stats = reply.stats;
+      case "list-error":
         this.#options.onError?.(fromWire(reply.error));
         return;
       case "closed":
