@@ -10,6 +10,9 @@
  *   --cmd  measure another way of running Ferry instead of dist/ferry-linux-x64, e.g.
  *          --cmd "bun edge/main.ts" or --cmd "node_modules/.bin/deno run -A edge/main.ts"
  *
+ * Memory is measured with the executable first evicted from the page cache, as after a
+ * reboot (scripts/page-cache.ts): right after a build it would read 4-5 MB higher.
+ *
  * Needs Linux (/proc) and enough file descriptors for both ends: `ulimit -n` of at least
  * 2 × N + 100 (Bun raises its soft limit to the hard limit; raise the hard one if needed).
  * Prints a Markdown table.
@@ -18,6 +21,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket, Subprocess } from "bun";
+import { dropFromPageCache } from "./page-cache.ts";
 
 const ROOT = join(import.meta.dir, "..");
 
@@ -217,6 +221,7 @@ async function main(): Promise<void> {
     })`,
   ]);
 
+  if (!dropFromPageCache(CMD[0]!)) console.error(`could not evict ${CMD[0]} from the page cache`);
   const s = await start();
   try {
     await settle(3000);

@@ -592,6 +592,19 @@ describe("admin API: errors, metrics, readiness, OpenAPI", () => {
     expect(t.top(1)[0]!.topic).toBe("heavy");
     expect(t.top(1)[0]!.messages).toBeGreaterThanOrEqual(100);
   });
+
+  test("the served app is built on the first request, yet top topics count from start", async () => {
+    const b = await broker({ admin: { port: 0 } });
+    const admin = b.server.admin!;
+    // Published before anyone has asked the admin API anything.
+    const pub = await client(b, "early-pub");
+    for (let i = 0; i < 3; i++) await pub.client.publishAsync("early/topic", "x", { qos: 1 });
+    const base = `http://${admin.host}:${admin.port}`;
+    const first = await Promise.all([fetch(`${base}/healthz`), fetch(`${base}/api/v1/top-topics?limit=1`)]);
+    expect(first.map((r) => r.status)).toEqual([200, 200]);
+    const body = (await first[1]!.json()) as Json;
+    expect(body.data).toEqual([{ topic: "early/topic", messages: 3, bytes: 3, error: 0 }]);
+  });
 });
 
 describe("admin API: uplinks", () => {

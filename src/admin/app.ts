@@ -4,7 +4,6 @@
  * `serve.ts`), and tests call `app.request()` without a socket.
  */
 import { Hono } from "hono";
-import { isLoopbackHost } from "../config/schema.ts";
 import { BearerToken } from "./auth.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import type { AdminContext, AdminDeps } from "./deps.ts";
@@ -20,9 +19,10 @@ import { retainedRoutes } from "./routes/retained.ts";
 import { sessionRoutes } from "./routes/sessions.ts";
 import { subscriptionRoutes } from "./routes/subscriptions.ts";
 import { uplinkRoutes } from "./routes/uplinks.ts";
-import { TopTopics } from "./top-topics.ts";
+import { countTopTopics } from "./top-topics.ts";
 
 export type { AdminDeps, Readiness } from "./deps.ts";
+export { adminTokenProblem } from "./token-policy.ts";
 
 /**
  * Open without a token: liveness, and the dashboard page, which holds no data (its
@@ -30,15 +30,8 @@ export type { AdminDeps, Readiness } from "./deps.ts";
  */
 const PUBLIC_PATHS = new Set(["/healthz", "/"]);
 
-/** Why this admin configuration must not start, or undefined. */
-export function adminTokenProblem(host: string, token: string | undefined): string | undefined {
-  if (token !== undefined || isLoopbackHost(host)) return undefined;
-  return `admin API on ${host} (not loopback) needs admin.token; set one, bind admin.host to 127.0.0.1, or disable it with admin.port null`;
-}
-
 export function createAdminApp(deps: AdminDeps): Hono {
-  const topTopics = new TopTopics();
-  deps.broker.publishHooks.push((m) => topTopics.add(m.topic, m.payload.byteLength));
+  const topTopics = deps.topTopics ?? countTopTopics(deps.broker);
   const ctx: AdminContext = {
     broker: deps.broker,
     uplinks: deps.uplinks,

@@ -23,6 +23,11 @@ export interface AdminDeps {
   ready?: (() => Readiness) | undefined;
   /** Bound listener addresses, shown by GET /api/v1/broker. */
   listeners?: (() => Record<string, string | null>) | undefined;
+  /**
+   * Topic counts fed by the broker's publish hook; default: a new one, counting from
+   * now. `listenAdmin` starts counting at start-up but builds the app on the first request.
+   */
+  topTopics?: TopTopics | undefined;
 }
 
 export interface AdminContext {

@@ -3,14 +3,17 @@
  * nothing when `admin.port` is null. Refuses a non-loopback address without a token.
  */
 import type { Listener } from "../runtime/listener.ts";
-import { adminTokenProblem, createAdminApp } from "./app.ts";
 import type { AdminDeps } from "./deps.ts";
+import { adminTokenProblem } from "./token-policy.ts";
+import { countTopTopics } from "./top-topics.ts";
+
+type Fetch = (request: Request) => Response | Promise<Response>;
 
 /** A runtime's HTTP server: serve `fetch` on host:port (port 0 picks a free one). */
 export type ListenHttp = (
   host: string,
   port: number,
-  fetch: (request: Request) => Response | Promise<Response>,
+  fetch: Fetch,
 ) => Listener | Promise<Listener>;
 
 export class AdminConfigError extends Error {
@@ -25,6 +28,22 @@ export async function listenAdmin(
   if (port === null) return undefined;
   const problem = adminTokenProblem(host, token);
   if (problem) throw new AdminConfigError(problem);
-  const app = createAdminApp({ ...deps, token });
-  return await listenHttp(host, port, (request) => app.fetch(request));
+  // Top topics count from start-up, even before anyone asks for them.
+  const topTopics = deps.topTopics ?? countTopTopics(deps.broker);
+  // The app (Hono, its routes, the zod schemas of their queries, the dashboard and the
+  // OpenAPI document) is loaded and built on the first request, not at start: a broker
+  // nobody administers keeps that memory. The first request waits a few milliseconds for it.
+  let app: Promise<Fetch> | undefined;
+  const load = (): Promise<Fetch> =>
+    app ??= import("./app.ts").then(
+      ({ createAdminApp }) => {
+        const hono = createAdminApp({ ...deps, token, topTopics });
+        return (request) => hono.fetch(request);
+      },
+      (err: unknown) => {
+        app = undefined; // let the next request try again
+        throw err;
+      },
+    );
+  return await listenHttp(host, port, async (request) => (await load())(request));
 }

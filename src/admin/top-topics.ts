@@ -4,6 +4,8 @@
  * least counted one and inherits its count as an error bound. Heavy hitters are always
  * kept; counts of rarely seen topics may be overestimated by at most `error`.
  */
+import type { Broker } from "../core/broker.ts";
+
 interface Entry {
   messages: number;
   bytes: number;
@@ -63,4 +65,11 @@ export class TopTopics {
       .sort((a, b) => b.messages - a.messages || (a.topic < b.topic ? -1 : 1))
       .slice(0, n);
   }
+}
+
+/** A TopTopics fed by every message `broker` accepts from now on. */
+export function countTopTopics(broker: Broker): TopTopics {
+  const topTopics = new TopTopics();
+  broker.publishHooks.push((m) => topTopics.add(m.topic, m.payload.byteLength));
+  return topTopics;
 }

@@ -5,7 +5,19 @@
  * its own reconnect turned off: the link decides when to reconnect and re-sends from
  * its durable cursor, so MQTT.js's in-memory stores never hold anything that matters.
  */
-import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, IClientPublishOptions, MqttClient } from "mqtt";
+
+type Mqtt = typeof import("mqtt").default;
+let mqttLoaded: Promise<Mqtt> | undefined;
+
+/**
+ * MQTT.js, imported on the first connection attempt rather than at start: many edge
+ * brokers have no uplink, and loading MQTT.js and the Node stream modules it pulls in
+ * costs resident memory that such a broker never uses (scripts/measure-idle.ts).
+ */
+function loadMqtt(): Promise<Mqtt> {
+  return mqttLoaded ??= import("mqtt").then((m) => m.default);
+}
 
 export interface CloudConnectOptions {
   url: string;
@@ -56,8 +68,9 @@ export interface CloudHandlers {
 }
 
 /** Connect once; rejects with the reason if the cloud refuses or cannot be reached. */
-export function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<CloudClient> {
-  return new Promise((resolve, reject) => {
+export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Promise<CloudClient> {
+  const mqtt = await loadMqtt();
+  return await new Promise((resolve, reject) => {
     const options: IClientOptions = {
       clientId: o.clientId,
       protocolVersion: o.protocolVersion,
