@@ -67,14 +67,14 @@ export const SCENARIOS: Scenario[] = [
     title: "fan-in QoS 1, 4→1, 1 KB",
     mode: "throughput",
     args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "1024"],
-    brokers: DEFAULT,
+    brokers: ALL,
   },
   {
     id: "fanin-q1-64k",
     title: "fan-in QoS 1, 4→1, 64 KB",
     mode: "throughput",
     args: ["--pubs", "4", "--subs", "1", "--qos", "1", "--payload", "65536"],
-    brokers: DEFAULT,
+    brokers: ALL,
   },
   {
     id: "fanout-q0",
