@@ -15,7 +15,17 @@
  * Load comes from scripts/bench/loadgen.ts in its own process.
  */
 import { cpus } from "node:os";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  fdatasyncSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   type BrokerName,
@@ -469,6 +479,32 @@ function tables(o: Options, records: RunRecord[]): string {
   return out.join("\n");
 }
 
+/**
+ * The floor under Ferry's commit-mode latency on this disk: fdatasync of a 4 KiB
+ * overwrite in the temp directory the brokers' data lives in, 2,000 times (what SQLite
+ * does for the WAL at every commit with synchronous=FULL).
+ */
+function fsyncLatency(): string {
+  const dir = mkdtempSync(join(tmpdir(), "ferry-bench-fsync-"));
+  const fd = openSync(join(dir, "probe"), "w");
+  const page = new Uint8Array(4096);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 2000; i++) {
+      writeSync(fd, page, 0, page.byteLength, (i % 64) * 4096);
+      const t = performance.now();
+      fdatasyncSync(fd);
+      times.push(performance.now() - t);
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.floor(times.length * q)]!.toFixed(2);
+  return `p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${times.at(-1)!.toFixed(2)} ms`;
+}
+
 function header(o: Options, started: Date, ferryRoot: string): string {
   const v = versions();
   const cpuModel = /model name\s*:\s*(.+)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "?";
@@ -477,6 +513,7 @@ function header(o: Options, started: Date, ferryRoot: string): string {
     `command: npm run bench -- ${process.argv.slice(2).join(" ")}`.trimEnd(),
     `machine: ${cpus().length} CPUs, ${cpuModel}; bun ${v.bun}; mosquitto ${v.mosquitto}`,
     `ferry: ${ferryRevision(ferryRoot)} (sources copied at start; every run uses that copy)`,
+    `disk: fdatasync of a 4 KiB overwrite under ${tmpdir()}: ${fsyncLatency()} (the floor under commit-mode acks)`,
     `open files limit (RLIMIT_NOFILE soft/hard) inherited by brokers and loadgen: ${nofileLimits().soft}/${nofileLimits().hard}${
       nofileLimits().hard < NOFILE_NEEDED ? ` — below ${NOFILE_NEEDED}, so idle-10k will fail` : ""
     }`,
