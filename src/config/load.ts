@@ -71,6 +71,7 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     maxInflight: m.max_inflight,
     maxQueuedMessages: m.max_queued_messages,
     queueQos0: m.queue_qos0_messages,
+    liveDelivery: config.storage.live_delivery,
     topicAliasMaximum: m.topic_alias_maximum,
     serverKeepAlive: m.server_keep_alive ?? undefined,
     maxSessionExpiry: m.max_session_expiry,

@@ -241,6 +241,10 @@ export const configSchema = z.object({
         "commit: ack after the SQLite commit is durable; periodic: flush every flush_interval_ms; memory: nothing on disk",
       ),
     flush_interval_ms: z.number().int().min(10).default(1000).describe("periodic mode: how often to flush"),
+    live_delivery: z.enum(["immediate", "after_commit"]).default("immediate")
+      .describe(
+        "immediate: QoS 0/1 messages reach connected subscribers before their commit (the PUBACK still waits for it); after_commit: subscribers see only durable messages. QoS 2 always waits",
+      ),
     writer_thread: z.boolean().default(true)
       .describe(
         "run SQLite (statements and fsync) on a thread of its own, so the event loop never waits for the disk; about 8 MB more RSS",

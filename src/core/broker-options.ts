@@ -18,6 +18,12 @@ export interface BrokerOptions {
   maxQueuedMessages: number;
   /** Queue QoS 0 messages for offline persistent sessions (Mosquitto's queue_qos0_messages). */
   queueQos0: boolean;
+  /**
+   * `immediate`: a QoS 0/1 message goes to connected subscribers as soon as it is routed,
+   * while its PUBACK still waits for the commit. `after_commit`: subscribers only ever see
+   * durable messages. QoS 2 waits in both (its duplicate detection must be durable first).
+   */
+  liveDelivery: "immediate" | "after_commit";
   /** Topic Alias Maximum Ferry announces for client→broker aliases; 0 disables. */
   topicAliasMaximum: number;
   /**
@@ -60,6 +66,7 @@ export const defaultBrokerOptions: BrokerOptions = {
   maxInflight: 64,
   maxQueuedMessages: 10_000,
   queueQos0: false,
+  liveDelivery: "immediate",
   topicAliasMaximum: 10,
   serverKeepAlive: undefined,
   maxSessionExpiry: 0xffffffff,

@@ -36,6 +36,8 @@ export interface Routed {
   /** The accepted deliveries: `sessions[i]` gets `outbounds[i]`. */
   sessions: Session[];
   outbounds: Outbound[];
+  /** Set once the subscribers have it (`deliverLive`), possibly before the commit. */
+  live: boolean;
 }
 
 /**
@@ -445,8 +447,9 @@ export class Broker {
 
   /**
    * Route a message: assign its log offset, work out every delivery, and describe the
-   * durable writes. Delivery (`deliver`) waits for the commit so that nothing is sent (or
-   * acknowledged) that a crash could take back. `extra` is committed with the message.
+   * durable writes. `deliver` runs once the commit resolved, so that nothing is acknowledged
+   * (and nothing reaches log readers) that a crash could take back; subscribers may get the
+   * message earlier through `deliverLive`. `extra` is committed with the message.
    */
   publish(message: Message, extra?: Mutation): Routed {
     for (const hook of this.publishHooks) hook(message);
@@ -497,14 +500,37 @@ export class Broker {
     sessions.length = kept;
     outbounds.length = kept;
     const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
-    return { commit, matched, message, logged, sessions, outbounds };
+    return { commit, matched, message, logged, sessions, outbounds, live: false };
   }
 
-  /** Hand a routed message to its subscribers; call once its `commit` has resolved. */
+  /**
+   * Hand a routed message to its subscribers (unless `deliverLive` already did) and to the
+   * log readers; call once its `commit` has resolved. Log readers (the uplink) only ever
+   * see durable messages: they read the log by offset.
+   */
   deliver(routed: Routed): void {
+    if (!routed.live) this.deliverLive(routed);
+    if (routed.logged) { for (const r of this.#logReaders) r.onLogged(routed.message); }
+  }
+
+  /**
+   * Whether a QoS 0/1 message may reach subscribers before its commit (`liveDelivery`).
+   * Not while the store refuses appends: a message that will be refused must not be seen.
+   */
+  get liveBeforeCommit(): boolean {
+    return this.options.liveDelivery === "immediate" && this.store.stats().full !== true;
+  }
+
+  /**
+   * The subscribers' part of `deliver`, with the retained index (a subscriber arriving now
+   * gets what the live ones got). Runs before the commit under `liveDelivery: immediate`:
+   * the publisher's PUBACK still waits for durability, so a crash before the commit can
+   * only cause a re-send (QoS 1 allows duplicates), never a loss of something acknowledged.
+   */
+  deliverLive(routed: Routed): void {
+    routed.live = true;
     const message = routed.message;
     if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
-    if (routed.logged) { for (const r of this.#logReaders) r.onLogged(message); }
     const { sessions, outbounds } = routed;
     if (sessions.length === 0) return;
     // One set of encodings for every delivery of this message, those queued for later too.

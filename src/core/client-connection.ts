@@ -34,6 +34,8 @@ class OrderedStep {
   failed = false;
   error: unknown = undefined;
   next: OrderedStep | undefined = undefined;
+  /** "publish": its delivery waits for this step (it was not delivered live). */
+  held = false;
 
   constructor(
     /** "publish": deliver `routed`, then acknowledge; "ack": PUBACK/PUBREC `id` with `code`; "pubcomp": PUBCOMP with `code`. */
@@ -95,6 +97,8 @@ export class ClientConnection implements ConnectionHandler {
   #stepsHead: OrderedStep | undefined;
   #stepsTail: OrderedStep | undefined;
   #runningSteps = false;
+  /** Publish steps whose delivery waits for their commit (see #publish). */
+  #heldDeliveries = 0;
   /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
   #early: Packet[] = [];
   #earlyBytes = 0;
@@ -479,8 +483,17 @@ export class ClientConnection implements ConnectionHandler {
     // Routed and handed to the store now, in arrival order, so that a client's window of
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
     const routed = this.broker.publish(message, extra);
+    const step = new OrderedStep("publish", true, qos, id, 0, routed);
+    // QoS 0/1 reach connected subscribers now, unless an earlier message of this client is
+    // still held back (a QoS 2 one: its duplicate detection must be durable first), so that
+    // the client's messages keep their order [MQTT-4.6.0-6]. The ack still waits below.
+    if (qos < 2 && this.#heldDeliveries === 0 && this.broker.liveBeforeCommit) this.broker.deliverLive(routed);
+    else {
+      step.held = true;
+      this.#heldDeliveries++;
+    }
     // Runs even if the connection closes meanwhile: a stored message must reach its subscribers.
-    this.#enqueue(new OrderedStep("publish", true, qos, id, 0, routed), routed.commit);
+    this.#enqueue(step, routed.commit);
   }
 
   /**
@@ -538,6 +551,7 @@ export class ClientConnection implements ConnectionHandler {
     const { qos, id } = step;
     switch (step.kind) {
       case "publish": {
+        if (step.held) this.#heldDeliveries--;
         if (step.failed) {
           if (qos === 2) this.session?.qos2Incoming.delete(id);
           this.#publishFailed(qos, id, step.error);

@@ -68,7 +68,7 @@ describe("ordered publish flow", () => {
   test("commits that settle out of order still deliver and acknowledge in arrival order [MQTT-4.6.0-6]", async () => {
     const store = new ManualStore();
     const broker = new Broker({
-      options: { ...defaultBrokerOptions, sysInterval: 0 },
+      options: { ...defaultBrokerOptions, sysInterval: 0, liveDelivery: "after_commit" },
       store,
       clock: systemClock,
       logger: silentLogger,
@@ -105,7 +105,7 @@ describe("ordered publish flow", () => {
   test("a failed commit does not stall the publishes behind it", async () => {
     const store = new ManualStore();
     const broker = new Broker({
-      options: { ...defaultBrokerOptions, sysInterval: 0 },
+      options: { ...defaultBrokerOptions, sysInterval: 0, liveDelivery: "after_commit" },
       store,
       clock: systemClock,
       logger: silentLogger,
@@ -124,6 +124,79 @@ describe("ordered publish flow", () => {
     await nextTurn();
     // QoS 0 has no acknowledgement to refuse with; the second message still goes out.
     expect(sub.packets.map((p) => (p as mqttPacket.IPublishPacket).topic)).toEqual(["t/2"]);
+    store.holding = false;
+    await broker.close();
+  });
+});
+
+describe("live delivery before the commit (storage.live_delivery: immediate)", () => {
+  async function setup() {
+    const store = new ManualStore();
+    const broker = new Broker({
+      options: { ...defaultBrokerOptions, sysInterval: 0 },
+      store,
+      clock: systemClock,
+      logger: silentLogger,
+    });
+    await broker.start();
+    const sub = await connected(broker, "sub");
+    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/+", qos: 2 }] });
+    await nextTurn();
+    sub.packets = [];
+    const pub = await connected(broker, "pub");
+    store.holding = true;
+    return { store, broker, sub, pub };
+  }
+  const topics = (c: FakeConnection) =>
+    c.packets.filter((p) => p.cmd === "publish").map((p) => (p as mqttPacket.IPublishPacket).topic);
+  const acks = (c: FakeConnection) => c.packets.map((p) => `${p.cmd} ${(p as mqttPacket.IPubackPacket).messageId}`);
+
+  test("QoS 1 reaches the subscriber at once; its PUBACK and the log readers wait for the commit", async () => {
+    const { store, broker, sub, pub } = await setup();
+    const logged: string[] = [];
+    broker.addLogReader({ wants: () => true, onLogged: (m) => logged.push(m.topic) });
+    pub.send({ cmd: "publish", topic: "t/1", payload: Buffer.from("a"), qos: 1, messageId: 1 });
+    await nextTurn();
+    expect(topics(sub)).toEqual(["t/1"]);
+    expect(pub.packets).toEqual([]);
+    expect(logged).toEqual([]); // the uplink reads only durable messages
+    store.held[0]!.resolve();
+    await nextTurn();
+    expect(acks(pub)).toEqual(["puback 1"]);
+    expect(logged).toEqual(["t/1"]);
+    store.holding = false;
+    await broker.close();
+  });
+
+  test("QoS 2 waits for its commit, and a QoS 1 message behind it waits too, so the order holds [MQTT-4.6.0-6]", async () => {
+    const { store, broker, sub, pub } = await setup();
+    pub.send({ cmd: "publish", topic: "t/1", payload: Buffer.from("a"), qos: 2, messageId: 1 });
+    pub.send({ cmd: "publish", topic: "t/2", payload: Buffer.from("b"), qos: 1, messageId: 2 });
+    await nextTurn();
+    expect(topics(sub)).toEqual([]);
+    store.held[0]!.resolve();
+    store.held[1]!.resolve();
+    await nextTurn();
+    expect(topics(sub)).toEqual(["t/1", "t/2"]);
+    expect(acks(pub)).toEqual(["pubrec 1", "puback 2"]);
+    // Once nothing is held back, QoS 1 goes live again.
+    pub.send({ cmd: "publish", topic: "t/3", payload: Buffer.from("c"), qos: 1, messageId: 3 });
+    await nextTurn();
+    expect(topics(sub)).toEqual(["t/1", "t/2", "t/3"]);
+    store.holding = false;
+    await broker.close();
+  });
+
+  test("nothing goes live while the store refuses appends", async () => {
+    const { store, broker, sub, pub } = await setup();
+    const stats = store.stats.bind(store);
+    store.stats = () => ({ ...stats(), full: true });
+    pub.send({ cmd: "publish", topic: "t/1", payload: Buffer.from("a"), qos: 1, messageId: 1 });
+    await nextTurn();
+    expect(topics(sub)).toEqual([]);
+    store.held[0]!.reject(new Error("full"));
+    await nextTurn();
+    expect(topics(sub)).toEqual([]); // refused, so never seen
     store.holding = false;
     await broker.close();
   });
