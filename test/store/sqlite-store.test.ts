@@ -22,7 +22,7 @@ import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
 import { UNREFERENCED_SQL, UNREFERENCED_UP_TO_SQL } from "../../src/store/sqlite/statements.ts";
 import { type Message, type Mutation, type SessionRecord, StoreFullError } from "../../src/store/store.ts";
 import { createV1Store } from "./schema-v1.ts";
-import { sqliteStore, tempDir } from "./sqlite-helpers.ts";
+import { fileStoreFactory, sqliteStore, tempDir } from "./sqlite-helpers.ts";
 
 // bun:sqlite in both durability modes, and the node:sqlite driver (meant for Deno) on
 // Bun's own node:sqlite, so that driver is exercised before Deno joins the test run.
@@ -35,26 +35,7 @@ const variants = [
 for (const { name, driver, durability } of variants) {
   runStoreContract(
     name,
-    (options) => {
-      const { dir, remove } = tempDir();
-      const path = join(dir, "ferry.db");
-      const maxBytes = options?.tightRetention ? 256 * 1024 : undefined;
-      const aging = options?.ageTrimming ?? {};
-      const make = () => new SqliteStore(driver, { path, durability, maxBytes, ...aging });
-      let current = make();
-      return Promise.resolve({
-        store: current,
-        reopen: async () => {
-          await current.close();
-          current = make();
-          return current;
-        },
-        cleanup: async () => {
-          await current.close();
-          remove();
-        },
-      });
-    },
+    fileStoreFactory((path, options) => new SqliteStore(driver, { path, durability, ...options })),
     { describe, test, expect, afterEach },
     { ageTrimming: true },
   );

@@ -4,32 +4,16 @@ import { spawnSqliteThread } from "../../src/runtime/bun/sqlite-thread-spawn.ts"
 import { runStoreContract } from "../../src/store/contract.ts";
 import { type StoreThread, ThreadedSqliteStore } from "../../src/store/sqlite/threaded-store.ts";
 import { type Message, StoreFullError } from "../../src/store/store.ts";
-import { tempDir } from "./sqlite-helpers.ts";
+import { fileStoreFactory, tempDir } from "./sqlite-helpers.ts";
 
 // The same contract as the in-thread stores, through a real Bun Worker. Age trimming is
 // left out: it needs an injected clock, and a function cannot cross to a thread.
 for (const durability of ["commit", "periodic"] as const) {
   runStoreContract(
     `sqlite on its own thread (${durability})`,
-    (options) => {
-      const { dir, remove } = tempDir();
-      const path = join(dir, "ferry.db");
-      const maxBytes = options?.tightRetention ? 256 * 1024 : undefined;
-      const make = () => new ThreadedSqliteStore(spawnSqliteThread(), { path, durability, maxBytes });
-      let current = make();
-      return Promise.resolve({
-        store: current,
-        reopen: async () => {
-          await current.close();
-          current = make();
-          return current;
-        },
-        cleanup: async () => {
-          await current.close();
-          remove();
-        },
-      });
-    },
+    fileStoreFactory((path, { maxBytes }) =>
+      new ThreadedSqliteStore(spawnSqliteThread(), { path, durability, maxBytes })
+    ),
     { describe, test, expect, afterEach },
   );
 }
