@@ -1,6 +1,7 @@
 import type { Message, QoS, SessionRecord, SubscriptionRecord } from "../store/store.ts";
 import type { ClientConnection } from "./client-connection.ts";
 import type { EncodeCache } from "./outbound-encoder.ts";
+import { InflightTable } from "./inflight-table.ts";
 
 /** One message owed to a session, in its queue or in flight. */
 export interface Outbound {
@@ -37,7 +38,8 @@ export class Session {
   #queueHead = 0;
   /** Payload bytes of the queued messages, for `maxQueuedBytes`. */
   #queuedBytes = 0;
-  inflight = new Map<number, Outbound>();
+  /** Sent and not yet acknowledged, by packet id (not a Map: see InflightTable). */
+  inflight = new InflightTable<Outbound>();
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A). */
   qos2Incoming = new Set<number>();
   client: ClientConnection | undefined;

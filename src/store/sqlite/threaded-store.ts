@@ -57,7 +57,14 @@ export class ThreadedSqliteStore implements Store {
   #waiting: Waiting[] = [];
   #scheduled = false;
   #seq = 0;
-  #inFlight = new Map<number, Waiting[]>();
+  /**
+   * Batches sent and not yet answered, oldest first, as parallel queues (seq, then its
+   * lists' callers). Not a Map: one entry added and removed per batch made JavaScriptCore
+   * chain its replaced hash tables, which kept answered batches (and their promises) alive
+   * across minor collections (see src/core/inflight-table.ts).
+   */
+  #inFlightSeqs: number[] = [];
+  #inFlightWaiting: Waiting[][] = [];
   #reads = new Map<number, { resolve: (m: Message[]) => void; reject: (e: Error) => void }>();
   #nextReadId = 0;
   #stats: SqliteStoreStats = EMPTY_STATS;
@@ -98,9 +105,11 @@ export class ThreadedSqliteStore implements Store {
       return Promise.reject(new Error(`SQLite store ${this.#options.path} is not open`));
     }
     if (this.#options.durability === "periodic") return this.#commitPeriodic(mutations);
-    return new Promise<void>((resolve, reject) => {
-      this.#enqueue(mutations, { resolve, reject });
-    });
+    // withResolvers rather than `new Promise(executor)`: no executor closure and scope, and
+    // its result serves as the Waiting entry itself (one commit per QoS>0 message).
+    const waiting = Promise.withResolvers<void>();
+    this.#enqueue(mutations, waiting);
+    return waiting.promise;
   }
 
   /**
@@ -177,7 +186,8 @@ export class ThreadedSqliteStore implements Store {
     if (this.#waiting.length === 0 || this.#dead) return;
     const encoded = this.#writer.finish();
     const seq = this.#seq++;
-    this.#inFlight.set(seq, this.#waiting);
+    this.#inFlightSeqs.push(seq);
+    this.#inFlightWaiting.push(this.#waiting);
     this.#writer = new MutationWriter(Math.max(1024, Math.min(encoded.length * 2, 1 << 20)));
     this.#waiting = [];
     this.#post({ t: "commit", seq, encoded }, [encoded.buffer]);
@@ -208,8 +218,13 @@ export class ThreadedSqliteStore implements Store {
         return;
       case "committed": {
         this.#stats = reply.stats;
-        const waiting = this.#inFlight.get(reply.seq) ?? [];
-        this.#inFlight.delete(reply.seq);
+        // The thread answers batches in the order sent, so this is nearly always the first.
+        const at = this.#inFlightSeqs.indexOf(reply.seq);
+        const waiting = at === -1 ? [] : this.#inFlightWaiting[at]!;
+        if (at !== -1) {
+          this.#inFlightSeqs.splice(at, 1);
+          this.#inFlightWaiting.splice(at, 1);
+        }
         const outcomes = reply.outcomes;
         for (let i = 0; i < waiting.length; i++) {
           const error = outcomes?.[i];
@@ -250,10 +265,11 @@ export class ThreadedSqliteStore implements Store {
     this.#thread.terminate();
     this.#opening?.reject(error);
     this.#closing?.reject(error);
-    for (const waiting of this.#inFlight.values()) for (const w of waiting) w.reject(error);
+    for (const waiting of this.#inFlightWaiting) for (const w of waiting) w.reject(error);
     for (const w of this.#waiting) w.reject(error);
     for (const r of this.#reads.values()) r.reject(error);
-    this.#inFlight.clear();
+    this.#inFlightSeqs = [];
+    this.#inFlightWaiting = [];
     this.#waiting = [];
     this.#reads.clear();
     this.#options.onFatal?.(error);
