@@ -533,6 +533,12 @@ export class Broker {
     if (message.retain) this.retained.set(message.topic, message.payload.byteLength > 0 ? message : undefined);
     const { sessions, outbounds } = routed;
     if (sessions.length === 0) return;
+    if (sessions.length === 1) {
+      // Nothing to share the encoding with: without a cache it is encoded once, when sent,
+      // to the same bytes (two objects less per message on the common 1→1 path).
+      this.#deliver(sessions[0]!, outbounds[0]!);
+      return;
+    }
     // One set of encodings for every delivery of this message, those queued for later too.
     const cache = new MessageEncodings();
     for (let i = 0; i < sessions.length; i++) {

@@ -1,4 +1,4 @@
-import { encode, PacketReader } from "../mqtt/codec.ts";
+import { encode, encodeAck, PacketReader } from "../mqtt/codec.ts";
 import type {
   ConnectPacket,
   DisconnectPacket,
@@ -572,7 +572,7 @@ export class ClientConnection implements ConnectionHandler {
         }
         // A released id ends its flow; one we did not hold was never counted.
         if (step.code === RC.SUCCESS) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
-        if (this.state !== "closed") this.#write(encode(this.#ackPacket("pubcomp", id, step.code), this.version));
+        if (this.state !== "closed") this.#write(this.#encodeAck("pubcomp", id, step.code));
         return;
     }
   }
@@ -604,7 +604,15 @@ export class ClientConnection implements ConnectionHandler {
     if (qos === 1) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
     else if (code >= 0x80) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
     const cmd = qos === 1 ? "puback" : "pubrec";
-    this.#write(encode(this.#ackPacket(cmd, id, code, reason), this.version));
+    this.#write(this.#encodeAck(cmd, id, code, reason));
+  }
+
+  /** An acknowledgement's bytes; without a reason string, with no packet object in between (one per publish). */
+  #encodeAck(cmd: "puback" | "pubrec" | "pubcomp" | "pubrel", id: number, code: number, reason?: string): Uint8Array {
+    if (reason && this.isV5 && this.requestProblemInfo) {
+      return encode(this.#ackPacket(cmd, id, code, reason), this.version);
+    }
+    return encodeAck(cmd, id, code, this.version);
   }
 
   #ackPacket(cmd: "puback" | "pubrec" | "pubcomp" | "pubrel", id: number, code: number, reason?: string): Packet {
@@ -832,11 +840,11 @@ export class ClientConnection implements ConnectionHandler {
   }
 
   sendPubrelNotFound(packetId: number): void {
-    this.#write(encode(this.#ackPacket("pubrel", packetId, RC.PACKET_IDENTIFIER_NOT_FOUND), this.version));
+    this.#write(this.#encodeAck("pubrel", packetId, RC.PACKET_IDENTIFIER_NOT_FOUND));
   }
 
   sendPubrel(packetId: number): void {
-    this.#write(encode(this.#ackPacket("pubrel", packetId, RC.SUCCESS), this.version));
+    this.#write(this.#encodeAck("pubrel", packetId, RC.SUCCESS));
   }
 
   writeRaw(bytes: Uint8Array): void {

@@ -1,5 +1,5 @@
 import mqttPacket from "mqtt-packet";
-import { decodeFast, encodeFast } from "./fast-path.ts";
+import { decodeFast, encodeAckFields, encodeFast } from "./fast-path.ts";
 import type { Packet, ProtocolVersion, PublishPacket } from "./packets.ts";
 import { MqttError, RC } from "./reason-codes.ts";
 
@@ -181,6 +181,21 @@ export function frameLength(buf: Uint8Array, pos: number): number {
  */
 export function encode(packet: Packet, version: ProtocolVersion): Uint8Array {
   return encodeFast(packet, version) ?? encodeWithMqttPacket(packet, version);
+}
+
+/**
+ * Encode a PUBACK/PUBREC/PUBREL/PUBCOMP without properties from its fields: the same bytes
+ * as `encode({ cmd, messageId, reasonCode }, 5)` or `encode({ cmd, messageId }, version)`
+ * for v3/v4, which ignore `reasonCode`.
+ */
+export function encodeAck(
+  cmd: "puback" | "pubrec" | "pubrel" | "pubcomp",
+  messageId: number,
+  reasonCode: number,
+  version: ProtocolVersion,
+): Uint8Array {
+  return encodeAckFields(cmd, messageId, reasonCode, version) ??
+    encode((version === 5 ? { cmd, messageId, reasonCode } : { cmd, messageId }) as Packet, version);
 }
 
 /** Encode through mqtt-packet alone: the reference the fast path is held to (tests, benchmarks). */

@@ -97,7 +97,7 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   if (pos + topicLength > end) return undefined;
   // Decoded as mqtt-packet does (Buffer#toString): ill-formed UTF-8 becomes U+FFFD and
   // is refused by the core's topic check [MQTT-1.5.4-1]; so are wildcards [MQTT-3.3.2-2].
-  const topic = topicLength === 0 ? "" : buf.toString("utf8", pos, pos + topicLength);
+  const topic = topicLength === 0 ? "" : topicString(buf, pos, topicLength);
   pos += topicLength;
   const qos = (first >> 1) & 0x03;
   let messageId = 0;
@@ -122,6 +122,35 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   // An empty payload is a fresh zero-length Buffer in mqtt-packet (BufferList#slice).
   p.payload = pos < end ? buf.subarray(pos, end) : Buffer.alloc(0);
   return p as Packet;
+}
+
+/** The bytes and string of the last topic decoded (see topicString). */
+let lastTopicBytes = new Uint8Array(0);
+let lastTopic = "";
+/** Topics longer than this are decoded every time rather than remembered. */
+const TOPIC_MEMO_MAX = 256;
+
+/**
+ * `buf.toString("utf8", pos, pos + length)`, but a topic whose bytes equal the last
+ * one's gets the string made then: publishers send the same topic again and again, and
+ * a fresh string per message was a measurable part of what the event loop allocates.
+ * Equal bytes decode to an equal string, so the result is the same.
+ */
+function topicString(buf: Buffer, pos: number, length: number): string {
+  const last = lastTopicBytes;
+  if (last.byteLength === length) {
+    let i = 0;
+    while (i < length && buf[pos + i] === last[i]) i++;
+    if (i === length) return lastTopic;
+  }
+  const topic = buf.toString("utf8", pos, pos + length);
+  if (length <= TOPIC_MEMO_MAX) {
+    if (last.byteLength === length) last.set(buf.subarray(pos, pos + length));
+    // A copy (Buffer#slice would be a view of the socket's chunk, which may be reused).
+    else lastTopicBytes = new Uint8Array(buf.subarray(pos, pos + length));
+    lastTopic = topic;
+  }
+  return topic;
 }
 
 function decodeAck(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
@@ -281,6 +310,33 @@ function encodeAck(packet: AckIn, version: ProtocolVersion): Buffer | undefined 
       reasonCode = rc;
     }
   }
+  return writeAck(header, messageId, reasonCode);
+}
+
+/**
+ * The bytes of a PUBACK/PUBREC/PUBREL/PUBCOMP without properties, from its fields alone:
+ * what `encodeFast` gives for `{ cmd, messageId }` (v3/v4) or `{ cmd, messageId, reasonCode }`
+ * (v5), without the packet object the broker would otherwise build for every
+ * acknowledgement. Undefined for values `encodeFast` leaves to mqtt-packet.
+ */
+export function encodeAckFields(
+  cmd: "puback" | "pubrec" | "pubrel" | "pubcomp",
+  messageId: number,
+  reasonCode: number,
+  version: ProtocolVersion,
+): Buffer | undefined {
+  if (!isUint16(messageId)) return undefined;
+  if (version !== 5) return writeAck(ACK_HEADERS[cmd], messageId, -1);
+  if (reasonCode === 0) return writeAck(ACK_HEADERS[cmd], messageId, -1);
+  if (!Number.isInteger(reasonCode) || reasonCode < 0 || reasonCode > 0xff) return undefined;
+  return writeAck(ACK_HEADERS[cmd], messageId, reasonCode);
+}
+
+/** Fixed header bytes (spec 2.1.3): PUBREL's flags are 0010 [MQTT-3.6.1-1], the others' 0000. */
+const ACK_HEADERS = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 } as const;
+
+/** An acknowledgement: `reasonCode` -1 writes none (Remaining Length 2). */
+function writeAck(header: number, messageId: number, reasonCode: number): Buffer {
   const out = Buffer.allocUnsafe(reasonCode === -1 ? 4 : 6);
   out[0] = header;
   out[2] = messageId >> 8;

@@ -9,6 +9,15 @@ export function concat(parts: readonly Uint8Array[], total: number): Uint8Array 
   return out;
 }
 
+/** Copy `parts` one after another to the start of `out`, which must have room for them all. */
+export function concatInto(parts: readonly Uint8Array[], out: Uint8Array): void {
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.byteLength;
+  }
+}
+
 /**
  * Collects the writes a connection gets in one tick and hands them to `send` as one
  * buffer in a microtask: a fan-out of many small packets becomes one frame or syscall.

@@ -1,6 +1,6 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
-import { concat } from "../bytes.ts";
+import { concatInto } from "../bytes.ts";
 
 interface SocketData {
   conn: BunSocketConnection;
@@ -20,6 +20,15 @@ function flushDirty(): void {
   dirty = [];
   for (const c of list) c.flush();
 }
+
+/**
+ * Where a flush joins several pending writes before its one send: shared, because
+ * `socket.write` is unbuffered (the kernel or the TLS layer has copied what it accepted
+ * when it returns) and flushes run one at a time; an unsent rest is copied out. Saves a
+ * fresh buffer per socket per turn. Joins above SCRATCH_MAX get a buffer of their own.
+ */
+let scratch = new Uint8Array(4096);
+const SCRATCH_MAX = 256 * 1024;
 
 /**
  * Flush once per event-loop turn rather than per microtask: the core answers each
@@ -78,18 +87,36 @@ export class BunSocketConnection implements Connection {
     this.#scheduled = false;
     if (this.#closed) return;
     this.#blocked = false;
-    if (this.#pendingBytes > 0) {
-      const data = this.#pending.length === 1 ? this.#pending[0]! : concat(this.#pending, this.#pendingBytes);
+    const total = this.#pendingBytes;
+    if (total > 0) {
+      const pending = this.#pending;
+      let data: Uint8Array;
+      let shared = false;
+      if (pending.length === 1) data = pending[0]!;
+      else if (total <= SCRATCH_MAX) {
+        if (scratch.byteLength < total) {
+          scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(total, scratch.byteLength * 2)));
+        }
+        concatInto(pending, scratch);
+        // A view (no backing store of its own) of just the joined bytes.
+        data = scratch.subarray(0, total);
+        shared = true;
+      } else {
+        data = new Uint8Array(total);
+        concatInto(pending, data);
+      }
       const n = this.socket.write(data);
       const written = n < 0 ? 0 : n;
-      if (written < data.byteLength) {
-        const rest = data.subarray(written);
-        this.#pending = [rest];
+      // The array is reused rather than replaced: one less allocation per socket per turn.
+      pending.length = 0;
+      if (written < total) {
+        // The scratch buffer is the next flush's: what is left is copied out of it.
+        const rest = shared ? data.slice(written, total) : data.subarray(written, total);
+        pending.push(rest);
         this.#pendingBytes = rest.byteLength;
         this.#blocked = true; // wait for drain
         return;
       }
-      this.#pending = [];
       this.#pendingBytes = 0;
     }
     if (this.#closing) this.#endSoon();
