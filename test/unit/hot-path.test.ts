@@ -64,21 +64,27 @@ async function connected(broker: Broker, clientId: string): Promise<FakeConnecti
   return c;
 }
 
+/** A broker on a ManualStore with subscriber "sub" on t/+ and publisher "pub", both connected. */
+async function brokerWithSubscriber(liveDelivery: "immediate" | "after_commit", qos: 1 | 2) {
+  const store = new ManualStore();
+  const broker = new Broker({
+    options: { ...defaultBrokerOptions, sysInterval: 0, liveDelivery },
+    store,
+    clock: systemClock,
+    logger: silentLogger,
+  });
+  await broker.start();
+  const sub = await connected(broker, "sub");
+  sub.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/+", qos }] });
+  await nextTurn();
+  sub.packets = [];
+  const pub = await connected(broker, "pub");
+  return { store, broker, sub, pub };
+}
+
 describe("ordered publish flow", () => {
   test("commits that settle out of order still deliver and acknowledge in arrival order [MQTT-4.6.0-6]", async () => {
-    const store = new ManualStore();
-    const broker = new Broker({
-      options: { ...defaultBrokerOptions, sysInterval: 0, liveDelivery: "after_commit" },
-      store,
-      clock: systemClock,
-      logger: silentLogger,
-    });
-    await broker.start();
-    const sub = await connected(broker, "sub");
-    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/+", qos: 1 }] });
-    await nextTurn();
-    sub.packets = [];
-    const pub = await connected(broker, "pub");
+    const { store, broker, sub, pub } = await brokerWithSubscriber("after_commit", 1);
 
     store.holding = true;
     for (let id = 1; id <= 3; id++) {
@@ -103,19 +109,7 @@ describe("ordered publish flow", () => {
   });
 
   test("a failed commit does not stall the publishes behind it", async () => {
-    const store = new ManualStore();
-    const broker = new Broker({
-      options: { ...defaultBrokerOptions, sysInterval: 0, liveDelivery: "after_commit" },
-      store,
-      clock: systemClock,
-      logger: silentLogger,
-    });
-    await broker.start();
-    const sub = await connected(broker, "sub");
-    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/+", qos: 1 }] });
-    await nextTurn();
-    sub.packets = [];
-    const pub = await connected(broker, "pub");
+    const { store, broker, sub, pub } = await brokerWithSubscriber("after_commit", 1);
     store.holding = true;
     pub.send({ cmd: "publish", topic: "t/1", payload: Buffer.from("a"), qos: 0, retain: true });
     pub.send({ cmd: "publish", topic: "t/2", payload: Buffer.from("b"), qos: 0, retain: true });
@@ -131,21 +125,9 @@ describe("ordered publish flow", () => {
 
 describe("live delivery before the commit (storage.live_delivery: immediate)", () => {
   async function setup() {
-    const store = new ManualStore();
-    const broker = new Broker({
-      options: { ...defaultBrokerOptions, sysInterval: 0 },
-      store,
-      clock: systemClock,
-      logger: silentLogger,
-    });
-    await broker.start();
-    const sub = await connected(broker, "sub");
-    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/+", qos: 2 }] });
-    await nextTurn();
-    sub.packets = [];
-    const pub = await connected(broker, "pub");
-    store.holding = true;
-    return { store, broker, sub, pub };
+    const ready = await brokerWithSubscriber("immediate", 2);
+    ready.store.holding = true;
+    return ready;
   }
   const topics = (c: FakeConnection) =>
     c.packets.filter((p) => p.cmd === "publish").map((p) => (p as mqttPacket.IPublishPacket).topic);
