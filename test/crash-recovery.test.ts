@@ -18,23 +18,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrokerProcess, spawnBroker } from "./helpers/broker-process.ts";
 import { MqttPeer } from "./helpers/mqtt-peer.ts";
+import { prng as seededRng } from "./helpers/fuzz-packets.ts";
 
 setDefaultTimeout(25_000);
 
 const SEED = Number(process.env.FERRY_CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
 console.log(`crash-recovery: seed ${SEED} (repeat with FERRY_CRASH_SEED=${SEED})`);
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+/** mulberry32 from the fuzz helpers: the same sequence for the same seed. */
+const prng = (seed: number): () => number => seededRng(seed).next;
 
 const scratch: string[] = [];
 const running = new Set<BrokerProcess>();

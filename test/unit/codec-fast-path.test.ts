@@ -13,20 +13,12 @@ import { decodeFast, encodeFast } from "../../src/mqtt/fast-path.ts";
 import type { Packet, ProtocolVersion } from "../../src/mqtt/packets.ts";
 import { MqttError, RC } from "../../src/mqtt/reason-codes.ts";
 import { topicNameProblem } from "../../src/core/topic.ts";
+import { prng as seededRng } from "../helpers/fuzz-packets.ts";
 
 const MAX = 4 * 1024 * 1024;
 
-/** mulberry32: small, seeded, good enough to vary test packets. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 from the fuzz helpers: the same sequence for the same seed. */
+const prng = (seed: number): () => number => seededRng(seed).next;
 const rand = prng(0x5eed_c0de);
 const int = (n: number) => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;

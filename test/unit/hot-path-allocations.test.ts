@@ -9,18 +9,10 @@ import { encodeAck, PacketReader } from "../../src/mqtt/codec.ts";
 import { encodeAckFields } from "../../src/mqtt/fast-path.ts";
 import type { Packet, ProtocolVersion } from "../../src/mqtt/packets.ts";
 import { InflightTable } from "../../src/core/inflight-table.ts";
+import { prng as seededRng } from "../helpers/fuzz-packets.ts";
 
-/** mulberry32, seeded so that a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 from the fuzz helpers: the same sequence for the same seed. */
+const prng = (seed: number): () => number => seededRng(seed).next;
 
 describe("InflightTable behaves as a Map of packet ids", () => {
   test("random set/get/has/delete, with the size and insertion-order iteration of a Map", () => {
