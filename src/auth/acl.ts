@@ -1,4 +1,4 @@
-import { topicMatches } from "../core/topic.ts";
+import { topicMatches } from "../mqtt/topic.ts";
 
 /** One access rule; the first rule that matches decides. */
 export interface AclRule {

@@ -1,4 +1,3 @@
-import type { ClientCertificate } from "../core/connection.ts";
 import { RC } from "../mqtt/reason-codes.ts";
 import { DEFAULT_ITERATIONS, dummyHash, type PasswordHash, verifyPassword } from "./password-hash.ts";
 
@@ -7,7 +6,7 @@ export interface Credentials {
   username: string | undefined;
   password: Uint8Array | undefined;
   /** The TLS client certificate, on TLS listeners that asked for one. */
-  certificate: ClientCertificate | undefined;
+  certificate: { verified: boolean; commonName: string | undefined } | undefined;
 }
 
 export type AuthResult =

@@ -24,16 +24,6 @@ export interface BanPolicy {
   banSeconds: number;
 }
 
-/** No limits at all: what the kernel uses when nothing is configured (unit tests). */
-export const noLimits: SecurityLimits = {
-  exemptLoopback: true,
-  connectionRatePerIp: 0,
-  maxConnectionsPerIp: 0,
-  maxPublishRate: 0,
-  flapping: { max: 0, windowSeconds: 60, banSeconds: 60 },
-  authFailures: { max: 0, windowSeconds: 60, banSeconds: 60 },
-};
-
 /**
  * A token bucket holding one second of allowance: short bursts up to `perSecond` pass,
  * and the average holds. Time is passed in, so tests need no sleeping.

@@ -1,7 +1,3 @@
-import type { Clock } from "../core/clock.ts";
-import type { ClientConnection } from "../core/client-connection.ts";
-import type { Logger } from "../core/logger.ts";
-import type { BrokerMetrics } from "../core/metrics.ts";
 import { RC } from "../mqtt/reason-codes.ts";
 import { Authenticator, type AuthenticatorOptions, type AuthResult, type Credentials } from "./authenticator.ts";
 import { BanList, ipOf, isLoopback, type SecurityLimits, TokenBucket } from "./limits.ts";
@@ -13,6 +9,30 @@ const MAX_REFUSING_PER_IP = 8;
 /** Addresses tracked for rates and counts; beyond it idle ones are forgotten first. */
 const MAX_TRACKED_IPS = 100_000;
 
+/** The client a decision is about; the kernel's connection is one (src/core/auth-ports.ts). */
+export interface SecuritySubject {
+  readonly clientId: string;
+  readonly remoteAddress: string;
+  readonly remoteIp: string | undefined;
+}
+
+/** The counters `Security` keeps up to date (the broker's metrics are one). */
+export interface SecurityCounters {
+  connectionsRefused: number;
+  authBadCredentials: number;
+  authNotAuthorized: number;
+  authBusy: number;
+  aclDeniedPublish: number;
+  aclDeniedSubscribe: number;
+  aclDeniedDelivery: number;
+  refusedConnectionRate: number;
+  refusedConnectionsPerIp: number;
+  refusedBanned: number;
+  bansFlapping: number;
+  bansAuthFailures: number;
+  disconnectedMessageRate: number;
+}
+
 interface PerIp {
   open: number;
   refusing: number;
@@ -23,15 +43,18 @@ interface PerIp {
  * Everything the kernel asks before letting a client in or letting it go on: per-address
  * connection limits (at accept), bans and authentication (at CONNECT), the publish rate.
  * The ACL lives in `Acl`; this is the rest of issue 8's "abuse resistance". Every refusal
- * is counted in `BrokerMetrics`.
+ * is counted. It implements the kernel's auth port: each method answers with a verdict
+ * and the kernel acts on it; nothing here holds or drives a connection.
  */
 export class Security {
   readonly authenticator: Authenticator;
   #limits: SecurityLimits;
   #perIp = new Map<string, PerIp>();
-  #ipOf = new WeakMap<ClientConnection, string>();
-  #exempt = new WeakSet<ClientConnection>();
-  #publishBuckets = new WeakMap<ClientConnection, TokenBucket>();
+  #ipOf = new WeakMap<SecuritySubject, string>();
+  #exempt = new WeakSet<SecuritySubject>();
+  /** Connections refused at accept and waiting for their CONNECT (counted in `PerIp.refusing`). */
+  #refusing = new WeakSet<SecuritySubject>();
+  #publishBuckets = new WeakMap<SecuritySubject, TokenBucket>();
   #flapping: BanList;
   #authFailures: BanList;
   #admitted = 0;
@@ -39,9 +62,9 @@ export class Security {
   constructor(
     auth: AuthenticatorOptions,
     limits: SecurityLimits,
-    private readonly clock: Clock,
-    private readonly logger: Logger,
-    private readonly metrics: BrokerMetrics,
+    private readonly clock: { now(): number },
+    private readonly logger: { warn(msg: string): void },
+    private readonly metrics: SecurityCounters,
   ) {
     this.authenticator = new Authenticator(auth);
     this.#limits = limits;
@@ -56,15 +79,15 @@ export class Security {
   // ---- accept -------------------------------------------------------------------
 
   /**
-   * A new connection: count it against its address. Over a limit, the client is marked
-   * refused: a CONNECT arriving within REFUSAL_GRACE_MS gets CONNACK with the reason
-   * (0x9F connection rate, 0x97 too many connections), anything else just a close.
+   * A new connection: count it against its address. Over a limit, the verdict is a refusal:
+   * a CONNECT arriving within REFUSAL_GRACE_MS gets CONNACK with the reason (0x9F
+   * connection rate, 0x97 too many connections), anything else just a close.
    */
-  admit(client: ClientConnection): void {
-    const ip = ipOf(client.conn.remoteIp, client.conn.remoteAddress);
+  admit(client: SecuritySubject): { code: number; graceMs: number } | undefined {
+    const ip = ipOf(client.remoteIp, client.remoteAddress);
     if (this.#limits.exemptLoopback && isLoopback(ip)) {
       this.#exempt.add(client);
-      return;
+      return undefined;
     }
     this.#ipOf.set(client, ip);
     if (++this.#admitted % 1024 === 0) this.#sweep();
@@ -89,29 +112,24 @@ export class Security {
       refusal = RC.QUOTA_EXCEEDED;
       this.metrics.refusedConnectionsPerIp++;
     }
-    if (refusal === undefined) return;
+    if (refusal === undefined) return undefined;
     this.metrics.connectionsRefused++;
-    if (entry.refusing >= MAX_REFUSING_PER_IP) {
-      // A flood: no CONNACK for this one.
-      client.disconnect(refusal);
-      return;
-    }
+    // A flood: no CONNACK for this one.
+    if (entry.refusing >= MAX_REFUSING_PER_IP) return { code: refusal, graceMs: 0 };
     entry.refusing++;
-    client.refusal = refusal;
-    this.clock.setTimeout(() => {
-      if (client.state === "awaiting-connect") client.disconnect(refusal);
-    }, REFUSAL_GRACE_MS);
+    this.#refusing.add(client);
+    return { code: refusal, graceMs: REFUSAL_GRACE_MS };
   }
 
   /** The connection is gone (called once per admitted connection). */
-  release(client: ClientConnection): void {
+  release(client: SecuritySubject): void {
     const ip = this.#ipOf.get(client);
     if (ip === undefined) return;
     this.#ipOf.delete(client);
     const entry = this.#perIp.get(ip);
     if (!entry) return;
     entry.open = Math.max(0, entry.open - 1);
-    if (client.refusal !== undefined) entry.refusing = Math.max(0, entry.refusing - 1);
+    if (this.#refusing.delete(client)) entry.refusing = Math.max(0, entry.refusing - 1);
     if (entry.open === 0 && (!entry.bucket || entry.bucket.isFull(this.clock.now()))) this.#perIp.delete(ip);
   }
 
@@ -122,7 +140,7 @@ export class Security {
    * credentials (slow, off the event loop), then flapping. Resolves to the username the
    * client acts as (a certificate's CN may replace the one it sent), or a refusal code.
    */
-  async checkConnect(client: ClientConnection, credentials: Credentials): Promise<AuthResult> {
+  async authenticate(client: SecuritySubject, credentials: Credentials): Promise<AuthResult> {
     const exempt = this.#exempt.has(client);
     const ip = this.#ipOf.get(client);
     const now = this.clock.now();
@@ -164,7 +182,7 @@ export class Security {
   // ---- while connected ------------------------------------------------------------
 
   /** Count one PUBLISH from `client`; false when it exceeds `limits.maxPublishRate`. */
-  takePublish(client: ClientConnection): boolean {
+  takePublish(client: SecuritySubject): boolean {
     const rate = this.#limits.maxPublishRate;
     if (rate <= 0 || this.#exempt.has(client)) return true;
     const now = this.clock.now();

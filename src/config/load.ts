@@ -1,6 +1,6 @@
 import { configSchema, type FerryConfig } from "./schema.ts";
 import type { BrokerOptions } from "../core/broker-options.ts";
-import { limitsFrom, resolveAclDefault, resolveAllowAnonymous, securityProblems } from "./security-options.ts";
+import { securityProblems } from "./security-options.ts";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -80,19 +80,8 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     connectTimeoutMs: m.connect_timeout_ms,
     sysInterval: m.sys_interval,
     retainAvailable: m.retain_available,
-    aclDefault: resolveAclDefault(config),
-    aclRules: config.acl.rules.map((r) => ({
-      action: r.action,
-      topic: r.topic,
-      permission: r.permission,
-      ...(r.username !== undefined ? { username: r.username } : {}),
-      ...(r.client_id !== undefined ? { clientId: r.client_id } : {}),
-    })),
     aclDenyCode: config.acl.deny_reason === "unspecified" ? 0x80 : 0x87,
-    allowAnonymous: resolveAllowAnonymous(config),
-    useIdentityAsUsername: config.tls.use_identity_as_username,
     maxQueuedBytes: m.max_queued_bytes,
-    limits: limitsFrom(config),
     version,
   };
 }

@@ -2,6 +2,7 @@
  * The security part of the config: defaults that depend on other keys, and checks that
  * span keys. Kept next to the schema so that every default is decided in the config layer.
  */
+import type { AclRule } from "../auth/acl.ts";
 import type { SecurityLimits } from "../auth/limits.ts";
 import { type FerryConfig, isLoopbackHost } from "./schema.ts";
 
@@ -17,6 +18,17 @@ export function resolveAllowAnonymous(config: FerryConfig): boolean {
 /** `acl.default`, resolved: as configured, or — when null — deny once any rule or acl_file exists. */
 export function resolveAclDefault(config: FerryConfig): "allow" | "deny" {
   return config.acl.default ?? (config.acl.rules.length > 0 || config.acl.acl_file !== null ? "deny" : "allow");
+}
+
+/** The ACL rules written in the config itself (`acl.rules`); an acl_file adds to them. */
+export function aclRulesFrom(config: FerryConfig): AclRule[] {
+  return config.acl.rules.map((r) => ({
+    action: r.action,
+    topic: r.topic,
+    permission: r.permission,
+    ...(r.username !== undefined ? { username: r.username } : {}),
+    ...(r.client_id !== undefined ? { clientId: r.client_id } : {}),
+  }));
 }
 
 export function limitsFrom(config: FerryConfig): SecurityLimits {

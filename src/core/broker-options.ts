@@ -1,9 +1,8 @@
-import type { AclRule } from "../auth/acl.ts";
-import { noLimits, type SecurityLimits } from "../auth/limits.ts";
-
 /**
  * Everything the kernel needs to know, already validated and defaulted by the config
- * layer (src/config/schema.ts is where defaults and their docs live).
+ * layer: src/config/schema.ts is the one place where defaults and their docs live, and
+ * `brokerOptionsFrom` (src/config/load.ts) maps a config to these. Authentication,
+ * limits and ACL rules are not here: they come in as ports (BrokerDeps.auth / .acl).
  */
 export interface BrokerOptions {
   /** Largest packet Ferry accepts, in bytes (also announced as Maximum Packet Size). */
@@ -43,44 +42,9 @@ export interface BrokerOptions {
   /** Publish $SYS topics every this many seconds; 0 disables. */
   sysInterval: number;
   retainAvailable: boolean;
-  aclDefault: "allow" | "deny";
-  aclRules: AclRule[];
   /** v5 reason code for ACL denials: 0x87 Not authorized, or 0x80 Unspecified error. */
   aclDenyCode: 0x87 | 0x80;
-  /** Allow clients without a username (the config layer resolves its loopback-dependent default). */
-  allowAnonymous: boolean;
-  /** Take a verified TLS client certificate's Common Name as the username. */
-  useIdentityAsUsername: boolean;
   /** Payload bytes queued per session beyond the in-flight window; more are dropped and counted. */
   maxQueuedBytes: number;
-  /** Per-address connection limits, bans and the publish rate (src/auth/limits.ts). */
-  limits: SecurityLimits;
   version: string;
 }
-
-export const defaultBrokerOptions: BrokerOptions = {
-  maxPacketSize: 1024 * 1024,
-  maxTopicLength: 65_535,
-  maxTopicLevels: 128,
-  receiveMaximum: 1024,
-  maxInflight: 64,
-  maxQueuedMessages: 10_000,
-  queueQos0: false,
-  liveDelivery: "immediate",
-  topicAliasMaximum: 10,
-  serverKeepAlive: undefined,
-  maxSessionExpiry: 0xffffffff,
-  maxConnections: 100_000,
-  maxBufferedBytes: 8 * 1024 * 1024,
-  connectTimeoutMs: 10_000,
-  sysInterval: 10,
-  retainAvailable: true,
-  aclDefault: "allow",
-  aclRules: [],
-  aclDenyCode: 0x87,
-  allowAnonymous: true,
-  useIdentityAsUsername: false,
-  maxQueuedBytes: 64 * 1024 * 1024,
-  limits: noLimits,
-  version: "0.0.0",
-};

@@ -1,24 +1,21 @@
-import { Acl } from "../auth/acl.ts";
-import { Security } from "../auth/security.ts";
 import { RC } from "../mqtt/reason-codes.ts";
 import { type Message, type Mutation, type QoS, RETAINED_COPY_ORIGIN, type Store } from "../store/store.ts";
+import { type AclPort, type AuthPort, openAccess } from "./auth-ports.ts";
 import type { BrokerOptions } from "./broker-options.ts";
-import { ClientConnection, type Will } from "./client-connection.ts";
+import { ClientConnection } from "./client-connection.ts";
 import type { Clock } from "./clock.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
+import { sweepConnections } from "./housekeeping.ts";
 import type { Logger } from "./logger.ts";
 import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
+import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
 import { RetainedIndex } from "./retained-index.ts";
-import { type ActiveSubscription, type Outbound, Session } from "./session.ts";
-import { parseSubscriptionFilter } from "./topic.ts";
-import { TopicTree } from "./topic-tree.ts";
+import { Router } from "./router.ts";
+import type { Outbound, Session } from "./session.ts";
+import { SessionRegistry } from "./session-registry.ts";
 import { publishSysTopics } from "./sys-topics.ts";
-
-interface SubEntry {
-  session: Session;
-  sub: ActiveSubscription;
-}
+import { WillHandler } from "./will.ts";
 
 /**
  * The outcome of routing one publish: what must be committed, and whom to hand the
@@ -55,13 +52,21 @@ export interface BrokerDeps {
   store: Store;
   clock: Clock;
   logger: Logger;
+  /** Authentication, bans and connection limits (src/auth/security.ts); default: everyone in. */
+  auth?: AuthPort;
+  /** Who may publish, subscribe and receive what (src/auth/acl.ts); default: everything allowed. */
+  acl?: AclPort;
+  /** Counters, when the wiring shares them with the auth ports; default: new ones. */
+  metrics?: BrokerMetrics;
 }
 
-const NEVER_EXPIRES = 0xffffffff;
-
 /**
- * The kernel: owns sessions, subscriptions, retained messages and routing. It never
- * opens sockets; adapters call `accept(connection)` for each client.
+ * The kernel's facade: lifecycle and recovery, publish → route → commit → deliver, and
+ * the state the admin API reads. It never opens sockets; adapters call
+ * `accept(connection)` for each client. The parts live in their own files: `router.ts`
+ * (subscriptions, shared groups), `outbound-flow.ts` (QoS to subscribers),
+ * `session-registry.ts` (sessions, expiry, takeover), `will.ts`, and per connection
+ * `client-connection.ts` with `connect-pipeline.ts` and `inbound-flow.ts`.
  */
 export class Broker {
   readonly options: BrokerOptions;
@@ -69,27 +74,18 @@ export class Broker {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly metrics: BrokerMetrics;
-  readonly acl: Acl;
-  /** Authentication, bans and abuse limits (src/auth/security.ts). */
-  readonly security: Security;
-  readonly sessions = new Map<string, Session>();
+  readonly auth: AuthPort;
+  readonly acl: AclPort;
   readonly retained = new RetainedIndex();
   readonly clients = new Set<ClientConnection>();
+  readonly router: Router;
+  readonly outbound: OutboundFlow;
+  readonly registry: SessionRegistry;
+  /** Sessions by client id (the registry's). */
+  readonly sessions: Map<string, Session>;
 
-  #subs = new TopicTree<SubEntry>();
-  /** Numbers routing passes, for the per-session scratch fields (Session.routeMark). */
-  #routePass = 0;
-  #shareCursor = new Map<string, number>();
-  #shareGroups = new Map<string, Map<string, SubEntry>>();
+  #wills: WillHandler;
   #nextOffset = 1;
-  /** Sessions whose record is in the store, so ending them must delete it. */
-  #stored = new Set<Session>();
-  #pendingWills = new Map<Session, Will>();
-  /**
-   * Messages in flight when a connection resumed its session and not yet re-sent on it,
-   * because the new connection's Receive Maximum is smaller than what was in flight.
-   */
-  #resendBacklog = new WeakMap<ClientConnection, Outbound[]>();
   #timers: unknown[] = [];
   #idCounter = 0;
   #closing = false;
@@ -106,16 +102,14 @@ export class Broker {
     this.store = deps.store;
     this.clock = deps.clock;
     this.logger = deps.logger;
-    this.metrics = new BrokerMetrics(deps.clock.now());
-    this.acl = new Acl(deps.options.aclRules, deps.options.aclDefault);
-    this.security = new Security(
-      { allowAnonymous: deps.options.allowAnonymous, useIdentityAsUsername: deps.options.useIdentityAsUsername },
-      deps.options.limits,
-      deps.clock,
-      deps.logger,
-      this.metrics,
-    );
-    this.sysSources.push(() => this.security.sysValues());
+    this.metrics = deps.metrics ?? new BrokerMetrics(deps.clock.now());
+    this.auth = deps.auth ?? openAccess;
+    this.acl = deps.acl ?? openAccess;
+    this.router = new Router(deps.options);
+    this.outbound = new OutboundFlow(deps.options, this.metrics, deps.store, deps.logger, this.router);
+    this.#wills = new WillHandler(deps.clock, deps.logger, this);
+    this.registry = new SessionRegistry(deps.clock, deps.store, deps.logger, this.router, this.outbound, this.#wills);
+    this.sessions = this.registry.sessions;
   }
 
   /** Open the store and restore retained messages and sessions exactly as they were. */
@@ -123,42 +117,8 @@ export class Broker {
     const rec = await this.store.open();
     this.#nextOffset = rec.nextOffset;
     this.#recoveredCursors = rec.cursors;
-    const now = this.clock.now();
     for (const m of rec.retained) this.retained.set(m.topic, m);
-    for (const rs of rec.sessions) {
-      const r = rs.session;
-      const s = new Session(r.clientId, r.protocolVersion, r.expiryInterval);
-      this.sessions.set(s.clientId, s);
-      this.#stored.add(s);
-      for (const sub of r.subscriptions) {
-        const parsed = parseSubscriptionFilter(sub.filter);
-        if (typeof parsed === "string") continue;
-        this.subscribe(s, { ...sub, plainFilter: parsed.filter, group: parsed.group });
-      }
-      for (const { delivery: d, message } of rs.deliveries) {
-        const o: Outbound = {
-          message,
-          qos: d.qos,
-          retain: d.retain,
-          subscriptionIds: d.subscriptionIds,
-          packetId: d.packetId ?? 0,
-          phase: d.phase,
-          shareKey: undefined,
-          cache: undefined,
-        };
-        if (d.phase === "queued" || d.packetId === undefined) {
-          o.phase = "queued";
-          s.enqueue(o);
-        } else {
-          s.inflight.set(d.packetId, o);
-          s.notePacketId(d.packetId);
-        }
-      }
-      for (const id of rs.qos2Incoming) s.qos2Incoming.add(id);
-      // A session that was connected when Ferry stopped counts as disconnected now.
-      s.disconnectedAt = r.disconnectedAt ?? now;
-      this.#scheduleExpiry(s);
-    }
+    this.registry.recover(rec.sessions);
     this.logger.info(
       `store ${this.store.kind}: ${rec.sessions.length} sessions, ${this.retained.size} retained, next offset ${this.#nextOffset}`,
     );
@@ -178,10 +138,7 @@ export class Broker {
       c.will = undefined; // a shutdown is not the client's failure; keep its Will for a real one
       c.disconnect(RC.SERVER_SHUTTING_DOWN, "server shutting down");
     }
-    for (const s of this.sessions.values()) {
-      this.clock.clearTimeout(s.expiryTimer);
-      this.clock.clearTimeout(s.willTimer);
-    }
+    this.registry.stopTimers();
     await this.store.close();
   }
 
@@ -191,7 +148,11 @@ export class Broker {
     this.clients.add(client);
     this.metrics.connectionsTotal++;
     if (this.#closing) client.disconnect(RC.SERVER_SHUTTING_DOWN);
-    else this.security.admit(client); // per-address limits; may mark the client refused
+    else {
+      // Per-address limits: a refused client may still learn why in a CONNACK.
+      const refusal = this.auth.admit(client);
+      if (refusal) client.refuse(refusal);
+    }
     return client;
   }
 
@@ -213,151 +174,15 @@ export class Broker {
     }`;
   }
 
-  // ---- sessions -------------------------------------------------------------------
-
-  /**
-   * Attach `client` to its session: take over a live connection with the same id
-   * [MQTT-3.1.4-3], discard it on Clean Start [MQTT-3.1.2-4], or resume it.
-   */
-  async openSession(
-    client: ClientConnection,
-    clean: boolean,
-    expiry: number,
-  ): Promise<{ session: Session; present: boolean }> {
-    const id = client.clientId;
-    const existing = this.sessions.get(id);
-    if (existing?.client && existing.client !== client) existing.client.takeover();
-
-    let s = this.sessions.get(id);
-    const mutations: Mutation[] = [];
-    if (s && clean) {
-      this.#endSession(s, mutations);
-      s = undefined;
-    }
-    let present = false;
-    if (s) {
-      present = true;
-      // A new connection before the Will Delay passed: the Will is not sent [MQTT-3.1.3-9].
-      this.clock.clearTimeout(s.willTimer);
-      this.#pendingWills.delete(s);
-      this.clock.clearTimeout(s.expiryTimer);
-      s.protocolVersion = client.version;
-      s.expiryInterval = expiry;
-      s.disconnectedAt = undefined;
-    } else {
-      s = new Session(id, client.version, expiry);
-      this.sessions.set(id, s);
-    }
-    s.client = client;
-    if (s.persistent) {
-      mutations.push({ op: "session-put", session: s.toRecord() });
-      this.#stored.add(s);
-    }
-    if (mutations.length > 0) await this.store.commit(mutations);
-    return { session: s, present };
-  }
-
-  /** CONNACK was sent: resend what was in flight, then drain the queue [MQTT-4.4.0-1]. */
-  sessionOnline(client: ClientConnection, s: Session): void {
-    if (s.client !== client) return;
-    const inflight = [...s.inflight.values()].sort((a, b) => a.message.offset - b.message.offset);
-    // A PUBREL is not a PUBLISH and goes at once [MQTT-3.3.4-10]; re-sent PUBLISHes wait for
-    // room in this connection's window, which may be smaller than the last one's [MQTT-3.3.4-9].
-    for (const o of inflight) if (o.phase === "pubrel") client.sendPubrel(o.packetId);
-    const resend = inflight.filter((o) => o.phase !== "pubrel");
-    if (resend.length > 0) this.#resendBacklog.set(client, resend);
-    this.#pump(s);
-  }
-
   /** A connection ended. `abnormal` means without a DISCONNECT that discards the Will. */
   clientClosed(client: ClientConnection, abnormal: boolean): void {
     this.clients.delete(client);
-    this.security.release(client);
+    this.auth.release(client);
     if (client.counted) {
       client.counted = false;
       this.#connected--;
     }
-    const s = this.sessions.get(client.clientId);
-    // Refused before a session existed, or already replaced by a newer connection.
-    if (!s || s.client !== client) return;
-    s.client = undefined;
-    s.disconnectedAt = this.clock.now();
-    if (abnormal && client.will && !this.#closing) {
-      const will = client.will;
-      // The Will waits for its delay, or until the session ends, whichever is first [MQTT-3.1.3-9].
-      const delay = Math.min(will.delay, s.expiryInterval);
-      if (delay <= 0) this.#publishWill(will);
-      else {
-        this.#pendingWills.set(s, will);
-        s.willTimer = this.clock.setTimeout(() => {
-          if (this.#pendingWills.get(s) === will) {
-            this.#pendingWills.delete(s);
-            this.#publishWill(will);
-          }
-        }, delay * 1000);
-      }
-    }
-    this.#redistributeShared(s);
-    if (this.#closing) return;
-    if (s.expiryInterval === 0) {
-      const mutations: Mutation[] = [];
-      this.#endSession(s, mutations);
-      if (mutations.length > 0) this.persist(mutations);
-      return;
-    }
-    this.persist([{ op: "session-put", session: s.toRecord() }]);
-    this.#stored.add(s);
-    this.#scheduleExpiry(s);
-  }
-
-  #scheduleExpiry(s: Session): void {
-    if (s.expiryInterval >= NEVER_EXPIRES) return;
-    const left = (s.disconnectedAt ?? this.clock.now()) + s.expiryInterval * 1000 - this.clock.now();
-    const end = () => {
-      if (s.client || s.ended) return;
-      const mutations: Mutation[] = [];
-      this.#endSession(s, mutations);
-      if (mutations.length > 0) this.persist(mutations);
-    };
-    if (left <= 0) end();
-    else s.expiryTimer = this.clock.setTimeout(end, left);
-  }
-
-  /** The session ends: subscriptions go, and a pending Will is published now. */
-  #endSession(s: Session, mutations: Mutation[]): void {
-    s.ended = true;
-    this.sessions.delete(s.clientId);
-    this.clock.clearTimeout(s.expiryTimer);
-    this.clock.clearTimeout(s.willTimer);
-    for (const sub of [...s.subscriptions.values()]) this.#removeSub(s, sub);
-    s.subscriptions.clear();
-    const will = this.#pendingWills.get(s);
-    if (will) {
-      this.#pendingWills.delete(s);
-      this.#publishWill(will);
-    }
-    if (this.#stored.delete(s)) mutations.push({ op: "session-delete", clientId: s.clientId });
-  }
-
-  #publishWill(will: Will): void {
-    const now = this.clock.now();
-    const m: Message = { ...will.message, receivedAt: now };
-    // The Will's Message Expiry Interval is its lifetime from publication, not from CONNECT
-    // (spec 3.1.3.2.4), so the expiry moves with the publication time.
-    if (will.message.expiresAt !== undefined) m.expiresAt = now + (will.message.expiresAt - will.message.receivedAt);
-    const routed = this.publish(m);
-    if (routed.commit) {
-      routed.commit.then(() => this.deliver(routed), (err: unknown) => {
-        this.logger.error(`storing the Will of ${m.origin} failed: ${String(err)}`);
-      });
-    } else this.deliver(routed);
-  }
-
-  /** Persist a session's record if it must survive restarts; resolves when durable. */
-  persistSession(s: Session): Promise<void> | undefined {
-    if (!s.persistent) return undefined;
-    this.#stored.add(s);
-    return this.store.commit([{ op: "session-put", session: s.toRecord() }]);
+    this.registry.closed(client, client.clientId, client.will, abnormal, this.#closing);
   }
 
   /**
@@ -369,42 +194,6 @@ export class Broker {
     if (wait) return p;
     p.catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
     return undefined;
-  }
-
-  // ---- subscriptions --------------------------------------------------------------------
-
-  /** Add or replace a subscription [MQTT-3.8.4-3]; returns whether it is new. */
-  subscribe(s: Session, sub: ActiveSubscription): boolean {
-    const old = s.subscriptions.get(sub.filter);
-    if (old) this.#removeSub(s, old);
-    s.subscriptions.set(sub.filter, sub);
-    const entry: SubEntry = { session: s, sub };
-    this.#subs.add(sub.plainFilter, subKey(s, sub), entry);
-    if (sub.group !== undefined) {
-      const key = shareKey(sub);
-      let members = this.#shareGroups.get(key);
-      if (!members) this.#shareGroups.set(key, members = new Map());
-      members.set(s.clientId, entry);
-    }
-    return old === undefined;
-  }
-
-  unsubscribe(s: Session, filter: string): boolean {
-    const sub = s.subscriptions.get(filter);
-    if (!sub) return false;
-    this.#removeSub(s, sub);
-    s.subscriptions.delete(filter);
-    return true;
-  }
-
-  #removeSub(s: Session, sub: ActiveSubscription): void {
-    this.#subs.remove(sub.plainFilter, subKey(s, sub));
-    if (sub.group !== undefined) {
-      const key = shareKey(sub);
-      const members = this.#shareGroups.get(key);
-      members?.delete(s.clientId);
-      if (members?.size === 0) this.#shareGroups.delete(key);
-    }
   }
 
   /** Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11]. */
@@ -429,7 +218,7 @@ export class Broker {
         mutations.push({ op: "append", message });
         mutations.push({ op: "delivery-put", delivery: deliveryRecord(s, message, qos, true, sub.subscriptionId) });
       }
-      this.#deliver(s, {
+      this.outbound.deliver(s, {
         message,
         qos,
         retain: true, // [MQTT-3.3.1-9] retained messages sent on subscribe keep RETAIN=1
@@ -466,7 +255,7 @@ export class Broker {
     }
     const sessions: Session[] = [];
     const outbounds: Outbound[] = [];
-    this.#route(message, sessions, outbounds);
+    this.router.route(message, sessions, outbounds);
     const matched = sessions.length > 0;
     // Keep the accepted deliveries, compacting both arrays in place.
     let kept = 0;
@@ -536,7 +325,7 @@ export class Broker {
     if (sessions.length === 1) {
       // Nothing to share the encoding with: without a cache it is encoded once, when sent,
       // to the same bytes (two objects less per message on the common 1→1 path).
-      this.#deliver(sessions[0]!, outbounds[0]!);
+      this.outbound.deliver(sessions[0]!, outbounds[0]!);
       return;
     }
     // One set of encodings for every delivery of this message, those queued for later too.
@@ -544,7 +333,7 @@ export class Broker {
     for (let i = 0; i < sessions.length; i++) {
       const o = outbounds[i]!;
       o.cache = cache;
-      this.#deliver(sessions[i]!, o);
+      this.outbound.deliver(sessions[i]!, o);
     }
   }
 
@@ -554,7 +343,7 @@ export class Broker {
     if (retain) this.retained.set(topic, m);
     const sessions: Session[] = [];
     const outbounds: Outbound[] = [];
-    this.#route(m, sessions, outbounds);
+    this.router.route(m, sessions, outbounds);
     const cache = new MessageEncodings();
     for (let i = 0; i < sessions.length; i++) {
       const s = sessions[i]!;
@@ -563,267 +352,30 @@ export class Broker {
       o.qos = 0;
       o.shareKey = undefined;
       o.cache = cache;
-      this.#deliver(s, o);
+      this.outbound.deliver(s, o);
     }
+  }
+
+  /** Route and commit `message`, then hand it to subscribers; resolves once they have it. */
+  publishDurably(message: Message): Promise<void> {
+    const routed = this.publish(message);
+    if (!routed.commit) {
+      this.deliver(routed);
+      return Promise.resolve();
+    }
+    return routed.commit.then(() => this.deliver(routed));
   }
 
   /**
-   * Work out who gets `message`: one delivery per session (overlapping subscriptions merge),
-   * one member per shared-subscription group. Appends to `sessions` and `outbounds` in step.
+   * Publish a message that comes from inside Ferry (the uplink's cloud commands, the admin
+   * API): routed like any publish; resolves once it is durable and handed to subscribers.
    */
-  #route(message: Message, sessions: Session[], outbounds: Outbound[]): void {
-    const matches = this.#subs.matchAll(message.topic);
-    const n = matches.length;
-    if (n === 0) return;
-    const pass = ++this.#routePass;
-    let groups: Map<string, SubEntry[]> | undefined;
-    for (let i = 0; i < n; i++) {
-      const e = matches[i]!;
-      const sub = e.sub;
-      if (sub.group !== undefined) {
-        groups ??= new Map();
-        const key = shareKey(sub);
-        const list = groups.get(key);
-        if (list) list.push(e);
-        else groups.set(key, [e]);
-        continue;
-      }
-      // [MQTT-3.8.3-3] No Local: not back to the connection that published it.
-      if (sub.noLocal && e.session.clientId === message.origin) continue;
-      this.#addTarget(pass, sessions, outbounds, e, message, undefined);
-    }
-    if (groups) {
-      for (const [key, members] of groups) {
-        const chosen = this.#pickMember(key, members);
-        if (chosen) this.#addTarget(pass, sessions, outbounds, chosen, message, key);
-      }
-    }
+  injectMessage(message: Message): Promise<void> {
+    this.metrics.messagesReceived[message.qos]++;
+    return this.publishDurably(message);
   }
 
-  #addTarget(
-    pass: number,
-    sessions: Session[],
-    outbounds: Outbound[],
-    e: SubEntry,
-    m: Message,
-    share: string | undefined,
-  ): void {
-    const sub = e.sub;
-    const s = e.session;
-    const qos = Math.min(m.qos, sub.qos) as QoS;
-    // [MQTT-3.3.1-12/13] Retain As Published keeps the publisher's RETAIN flag; otherwise 0.
-    const retain = sub.retainAsPublished ? m.retain : false;
-    if (s.routeMark !== pass) {
-      s.routeMark = pass;
-      s.routeIndex = outbounds.length;
-      sessions.push(s);
-      outbounds.push({
-        message: m,
-        qos,
-        retain,
-        subscriptionIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
-        packetId: 0,
-        phase: "queued",
-        shareKey: share,
-        cache: undefined,
-      });
-      return;
-    }
-    const t = outbounds[s.routeIndex]!;
-    // Overlapping subscriptions: one delivery, highest QoS, every identifier [MQTT-3.3.4-2] [MQTT-3.3.4-4].
-    if (qos > t.qos) t.qos = qos;
-    t.retain ||= retain;
-    if (sub.subscriptionId !== undefined) (t.subscriptionIds ??= []).push(sub.subscriptionId);
-    if (share === undefined) t.shareKey = undefined;
-  }
-
-  /**
-   * Round-robin over the group's connected members with queue room; then any member with
-   * room; a message is dropped (and counted) only when every member's queue is full.
-   */
-  #pickMember(key: string, members: SubEntry[]): SubEntry | undefined {
-    const max = this.options.maxQueuedMessages;
-    const roomy = members.filter((m) => m.session.queuedCount < max);
-    const online = roomy.filter((m) => m.session.client?.state === "connected");
-    const pool = online.length > 0 ? online : roomy.length > 0 ? roomy : members;
-    if (pool.length === 0) return undefined;
-    const n = (this.#shareCursor.get(key) ?? 0) + 1;
-    this.#shareCursor.set(key, n);
-    return pool[n % pool.length];
-  }
-
-  /** A member leaves: its not-yet-acknowledged shared messages go to the others (spec 4.8.2). */
-  #redistributeShared(s: Session): void {
-    const moved: Outbound[] = [];
-    const kept: Outbound[] = [];
-    for (const o of s.drainQueue()) (o.shareKey !== undefined ? moved : kept).push(o);
-    for (const o of kept) s.enqueue(o);
-    for (const [id, o] of s.inflight) {
-      // QoS 2 in flight must complete with the same client [MQTT-4.8.2-4]; QoS 1 may move.
-      if (o.shareKey !== undefined && o.qos === 1) {
-        s.inflight.delete(id);
-        moved.push(o);
-      }
-    }
-    if (moved.length === 0) return;
-    const mutations: Mutation[] = [];
-    for (const o of moved) {
-      const members = [...(this.#shareGroups.get(o.shareKey!)?.values() ?? [])]
-        .filter((e) => e.session !== s && e.session.client?.state === "connected");
-      const to = members.length > 0 ? this.#pickMember(o.shareKey!, members) : undefined;
-      if (!to) {
-        // Nobody else can take it: it stays with this session.
-        if (o.phase === "queued") s.enqueue(o);
-        else s.inflight.set(o.packetId, o);
-        continue;
-      }
-      if (s.persistent) {
-        mutations.push({ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset });
-      }
-      if (to.session.persistent) {
-        mutations.push({
-          op: "delivery-put",
-          delivery: deliveryRecord(to.session, o.message, o.qos, o.retain, o.subscriptionIds),
-        });
-      }
-      this.#deliver(to.session, { ...o, packetId: 0, phase: "queued" });
-    }
-    if (mutations.length > 0) this.persist(mutations);
-  }
-
-  #deliver(s: Session, o: Outbound): void {
-    if (s.ended) return;
-    const c = s.client;
-    const live = c !== undefined && c.state === "connected";
-    if (o.qos === 0) {
-      // Behind queued QoS>0 messages it waits its turn, so a topic's order holds [MQTT-4.6.0-6].
-      if (live && s.queuedCount === 0) {
-        if (c.conn.bufferedBytes() > this.options.maxBufferedBytes) {
-          this.metrics.droppedSlowConsumer++;
-          return;
-        }
-        c.sendPublish(o, false);
-      } else s.enqueue(o);
-      return;
-    }
-    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) this.#transmit(s, c, o);
-    else s.enqueue(o);
-  }
-
-  #transmit(s: Session, c: ClientConnection, o: Outbound): void {
-    o.packetId = s.allocatePacketId();
-    o.phase = "sent";
-    s.inflight.set(o.packetId, o);
-    const sent: Mutation | undefined = s.persistent
-      ? { op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: o.packetId }
-      : undefined;
-    // QoS 2: after a crash the message must be re-sent under this packet id [MQTT-4.4.0-1], or a
-    // client that already has it (method B) takes the re-send for a new message; so the id is
-    // durable before the client can see it.
-    if (sent && o.qos === 2) this.#persistBeforeOutput(c, [sent]);
-    if (!c.sendPublish(o, false)) {
-      this.#completeOutbound(s, o);
-      return;
-    }
-    if (sent && o.qos !== 2) this.persist([sent]);
-  }
-
-  /** Commit `mutations` and hold `c`'s output until they are durable (see holdOutputUntil). */
-  #persistBeforeOutput(c: ClientConnection, mutations: Mutation[]): void {
-    const commit = this.store.commit(mutations);
-    commit.catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
-    c.holdOutputUntil(commit);
-  }
-
-  /** Send queued messages while the client's window has room. */
-  #pump(s: Session): void {
-    const c = s.client;
-    if (!c || c.state !== "connected") return;
-    const backlog = this.#resendBacklog.get(c);
-    if (backlog) {
-      // Still in flight but not yet re-sent on this connection, so not counted against its window.
-      const held = backlog.filter((o) => s.inflight.get(o.packetId) === o); // acked or moved meanwhile
-      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow) {
-        const o = held.shift()!;
-        if (!c.sendPublish(o, true)) this.#completeOutbound(s, o);
-      }
-      if (held.length > 0) {
-        this.#resendBacklog.set(c, held);
-        return;
-      }
-      this.#resendBacklog.delete(c);
-    }
-    while (s.inflight.size < c.inflightWindow) {
-      const o = s.dequeue();
-      if (!o) return;
-      if (o.qos === 0) {
-        c.sendPublish(o, false);
-        continue;
-      }
-      this.#transmit(s, c, o);
-    }
-  }
-
-  /** An outbound message is done with (acknowledged, expired or undeliverable). */
-  #completeOutbound(s: Session, o: Outbound): void {
-    s.inflight.delete(o.packetId);
-    if (s.persistent) this.persist([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]);
-  }
-
-  onPuback(c: ClientConnection, id: number): void {
-    const s = c.session!;
-    const o = s.inflight.get(id);
-    if (!o || o.qos !== 1) return; // unknown ids are ignored (spec 4.3.2)
-    this.#completeOutbound(s, o);
-    this.#pump(s);
-  }
-
-  onPubrec(c: ClientConnection, id: number, code: number): void {
-    const s = c.session!;
-    const o = s.inflight.get(id);
-    if (!o || o.qos !== 2) {
-      // Answer with PUBREL 0x92 so the client can finish its flow (spec 3.6.2.1).
-      if (c.isV5) c.sendPubrelNotFound(id);
-      return;
-    }
-    if (code >= 0x80) {
-      // The subscriber refused it: the flow ends here (spec 4.3.3).
-      this.#completeOutbound(s, o);
-      this.#pump(s);
-      return;
-    }
-    o.phase = "pubrel";
-    // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
-    // client that already released its id, which then delivers it twice [MQTT-4.3.3-6].
-    if (s.persistent) this.#persistBeforeOutput(c, [{ op: "delivery-pubrel", clientId: s.clientId, packetId: id }]);
-    c.sendPubrel(id);
-  }
-
-  onPubcomp(c: ClientConnection, id: number): void {
-    const s = c.session!;
-    const o = s.inflight.get(id);
-    if (!o || o.phase !== "pubrel") return;
-    this.#completeOutbound(s, o);
-    this.#pump(s);
-  }
-
-  // ---- housekeeping ---------------------------------------------------------------------
-
-  /** Once a second: keep alive [MQTT-3.1.2-22] and CONNECT timeouts. */
-  #sweep(): void {
-    const now = this.clock.now();
-    for (const c of this.clients) {
-      if (c.state === "awaiting-connect") {
-        // Half-open or idle sockets that never send CONNECT must not hold a slot forever.
-        if (now - c.connectedAt > this.options.connectTimeoutMs) c.disconnect(RC.MAXIMUM_CONNECT_TIME);
-        continue;
-      }
-      if (c.state === "connected" && c.keepAlive > 0 && now - c.lastActivity > c.keepAlive * 1500) {
-        this.metrics.keepaliveTimeouts++;
-        c.disconnect(RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout");
-      }
-    }
-  }
+  // ---- log readers ----------------------------------------------------------------------
 
   get nextOffset(): number {
     return this.#nextOffset;
@@ -838,42 +390,12 @@ export class Broker {
     this.#logReaders.push(reader);
   }
 
-  /**
-   * Publish a message that comes from inside Ferry (the uplink's cloud commands):
-   * routed like any publish; resolves once it is durable and handed to subscribers.
-   */
-  injectMessage(message: Message): Promise<void> {
-    this.metrics.messagesReceived[message.qos]++;
-    const routed = this.publish(message);
-    if (!routed.commit) {
-      this.deliver(routed);
-      return Promise.resolve();
-    }
-    return routed.commit.then(() => this.deliver(routed));
-  }
-
   #wantedByReader(topic: string): boolean {
     for (const r of this.#logReaders) if (r.wants(topic)) return true;
     return false;
   }
-}
 
-function subKey(s: Session, sub: ActiveSubscription): string {
-  return sub.group === undefined ? s.clientId : `${sub.group}\u0000${s.clientId}`;
-}
-
-function shareKey(sub: ActiveSubscription): string {
-  return `${sub.group}\u0000${sub.plainFilter}`;
-}
-
-function deliveryRecord(s: Session, m: Message, qos: QoS, retain: boolean, subIds: number[] | number | undefined) {
-  const ids = typeof subIds === "number" ? [subIds] : subIds;
-  return {
-    clientId: s.clientId,
-    offset: m.offset,
-    qos,
-    retain,
-    ...(ids && ids.length > 0 ? { subscriptionIds: ids } : {}),
-    phase: "queued" as const,
-  };
+  #sweep(): void {
+    sweepConnections(this.clients, this.clock.now(), this.options, this.metrics);
+  }
 }

@@ -1,7 +1,7 @@
 import type { Message, QoS, SessionRecord, SubscriptionRecord } from "../store/store.ts";
-import type { ClientConnection } from "./client-connection.ts";
 import type { EncodeCache } from "./outbound-encoder.ts";
 import { InflightTable } from "./inflight-table.ts";
+import type { Peer } from "./peer.ts";
 
 /** One message owed to a session, in its queue or in flight. */
 export interface Outbound {
@@ -42,14 +42,15 @@ export class Session {
   inflight = new InflightTable<Outbound>();
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A). */
   qos2Incoming = new Set<number>();
-  client: ClientConnection | undefined;
+  /** The connection attached to it, if any. */
+  client: Peer | undefined;
   disconnectedAt: number | undefined;
   expiryTimer: unknown;
   willTimer: unknown;
   /** Set when the session is gone for good, so late callbacks leave it alone. */
   ended = false;
   /**
-   * Routing scratch (Broker.#route): the routing pass that last matched this session, and
+   * Routing scratch (Router.route): the routing pass that last matched this session, and
    * the index of its delivery in that pass. Replaces a Map of session to delivery per message.
    */
   routeMark = 0;

@@ -1,10 +1,10 @@
 import { parseAclFile } from "../auth/acl-file.ts";
 import { PasswordFile } from "../auth/password-file.ts";
 import { weakness } from "../auth/password-hash.ts";
-import { resolveAclDefault, resolveAllowAnonymous } from "../config/security-options.ts";
+import { aclRulesFrom, resolveAclDefault, resolveAllowAnonymous } from "../config/security-options.ts";
 import type { FerryConfig } from "../config/schema.ts";
-import type { Broker } from "../core/broker.ts";
 import type { Logger } from "../core/logger.ts";
+import type { Access } from "./access-from-config.ts";
 import type { Accept, ListenerFactory, TlsListener, TlsMaterial } from "./listener.ts";
 
 /** What the security wiring needs from a runtime. */
@@ -18,6 +18,8 @@ export interface SecurityAdapters extends ListenerFactory {
  * the start), re-read on `reload()` (SIGHUP) and, when their contents change, by a
  * periodic check; a bad file at reload is logged and the previous one stays in force.
  * Nothing read from these files is ever logged: problems name the file and the line.
+ * It owns the auth and ACL objects it loads files into (built by `accessFromConfig` and
+ * handed to the broker as ports); the broker never constructs or changes them.
  */
 export class SecurityWiring {
   tls: TlsListener | undefined;
@@ -29,18 +31,18 @@ export class SecurityWiring {
   private constructor(
     private readonly adapters: SecurityAdapters,
     private readonly config: FerryConfig,
-    private readonly broker: Broker,
+    private readonly access: Access,
     private readonly log: Logger,
   ) {}
 
-  /** Read the password and ACL files into `broker`; throws Error naming the problems. */
+  /** Read the password and ACL files into `access`; throws Error naming the problems. */
   static async load(
     adapters: SecurityAdapters,
     config: FerryConfig,
-    broker: Broker,
+    access: Access,
     log: Logger,
   ): Promise<SecurityWiring> {
-    const w = new SecurityWiring(adapters, config, broker, log);
+    const w = new SecurityWiring(adapters, config, access, log);
     await w.#loadAuthFiles(true);
     const anonymous = resolveAllowAnonymous(config);
     const viaCert = config.tls.use_identity_as_username && config.listeners.tls_port !== null;
@@ -156,14 +158,14 @@ export class SecurityWiring {
       const weak = weakness(hash);
       if (weak) this.log.warn(`auth: user '${user}' in ${path} has ${weak}; set it again with 'ferry passwd'`);
     }
-    this.broker.security.authenticator.setUsers(users);
+    this.access.security.authenticator.setUsers(users);
     this.log.info(`auth: ${starting ? "loaded" : "reloaded"} ${users.size} users from ${path}`);
   }
 
   #applyAcl(path: string, text: string, starting: boolean): void {
     const { rules, problems } = parseAclFile(text);
     if (problems.length > 0) throw new Error(`${path}: ${problems.join("; ")}`);
-    this.broker.acl.replace([...this.broker.options.aclRules, ...rules], resolveAclDefault(this.config));
+    this.access.acl.replace([...aclRulesFrom(this.config), ...rules], resolveAclDefault(this.config));
     this.log.info(`acl: ${starting ? "loaded" : "reloaded"} ${rules.length} rules from ${path}`);
   }
 

@@ -1,6 +1,7 @@
 import { Broker } from "../core/broker.ts";
 import { systemClock } from "../core/clock.ts";
 import { consoleLogger, type Logger } from "../core/logger.ts";
+import { BrokerMetrics } from "../core/metrics.ts";
 import { brokerOptionsFrom } from "../config/load.ts";
 import type { FerryConfig } from "../config/schema.ts";
 import type { SqliteDriver } from "../store/sqlite/driver.ts";
@@ -12,6 +13,7 @@ import { UplinkManager } from "../sync/uplink-manager.ts";
 import { RecentLog } from "../admin/recent-log.ts";
 import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
 import { SecurityWiring } from "./security-wiring.ts";
+import { accessFromConfig } from "./access-from-config.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -54,9 +56,20 @@ export async function startServerWith(
   const recent = new RecentLog();
   const log = recent.wrap(logger ?? consoleLogger(config.log_level));
   const store = openStoreWith(adapters, config, log);
-  const broker = new Broker({ options: brokerOptionsFrom(config, version), store, clock: systemClock, logger: log });
+  const metrics = new BrokerMetrics(systemClock.now());
+  const access = accessFromConfig(config, systemClock, log, metrics);
+  const broker = new Broker({
+    options: brokerOptionsFrom(config, version),
+    store,
+    clock: systemClock,
+    logger: log,
+    metrics,
+    auth: access.security,
+    acl: access.acl,
+  });
+  broker.sysSources.push(() => access.security.sysValues());
   // Password and ACL files before anything listens: a bad one stops the start.
-  const security = await SecurityWiring.load(adapters, config, broker, log);
+  const security = await SecurityWiring.load(adapters, config, access, log);
   await broker.start();
   const uplinks = new UplinkManager(broker, config.uplinks, {
     edgeId: config.edge_id,

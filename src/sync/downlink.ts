@@ -4,7 +4,7 @@
  * to the cloud it came from (loop prevention).
  */
 import type { DownlinkRule } from "../config/schema.ts";
-import { topicMatches } from "../core/topic.ts";
+import { topicMatches } from "../mqtt/topic.ts";
 import type { Message, MessageProperties } from "../store/store.ts";
 import type { CloudIncoming } from "./cloud-client.ts";
 import { renderFilter, renderTopic } from "./topic-template.ts";

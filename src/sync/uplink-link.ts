@@ -13,7 +13,7 @@
  */
 import type { ForwardRule, UplinkConfig } from "../config/schema.ts";
 import type { Broker } from "../core/broker.ts";
-import { topicNameProblem } from "../core/topic.ts";
+import { topicNameProblem } from "../mqtt/topic.ts";
 import { TopicTree } from "../core/topic-tree.ts";
 import { type Message, RETAINED_COPY_ORIGIN, StoreFullError } from "../store/store.ts";
 import { Backoff } from "./backoff.ts";

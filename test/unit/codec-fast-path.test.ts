@@ -12,7 +12,7 @@ import { encode, encodeWithMqttPacket, PacketReader } from "../../src/mqtt/codec
 import { decodeFast, encodeFast } from "../../src/mqtt/fast-path.ts";
 import type { Packet, ProtocolVersion } from "../../src/mqtt/packets.ts";
 import { MqttError, RC } from "../../src/mqtt/reason-codes.ts";
-import { topicNameProblem } from "../../src/core/topic.ts";
+import { topicNameProblem } from "../../src/mqtt/topic.ts";
 import { prng as seededRng } from "../helpers/fuzz-packets.ts";
 
 const MAX = 4 * 1024 * 1024;

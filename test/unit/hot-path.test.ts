@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import mqttPacket from "mqtt-packet";
 import { Broker } from "../../src/core/broker.ts";
-import { defaultBrokerOptions } from "../../src/core/broker-options.ts";
+import { brokerOptionsFrom, validateConfig } from "../../src/config/load.ts";
 import { systemClock } from "../../src/core/clock.ts";
 import type { Connection, ConnectionHandler } from "../../src/core/connection.ts";
 import { silentLogger } from "../../src/core/logger.ts";
@@ -68,7 +68,7 @@ async function connected(broker: Broker, clientId: string): Promise<FakeConnecti
 async function brokerWithSubscriber(liveDelivery: "immediate" | "after_commit", qos: 1 | 2) {
   const store = new ManualStore();
   const broker = new Broker({
-    options: { ...defaultBrokerOptions, sysInterval: 0, liveDelivery },
+    options: { ...brokerOptionsFrom(validateConfig({}), "test"), sysInterval: 0, liveDelivery },
     store,
     clock: systemClock,
     logger: silentLogger,

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { parseSubscriptionFilter, topicFilterProblem, topicMatches, topicNameProblem } from "../../src/core/topic.ts";
+import { parseSubscriptionFilter, topicFilterProblem, topicMatches, topicNameProblem } from "../../src/mqtt/topic.ts";
 import { TopicTree } from "../../src/core/topic-tree.ts";
 import { RetainedIndex } from "../../src/core/retained-index.ts";
 import type { Message } from "../../src/store/store.ts";

@@ -11,12 +11,15 @@ import { clientDetailView, clientView } from "../views.ts";
 
 /** The live connection of client `id` (past CONNECT), if any. */
 export function findClient(ctx: AdminContext, id: string): ClientConnection | undefined {
-  const c = ctx.broker.sessions.get(id)?.client;
-  if (c && c.state !== "closed") return c;
+  // The one attached to the session first; else one still connecting with that id.
+  const attached = ctx.broker.sessions.get(id)?.client;
+  let connecting: ClientConnection | undefined;
   for (const x of ctx.broker.clients) {
-    if (x.clientId === id && x.state !== "closed" && x.state !== "awaiting-connect") return x;
+    if (x.clientId !== id || x.state === "closed" || x.state === "awaiting-connect") continue;
+    if (x === attached) return x;
+    connecting ??= x;
   }
-  return undefined;
+  return connecting;
 }
 
 export function clientRoutes(ctx: AdminContext): Hono {

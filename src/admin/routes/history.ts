@@ -5,7 +5,7 @@
  * not in it. Pages continue from `next_offset`.
  */
 import { Hono } from "hono";
-import { parseSubscriptionFilter, topicFilterProblem, topicMatches } from "../../core/topic.ts";
+import { parseSubscriptionFilter, topicFilterProblem, topicMatches } from "../../mqtt/topic.ts";
 import type { Message, Store } from "../../store/store.ts";
 import type { AdminContext } from "../deps.ts";
 import { badRequest } from "../errors.ts";

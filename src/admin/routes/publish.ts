@@ -4,7 +4,7 @@
  * subscribers. Responds once it is durable and handed to subscribers.
  */
 import { Hono } from "hono";
-import { topicNameProblem } from "../../core/topic.ts";
+import { topicNameProblem } from "../../mqtt/topic.ts";
 import type { Message, MessageProperties } from "../../store/store.ts";
 import { StoreFullError } from "../../store/store.ts";
 import type { AdminContext } from "../deps.ts";

@@ -1,6 +1,6 @@
 /** Every subscription of every session, filterable by client, exact filter or matching topic. */
 import { Hono } from "hono";
-import { topicMatches } from "../../core/topic.ts";
+import { topicMatches } from "../../mqtt/topic.ts";
 import type { ActiveSubscription } from "../../core/session.ts";
 import type { AdminContext } from "../deps.ts";
 import { paginate } from "../pagination.ts";

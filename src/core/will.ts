@@ -1,0 +1,94 @@
+import type { ConnectPacket } from "../mqtt/packets.ts";
+import type { Message, QoS } from "../store/store.ts";
+import type { Clock } from "./clock.ts";
+import type { Logger } from "./logger.ts";
+import { pickMessageProperties, toBytes } from "./message-properties.ts";
+import type { Session } from "./session.ts";
+
+/** The Will Message of a connection (spec 3.1.3.2), published on abnormal disconnect. */
+export interface Will {
+  message: Message;
+  /** Will Delay Interval in seconds. */
+  delay: number;
+}
+
+/** The Will a CONNECT carries, as the message it will become. */
+export function willFromConnect(w: NonNullable<ConnectPacket["will"]>, clientId: string, now: number): Will {
+  const wp = w.properties ?? {};
+  const msg: Message = {
+    offset: 0,
+    topic: w.topic,
+    payload: toBytes(w.payload),
+    qos: (w.qos ?? 0) as QoS,
+    retain: w.retain ?? false,
+    receivedAt: now,
+    origin: clientId,
+  };
+  const mp = pickMessageProperties(wp);
+  if (mp) msg.properties = mp;
+  if (wp.messageExpiryInterval !== undefined) msg.expiresAt = now + wp.messageExpiryInterval * 1000;
+  return { message: msg, delay: wp.willDelayInterval ?? 0 };
+}
+
+/** How a Will gets published: routed and delivered like any message (the broker). */
+export interface WillPublisher {
+  /** Route, commit and deliver `message`; resolves once subscribers have it. */
+  publishDurably(message: Message): Promise<void>;
+}
+
+/**
+ * Wills waiting for their delay. A Will is published when its connection ends abnormally,
+ * after the Will Delay Interval or when the session ends, whichever is first
+ * [MQTT-3.1.3-9]; a new connection for the session before then cancels it.
+ */
+export class WillHandler {
+  #pending = new Map<Session, Will>();
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+    private readonly publisher: WillPublisher,
+  ) {}
+
+  /** `s`'s connection ended abnormally with `will`. */
+  arm(s: Session, will: Will): void {
+    const delay = Math.min(will.delay, s.expiryInterval);
+    if (delay <= 0) {
+      this.#publish(will);
+      return;
+    }
+    this.#pending.set(s, will);
+    s.willTimer = this.clock.setTimeout(() => {
+      if (this.#pending.get(s) === will) {
+        this.#pending.delete(s);
+        this.#publish(will);
+      }
+    }, delay * 1000);
+  }
+
+  /** A new connection resumed `s` before the Will Delay passed: the Will is not sent [MQTT-3.1.3-9]. */
+  cancel(s: Session): void {
+    this.clock.clearTimeout(s.willTimer);
+    this.#pending.delete(s);
+  }
+
+  /** `s` ends: a Will still waiting is published now. */
+  sessionEnded(s: Session): void {
+    this.clock.clearTimeout(s.willTimer);
+    const will = this.#pending.get(s);
+    if (!will) return;
+    this.#pending.delete(s);
+    this.#publish(will);
+  }
+
+  #publish(will: Will): void {
+    const now = this.clock.now();
+    const m: Message = { ...will.message, receivedAt: now };
+    // The Will's Message Expiry Interval is its lifetime from publication, not from CONNECT
+    // (spec 3.1.3.2.4), so the expiry moves with the publication time.
+    if (will.message.expiresAt !== undefined) m.expiresAt = now + (will.message.expiresAt - will.message.receivedAt);
+    this.publisher.publishDurably(m).catch((err: unknown) => {
+      this.logger.error(`storing the Will of ${m.origin} failed: ${String(err)}`);
+    });
+  }
+}
