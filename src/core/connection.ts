@@ -13,6 +13,13 @@ export interface Connection {
   write(bytes: Uint8Array): void;
   /** Bytes accepted by `write` but not yet handed to the OS. */
   bufferedBytes(): number;
+  /**
+   * Stop handing incoming bytes to the handler, so a peer that sends too much meets
+   * transport backpressure (TCP) instead of unbounded buffering; `resume()` undoes it.
+   * Bytes already read may still arrive. For flow control (nothing pauses yet).
+   */
+  pause(): void;
+  resume(): void;
   /** Flush what is queued, then close. */
   close(): void;
   /** TLS connections that asked for a client certificate: what the client presented. */

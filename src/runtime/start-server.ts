@@ -1,5 +1,5 @@
 import { Broker } from "../core/broker.ts";
-import { systemClock } from "../core/clock.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
 import { consoleLogger, type Logger } from "../core/logger.ts";
 import { BrokerMetrics } from "../core/metrics.ts";
 import { brokerOptionsFrom } from "../config/load.ts";
@@ -43,6 +43,36 @@ export interface ServerAdapters extends ListenerFactory {
 }
 
 /**
+ * Config → store, auth and ACL ports, broker, with the password and ACL files read (a bad
+ * one throws). Not started and not listening: `startServerWith` does that, and kernel
+ * tests use this with a manual clock.
+ */
+export async function buildBroker(
+  adapters: ServerAdapters,
+  config: FerryConfig,
+  version: string,
+  log: Logger,
+  clock: Clock,
+): Promise<{ broker: Broker; security: SecurityWiring }> {
+  const store = openStoreWith(adapters, config, log);
+  const metrics = new BrokerMetrics(clock.now());
+  const access = accessFromConfig(config, clock, log, metrics);
+  const broker = new Broker({
+    options: brokerOptionsFrom(config, version),
+    store,
+    clock,
+    logger: log,
+    metrics,
+    auth: access.security,
+    acl: access.acl,
+  });
+  broker.sysSources.push(() => access.security.sysValues());
+  // Password and ACL files before anything listens: a bad one stops the start.
+  const security = await SecurityWiring.load(adapters, config, access, log);
+  return { broker, security };
+}
+
+/**
  * Wire config → store → broker → listeners. The same for every runtime: `runtime/bun`
  * and `runtime/deno` only pass their adapters.
  */
@@ -55,21 +85,7 @@ export async function startServerWith(
   // Warnings and errors are also kept in a small ring for the admin API and dashboard.
   const recent = new RecentLog();
   const log = recent.wrap(logger ?? consoleLogger(config.log_level));
-  const store = openStoreWith(adapters, config, log);
-  const metrics = new BrokerMetrics(systemClock.now());
-  const access = accessFromConfig(config, systemClock, log, metrics);
-  const broker = new Broker({
-    options: brokerOptionsFrom(config, version),
-    store,
-    clock: systemClock,
-    logger: log,
-    metrics,
-    auth: access.security,
-    acl: access.acl,
-  });
-  broker.sysSources.push(() => access.security.sysValues());
-  // Password and ACL files before anything listens: a bad one stops the start.
-  const security = await SecurityWiring.load(adapters, config, access, log);
+  const { broker, security } = await buildBroker(adapters, config, version, log, systemClock);
   await broker.start();
   const uplinks = new UplinkManager(broker, config.uplinks, {
     edgeId: config.edge_id,

@@ -7,7 +7,7 @@ import type { FerryConfig } from "../../src/config/schema.ts";
 import { silentLogger } from "../../src/core/logger.ts";
 import { type RunningServer, startServer } from "../../src/runtime/bun/server.ts";
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
 
 export interface TestBroker {
   server: RunningServer;
@@ -18,7 +18,8 @@ export interface TestBroker {
   stop(): Promise<void>;
 }
 
-export async function startBroker(overrides: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+/** A test's config: loopback, free ports, memory storage, no $SYS, no admin API, plus `overrides`. */
+export function testConfig(overrides: DeepPartial<FerryConfig> = {}): FerryConfig {
   const base = {
     listeners: { host: "127.0.0.1", mqtt_port: 0, ws_port: 0 },
     storage: { durability: "memory" },
@@ -26,7 +27,11 @@ export async function startBroker(overrides: DeepPartial<FerryConfig> = {}): Pro
     mqtt: { sys_interval: 0 },
     admin: { port: null }, // tests that use the admin API ask for it (port 0)
   };
-  const config = validateConfig(merge(base, overrides));
+  return validateConfig(merge(base, overrides));
+}
+
+export async function startBroker(overrides: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+  const config = testConfig(overrides);
   const server = await startServer(config, "test", silentLogger);
   const port = server.mqtt.port;
   const wsPort = server.ws?.port ?? 0;

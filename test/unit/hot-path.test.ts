@@ -49,6 +49,8 @@ class FakeConnection implements Connection {
     return 0;
   }
   close(): void {}
+  pause(): void {}
+  resume(): void {}
   send(packet: object): void {
     this.handler.onData(mqttPacket.generate(packet as mqttPacket.Packet, { protocolVersion: 5 }));
   }

@@ -122,6 +122,14 @@ export class BunSocketConnection implements Connection {
     if (this.#closing) this.#endSoon();
   }
 
+  pause(): void {
+    if (!this.#closed) this.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.#closed) this.socket.resume();
+  }
+
   close(): void {
     if (this.#closing || this.#closed) return;
     this.#closing = true;

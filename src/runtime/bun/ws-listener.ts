@@ -34,6 +34,14 @@ class WsConnection implements Connection {
     return this.#out.pendingBytes + (this.#closed ? 0 : this.ws.getBufferedAmount());
   }
 
+  pause(): void {
+    if (!this.#closed) this.ws.pause();
+  }
+
+  resume(): void {
+    if (!this.#closed) this.ws.resume();
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#out.flush();

@@ -27,6 +27,9 @@ export class DenoTcpConnection implements Connection {
   #closing = false;
   #closed = false;
   #closeGuard: ReturnType<typeof setTimeout> | undefined;
+  /** Set while paused: the read loop waits for it before its next read. */
+  #resumed: Promise<void> | undefined;
+  #resume: (() => void) | undefined;
 
   constructor(private readonly conn: DenoConn) {
     this.remoteAddress = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
@@ -41,6 +44,19 @@ export class DenoTcpConnection implements Connection {
 
   bufferedBytes(): number {
     return this.#pendingBytes + this.#inFlightBytes;
+  }
+
+  /** The read loop stops reading (the peer meets TCP backpressure) until `resume()`. */
+  pause(): void {
+    if (this.#resumed || this.#closed) return;
+    this.#resumed = new Promise<void>((resolve) => (this.#resume = resolve));
+  }
+
+  resume(): void {
+    const wake = this.#resume;
+    this.#resumed = undefined;
+    this.#resume = undefined;
+    wake?.();
   }
 
   close(): void {
@@ -59,6 +75,7 @@ export class DenoTcpConnection implements Connection {
   markClosed(): void {
     clearTimeout(this.#closeGuard);
     this.#closed = true;
+    this.resume();
     this.#pending = [];
     this.#pendingBytes = 0;
   }
@@ -112,6 +129,7 @@ export class DenoTcpConnection implements Connection {
     let buffer = new Uint8Array(MIN_READ);
     try {
       for (;;) {
+        if (this.#resumed) await this.#resumed;
         const n = await this.conn.read(buffer);
         if (n === null) break;
         // The handler may keep the bytes (partial packets), and the buffer is reused.

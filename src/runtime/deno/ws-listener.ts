@@ -16,7 +16,32 @@ class DenoWsConnection implements Connection {
     }
   });
 
+  handler: ConnectionHandler | undefined;
+  /** Messages that arrived while paused, in order. */
+  #held: Uint8Array[] | undefined;
+
   constructor(private readonly socket: WebSocket, readonly remoteAddress: string) {}
+
+  /** A binary frame arrived. */
+  receive(bytes: Uint8Array): void {
+    if (this.#held) this.#held.push(bytes);
+    else this.handler?.onData(bytes);
+  }
+
+  /**
+   * Deno's WebSocket cannot stop reading its socket, so a paused connection holds the
+   * frames that still arrive here and hands them over on `resume()`.
+   */
+  pause(): void {
+    this.#held ??= [];
+  }
+
+  resume(): void {
+    const held = this.#held;
+    this.#held = undefined;
+    // A handler may pause again meanwhile: `receive` then keeps the rest, in order.
+    for (const bytes of held ?? []) this.receive(bytes);
+  }
 
   write(bytes: Uint8Array): void {
     if (!this.#closed) this.#out.push(bytes);
@@ -71,10 +96,9 @@ export async function listenWebSocket(
       const { socket, response } = deno.upgradeWebSocket(req, protocol ? { protocol } : {});
       socket.binaryType = "arraybuffer";
       const conn = new DenoWsConnection(socket, remote);
-      let handler: ConnectionHandler | undefined;
       socket.onopen = () => {
         open.add(conn);
-        handler = accept(conn);
+        conn.handler = accept(conn);
       };
       socket.onmessage = (event: MessageEvent) => {
         // Text frames are not MQTT [MQTT-6.0.0-1]: close.
@@ -82,13 +106,13 @@ export async function listenWebSocket(
           socket.close(1003, "binary frames only");
           return;
         }
-        handler?.onData(new Uint8Array(event.data as ArrayBuffer));
+        conn.receive(new Uint8Array(event.data as ArrayBuffer));
       };
       socket.onclose = () => {
         open.delete(conn);
         conn.markClosed();
-        const h = handler;
-        handler = undefined;
+        const h = conn.handler;
+        conn.handler = undefined;
         h?.onClose();
       };
       return response;
