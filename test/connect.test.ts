@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { type InProcessBroker, inProcessBroker } from "./helpers/in-process-broker.ts";
 import { connect } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
@@ -245,28 +246,39 @@ describe("session takeover and Session Present", () => {
 });
 
 describe("keep alive", () => {
+  // On a manual clock (helpers/in-process-broker.ts): the periods pass without sleeping.
+  let b: InProcessBroker;
+  beforeAll(async () => {
+    b = await inProcessBroker();
+  });
+  afterAll(() => b.stop());
+
   test("a silent client is disconnected with 0x8D after one and a half keep alive periods [MQTT-3.1.2-22]", async () => {
-    const c = await RawClient.connected(broker.port, 5, { clientId: "silent", keepalive: 1 });
-    await c.waitClosed(6000);
+    const c = await b.connected(5, { clientId: "silent", keepalive: 1 });
+    await b.advance(2000);
+    await c.waitClosed(1000);
     expect((await c.next("disconnect")).reasonCode).toBe(0x8d);
   });
 
   test("3.1.1: a silent client is disconnected after one and a half keep alive periods [MQTT-3.1.2-22]", async () => {
-    const c = await RawClient.connected(broker.port, 4, { clientId: "silent-4", keepalive: 1 });
-    await c.waitClosed(6000);
+    const c = await b.connected(4, { clientId: "silent-4", keepalive: 1 });
+    await b.advance(2000);
+    await c.waitClosed(1000);
   });
 
   test("a client that sends PINGREQ within its keep alive stays connected [MQTT-3.1.2-22]", async () => {
-    const c = await RawClient.connected(broker.port, 5, { clientId: "pinging", keepalive: 1 });
+    const c = await b.connected(5, { clientId: "pinging", keepalive: 1 });
     for (let i = 0; i < 6; i++) {
-      await Bun.sleep(500);
+      await b.advance(500);
       c.send({ cmd: "pingreq" });
       await c.next("pingresp");
     }
     expect(c.closed).toBe(false);
     c.close();
   });
+});
 
+describe("server keep alive", () => {
   test("server_keep_alive is announced as Server Keep Alive and enforced over the client's value [MQTT-3.2.2-21]", async () => {
     const b = await startBroker({ mqtt: { server_keep_alive: 1 } });
     try {

@@ -1,13 +1,15 @@
 /**
- * Abuse limits over real sockets, each tripping and then recovering once its window or ban
- * has passed: connection rate and connection count per address, flapping client ids,
- * password guessing, publish rate, and the per-session queue memory bound. The tests run
- * on loopback, so they turn `limits.exempt_loopback` off.
+ * Abuse limits, each tripping and then recovering once its window or ban has passed:
+ * connection rate and connection count per address, flapping client ids, password
+ * guessing, publish rate, and the per-session queue memory bound. Those that wait for a
+ * window or a ban run in process on a manual clock (helpers/in-process-broker.ts); the
+ * rest over real sockets. The clients are on loopback, so `limits.exempt_loopback` is off.
  */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
 import { BanList, ipOf, isLoopback, TokenBucket } from "../src/auth/limits.ts";
 import { startBroker } from "./helpers/broker.ts";
+import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import { connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
 import { RawClient } from "./helpers/raw-client.ts";
@@ -37,20 +39,20 @@ const code = (ack: IConnackPacket) => ack.reasonCode ?? ack.returnCode;
 
 describe("connections per address", () => {
   test("connection_rate_per_ip: the excess gets CONNACK 0x9F (3.1.1: code 3) and a close; a second later it is fine again", async () => {
-    const b = await startBroker({ limits: { ...noExempt, connection_rate_per_ip: 3 } });
+    const b = await inProcessBroker({ limits: { ...noExempt, connection_rate_per_ip: 3 } });
     try {
       const results = await Promise.all(
-        Array.from({ length: 6 }, (_, i) => attempt(b.port, 5, { clientId: `rate-${i}` })),
+        Array.from({ length: 6 }, (_, i) => b.attempt(5, { clientId: `rate-${i}` })),
       );
       const codes = results.map((r) => code(r.ack));
       expect(codes.filter((c) => c === 0)).toHaveLength(3);
       expect(codes.filter((c) => c === 0x9f)).toHaveLength(3);
       for (const r of results.filter((r) => code(r.ack) === 0x9f)) await r.raw.waitClosed();
-      expect(b.server.broker.metrics.refusedConnectionRate).toBe(3);
-      const v4 = await attempt(b.port, 4, { clientId: "rate-v4" });
+      expect(b.broker.metrics.refusedConnectionRate).toBe(3);
+      const v4 = await b.attempt(4, { clientId: "rate-v4" });
       expect(code(v4.ack)).toBe(3);
-      await Bun.sleep(1100);
-      const again = await attempt(b.port, 5, { clientId: "rate-later" });
+      await b.advance(1100);
+      const again = await b.attempt(5, { clientId: "rate-later" });
       expect(code(again.ack)).toBe(0);
       for (const r of [...results, v4, again]) r.raw.close();
     } finally {
@@ -59,11 +61,12 @@ describe("connections per address", () => {
   });
 
   test("a refused connection that sends nothing is closed within a second", async () => {
-    const b = await startBroker({ limits: { ...noExempt, connection_rate_per_ip: 1 } });
+    const b = await inProcessBroker({ limits: { ...noExempt, connection_rate_per_ip: 1 } });
     try {
-      const first = await RawClient.open(b.port, 5);
-      const silent = await RawClient.open(b.port, 5);
-      await silent.waitClosed(2000);
+      const first = b.open(5, "127.0.0.1:1");
+      const silent = b.open(5, "127.0.0.1:2");
+      await b.advance(1000);
+      await silent.waitClosed(100);
       expect(first.closed).toBe(false);
       first.close();
     } finally {
@@ -111,7 +114,7 @@ describe("connections per address", () => {
 
 describe("bans", () => {
   test("flapping: a client id connecting more than max_connects times in the window is banned (0x8A / code 5) until the ban ends", async () => {
-    const b = await startBroker({
+    const b = await inProcessBroker({
       limits: {
         ...noExempt,
         connection_rate_per_ip: 0,
@@ -120,21 +123,21 @@ describe("bans", () => {
     });
     try {
       for (let i = 0; i < 3; i++) {
-        const r = await attempt(b.port, 5, { clientId: "flappy" });
+        const r = await b.attempt(5, { clientId: "flappy" });
         expect(code(r.ack)).toBe(0);
         r.raw.close();
       }
-      const banned = await attempt(b.port, 5, { clientId: "flappy" });
+      const banned = await b.attempt(5, { clientId: "flappy" });
       expect(code(banned.ack)).toBe(0x8a);
       await banned.raw.waitClosed();
-      const bannedV4 = await attempt(b.port, 4, { clientId: "flappy" });
+      const bannedV4 = await b.attempt(4, { clientId: "flappy" });
       expect(code(bannedV4.ack)).toBe(5);
       // Other client ids are not affected.
-      const other = await attempt(b.port, 5, { clientId: "steady" });
+      const other = await b.attempt(5, { clientId: "steady" });
       expect(code(other.ack)).toBe(0);
-      expect(b.server.broker.metrics.bansFlapping).toBe(1);
-      await Bun.sleep(1100);
-      const back = await attempt(b.port, 5, { clientId: "flappy" });
+      expect(b.broker.metrics.bansFlapping).toBe(1);
+      await b.advance(1100);
+      const back = await b.attempt(5, { clientId: "flappy" });
       expect(code(back.ack)).toBe(0);
       other.raw.close();
       back.raw.close();
@@ -145,28 +148,28 @@ describe("bans", () => {
 
   test("password guessing: more than auth_failures.max failures ban the address, even for the right password, until the ban ends", async () => {
     const passwordFile = await writePasswordFile({ victim: "right" });
-    const b = await startBroker({
+    const b = await inProcessBroker({
       auth: { password_file: passwordFile, allow_anonymous: false },
       limits: { ...noExempt, connection_rate_per_ip: 0, auth_failures: { max: 2, window_seconds: 10, ban_seconds: 1 } },
     });
     try {
       for (let i = 0; i < 3; i++) {
-        const r = await attempt(b.port, 5, {
+        const r = await b.attempt(5, {
           clientId: `guess-${i}`,
           username: "victim",
           password: Buffer.from(`guess-${i}`),
         });
         expect(code(r.ack)).toBe(0x86);
       }
-      const right = await attempt(b.port, 5, {
+      const right = await b.attempt(5, {
         clientId: "guess-ok",
         username: "victim",
         password: Buffer.from("right"),
       });
       expect(code(right.ack)).toBe(0x8a);
-      expect(b.server.broker.metrics.bansAuthFailures).toBe(1);
-      await Bun.sleep(1100);
-      const later = await attempt(b.port, 4, {
+      expect(b.broker.metrics.bansAuthFailures).toBe(1);
+      await b.advance(1100);
+      const later = await b.attempt(4, {
         clientId: "guess-later",
         username: "victim",
         password: Buffer.from("right"),

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { inProcessBroker } from "./helpers/in-process-broker.ts";
+import type { MemoryClient } from "./helpers/memory-client.ts";
 import { connect, sleep } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
@@ -36,53 +38,63 @@ describe("MQTT 5 message properties", () => {
     await Promise.all([sub.end(), pub.end()]);
   });
 
+  // The expiry tests run on a manual clock (helpers/in-process-broker.ts): time passes without sleeping.
   test("message expiry interval is decremented by the time the message waited [MQTT-3.3.2-6]", async () => {
-    const pub = await connect(broker.url, v5);
-    await pub.client.publishAsync("exp/retained", "r", {
+    const b = await inProcessBroker({ mqtt: { max_packet_size: 4096 } });
+    const pub = await b.connected(5);
+    pub.send({
+      cmd: "publish",
+      topic: "exp/retained",
+      payload: Buffer.from("r"),
       qos: 1,
+      messageId: 1,
       retain: true,
+      dup: false,
       properties: { messageExpiryInterval: 60 },
     });
-    await sleep(2100);
-    const sub = await connect(broker.url, v5);
-    await sub.client.subscribeAsync("exp/retained", { qos: 1 });
-    const [m] = await sub.waitFor(1);
-    const left = m!.packet.properties!.messageExpiryInterval!;
+    await pub.next("puback");
+    await b.advance(2100);
+    const sub = await b.subscriber("exp/retained", 1);
+    const m = await sub.next("publish");
+    const left = m.properties!.messageExpiryInterval!;
     expect(left).toBeLessThanOrEqual(58);
     expect(left).toBeGreaterThan(50);
-    await Promise.all([sub.end(), pub.end()]);
+    await b.stop();
   });
 
   test("an expired message is not delivered to an offline session or as retained [MQTT-3.3.2-5]", async () => {
-    const sub = await connect(broker.url, {
-      ...v5,
-      clientId: "exp-offline",
-      clean: false,
-      properties: { sessionExpiryInterval: 60 },
-    });
-    await sub.client.subscribeAsync("exp/off", { qos: 1 });
-    await sub.end();
-    const pub = await connect(broker.url, v5);
-    await pub.client.publishAsync("exp/off", "dies", {
-      qos: 1,
-      retain: true,
-      properties: { messageExpiryInterval: 1 },
-    });
-    await pub.client.publishAsync("exp/off", "lives", { qos: 1, properties: { messageExpiryInterval: 100 } });
-    await sleep(1200);
-    const back = await connect(broker.url, {
-      ...v5,
-      clientId: "exp-offline",
-      clean: false,
-      properties: { sessionExpiryInterval: 60 },
-    });
-    await back.waitFor(1);
-    const late = await connect(broker.url, v5);
-    await late.client.subscribeAsync("exp/off", { qos: 1 });
-    await sleep(200);
-    expect(back.messages.map((m) => m.payload)).toEqual(["lives"]);
-    expect(late.messages).toHaveLength(0);
-    await Promise.all([back.end(), pub.end(), late.end()]);
+    const b = await inProcessBroker({ mqtt: { max_packet_size: 4096 } });
+    const session = { clientId: "exp-offline", clean: false, properties: { sessionExpiryInterval: 60 } };
+    const sub = await b.connected(5, session);
+    sub.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "exp/off", qos: 1 }] });
+    await sub.next("suback");
+    sub.send({ cmd: "disconnect" });
+    await sub.waitClosed();
+    const pub = await b.connected(5);
+    const publish = (payload: string, id: number, retain: boolean, expiry: number) =>
+      pub.send({
+        cmd: "publish",
+        topic: "exp/off",
+        payload: Buffer.from(payload),
+        qos: 1,
+        messageId: id,
+        retain,
+        dup: false,
+        properties: { messageExpiryInterval: expiry },
+      });
+    publish("dies", 1, true, 1);
+    publish("lives", 2, false, 100);
+    await pub.next("puback");
+    await pub.next("puback");
+    await b.advance(1200);
+    const back = await b.connected(5, session);
+    const first = await back.next("publish");
+    const late = await b.subscriber("exp/off", 1);
+    await b.advance(200);
+    const payloads = (c: MemoryClient) => c.packets.filter((p) => p.cmd === "publish").map((p) => p.payload.toString());
+    expect([first.payload.toString(), ...payloads(back)]).toEqual(["lives"]);
+    expect(payloads(late)).toHaveLength(0);
+    await b.stop();
   });
 });
 

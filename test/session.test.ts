@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { IPublishPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { inProcessBroker } from "./helpers/in-process-broker.ts";
+import type { MemoryClient } from "./helpers/memory-client.ts";
 import { connect, eventually, sleep } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
@@ -21,7 +23,13 @@ function persistent(version: 4 | 5, clientId: string) {
 }
 
 /** Subscribe a raw client and wait for its SUBACK. */
-async function rawSubscribe(c: RawClient, version: 4 | 5, topic: string, qos: 0 | 1 | 2, messageId = 1): Promise<void> {
+async function rawSubscribe(
+  c: RawClient | MemoryClient,
+  version: 4 | 5,
+  topic: string,
+  qos: 0 | 1 | 2,
+  messageId = 1,
+): Promise<void> {
   c.send({ cmd: "subscribe", messageId, subscriptions: [{ topic, qos }] }, version);
   const ack = await c.next("suback");
   expect(ack.granted).toEqual([qos]);
@@ -39,7 +47,7 @@ function offline(b: TestBroker, clientId: string): Promise<void> {
   return eventually(() => b.server.broker.sessions.get(clientId)?.client === undefined, 3000, `${clientId} offline`);
 }
 
-async function rawDisconnect(c: RawClient, version: 4 | 5): Promise<void> {
+async function rawDisconnect(c: RawClient | MemoryClient, version: 4 | 5): Promise<void> {
   c.send({ cmd: "disconnect" }, version);
   await c.waitClosed();
 }
@@ -204,23 +212,28 @@ describe("takeover and resumption", () => {
 
 describe("session expiry", () => {
   test("a v5 session with Session Expiry Interval 1 s is gone after it passes [MQTT-3.1.2-23]", async () => {
+    // On a manual clock (helpers/in-process-broker.ts): the interval passes without sleeping.
+    const b = await inProcessBroker();
     const id = "expires-1s";
-    const c = await RawClient.connected(broker.port, 5, {
+    const c = await b.connected(5, {
       clientId: id,
       clean: false,
       properties: { sessionExpiryInterval: 1 },
     });
     await rawSubscribe(c, 5, "expiry/topic", 1);
     await rawDisconnect(c, 5);
-    expect(broker.server.broker.sessions.has(id)).toBe(true); // kept while the interval runs
-    await eventually(() => !broker.server.broker.sessions.has(id), 5000, "session expiry");
+    await b.advance(900);
+    expect(b.broker.sessions.has(id)).toBe(true); // kept while the interval runs
+    await b.advance(100);
+    expect(b.broker.sessions.has(id)).toBe(false);
 
-    const again = await RawClient.open(broker.port, 5);
+    const again = b.open(5);
     again.send({ cmd: "connect", protocolId: "MQTT", protocolVersion: 5, clientId: id, clean: false, keepalive: 60 });
     const ack = await again.next("connack");
     expect(ack.reasonCode).toBe(0);
     expect(ack.sessionPresent).toBe(false);
     again.close();
+    await b.stop();
   });
 
   test("a v5 session with Session Expiry Interval 0 ends with the connection [MQTT-3.1.2-23]", async () => {

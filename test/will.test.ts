@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { IConnectPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { inProcessBroker } from "./helpers/in-process-broker.ts";
+import type { MemoryClient } from "./helpers/memory-client.ts";
 import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
@@ -136,85 +138,95 @@ describe("Will Message on abnormal disconnect", () => {
   });
 
   test("the Will's Message Expiry Interval starts when the Will is published, not at CONNECT (spec 3.1.3.2.4)", async () => {
+    const b = await inProcessBroker();
     const topic = "will/expiry";
-    const sub = await watcher(topic);
-    const c = await RawClient.connected(broker.port, 5, {
+    const sub = await b.subscriber(topic);
+    const c = await b.connected(5, {
       clientId: "long-lived",
       will: will(topic, "still fresh", { qos: 1, properties: { messageExpiryInterval: 1 } }),
     });
-    await sleep(1300); // connected longer than the Will's lifetime
+    await b.advance(1300); // connected longer than the Will's lifetime
     c.close();
-    const [m] = await sub.waitFor(1);
-    expect(m!.payload).toBe("still fresh");
-    expect(m!.packet.properties?.messageExpiryInterval).toBe(1);
-    await sub.end();
+    const m = await sub.next("publish");
+    expect(m.payload.toString()).toBe("still fresh");
+    expect(m.properties?.messageExpiryInterval).toBe(1);
+    await b.stop();
   });
 });
 
+// On a manual clock (helpers/in-process-broker.ts): the delays pass without sleeping.
 describe("Will Delay Interval", () => {
+  const published = (sub: MemoryClient) => sub.packets.filter((p) => p.cmd === "publish");
+
   test("a delayed Will is published after the delay, not at once [MQTT-3.1.3-9]", async () => {
+    const b = await inProcessBroker();
     const topic = "will/delay";
-    const sub = await watcher(topic);
-    const c = await RawClient.connected(broker.port, 5, {
+    const sub = await b.subscriber(topic);
+    const c = await b.connected(5, {
       clientId: "delayed",
       properties: { sessionExpiryInterval: 60 },
       will: will(topic, "late", { properties: { willDelayInterval: 1 } }),
     });
     c.close();
-    await sleep(300);
-    expect(sub.messages).toHaveLength(0); // a 1 s delay has not passed yet
-    const [m] = await sub.waitFor(1, 5000);
-    expect(m!.payload).toBe("late");
-    await sub.end();
+    await b.advance(300);
+    expect(published(sub)).toHaveLength(0); // a 1 s delay has not passed yet
+    await b.advance(700);
+    const m = await sub.next("publish");
+    expect(m.payload.toString()).toBe("late");
+    await b.stop();
   });
 
   test("a delayed Will is not published if the client resumes its session within the delay [MQTT-3.1.3-9]", async () => {
+    const b = await inProcessBroker();
     const topic = "will/delay/resumed";
-    const sub = await watcher(topic);
+    const sub = await b.subscriber(topic);
     const opts = { clientId: "comes-back", clean: false, properties: { sessionExpiryInterval: 60 } };
-    const c = await RawClient.connected(broker.port, 5, {
+    const c = await b.connected(5, {
       ...opts,
       will: will(topic, "never", { properties: { willDelayInterval: 1 } }),
     });
     c.close();
-    const back = await RawClient.connected(broker.port, 5, opts);
-    await sleep(1800); // past the delay
-    expect(sub.messages).toHaveLength(0);
+    const back = await b.connected(5, opts);
+    await b.advance(1800); // past the delay
+    expect(published(sub)).toHaveLength(0);
     back.send({ cmd: "disconnect" });
     await back.waitClosed();
-    await sub.end();
+    await b.stop();
   });
 
   test("a delayed Will is published at once if the client returns with Clean Start, ending the session", async () => {
+    const b = await inProcessBroker();
     const topic = "will/delay/clean";
-    const sub = await watcher(topic);
-    const c = await RawClient.connected(broker.port, 5, {
+    const sub = await b.subscriber(topic);
+    const c = await b.connected(5, {
       clientId: "returns-clean",
       properties: { sessionExpiryInterval: 60 },
       will: will(topic, "session over", { properties: { willDelayInterval: 60 } }),
     });
     c.close();
-    await sleep(100);
-    expect(sub.messages).toHaveLength(0);
-    const back = await RawClient.connected(broker.port, 5, { clientId: "returns-clean", clean: true });
-    const [m] = await sub.waitFor(1);
-    expect(m!.payload).toBe("session over");
+    await b.advance(100);
+    expect(published(sub)).toHaveLength(0);
+    const back = await b.connected(5, { clientId: "returns-clean", clean: true });
+    const m = await sub.next("publish");
+    expect(m.payload.toString()).toBe("session over");
     back.close();
-    await sub.end();
+    await b.stop();
   });
 
   test("a Will Delay longer than the Session Expiry Interval is published when the session ends [MQTT-3.1.3-9]", async () => {
+    const b = await inProcessBroker();
     const topic = "will/delay/expiry";
-    const sub = await watcher(topic);
-    const c = await RawClient.connected(broker.port, 5, {
+    const sub = await b.subscriber(topic);
+    const c = await b.connected(5, {
       clientId: "short-session",
       properties: { sessionExpiryInterval: 1 },
       will: will(topic, "session ended", { properties: { willDelayInterval: 3600 } }),
     });
     c.close();
-    const [m] = await sub.waitFor(1, 5000);
-    expect(m!.payload).toBe("session ended");
-    expect(broker.server.broker.sessions.has("short-session")).toBe(false);
-    await sub.end();
+    await b.advance(1000);
+    const m = await sub.next("publish");
+    expect(m.payload.toString()).toBe("session ended");
+    expect(b.broker.sessions.has("short-session")).toBe(false);
+    await b.stop();
   });
 });
