@@ -15,6 +15,7 @@ import { AdminConfigError, listenAdmin } from "../src/admin/serve.ts";
 import { validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { type Serving, spawnServe } from "./helpers/broker-process.ts";
 import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
 import { createCloud } from "./helpers/cloud-broker.ts";
 
@@ -25,21 +26,15 @@ const AUTH = { Authorization: `Bearer ${TOKEN}` };
 const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
 const DENO = join(import.meta.dir, "..", "node_modules", ".bin", "deno");
 
-/** Spawn `serve` and read stdout until the admin API's `listening http://` line; returns its URL. */
-async function spawnServe(cmd: string[]): Promise<{ url: string; out: string; proc: ReturnType<typeof Bun.spawn> }> {
-  const proc = Bun.spawn(cmd, { stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: join(import.meta.dir, "..") });
-  cleanups.push(async () => {
-    proc.kill("SIGKILL");
-    await proc.exited;
+/** Spawn `serve` until the admin API's `listening http://` line; returns its URL and stdout so far. */
+async function spawnAdminServe(cmd: string[]): Promise<{ url: string; out: string; proc: Serving["proc"] }> {
+  const s = await spawnServe(cmd, {
+    until: [/listening http:\/\/\S+\n/],
+    timeoutMs: 30_000,
+    cwd: join(import.meta.dir, ".."),
   });
-  const reader = proc.stdout.getReader();
-  let out = "";
-  while (!/listening http:\/\/\S+\n/.test(out)) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`exited early: ${out}${await new Response(proc.stderr).text()}`);
-    out += new TextDecoder().decode(value);
-  }
-  return { url: /listening (http:\/\/\S+)/.exec(out)![1]!, out, proc };
+  cleanups.push(() => s.kill());
+  return { url: /listening (http:\/\/\S+)/.exec(s.out)![1]!, out: s.out, proc: s.proc };
 }
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -711,7 +706,7 @@ describe("admin API over a real socket", () => {
 
   test("ferry serve --admin-port 0 prints listening http://HOST:PORT and serves /healthz", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ferry-admin-cli-"));
-    const { url, out, proc } = await spawnServe(
+    const { url, out, proc } = await spawnAdminServe(
       [
         process.execPath,
         MAIN,
@@ -735,7 +730,7 @@ describe("admin API over a real socket", () => {
 
   test.skipIf(!existsSync(DENO))("under Deno, the admin API is served with Deno.serve", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ferry-admin-deno-"));
-    const { url, proc } = await spawnServe([
+    const { url, proc } = await spawnAdminServe([
       DENO,
       "run",
       "--allow-net",

@@ -20,7 +20,7 @@ import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { spawnBroker } from "./helpers/broker-process.ts";
 import { connect } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
-import { RawClient } from "./helpers/raw-client.ts";
+import { RawClient, rawConnect } from "./helpers/raw-client.ts";
 
 setDefaultTimeout(20_000);
 
@@ -28,18 +28,9 @@ const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
 const hasMosquitto = Bun.which("mosquitto") !== null && Bun.which("mosquitto_passwd") !== null;
 const enc = new TextEncoder();
 
-async function rawConnect(port: number, version: 4 | 5, c: Partial<IConnectPacket> = {}): Promise<IConnackPacket> {
-  const raw = await RawClient.open(port, version);
-  raw.send({
-    cmd: "connect",
-    protocolId: "MQTT",
-    protocolVersion: version,
-    clientId: "",
-    clean: true,
-    keepalive: 60,
-    ...c,
-  }, version);
-  const ack = await raw.next("connack");
+/** The CONNACK a raw client gets; the connection is closed after it (by the broker first when refused). */
+async function connackFor(port: number, version: 4 | 5, c: Partial<IConnectPacket> = {}): Promise<IConnackPacket> {
+  const { raw, ack } = await rawConnect(port, version, c);
   if ((ack.reasonCode ?? ack.returnCode) !== 0) await raw.waitClosed();
   raw.close();
   return ack;
@@ -57,33 +48,33 @@ afterAll(() => broker.stop());
 
 describe("password file authentication", () => {
   test("the right password connects, in v5 and 3.1.1", async () => {
-    expect(code(await rawConnect(broker.port, 5, { username: "alice", password: Buffer.from("alice-pw") }))).toBe(0);
-    expect(code(await rawConnect(broker.port, 4, { username: "bob", password: Buffer.from("bob-pw") }))).toBe(0);
+    expect(code(await connackFor(broker.port, 5, { username: "alice", password: Buffer.from("alice-pw") }))).toBe(0);
+    expect(code(await connackFor(broker.port, 4, { username: "bob", password: Buffer.from("bob-pw") }))).toBe(0);
   });
 
   test("a wrong password is refused: v5 0x86 Bad User Name or Password, 3.1.1 return code 4", async () => {
     const before = broker.server.broker.metrics.authBadCredentials;
-    expect(code(await rawConnect(broker.port, 5, { username: "alice", password: Buffer.from("wrong") }))).toBe(0x86);
-    expect(code(await rawConnect(broker.port, 4, { username: "alice", password: Buffer.from("wrong") }))).toBe(4);
+    expect(code(await connackFor(broker.port, 5, { username: "alice", password: Buffer.from("wrong") }))).toBe(0x86);
+    expect(code(await connackFor(broker.port, 4, { username: "alice", password: Buffer.from("wrong") }))).toBe(4);
     expect(broker.server.broker.metrics.authBadCredentials - before).toBe(2);
   });
 
   test("an unknown user is refused exactly like a wrong password: 0x86 / 4", async () => {
-    expect(code(await rawConnect(broker.port, 5, { username: "mallory", password: Buffer.from("alice-pw") }))).toBe(
+    expect(code(await connackFor(broker.port, 5, { username: "mallory", password: Buffer.from("alice-pw") }))).toBe(
       0x86,
     );
-    expect(code(await rawConnect(broker.port, 4, { username: "mallory", password: Buffer.from("x") }))).toBe(4);
+    expect(code(await connackFor(broker.port, 4, { username: "mallory", password: Buffer.from("x") }))).toBe(4);
   });
 
   test("a username without a password is refused: 0x86 / 4", async () => {
-    expect(code(await rawConnect(broker.port, 5, { username: "alice" }))).toBe(0x86);
-    expect(code(await rawConnect(broker.port, 4, { username: "bob" }))).toBe(4);
+    expect(code(await connackFor(broker.port, 5, { username: "alice" }))).toBe(0x86);
+    expect(code(await connackFor(broker.port, 4, { username: "bob" }))).toBe(4);
   });
 
   test("an anonymous client is refused: v5 0x87 Not authorized, 3.1.1 return code 5", async () => {
     const before = broker.server.broker.metrics.authNotAuthorized;
-    expect(code(await rawConnect(broker.port, 5))).toBe(0x87);
-    expect(code(await rawConnect(broker.port, 4))).toBe(5);
+    expect(code(await connackFor(broker.port, 5))).toBe(0x87);
+    expect(code(await connackFor(broker.port, 4))).toBe(5);
     expect(broker.server.broker.metrics.authNotAuthorized - before).toBe(2);
   });
 
@@ -92,7 +83,7 @@ describe("password file authentication", () => {
     let kicked = false;
     owner.client.on("close", () => (kicked = true));
     expect(
-      code(await rawConnect(broker.port, 5, { clientId: "owned", username: "alice", password: Buffer.from("nope") })),
+      code(await connackFor(broker.port, 5, { clientId: "owned", username: "alice", password: Buffer.from("nope") })),
     ).toBe(0x86);
     await Bun.sleep(100);
     expect(kicked).toBe(false);
@@ -158,7 +149,7 @@ describe("password file authentication", () => {
     const logins = Array.from(
       { length: 6 },
       (_, i) =>
-        rawConnect(broker.port, 5, {
+        connackFor(broker.port, 5, {
           clientId: `burst-${i}`,
           username: "alice",
           password: Buffer.from(i % 2 ? "alice-pw" : "bad"),
@@ -201,8 +192,8 @@ describe("auth.allow_anonymous default", () => {
 
   test("a loopback broker without a password file lets anonymous clients and unchecked usernames in", async () => {
     const b = await startBroker();
-    expect(code(await rawConnect(b.port, 5))).toBe(0);
-    expect(code(await rawConnect(b.port, 4, { username: "anyone" }))).toBe(0);
+    expect(code(await connackFor(b.port, 5))).toBe(0);
+    expect(code(await connackFor(b.port, 4, { username: "anyone" }))).toBe(0);
     await b.stop();
   });
 });
@@ -230,8 +221,8 @@ describe("password hashes", () => {
     expect(r.exitCode).toBe(0);
     const b = await startBroker({ auth: { allow_anonymous: false, password_file: path } });
     try {
-      expect(code(await rawConnect(b.port, 5, { username: "mosq-user", password: Buffer.from("mosq-pw") }))).toBe(0);
-      expect(code(await rawConnect(b.port, 5, { username: "mosq-user", password: Buffer.from("x") }))).toBe(0x86);
+      expect(code(await connackFor(b.port, 5, { username: "mosq-user", password: Buffer.from("mosq-pw") }))).toBe(0);
+      expect(code(await connackFor(b.port, 5, { username: "mosq-user", password: Buffer.from("x") }))).toBe(0x86);
     } finally {
       await b.stop();
     }
@@ -318,9 +309,9 @@ describe("ferry passwd", () => {
       config: { auth: { password_file: path, allow_anonymous: false }, log_level: "debug" },
     });
     try {
-      expect(code(await rawConnect(proc.port, 5, { username: "carol", password: Buffer.from("carol-2") }))).toBe(0);
-      expect(code(await rawConnect(proc.port, 5, { username: "carol", password: Buffer.from("carol-1") }))).toBe(0x86);
-      expect(code(await rawConnect(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))).toBe(0);
+      expect(code(await connackFor(proc.port, 5, { username: "carol", password: Buffer.from("carol-2") }))).toBe(0);
+      expect(code(await connackFor(proc.port, 5, { username: "carol", password: Buffer.from("carol-1") }))).toBe(0x86);
+      expect(code(await connackFor(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))).toBe(0);
 
       // Delete dave, then SIGHUP: the running broker refuses him from then on.
       expect((await passwd(["-D", path, "dave"], "")).exitCode).toBe(0);
@@ -330,7 +321,7 @@ describe("ferry passwd", () => {
       let c: number | undefined = 0;
       while (
         Date.now() < deadline &&
-        (c = code(await rawConnect(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))) === 0
+        (c = code(await connackFor(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))) === 0
       ) {
         await Bun.sleep(50);
       }
@@ -394,17 +385,17 @@ describe("reload and secrets", () => {
     const server = await startServer(config, "test", logger);
     const port = server.mqtt.port;
     try {
-      expect(code(await rawConnect(port, 5, { username: "gina", password: Buffer.from("old") }))).toBe(0);
+      expect(code(await connackFor(port, 5, { username: "gina", password: Buffer.from("old") }))).toBe(0);
       const newLine = `gina:${await hashPassword("new", MIN_ITERATIONS)}\n`;
       writeFileSync(path, newLine);
       await server.reload();
-      expect(code(await rawConnect(port, 5, { username: "gina", password: Buffer.from("new") }))).toBe(0);
-      expect(code(await rawConnect(port, 5, { username: "gina", password: Buffer.from("old") }))).toBe(0x86);
+      expect(code(await connackFor(port, 5, { username: "gina", password: Buffer.from("new") }))).toBe(0);
+      expect(code(await connackFor(port, 5, { username: "gina", password: Buffer.from("old") }))).toBe(0x86);
 
       writeFileSync(path, "gina:not-a-hash\n");
       await server.reload();
       expect(logs.some((l) => l.includes("reload failed") && l.includes("line 1"))).toBe(true);
-      expect(code(await rawConnect(port, 5, { username: "gina", password: Buffer.from("new") }))).toBe(0);
+      expect(code(await connackFor(port, 5, { username: "gina", password: Buffer.from("new") }))).toBe(0);
 
       const joined = logs.join("\n");
       expect(joined).toContain("refused");

@@ -14,6 +14,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { spawnServe } from "./helpers/broker-process.ts";
 import { connect } from "./helpers/clients.ts";
 
 const DIST = join(import.meta.dir, "..", "dist");
@@ -88,7 +89,7 @@ interface Serving {
 }
 
 async function serve(v: Variant, dataDir: string): Promise<Serving> {
-  const proc = Bun.spawn(
+  const { proc, out, stderr } = await spawnServe(
     [
       ...v.launcher,
       v.file,
@@ -104,41 +105,13 @@ async function serve(v: Variant, dataDir: string): Promise<Serving> {
       "--data-dir",
       dataDir,
     ],
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+    { until: [/listening mqtt:\/\/\S+\n/, /listening ws:\/\/\S+\n/], timeoutMs: v.timeoutMs / 2 },
   );
   children.add(proc);
-  let err = "";
-  void (async () => {
-    const r = proc.stderr.getReader();
-    const d = new TextDecoder();
-    for (let c = await r.read(); !c.done; c = await r.read()) {
-      err += d.decode(c.value, { stream: true });
-    }
-  })();
-  const reader = proc.stdout.getReader();
-  const decoder = new TextDecoder();
-  let out = "";
-  const guard = setTimeout(() => proc.kill("SIGKILL"), v.timeoutMs / 2);
-  try {
-    while (!(/listening mqtt:\/\/\S+\n/.test(out) && /listening ws:\/\/\S+\n/.test(out))) {
-      const { done, value } = await reader.read();
-      if (done) {
-        throw new Error(
-          `${v.name} exited (${await proc.exited}) before listening:\n${out}\n${err}`,
-        );
-      }
-      out += decoder.decode(value, { stream: true });
-    }
-  } finally {
-    clearTimeout(guard);
-  }
-  void (async () => {
-    while (!(await reader.read()).done) { /* keep the pipe drained */ }
-  })().catch(() => {});
   const mqtt = /^listening (mqtt:\/\/127\.0\.0\.1:\d+)$/m.exec(out);
   const ws = /^listening (ws:\/\/127\.0\.0\.1:\d+\/mqtt)$/m.exec(out);
   if (!mqtt || !ws) throw new Error(`unexpected output from ${v.name}:\n${out}`);
-  return { proc, mqttUrl: mqtt[1]!, wsUrl: ws[1]!, stderr: () => err };
+  return { proc, mqttUrl: mqtt[1]!, wsUrl: ws[1]!, stderr };
 }
 
 async function stop(s: Serving): Promise<number> {

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
+import { spawnServe } from "./helpers/broker-process.ts";
 import { connect } from "./helpers/clients.ts";
 
 const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
@@ -41,7 +42,7 @@ interface Served {
 /** Start `serve` and resolve once both listening lines are printed. */
 async function serve(...extra: string[]): Promise<Served> {
   const dataDir = mkdtempSync(join(tmp, "data-"));
-  const proc = Bun.spawn(
+  const { proc, out, stderr } = await spawnServe(
     [
       process.execPath,
       MAIN,
@@ -58,34 +59,14 @@ async function serve(...extra: string[]): Promise<Served> {
       dataDir,
       ...extra,
     ],
-    { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+    { until: [/listening mqtt:\/\/\S+\n/, /listening ws:\/\/\S+\n/], timeoutMs: 15_000 },
   );
   children.add(proc);
-  let err = "";
-  void (async () => {
-    const r = proc.stderr.getReader();
-    const d = new TextDecoder();
-    for (let c = await r.read(); !c.done; c = await r.read()) err += d.decode(c.value, { stream: true });
-  })();
-  const reader = proc.stdout.getReader();
-  const decoder = new TextDecoder();
-  let out = "";
-  const guard = setTimeout(() => proc.kill("SIGKILL"), 15_000);
-  try {
-    while (!(/listening mqtt:\/\/\S+\n/.test(out) && /listening ws:\/\/\S+\n/.test(out))) {
-      const { done, value } = await reader.read();
-      if (done) throw new Error(`serve exited (${await proc.exited}) before listening:\n${out}\n${err}`);
-      out += decoder.decode(value, { stream: true });
-    }
-  } finally {
-    clearTimeout(guard);
-    reader.releaseLock();
-  }
   const lines = out.trim().split("\n");
   const mqtt = /^listening mqtt:\/\/127\.0\.0\.1:(\d+)$/m.exec(out);
   const ws = /^listening (ws:\/\/127\.0\.0\.1:\d+\/mqtt)$/m.exec(out);
   if (!mqtt || !ws) throw new Error(`unexpected output:\n${out}`);
-  return { proc, mqttPort: Number(mqtt[1]), wsUrl: ws[1]!, lines, stderr: () => err };
+  return { proc, mqttPort: Number(mqtt[1]), wsUrl: ws[1]!, lines, stderr };
 }
 
 function configFile(name: string, body: string): string {

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
+import type { IConnackPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { type InProcessBroker, inProcessBroker } from "./helpers/in-process-broker.ts";
 import { connect } from "./helpers/clients.ts";
-import { RawClient } from "./helpers/raw-client.ts";
+import { RawClient, rawConnect } from "./helpers/raw-client.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
 
 // Longer than the helpers' 5 s waits, so a missing message fails with their message, not a timeout.
@@ -15,31 +15,11 @@ beforeAll(async () => {
 });
 afterAll(() => broker.stop());
 
-/** Open a raw connection, send CONNECT, and return the CONNACK whatever its code. */
-async function rawConnect(
-  port: number,
-  version: 4 | 5,
-  connect: Partial<IConnectPacket> = {},
-): Promise<{ c: RawClient; ack: IConnackPacket }> {
-  const c = await RawClient.open(port, version);
-  c.send({
-    cmd: "connect",
-    protocolId: "MQTT",
-    protocolVersion: version,
-    clientId: "",
-    clean: true,
-    keepalive: 60,
-    ...connect,
-  });
-  const ack = await c.next("connack");
-  return { c, ack };
-}
-
 const code = (ack: IConnackPacket) => ack.reasonCode ?? ack.returnCode;
 
 describe("client identifier", () => {
   test("an empty client id is assigned one, announced as Assigned Client Identifier [MQTT-3.1.3-6]", async () => {
-    const { c, ack } = await rawConnect(broker.port, 5, { clientId: "" });
+    const { raw: c, ack } = await rawConnect(broker.port, 5, { clientId: "" });
     expect(code(ack)).toBe(0);
     const assigned = ack.properties?.assignedClientIdentifier;
     expect(typeof assigned).toBe("string");
@@ -49,7 +29,7 @@ describe("client identifier", () => {
   });
 
   test("3.1.1: an empty client id with clean session is accepted [MQTT-3.1.3-6]", async () => {
-    const { c, ack } = await rawConnect(broker.port, 4, { clientId: "", clean: true });
+    const { raw: c, ack } = await rawConnect(broker.port, 4, { clientId: "", clean: true });
     expect(ack.returnCode).toBe(0);
     c.close();
   });
@@ -177,7 +157,7 @@ describe("CONNECT packet rules", () => {
   });
 
   test("CONNECT with an unsupported Authentication Method is refused with 0x8C and closed [MQTT-4.12.0-1]", async () => {
-    const { c, ack } = await rawConnect(broker.port, 5, {
+    const { raw: c, ack } = await rawConnect(broker.port, 5, {
       clientId: "auth-method",
       properties: { authenticationMethod: "SCRAM-SHA-1" },
     });
@@ -225,22 +205,22 @@ describe("session takeover and Session Present", () => {
       const persist = version === 5 ? { properties: { sessionExpiryInterval: 60 } } : {};
       const first = await rawConnect(broker.port, version, { clientId: id, clean: false, ...persist });
       expect(first.ack.sessionPresent).toBe(false); // nothing to resume yet
-      first.c.send({ cmd: "disconnect" }, version);
-      await first.c.waitClosed();
+      first.raw.send({ cmd: "disconnect" }, version);
+      await first.raw.waitClosed();
 
       const resumed = await rawConnect(broker.port, version, { clientId: id, clean: false, ...persist });
       expect(code(resumed.ack)).toBe(0);
       expect(resumed.ack.sessionPresent).toBe(true);
-      resumed.c.send({ cmd: "disconnect" }, version);
-      await resumed.c.waitClosed();
+      resumed.raw.send({ cmd: "disconnect" }, version);
+      await resumed.raw.waitClosed();
 
       const cleaned = await rawConnect(broker.port, version, { clientId: id, clean: true, ...persist });
       expect(cleaned.ack.sessionPresent).toBe(false);
-      cleaned.c.send(
+      cleaned.raw.send(
         { cmd: "disconnect", ...(version === 5 ? { properties: { sessionExpiryInterval: 0 } } : {}) },
         version,
       );
-      await cleaned.c.waitClosed();
+      await cleaned.raw.waitClosed();
     });
   }
 });
@@ -282,7 +262,7 @@ describe("server keep alive", () => {
   test("server_keep_alive is announced as Server Keep Alive and enforced over the client's value [MQTT-3.2.2-21]", async () => {
     const b = await startBroker({ mqtt: { server_keep_alive: 1 } });
     try {
-      const { c, ack } = await rawConnect(b.port, 5, { clientId: "ska", keepalive: 600 });
+      const { raw: c, ack } = await rawConnect(b.port, 5, { clientId: "ska", keepalive: 600 });
       expect(ack.reasonCode).toBe(0);
       expect(ack.properties?.serverKeepAlive).toBe(1);
       await c.waitClosed(6000);
@@ -297,7 +277,7 @@ describe("CONNACK properties", () => {
   test("v5 CONNACK announces receive maximum, maximum packet size, topic alias maximum and available features", async () => {
     const b = await startBroker({ mqtt: { receive_maximum: 77, max_packet_size: 4096, topic_alias_maximum: 5 } });
     try {
-      const { c, ack } = await rawConnect(b.port, 5, { clientId: "props" });
+      const { raw: c, ack } = await rawConnect(b.port, 5, { clientId: "props" });
       expect(ack.reasonCode).toBe(0);
       const p = ack.properties!;
       expect(p.receiveMaximum).toBe(77);
@@ -321,17 +301,17 @@ describe("admission", () => {
       const first = await RawClient.connected(b.port, 5, { clientId: "only-one" });
       const v5 = await rawConnect(b.port, 5, { clientId: "extra-5" });
       expect(v5.ack.reasonCode).toBe(0x97);
-      await v5.c.waitClosed();
+      await v5.raw.waitClosed();
       const v4 = await rawConnect(b.port, 4, { clientId: "extra-4" });
       expect(v4.ack.returnCode).toBe(3);
-      await v4.c.waitClosed();
+      await v4.raw.waitClosed();
       expect(b.server.broker.sessions.has("extra-5")).toBe(false);
       // Once the first leaves, there is room again.
       first.send({ cmd: "disconnect" });
       await first.waitClosed();
       const again = await rawConnect(b.port, 5, { clientId: "extra-5" });
       expect(again.ack.reasonCode).toBe(0);
-      again.c.close();
+      again.raw.close();
     } finally {
       await b.stop();
     }
@@ -345,7 +325,7 @@ describe("admission", () => {
       expect(again.ack.reasonCode).toBe(0);
       expect((await old.next("disconnect")).reasonCode).toBe(0x8e);
       expect(b.server.broker.connectedCount).toBe(1);
-      again.c.close();
+      again.raw.close();
     } finally {
       await b.stop();
     }
@@ -358,17 +338,17 @@ describe("admission", () => {
     try {
       const v5 = await rawConnect(b.port, 5, { clientId: "anon-5" });
       expect(v5.ack.reasonCode).toBe(0x87);
-      await v5.c.waitClosed();
+      await v5.raw.waitClosed();
       const v4 = await rawConnect(b.port, 4, { clientId: "anon-4" });
       expect(v4.ack.returnCode).toBe(5);
-      await v4.c.waitClosed();
+      await v4.raw.waitClosed();
       const named = await rawConnect(b.port, 5, {
         clientId: "named",
         username: "alice",
         password: Buffer.from("a-pass"),
       });
       expect(named.ack.reasonCode).toBe(0);
-      named.c.close();
+      named.raw.close();
     } finally {
       await b.stop();
     }

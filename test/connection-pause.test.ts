@@ -7,6 +7,7 @@ import net from "node:net";
 import type { Connection, ConnectionHandler } from "../src/core/connection.ts";
 import { listenTcp } from "../src/runtime/bun/tcp-listener.ts";
 import { listenWebSocket } from "../src/runtime/bun/ws-listener.ts";
+import { eventually } from "./helpers/clients.ts";
 import { settle } from "./helpers/manual-clock.ts";
 import { memoryConnectionPair } from "./helpers/memory-connection.ts";
 
@@ -21,10 +22,7 @@ function recorder() {
   return { got, accept, conn: () => conn };
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 200 && !cond(); i++) await Bun.sleep(5);
-  if (!cond()) throw new Error(`timed out waiting for ${what}`);
-}
+const until = (cond: () => boolean, what: string) => eventually(cond, 2000, what);
 
 describe("Connection.pause / resume", () => {
   test("Bun TCP: nothing reaches the handler while paused; resume delivers it in order", async () => {

@@ -6,35 +6,18 @@
  * rest over real sockets. The clients are on loopback, so `limits.exempt_loopback` is off.
  */
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
-import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
+import type { IConnackPacket } from "mqtt-packet";
 import { BanList, ipOf, isLoopback, TokenBucket } from "../src/auth/limits.ts";
 import { startBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import { connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
-import { RawClient } from "./helpers/raw-client.ts";
+import { RawClient, rawConnect } from "./helpers/raw-client.ts";
 
 setDefaultTimeout(20_000);
 
 const noExempt = { exempt_loopback: false };
 
-async function attempt(
-  port: number,
-  version: 4 | 5,
-  c: Partial<IConnectPacket> = {},
-): Promise<{ raw: RawClient; ack: IConnackPacket }> {
-  const raw = await RawClient.open(port, version);
-  raw.send({
-    cmd: "connect",
-    protocolId: "MQTT",
-    protocolVersion: version,
-    clientId: "",
-    clean: true,
-    keepalive: 60,
-    ...c,
-  }, version);
-  return { raw, ack: await raw.next("connack") };
-}
 const code = (ack: IConnackPacket) => ack.reasonCode ?? ack.returnCode;
 
 describe("connections per address", () => {
@@ -77,19 +60,19 @@ describe("connections per address", () => {
   test("max_connections_per_ip: one more gets 0x97 (3.1.1: code 3); after one leaves there is room again", async () => {
     const b = await startBroker({ limits: { ...noExempt, max_connections_per_ip: 2, connection_rate_per_ip: 0 } });
     try {
-      const one = await attempt(b.port, 5, { clientId: "cap-1" });
-      const two = await attempt(b.port, 4, { clientId: "cap-2" });
+      const one = await rawConnect(b.port, 5, { clientId: "cap-1" });
+      const two = await rawConnect(b.port, 4, { clientId: "cap-2" });
       expect([code(one.ack), code(two.ack)]).toEqual([0, 0]);
-      const three = await attempt(b.port, 5, { clientId: "cap-3" });
+      const three = await rawConnect(b.port, 5, { clientId: "cap-3" });
       expect(code(three.ack)).toBe(0x97);
       await three.raw.waitClosed();
-      const four = await attempt(b.port, 4, { clientId: "cap-4" });
+      const four = await rawConnect(b.port, 4, { clientId: "cap-4" });
       expect(code(four.ack)).toBe(3);
       await four.raw.waitClosed();
       expect(b.server.broker.metrics.refusedConnectionsPerIp).toBe(2);
       one.raw.close();
       await eventually(() => b.server.broker.clients.size === 1, 2000, "the first client to be gone");
-      const five = await attempt(b.port, 5, { clientId: "cap-5" });
+      const five = await rawConnect(b.port, 5, { clientId: "cap-5" });
       expect(code(five.ack)).toBe(0);
       two.raw.close();
       five.raw.close();
@@ -102,7 +85,7 @@ describe("connections per address", () => {
     const b = await startBroker({ limits: { connection_rate_per_ip: 1, max_connections_per_ip: 1 } });
     try {
       const all = await Promise.all(
-        Array.from({ length: 4 }, (_, i) => attempt(b.port, 5, { clientId: `exempt-${i}` })),
+        Array.from({ length: 4 }, (_, i) => rawConnect(b.port, 5, { clientId: `exempt-${i}` })),
       );
       expect(all.map((r) => code(r.ack))).toEqual([0, 0, 0, 0]);
       for (const r of all) r.raw.close();

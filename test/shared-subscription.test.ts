@@ -247,10 +247,6 @@ describe("shared subscriptions", () => {
   });
 });
 
-async function eventuallyCount(count: () => number, n: number, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (count() < n) {
-    if (Date.now() > end) throw new Error(`got ${count()} of ${n} messages`);
-    await sleep(10);
-  }
+function eventuallyCount(count: () => number, n: number, ms = 5000): Promise<void> {
+  return eventually(() => count() >= n, ms, () => `got ${count()} of ${n} messages`);
 }

@@ -15,6 +15,7 @@ import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, unlink
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BrokerProcess, spawnBroker } from "./helpers/broker-process.ts";
+import { eventually } from "./helpers/clients.ts";
 import { MqttPeer } from "./helpers/mqtt-peer.ts";
 
 setDefaultTimeout(20_000);
@@ -88,13 +89,7 @@ function collect(peer: MqttPeer): string[] {
   return got;
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await Bun.sleep(5);
-  }
-}
+const until = (cond: () => boolean, what: string, ms = 10_000) => eventually(cond, ms, what);
 
 const persistent5 = (clientId: string) => ({ clientId, clean: false, properties: { sessionExpiryInterval: 3600 } });
 

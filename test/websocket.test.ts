@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import mqttPacket, { type Packet } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect } from "./helpers/clients.ts";
+import { connect, eventually } from "./helpers/clients.ts";
 
 let broker: TestBroker;
 beforeAll(async () => {
@@ -32,13 +32,7 @@ async function rawWs(protocols: string[] = ["mqtt"], version: 4 | 5 = 4) {
     ws.addEventListener("open", () => resolve(), { once: true });
     ws.addEventListener("error", () => reject(new Error("websocket failed to open")), { once: true });
   });
-  const until = async (cond: () => boolean, what: string) => {
-    const end = Date.now() + 5000;
-    while (!cond()) {
-      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-      await Bun.sleep(10);
-    }
-  };
+  const until = (cond: () => boolean, what: string) => eventually(cond, 5000, what);
   return {
     ws,
     packets,

@@ -1,7 +1,8 @@
 /**
  * Ferry as a child process, started through the real CLI (`edge/main.ts serve`) on a
  * data directory the test owns, so that it can be killed with SIGKILL and restarted
- * on the same files. Port 0; the port is read from the `listening` line.
+ * on the same files. Port 0; the port is read from the `listening` line. `spawnServe`
+ * is the one way tests start a serving process (CLI, admin, executables, crash tests).
  */
 import type { Subprocess } from "bun";
 import { writeFileSync } from "node:fs";
@@ -29,6 +30,65 @@ export interface SpawnOptions {
   startTimeoutMs?: number;
 }
 
+/** A `serve` process started by `spawnServe`. */
+export interface Serving {
+  readonly proc: Subprocess<"ignore", "pipe", "pipe">;
+  /** Its stdout up to the moment every awaited line had appeared. */
+  readonly out: string;
+  /** Everything it wrote to stderr so far. */
+  stderr(): string;
+  /** Send `signal` (default SIGKILL) unless it has exited, and wait until it is gone. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * Run `command` (a `serve` of the CLI under Bun or Deno, or a built executable) and
+ * resolve once stdout matches every pattern in `until` (its `listening …` lines).
+ * Stdout keeps being drained afterwards, so the child never blocks on a full pipe; a
+ * child that does not get there within `timeoutMs` is killed and the promise rejects.
+ */
+export async function spawnServe(
+  command: string[],
+  options: { until: RegExp[]; timeoutMs?: number; cwd?: string },
+): Promise<Serving> {
+  const proc = Bun.spawn(command, { stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: options.cwd });
+  let log = "";
+  void (async () => {
+    const decoder = new TextDecoder();
+    const errors = proc.stderr.getReader();
+    for (let r = await errors.read(); !r.done; r = await errors.read()) {
+      log += decoder.decode(r.value, { stream: true });
+    }
+  })().catch(() => {});
+  const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    await proc.exited;
+  };
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let out = "";
+  const deadline = setTimeout(() => proc.kill("SIGKILL"), options.timeoutMs ?? 15_000);
+  try {
+    while (!options.until.every((re) => re.test(out))) {
+      const { done, value } = await reader.read();
+      if (done) {
+        await proc.exited;
+        throw new Error(`serve exited (${proc.exitCode ?? proc.signalCode}) before listening:\n${out}\n${log}`);
+      }
+      out += decoder.decode(value, { stream: true });
+    }
+  } catch (error) {
+    await kill();
+    throw error;
+  } finally {
+    clearTimeout(deadline);
+  }
+  void (async () => {
+    while (!(await reader.read()).done) { /* keep the pipe drained */ }
+  })().catch(() => {});
+  return { proc, out, stderr: () => log, kill };
+}
+
 /** Spawn `ferry serve` and resolve once it prints `listening mqtt://HOST:PORT`. */
 export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess> {
   const args = [
@@ -49,45 +109,8 @@ export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess>
     writeFileSync(path, JSON.stringify(options.config));
     args.push("--config", path);
   }
-  const proc = Bun.spawn(args, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  let log = "";
-  void (async () => {
-    const decoder = new TextDecoder();
-    const errors = proc.stderr.getReader();
-    for (let r = await errors.read(); !r.done; r = await errors.read()) {
-      log += decoder.decode(r.value, { stream: true });
-    }
-  })().catch(() => {});
-  const kill = async (signal: NodeJS.Signals = "SIGKILL") => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-    await proc.exited;
-  };
-
-  const reader = proc.stdout.getReader();
-  const decoder = new TextDecoder();
-  let out = "";
-  const deadline = setTimeout(() => proc.kill("SIGKILL"), options.startTimeoutMs ?? 15_000);
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) {
-        await proc.exited;
-        throw new Error(`ferry exited (${proc.exitCode ?? proc.signalCode}) before listening:\n${out}${log}`);
-      }
-      out += decoder.decode(value, { stream: true });
-      const match = /listening mqtt:\/\/[^\s]+:(\d+)/.exec(out);
-      if (match) {
-        // Keep draining stdout so the child never blocks on a full pipe.
-        void (async () => {
-          while (!(await reader.read()).done) { /* discard */ }
-        })().catch(() => {});
-        return { proc, pid: proc.pid, port: Number(match[1]), stderr: () => log, kill };
-      }
-    }
-  } catch (error) {
-    await kill();
-    throw error;
-  } finally {
-    clearTimeout(deadline);
-  }
+  const listening = /listening mqtt:\/\/[^\s]+:(\d+)/;
+  const s = await spawnServe(args, { until: [listening], timeoutMs: options.startTimeoutMs ?? 15_000 });
+  const port = Number(listening.exec(s.out)![1]);
+  return { proc: s.proc, pid: s.proc.pid, port, stderr: s.stderr, kill: s.kill };
 }

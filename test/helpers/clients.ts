@@ -56,11 +56,19 @@ function waitUntil(cond: () => boolean, ms: number, waiters: Array<() => void>):
   });
 }
 
-/** Poll `cond` until true (for state not signalled by an event). */
-export async function eventually(cond: () => boolean, ms = 5000, what = "condition"): Promise<void> {
+/**
+ * Poll `cond` until true (for state not signalled by an event); the one polling helper
+ * of the suite. `what` names it in the timeout error (a function: the error describes
+ * the state at the timeout).
+ */
+export async function eventually(
+  cond: () => boolean,
+  ms = 5000,
+  what: string | (() => string) = "condition",
+): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > end) throw new Error(typeof what === "string" ? `timed out waiting for ${what}` : what());
     await Bun.sleep(10);
   }
 }

@@ -115,3 +115,22 @@ export class RawClient {
     for (const w of this.#waiters.splice(0)) w();
   }
 }
+
+/** Open a connection, send CONNECT (protocol `version`, fields from `connect`), and return the CONNACK whatever its code. */
+export async function rawConnect(
+  port: number,
+  version: 4 | 5,
+  connect: Partial<mqttPacket.IConnectPacket> = {},
+): Promise<{ raw: RawClient; ack: mqttPacket.IConnackPacket }> {
+  const raw = await RawClient.open(port, version);
+  raw.send({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: version,
+    clientId: "",
+    clean: true,
+    keepalive: 60,
+    ...connect,
+  }, version);
+  return { raw, ack: await raw.next("connack") };
+}
