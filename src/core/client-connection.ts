@@ -411,6 +411,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
 
   /** Outbound topic alias for `topic`, assigning one while slots remain (see outbound-encoder.ts). */
   outboundAlias(topic: string): { alias: number; known: boolean } | undefined {
+    // Checked here too: most clients allow no aliases, and this runs for every v5 delivery.
+    if (this.clientTopicAliasMaximum === 0) return undefined;
     return this.aliases.outgoing(topic, this.clientTopicAliasMaximum);
   }
 
