@@ -12,7 +12,7 @@ import { startBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import { connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
-import { RawClient, rawConnect } from "./helpers/raw-client.ts";
+import { rawConnect } from "./helpers/raw-client.ts";
 
 setDefaultTimeout(20_000);
 
@@ -167,18 +167,19 @@ describe("bans", () => {
 
 describe("per-client rates and memory", () => {
   test("max_publish_rate: a v5 client publishing faster gets DISCONNECT 0x96; one at the allowed rate stays", async () => {
-    const b = await startBroker({ limits: { ...noExempt, connection_rate_per_ip: 0, max_publish_rate: 20 } });
+    // On a manual clock: the allowed rate is kept by advancing time, not by sleeping.
+    const b = await inProcessBroker({ limits: { ...noExempt, connection_rate_per_ip: 0, max_publish_rate: 20 } });
     try {
-      const fast = await RawClient.connected(b.port, 5, { clientId: "fast" });
+      const fast = await b.connected(5, { clientId: "fast" });
       for (let i = 0; i < 60; i++) {
         fast.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 0, retain: false, dup: false });
       }
       const d = await fast.next("disconnect");
       expect(d.reasonCode).toBe(0x96);
       await fast.waitClosed();
-      expect(b.server.broker.metrics.disconnectedMessageRate).toBe(1);
+      expect(b.broker.metrics.disconnectedMessageRate).toBe(1);
       // The same client, reconnected, starts with a fresh allowance.
-      const again = await RawClient.connected(b.port, 5, { clientId: "fast" });
+      const again = await b.connected(5, { clientId: "fast" });
       for (let i = 0; i < 10; i++) {
         again.send({
           cmd: "publish",
@@ -194,19 +195,28 @@ describe("per-client rates and memory", () => {
       expect(again.closed).toBe(false);
       again.close();
       // 3.1.1 has no DISCONNECT from the server: the connection is closed.
-      const fast4 = await RawClient.connected(b.port, 4, { clientId: "fast4" });
+      const fast4 = await b.connected(4, { clientId: "fast4" });
       for (let i = 0; i < 60; i++) {
         fast4.send({ cmd: "publish", topic: "rate/x", payload: "x", qos: 0, retain: false, dup: false }, 4);
       }
       await fast4.waitClosed();
       // Within the rate (a burst of one second's worth, then 10/s), a client is left alone.
-      const polite = await connect(b.url, { clientId: "polite" });
+      const polite = await b.connected(5, { clientId: "polite" });
       for (let i = 0; i < 30; i++) {
-        await polite.client.publishAsync("rate/x", "x", { qos: 1 });
-        if (i >= 15) await Bun.sleep(100);
+        polite.send({
+          cmd: "publish",
+          topic: "rate/x",
+          payload: "x",
+          qos: 1,
+          messageId: i + 1,
+          retain: false,
+          dup: false,
+        });
+        await polite.next("puback");
+        if (i >= 15) await b.advance(100);
       }
-      expect(polite.client.connected).toBe(true);
-      await polite.end();
+      expect(polite.closed).toBe(false);
+      polite.close();
     } finally {
       await b.stop();
     }
