@@ -40,7 +40,7 @@ const downlinkRule = z.object({
   filter: z.string().min(1).describe("remote topic filter to subscribe to; ${edge_id} allowed"),
   topic: z.string().min(1).default("${topic}")
     // $ topics are the broker's own ($SYS): a cloud command must never write there.
-    .refine((t) => !t.startsWith("$"), "a downlink cannot publish to a $ topic")
+    .refine((t) => !/^\$(?!\{)/.test(t), "a downlink cannot publish to a $ topic")
     .describe("local topic template: ${topic}, ${edge_id}; never a $ topic"),
   strip: z.string().default("").describe(
     "prefix removed from the remote topic before ${topic} is filled in; ${edge_id} allowed",

@@ -31,6 +31,8 @@ export class Endpoints {
   #current: EndpointStatus;
   /** Attempts since the last connection came up, for telling when a whole round failed. */
   #failedInRow = 0;
+  /** The configured endpoints are list[0..#n); Server References tried are appended after them. */
+  readonly #n: number;
 
   constructor(urls: readonly string[], private readonly policy: EndpointPolicy) {
     if (urls.length === 0) throw new Error("an uplink needs at least one url");
@@ -42,6 +44,7 @@ export class Endpoints {
       attempts: 0,
     }));
     this.#current = this.list[0]!;
+    this.#n = this.list.length;
   }
 
   /** The endpoint the link is connected to, or last tried. */
@@ -77,7 +80,7 @@ export class Endpoints {
 
   /** Whether the attempts since the last success went through every endpoint once (then back off longer). */
   get roundFailed(): boolean {
-    return this.#failedInRow > 0 && this.#failedInRow % this.list.length === 0;
+    return this.#failedInRow > 0 && this.#failedInRow % this.#n === 0;
   }
 
   connected(now: number): void {
@@ -100,7 +103,7 @@ export class Endpoints {
     this.#note(reason, now);
     if (reference !== undefined) this.#redirect = reference;
     if (moveOn || this.policy === "round-robin") this.#advance();
-    else this.#index = 0;
+    else if (this.list.indexOf(this.#current) < this.#n) this.#index = 0;
   }
 
   #note(reason: string, now: number): void {
@@ -110,8 +113,8 @@ export class Endpoints {
 
   #advance(): void {
     const at = this.list.indexOf(this.#current);
-    // Past the configured list (an adopted Server Reference): back to where the list was.
-    this.#index = at < 0 ? this.#index : (at + 1) % this.list.length;
+    // A Server Reference (not configured): the list resumes where it was.
+    if (at < this.#n) this.#index = (at + 1) % this.#n;
   }
 }
 
