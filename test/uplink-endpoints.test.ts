@@ -5,7 +5,9 @@
  * restart, connection attempts, and a client id that renders an invalid remote topic.
  */
 import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import mqttPacket, { type Packet } from "mqtt-packet";
 import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FerryConfig } from "../src/config/schema.ts";
@@ -69,6 +71,44 @@ async function local(b: TestBroker, opts = {}): Promise<TestClient> {
 const link = (b: TestBroker) => b.server.uplinks.links[0]!;
 const prop = (m: Received, name: string) => m.packet.properties?.userProperties?.[name];
 
+/**
+ * An MQTT 5 server that sends every client elsewhere: CONNACK 0x9C with a Server
+ * Reference, or CONNACK 0 then DISCONNECT 0x9D with one. Counts the connections.
+ */
+async function redirectingCloud(mode: "connack" | "disconnect", reference: string) {
+  const port = await freePort();
+  let connections = 0;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    const parser = mqttPacket.parser({ protocolVersion: 5 });
+    const send = (p: Record<string, unknown>) =>
+      socket.write(mqttPacket.generate(p as unknown as Packet, { protocolVersion: 5 }));
+    parser.on("packet", (p: Packet) => {
+      if (p.cmd !== "connect") return;
+      if (mode === "connack") {
+        send({ cmd: "connack", sessionPresent: false, reasonCode: 0x9c, properties: { serverReference: reference } });
+      } else {
+        send({ cmd: "connack", sessionPresent: false, reasonCode: 0 });
+        send({ cmd: "disconnect", reasonCode: 0x9d, properties: { serverReference: reference } });
+      }
+      socket.end();
+    });
+    socket.on("data", (d: Buffer) => parser.parse(d));
+  });
+  await new Promise<void>((r) => server.listen(port, "127.0.0.1", () => r()));
+  const close = () =>
+    new Promise<void>((r) => {
+      for (const s of sockets) s.destroy();
+      server.close(() => r());
+    });
+  cleanups.push(close);
+  return { url: `mqtt://127.0.0.1:${port}`, connections: () => connections };
+}
+
 function recordingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
   const add = (l: string) => (m: string) => void lines.push(`${l} ${m}`);
@@ -119,6 +159,26 @@ describe("uplink endpoints and failover", () => {
     }
     expect(first).toEqual(Array.from({ length: 600 }, (_, i) => i));
   });
+});
+
+describe("Server Reference (MQTT 5)", () => {
+  for (const mode of ["connack", "disconnect"] as const) {
+    test(`${mode === "connack" ? "CONNACK 0x9C" : "DISCONNECT 0x9D"} with a Server Reference: the uplink goes to the referenced server, which is not in its urls`, async () => {
+      const c = await cloud();
+      await c.start();
+      const sub = await subscriber(c);
+      const redirect = await redirectingCloud(mode, `127.0.0.1:${c.port}`);
+      const b = await edge({ url: redirect.url, backoff: { min_ms: 50, max_ms: 5000, jitter: 0 } });
+      await eventually(() => link(b).state === "connected" && link(b).status().url === c.url, 5000, "redirected");
+      expect(redirect.connections()).toBe(1);
+      const s = link(b).status();
+      expect(s.endpoints.map((e) => e.url)).toEqual([redirect.url, c.url]);
+      expect(s.endpoints[0]!.lastError).toContain(`server reference 127.0.0.1:${c.port}`);
+      const pub = await local(b);
+      await pub.client.publishAsync("sensors/r", "1", { qos: 1 });
+      await sub.waitFor(1);
+    });
+  }
 });
 
 describe("what a cloud consumer sees (MQTT 5)", () => {

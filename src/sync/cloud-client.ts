@@ -146,7 +146,17 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
         ack: () => {},
       });
     });
-    client.on("error", (err) => closeOnce(describeError(err)));
+    // A CONNACK refusal with 0x9C/0x9D may name another server; MQTT.js's error does not carry it.
+    let refused: CloseDetail | undefined;
+    client.on("packetreceive", (packet) => {
+      if (packet.cmd !== "connack" || connected) return;
+      const code = packet.reasonCode ?? 0;
+      if (code < 0x80) return;
+      refused = { reasonCode: code };
+      const ref = packet.properties?.serverReference;
+      if (typeof ref === "string" && ref !== "") refused.serverReference = ref;
+    });
+    client.on("error", (err) => closeOnce(describeError(err), refused));
     client.on("close", () => closeOnce("connection closed"));
     client.on("disconnect", (packet) => {
       const detail: CloseDetail = { reasonCode: packet.reasonCode ?? 0 };

@@ -10,6 +10,9 @@
  * Either way, a stalled connection (the ack watchdog) or a DISCONNECT 0x9C/0x9D moves
  * on to the next endpoint, and a Server Reference sent with 0x9C/0x9D is tried first.
  */
+/** Server References remembered in status beyond the configured endpoints. */
+const MAX_REFERENCES = 4;
+
 export type EndpointPolicy = "primary-first" | "round-robin";
 
 export interface EndpointStatus {
@@ -74,6 +77,8 @@ export class Endpoints {
       lastConnectedAt: undefined,
       attempts: 0,
     };
+    // A cloud naming a new server at each redirect must not grow this without bound.
+    if (this.list.length - this.#n >= MAX_REFERENCES) this.list.splice(this.#n, 1);
     this.list.push(e);
     return e;
   }
@@ -88,9 +93,10 @@ export class Endpoints {
     this.#failedInRow = 0;
   }
 
-  /** A connection attempt failed: the next goes to the next endpoint. */
-  attemptFailed(reason: string, now: number): void {
+  /** A connection attempt failed: the next goes to the next endpoint (or to `reference`, if the cloud named one). */
+  attemptFailed(reason: string, now: number, reference?: string): void {
     this.#note(reason, now);
+    if (reference !== undefined) this.#redirect = reference;
     this.#failedInRow++;
     this.#advance();
   }

@@ -503,9 +503,16 @@ export class UplinkLink {
       });
     } catch (err) {
       if (epoch !== this.#epoch) return;
-      const reason = `connect: ${err instanceof Error ? err.message : String(err)}`;
+      let reason = `connect: ${err instanceof Error ? err.message : String(err)}`;
+      // CONNACK 0x9C/0x9D with a Server Reference: go where the cloud says next.
+      const { reasonCode, serverReference } = err as CloseDetail;
+      let reference: string | undefined;
+      if (reasonCode !== undefined && MOVE_ON.has(reasonCode) && serverReference !== undefined) {
+        reference = referenceUrl(serverReference, endpoint.url);
+        reason += ` (server reference ${serverReference})`;
+      }
       this.#stats.lastError = reason;
-      this.#endpoints.attemptFailed(reason, this.#clock.now());
+      this.#endpoints.attemptFailed(reason, this.#clock.now(), reference);
       this.#warnOnce(`${reason} (${endpoint.url})`);
       this.#retryLater(!this.#endpoints.roundFailed);
       return;
