@@ -402,7 +402,7 @@ export class UplinkLink {
       this.#stats.acknowledged++;
       if (this.#window < this.#maxWindow() && ++this.#sinceQuota >= REOPEN_EVERY) {
         this.#sinceQuota = 0;
-        this.#window++;
+        if (++this.#window >= this.#maxWindow()) this.#quotaHold = 0; // recovered: the next hold starts short
       }
     }
     this.#settle(p);
