@@ -269,6 +269,27 @@ describe("uplink resilience", () => {
       // Nothing arrives that was never published.
       expect(Math.max(...firsts)).toBeLessThan(next + 50);
     }
+    // The dedup key is stable across the kill and every re-send: one log id, and each
+    // message keeps its offset however often it arrives.
+    const prop = (m: Received, k: string) => m.packet.properties?.userProperties?.[k];
+    expect(new Set(sub.messages.map((m) => prop(m, "ferry-log-id"))).size).toBe(1);
+    const offsetOf = new Map<string, unknown>();
+    for (const m of sub.messages) {
+      const key = `${m.topic} ${m.payload}`;
+      if (!offsetOf.has(key)) offsetOf.set(key, prop(m, "ferry-offset"));
+      expect(prop(m, "ferry-offset")).toBe(offsetOf.get(key));
+    }
+    // The README's recipe (strict order: per topic, drop what is not above the highest
+    // offset seen) leaves exactly the first arrivals.
+    const highest = new Map<string, number>();
+    const kept: Received[] = [];
+    for (const m of sub.messages) {
+      const o = Number(prop(m, "ferry-offset"));
+      if (o <= (highest.get(m.topic) ?? 0)) continue;
+      highest.set(m.topic, o);
+      kept.push(m);
+    }
+    expect(kept.length).toBe(offsetOf.size);
   });
 
   /** A backlog of 2,000 on one topic while the cloud is down, then 20 live messages on another mid-drain. */
