@@ -273,7 +273,7 @@ describe("uplink resilience", () => {
     // message keeps its offset however often it arrives.
     const prop = (m: Received, k: string) => m.packet.properties?.userProperties?.[k];
     expect(new Set(sub.messages.map((m) => prop(m, "ferry-log-id"))).size).toBe(1);
-    const offsetOf = new Map<string, unknown>();
+    const offsetOf = new Map<string, string | string[] | undefined>();
     for (const m of sub.messages) {
       const key = `${m.topic} ${m.payload}`;
       if (!offsetOf.has(key)) offsetOf.set(key, prop(m, "ferry-offset"));

@@ -10,8 +10,17 @@
  * Either way, a stalled connection (the ack watchdog) or a DISCONNECT 0x9C/0x9D moves
  * on to the next endpoint, and a Server Reference sent with 0x9C/0x9D is tried first.
  */
+import type { UplinkConfig } from "../config/schema.ts";
+
 /** Server References remembered in status beyond the configured endpoints. */
 const MAX_REFERENCES = 4;
+
+/** The uplink's endpoints: `urls`, or the single `url`. */
+export function uplinkUrls(c: UplinkConfig): string[] {
+  const urls = c.urls ?? [];
+  if (c.url !== undefined && !urls.includes(c.url)) return [c.url, ...urls];
+  return urls;
+}
 
 export type EndpointPolicy = "primary-first" | "round-robin";
 

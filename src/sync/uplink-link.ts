@@ -7,10 +7,11 @@
  *
  * This file is the connection side: connect and fail over across endpoints, back off,
  * the acknowledgement watchdog, pacing by the cloud (Receive Maximum, quota replies)
- * and the rate limit. The window and cursor rules are in send-window.ts, the forward
- * rules in forward-rules.ts, what a message carries in cloud-properties.ts, the
- * connect options in cloud-connect-options.ts, and cloud commands in downlink.ts. The
- * log is reached only through a LogPort (log-port.ts).
+ * and the rate limit. The window and cursor rules are in send-window.ts, reads of the
+ * log in log-intake.ts, the forward rules in forward-rules.ts, what a message carries
+ * in cloud-properties.ts, the connect options in cloud-connect-options.ts, which
+ * endpoint next in endpoints.ts, cloud commands in downlink.ts and the status fields in
+ * link-status.ts. The log is reached only through a LogPort (log-port.ts).
  */
 import type { ForwardRule, UplinkConfig } from "../config/schema.ts";
 import type { Message } from "../store/store.ts";
@@ -19,14 +20,16 @@ import type { CloseDetail, CloudClient, CloudConnectOptions, CloudHandlers, Clou
 import { cloudConnectOptions } from "./cloud-connect-options.ts";
 import { type ClockState, PropertyStamper } from "./cloud-properties.ts";
 import { handleDownlink } from "./downlink.ts";
-import { Endpoints, type EndpointStatus, referenceUrl } from "./endpoints.ts";
+import { Endpoints, referenceUrl, uplinkUrls } from "./endpoints.ts";
 import { ForwardRules } from "./forward-rules.ts";
 import type { LocalPublishPort, LogPort } from "./log-port.ts";
 import { RateLimiter } from "./rate-limiter.ts";
+import type { LinkState, LinkStatus } from "./link-status.ts";
+import { LogIntake, READ_MIN } from "./log-intake.ts";
 import { INFLIGHT, type Pending, SendWindow } from "./send-window.ts";
 import { renderFilter } from "./topic-template.ts";
 
-export type LinkState = "stopped" | "connecting" | "connected" | "backoff" | "paused";
+export type { LinkState, LinkStatus } from "./link-status.ts";
 
 export interface LinkDeps {
   log: LogPort;
@@ -40,54 +43,12 @@ export interface LinkDeps {
   readFile(path: string): Promise<Uint8Array>;
 }
 
-export interface LinkStatus {
-  name: string;
-  /** The endpoint in use (connected) or being tried. */
-  url: string;
-  endpoints: EndpointStatus[];
-  state: LinkState;
-  /** Every log offset up to here is forwarded (or skipped as not matching). */
-  cursor: number;
-  /** Log entries behind the cursor: an upper bound on the messages still to forward. */
-  backlogEntries: number;
-  /** Age of the oldest message after the cursor that is still to be forwarded, in ms (0 if none). */
-  oldestPendingMs: number;
-  inflight: number;
-  /** Messages in flight at most now: max_inflight, or less if the cloud's Receive Maximum is lower. */
-  window: number;
-  sent: number;
-  acknowledged: number;
-  /** Messages acknowledged per second, averaged over the last status interval. */
-  drainRate: number;
-  droppedTtl: number;
-  droppedRefused: number;
-  /** Skipped by buffer.max_messages; persisted, so it survives restarts. */
-  droppedBuffer: number;
-  /** Skipped because the rendered remote topic is not a valid topic name. */
-  droppedInvalid: number;
-  /** Times the cloud answered 0x96/0x97 and the link held back instead of disconnecting. */
-  quotaBackoffs: number;
-  downlinkReceived: number;
-  /** Cloud commands refused because their local topic was invalid (or a $ topic). */
-  downlinkRefused: number;
-  /** Connections that ended after being established. */
-  reconnects: number;
-  /** Connection attempts (each endpoint tried counts). */
-  connectAttempts: number;
-  lastError: string | undefined;
-  connectedSince: number | undefined;
-}
-
 /** Reason codes with which a cloud refuses a message for good; anything else is retried. */
 const PERMANENT_REFUSALS = new Set([0x83, 0x87, 0x90, 0x99]);
 /** The cloud asks Ferry to slow down: 0x97 Quota exceeded, 0x96 Message rate too high. */
 const SLOW_DOWN = new Set([0x96, 0x97]);
 /** DISCONNECT reasons that send the client to another server. */
 const MOVE_ON = new Set([0x9c, 0x9d]);
-/** Log entries read at once at most, and the bytes a read aims at (the batch shrinks for large messages). */
-const READ_MAX = 1024;
-const READ_MIN = 16;
-const READ_BYTES = 4 * 1024 * 1024;
 /** A connection that lasted this long resets the backoff. */
 const STABLE_MS = 30_000;
 /** Cursor writes are coalesced over this window; a crash re-sends at most what it covers. */
@@ -96,8 +57,6 @@ const PERSIST_MS = 100;
 const QUOTA_HOLD_MS = 1000;
 /** After a quota reply the window opens again by one per this many acknowledgements. */
 const REOPEN_EVERY = 10;
-/** Log entries probed past the cursor for the oldest pending message. */
-const OLDEST_PROBE = 256;
 
 export class UplinkLink {
   readonly name: string;
@@ -111,9 +70,7 @@ export class UplinkLink {
   #w: SendWindow<ForwardRule>;
   #stamper = new PropertyStamper();
   #endpoints: Endpoints;
-  #reading = false;
-  /** Average size (payload and topic) of recent messages, for the read batch size. */
-  #avgBytes = 256;
+  #intake: LogIntake;
   #client: CloudClient | undefined;
   #epoch = 0;
   #running = false;
@@ -138,9 +95,6 @@ export class UplinkLink {
   #window: number;
   #quotaHold = 0;
   #sinceQuota = 0;
-  /** Oldest pending receive time from the log (probed), by the cursor it was probed at. */
-  #oldestProbe: { cursor: number; receivedAt: number | undefined } | undefined;
-  #probing = false;
   #stats = {
     sent: 0,
     acknowledged: 0,
@@ -165,6 +119,9 @@ export class UplinkLink {
     this.#origin = `$uplink:${config.name}`;
     this.#rules = new ForwardRules(config.forward, this.#origin, deps.edgeId);
     this.#w = new SendWindow(0);
+    this.#intake = new LogIntake(deps.log, (m) => this.ruleFor(m), config.buffer.ttl_seconds * 1000, () => {
+      this.#stats.droppedTtl++;
+    });
     this.#window = config.max_inflight;
     const clock = deps.log.clock;
     this.#backoff = new Backoff(config.backoff.min_ms, config.backoff.max_ms, config.backoff.jitter);
@@ -229,8 +186,9 @@ export class UplinkLink {
     const liveFirst = this.#c.ordering === "live-first";
     // Caught up: take it straight from memory instead of reading it back from the store
     // (live-first: only with no backlog waiting, which it would otherwise queue behind).
-    if (!this.#reading && m.offset === w.nextRead && w.queued < (liveFirst ? 1 : this.#readLimit())) {
-      this.#avgBytes += (m.payload.byteLength + m.topic.length - this.#avgBytes) / 64;
+    const readLimit = this.#intake.readLimit();
+    if (!this.#intake.reading && m.offset === w.nextRead && w.queued < (liveFirst ? 1 : readLimit)) {
+      this.#intake.noteTaken(m);
       w.takeNext(m, this.ruleFor(m));
       this.#cursorMoved();
       this.#pump();
@@ -238,7 +196,7 @@ export class UplinkLink {
     }
     // live-first: new messages go out first while the backlog drains behind them.
     // Beyond a read batch waiting, they wait in the log like the backlog.
-    if (liveFirst && w.liveAhead < this.#readLimit()) {
+    if (liveFirst && w.liveAhead < readLimit) {
       const rule = this.ruleFor(m);
       if (rule) w.takeLive(m, rule);
     }
@@ -257,53 +215,14 @@ export class UplinkLink {
   }
 
   #fill(): void {
-    const w = this.#w;
-    if (this.#reading || w.nextRead > w.logEnd) return;
-    this.#reading = true;
-    const from = w.nextRead;
-    // Everything up to here was committed before the read starts, so the read sees it.
-    const endAtCall = w.logEnd;
-    const limit = this.#readLimit();
-    this.#log.readLog(from, limit).then(
-      (batch) => {
-        this.#reading = false;
-        if (!this.#running) return;
-        this.#take(batch);
-        // Fewer than asked: everything committed before the read has been read (gaps
-        // are offsets whose commit failed, or copies logged for sessions only).
-        if (batch.length < limit) w.readThrough(endAtCall);
-        w.advance();
-        this.#cursorMoved();
-        this.#pump();
-      },
-      (err: unknown) => {
-        this.#reading = false;
-        this.#stats.lastError = `reading the log: ${String(err)}`;
-        this.#later(1000, () => this.#pump());
-      },
-    );
-  }
-
-  /** Messages per read (and queued at most): about READ_BYTES, between READ_MIN and READ_MAX. */
-  #readLimit(): number {
-    return Math.max(READ_MIN, Math.min(READ_MAX, Math.floor(READ_BYTES / this.#avgBytes)));
-  }
-
-  #take(batch: readonly Message[]): void {
-    const now = this.#clock.now();
-    const ttl = this.#c.buffer.ttl_seconds * 1000;
-    let bytes = 0;
-    this.#w.takeBatch(batch, (m) => {
-      const rule = this.ruleFor(m);
-      if (!rule) return undefined;
-      if (ttl > 0 && now - m.receivedAt > ttl) {
-        this.#stats.droppedTtl++;
-        return "expired";
-      }
-      return rule;
+    this.#intake.fill(this.#w, () => {
+      if (!this.#running) return;
+      this.#cursorMoved();
+      this.#pump();
+    }, (err) => {
+      this.#stats.lastError = `reading the log: ${String(err)}`;
+      this.#later(1000, () => this.#pump());
     });
-    for (const m of batch) bytes += m.payload.byteLength + m.topic.length;
-    if (batch.length > 0) this.#avgBytes = (this.#avgBytes + bytes / batch.length) / 2;
   }
 
   // ---- sending --------------------------------------------------------------------------
@@ -632,7 +551,7 @@ export class UplinkLink {
       this.#lastRateAt = now;
       this.#lastRateAcked = this.#stats.acknowledged;
     }
-    this.#probeOldest();
+    this.#intake.oldestAfter(this.#w.cursor, this.#w.logEnd);
     if (this.state !== "connected" || this.#w.inflight === 0) return;
     const oldestSent = this.#w.oldest((p) => (p.state === INFLIGHT ? p.sentAt : Number.POSITIVE_INFINITY));
     // "Connected", something in flight, and no acknowledgement of anything for too long:
@@ -643,41 +562,14 @@ export class UplinkLink {
     }
   }
 
-  /**
-   * The oldest message still to forward, found in the log after the cursor: during an
-   * outage nothing is read ahead, so the window alone would say 0 exactly when the age
-   * climbs. Probed once a second, only when the cursor moved.
-   */
-  #probeOldest(): void {
-    const cursor = this.#w.cursor;
-    if (this.#probing || this.#oldestProbe?.cursor === cursor) return;
-    if (this.#w.logEnd <= cursor) {
-      this.#oldestProbe = { cursor, receivedAt: undefined };
-      return;
-    }
-    this.#probing = true;
-    this.#log.readLog(cursor + 1, OLDEST_PROBE).then(
-      (batch) => {
-        this.#probing = false;
-        const first = batch.find((m) => this.ruleFor(m) !== undefined);
-        // None matching in the probe: the first entry is a safe upper bound on the age.
-        this.#oldestProbe = { cursor, receivedAt: (first ?? batch[0])?.receivedAt };
-      },
-      () => {
-        this.#probing = false;
-      },
-    );
-  }
-
   // ---- status ---------------------------------------------------------------------------
 
   status(): LinkStatus {
     const now = this.#clock.now();
     const w = this.#w;
-    let oldest = w.oldest((p) => p.m.receivedAt);
-    const probe = this.#oldestProbe;
-    if (probe?.receivedAt !== undefined && probe.cursor === w.cursor) oldest = Math.min(oldest, probe.receivedAt);
-    if (!Number.isFinite(oldest) && w.logEnd > w.cursor && probe?.cursor !== w.cursor) this.#probeOldest();
+    // The window knows what was read ahead; the log what was not (during an outage, all of it).
+    const fromLog = this.#intake.oldestAfter(w.cursor, w.logEnd);
+    const oldest = Math.min(w.oldest((p) => p.m.receivedAt), fromLog ?? Number.POSITIVE_INFINITY);
     return {
       name: this.name,
       url: this.#endpoints.current.url,
@@ -708,11 +600,4 @@ export class UplinkLink {
     };
     this.#later(ms, tick);
   }
-}
-
-/** The uplink's endpoints: `urls`, or the single `url`. */
-export function uplinkUrls(c: UplinkConfig): string[] {
-  const urls = c.urls ?? [];
-  if (c.url !== undefined && !urls.includes(c.url)) return [c.url, ...urls];
-  return urls;
 }
