@@ -227,6 +227,37 @@ describe("what a cloud consumer sees (MQTT 5)", () => {
   });
 });
 
+describe("downlink safety", () => {
+  test("downlink_acl: a cloud command the local ACL denies to that identity is not published, nor one for a $ topic; both are counted", async () => {
+    const c = await cloud();
+    await c.start();
+    const b = await edge({
+      url: c.url,
+      downlink: [{ filter: "cmd/${edge_id}/#", topic: "${topic}", strip: "cmd/edge1/", qos: 1 }],
+      downlink_acl: { username: "cloud-commands" },
+    }, {
+      acl: {
+        default: "allow",
+        rules: [{ action: "publish", topic: "secret/#", permission: "deny", username: "cloud-commands" }],
+      },
+    });
+    await eventually(() => link(b).state === "connected", 5000, "connected");
+    const watcher = await local(b);
+    await watcher.client.subscribeAsync("#", { qos: 1 });
+    const cloudPub = await connect(c.url, { protocolVersion: 5 });
+    cleanups.push(() => cloudPub.end(true));
+    for (const t of ["cmd/edge1/secret/door", "cmd/edge1/$SYS/broker/uptime", "cmd/edge1/lamp"]) {
+      await cloudPub.client.publishAsync(t, "1", { qos: 1 });
+    }
+    await watcher.waitFor(1);
+    await sleep(200);
+    expect(watcher.messages.map((m) => m.topic)).toEqual(["lamp"]);
+    const s = link(b).status();
+    expect(s.downlinkRefused).toBe(2);
+    expect(s.downlinkReceived).toBe(1);
+  });
+});
+
 describe("uplink counters over real sockets", () => {
   test("oldest pending climbs while the cloud is down (it comes from the log), and connection attempts are counted", async () => {
     const c = await cloud();

@@ -80,6 +80,11 @@ const uplink = z.object({
   session_expiry: z.number().int().min(0).default(86_400).describe("v5 session expiry at the cloud, seconds"),
   forward: z.array(forwardRule).default([]).describe("local → cloud rules"),
   downlink: z.array(downlinkRule).default([]).describe("cloud → local rules"),
+  downlink_acl: z.object({
+    username: z.string().optional().describe("username the local ACL sees (%u); unset: none"),
+    client_id: z.string().optional().describe("client id the local ACL sees (%c); default ferry-uplink-<name>"),
+  }).strict().optional()
+    .describe("check cloud commands against the local ACL's publish rules as this identity; unset: not checked"),
   max_inflight: z.number().int().min(1).max(65535).default(100).describe("unacknowledged messages towards the cloud"),
   rate: z.object({
     messages_per_second: z.number().min(0).default(0).describe("0 = unlimited"),

@@ -8,6 +8,7 @@ import { topicMatches } from "../mqtt/topic.ts";
 import { type Message, type MessageProperties, StoreFullError } from "../store/store.ts";
 import type { CloudIncoming } from "./cloud-client.ts";
 import type { LocalPublishPort } from "./log-port.ts";
+import type { AclSubject } from "../auth/acl.ts";
 import { renderFilter, renderTopic } from "./topic-template.ts";
 
 /** The first rule whose (rendered) filter matches the cloud topic. */
@@ -62,6 +63,8 @@ export interface DownlinkContext {
   /** The link's origin: its own commands are never forwarded back. */
   origin: string;
   local: LocalPublishPort;
+  /** Checked against the local ACL's publish rules when set (downlink_acl). */
+  identity?: AclSubject | undefined;
   now(): number;
   /** A command was accepted for local publishing. */
   received(): void;
@@ -90,6 +93,11 @@ export function handleDownlink(ctx: DownlinkContext, m: CloudIncoming): void {
       `downlink: cannot map ${JSON.stringify(m.topic)} to a valid local topic (${JSON.stringify(topic)}: ${problem})`,
     );
     m.ack(0x90); // Topic Name invalid
+    return;
+  }
+  if (ctx.identity && !ctx.local.mayPublish(ctx.identity, topic)) {
+    ctx.refused(`downlink: the local ACL does not let ${ctx.identity.clientId} publish on ${JSON.stringify(topic)}`);
+    m.ack(0x87); // Not authorized
     return;
   }
   ctx.received();

@@ -7,6 +7,7 @@
 import type { Broker } from "../core/broker.ts";
 import type { Clock } from "../core/clock.ts";
 import { topicNameProblem } from "../mqtt/topic.ts";
+import type { AclSubject } from "../auth/acl.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Message } from "../store/store.ts";
 
@@ -31,6 +32,8 @@ export interface LocalPublishPort {
   topicProblem(topic: string): string | undefined;
   /** Routed like any publish; resolves once durable and handed to subscribers. */
   inject(message: Message): Promise<void>;
+  /** Whether the local ACL lets `subject` publish on `topic`. */
+  mayPublish(subject: AclSubject, topic: string): boolean;
 }
 
 export function brokerLogPort(broker: Broker): LogPort {
@@ -50,5 +53,6 @@ export function brokerPublishPort(broker: Broker): LocalPublishPort {
   return {
     topicProblem: (topic) => topicNameProblem(topic, broker.options),
     inject: (message) => broker.injectMessage(message),
+    mayPublish: (subject, topic) => broker.acl.allows(subject, "publish", topic),
   };
 }

@@ -71,6 +71,7 @@ export class UplinkLink {
   #stamper = new PropertyStamper();
   #endpoints: Endpoints;
   #intake: LogIntake;
+  #downlinkIdentity: { username: string | undefined; clientId: string } | undefined;
   #client: CloudClient | undefined;
   #epoch = 0;
   #running = false;
@@ -128,6 +129,10 @@ export class UplinkLink {
     this.#rate = new RateLimiter(config.rate.messages_per_second, config.rate.bytes_per_second, () => clock.now());
     this.#limited = config.rate.messages_per_second > 0 || config.rate.bytes_per_second > 0;
     this.#endpoints = new Endpoints(uplinkUrls(config), config.endpoint_policy);
+    const acl = config.downlink_acl;
+    if (acl) {
+      this.#downlinkIdentity = { username: acl.username, clientId: acl.client_id ?? `ferry-uplink-${config.name}` };
+    }
   }
 
   get #clock() {
@@ -407,6 +412,7 @@ export class UplinkLink {
             edgeId: this.#d.edgeId,
             origin: this.#origin,
             local: this.#d.local,
+            identity: this.#downlinkIdentity,
             now: () => this.#clock.now(),
             received: () => this.#stats.downlinkReceived++,
             refused: (reason) => {

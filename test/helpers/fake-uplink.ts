@@ -164,6 +164,10 @@ export class FakeLocal implements LocalPublishPort {
   topicProblem(topic: string): string | undefined {
     return topic.includes("#") || topic.includes("+") ? "topic name contains a wildcard" : undefined;
   }
+  /** Topics under private/ are denied to everyone (a stand-in for the local ACL). */
+  mayPublish(_subject: { username: string | undefined; clientId: string }, topic: string): boolean {
+    return !topic.startsWith("private/");
+  }
   inject(message: Message): Promise<void> {
     this.injected.push(message);
     return Promise.resolve();

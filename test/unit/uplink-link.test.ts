@@ -327,6 +327,29 @@ describe("uplink counters (manual clock)", () => {
     expect(h.log.lines.some((l) => l.startsWith("warn") && l.includes("$SYS/broker/uptime"))).toBe(true);
   });
 
+  test("downlink_acl: a command the local ACL denies gets PUBACK 0x87 (Not authorized) and is not published", async () => {
+    const h = uplinkHarness({ downlink: [{ filter: "#", topic: "${topic}" }], downlink_acl: { username: "cmd" } });
+    await settle();
+    const deliver = (topic: string) =>
+      h.cloud.current!.deliver({ topic, payload: new Uint8Array(), qos: 1, retain: false, properties: undefined });
+    expect(await deliver("private/door")).toBe(0x87);
+    expect(await deliver("lamp")).toBe(0);
+    expect(h.local.injected.map((m) => m.topic)).toEqual(["lamp"]);
+    expect(h.link.status().downlinkRefused).toBe(1);
+    // Without downlink_acl, commands are not checked (as before).
+    const open = uplinkHarness({ downlink: [{ filter: "#", topic: "${topic}" }] });
+    await settle();
+    expect(
+      await open.cloud.current!.deliver({
+        topic: "private/door",
+        payload: new Uint8Array(),
+        qos: 1,
+        retain: false,
+        properties: undefined,
+      }),
+    ).toBe(0);
+  });
+
   test("config: a downlink rule whose topic template is a $ topic is refused at load", () => {
     expect(() => uplinkHarness({ downlink: [{ filter: "cmd/#", topic: "$SYS/${topic}" }] })).toThrow(/\$ topic/);
   });
