@@ -31,16 +31,24 @@ async function publishMany(c: TestClient, items: Array<[string, string]>, window
   await Promise.all(Array.from({ length: Math.min(window, items.length) }, worker));
 }
 
+/** What `envelope: "json"` wraps around a payload (NATS speaks 3.1.1: no properties). */
+interface Enveloped {
+  ferry: { edge_id: string; log_id: string; offset: number; replay: boolean };
+  payload: string;
+}
+const opened = (m: Received) => JSON.parse(m.payload) as Enveloped;
+
 function firstArrivals(messages: Received[]): Map<string, number[]> {
   const byTopic = new Map<string, number[]>();
   const seen = new Set<string>();
   for (const m of messages) {
-    const key = `${m.topic}\u0000${m.payload}`;
+    const payload = opened(m).payload;
+    const key = `${m.topic}\u0000${payload}`;
     if (seen.has(key)) continue;
     seen.add(key);
     let list = byTopic.get(m.topic);
     if (!list) byTopic.set(m.topic, list = []);
-    list.push(Number(m.payload));
+    list.push(Number(payload));
   }
   return byTopic;
 }
@@ -75,6 +83,7 @@ describe.skipIf(!NATS_SERVER)("uplink to a NATS cluster", () => {
         name: "cloud",
         urls: [n1.url, n2.url, n3.url],
         protocol_version: 4,
+        envelope: "json",
         forward: [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
         rate: { messages_per_second: 300 },
         ack_timeout_seconds: 5,
@@ -100,6 +109,16 @@ describe.skipIf(!NATS_SERVER)("uplink to a NATS cluster", () => {
     const byTopic = firstArrivals(sub.messages);
     expect(byTopic.get("site/edge1/sensors/a")).toEqual(range(750));
     expect(byTopic.get("site/edge1/sensors/b")).toEqual(range(750));
+    // The dedup key in the envelope: each message keeps its offset at every arrival, one log id.
+    const offsetOf = new Map<string, number>();
+    for (const m of sub.messages) {
+      const e = opened(m);
+      expect(e.ferry.edge_id).toBe("edge1");
+      const key = `${m.topic} ${e.payload}`;
+      if (!offsetOf.has(key)) offsetOf.set(key, e.ferry.offset);
+      expect(e.ferry.offset).toBe(offsetOf.get(key)!);
+    }
+    expect(new Set(sub.messages.map((m) => opened(m).ferry.log_id)).size).toBe(1);
     const s = link.status();
     expect(s.reconnects).toBeGreaterThanOrEqual(1);
     expect(s.endpoints.find((e) => e.url === n1.url)!.lastError).toBeDefined();

@@ -108,6 +108,10 @@ const uplink = z.object({
     .describe(
       "strict: everything in log order, backlog first; live-first: new messages go out before the backlog, which drains behind them (order between the two is given up)",
     ),
+  envelope: z.enum(["none", "json"]).default("none")
+    .describe(
+      "json: each payload is wrapped in a JSON object with Ferry's dedup key, capture time and replay marker (for MQTT 3.1.1 clouds, which have no properties)",
+    ),
   ack_timeout_seconds: z.number().int().min(1).default(30)
     .describe(
       "messages in flight and no acknowledgement of any for this long: drop the connection and try the next endpoint",

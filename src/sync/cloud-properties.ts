@@ -12,7 +12,8 @@
  * - `ferry-replay`: "true" on a message logged before the current cloud connection
  *   came up (it waited through an outage or a restart, or is a re-send), so consumers
  *   keep it from overwriting a live reading. Absent on live messages.
- * MQTT 3.1.1 has no properties: none of this reaches a 3.1.1 cloud.
+ * MQTT 3.1.1 has no properties: there the same values can travel in an opt-in JSON
+ * envelope around the payload (`envelope: "json"`, see `envelope`).
  */
 import type { Message } from "../store/store.ts";
 import type { CloudPublish } from "./cloud-client.ts";
@@ -24,6 +25,34 @@ export interface FerryStamp {
   logId: string;
   replay: boolean;
   clock: ClockState;
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * The payload wrapped with Ferry's values, for clouds without properties:
+ * `{"ferry":{"edge_id","log_id","offset","received_at","clock","replay"},"encoding":"utf8"|"base64","payload":…}`.
+ * A UTF-8 payload is kept as a string, anything else base64.
+ */
+export function envelope(m: Message, s: FerryStamp): Uint8Array {
+  let payload: string;
+  let encoding: "utf8" | "base64";
+  try {
+    payload = strictUtf8.decode(m.payload);
+    encoding = "utf8";
+  } catch {
+    payload = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength).toString("base64");
+    encoding = "base64";
+  }
+  const ferry = {
+    edge_id: s.edgeId,
+    log_id: s.logId,
+    offset: m.offset,
+    received_at: new Date(m.receivedAt).toISOString(),
+    clock: s.clock,
+    replay: s.replay,
+  };
+  return new TextEncoder().encode(JSON.stringify({ ferry, encoding, payload }));
 }
 
 export class PropertyStamper {

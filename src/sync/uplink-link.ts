@@ -18,7 +18,7 @@ import type { Message } from "../store/store.ts";
 import { Backoff } from "./backoff.ts";
 import type { CloseDetail, CloudClient, CloudConnectOptions, CloudHandlers, CloudPublish } from "./cloud-client.ts";
 import { cloudConnectOptions } from "./cloud-connect-options.ts";
-import { type ClockState, PropertyStamper } from "./cloud-properties.ts";
+import { type ClockState, envelope, type FerryStamp, PropertyStamper } from "./cloud-properties.ts";
 import { handleDownlink } from "./downlink.ts";
 import { Endpoints, referenceUrl, uplinkUrls } from "./endpoints.ts";
 import { ForwardRules } from "./forward-rules.ts";
@@ -283,21 +283,22 @@ export class UplinkLink {
       this.#settle(p);
       return;
     }
+    const stamp: FerryStamp = {
+      edgeId: this.#d.edgeId,
+      logId: this.#d.logId?.() ?? "0",
+      replay: m.offset < this.#liveFrom || p.sends > 0,
+      clock: this.#d.clockAt?.(m.offset) ?? "unknown",
+    };
     const pub: CloudPublish = {
       topic: remote.topic,
-      payload: m.payload,
+      payload: this.#c.envelope === "json" ? envelope(m, stamp) : m.payload,
       qos: rule.qos,
       retain: rule.retain && m.retain,
       // Sent before on a connection that was cut: the cloud may already have it.
       dup: p.sends > 0,
     };
     if (this.#c.protocol_version === 5) {
-      pub.properties = this.#stamper.properties(m, now, {
-        edgeId: this.#d.edgeId,
-        logId: this.#d.logId?.() ?? "0",
-        replay: m.offset < this.#liveFrom || p.sends > 0,
-        clock: this.#d.clockAt?.(m.offset) ?? "unknown",
-      });
+      pub.properties = this.#stamper.properties(m, now, stamp);
     }
     const epoch = this.#epoch;
     this.#w.markSent(p, now);

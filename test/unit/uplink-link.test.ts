@@ -242,6 +242,36 @@ describe("what a forwarded message carries (manual clock)", () => {
     ]);
   });
 
+  test("envelope json (for 3.1.1): the payload is wrapped with the dedup key, capture time, clock state and replay marker; binary as base64", async () => {
+    const h = uplinkHarness({ protocol_version: 4, envelope: "json" }, {
+      start: false,
+      backlog: [["sensors/e", "21.5"]],
+    });
+    h.link.start(0);
+    await settle();
+    const m = h.log.append(undefined, "sensors/e", "");
+    m.payload = new Uint8Array([0xff, 0x00, 0x80]);
+    h.link.onLogged(m);
+    const [first, second] = h.cloud.current!.sent.map((p) => JSON.parse(new TextDecoder().decode(p.payload)));
+    expect(first).toEqual({
+      ferry: {
+        edge_id: "edge1",
+        log_id: "log1",
+        offset: 1,
+        received_at: new Date(h.clock.now()).toISOString(),
+        clock: "unknown",
+        replay: true,
+      },
+      encoding: "utf8",
+      payload: "21.5",
+    });
+    expect(second.ferry.offset).toBe(2);
+    expect(second.ferry.replay).toBe(false);
+    expect(second.encoding).toBe("base64");
+    expect([...Buffer.from(second.payload, "base64")]).toEqual([0xff, 0x00, 0x80]);
+    expect(h.cloud.current!.sent[0]!.properties).toBeUndefined();
+  });
+
   test("a publisher cannot fake the replay marker or the dedup key", async () => {
     const h = uplinkHarness();
     await settle();
