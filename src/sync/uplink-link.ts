@@ -57,6 +57,12 @@ const PERSIST_MS = 100;
 const QUOTA_HOLD_MS = 1000;
 /** After a quota reply the window opens again by one per this many acknowledgements. */
 const REOPEN_EVERY = 10;
+/**
+ * A new connection starts with this many in flight and opens by one per acknowledgement
+ * (doubling per round trip) up to the full window: a cloud that is just coming back sees
+ * the backlog ramp up, not the whole window at once.
+ */
+const SLOW_START = 8;
 
 export class UplinkLink {
   readonly name: string;
@@ -325,9 +331,12 @@ export class UplinkLink {
       this.#stats.lastError = `cloud refused offset ${p.m.offset} (${p.m.topic}): ${err.message}`;
     } else {
       this.#stats.acknowledged++;
-      if (this.#window < this.#maxWindow() && ++this.#sinceQuota >= REOPEN_EVERY) {
-        this.#sinceQuota = 0;
-        if (++this.#window >= this.#maxWindow()) this.#quotaHold = 0; // recovered: the next hold starts short
+      if (this.#window < this.#maxWindow()) {
+        if (this.#quotaHold === 0) this.#window++; // slow start
+        else if (++this.#sinceQuota >= REOPEN_EVERY) {
+          this.#sinceQuota = 0;
+          if (++this.#window >= this.#maxWindow()) this.#quotaHold = 0; // recovered: the next hold starts short
+        }
       }
     }
     this.#settle(p);
@@ -450,7 +459,7 @@ export class UplinkLink {
     this.#client = client;
     this.#connectedAt = this.#clock.now();
     this.#liveFrom = this.#log.nextOffset();
-    this.#window = this.#maxWindow();
+    this.#window = Math.min(SLOW_START, this.#maxWindow());
     this.#quotaHold = 0;
     if (this.#c.downlink.length > 0) {
       try {
@@ -470,7 +479,7 @@ export class UplinkLink {
     this.#lastLogged = undefined;
     this.#log.logger.info(
       `uplink ${this.name}: connected to ${endpoint.url}, resuming after offset ${this.#w.cursor}` +
-        (this.#window < this.#c.max_inflight ? ` (cloud Receive Maximum ${this.#window})` : ""),
+        (this.#maxWindow() < this.#c.max_inflight ? ` (cloud Receive Maximum ${this.#maxWindow()})` : ""),
     );
     this.#pump();
   }

@@ -62,7 +62,7 @@ export class FakeConnection implements CloudClient {
 
   /** Acknowledge everything not yet acknowledged. */
   ackAll(): void {
-    for (const s of this.sent) if (!s.acked) s.ack();
+    for (const s of [...this.sent]) if (!s.acked) s.ack(); // not the ones the acks make it send
   }
 
   get unacked(): number {

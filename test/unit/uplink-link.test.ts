@@ -164,6 +164,22 @@ describe("uplink pacing (manual clock)", () => {
     expect(h.cloud.sent.length).toBeLessThanOrEqual(16);
   });
 
+  test("slow start: a new connection with a backlog sends 8, then opens by one per acknowledgement up to max_inflight", async () => {
+    const h = uplinkHarness({ max_inflight: 50 }, {
+      backlog: Array.from({ length: 300 }, (_, i): [string, string] => ["sensors/s", String(i)]),
+    });
+    await settle();
+    const c = h.cloud.current!;
+    const inFlight: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      inFlight.push(c.unacked);
+      c.ackAll();
+      await settle();
+    }
+    expect(inFlight).toEqual([8, 16, 32, 50]);
+    expect(h.link.status().window).toBe(50);
+  });
+
   test("the cloud's Receive Maximum caps the messages in flight below max_inflight", async () => {
     const h = uplinkHarness({ max_inflight: 100 }, { start: false });
     h.cloud.receiveMaximum = 3;
