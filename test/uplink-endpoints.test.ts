@@ -211,7 +211,7 @@ describe("what a cloud consumer sees (MQTT 5)", () => {
     expect(got.every((m) => typeof prop(m, "ferry-received-at") === "string")).toBe(true);
   });
 
-  test("the cloud's Receive Maximum (mosquitto max_inflight_messages 3) caps the window; the drain completes without a disconnect", async () => {
+  test("the cloud's Receive Maximum (3) caps the window; the drain completes without a disconnect", async () => {
     const c = await cloud({ receiveMaximum: 3 });
     await c.start();
     const sub = await subscriber(c);

@@ -33,7 +33,7 @@ export interface CloudOptions {
   port?: number;
   /** Topic filters clients may not publish to: a v5 publisher gets PUBACK 0x87. */
   denyPublish?: string[];
-  /** mosquitto max_inflight_messages: sent to v5 clients as Receive Maximum in CONNACK. Mosquitto only. */
+  /** Receive Maximum the cloud sends v5 clients in CONNACK (mosquitto max_inflight_messages, Ferry mqtt.receive_maximum). */
   receiveMaximum?: number;
   /** Listen for MQTT over TLS (mqtts://) with these PEM files; `ca` and `requireClientCert` for mutual TLS. */
   tls?: { cert: string; key: string; ca?: string; requireClientCert?: boolean };
@@ -175,6 +175,7 @@ class FerryCloud implements CloudBroker {
         : {}),
       data_dir: this.#dir,
       storage: { durability: "commit" },
+      ...(this.opts.receiveMaximum ? { mqtt: { receive_maximum: this.opts.receiveMaximum } } : {}),
       ...(this.opts.denyPublish
         ? {
           acl: {
