@@ -16,6 +16,10 @@ export interface LogPort {
   readLog(from: number, limit: number): Promise<Message[]>;
   /** Durably record that the reader `name` is done with every offset <= `offset`. */
   saveCursor(name: string, offset: number): Promise<void>;
+  /** Readers' cursors found in the store at start, by name. */
+  savedCursors(): Record<string, number>;
+  /** Forget readers no longer configured, so they stop holding the log. */
+  deleteCursors(names: readonly string[]): Promise<void>;
   /** Durably record counters (name → value) that must survive a restart. */
   saveCounters(values: Record<string, number>): Promise<void>;
   /** Counters saved before the last start. */
@@ -40,6 +44,8 @@ export function brokerLogPort(broker: Broker): LogPort {
   return {
     readLog: (from, limit) => broker.store.readLog(from, limit),
     saveCursor: (name, offset) => broker.store.commit([{ op: "cursor-put", name, offset }]),
+    savedCursors: () => broker.recoveredCursors,
+    deleteCursors: (names) => broker.store.commit(names.map((name) => ({ op: "cursor-delete" as const, name }))),
     saveCounters: (values) =>
       broker.store.commit(Object.entries(values).map(([name, value]) => ({ op: "counter-put" as const, name, value }))),
     savedCounters: () => broker.recoveredCounters,

@@ -59,12 +59,12 @@ export class UplinkManager {
     this.#marks = new ClockMarks(saved);
     if (this.links.length > 0) await this.#startLogId(saved[LOG_ID]);
     await this.#checkClock();
-    const cursors = this.broker.recoveredCursors;
+    const cursors = this.#log.savedCursors();
     const names = new Set(this.links.map((l) => l.name));
     const stale = Object.keys(cursors).filter((n) => !names.has(n));
     if (stale.length > 0) {
-      await this.broker.store.commit(stale.map((name) => ({ op: "cursor-delete" as const, name })));
-      this.broker.logger.info(`uplink cursors released (no longer configured): ${stale.join(", ")}`);
+      await this.#log.deleteCursors(stale);
+      this.#log.logger.info(`uplink cursors released (no longer configured): ${stale.join(", ")}`);
     }
     const links = this.links;
     this.broker.addLogReader({
@@ -76,10 +76,10 @@ export class UplinkManager {
     const fresh = this.links.filter((l) => cursors[l.name] === undefined);
     if (fresh.length > 0) {
       // A new uplink forwards what arrives from now on, not the whole history.
-      const start = this.broker.nextOffset - 1;
-      await this.broker.store.commit(fresh.map((l) => ({ op: "cursor-put" as const, name: l.name, offset: start })));
+      const start = this.#log.nextOffset() - 1;
+      await Promise.all(fresh.map((l) => this.#log.saveCursor(l.name, start)));
     }
-    for (const l of this.links) l.start(cursors[l.name] ?? this.broker.nextOffset - 1);
+    for (const l of this.links) l.start(cursors[l.name] ?? this.#log.nextOffset() - 1);
     if (this.links.length > 0) this.#scheduleClockCheck();
     this.broker.sysSources.push(() => this.#sysValues());
   }

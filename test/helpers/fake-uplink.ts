@@ -129,6 +129,15 @@ export class MemoryLog implements LogPort {
     return Promise.resolve();
   }
 
+  savedCursors(): Record<string, number> {
+    return Object.fromEntries(this.cursors);
+  }
+
+  deleteCursors(names: readonly string[]): Promise<void> {
+    for (const n of names) this.cursors.delete(n);
+    return Promise.resolve();
+  }
+
   saveCounters(values: Record<string, number>): Promise<void> {
     Object.assign(this.counters, values);
     return Promise.resolve();
