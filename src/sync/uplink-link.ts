@@ -26,7 +26,7 @@ import type { LocalPublishPort, LogPort } from "./log-port.ts";
 import { RateLimiter } from "./rate-limiter.ts";
 import type { LinkState, LinkStatus } from "./link-status.ts";
 import { LogIntake, READ_MIN } from "./log-intake.ts";
-import { INFLIGHT, type Pending, SendWindow } from "./send-window.ts";
+import { INFLIGHT, type Pending, SendWindow, type SkippedRange } from "./send-window.ts";
 import { renderFilter } from "./topic-template.ts";
 
 export type { LinkState, LinkStatus } from "./link-status.ts";
@@ -63,6 +63,8 @@ const REOPEN_EVERY = 10;
  * the backlog ramp up, not the whole window at once.
  */
 const SLOW_START = 8;
+/** Buffer skips are logged at most this often (each line names the whole range since the last). */
+const SKIP_LOG_MS = 10_000;
 
 export class UplinkLink {
   readonly name: string;
@@ -77,6 +79,11 @@ export class UplinkLink {
   #stamper = new PropertyStamper();
   #endpoints: Endpoints;
   #intake: LogIntake;
+  /** Buffer skips not logged yet, and when the last line was written. */
+  #pendingSkip: SkippedRange | undefined;
+  #lastSkipLogAt = Number.NEGATIVE_INFINITY;
+  #lastInvalidLogAt = Number.NEGATIVE_INFINITY;
+  #invalidUnlogged = 0;
   #downlinkIdentity: { username: string | undefined; clientId: string } | undefined;
   #client: CloudClient | undefined;
   #epoch = 0;
@@ -183,6 +190,7 @@ export class UplinkLink {
     this.#client?.close();
     this.#client = undefined;
     this.state = "stopped";
+    this.#logSkipped();
     await this.#persistCursor();
   }
 
@@ -214,15 +222,33 @@ export class UplinkLink {
     this.#pump();
   }
 
-  /** buffer.max_messages: when the link falls further behind, the oldest entries are skipped, counted and logged. */
+  /**
+   * buffer.max_messages: when the link falls further behind, the oldest entries are
+   * skipped, counted and logged. During an outage every new message skips one, so the
+   * log line covers the range skipped since the last one, at most every SKIP_LOG_MS.
+   */
   #enforceBufferBound(): void {
     const skipped = this.#w.enforceBound(this.#c.buffer.max_messages);
     if (!skipped) return;
     this.#stats.droppedBuffer += skipped.count;
-    this.#log.logger.warn(
-      `uplink ${this.name}: buffer.max_messages ${this.#c.buffer.max_messages} reached; skipped ${skipped.count} message(s) at offsets ${skipped.from}-${skipped.to} (dropped.buffer now ${this.#stats.droppedBuffer})`,
-    );
+    const p = this.#pendingSkip;
+    if (p) {
+      p.from = Math.min(p.from, skipped.from);
+      p.to = Math.max(p.to, skipped.to);
+      p.count += skipped.count;
+    } else this.#pendingSkip = { ...skipped };
+    if (this.#clock.now() - this.#lastSkipLogAt >= SKIP_LOG_MS) this.#logSkipped();
     this.#cursorMoved();
+  }
+
+  #logSkipped(): void {
+    const p = this.#pendingSkip;
+    if (!p) return;
+    this.#pendingSkip = undefined;
+    this.#lastSkipLogAt = this.#clock.now();
+    this.#log.logger.warn(
+      `uplink ${this.name}: buffer.max_messages ${this.#c.buffer.max_messages} reached; skipped ${p.count} message(s) at offsets ${p.from}-${p.to} (dropped.buffer now ${this.#stats.droppedBuffer})`,
+    );
   }
 
   #fill(): void {
@@ -285,7 +311,13 @@ export class UplinkLink {
       this.#stats.lastError = `offset ${m.offset} (${JSON.stringify(m.topic)}): remote topic ${
         JSON.stringify(remote.topic)
       } is invalid (${remote.problem}); skipped`;
-      this.#log.logger.warn(`uplink ${this.name}: ${this.#stats.lastError}`);
+      // One client can produce these at any rate: a line per SKIP_LOG_MS at most, with the count.
+      if (now - this.#lastInvalidLogAt >= SKIP_LOG_MS) {
+        const more = this.#invalidUnlogged > 0 ? ` (and ${this.#invalidUnlogged} more since the last line)` : "";
+        this.#log.logger.warn(`uplink ${this.name}: ${this.#stats.lastError}${more}`);
+        this.#lastInvalidLogAt = now;
+        this.#invalidUnlogged = 0;
+      } else this.#invalidUnlogged++;
       this.#settle(p);
       return;
     }
@@ -568,6 +600,7 @@ export class UplinkLink {
       this.#lastRateAcked = this.#stats.acknowledged;
     }
     this.#intake.oldestAfter(this.#w.cursor, this.#w.logEnd);
+    if (now - this.#lastSkipLogAt >= SKIP_LOG_MS) this.#logSkipped();
     if (this.state !== "connected" || this.#w.inflight === 0) return;
     const oldestSent = this.#w.oldest((p) => (p.state === INFLIGHT ? p.sentAt : Number.POSITIVE_INFINITY));
     // "Connected", something in flight, and no acknowledgement of anything for too long:
