@@ -7,8 +7,7 @@ import type { DownlinkRule } from "../config/schema.ts";
 import { topicMatches } from "../mqtt/topic.ts";
 import { type Message, type MessageProperties, StoreFullError } from "../store/store.ts";
 import type { CloudIncoming } from "./cloud-client.ts";
-import type { LocalPublishPort } from "./log-port.ts";
-import type { AclSubject } from "../auth/acl.ts";
+import type { DownlinkIdentity, LocalPublishPort } from "./log-port.ts";
 import { renderFilter, renderTopic } from "./topic-template.ts";
 
 /** The first rule whose (rendered) filter matches the cloud topic. */
@@ -64,7 +63,7 @@ export interface DownlinkContext {
   origin: string;
   local: LocalPublishPort;
   /** Checked against the local ACL's publish rules when set (downlink_acl). */
-  identity?: AclSubject | undefined;
+  identity?: DownlinkIdentity | undefined;
   now(): number;
   /** A command was accepted for local publishing. */
   received(): void;

@@ -7,7 +7,6 @@
 import type { Broker } from "../core/broker.ts";
 import type { Clock } from "../core/clock.ts";
 import { topicNameProblem } from "../mqtt/topic.ts";
-import type { AclSubject } from "../auth/acl.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Message } from "../store/store.ts";
 
@@ -30,6 +29,12 @@ export interface LogPort {
   readonly logger: Logger;
 }
 
+/** Who the local ACL sees publishing a cloud command (downlink_acl). */
+export interface DownlinkIdentity {
+  username: string | undefined;
+  clientId: string;
+}
+
 /** What a downlink needs besides the log: validate a local topic, and publish a command durably. */
 export interface LocalPublishPort {
   /** Why `topic` cannot be published locally, or undefined. */
@@ -37,7 +42,7 @@ export interface LocalPublishPort {
   /** Routed like any publish; resolves once durable and handed to subscribers. */
   inject(message: Message): Promise<void>;
   /** Whether the local ACL lets `subject` publish on `topic`. */
-  mayPublish(subject: AclSubject, topic: string): boolean;
+  mayPublish(identity: DownlinkIdentity, topic: string): boolean;
 }
 
 export function brokerLogPort(broker: Broker): LogPort {
@@ -59,6 +64,6 @@ export function brokerPublishPort(broker: Broker): LocalPublishPort {
   return {
     topicProblem: (topic) => topicNameProblem(topic, broker.options),
     inject: (message) => broker.injectMessage(message),
-    mayPublish: (subject, topic) => broker.acl.allows(subject, "publish", topic),
+    mayPublish: (identity, topic) => broker.acl.allows(identity, "publish", topic),
   };
 }
