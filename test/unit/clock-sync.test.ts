@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ClockMarks, SYNCED_SINCE, UNSYNCED_SINCE } from "../../src/sync/clock-marks.ts";
+import { ClockMarks, SYNCED_SINCE, UNKNOWN_SINCE, UNSYNCED_SINCE } from "../../src/sync/clock-marks.ts";
 import { FLOOR_MS, probeClock } from "../../src/sync/clock-probe.ts";
 
 const read = (p: string) => readFile(p).then((b) => new Uint8Array(b));
@@ -41,7 +41,7 @@ describe("clock marks by log offset", () => {
       "synced",
       "synced",
     ]);
-    m.observe("unknown", 30);
+    expect(m.observe("unknown", 30)).toEqual({ [UNKNOWN_SINCE]: 30 });
     expect([m.at(25), m.at(30)]).toEqual(["synced", "unknown"]);
   });
 
