@@ -64,6 +64,8 @@ export function brokerPublishPort(broker: Broker): LocalPublishPort {
   return {
     topicProblem: (topic) => topicNameProblem(topic, broker.options),
     inject: (message) => broker.injectMessage(message),
-    mayPublish: (identity, topic) => broker.acl.allows(identity, "publish", topic),
+    // A cloud command has no network peer of its own: the ACL sees the identity only.
+    mayPublish: (identity, topic) =>
+      broker.acl.allows({ ...identity, remoteAddress: "uplink", remoteIp: undefined }, "publish", topic),
   };
 }
