@@ -28,6 +28,7 @@ const SAMPLE_VALUES: Record<string, unknown> = {
   "acl.rules[].client_id": "sensor-1",
   "uplinks[].name": "cloud",
   "uplinks[].url": "mqtts://cloud.example.com:8883",
+  "uplinks[].urls": ["mqtts://cloud-2.example.com:8883", "mqtts://cloud-3.example.com:8883"],
   "uplinks[].client_id": "ferry-edge-cloud",
   "uplinks[].username": "edge",
   "uplinks[].password_file": "/etc/ferry/cloud.password",

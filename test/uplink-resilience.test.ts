@@ -3,8 +3,9 @@
  * with FERRY_TEST_CLOUD=ferry or when mosquitto is missing): the cloud restarted in the
  * middle of a drain, Ferry killed with SIGKILL in the middle of a drain, strict versus
  * live-first ordering, the acknowledgement watchdog against a cloud that never
- * acknowledges, the rate limit, TLS and mutual TLS with certificate reload, permanent
- * refusals, and the cursor across a graceful restart.
+ * acknowledges, TLS and mutual TLS with certificate reload, permanent refusals, and the
+ * cursor across a graceful restart. The rate limit, backoff and pacing are timing logic,
+ * tested on a manual clock in test/unit/uplink-link.test.ts.
  *
  * Delivery is at least once: after a cut, what was in flight is sent again. So the
  * checks are on first occurrences (per topic, in order, without gaps) and on how many
@@ -268,6 +269,27 @@ describe("uplink resilience", () => {
       // Nothing arrives that was never published.
       expect(Math.max(...firsts)).toBeLessThan(next + 50);
     }
+    // The dedup key is stable across the kill and every re-send: one log id, and each
+    // message keeps its offset however often it arrives.
+    const prop = (m: Received, k: string) => m.packet.properties?.userProperties?.[k];
+    expect(new Set(sub.messages.map((m) => prop(m, "ferry-log-id"))).size).toBe(1);
+    const offsetOf = new Map<string, string | string[] | undefined>();
+    for (const m of sub.messages) {
+      const key = `${m.topic} ${m.payload}`;
+      if (!offsetOf.has(key)) offsetOf.set(key, prop(m, "ferry-offset"));
+      expect(prop(m, "ferry-offset")).toBe(offsetOf.get(key));
+    }
+    // The README's recipe (strict order: per topic, drop what is not above the highest
+    // offset seen) leaves exactly the first arrivals.
+    const highest = new Map<string, number>();
+    const kept: Received[] = [];
+    for (const m of sub.messages) {
+      const o = Number(prop(m, "ferry-offset"));
+      if (o <= (highest.get(m.topic) ?? 0)) continue;
+      highest.set(m.topic, o);
+      kept.push(m);
+    }
+    expect(kept.length).toBe(offsetOf.size);
   });
 
   /** A backlog of 2,000 on one topic while the cloud is down, then 20 live messages on another mid-drain. */
@@ -343,34 +365,6 @@ describe("uplink resilience", () => {
     await sub.waitFor(30);
     await sleep(200);
     expect(sub.messages.map((m) => Number(m.payload))).toEqual(range(0, 30));
-  });
-
-  test("rate.messages_per_second caps the drain; rate.bytes_per_second too", async () => {
-    const c = await cloud(); // not started yet: the backlog builds up first
-    const b = await edge(c.url, { rate: { messages_per_second: 100 } });
-    const pub = await localClient(b.url);
-    await publishMany(pub, numbered(["sensors/r"], 600));
-    const since = performance.now();
-    await c.start();
-    await eventually(() => link(b).status().acknowledged >= 150, 10_000, "drain under way");
-    await sleep(500);
-    // A one-second burst, then 100/s: an upper bound that slow machines only make looser.
-    const elapsed = (performance.now() - since) / 1000;
-    const acked = link(b).status().acknowledged;
-    expect(acked).toBeLessThanOrEqual(100 + 100 * elapsed + 20);
-    expect(link(b).status().backlogEntries).toBeGreaterThan(0);
-
-    const c2 = await cloud();
-    const b2 = await edge(c2.url, { rate: { bytes_per_second: 20_000 } });
-    const pub2 = await localClient(b2.url);
-    const kb = "x".repeat(1000);
-    await publishMany(pub2, range(0, 100).map((i): [string, string] => ["sensors/big", `${i}${kb}`]));
-    const since2 = performance.now();
-    await c2.start();
-    await eventually(() => link(b2).status().acknowledged >= 25, 10_000, "byte-limited drain under way");
-    const elapsed2 = (performance.now() - since2) / 1000;
-    // 20 kB/s of ~1 kB messages: 20 in the burst, then about 20/s.
-    expect(link(b2).status().acknowledged).toBeLessThanOrEqual(20 + 20 * elapsed2 + 5);
   });
 
   test("a message the cloud refuses for good (PUBACK 0x87) is counted in dropped_refused and does not block the ones after it", async () => {

@@ -163,7 +163,7 @@ function renderUplinks(list) {
     const bar = el("div", { class: "bar", title: Math.round(done * 100) + "%" }, el("div", { style: "width:" + (done * 100).toFixed(1) + "%" }));
     const eta = u.backlog_messages > 0 && u.drain_rate > 0 ? " ~" + duration(Math.ceil(u.backlog_messages / u.drain_rate)) : u.backlog_messages === 0 ? " caught up" : "";
     body.append(el("tr", {},
-      el("td", {}, u.name), el("td", {}, el("span", { class: "state " + u.state }, u.state)),
+      el("td", {}, u.name, el("div", { class: "sub" }, u.url)), el("td", {}, el("span", { class: "state " + u.state }, u.state)),
       el("td", { class: "num" }, fmt(u.backlog_messages)), el("td", { class: "num" }, String(u.inflight)),
       el("td", { class: "num" }, fmt(u.acknowledged)), el("td", { class: "num" }, rate(u.drain_rate)),
       el("td", {}, bar, el("span", { class: "sub" }, " " + Math.round(done * 100) + "%" + eta)),

@@ -154,9 +154,28 @@ export function renderMetrics({ broker, uplinks, recent }: MetricsSources): stri
       [{ uplink: s.name, reason: "ttl" }, s.droppedTtl],
       [{ uplink: s.name, reason: "refused" }, s.droppedRefused],
       [{ uplink: s.name, reason: "buffer" }, s.droppedBuffer],
+      [{ uplink: s.name, reason: "invalid_topic" }, s.droppedInvalid],
     ]),
   );
-  out.add("ferry_uplink_reconnects_total", "counter", "Uplink reconnects", per((s) => s.reconnects));
+  out.add(
+    "ferry_uplink_reconnects_total",
+    "counter",
+    "Uplink connections that ended after being established",
+    per((s) => s.reconnects),
+  );
+  out.add(
+    "ferry_uplink_connect_attempts_total",
+    "counter",
+    "Uplink connection attempts, every endpoint tried",
+    per((s) => s.connectAttempts),
+  );
+  out.add(
+    "ferry_uplink_quota_backoffs_total",
+    "counter",
+    "Times the cloud answered 0x96/0x97 and the uplink held back",
+    per((s) => s.quotaBackoffs),
+  );
+  out.add("ferry_uplink_window", "gauge", "Messages the uplink may have in flight now", per((s) => s.window));
   out.add(
     "ferry_uplink_downlink_received_total",
     "counter",

@@ -38,22 +38,32 @@ const forwardRule = z.object({
 
 const downlinkRule = z.object({
   filter: z.string().min(1).describe("remote topic filter to subscribe to; ${edge_id} allowed"),
-  topic: z.string().min(1).default("${topic}").describe("local topic template: ${topic}, ${edge_id}"),
+  topic: z.string().min(1).default("${topic}")
+    // $ topics are the broker's own ($SYS): a cloud command must never write there.
+    .refine((t) => !/^\$(?!\{)/.test(t), "a downlink cannot publish to a $ topic")
+    .describe("local topic template: ${topic}, ${edge_id}; never a $ topic"),
   strip: z.string().default("").describe(
     "prefix removed from the remote topic before ${topic} is filled in; ${edge_id} allowed",
   ),
   qos: qos.default(1).describe("QoS of the subscription at the cloud, and the most a command gets locally"),
 }).strict();
 
+const cloudUrl = z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/, "mqtt://, mqtts://, ws:// or wss:// URL")
+  // The URL is logged and shown by the admin API: credentials belong in username/password_file.
+  .refine(
+    (u) => !/^[a-z]+:\/\/[^/]*@/.test(u),
+    "no user:password@ in the URL (it is logged); use username and password_file",
+  );
+
 const uplink = z.object({
   name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).describe("unique name; used in $SYS topics and metrics"),
-  url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/)
-    // The URL is logged and shown by the admin API: credentials belong in username/password_file.
-    .refine(
-      (u) => !/^[a-z]+:\/\/[^/]*@/.test(u),
-      "no user:password@ in the URL (it is logged); use username and password_file",
-    )
-    .describe("cloud broker: mqtt://, mqtts://, ws:// or wss://"),
+  url: cloudUrl.optional().describe("cloud broker: mqtt://, mqtts://, ws:// or wss:// (or use urls)"),
+  urls: z.array(cloudUrl).min(1).optional()
+    .describe("several endpoints of one cloud (cluster nodes), tried in order; with url, url comes first"),
+  endpoint_policy: z.enum(["primary-first", "round-robin"]).default("primary-first")
+    .describe(
+      "primary-first: each new connection starts at the first endpoint; round-robin: each goes to the next one",
+    ),
   client_id: z.string().optional().describe("client id at the cloud; default ferry-<edge_id>-<name>"),
   username: z.string().optional().describe("username at the cloud"),
   password: z.string().optional().describe("password (prefer password_file)"),
@@ -70,6 +80,11 @@ const uplink = z.object({
   session_expiry: z.number().int().min(0).default(86_400).describe("v5 session expiry at the cloud, seconds"),
   forward: z.array(forwardRule).default([]).describe("local → cloud rules"),
   downlink: z.array(downlinkRule).default([]).describe("cloud → local rules"),
+  downlink_acl: z.object({
+    username: z.string().optional().describe("username the local ACL sees (%u); unset: none"),
+    client_id: z.string().optional().describe("client id the local ACL sees (%c); default ferry-uplink-<name>"),
+  }).strict().optional()
+    .describe("check cloud commands against the local ACL's publish rules as this identity; unset: not checked"),
   max_inflight: z.number().int().min(1).max(65535).default(100).describe("unacknowledged messages towards the cloud"),
   rate: z.object({
     messages_per_second: z.number().min(0).default(0).describe("0 = unlimited"),
@@ -93,9 +108,18 @@ const uplink = z.object({
     .describe(
       "strict: everything in log order, backlog first; live-first: new messages go out before the backlog, which drains behind them (order between the two is given up)",
     ),
+  envelope: z.enum(["none", "json"]).default("none")
+    .describe(
+      "json: each payload is wrapped in a JSON object with Ferry's dedup key, capture time and replay marker (for MQTT 3.1.1 clouds, which have no properties)",
+    ),
   ack_timeout_seconds: z.number().int().min(1).default(30)
-    .describe("messages in flight and no acknowledgement of any for this long: drop the connection and reconnect"),
-}).strict();
+    .describe(
+      "messages in flight and no acknowledgement of any for this long: drop the connection and try the next endpoint",
+    ),
+}).strict().refine((u) => u.url !== undefined || u.urls !== undefined, {
+  message: "an uplink needs url or urls",
+  path: ["url"],
+});
 
 export const configSchema = z.object({
   listeners: z.object({

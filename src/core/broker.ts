@@ -92,6 +92,7 @@ export class Broker {
   #connected = 0;
   #logReaders: LogReader[] = [];
   #recoveredCursors: Record<string, number> = {};
+  #recoveredCounters: Record<string, number> = {};
   /** Extra $SYS values (topic below $SYS/broker/, value) from components such as the uplink. */
   readonly sysSources: Array<() => Array<[string, string | number]>> = [];
   /** Observers of every message `publish` routes (the admin API's top-topics counter); keep them cheap. */
@@ -117,6 +118,7 @@ export class Broker {
     const rec = await this.store.open();
     this.#nextOffset = rec.nextOffset;
     this.#recoveredCursors = rec.cursors;
+    this.#recoveredCounters = rec.counters ?? {};
     for (const m of rec.retained) this.retained.set(m.topic, m);
     this.registry.recover(rec.sessions);
     this.logger.info(
@@ -384,6 +386,11 @@ export class Broker {
   /** Log reader positions found in the store at start. */
   get recoveredCursors(): Record<string, number> {
     return this.#recoveredCursors;
+  }
+
+  /** Persisted counters found in the store at start (counter-put). */
+  get recoveredCounters(): Record<string, number> {
+    return this.#recoveredCounters;
   }
 
   addLogReader(reader: LogReader): void {

@@ -483,6 +483,22 @@ export function runStoreContract(
       expect((await third.store.readLog(base, 1))[0]!.offset).toBeGreaterThan(base);
     });
 
+    test("counters are put, replaced, survive reopen, and do not hold the log like a cursor", async () => {
+      const { store, recovered: first, reopen } = await fresh();
+      expect(first.counters ?? {}).toEqual({});
+      const base = first.nextOffset;
+      await store.commit([
+        ...appendAll([message(base)]),
+        { op: "counter-put", name: "uplink/cloud/dropped-buffer", value: 7 },
+        { op: "counter-put", name: "other", value: 1 },
+      ]);
+      await store.commit([{ op: "counter-put", name: "uplink/cloud/dropped-buffer", value: 34_583 }]);
+      const again = await reopen();
+      expect(again.recovered.counters).toEqual({ "uplink/cloud/dropped-buffer": 34_583, other: 1 });
+      expect(again.recovered.cursors).toEqual({});
+      expect(again.recovered.nextOffset).toBe(base + 1);
+    });
+
     test("cursors are put, replaced and deleted, and survive reopen", async () => {
       const { store, recovered: first, reopen } = await fresh();
       expect(first.cursors).toEqual({});

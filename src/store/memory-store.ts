@@ -18,6 +18,7 @@ export class MemoryStore implements Store {
   #deliveries = new Map<string, DeliveryRecord>();
   #qos2 = new Map<string, Set<number>>();
   #cursors = new Map<string, number>();
+  #counters = new Map<string, number>();
   #nextOffset = 1;
   #bytes = 0;
   #dropped = 0;
@@ -48,6 +49,7 @@ export class MemoryStore implements Store {
       retained: [...this.#retained.values()],
       sessions,
       cursors: Object.fromEntries(this.#cursors),
+      counters: Object.fromEntries(this.#counters),
     });
   }
 
@@ -125,6 +127,9 @@ export class MemoryStore implements Store {
         return;
       case "cursor-delete":
         this.#cursors.delete(m.name);
+        return;
+      case "counter-put":
+        this.#counters.set(m.name, m.value);
         return;
     }
   }

@@ -102,7 +102,12 @@ export type Mutation =
    * trimming keeps messages above the lowest cursor; only the size quota may drop them.
    */
   | { op: "cursor-put"; name: string; offset: number }
-  | { op: "cursor-delete"; name: string };
+  | { op: "cursor-delete"; name: string }
+  /**
+   * A named counter that must outlive a restart (the uplink's skipped messages): the
+   * value replaces the stored one. Counters hold nothing in the log.
+   */
+  | { op: "counter-put"; name: string; value: number };
 
 /** What a store hands back when it opens: enough to resume exactly. */
 export interface Recovered {
@@ -112,6 +117,8 @@ export interface Recovered {
   sessions: RecoveredSession[];
   /** Log readers' positions by name (see the cursor-put mutation). */
   cursors: Record<string, number>;
+  /** Persisted counters by name (see the counter-put mutation); absent from stores that predate them. */
+  counters?: Record<string, number>;
 }
 
 export interface RecoveredSession {

@@ -55,6 +55,11 @@ export interface CloudIncoming {
 }
 
 export interface CloudClient {
+  /**
+   * The cloud's Receive Maximum from CONNACK (MQTT 5): the QoS 1/2 PUBLISHes it takes
+   * unacknowledged at once [MQTT-3.3.4-9]; 65,535 when it sent none (or for 3.1.1).
+   */
+  readonly receiveMaximum: number;
   /** `done` gets undefined on acknowledgement (or on write, for QoS 0), else the error. */
   publish(p: CloudPublish, done: (err?: Error) => void): void;
   subscribe(subs: Array<{ filter: string; qos: 0 | 1 | 2 }>): Promise<number[]>;
@@ -62,9 +67,16 @@ export interface CloudClient {
   close(): void;
 }
 
+/** How a connection ended, when the cloud said (DISCONNECT with a reason code, MQTT 5). */
+export interface CloseDetail {
+  reasonCode?: number;
+  /** Server Reference: where the cloud wants the client to go (0x9C Use another server, 0x9D Server moved). */
+  serverReference?: string;
+}
+
 export interface CloudHandlers {
   onMessage(m: CloudIncoming): void;
-  onClose(reason: string): void;
+  onClose(reason: string, detail?: CloseDetail): void;
 }
 
 /** Connect once; rejects with the reason if the cloud refuses or cannot be reached. */
@@ -115,12 +127,12 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
     }
     let connected = false;
     let closed = false;
-    const closeOnce = (reason: string) => {
+    const closeOnce = (reason: string, detail?: CloseDetail) => {
       if (closed) return;
       closed = true;
       client.end(true);
-      if (connected) h.onClose(reason);
-      else reject(new Error(reason));
+      if (connected) h.onClose(reason, detail);
+      else reject(Object.assign(new Error(reason), detail ?? {}));
     };
     client.on("message", (topic, payload, packet) => {
       // QoS 1/2 arrive through customHandleAcks; only QoS 0 is handled here.
@@ -134,12 +146,29 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
         ack: () => {},
       });
     });
-    client.on("error", (err) => closeOnce(describeError(err)));
+    // A CONNACK refusal with 0x9C/0x9D may name another server; MQTT.js's error does not carry it.
+    let refused: CloseDetail | undefined;
+    client.on("packetreceive", (packet) => {
+      if (packet.cmd !== "connack" || connected) return;
+      const code = packet.reasonCode ?? 0;
+      if (code < 0x80) return;
+      refused = { reasonCode: code };
+      const ref = packet.properties?.serverReference;
+      if (typeof ref === "string" && ref !== "") refused.serverReference = ref;
+    });
+    client.on("error", (err) => closeOnce(describeError(err), refused));
     client.on("close", () => closeOnce("connection closed"));
-    client.on("disconnect", (packet) => closeOnce(`cloud sent DISCONNECT 0x${(packet.reasonCode ?? 0).toString(16)}`));
-    client.once("connect", () => {
+    client.on("disconnect", (packet) => {
+      const detail: CloseDetail = { reasonCode: packet.reasonCode ?? 0 };
+      const ref = packet.properties?.serverReference;
+      if (typeof ref === "string" && ref !== "") detail.serverReference = ref;
+      closeOnce(`cloud sent DISCONNECT 0x${(packet.reasonCode ?? 0).toString(16)}`, detail);
+    });
+    client.once("connect", (connack) => {
       connected = true;
+      const rm = connack.properties?.receiveMaximum;
       resolve({
+        receiveMaximum: typeof rm === "number" && rm >= 1 ? rm : 65_535,
         publish(p, done) {
           const opts: IClientPublishOptions = { qos: p.qos, retain: p.retain, dup: p.dup };
           if (p.properties) opts.properties = p.properties;

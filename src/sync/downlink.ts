@@ -5,8 +5,9 @@
  */
 import type { DownlinkRule } from "../config/schema.ts";
 import { topicMatches } from "../mqtt/topic.ts";
-import type { Message, MessageProperties } from "../store/store.ts";
+import { type Message, type MessageProperties, StoreFullError } from "../store/store.ts";
 import type { CloudIncoming } from "./cloud-client.ts";
+import type { DownlinkIdentity, LocalPublishPort } from "./log-port.ts";
 import { renderFilter, renderTopic } from "./topic-template.ts";
 
 /** The first rule whose (rendered) filter matches the cloud topic. */
@@ -52,4 +53,56 @@ export function downlinkMessage(
   if (Object.keys(props).length > 0) message.properties = props;
   if (typeof p.messageExpiryInterval === "number") message.expiresAt = now + p.messageExpiryInterval * 1000;
   return message;
+}
+
+/** What handling a cloud command needs from the link. */
+export interface DownlinkContext {
+  rules: readonly DownlinkRule[];
+  edgeId: string;
+  /** The link's origin: its own commands are never forwarded back. */
+  origin: string;
+  local: LocalPublishPort;
+  /** Checked against the local ACL's publish rules when set (downlink_acl). */
+  identity?: DownlinkIdentity | undefined;
+  now(): number;
+  /** A command was accepted for local publishing. */
+  received(): void;
+  /** A command could not be mapped to a valid local topic: counted and logged by the link. */
+  refused(reason: string): void;
+}
+
+/** Why a rendered local topic may not receive a cloud command, or undefined. */
+export function downlinkTopicProblem(topic: string, local: LocalPublishPort): string | undefined {
+  // `$` topics are the broker's own ($SYS): a cloud command must never write there.
+  if (topic.startsWith("$")) return "a $ topic cannot be a downlink target";
+  return local.topicProblem(topic);
+}
+
+/** One message from the cloud: published locally, and acknowledged only once durable here. */
+export function handleDownlink(ctx: DownlinkContext, m: CloudIncoming): void {
+  const rule = downlinkRuleFor(ctx.rules, m.topic, ctx.edgeId);
+  if (!rule) {
+    m.ack(0);
+    return;
+  }
+  const topic = downlinkTopic(rule, m.topic, ctx.edgeId);
+  const problem = downlinkTopicProblem(topic, ctx.local);
+  if (problem !== undefined) {
+    ctx.refused(
+      `downlink: cannot map ${JSON.stringify(m.topic)} to a valid local topic (${JSON.stringify(topic)}: ${problem})`,
+    );
+    m.ack(0x90); // Topic Name invalid
+    return;
+  }
+  if (ctx.identity && !ctx.local.mayPublish(ctx.identity, topic)) {
+    ctx.refused(`downlink: the local ACL does not let ${ctx.identity.clientId} publish on ${JSON.stringify(topic)}`);
+    m.ack(0x87); // Not authorized
+    return;
+  }
+  ctx.received();
+  const message = downlinkMessage(rule, m, topic, ctx.origin, ctx.now());
+  ctx.local.inject(message).then(
+    () => m.ack(0),
+    (err: unknown) => m.ack(err instanceof StoreFullError ? 0x97 : 0x80),
+  );
 }

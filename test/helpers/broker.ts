@@ -4,7 +4,7 @@
  */
 import { validateConfig } from "../../src/config/load.ts";
 import type { FerryConfig } from "../../src/config/schema.ts";
-import { silentLogger } from "../../src/core/logger.ts";
+import { type Logger, silentLogger } from "../../src/core/logger.ts";
 import { type RunningServer, startServer } from "../../src/runtime/bun/server.ts";
 
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -30,9 +30,12 @@ export function testConfig(overrides: DeepPartial<FerryConfig> = {}): FerryConfi
   return validateConfig(merge(base, overrides));
 }
 
-export async function startBroker(overrides: DeepPartial<FerryConfig> = {}): Promise<TestBroker> {
+export async function startBroker(
+  overrides: DeepPartial<FerryConfig> = {},
+  logger: Logger = silentLogger,
+): Promise<TestBroker> {
   const config = testConfig(overrides);
-  const server = await startServer(config, "test", silentLogger);
+  const server = await startServer(config, "test", logger);
   const port = server.mqtt.port;
   const wsPort = server.ws?.port ?? 0;
   return {

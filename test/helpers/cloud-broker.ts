@@ -33,6 +33,8 @@ export interface CloudOptions {
   port?: number;
   /** Topic filters clients may not publish to: a v5 publisher gets PUBACK 0x87. */
   denyPublish?: string[];
+  /** Receive Maximum the cloud sends v5 clients in CONNACK (mosquitto max_inflight_messages, Ferry mqtt.receive_maximum). */
+  receiveMaximum?: number;
   /** Listen for MQTT over TLS (mqtts://) with these PEM files; `ca` and `requireClientCert` for mutual TLS. */
   tls?: { cert: string; key: string; ca?: string; requireClientCert?: boolean };
 }
@@ -118,7 +120,7 @@ class MosquittoCloud implements CloudBroker {
         ...acl,
         // Mosquitto drops beyond max_queued_messages (default 1000): raised so the cloud is not the bottleneck.
         "max_queued_messages 1000000",
-        "max_inflight_messages 0",
+        `max_inflight_messages ${opts.receiveMaximum ?? 0}`,
         `persistence ${opts.persistent ? "true" : "false"}`,
         `persistence_location ${dir}/`,
         "log_dest none",
@@ -173,6 +175,7 @@ class FerryCloud implements CloudBroker {
         : {}),
       data_dir: this.#dir,
       storage: { durability: "commit" },
+      ...(this.opts.receiveMaximum ? { mqtt: { receive_maximum: this.opts.receiveMaximum } } : {}),
       ...(this.opts.denyPublish
         ? {
           acl: {

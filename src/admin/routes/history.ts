@@ -6,7 +6,8 @@
  */
 import { Hono } from "hono";
 import { parseSubscriptionFilter, topicFilterProblem, topicMatches } from "../../mqtt/topic.ts";
-import type { Message, Store } from "../../store/store.ts";
+import type { Message } from "../../store/store.ts";
+import { brokerLogPort, type LogPort } from "../../sync/log-port.ts";
 import type { AdminContext } from "../deps.ts";
 import { badRequest } from "../errors.ts";
 import { historyQuery } from "../schemas.ts";
@@ -18,7 +19,7 @@ const BATCH = 500;
 const SCAN_BUDGET = 20_000;
 
 /** The first offset whose message was received at or after `since` (binary search; the log is in arrival order). */
-async function firstOffsetSince(store: Store, since: number, end: number): Promise<number> {
+async function firstOffsetSince(store: LogPort, since: number, end: number): Promise<number> {
   let lo = 1;
   let hi = end;
   while (lo < hi) {
@@ -32,6 +33,8 @@ async function firstOffsetSince(store: Store, since: number, end: number): Promi
 
 export function historyRoutes(ctx: AdminContext): Hono {
   const broker = ctx.broker;
+  // The log is read through the same narrow port as the uplink's (sync/log-port.ts).
+  const log = brokerLogPort(broker);
   return new Hono().get("/", async (c) => {
     const q = parseQuery(c, historyQuery);
     let filter: string | undefined;
@@ -45,8 +48,8 @@ export function historyRoutes(ctx: AdminContext): Hono {
       filter = parsed.filter;
     }
     const since = q.since === undefined ? undefined : Date.parse(q.since);
-    const store = broker.store;
-    const end = broker.nextOffset;
+    const store = log;
+    const end = log.nextOffset();
     let next = q.from_offset ?? (since !== undefined ? await firstOffsetSince(store, since, end) : 1);
     const found: Message[] = [];
     let scanned = 0;

@@ -57,5 +57,11 @@ export function recover(db: SqliteDatabase): RecoveredState {
     ) => [String(row.name), Number(row.offset)]),
   );
 
-  return { nextOffset: highest + 1, retained, sessions: [...sessions.values()], cursors, messageCount };
+  const counters: Record<string, number> = Object.fromEntries(
+    db.prepare("SELECT key, value FROM meta WHERE key LIKE 'counter:%' ORDER BY key").all().map((
+      row,
+    ) => [String(row.key).slice("counter:".length), Number(row.value)]),
+  );
+
+  return { nextOffset: highest + 1, retained, sessions: [...sessions.values()], cursors, counters, messageCount };
 }

@@ -52,6 +52,7 @@ export class Statements {
   readonly deleteQos2: SqliteStatement;
   readonly putCursor: SqliteStatement;
   readonly deleteCursor: SqliteStatement;
+  readonly putCounter: SqliteStatement;
 
   readonly savepoint: SqliteStatement;
   readonly release: SqliteStatement;
@@ -91,6 +92,8 @@ export class Statements {
     this.deleteQos2 = p("DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?");
     this.putCursor = p("REPLACE INTO cursors (name, offset) VALUES (?, ?)");
     this.deleteCursor = p("DELETE FROM cursors WHERE name = ?");
+    // Counters share the meta table (key 'counter:<name>'): no schema migration needed.
+    this.putCounter = p("REPLACE INTO meta (key, value) VALUES ('counter:' || ?, ?)");
 
     this.savepoint = p("SAVEPOINT list");
     this.release = p("RELEASE list");
@@ -167,6 +170,9 @@ export class Statements {
         return;
       case "cursor-delete":
         this.deleteCursor.run(m.name);
+        return;
+      case "counter-put":
+        this.putCounter.run(m.name, m.value);
         return;
     }
   }
