@@ -146,7 +146,9 @@ export class OutboundFlow {
     o.phase = "pubrel";
     // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
     // client that already released its id, which then delivers it twice [MQTT-4.3.3-6].
-    if (s.persistent) this.#persistBeforeOutput(c, [{ op: "delivery-pubrel", clientId: s.clientId, packetId: id }]);
+    if (s.persistent) {
+      this.#persistBeforeOutput(c, [{ op: "delivery-pubrel", clientId: s.clientId, offset: o.message.offset }]);
+    }
     c.sendPubrel(id);
   }
 

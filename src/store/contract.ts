@@ -301,14 +301,14 @@ export function runStoreContract(
         delivery("c", base, { qos: 2, subscriptionIds: [3, 7], packetId: 11, phase: "sent" }),
       );
 
-      await store.commit([{ op: "delivery-pubrel", clientId: "c", packetId: 11 }]);
+      await store.commit([{ op: "delivery-pubrel", clientId: "c", offset: base }]);
       again = await made.reopen();
       store = again.store;
       owed = sessionOf(again.recovered, "c")!.deliveries;
       expect(owed[0]!.delivery.phase).toBe("pubrel");
       expect(owed[0]!.delivery.packetId).toBe(11);
 
-      await store.commit([{ op: "delivery-delete", clientId: "c", packetId: 11 }]);
+      await store.commit([{ op: "delivery-delete-offset", clientId: "c", offset: base }]);
       again = await made.reopen();
       expect(sessionOf(again.recovered, "c")!.deliveries).toEqual([]);
       // The message itself stays in the log: deliveries only refer to it.
@@ -325,9 +325,9 @@ export function runStoreContract(
         await store.commit([{ op: "delivery-put", delivery: delivery("c", base + i, { retain: i === 0 }) }]);
       }
       await store.commit([{ op: "delivery-delete-offset", clientId: "c", offset: base + 3 }]);
-      // A QoS 1 delivery acknowledged by packet id.
+      // A QoS 1 delivery sent, then acknowledged.
       await store.commit([{ op: "delivery-sent", clientId: "c", offset: base + 5, packetId: 1 }]);
-      await store.commit([{ op: "delivery-delete", clientId: "c", packetId: 1 }]);
+      await store.commit([{ op: "delivery-delete-offset", clientId: "c", offset: base + 5 }]);
 
       const { recovered } = await reopen();
       const owed = sessionOf(recovered, "c")!.deliveries;

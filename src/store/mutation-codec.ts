@@ -30,7 +30,7 @@ const TAG_APPEND = 1;
 const TAG_DELIVERY_PUT = 2;
 const TAG_DELIVERY_SENT = 3;
 const TAG_DELIVERY_PUBREL = 4;
-const TAG_DELIVERY_DELETE = 5;
+// 5 was "delivery-delete" (by packet id), gone: deliveries are named by offset.
 const TAG_DELIVERY_DELETE_OFFSET = 6;
 const TAG_QOS2_IN_PUT = 7;
 const TAG_QOS2_IN_DELETE = 8;
@@ -103,13 +103,16 @@ export class MutationWriter {
         this.#f64(m.offset);
         this.#u16(m.packetId);
         return;
-      case "delivery-pubrel":
-      case "delivery-delete":
       case "qos2-in-put":
       case "qos2-in-delete":
         this.#u8(PACKET_ID_TAGS[m.op]);
         this.#str(m.clientId);
         this.#u16(m.packetId);
+        return;
+      case "delivery-pubrel":
+        this.#u8(TAG_DELIVERY_PUBREL);
+        this.#str(m.clientId);
+        this.#f64(m.offset);
         return;
       case "delivery-delete-offset":
         this.#u8(TAG_DELIVERY_DELETE_OFFSET);
@@ -199,8 +202,6 @@ export class MutationWriter {
 }
 
 const PACKET_ID_TAGS = {
-  "delivery-pubrel": TAG_DELIVERY_PUBREL,
-  "delivery-delete": TAG_DELIVERY_DELETE,
   "qos2-in-put": TAG_QOS2_IN_PUT,
   "qos2-in-delete": TAG_QOS2_IN_DELETE,
 } as const;
@@ -296,10 +297,7 @@ export function decodeMutationLists(encoded: EncodedLists): Mutation[][] {
           break;
         }
         case TAG_DELIVERY_PUBREL:
-          list.push({ op: "delivery-pubrel", clientId: str(), packetId: u16() });
-          break;
-        case TAG_DELIVERY_DELETE:
-          list.push({ op: "delivery-delete", clientId: str(), packetId: u16() });
+          list.push({ op: "delivery-pubrel", clientId: str(), offset: f64() });
           break;
         case TAG_QOS2_IN_PUT:
           list.push({ op: "qos2-in-put", clientId: str(), packetId: u16() });

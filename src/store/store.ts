@@ -92,8 +92,12 @@ export type Mutation =
   | { op: "session-delete"; clientId: string }
   | { op: "delivery-put"; delivery: DeliveryRecord }
   | { op: "delivery-sent"; clientId: string; offset: number; packetId: number }
-  | { op: "delivery-pubrel"; clientId: string; packetId: number }
-  | { op: "delivery-delete"; clientId: string; packetId: number }
+  /**
+   * Deliveries are named by offset, never by packet id: (client_id, offset) is the key, so
+   * each such change is one keyed lookup however long the session's queue (a lookup by
+   * packet id scanned the whole queue per QoS 2 message: issue 19).
+   */
+  | { op: "delivery-pubrel"; clientId: string; offset: number }
   | { op: "delivery-delete-offset"; clientId: string; offset: number }
   | { op: "qos2-in-put"; clientId: string; packetId: number }
   | { op: "qos2-in-delete"; clientId: string; packetId: number }

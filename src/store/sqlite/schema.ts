@@ -88,6 +88,12 @@ const MIGRATIONS: readonly string[] = [
     offset INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+
+  /* 2 → 3: deliveries are named by (client_id, offset) only. */ `
+  -- Nothing looks a delivery up by packet id any more: acks resolve their packet id to
+  -- an offset in memory. The index only cost a write per message sent.
+  DROP INDEX deliveries_by_packet;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -22,6 +22,23 @@ export const UNREFERENCED_UP_TO_SQL = `SELECT offset, received_at
  WHERE offset > ? AND offset <= ? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.offset = m.offset)
  ORDER BY offset LIMIT ?`;
 
+/**
+ * The statements run once or more per message. Each must be one keyed lookup (a test
+ * pins their plans): a statement that searches a session's deliveries by anything less
+ * than the whole key (client_id, offset) costs the length of its queue per message, and
+ * draining a backlog becomes quadratic.
+ */
+export const PER_MESSAGE_SQL = {
+  putDelivery:
+    "REPLACE INTO deliveries (client_id, offset, qos, retain, sub_ids, packet_id, phase) VALUES (?, ?, ?, ?, ?, ?, ?)",
+  markSent: "UPDATE deliveries SET packet_id = ?, phase = 1 WHERE client_id = ? AND offset = ?",
+  markPubrel: "UPDATE deliveries SET phase = 2 WHERE client_id = ? AND offset = ?",
+  deleteDeliveryByOffset: "DELETE FROM deliveries WHERE client_id = ? AND offset = ?",
+  putQos2: "INSERT OR IGNORE INTO qos2_in (client_id, packet_id) VALUES (?, ?)",
+  deleteQos2: "DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?",
+  deleteMessage: "DELETE FROM messages WHERE offset = ?",
+} as const;
+
 /** What applying mutations changed that the store mirrors in memory. */
 export interface MutationEffect {
   /** Messages added to the log (a re-append of an existing offset adds none). */
@@ -46,7 +63,6 @@ export class Statements {
   readonly putDelivery: SqliteStatement;
   readonly markSent: SqliteStatement;
   readonly markPubrel: SqliteStatement;
-  readonly deleteDeliveryByPacket: SqliteStatement;
   readonly deleteDeliveryByOffset: SqliteStatement;
   readonly putQos2: SqliteStatement;
   readonly deleteQos2: SqliteStatement;
@@ -81,15 +97,12 @@ export class Statements {
     this.deleteSession = p("DELETE FROM sessions WHERE client_id = ?");
     this.deleteSessionDeliveries = p("DELETE FROM deliveries WHERE client_id = ?");
     this.deleteSessionQos2 = p("DELETE FROM qos2_in WHERE client_id = ?");
-    this.putDelivery = p(
-      "REPLACE INTO deliveries (client_id, offset, qos, retain, sub_ids, packet_id, phase) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    );
-    this.markSent = p("UPDATE deliveries SET packet_id = ?, phase = 1 WHERE client_id = ? AND offset = ?");
-    this.markPubrel = p("UPDATE deliveries SET phase = 2 WHERE client_id = ? AND packet_id = ?");
-    this.deleteDeliveryByPacket = p("DELETE FROM deliveries WHERE client_id = ? AND packet_id = ?");
-    this.deleteDeliveryByOffset = p("DELETE FROM deliveries WHERE client_id = ? AND offset = ?");
-    this.putQos2 = p("INSERT OR IGNORE INTO qos2_in (client_id, packet_id) VALUES (?, ?)");
-    this.deleteQos2 = p("DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?");
+    this.putDelivery = p(PER_MESSAGE_SQL.putDelivery);
+    this.markSent = p(PER_MESSAGE_SQL.markSent);
+    this.markPubrel = p(PER_MESSAGE_SQL.markPubrel);
+    this.deleteDeliveryByOffset = p(PER_MESSAGE_SQL.deleteDeliveryByOffset);
+    this.putQos2 = p(PER_MESSAGE_SQL.putQos2);
+    this.deleteQos2 = p(PER_MESSAGE_SQL.deleteQos2);
     this.putCursor = p("REPLACE INTO cursors (name, offset) VALUES (?, ?)");
     this.deleteCursor = p("DELETE FROM cursors WHERE name = ?");
     // Counters share the meta table (key 'counter:<name>'): no schema migration needed.
@@ -105,7 +118,7 @@ export class Statements {
     this.unreferenced = p(UNREFERENCED_SQL);
     this.unreferencedUpTo = p(UNREFERENCED_UP_TO_SQL);
     this.minCursor = p("SELECT min(offset) AS min FROM cursors");
-    this.deleteMessage = p("DELETE FROM messages WHERE offset = ?");
+    this.deleteMessage = p(PER_MESSAGE_SQL.deleteMessage);
     this.pageCount = p("PRAGMA page_count");
     this.freelistCount = p("PRAGMA freelist_count");
   }
@@ -151,10 +164,7 @@ export class Statements {
         this.markSent.run(m.packetId, m.clientId, m.offset);
         return;
       case "delivery-pubrel":
-        this.markPubrel.run(m.clientId, m.packetId);
-        return;
-      case "delivery-delete":
-        this.deleteDeliveryByPacket.run(m.clientId, m.packetId);
+        this.markPubrel.run(m.clientId, m.offset);
         return;
       case "delivery-delete-offset":
         this.deleteDeliveryByOffset.run(m.clientId, m.offset);
