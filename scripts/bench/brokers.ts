@@ -153,6 +153,8 @@ export interface StartOptions {
   /** Extra Ferry config keys. */
   ferryExtra?: Record<string, unknown>;
   keepDir?: boolean;
+  /** Extra lines for Mosquitto's config (a later line overrides an earlier one); `{dir}` is its temp dir. */
+  mosquittoLines?: string[];
 }
 
 export async function startBroker(name: BrokerName, opts: StartOptions = {}): Promise<RunningBroker> {
@@ -179,7 +181,8 @@ async function launch(
   if (name === "mosquitto") {
     port = await freePort();
     const conf = join(dir, "mosquitto.conf");
-    writeFileSync(conf, mosquittoConfig(port));
+    const extra = (opts.mosquittoLines ?? []).map((l) => l.replaceAll("{dir}", dir));
+    writeFileSync(conf, mosquittoConfig(port) + extra.map((l) => `${l}\n`).join(""));
     proc = Bun.spawn(withNofile([MOSQUITTO, "-c", conf]), {
       stdout: Bun.file(join(dir, "stdout.log")),
       stderr: Bun.file(join(dir, "stderr.log")),

@@ -38,7 +38,7 @@ const nowUs = () => Math.round((performance.now() - T0) * 1000) >>> 0;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = (msg: string) => process.stderr.write(`[loadgen] ${msg}\n`);
 
-function gen(packet: Record<string, unknown>, version: 4 | 5): Uint8Array {
+export function gen(packet: Record<string, unknown>, version: 4 | 5): Uint8Array {
   const b = mqttPacket.generate(packet as unknown as mqttPacket.Packet, { protocolVersion: version });
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
@@ -108,7 +108,7 @@ export function percentile(sorted: ArrayLike<number>, p: number): number {
 // ---------------------------------------------------------------------------------
 // connections
 
-const PUBLISH = 3, PUBACK = 4, PUBREC = 5, PUBREL = 6, PUBCOMP = 7, CONNACK = 2, SUBACK = 9, DISCONNECT = 14;
+export const PUBLISH = 3, PUBACK = 4, PUBREC = 5, PUBREL = 6, PUBCOMP = 7, CONNACK = 2, SUBACK = 9, DISCONNECT = 14;
 /** Longest packet prefix the parser ever needs in one piece (fixed header + topic + id + 12 payload bytes). */
 const PREFIX_MAX = 1024;
 
@@ -172,11 +172,17 @@ export class Conn {
     return c;
   }
 
-  async connect(clientId: string, version: 4 | 5, keepalive = 0): Promise<void> {
+  /** `session`: connect with clean start off and this Session Expiry Interval (v5) instead of a clean session. */
+  async connect(clientId: string, version: 4 | 5, keepalive = 0, session?: { expiry: number }): Promise<void> {
     this.version = version;
     const done = new Promise<number>((r) => (this.#connack = r));
+    const clean = session === undefined;
+    const properties = !clean && version === 5 ? { properties: { sessionExpiryInterval: session.expiry } } : {};
     this.send(
-      gen({ cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean: true, keepalive }, version),
+      gen(
+        { cmd: "connect", protocolId: "MQTT", protocolVersion: version, clientId, clean, keepalive, ...properties },
+        version,
+      ),
     );
     const code = await done;
     if (code !== 0) throw new Error(`${this.name}: CONNACK ${code}`);

@@ -1,0 +1,196 @@
+#!/usr/bin/env bun
+/**
+ * Drain of a persistent session's backlog: a subscriber (MQTT 5, clean start off,
+ * session expiry 1 h, subscribed at QoS 2) goes offline, N messages are published for
+ * it, then it reconnects and the time until it has all N is measured. Ferry and
+ * Mosquitto side by side in the same run, alternating per case.
+ *
+ *   npx bun scripts/bench-drain.ts                                   # 10k, 40k, 160k × q1, q2, mixed
+ *   npx bun scripts/bench-drain.ts --sizes 10000,40000 --mixes q2 --brokers ferry,mosquitto
+ *
+ * Fair settings: Mosquitto with `max_queued_messages 0` (no limit; its default 1,000
+ * would drop most of the backlog) and persistence on; Ferry on its defaults (commit
+ * durability, SQLite) with `mqtt.max_queued_messages` raised past N. Both with an
+ * in-flight window of 64 toward the subscriber (Ferry's default, set in Mosquitto).
+ * The subscriber acknowledges every message at once (PUBACK / PUBREC, PUBCOMP on PUBREL).
+ */
+import { type BrokerName, type RunningBroker, startBroker, versions } from "./bench/brokers.ts";
+import { Conn, gen, PUBACK, PUBCOMP, PUBREC, PUBREL } from "./bench/loadgen.ts";
+
+type Mix = "q1" | "q2" | "mixed";
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+const SIZES = flag("sizes", "10000,40000,160000").split(",").map(Number);
+const MIXES = flag("mixes", "q1,q2,mixed").split(",") as Mix[];
+const BROKERS = flag("brokers", "ferry,mosquitto").split(",") as BrokerName[];
+const PAYLOAD = Number(flag("payload", "64"));
+const TIMEOUT_S = Number(flag("timeout", "300"));
+const TOPIC = "drain/t";
+const SUB_ID = "drain-sub";
+
+const noop = () => {};
+const log = (msg: string) => process.stderr.write(`[drain] ${msg}\n`);
+
+function qosOf(mix: Mix, i: number): 1 | 2 {
+  return mix === "q1" ? 1 : mix === "q2" ? 2 : i % 2 === 0 ? 1 : 2;
+}
+
+/** Subscriber events: acknowledge at once and count arrivals by sequence number. */
+function subscriberEvents(seen: Uint8Array, counts: { received: number; distinct: number; dup: number }) {
+  return {
+    publish(c: Conn, qos: number, id: number, _retain: boolean, buf: Uint8Array, p: number, len: number) {
+      counts.received++;
+      if (len >= 4) {
+        const seq = ((buf[p]! << 24) | (buf[p + 1]! << 16) | (buf[p + 2]! << 8) | buf[p + 3]!) >>> 0;
+        if (seq < seen.length) {
+          if (seen[seq] === 0) {
+            seen[seq] = 1;
+            counts.distinct++;
+          } else counts.dup++;
+        }
+      }
+      if (qos === 1) c.ack4(PUBACK, 0, id);
+      else if (qos === 2) c.ack4(PUBREC, 0, id);
+    },
+    ack: noop,
+    afterData: noop,
+    drained: noop,
+  };
+}
+
+/** Publish `n` messages with at most `window` unacknowledged, completing QoS 2 flows. */
+async function publishAll(port: number, n: number, mix: Mix): Promise<void> {
+  let sent = 0;
+  let done = 0;
+  let wake: (() => void) | undefined;
+  const payload = new Uint8Array(PAYLOAD);
+  const window = 64;
+  const pub = await Conn.open("127.0.0.1", port, {
+    publish: noop,
+    ack(c, type, id) {
+      if (type === PUBREC) {
+        c.ack4(PUBREL, 2, id);
+        return;
+      }
+      if (type === PUBACK || type === PUBCOMP) {
+        c.used[id] = 0;
+        done++;
+      }
+    },
+    afterData() {
+      wake?.();
+    },
+    drained: noop,
+  }, "pub");
+  await pub.connect("drain-pub", 5);
+  const fill = () => {
+    while (sent < n && sent - done < window) {
+      const view = new DataView(payload.buffer);
+      view.setUint32(0, sent);
+      const id = pub.takeId();
+      pub.send(
+        gen({ cmd: "publish", topic: TOPIC, qos: qosOf(mix, sent), messageId: id, payload: Buffer.from(payload) }, 5),
+      );
+      sent++;
+    }
+  };
+  const end = performance.now() + TIMEOUT_S * 1000;
+  while (done < n) {
+    fill();
+    await new Promise<void>((r) => {
+      wake = r;
+      setTimeout(r, 50);
+    });
+    if (performance.now() > end) throw new Error(`publishing stalled at ${done}/${n}`);
+  }
+  pub.send(gen({ cmd: "disconnect" }, 5));
+  pub.close();
+}
+
+interface Result {
+  broker: BrokerName;
+  mix: Mix;
+  n: number;
+  seconds: number;
+  rate: number;
+  distinct: number;
+  duplicates: number;
+  complete: boolean;
+}
+
+async function runCase(name: BrokerName, n: number, mix: Mix): Promise<Result> {
+  const broker: RunningBroker = await startBroker(name, {
+    ferryExtra: { mqtt: { max_queued_messages: n + 1000, max_queued_bytes: 1024 * 1024 * 1024 } },
+    mosquittoLines: ["persistence true", "persistence_location {dir}/", "autosave_interval 1800"],
+  });
+  try {
+    const seen = new Uint8Array(n);
+    const counts = { received: 0, distinct: 0, dup: 0 };
+    // 1. The subscriber makes its session, subscribes at QoS 2 and goes away.
+    const sub1 = await Conn.open("127.0.0.1", broker.port, subscriberEvents(seen, counts), "sub");
+    await sub1.connect(SUB_ID, 5, 0, { expiry: 3600 });
+    await sub1.subscribe("drain/#", 2);
+    sub1.send(gen({ cmd: "disconnect" }, 5));
+    sub1.close();
+    await Bun.sleep(200);
+    // 2. The backlog.
+    await publishAll(broker.port, n, mix);
+    // 3. Back online: time until it has every message.
+    const t0 = performance.now();
+    const sub2 = await Conn.open("127.0.0.1", broker.port, subscriberEvents(seen, counts), "sub");
+    await sub2.connect(SUB_ID, 5, 0, { expiry: 3600 });
+    const end = t0 + TIMEOUT_S * 1000;
+    while (counts.distinct < n && performance.now() < end && !sub2.closed) await Bun.sleep(5);
+    const seconds = (performance.now() - t0) / 1000;
+    sub2.close();
+    const complete = counts.distinct === n;
+    return {
+      broker: name,
+      mix,
+      n,
+      seconds,
+      rate: counts.distinct / seconds,
+      distinct: counts.distinct,
+      duplicates: counts.dup,
+      complete,
+    };
+  } finally {
+    await broker.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const v = versions();
+  log(`bun ${v.bun}, mosquitto ${v.mosquitto}; sizes ${SIZES.join(",")}; mixes ${MIXES.join(",")}`);
+  const results: Result[] = [];
+  for (const n of SIZES) {
+    for (const mix of MIXES) {
+      for (const b of BROKERS) {
+        const r = await runCase(b, n, mix);
+        log(
+          `${b} ${mix} ${n}: ${r.seconds.toFixed(2)} s, ${Math.round(r.rate)} msg/s` +
+            (r.complete ? "" : ` INCOMPLETE (${r.distinct}/${n})`) + (r.duplicates ? `, ${r.duplicates} dup` : ""),
+        );
+        results.push(r);
+      }
+    }
+  }
+  console.log("| backlog | mix | " + BROKERS.map((b) => `${b} s (msg/s)`).join(" | ") + " |");
+  console.log("|---|---|" + BROKERS.map(() => "---|").join(""));
+  for (const n of SIZES) {
+    for (const mix of MIXES) {
+      const cells = BROKERS.map((b) => {
+        const r = results.find((x) => x.broker === b && x.n === n && x.mix === mix)!;
+        return `${r.seconds.toFixed(2)} (${Math.round(r.rate)})${r.complete ? "" : " incomplete"}`;
+      });
+      console.log(`| ${n} | ${mix} | ${cells.join(" | ")} |`);
+    }
+  }
+  console.log(JSON.stringify(results));
+}
+
+await main();
