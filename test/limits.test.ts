@@ -20,6 +20,24 @@ const noExempt = { exempt_loopback: false };
 
 const code = (ack: IConnackPacket) => ack.reasonCode ?? ack.returnCode;
 
+describe("loopback clients", () => {
+  test("are not exempt by default: behind a local proxy or TLS terminator every client is on loopback", async () => {
+    // exempt_loopback undefined: the schema's default, not the test helpers' exemption.
+    const b = await startBroker({ limits: { exempt_loopback: undefined, connection_rate_per_ip: 2 } });
+    try {
+      expect(b.server.broker.options.limits.exemptLoopback).toBe(false);
+      const results = await Promise.all(
+        Array.from({ length: 4 }, (_, i) => attempt(b.port, 5, { clientId: `loop-${i}` })),
+      );
+      const codes = results.map((r) => code(r.ack)).sort();
+      expect(codes).toEqual([0, 0, 0x9f, 0x9f]);
+      for (const r of results) r.raw.close();
+    } finally {
+      await b.stop();
+    }
+  });
+});
+
 describe("connections per address", () => {
   test("connection_rate_per_ip: the excess gets CONNACK 0x9F (3.1.1: code 3) and a close; a second later it is fine again", async () => {
     const b = await inProcessBroker({ limits: { ...noExempt, connection_rate_per_ip: 3 } });
@@ -81,8 +99,10 @@ describe("connections per address", () => {
     }
   });
 
-  test("loopback clients are exempt by default", async () => {
-    const b = await startBroker({ limits: { connection_rate_per_ip: 1, max_connections_per_ip: 1 } });
+  test("loopback clients are exempt with limits.exempt_loopback: true", async () => {
+    const b = await startBroker({
+      limits: { exempt_loopback: true, connection_rate_per_ip: 1, max_connections_per_ip: 1 },
+    });
     try {
       const all = await Promise.all(
         Array.from({ length: 4 }, (_, i) => rawConnect(b.port, 5, { clientId: `exempt-${i}` })),

@@ -201,7 +201,9 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   auth: z.object({
     allow_anonymous: z.boolean().nullable().default(null)
-      .describe("accept clients that send no username; null = true only when listeners.host is a loopback address"),
+      .describe(
+        "accept clients that send no username; null = true only when listeners.host is a loopback address and neither auth.password_file nor tls.use_identity_as_username is set",
+      ),
     password_file: z.string().nullable().default(null)
       .describe(
         "users and salted PBKDF2-SHA512 hashes (`ferry passwd`, Mosquitto's format); set, every username must match",
@@ -234,8 +236,10 @@ export const configSchema = z.object({
     }
   }).prefault({}),
   limits: z.object({
-    exempt_loopback: z.boolean().default(true)
-      .describe("clients on 127.0.0.0/8 or ::1 skip the limits below (local bridges, tests)"),
+    exempt_loopback: z.boolean().default(false)
+      .describe(
+        "clients on 127.0.0.0/8 or ::1 skip the limits and bans below; off by default, since behind a local proxy or TLS terminator every client is on loopback",
+      ),
     connection_rate_per_ip: z.number().int().min(0).default(20)
       .describe("new connections per second from one IP address; more are refused (v5 CONNACK 0x9F); 0 = no limit"),
     max_connections_per_ip: z.number().int().min(0).default(500)
