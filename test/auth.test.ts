@@ -18,9 +18,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
 import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
-import { Authenticator } from "../src/auth/authenticator.ts";
+import { Authenticator, dummyFor } from "../src/auth/authenticator.ts";
 import { PasswordFile } from "../src/auth/password-file.ts";
-import { hashPassword, MIN_ITERATIONS, parseHash, verifyPassword } from "../src/auth/password-hash.ts";
+import {
+  hashPassword,
+  MIN_ITERATIONS,
+  parseHash,
+  type PasswordHash,
+  verifyPassword,
+} from "../src/auth/password-hash.ts";
 import { resolveAllowAnonymous } from "../src/config/security-options.ts";
 import { validateConfig } from "../src/config/load.ts";
 import type { Logger } from "../src/core/logger.ts";
@@ -150,6 +156,41 @@ describe("password file authentication", () => {
     const median = (xs: number[]) => xs.sort((a, b) => a - b)[1]!;
     // The dummy hash uses at least the file's highest cost, so the unknown user is never much quicker.
     expect(median(unknown)).toBeGreaterThan(median(known) * 0.5);
+  });
+
+  test("an unknown user costs what a known one does with a mosquitto_passwd file (101 iterations), not a fixed 210,000", async () => {
+    const users = new Map<string, PasswordHash>();
+    for (const name of ["ann", "ben", "cat"]) users.set(name, parseHash(await hashPassword(`${name}-pw`, 101)));
+    const auth = new Authenticator({ allowAnonymous: false, useIdentityAsUsername: false });
+    auth.setUsers(users);
+    expect(auth.dummy).toMatchObject({ kind: "pbkdf2-sha512", iterations: 101 });
+    const time = async (username: string) => {
+      const t = performance.now();
+      const r = await auth.authenticate({ username, password: enc.encode("guess"), certificate: undefined });
+      expect(r.ok).toBe(false);
+      return performance.now() - t;
+    };
+    await time("ann");
+    await time("nobody"); // warm up both paths
+    const known: number[] = [];
+    const unknown: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      known.push(await time("ben"));
+      unknown.push(await time(`nobody-${i}`));
+    }
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[3]!;
+    // Before: unknown ~100 ms against ~0.6 ms known, so one try told whether a user exists.
+    expect(median(unknown)).toBeLessThan(median(known) * 3 + 2);
+  });
+
+  test("the dummy hash takes the parameters most users in the file have", async () => {
+    const line = (iterations: number) => parseHash(`$7$${iterations}$${btoa("123456789012")}$${btoa("x".repeat(64))}`);
+    expect(dummyFor(undefined)).toMatchObject({ kind: "pbkdf2-sha512", iterations: 210_000 });
+    expect(dummyFor(new Map([["a", line(101)], ["b", line(101)], ["c", line(500_000)]])))
+      .toMatchObject({ kind: "pbkdf2-sha512", iterations: 101 });
+    expect(dummyFor(new Map([["a", line(101)], ["c", line(500_000)]]))).toMatchObject({ iterations: 500_000 });
+    const six = parseHash(`$6$${btoa("salt-salt")}$${btoa("y".repeat(64))}`);
+    expect(dummyFor(new Map([["a", six], ["b", six], ["c", line(101)]]))).toMatchObject({ kind: "sha512" });
   });
 
   test("password checks run off the event loop: timers keep firing during a burst of logins", async () => {
