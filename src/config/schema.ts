@@ -1,4 +1,7 @@
 import { z } from "zod";
+import { DEFAULT_TLS_CIPHERS } from "./tls-ciphers.ts";
+
+export { DEFAULT_TLS_CIPHERS };
 
 /**
  * The configuration file's schema: the one place where defaults, limits and their
@@ -152,6 +155,11 @@ export const configSchema = z.object({
     reload_check_seconds: z.number().int().min(0).default(60)
       .describe(
         "how often the certificate files are checked for changes, then used for new connections; 0 = only on SIGHUP",
+      ),
+    ciphers: z.string().regex(/^[A-Za-z0-9_+!@=.:-]+$/, "an OpenSSL cipher list: names separated by ':'")
+      .default(DEFAULT_TLS_CIPHERS)
+      .describe(
+        "TLS 1.2 cipher suites (OpenSSL names, ':'-separated, like Mosquitto's ciphers); the default offers only forward-secret AEAD suites. TLS 1.3 suites are fixed. Bun only",
       ),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),

@@ -191,7 +191,10 @@ export class SecurityWiring {
     const id = await fingerprint(new TextEncoder().encode(`${cert}\u0000${key}\u0000${ca ?? ""}`));
     if (onlyIfChanged && this.#seen.get("\u0000tls") === id) return undefined;
     if (starting) this.#seen.set("\u0000tls", id);
-    return { material: { cert: cert!, key: key!, ca, requireClientCert: tls.require_client_cert }, id };
+    return {
+      material: { cert: cert!, key: key!, ca, requireClientCert: tls.require_client_cert, ciphers: tls.ciphers },
+      id,
+    };
   }
 
   async #reloadTls(onlyIfChanged: boolean): Promise<void> {
