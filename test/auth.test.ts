@@ -183,7 +183,7 @@ describe("password file authentication", () => {
     expect(median(unknown)).toBeLessThan(median(known) * 3 + 2);
   });
 
-  test("the dummy hash takes the parameters most users in the file have", async () => {
+  test("the dummy hash takes the parameters most users in the file have", () => {
     const line = (iterations: number) => parseHash(`$7$${iterations}$${btoa("123456789012")}$${btoa("x".repeat(64))}`);
     expect(dummyFor(undefined)).toMatchObject({ kind: "pbkdf2-sha512", iterations: 210_000 });
     expect(dummyFor(new Map([["a", line(101)], ["b", line(101)], ["c", line(500_000)]])))
