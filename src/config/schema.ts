@@ -234,6 +234,14 @@ export const configSchema = z.object({
     port: port.nullable().default(8080).describe("admin HTTP port; 0 picks a free port, null disables the admin API"),
     token: z.string().min(16).optional()
       .describe("bearer token (16+ characters) every admin route but /healthz and the dashboard page requires"),
+    generate_token: z.boolean().nullable().default(null)
+      .describe(
+        "without admin.token, make a random one on first start in <data_dir>/admin-token (0600) and require it; null = when auth.password_file or tls.use_identity_as_username is set, so the API is never more open than MQTT",
+      ),
+    allowed_hosts: z.array(z.string().regex(/^(\*|[A-Za-z0-9.-]+)$/, "a host name without port, or *")).default([])
+      .describe(
+        "host names (besides IP addresses, localhost and, off loopback, the machine's hostname) requests may name in Host or Origin; others are refused (DNS rebinding); * accepts any Host",
+      ),
   }).strict().superRefine((a, ctx) => {
     if (a.port !== null && a.token === undefined && !isLoopbackHost(a.host)) {
       ctx.addIssue({
