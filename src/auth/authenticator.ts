@@ -10,13 +10,23 @@ export interface Credentials {
 }
 
 export type AuthResult =
-  | { ok: true; username: string | undefined; via: "anonymous" | "password" | "certificate" | "unchecked" }
+  | {
+    ok: true;
+    username: string | undefined;
+    via: "anonymous" | "password" | "certificate" | "unchecked";
+    /** The client id to use instead of the one sent (`useUsernameAsClientId`). */
+    clientId?: string | undefined;
+  }
   | { ok: false; code: number; reason: string };
 
 export interface AuthenticatorOptions {
   allowAnonymous: boolean;
   /** Take a verified certificate's Common Name as the username (Mosquitto's use_identity_as_username). */
   useIdentityAsUsername: boolean;
+  /** The username replaces the client id; clients without one are refused (Mosquitto's use_username_as_clientid). */
+  useUsernameAsClientId?: boolean;
+  /** A session opened by one username cannot be taken over by another (`auth.bind_client_ids`). */
+  bindClientIds?: boolean;
   /** Password checks run at once; the rest wait (each costs tens of milliseconds of CPU). */
   maxConcurrentChecks?: number;
   /** Password checks allowed to wait; beyond this CONNECT gets 0x89 Server busy. */
@@ -110,6 +120,30 @@ export class Authenticator {
   }
 
   async authenticate(c: Credentials): Promise<AuthResult> {
+    const result = await this.#authenticate(c);
+    if (!result.ok || !this.options.useUsernameAsClientId) return result;
+    // As Mosquitto: with use_username_as_clientid a client without a username is not authorized.
+    if (result.username === undefined) {
+      return {
+        ok: false,
+        code: RC.NOT_AUTHORIZED,
+        reason: "use_username_as_clientid: no username to use as client id",
+      };
+    }
+    return { ...result, clientId: result.username };
+  }
+
+  /**
+   * May a client acting as `username` take over a session `owner` opened? Only the same
+   * username (null: anonymous) when `bindClientIds` is on; a session whose owner is not
+   * known (recorded before owners were kept) may be taken and then belongs to the taker.
+   */
+  claim(username: string | undefined, owner: string | null | undefined): AuthResult | undefined {
+    if (!this.options.bindClientIds || owner === undefined || owner === (username ?? null)) return undefined;
+    return { ok: false, code: RC.NOT_AUTHORIZED, reason: "client id belongs to another user's session" };
+  }
+
+  async #authenticate(c: Credentials): Promise<AuthResult> {
     const cert = c.certificate;
     if (this.options.useIdentityAsUsername && cert?.verified && cert.commonName) {
       return { ok: true, username: cert.commonName, via: "certificate" };

@@ -218,6 +218,14 @@ export const configSchema = z.object({
       ),
     reload_check_seconds: z.number().int().min(0).default(10)
       .describe("how often password_file and acl.acl_file are checked for changes; 0 = only on SIGHUP"),
+    use_username_as_clientid: z.boolean().default(false)
+      .describe(
+        "the username (or certificate CN) replaces the client id a client sends, as Mosquitto's option; clients without one are refused (0x87, 3.1.1 code 5)",
+      ),
+    bind_client_ids: z.boolean().default(false)
+      .describe(
+        "a client id whose session belongs to one username cannot be taken by another (or by an anonymous client) while the session lasts: 0x87, 3.1.1 code 5",
+      ),
   }).strict().prefault({}),
   acl: z.object({
     default: z.enum(["allow", "deny"]).nullable().default(null)
