@@ -247,9 +247,9 @@ describe("auth.allow_anonymous default", () => {
     const path = await writePasswordFile({ uma: "uma-pw" }, dir);
     const b = await startBroker({ auth: { password_file: path } });
     try {
-      expect(code(await rawConnect(b.port, 5))).toBe(0x87);
-      expect(code(await rawConnect(b.port, 4))).toBe(5);
-      expect(code(await rawConnect(b.port, 5, { username: "uma", password: Buffer.from("uma-pw") }))).toBe(0);
+      expect(code(await connackFor(b.port, 5))).toBe(0x87);
+      expect(code(await connackFor(b.port, 4))).toBe(5);
+      expect(code(await connackFor(b.port, 5, { username: "uma", password: Buffer.from("uma-pw") }))).toBe(0);
     } finally {
       await b.stop();
     }

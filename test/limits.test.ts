@@ -28,7 +28,7 @@ describe("loopback clients", () => {
     try {
       expect(validateConfig({}).limits.exempt_loopback).toBe(false);
       const results = await Promise.all(
-        Array.from({ length: 4 }, (_, i) => attempt(b.port, 5, { clientId: `loop-${i}` })),
+        Array.from({ length: 4 }, (_, i) => rawConnect(b.port, 5, { clientId: `loop-${i}` })),
       );
       const codes = results.map((r) => code(r.ack)).sort();
       expect(codes).toEqual([0, 0, 0x9f, 0x9f]);
