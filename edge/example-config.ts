@@ -17,6 +17,8 @@ const APPLIANCE_VALUES: Record<string, unknown> = {
   // An installed gateway serves its network, so it listens everywhere and requires passwords.
   "listeners.host": "0.0.0.0",
   "auth.password_file": "/etc/ferry/passwd",
+  // One device's credentials must not be able to kick another device off and fire its Will.
+  "auth.bind_client_ids": true,
 };
 
 /** Values for sample list entries where the type alone gives no sensible one. */

@@ -33,7 +33,8 @@ Commands:
 
 Options for serve:
  -c, --config FILE   : load the broker config file (JSON; // and /* */ comments allowed).
-     --host HOST     : address to bind the listeners to. Default 0.0.0.0.
+     --host HOST     : address to bind the listeners to. Default 127.0.0.1 (this machine
+                       only); 0.0.0.0 serves the network (set auth.password_file too).
  -p, --mqtt-port N   : listen for MQTT over TCP on port N. Default 1883; 0 picks a free port.
      --ws-port N     : also listen for MQTT over WebSocket on port N, path /mqtt.
      --admin-port N  : serve the admin API, /metrics and dashboard on port N (on admin.host,

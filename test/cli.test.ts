@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { spawnServe } from "./helpers/broker-process.ts";
+import { validateConfig } from "../src/config/load.ts";
 import { connect } from "./helpers/clients.ts";
 
 const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
@@ -201,6 +202,13 @@ describe("ferry version and help", () => {
     for (const cmd of ["serve", "check-config", "version"]) expect(r.stdout).toMatch(new RegExp(`^\\s+${cmd}\\b`, "m"));
     expect(r.stdout).toContain("--mqtt-port");
     expect(r.stdout).toContain("--ws-port");
+  });
+
+  test("--help states the real default host, the schema's (127.0.0.1, not 0.0.0.0)", async () => {
+    const r = await run("--help");
+    const line = r.stdout.split("\n").find((l) => l.includes("--host HOST"));
+    expect(line).toContain(`Default ${validateConfig({}).listeners.host}`);
+    expect(line).toContain("127.0.0.1");
   });
 
   test("an unknown command exits 2 and shows the usage", async () => {

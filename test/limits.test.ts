@@ -8,6 +8,7 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { IConnackPacket } from "mqtt-packet";
 import { BanList, ipOf, isLoopback, TokenBucket } from "../src/auth/limits.ts";
+import { validateConfig } from "../src/config/load.ts";
 import { startBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import { connect, eventually } from "./helpers/clients.ts";
@@ -19,6 +20,24 @@ setDefaultTimeout(20_000);
 const noExempt = { exempt_loopback: false };
 
 const code = (ack: IConnackPacket) => ack.reasonCode ?? ack.returnCode;
+
+describe("loopback clients", () => {
+  test("are not exempt by default: behind a local proxy or TLS terminator every client is on loopback", async () => {
+    // exempt_loopback undefined: the schema's default, not the test helpers' exemption.
+    const b = await startBroker({ limits: { exempt_loopback: undefined, connection_rate_per_ip: 2 } });
+    try {
+      expect(validateConfig({}).limits.exempt_loopback).toBe(false);
+      const results = await Promise.all(
+        Array.from({ length: 4 }, (_, i) => rawConnect(b.port, 5, { clientId: `loop-${i}` })),
+      );
+      const codes = results.map((r) => code(r.ack)).sort();
+      expect(codes).toEqual([0, 0, 0x9f, 0x9f]);
+      for (const r of results) r.raw.close();
+    } finally {
+      await b.stop();
+    }
+  });
+});
 
 describe("connections per address", () => {
   test("connection_rate_per_ip: the excess gets CONNACK 0x9F (3.1.1: code 3) and a close; a second later it is fine again", async () => {
@@ -81,8 +100,10 @@ describe("connections per address", () => {
     }
   });
 
-  test("loopback clients are exempt by default", async () => {
-    const b = await startBroker({ limits: { connection_rate_per_ip: 1, max_connections_per_ip: 1 } });
+  test("loopback clients are exempt with limits.exempt_loopback: true", async () => {
+    const b = await startBroker({
+      limits: { exempt_loopback: true, connection_rate_per_ip: 1, max_connections_per_ip: 1 },
+    });
     try {
       const all = await Promise.all(
         Array.from({ length: 4 }, (_, i) => rawConnect(b.port, 5, { clientId: `exempt-${i}` })),

@@ -318,6 +318,88 @@ describe("certificate reload", () => {
   });
 });
 
+describe("cipher suites", () => {
+  // A plain-RSA key exchange needs an RSA certificate, so these tests use one.
+  let rsaCert: string;
+  let rsaKey: string;
+  beforeAll(() => {
+    rsaCert = join(certs.dir, "rsa.crt");
+    rsaKey = join(certs.dir, "rsa.key");
+    const r = Bun.spawnSync([
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      rsaKey,
+      "-out",
+      rsaCert,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=127.0.0.1",
+    ], { stdout: "ignore", stderr: "pipe" });
+    if (r.exitCode !== 0) throw new Error(r.stderr.toString());
+  });
+
+  /** The suite `openssl s_client` agrees on offering only `cipher` (TLS 1.2, or 1.3), or "(NONE)". */
+  async function negotiated(port: number, cipher: string | "tls1_3"): Promise<string> {
+    const args = cipher === "tls1_3" ? ["-tls1_3"] : ["-tls1_2", "-cipher", cipher];
+    const p = Bun.spawn(["openssl", "s_client", "-connect", `127.0.0.1:${port}`, ...args], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const out = (await new Response(p.stdout).text()) + (await new Response(p.stderr).text());
+    await p.exited;
+    return /Cipher is (\S+)/.exec(out)?.[1] ?? "(NONE)";
+  }
+
+  const refusedByDefault = ["AES128-SHA", "AES256-GCM-SHA384", "ECDHE-RSA-AES128-SHA", "ECDHE-RSA-AES256-SHA"];
+  const acceptedByDefault = [
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+  ];
+
+  test("by default TLS 1.2 offers only forward-secret AEAD suites: plain RSA and CBC-SHA1 are refused (mqtts and wss)", async () => {
+    const b = await startBroker({ listeners: { tls_port: 0, wss_port: 0 }, tls: { cert: rsaCert, key: rsaKey } });
+    try {
+      for (const port of [b.server.tls!.port, b.server.wss!.port]) {
+        for (const c of refusedByDefault) expect(`${c}: ${await negotiated(port, c)}`).toBe(`${c}: (NONE)`);
+        for (const c of acceptedByDefault) expect(`${c}: ${await negotiated(port, c)}`).toBe(`${c}: ${c}`);
+        expect(await negotiated(port, "tls1_3")).toMatch(/^TLS_(AES_128_GCM|AES_256_GCM|CHACHA20)/);
+      }
+    } finally {
+      await b.stop();
+    }
+  });
+
+  test("tls.ciphers replaces the list (here: one legacy suite allowed for an old device)", async () => {
+    const b = await startBroker({
+      listeners: { tls_port: 0 },
+      tls: { cert: rsaCert, key: rsaKey, ciphers: "ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA" },
+    });
+    try {
+      const port = b.server.tls!.port;
+      expect(await negotiated(port, "AES128-SHA")).toBe("AES128-SHA");
+      expect(await negotiated(port, "ECDHE-RSA-AES128-GCM-SHA256")).toBe("ECDHE-RSA-AES128-GCM-SHA256");
+      expect(await negotiated(port, "ECDHE-RSA-CHACHA20-POLY1305")).toBe("(NONE)");
+    } finally {
+      await b.stop();
+    }
+  });
+
+  test("a cipher list BoringSSL knows nothing of stops the start, naming tls.ciphers", async () => {
+    await expect(
+      startBroker({ listeners: { tls_port: 0 }, tls: { cert: rsaCert, key: rsaKey, ciphers: "NO-SUCH-SUITE" } }),
+    ).rejects.toThrow(/tls\.ciphers/);
+    expect(() => validateConfig({ tls: { ciphers: "AES128 SHA; rm" } })).toThrow(/tls\.ciphers/);
+  });
+});
+
 describe("configuration", () => {
   test("tls_port without a certificate, and client certificate options without a CA, are config errors", () => {
     expect(() => validateConfig({ listeners: { tls_port: 8883 } })).toThrow(

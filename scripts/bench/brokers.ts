@@ -60,7 +60,12 @@ export function withNofile(cmd: string[]): string[] {
  */
 export function ferryConfig(durability: "commit" | "memory", root = ROOT): Record<string, unknown> {
   const schema = readFileSync(join(root, "src/config/schema.ts"), "utf8");
-  return { storage: { durability }, ...(/\badmin: z\.object/.test(schema) ? { admin: { port: 0 } } : {}) };
+  return {
+    storage: { durability },
+    ...(/\badmin: z\.object/.test(schema) ? { admin: { port: 0 } } : {}),
+    // Every benchmark client is on loopback; Mosquitto has no per-address limits either.
+    ...(/\bexempt_loopback:/.test(schema) ? { limits: { exempt_loopback: true } } : {}),
+  };
 }
 
 /** Mosquitto's config for a benchmark run; the comments say why each line is there. */

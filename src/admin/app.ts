@@ -9,6 +9,7 @@ import { DASHBOARD_HTML } from "./dashboard.ts";
 import type { AdminContext, AdminDeps } from "./deps.ts";
 import { ApiError } from "./errors.ts";
 import { openApiDocument } from "./openapi.ts";
+import { requestGuard } from "./request-guard.ts";
 import { activityRoutes } from "./routes/activity.ts";
 import { brokerRoutes } from "./routes/broker.ts";
 import { clientRoutes } from "./routes/clients.ts";
@@ -44,6 +45,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
   };
 
   const app = new Hono();
+  // Before anything else, the token check included: a rebinding page learns nothing.
+  app.use("*", requestGuard({ allowedHosts: deps.config.admin.allowed_hosts, ownNames: deps.ownNames ?? [] }));
   app.use("*", async (c, next) => {
     await next();
     if (c.req.path.startsWith("/api/")) c.header("Cache-Control", "no-store");

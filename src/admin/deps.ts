@@ -23,6 +23,8 @@ export interface AdminDeps {
   ready?: (() => Readiness) | undefined;
   /** Bound listener addresses, shown by GET /api/v1/broker. */
   listeners?: (() => Record<string, string | null>) | undefined;
+  /** The machine's own names (hostname, hostname.local), accepted in Host when the API listens off loopback. */
+  ownNames?: readonly string[] | undefined;
   /**
    * Topic counts fed by the broker's publish hook; default: a new one, counting from
    * now. `listenAdmin` starts counting at start-up but builds the app on the first request.

@@ -2,7 +2,22 @@
  * `ferry passwd`: manage a password file the way `mosquitto_passwd` does. Uses node:fs and
  * node:process, which Bun and Deno both provide.
  */
-import { chmodSync, existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fchmodSync,
+  fchownSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
 import process from "node:process";
 import { PasswordFile, usernameProblem } from "./password-file.ts";
 import { DEFAULT_ITERATIONS, hashPassword, MAX_ITERATIONS, MIN_ITERATIONS } from "./password-hash.ts";
@@ -18,7 +33,9 @@ Mosquitto 2's mosquitto_passwd, so the files are interchangeable).
  --stdin          read the password from the first line of standard input (for scripts).
  --iterations N   PBKDF2 iterations (default ${DEFAULT_ITERATIONS}, at least ${MIN_ITERATIONS}).
 
-FILE is written with mode 0600. A running broker picks the change up within
+An existing FILE keeps its owner, group and mode (so 'sudo ferry passwd' leaves it
+readable by the broker's user); a new one is created with mode 0640. A FILE every user
+may read is warned about. A running broker picks the change up within
 auth.reload_check_seconds, or at once on SIGHUP.`;
 
 /** Terminal and stream I/O, injectable for tests. */
@@ -102,7 +119,14 @@ export async function runPasswd(args: readonly string[], io: PasswdIo = processI
     }
     file.set(user, await hashPassword(password, iterations));
   }
-  writeAtomically(path, file.format());
+  const mode = writeKeepingOwnership(path, file.format());
+  if (mode & 0o004) {
+    io.error(
+      `ferry passwd: warning: ${path} is readable by every user (mode ${
+        octal(mode)
+      }); restrict it with: chmod o-rwx ${path}`,
+    );
+  }
   return 0;
 }
 
@@ -112,17 +136,61 @@ function usage(io: PasswdIo, message: string): number {
   return 2;
 }
 
-/** Write next to `path` and rename, so a reader (the broker) never sees half a file. */
-function writeAtomically(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
+/** Mode bits of a new password file: the owner writes, the broker's group reads, nobody else. */
+export const NEW_FILE_MODE = 0o640;
+
+/**
+ * Replace the contents of `path` with `text`, keeping the file's owner, group and mode,
+ * so that `sudo ferry passwd` does not leave a root-owned 0600 file the broker's user can
+ * no longer read. Written next to it and renamed over it, so a reader (the broker) never
+ * sees half a file; through a symlink, the file it points to is replaced, not the link. A
+ * new file gets NEW_FILE_MODE whatever the umask. When the new file cannot be given the old
+ * owner (not root, and the file belongs to someone else), the file is rewritten in place as
+ * `mosquitto_passwd` does: owner and mode stay, at the price of a moment in which a reader
+ * sees it empty (the broker then refuses everyone until its next check). Returns the mode.
+ */
+function writeKeepingOwnership(path: string, text: string): number {
+  const target = existsSync(path) ? realpathSync(path) : path;
+  const old = existsSync(target) ? statSync(target) : undefined;
+  const mode = old ? old.mode & 0o7777 : NEW_FILE_MODE;
+  const tmp = join(dirname(target), `.${basename(target)}.tmp-${process.pid}`);
+  let fd: number | undefined;
   try {
-    writeFileSync(tmp, text, { mode: 0o600 });
-    chmodSync(tmp, 0o600); // the mode above is filtered by the umask
-    renameSync(tmp, path);
+    fd = openSync(tmp, "wx", 0o600); // exclusive: never writes through a planted file or link
+    writeSync(fd, text);
+    fsyncSync(fd);
+    if (old && !chownKept(fd, old.uid, old.gid)) {
+      closeSync(fd);
+      fd = undefined;
+      rmSync(tmp, { force: true });
+      writeFileSync(target, text); // same inode: owner, group and mode stay
+      return mode;
+    }
+    fchmodSync(fd, mode); // after the chown, which may clear set-id bits; not filtered by the umask
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, target);
+    return mode;
   } catch (err) {
+    if (fd !== undefined) closeSync(fd);
     rmSync(tmp, { force: true });
     throw err;
   }
+}
+
+/** Give the open file `uid:gid`; false when not permitted (then nothing changed). */
+function chownKept(fd: number, uid: number, gid: number): boolean {
+  try {
+    fchownSync(fd, uid, gid);
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === "EPERM") return false;
+    throw err;
+  }
+}
+
+function octal(mode: number): string {
+  return `0${(mode & 0o7777).toString(8)}`;
 }
 
 const processIo: PasswdIo = {

@@ -12,6 +12,7 @@ const MAX_TRACKED_IPS = 100_000;
 /** The client a decision is about; the kernel's connection is one (src/core/auth-ports.ts). */
 export interface SecuritySubject {
   readonly clientId: string;
+  readonly username: string | undefined;
   readonly remoteAddress: string;
   readonly remoteIp: string | undefined;
 }
@@ -177,6 +178,14 @@ export class Security {
       return { ok: false, code: RC.BANNED, reason: "flapping" };
     }
     return result;
+  }
+
+  /** The session of `client`'s id belongs to `owner`: may `client` take it over? (auth.bind_client_ids) */
+  claim(client: SecuritySubject, owner: string | null | undefined): { code: number; reason: string } | undefined {
+    const refused = this.authenticator.claim(client.username, owner);
+    if (!refused || refused.ok) return undefined;
+    this.metrics.authNotAuthorized++;
+    return { code: refused.code, reason: refused.reason };
   }
 
   // ---- while connected ------------------------------------------------------------

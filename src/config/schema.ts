@@ -1,4 +1,7 @@
 import { z } from "zod";
+import { DEFAULT_TLS_CIPHERS } from "./tls-ciphers.ts";
+
+export { DEFAULT_TLS_CIPHERS };
 
 /**
  * The configuration file's schema: the one place where defaults, limits and their
@@ -153,6 +156,11 @@ export const configSchema = z.object({
       .describe(
         "how often the certificate files are checked for changes, then used for new connections; 0 = only on SIGHUP",
       ),
+    ciphers: z.string().regex(/^[A-Za-z0-9_+!@=.:-]+$/, "an OpenSSL cipher list: names separated by ':'")
+      .default(DEFAULT_TLS_CIPHERS)
+      .describe(
+        "TLS 1.2 cipher suites (OpenSSL names, ':'-separated, like Mosquitto's ciphers); the default offers only forward-secret AEAD suites. TLS 1.3 suites are fixed. Bun only",
+      ),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),
   edge_id: z.string().regex(/^[^/+#\s]{1,128}$/).default("edge")
@@ -201,13 +209,23 @@ export const configSchema = z.object({
   }).strict().prefault({}),
   auth: z.object({
     allow_anonymous: z.boolean().nullable().default(null)
-      .describe("accept clients that send no username; null = true only when listeners.host is a loopback address"),
+      .describe(
+        "accept clients that send no username; null = true only when listeners.host is a loopback address and neither auth.password_file nor tls.use_identity_as_username is set",
+      ),
     password_file: z.string().nullable().default(null)
       .describe(
         "users and salted PBKDF2-SHA512 hashes (`ferry passwd`, Mosquitto's format); set, every username must match",
       ),
     reload_check_seconds: z.number().int().min(0).default(10)
       .describe("how often password_file and acl.acl_file are checked for changes; 0 = only on SIGHUP"),
+    use_username_as_clientid: z.boolean().default(false)
+      .describe(
+        "the username (or certificate CN) replaces the client id a client sends, as Mosquitto's option; clients without one are refused (0x87, 3.1.1 code 5)",
+      ),
+    bind_client_ids: z.boolean().default(false)
+      .describe(
+        "a client id whose session belongs to one username cannot be taken by another (or by an anonymous client) while the session lasts: 0x87, 3.1.1 code 5",
+      ),
   }).strict().prefault({}),
   acl: z.object({
     default: z.enum(["allow", "deny"]).nullable().default(null)
@@ -224,6 +242,14 @@ export const configSchema = z.object({
     port: port.nullable().default(8080).describe("admin HTTP port; 0 picks a free port, null disables the admin API"),
     token: z.string().min(16).optional()
       .describe("bearer token (16+ characters) every admin route but /healthz and the dashboard page requires"),
+    generate_token: z.boolean().nullable().default(null)
+      .describe(
+        "without admin.token, make a random one on first start in <data_dir>/admin-token (0600) and require it; null = when auth.password_file or tls.use_identity_as_username is set, so the API is never more open than MQTT",
+      ),
+    allowed_hosts: z.array(z.string().regex(/^(\*|[A-Za-z0-9.-]+)$/, "a host name without port, or *")).default([])
+      .describe(
+        "host names (besides IP addresses, localhost and, off loopback, the machine's hostname) requests may name in Host or Origin; others are refused (DNS rebinding); * accepts any Host",
+      ),
   }).strict().superRefine((a, ctx) => {
     if (a.port !== null && a.token === undefined && !isLoopbackHost(a.host)) {
       ctx.addIssue({
@@ -234,8 +260,10 @@ export const configSchema = z.object({
     }
   }).prefault({}),
   limits: z.object({
-    exempt_loopback: z.boolean().default(true)
-      .describe("clients on 127.0.0.0/8 or ::1 skip the limits below (local bridges, tests)"),
+    exempt_loopback: z.boolean().default(false)
+      .describe(
+        "clients on 127.0.0.0/8 or ::1 skip the limits and bans below; off by default, since behind a local proxy or TLS terminator every client is on loopback",
+      ),
     connection_rate_per_ip: z.number().int().min(0).default(20)
       .describe("new connections per second from one IP address; more are refused (v5 CONNACK 0x9F); 0 = no limit"),
     max_connections_per_ip: z.number().int().min(0).default(500)

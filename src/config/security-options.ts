@@ -8,11 +8,19 @@ import { type FerryConfig, isLoopbackHost } from "./schema.ts";
 
 /**
  * `auth.allow_anonymous`, resolved: as configured, or — when null — true only when every
- * listener binds to a loopback address (they all bind to `listeners.host`), so a broker
- * reachable from the network never starts open by accident.
+ * listener binds to a loopback address (they all bind to `listeners.host`) AND no way of
+ * authenticating is configured. So a broker reachable from the network never starts open
+ * by accident, and — as in Mosquitto 2 — configuring a password file (or certificate
+ * identities) turns anonymous access off unless it is asked for: a TLS terminator or any
+ * other local proxy would otherwise turn every remote client into an anonymous loopback one.
  */
 export function resolveAllowAnonymous(config: FerryConfig): boolean {
-  return config.auth.allow_anonymous ?? isLoopbackHost(config.listeners.host);
+  return config.auth.allow_anonymous ?? (isLoopbackHost(config.listeners.host) && !authConfigured(config));
+}
+
+/** Whether clients can prove who they are: a password file, or certificate CNs as usernames. */
+export function authConfigured(config: FerryConfig): boolean {
+  return config.auth.password_file !== null || config.tls.use_identity_as_username;
 }
 
 /** `acl.default`, resolved: as configured, or — when null — deny once any rule or acl_file exists. */

@@ -31,9 +31,12 @@ export interface Credentials {
   certificate: ClientCertificate | undefined;
 }
 
-/** The verdict of `authenticate`: the username the client acts as, or a refusal. */
+/**
+ * The verdict of `authenticate`: the username the client acts as (and the client id, when
+ * policy replaces the one it sent: `auth.use_username_as_clientid`), or a refusal.
+ */
 export type AuthVerdict =
-  | { ok: true; username: string | undefined }
+  | { ok: true; username: string | undefined; clientId?: string | undefined }
   | { ok: false; code: number; reason: string };
 
 export interface AuthPort {
@@ -45,6 +48,12 @@ export interface AuthPort {
   authenticate(subject: AccessSubject, credentials: Credentials): Promise<AuthVerdict>;
   /** Count one PUBLISH; false when it is over the publish rate. Called per message: keep it cheap. */
   takePublish(subject: AccessSubject): boolean;
+  /**
+   * May `subject`, authenticated, take over the session of its client id, which `owner`
+   * opened (a username; null: an anonymous client; undefined: not known)? A refusal is
+   * sent as the CONNACK; the session and its connection are left alone.
+   */
+  claim(subject: AccessSubject, owner: string | null | undefined): { code: number; reason: string } | undefined;
 }
 
 export type AclAction = "publish" | "subscribe";
@@ -65,6 +74,7 @@ export const openAccess: AuthPort & AclPort = {
   release: () => {},
   authenticate: (_subject, credentials) => Promise.resolve({ ok: true, username: credentials.username }),
   takePublish: () => true,
+  claim: () => undefined,
   allows: () => true,
   allowsRead: () => true,
 };

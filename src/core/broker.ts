@@ -108,7 +108,7 @@ export class Broker {
     this.acl = deps.acl ?? openAccess;
     this.router = new Router(deps.options);
     this.outbound = new OutboundFlow(deps.options, this.metrics, deps.store, deps.logger, this.router);
-    this.#wills = new WillHandler(deps.clock, deps.logger, this);
+    this.#wills = new WillHandler(deps.clock, deps.logger, this, this.acl, () => this.metrics.aclDeniedPublish++);
     this.registry = new SessionRegistry(deps.clock, deps.store, deps.logger, this.router, this.outbound, this.#wills);
     this.sessions = this.registry.sessions;
   }

@@ -116,16 +116,50 @@ const capacity: ConnectStep = {
   },
 };
 
+/** The Will's form: a valid topic name, and retain only where retained messages are available. */
 const will: ConnectStep = {
   name: "will",
-  run({ c, broker, p }) {
+  run({ broker, p }) {
     if (!p.will) return undefined;
     const opts = broker.options;
     const problem = topicNameProblem(p.will.topic, opts);
     if (problem) return { code: RC.TOPIC_NAME_INVALID, why: `will topic: ${problem}` };
     if (p.will.retain && !opts.retainAvailable) return { code: RC.RETAIN_NOT_SUPPORTED, why: "retain not available" };
-    c.will = willFromConnect(p.will, c.clientId, broker.clock.now());
     return undefined;
+  },
+};
+
+/**
+ * The Will is a publish by this client: its topic must pass the publish ACL, asked once the
+ * username and client id are final (%u, %c). Refused like Mosquitto: v5 0x87, 3.1.1 return
+ * code 5 — the client learns at once instead of losing its Will silently later. Checked
+ * again when the Will is published (WillHandler), since the rules may change meanwhile.
+ */
+const willAcl: ConnectStep = {
+  name: "will-acl",
+  run({ c, broker, p }) {
+    if (!p.will) return undefined;
+    if (!broker.acl.allows(c, "publish", p.will.topic)) {
+      broker.metrics.aclDeniedPublish++;
+      return { code: RC.NOT_AUTHORIZED, why: `will topic ${p.will.topic} not authorized` };
+    }
+    c.will = willFromConnect(p.will, c, broker.clock.now());
+    return undefined;
+  },
+};
+
+/**
+ * Another username's session is not this client's to take over (`auth.bind_client_ids`,
+ * decided by AuthPort.claim): refused before the session is touched, so the owner keeps its
+ * connection, its Will stays unsent and its queue intact.
+ */
+const sessionOwner: ConnectStep = {
+  name: "session-owner",
+  run({ c, broker }) {
+    const s = broker.sessions.get(c.clientId);
+    if (!s) return undefined;
+    const refused = broker.auth.claim(c, s.owner);
+    return refused === undefined ? undefined : { code: refused.code, why: refused.reason };
   },
 };
 
@@ -179,6 +213,10 @@ const authenticate: ConnectStep = {
         };
       }
       c.username = auth.username; // a certificate's CN may stand in for the username sent
+      // auth.use_username_as_clientid: the username is the client id, whatever was sent. An
+      // empty id still gets it back as Assigned Client Identifier [MQTT-3.2.2-16]; a sent one
+      // is not contradicted in CONNACK (as Mosquitto).
+      if (auth.clientId !== undefined) c.clientId = auth.clientId;
       return undefined;
     });
   },
@@ -188,13 +226,14 @@ const openSession: ConnectStep = {
   name: "open-session",
   run(a) {
     const { c } = a;
-    return a.broker.registry.open(c, c.clientId, c.version as ProtocolVersion, a.clean, a.expiry).then(
-      ({ session, present }): StepResult => {
-        a.session = session;
-        a.present = present;
-        return undefined;
-      },
-    );
+    return a.broker.registry.open(c, c.clientId, c.version as ProtocolVersion, a.clean, a.expiry, c.username ?? null)
+      .then(
+        ({ session, present }): StepResult => {
+          a.session = session;
+          a.present = present;
+          return undefined;
+        },
+      );
   },
 };
 
@@ -245,6 +284,8 @@ export const connectSteps: readonly ConnectStep[] = [
   keepAlive,
   sessionExpiry,
   authenticate,
+  willAcl,
+  sessionOwner,
   openSession,
   connack,
   online,

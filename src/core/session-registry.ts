@@ -35,6 +35,7 @@ export class SessionRegistry {
     for (const rs of recovered) {
       const r = rs.session;
       const s = new Session(r.clientId, r.protocolVersion, r.expiryInterval);
+      s.owner = r.owner;
       this.sessions.set(s.clientId, s);
       this.#stored.add(s);
       for (const sub of r.subscriptions) {
@@ -78,6 +79,7 @@ export class SessionRegistry {
     version: ProtocolVersion,
     clean: boolean,
     expiry: number,
+    owner: string | null = null,
   ): Promise<{ session: Session; present: boolean }> {
     const existing = this.sessions.get(clientId);
     if (existing?.client && existing.client !== peer) existing.client.takeover();
@@ -101,6 +103,8 @@ export class SessionRegistry {
       this.sessions.set(clientId, s);
     }
     s.client = peer;
+    // Whoever opens it owns it from now on; AuthPort.claim decided before that it may.
+    s.owner = owner;
     if (s.persistent) {
       mutations.push({ op: "session-put", session: s.toRecord() });
       this.#stored.add(s);

@@ -44,6 +44,12 @@ export class Session {
   qos2Incoming = new Set<number>();
   /** The connection attached to it, if any. */
   client: Peer | undefined;
+  /**
+   * The username that opened the session (null: an anonymous client); undefined for a
+   * session recovered from a record written before owners were kept. `AuthPort.claim`
+   * decides whether another username may take the session over.
+   */
+  owner: string | null | undefined = undefined;
   disconnectedAt: number | undefined;
   expiryTimer: unknown;
   willTimer: unknown;
@@ -141,6 +147,7 @@ export class Session {
       }),
     };
     if (this.disconnectedAt !== undefined) rec.disconnectedAt = this.disconnectedAt;
+    if (this.owner !== undefined) rec.owner = this.owner;
     return rec;
   }
 }

@@ -1,5 +1,6 @@
 import type { ConnectPacket } from "../mqtt/packets.ts";
 import type { Message, QoS } from "../store/store.ts";
+import type { AccessSubject, AclPort } from "./auth-ports.ts";
 import type { Clock } from "./clock.ts";
 import type { Logger } from "./logger.ts";
 import { pickMessageProperties, toBytes } from "./message-properties.ts";
@@ -10,10 +11,16 @@ export interface Will {
   message: Message;
   /** Will Delay Interval in seconds. */
   delay: number;
+  /**
+   * Who publishes it: the client as it was authenticated. The publish ACL is asked again
+   * for this subject when the Will goes out, since the rules may have changed since CONNECT.
+   */
+  subject: AccessSubject;
 }
 
-/** The Will a CONNECT carries, as the message it will become. */
-export function willFromConnect(w: NonNullable<ConnectPacket["will"]>, clientId: string, now: number): Will {
+/** The Will a CONNECT carries, as the message `subject` will publish. */
+export function willFromConnect(w: NonNullable<ConnectPacket["will"]>, subject: AccessSubject, now: number): Will {
+  const clientId = subject.clientId;
   const wp = w.properties ?? {};
   const msg: Message = {
     offset: 0,
@@ -27,7 +34,14 @@ export function willFromConnect(w: NonNullable<ConnectPacket["will"]>, clientId:
   const mp = pickMessageProperties(wp);
   if (mp) msg.properties = mp;
   if (wp.messageExpiryInterval !== undefined) msg.expiresAt = now + wp.messageExpiryInterval * 1000;
-  return { message: msg, delay: wp.willDelayInterval ?? 0 };
+  // A snapshot: the connection object goes away, its identity must not change meanwhile.
+  const who: AccessSubject = {
+    clientId,
+    username: subject.username,
+    remoteAddress: subject.remoteAddress,
+    remoteIp: subject.remoteIp,
+  };
+  return { message: msg, delay: wp.willDelayInterval ?? 0, subject: who };
 }
 
 /** How a Will gets published: routed and delivered like any message (the broker). */
@@ -48,6 +62,9 @@ export class WillHandler {
     private readonly clock: Clock,
     private readonly logger: Logger,
     private readonly publisher: WillPublisher,
+    private readonly acl: AclPort,
+    /** Counts a Will the ACL refused at publication (BrokerMetrics.aclDeniedPublish). */
+    private readonly onDenied: () => void,
   ) {}
 
   /** `s`'s connection ended abnormally with `will`. */
@@ -82,6 +99,13 @@ export class WillHandler {
   }
 
   #publish(will: Will): void {
+    // Checked at CONNECT too (connect-pipeline's will-acl step); a reload since may have
+    // taken the right away, and a Will must not outlive its author's permissions.
+    if (!this.acl.allows(will.subject, "publish", will.message.topic)) {
+      this.onDenied();
+      this.logger.info(`Will of ${will.subject.clientId} on ${will.message.topic} not published: not authorized`);
+      return;
+    }
     const now = this.clock.now();
     const m: Message = { ...will.message, receivedAt: now };
     // The Will's Message Expiry Interval is its lifetime from publication, not from CONNECT

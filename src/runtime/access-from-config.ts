@@ -21,7 +21,12 @@ export interface Access {
  */
 export function accessFromConfig(config: FerryConfig, clock: Clock, logger: Logger, metrics: BrokerMetrics): Access {
   const security = new Security(
-    { allowAnonymous: resolveAllowAnonymous(config), useIdentityAsUsername: config.tls.use_identity_as_username },
+    {
+      allowAnonymous: resolveAllowAnonymous(config),
+      useIdentityAsUsername: config.tls.use_identity_as_username,
+      useUsernameAsClientId: config.auth.use_username_as_clientid,
+      bindClientIds: config.auth.bind_client_ids,
+    },
     limitsFrom(config),
     clock,
     logger,

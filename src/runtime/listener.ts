@@ -19,6 +19,8 @@ export interface TlsMaterial {
   ca: string | undefined;
   /** Refuse clients whose certificate `ca` does not verify (mutual TLS). */
   requireClientCert: boolean;
+  /** TLS 1.2 cipher suites, an OpenSSL cipher list (`tls.ciphers`); undefined: the TLS library's own default. */
+  ciphers?: string | undefined;
 }
 
 /** A TLS listener whose certificates can be replaced while it runs. */

@@ -1,7 +1,8 @@
+import { statSync } from "node:fs";
 import { parseAclFile } from "../auth/acl-file.ts";
 import { PasswordFile } from "../auth/password-file.ts";
 import { weakness } from "../auth/password-hash.ts";
-import { aclRulesFrom, resolveAclDefault, resolveAllowAnonymous } from "../config/security-options.ts";
+import { aclRulesFrom, authConfigured, resolveAclDefault, resolveAllowAnonymous } from "../config/security-options.ts";
 import type { FerryConfig } from "../config/schema.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Access } from "./access-from-config.ts";
@@ -50,11 +51,14 @@ export class SecurityWiring {
       log.warn("auth: anonymous access is off and there is no auth.password_file: every client will be refused");
     }
     if (anonymous && config.auth.allow_anonymous === null) {
-      log.info(`auth: anonymous access allowed because ${config.listeners.host} is a loopback address`);
-    } else if (!anonymous && config.auth.allow_anonymous === null) {
       log.info(
-        `auth: anonymous access refused because ${config.listeners.host} is not a loopback address (auth.allow_anonymous)`,
+        `auth: anonymous access allowed because ${config.listeners.host} is a loopback address and no authentication is configured`,
       );
+    } else if (!anonymous && config.auth.allow_anonymous === null) {
+      const why = authConfigured(config)
+        ? "authentication is configured"
+        : `${config.listeners.host} is not a loopback address`;
+      log.info(`auth: anonymous access refused because ${why} (auth.allow_anonymous)`);
     }
     return w;
   }
@@ -153,6 +157,15 @@ export class SecurityWiring {
   #applyPasswords(path: string, text: string, starting: boolean): void {
     const { file, problems } = PasswordFile.parse(text);
     if (problems.length > 0) throw new Error(`${path}: ${problems.join("; ")}`);
+    const mode = modeOf(path);
+    if (mode !== undefined && mode & 0o004) {
+      // As Mosquitto 2 does: a warning, not a refusal, so an upgrade does not lock everyone out.
+      this.log.warn(
+        `auth: ${path} is readable by every user (mode 0${
+          (mode & 0o777).toString(8)
+        }): anyone on this machine can copy the hashes and guess passwords offline; chmod o-rwx ${path}`,
+      );
+    }
     const users = file.users();
     for (const [user, hash] of users) {
       const weak = weakness(hash);
@@ -178,7 +191,10 @@ export class SecurityWiring {
     const id = await fingerprint(new TextEncoder().encode(`${cert}\u0000${key}\u0000${ca ?? ""}`));
     if (onlyIfChanged && this.#seen.get("\u0000tls") === id) return undefined;
     if (starting) this.#seen.set("\u0000tls", id);
-    return { material: { cert: cert!, key: key!, ca, requireClientCert: tls.require_client_cert }, id };
+    return {
+      material: { cert: cert!, key: key!, ca, requireClientCert: tls.require_client_cert, ciphers: tls.ciphers },
+      id,
+    };
   }
 
   async #reloadTls(onlyIfChanged: boolean): Promise<void> {
@@ -194,6 +210,15 @@ export class SecurityWiring {
       // A half-written file or a key that does not fit the certificate: keep the old pair.
       this.log.error(`tls: reload failed, keeping the previous certificates: ${redactPem((err as Error).message)}`);
     }
+  }
+}
+
+/** The file's permission bits, or undefined where they cannot be read. */
+function modeOf(path: string): number | undefined {
+  try {
+    return statSync(path).mode & 0o7777;
+  } catch {
+    return undefined;
   }
 }
 

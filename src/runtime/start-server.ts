@@ -1,9 +1,10 @@
+import { hostname } from "node:os";
 import { Broker } from "../core/broker.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { consoleLogger, type Logger } from "../core/logger.ts";
 import { BrokerMetrics } from "../core/metrics.ts";
 import { brokerOptionsFrom } from "../config/load.ts";
-import type { FerryConfig } from "../config/schema.ts";
+import { type FerryConfig, isLoopbackHost } from "../config/schema.ts";
 import type { SqliteDriver } from "../store/sqlite/driver.ts";
 import type { StoreThread } from "../store/sqlite/threaded-store.ts";
 import type { Listener, ListenerFactory } from "./listener.ts";
@@ -14,6 +15,7 @@ import { RecentLog } from "../admin/recent-log.ts";
 import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
 import { SecurityWiring } from "./security-wiring.ts";
 import { accessFromConfig } from "./access-from-config.ts";
+import { adminToken } from "./admin-token.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -40,6 +42,12 @@ export interface ServerAdapters extends ListenerFactory {
   readFile(path: string): Promise<Uint8Array>;
   /** Serve HTTP with a fetch handler (the admin API). */
   listenHttp: ListenHttp;
+}
+
+/** This machine's names as a browser on the network may address it: hostname and its mDNS name. */
+function machineNames(): string[] {
+  const name = hostname().toLowerCase().replace(/\.local$/, "");
+  return name === "" ? [] : [name, `${name}.local`];
 }
 
 /**
@@ -109,11 +117,13 @@ export async function startServerWith(
       );
       await security.listen(accept);
       const at = (l: Listener | undefined) => (l ? `${l.host}:${l.port}` : null);
+      const token = adminToken(config, log);
       admin = await listenAdmin(adapters.listenHttp.bind(adapters), {
         broker,
         uplinks,
-        config,
+        config: token === config.admin.token ? config : { ...config, admin: { ...config.admin, token } },
         recent,
+        ownNames: isLoopbackHost(config.admin.host) ? [] : machineNames(),
         ready: () => ({ store_open: !stopping, listeners_up: !stopping }),
         listeners: () => ({
           mqtt: at(mqtt),

@@ -225,10 +225,11 @@ export function runStoreContract(
     test("sessions are put, replaced and deleted, and survive reopen", async () => {
       const { store, reopen } = await fresh();
       const one = session("one");
-      const two = session("two", { protocolVersion: 4, expiryInterval: 0xffffffff });
+      const two = session("two", { protocolVersion: 4, expiryInterval: 0xffffffff, owner: "alice" });
       await store.commit([{ op: "session-put", session: one }, { op: "session-put", session: two }]);
       const oneReplaced = session("one", {
         disconnectedAt: 1_700_000_123_456,
+        owner: null, // an anonymous owner is kept as such, not as "no owner recorded"
         subscriptions: [
           {
             filter: "$share/g/a/+",

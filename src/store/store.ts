@@ -67,6 +67,11 @@ export interface SessionRecord {
   disconnectedAt?: number;
   protocolVersion: 3 | 4 | 5;
   subscriptions: SubscriptionRecord[];
+  /**
+   * The username that owns the session (`auth.bind_client_ids`): a string, null for an
+   * anonymous client; absent in records written before owners were kept (then unbound).
+   */
+  owner?: string | null;
 }
 
 /**

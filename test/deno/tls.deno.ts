@@ -174,3 +174,20 @@ Deno.test("ferry under deno: a config that asks for client certificates is refus
   assert(r.code === 1, `exit status ${r.code}`);
   assert(new TextDecoder().decode(r.stderr).includes("client certificates"), "names the reason");
 });
+
+Deno.test("ferry under deno: a tls.ciphers list other than the default is refused at start (rustls takes none)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-deno-ciphers-" });
+  await makeCerts(dir);
+  const config = `${dir}/ferry.json`;
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({
+      listeners: { tls_port: 0 },
+      storage: { durability: "memory" },
+      tls: { cert: `${dir}/first.crt`, key: `${dir}/first.key`, ciphers: "ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA" },
+    }),
+  );
+  const r = await spawnFerry(config, `${dir}/data`).output();
+  assert(r.code === 1, `exit status ${r.code}`);
+  assert(new TextDecoder().decode(r.stderr).includes("tls.ciphers"), "names the key");
+});

@@ -104,11 +104,11 @@ export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess>
     "--data-dir",
     options.dataDir,
   ];
-  if (options.config) {
-    const path = options.configPath ?? `${options.dataDir.replace(/\/$/, "")}.config.json`;
-    writeFileSync(path, JSON.stringify(options.config));
-    args.push("--config", path);
-  }
+  // Every test client comes from 127.0.0.1, so per-address limits are off unless the test sets them.
+  const config = { ...options.config, limits: { exempt_loopback: true, ...(options.config?.limits as object) } };
+  const path = options.configPath ?? `${options.dataDir.replace(/\/$/, "")}.config.json`;
+  writeFileSync(path, JSON.stringify(config));
+  args.push("--config", path);
   const listening = /listening mqtt:\/\/[^\s]+:(\d+)/;
   const s = await spawnServe(args, { until: [listening], timeoutMs: options.startTimeoutMs ?? 15_000 });
   const port = Number(listening.exec(s.out)![1]);

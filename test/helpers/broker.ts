@@ -26,6 +26,9 @@ export function testConfig(overrides: DeepPartial<FerryConfig> = {}): FerryConfi
     log_level: "silent",
     mqtt: { sys_interval: 0 },
     admin: { port: null }, // tests that use the admin API ask for it (port 0)
+    // Every test client comes from 127.0.0.1: per-address limits would count them all as
+    // one. Tests of the limits (and of this default) turn it back off.
+    limits: { exempt_loopback: true },
   };
   return validateConfig(merge(base, overrides));
 }

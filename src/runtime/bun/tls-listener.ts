@@ -38,14 +38,28 @@ export function certificateOf(
   return { verified: socket.authorized === true, commonName: typeof cn === "string" && cn !== "" ? cn : undefined };
 }
 
-/** Bun's TLS options for `m`. BoringSSL offers TLS 1.2 and 1.3 only, so older clients fail the handshake. */
+/**
+ * Bun's TLS options for `m`. BoringSSL offers TLS 1.2 and 1.3 only, so older clients fail
+ * the handshake; `ciphers` restricts the TLS 1.2 suites (BoringSSL's own default includes
+ * plain-RSA key exchange and CBC with SHA-1). Throws `tls.ciphers: …` when BoringSSL
+ * accepts none of the names (an unknown name among known ones is skipped, as OpenSSL does).
+ */
 export function bunTlsOptions(m: TlsMaterial): TLSOptions {
   const asked = m.ca !== undefined;
   return {
     cert: m.cert,
     key: m.key,
+    ...(m.ciphers !== undefined ? { ciphers: m.ciphers } : {}),
     ...(asked ? { ca: m.ca, requestCert: true, rejectUnauthorized: m.requireClientCert } : {}),
   };
+}
+
+/** Name the config key when BoringSSL refuses the cipher list. */
+export function explainTlsError(err: unknown): unknown {
+  if (err instanceof Error && /cipher/i.test(err.message) && !err.message.startsWith("tls.ciphers")) {
+    return new Error(`tls.ciphers: ${err.message} (no suite in the list is known to BoringSSL)`);
+  }
+  return err;
 }
 
 /**
@@ -96,7 +110,12 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
       },
     };
     // `reusePort` works for Bun.listen but is missing from its option types.
-    const listener = Bun.listen<SocketData>(options as Bun.TCPSocketListenOptions<SocketData>);
+    let listener: TCPSocketListener<SocketData>;
+    try {
+      listener = Bun.listen<SocketData>(options as Bun.TCPSocketListenOptions<SocketData>);
+    } catch (err) {
+      throw explainTlsError(err);
+    }
     self.listener = listener;
     generations.set(listener, gen);
     return listener;

@@ -2,7 +2,7 @@ import type { Server, ServerWebSocket } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
 import type { TlsListener, TlsMaterial } from "../listener.ts";
 import { WriteCoalescer } from "../bytes.ts";
-import { bunTlsOptions } from "./tls-listener.ts";
+import { bunTlsOptions, explainTlsError } from "./tls-listener.ts";
 
 interface WsData {
   remote: string;
@@ -85,14 +85,21 @@ export function listenSecureWebSocket(
   tls: TlsMaterial,
 ): TlsListener {
   const servers: Server<WsData>[] = [];
-  let current = Bun.serve<WsData>(serveOptions(host, port, accept, maxPacketSize, tls));
+  const serve = (p: number, m: TlsMaterial): Server<WsData> => {
+    try {
+      return Bun.serve<WsData>(serveOptions(host, p, accept, maxPacketSize, m));
+    } catch (err) {
+      throw explainTlsError(err);
+    }
+  };
+  let current = serve(port, tls);
   servers.push(current);
   const boundPort = current.port ?? port;
   return {
     host: current.hostname ?? host,
     port: boundPort,
     reload(m: TlsMaterial) {
-      const next = Bun.serve<WsData>(serveOptions(host, boundPort, accept, maxPacketSize, m));
+      const next = serve(boundPort, m);
       current.stop(false);
       // A retired server is kept only while it still holds WebSockets.
       for (let i = servers.length - 1; i >= 0; i--) if (servers[i]!.pendingWebSockets === 0) servers.splice(i, 1);

@@ -1,3 +1,4 @@
+import { DEFAULT_TLS_CIPHERS } from "../../config/tls-ciphers.ts";
 import type { ConnectionHandler } from "../../core/connection.ts";
 import type { Accept, TlsListener, TlsMaterial } from "../listener.ts";
 import { deno, type DenoConn, type DenoListener } from "./deno-api.ts";
@@ -12,6 +13,13 @@ function refuseClientCerts(m: TlsMaterial): void {
   // silently drop a security requirement.
   if (m.ca !== undefined) {
     throw new Error("tls.ca: client certificates (mutual TLS) need Bun; Deno.listenTls cannot request them");
+  }
+  // rustls offers only forward-secret AEAD suites, which is what the default asks for; a
+  // different list (say, legacy suites for an old device) cannot be honoured.
+  if (m.ciphers !== undefined && m.ciphers !== DEFAULT_TLS_CIPHERS) {
+    throw new Error(
+      "tls.ciphers: Deno's TLS (rustls) cannot be given a cipher list; it offers only forward-secret AEAD suites (the default). Remove tls.ciphers or run on Bun",
+    );
   }
 }
 
