@@ -1,4 +1,4 @@
-import { encode, encodeAck, PacketReader } from "../mqtt/codec.ts";
+import { encode, encodeAck, encodeDisconnect, PacketReader } from "../mqtt/codec.ts";
 import type {
   ConnectPacket,
   DisconnectPacket,
@@ -8,6 +8,7 @@ import type {
   SubscribePacket,
   UnsubscribePacket,
 } from "../mqtt/packets.ts";
+import { CONNACK_OPTIONAL_PROPERTIES, encodeWithin, REASON_PROPERTIES } from "../mqtt/encode-within.ts";
 import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
 import { StoreFullError } from "../store/store.ts";
 import type { Message, MessageProperties, Mutation, QoS } from "../store/store.ts";
@@ -160,13 +161,16 @@ export class ClientConnection implements ConnectionHandler {
     if (err instanceof MqttError) {
       this.broker.metrics.protocolErrors++;
       this.broker.logger.debug(`client ${this.clientId || this.conn.remoteAddress}: ${err.message}`);
-      if (this.state === "awaiting-connect" && /protocol version|protocolId/i.test(err.message)) {
+      if (this.state === "awaiting-connect" && err.reasonCode === RC.UNSUPPORTED_PROTOCOL_VERSION) {
         // [MQTT-3.1.2-2] answer an unsupported protocol level with CONNACK 0x01 / 0x84, then close.
         this.#write(encode({ cmd: "connack", returnCode: 1, sessionPresent: false }, 4));
         this.#shutdown(true);
         return;
       }
-      this.disconnect(err.reasonCode, err.message);
+      // A refused v5 CONNECT learns why in a CONNACK (spec 4.13.1); 3.1.1 is just closed.
+      if (this.state === "awaiting-connect" && err.protocolVersion === 5) this.version = 5;
+      // The bare code (E0 01 81): the client sent the packet; why it failed is in the log above.
+      this.disconnect(err.reasonCode);
       return;
     }
     this.broker.logger.error(`client ${this.clientId}: internal error: ${String(err)}`);
@@ -257,6 +261,10 @@ export class ClientConnection implements ConnectionHandler {
     let clientId = p.clientId ?? "";
     let assigned = false;
     const clean = p.clean ?? true;
+    // MQTT 3.1 allows 1 to 23 characters and answers anything else with return code 2.
+    if (this.version === 3 && (clientId.length === 0 || clientId.length > 23)) {
+      return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "MQTT 3.1 client id must have 1 to 23 characters");
+    }
     if (clientId.length === 0) {
       // [MQTT-3.1.3-8] 3.1.1: an empty id with CleanSession=0 is rejected.
       if (!this.isV5 && !clean) return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "empty client id without clean session");
@@ -350,7 +358,15 @@ export class ClientConnection implements ConnectionHandler {
           connackProps.sharedSubscriptionAvailable = true;
         }
         // [MQTT-3.2.2-2] Session Present reflects a resumed session; always 0 with clean start.
-        this.#sendConnack(RC.SUCCESS, present, connackProps);
+        if (!this.#sendConnack(RC.SUCCESS, present, connackProps)) {
+          // Larger than the client's Maximum Packet Size even without optional properties.
+          this.will = undefined;
+          this.broker.metrics.connectionsRefused++;
+          this.broker.logger.info(`refused ${clientId}: CONNACK larger than its Maximum Packet Size`);
+          this.#sendConnack(RC.PACKET_TOO_LARGE, false, {});
+          this.#shutdown(false);
+          return;
+        }
         this.broker.sessionOnline(this, session);
         this.#handleEarly();
       },
@@ -377,14 +393,18 @@ export class ClientConnection implements ConnectionHandler {
     }
   }
 
-  #sendConnack(code: number, sessionPresent: boolean, properties: Record<string, unknown>): void {
+  /** Send CONNACK; false when it cannot fit the client's Maximum Packet Size [MQTT-3.1.2-24]. */
+  #sendConnack(code: number, sessionPresent: boolean, properties: Record<string, unknown>): boolean {
     if (this.isV5) {
       const packet = { cmd: "connack", reasonCode: code, sessionPresent } as Packet & { properties?: unknown };
       if (Object.keys(properties).length > 0) packet.properties = properties;
-      this.#write(encode(packet, 5));
+      const bytes = encodeWithin(packet, 5, this.clientMaxPacketSize, CONNACK_OPTIONAL_PROPERTIES);
+      if (bytes === undefined) return false;
+      this.#write(bytes);
     } else {
       this.#write(encode({ cmd: "connack", returnCode: v5ToV3Connack(code), sessionPresent }, this.version));
     }
+    return true;
   }
 
   // ---- PUBLISH in ---------------------------------------------------------------
@@ -610,7 +630,14 @@ export class ClientConnection implements ConnectionHandler {
   /** An acknowledgement's bytes; without a reason string, with no packet object in between (one per publish). */
   #encodeAck(cmd: "puback" | "pubrec" | "pubcomp" | "pubrel", id: number, code: number, reason?: string): Uint8Array {
     if (reason && this.isV5 && this.requestProblemInfo) {
-      return encode(this.#ackPacket(cmd, id, code, reason), this.version);
+      // Without its Reason String if that would exceed the client's Maximum Packet Size [MQTT-3.4.2-2].
+      const bytes = encodeWithin(
+        this.#ackPacket(cmd, id, code, reason),
+        5,
+        this.clientMaxPacketSize,
+        REASON_PROPERTIES,
+      );
+      if (bytes) return bytes;
     }
     return encodeAck(cmd, id, code, this.version);
   }
@@ -738,9 +765,11 @@ export class ClientConnection implements ConnectionHandler {
   disconnect(code: number, reason?: string): void {
     if (this.state === "closed") return;
     if (this.isV5 && this.state === "connected") {
-      const packet: Record<string, unknown> = { cmd: "disconnect", reasonCode: code };
-      if (reason) packet.properties = { reasonString: reason };
-      this.#write(encode(packet as unknown as Packet, 5));
+      // The Reason String only where it fits the client's Maximum Packet Size [MQTT-3.14.2-3].
+      const packet = { cmd: "disconnect", reasonCode: code, properties: { reasonString: reason } } as Packet;
+      const full = reason ? encodeWithin(packet, 5, this.clientMaxPacketSize, []) : undefined;
+      const bytes = full ?? encodeDisconnect(code);
+      if (bytes.byteLength <= this.clientMaxPacketSize) this.#write(bytes);
     } else if (this.isV5 && this.state !== "connected" && code >= 0x80) {
       // Before CONNACK the reason goes in a CONNACK (spec 4.13.1).
       this.#sendConnack(code, false, {});

@@ -16,6 +16,7 @@
  */
 import MqttPacketClass from "mqtt-packet/packet.js";
 import type { Packet, ProtocolVersion } from "./packets.ts";
+import { utf8Problem } from "./utf8.ts";
 
 /** The fields of mqtt-packet's packet object that the decoder sets. */
 interface MqttPacketObject {
@@ -95,9 +96,11 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   const topicLength = (buf[body]! << 8) | buf[body + 1]!;
   let pos = body + 2;
   if (pos + topicLength > end) return undefined;
-  // Decoded as mqtt-packet does (Buffer#toString): ill-formed UTF-8 becomes U+FFFD and
-  // is refused by the core's topic check [MQTT-1.5.4-1]; so are wildcards [MQTT-3.3.2-2].
+  // Decoded as mqtt-packet does (Buffer#toString). A topic that is not acceptable UTF-8
+  // [MQTT-1.5.4-1] [MQTT-1.5.4-2] is left to mqtt-packet and validate-packet.ts, which
+  // refuse it; wildcards are the core's to refuse [MQTT-3.3.2-2].
   const topic = topicLength === 0 ? "" : topicString(buf, pos, topicLength);
+  if (topic === undefined) return undefined;
   pos += topicLength;
   const qos = (first >> 1) & 0x03;
   let messageId = 0;
@@ -134,14 +137,23 @@ const TOPIC_MEMO_MAX = 256;
  * `buf.toString("utf8", pos, pos + length)`, but a topic whose bytes equal the last
  * one's gets the string made then: publishers send the same topic again and again, and
  * a fresh string per message was a measurable part of what the event loop allocates.
- * Equal bytes decode to an equal string, so the result is the same.
+ * Equal bytes decode to an equal string, so the result is the same. Undefined when the
+ * bytes are not acceptable UTF-8 (checked once per new topic: the remembered one passed).
  */
-function topicString(buf: Buffer, pos: number, length: number): string {
+function topicString(buf: Buffer, pos: number, length: number): string | undefined {
   const last = lastTopicBytes;
   if (last.byteLength === length) {
     let i = 0;
     while (i < length && buf[pos + i] === last[i]) i++;
     if (i === length) return lastTopic;
+  }
+  // ASCII without U+0000 is the common case; anything else gets the full UTF-8 check.
+  for (let i = pos, end = pos + length; i < end; i++) {
+    const b = buf[i]!;
+    if (b === 0 || b >= 0x80) {
+      if (utf8Problem(buf, pos, end) !== undefined) return undefined;
+      break;
+    }
   }
   const topic = buf.toString("utf8", pos, pos + length);
   if (length <= TOPIC_MEMO_MAX) {
