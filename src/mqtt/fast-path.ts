@@ -9,9 +9,11 @@
  * packet decoded here is the object mqtt-packet 9.0.2 would have produced (same class,
  * fields, values and types), every packet encoded here is byte for byte what
  * mqtt-packet.generate would have produced. Anything unusual (properties, malformed or
- * truncated fields, values mqtt-packet would refuse or mangle) is not handled here:
- * the functions return undefined and the caller falls back to mqtt-packet, so its
- * behaviour, error messages included, stays the reference.
+ * truncated fields, a topic that is not acceptable UTF-8, values mqtt-packet would refuse
+ * or mangle) is not handled here: the functions return undefined and the caller falls
+ * back to mqtt-packet and validate-packet.ts, so their behaviour, error messages included,
+ * stays the reference. What is decoded here passes validate-packet.ts by construction,
+ * which is why the hot path costs no property check.
  * test/unit/codec-fast-path.test.ts checks the equivalence.
  */
 import MqttPacketClass from "mqtt-packet/packet.js";
