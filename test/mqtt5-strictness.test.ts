@@ -328,6 +328,18 @@ describe("topic filters", () => {
   });
 });
 
+test("a genuine U+FFFD (EF BF BD) is a character: in a client id, a filter and a topic it is accepted and delivered", async () => {
+  const topic = "fffd/\uFFFD";
+  const sub = await RawClient.connected(broker.port, 5, { clientId: "strict-\uFFFD" });
+  sub.sendBytes(frame(0x82, [0, 1, 0, ...str(topic), 0]));
+  expect((await sub.next("suback")).granted).toEqual([0]);
+  const pub = await RawClient.connected(broker.port, 4, { clientId: "strict-fffd-pub" });
+  pub.sendBytes(frame(0x30, [...str(topic), 0x78]));
+  expect((await sub.next("publish")).topic).toBe(topic);
+  sub.close();
+  pub.close();
+});
+
 // ---- 5. PUBREC with an error ------------------------------------------------------------------
 
 describe("QoS 2 towards a v5 client", () => {

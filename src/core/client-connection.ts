@@ -271,9 +271,8 @@ export class ClientConnection implements ConnectionHandler {
       clientId = this.broker.assignClientId(); // [MQTT-3.1.3-6]
       assigned = true;
     }
-    if (clientId.includes("\u0000") || clientId.includes("\uFFFD")) {
-      return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "client id is not valid UTF-8");
-    }
+    // The codec refused U+0000 and ill-formed bytes as malformed [MQTT-1.5.4-1]; a U+FFFD is a character.
+    if (clientId.includes("\u0000")) return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "client id contains U+0000");
     this.clientId = clientId;
     this.username = p.username;
 
