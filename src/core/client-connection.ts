@@ -1,4 +1,5 @@
-import { encode, encodeAck, PacketReader } from "../mqtt/codec.ts";
+import { encode, encodeAck, encodeDisconnect, PacketReader } from "../mqtt/codec.ts";
+import { CONNACK_OPTIONAL_PROPERTIES, encodeWithin, REASON_PROPERTIES } from "../mqtt/encode-within.ts";
 import type { DisconnectPacket, Packet, ProtocolVersion, SubscribePacket, UnsubscribePacket } from "../mqtt/packets.ts";
 import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
 import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
@@ -131,13 +132,16 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
     if (err instanceof MqttError) {
       this.broker.metrics.protocolErrors++;
       this.broker.logger.debug(`client ${this.clientId || this.conn.remoteAddress}: ${err.message}`);
-      if (this.state === "awaiting-connect" && /protocol version|protocolId/i.test(err.message)) {
+      if (this.state === "awaiting-connect" && err.reasonCode === RC.UNSUPPORTED_PROTOCOL_VERSION) {
         // [MQTT-3.1.2-2] answer an unsupported protocol level with CONNACK 0x01 / 0x84, then close.
         this.write(encode({ cmd: "connack", returnCode: 1, sessionPresent: false }, 4));
         this.shutdown(true);
         return;
       }
-      this.disconnect(err.reasonCode, err.message);
+      // A refused v5 CONNECT learns why in a CONNACK (spec 4.13.1); 3.1.1 is just closed.
+      if (this.state === "awaiting-connect" && err.protocolVersion === 5) this.version = 5;
+      // The bare code (E0 01 81): the client sent the packet; why it failed is in the log above.
+      this.disconnect(err.reasonCode);
       return;
     }
     this.broker.logger.error(`client ${this.clientId}: internal error: ${String(err)}`);
@@ -208,14 +212,18 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
     }
   }
 
-  sendConnack(code: number, sessionPresent: boolean, properties: Record<string, unknown>): void {
+  /** Send CONNACK; false when it cannot fit the client's Maximum Packet Size [MQTT-3.1.2-24]. */
+  sendConnack(code: number, sessionPresent: boolean, properties: Record<string, unknown>): boolean {
     if (this.isV5) {
       const packet = { cmd: "connack", reasonCode: code, sessionPresent } as Packet & { properties?: unknown };
       if (Object.keys(properties).length > 0) packet.properties = properties;
-      this.write(encode(packet, 5));
+      const bytes = encodeWithin(packet, 5, this.clientMaxPacketSize, CONNACK_OPTIONAL_PROPERTIES);
+      if (bytes === undefined) return false;
+      this.write(bytes);
     } else {
       this.write(encode({ cmd: "connack", returnCode: v5ToV3Connack(code), sessionPresent }, this.version));
     }
+    return true;
   }
 
   // ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------
@@ -318,9 +326,11 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   disconnect(code: number, reason?: string): void {
     if (this.state === "closed") return;
     if (this.isV5 && this.state === "connected") {
-      const packet: Record<string, unknown> = { cmd: "disconnect", reasonCode: code };
-      if (reason) packet.properties = { reasonString: reason };
-      this.write(encode(packet as unknown as Packet, 5));
+      // The Reason String only where it fits the client's Maximum Packet Size [MQTT-3.14.2-3].
+      const packet = { cmd: "disconnect", reasonCode: code, properties: { reasonString: reason } } as Packet;
+      const full = reason ? encodeWithin(packet, 5, this.clientMaxPacketSize, []) : undefined;
+      const bytes = full ?? encodeDisconnect(code);
+      if (bytes.byteLength <= this.clientMaxPacketSize) this.write(bytes);
     } else if (this.isV5 && this.state !== "connected" && code >= 0x80) {
       // Before CONNACK the reason goes in a CONNACK (spec 4.13.1).
       this.sendConnack(code, false, {});
@@ -421,7 +431,9 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
     if (reason && this.isV5 && this.requestProblemInfo) {
       const packet: Record<string, unknown> = { cmd, messageId: id, reasonCode: code };
       packet.properties = { reasonString: reason };
-      return encode(packet as unknown as Packet, this.version);
+      // Without its Reason String if that would exceed the client's Maximum Packet Size [MQTT-3.4.2-2].
+      const bytes = encodeWithin(packet as unknown as Packet, 5, this.clientMaxPacketSize, REASON_PROPERTIES);
+      if (bytes) return bytes;
     }
     return encodeAck(cmd, id, code, this.version);
   }

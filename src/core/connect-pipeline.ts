@@ -87,6 +87,10 @@ const clientId: ConnectStep = {
   run(a) {
     const { c, p } = a;
     let id = p.clientId ?? "";
+    // MQTT 3.1 allows 1 to 23 characters and answers anything else with return code 2.
+    if (c.version === 3 && (id.length === 0 || id.length > 23)) {
+      return { code: RC.CLIENT_IDENTIFIER_NOT_VALID, why: "MQTT 3.1 client id must have 1 to 23 characters" };
+    }
     if (id.length === 0) {
       // [MQTT-3.1.3-8] 3.1.1: an empty id with CleanSession=0 is rejected.
       if (!c.isV5 && !a.clean) {
@@ -95,9 +99,8 @@ const clientId: ConnectStep = {
       id = a.broker.assignClientId(); // [MQTT-3.1.3-6]
       a.assigned = true;
     }
-    if (id.includes("\u0000") || id.includes("\uFFFD")) {
-      return { code: RC.CLIENT_IDENTIFIER_NOT_VALID, why: "client id is not valid UTF-8" };
-    }
+    // The codec refused U+0000 and ill-formed bytes as malformed [MQTT-1.5.4-1]; a U+FFFD is a character.
+    if (id.includes("\u0000")) return { code: RC.CLIENT_IDENTIFIER_NOT_VALID, why: "client id contains U+0000" };
     c.clientId = id;
     c.username = p.username;
     return undefined;
@@ -259,7 +262,15 @@ const connack: ConnectStep = {
       connackProps.sharedSubscriptionAvailable = true;
     }
     // [MQTT-3.2.2-2] Session Present reflects a resumed session; always 0 with clean start.
-    c.sendConnack(RC.SUCCESS, a.present, connackProps);
+    if (!c.sendConnack(RC.SUCCESS, a.present, connackProps)) {
+      // Larger than the client's Maximum Packet Size even without optional properties [MQTT-3.1.2-24].
+      c.will = undefined;
+      a.broker.metrics.connectionsRefused++;
+      a.broker.logger.info(`refused ${c.clientId}: CONNACK larger than its Maximum Packet Size`);
+      c.sendConnack(RC.PACKET_TOO_LARGE, false, {});
+      c.shutdown(false);
+      return STOP;
+    }
     return undefined;
   },
 };

@@ -2,6 +2,7 @@ import mqttPacket from "mqtt-packet";
 import { decodeFast, encodeAckFields, encodeFast } from "./fast-path.ts";
 import type { Packet, ProtocolVersion, PublishPacket } from "./packets.ts";
 import { MqttError, RC } from "./reason-codes.ts";
+import { checkPacket, connectLevel } from "./validate-packet.ts";
 
 /** What PacketReader reads of mqtt-packet's parser beyond its typings (see #version). */
 interface ParserSettings {
@@ -23,7 +24,8 @@ const ID_REQUIRED = new Set(["subscribe", "unsubscribe"]);
 export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
 
 /**
- * Turns a byte stream into packets. Framing is done here (not by mqtt-packet) so that
+ * Turns a byte stream from a client into packets (the broker's side of a connection: a
+ * packet only a server sends is a Protocol Error). Framing is done here (not by mqtt-packet) so that
  * an oversized packet is refused from its fixed header alone, before its body is
  * buffered: a hostile client cannot make Ferry hold a 256 MB packet in memory.
  */
@@ -73,15 +75,17 @@ export class PacketReader {
         throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${frame} bytes exceeds ${this.maxPacketSize}`);
       }
       if (pos + frame > buf.byteLength) break; // body incomplete
+      let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
+      while ((buf[body - 1]! & 0x80) !== 0) body++;
       let packet: Packet | undefined;
       if (this.#fastPath) {
-        let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
-        while ((buf[body - 1]! & 0x80) !== 0) body++;
         view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
         packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#version());
       }
+      // What the fast path decodes needs no further check (fast-path.ts leaves anything
+      // unusual to mqtt-packet); everything else is checked field by field after mqtt-packet.
       if (packet) this.#out.push(packet);
-      else packet = this.#parseFrame(buf.subarray(pos, pos + frame));
+      else packet = this.#parseAndCheck(buf, pos, body, pos + frame);
       // [MQTT-2.3.1-1] SUBSCRIBE, UNSUBSCRIBE and a QoS>0 PUBLISH carry a non-zero Packet
       // Identifier; mqtt-packet accepts 0, and acknowledging it would confuse the client.
       if (packet.messageId === 0 && (packet.cmd === "publish" ? packet.qos > 0 : ID_REQUIRED.has(packet.cmd))) {
@@ -96,6 +100,24 @@ export class PacketReader {
     return this.#out;
   }
 
+  /** mqtt-packet's decoding of the frame at `start..end`, then checkPacket's verdict on its bytes. */
+  #parseAndCheck(buf: Uint8Array, start: number, body: number, end: number): Packet {
+    try {
+      const packet = this.#parseFrame(buf.subarray(start, end));
+      checkPacket(buf, start, body, end, this.#version());
+      return packet;
+    } catch (err) {
+      // A refused CONNECT carries its protocol level, so that a v5 client is told why.
+      if (err instanceof MqttError && buf[start]! >> 4 === 1 && err.protocolVersion === undefined) {
+        const level = connectLevel(buf, body, end);
+        if (level !== undefined && err.reasonCode !== RC.UNSUPPORTED_PROTOCOL_VERSION) {
+          throw new MqttError(err.reasonCode, err.message, level);
+        }
+      }
+      throw err;
+    }
+  }
+
   #parseFrame(frame: Uint8Array): Packet {
     const before = this.#out.length;
     // mqtt-packet wants a Buffer; this view shares memory, no copy.
@@ -103,7 +125,9 @@ export class PacketReader {
     if (this.#error) {
       const msg = this.#error.message;
       this.#error = null;
-      throw new MqttError(RC.MALFORMED_PACKET, `malformed packet: ${msg}`);
+      // [MQTT-3.1.2-2] a protocol level Ferry does not speak is answered with CONNACK 0x01.
+      const code = msg === "Invalid protocol version" ? RC.UNSUPPORTED_PROTOCOL_VERSION : RC.MALFORMED_PACKET;
+      throw new MqttError(code, `malformed packet: ${msg}`);
     }
     if (this.#out.length !== before + 1) {
       throw new MqttError(RC.MALFORMED_PACKET, "malformed packet: length does not match contents");
@@ -196,6 +220,15 @@ export function encodeAck(
 ): Uint8Array {
   return encodeAckFields(cmd, messageId, reasonCode, version) ??
     encode((version === 5 ? { cmd, messageId, reasonCode } : { cmd, messageId }) as Packet, version);
+}
+
+/**
+ * A v5 DISCONNECT with a Reason Code and nothing else, in its shortest form: E0 01 code,
+ * the Property Length left out as nothing follows it (spec 3.14.2.2.1), or E0 00 for
+ * 0x00. mqtt-packet always writes the Property Length (E0 02 code 00).
+ */
+export function encodeDisconnect(reasonCode: number): Uint8Array {
+  return reasonCode === 0 ? Uint8Array.of(0xe0, 0x00) : Uint8Array.of(0xe0, 0x01, reasonCode);
 }
 
 /** Encode through mqtt-packet alone: the reference the fast path is held to (tests, benchmarks). */

@@ -9,13 +9,16 @@
  * packet decoded here is the object mqtt-packet 9.0.2 would have produced (same class,
  * fields, values and types), every packet encoded here is byte for byte what
  * mqtt-packet.generate would have produced. Anything unusual (properties, malformed or
- * truncated fields, values mqtt-packet would refuse or mangle) is not handled here:
- * the functions return undefined and the caller falls back to mqtt-packet, so its
- * behaviour, error messages included, stays the reference.
+ * truncated fields, a topic that is not acceptable UTF-8, values mqtt-packet would refuse
+ * or mangle) is not handled here: the functions return undefined and the caller falls
+ * back to mqtt-packet and validate-packet.ts, so their behaviour, error messages included,
+ * stays the reference. What is decoded here passes validate-packet.ts by construction,
+ * which is why the hot path costs no property check.
  * test/unit/codec-fast-path.test.ts checks the equivalence.
  */
 import MqttPacketClass from "mqtt-packet/packet.js";
 import type { Packet, ProtocolVersion } from "./packets.ts";
+import { utf8Problem } from "./utf8.ts";
 
 /** The fields of mqtt-packet's packet object that the decoder sets. */
 interface MqttPacketObject {
@@ -95,9 +98,11 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   const topicLength = (buf[body]! << 8) | buf[body + 1]!;
   let pos = body + 2;
   if (pos + topicLength > end) return undefined;
-  // Decoded as mqtt-packet does (Buffer#toString): ill-formed UTF-8 becomes U+FFFD and
-  // is refused by the core's topic check [MQTT-1.5.4-1]; so are wildcards [MQTT-3.3.2-2].
+  // Decoded as mqtt-packet does (Buffer#toString). A topic that is not acceptable UTF-8
+  // [MQTT-1.5.4-1] [MQTT-1.5.4-2] is left to mqtt-packet and validate-packet.ts, which
+  // refuse it; wildcards are the core's to refuse [MQTT-3.3.2-2].
   const topic = topicLength === 0 ? "" : topicString(buf, pos, topicLength);
+  if (topic === undefined) return undefined;
   pos += topicLength;
   const qos = (first >> 1) & 0x03;
   let messageId = 0;
@@ -134,14 +139,23 @@ const TOPIC_MEMO_MAX = 256;
  * `buf.toString("utf8", pos, pos + length)`, but a topic whose bytes equal the last
  * one's gets the string made then: publishers send the same topic again and again, and
  * a fresh string per message was a measurable part of what the event loop allocates.
- * Equal bytes decode to an equal string, so the result is the same.
+ * Equal bytes decode to an equal string, so the result is the same. Undefined when the
+ * bytes are not acceptable UTF-8 (checked once per new topic: the remembered one passed).
  */
-function topicString(buf: Buffer, pos: number, length: number): string {
+function topicString(buf: Buffer, pos: number, length: number): string | undefined {
   const last = lastTopicBytes;
   if (last.byteLength === length) {
     let i = 0;
     while (i < length && buf[pos + i] === last[i]) i++;
     if (i === length) return lastTopic;
+  }
+  // ASCII without U+0000 is the common case; anything else gets the full UTF-8 check.
+  for (let i = pos, end = pos + length; i < end; i++) {
+    const b = buf[i]!;
+    if (b === 0 || b >= 0x80) {
+      if (utf8Problem(buf, pos, end) !== undefined) return undefined;
+      break;
+    }
   }
   const topic = buf.toString("utf8", pos, pos + length);
   if (length <= TOPIC_MEMO_MAX) {

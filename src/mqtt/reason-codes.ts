@@ -73,7 +73,11 @@ export function v5ToV3Connack(code: number): number {
 /** A protocol fault found while handling a connection; becomes a DISCONNECT reason code at the edge. */
 export class MqttError extends Error {
   override name = "MqttError";
-  constructor(readonly reasonCode: number, message: string) {
+  /**
+   * @param protocolVersion set on a refused CONNECT whose protocol level could be read, so
+   *   that a v5 client can be told the reason in a CONNACK (spec 4.13.1)
+   */
+  constructor(readonly reasonCode: number, message: string, readonly protocolVersion?: number) {
     super(message);
   }
 }

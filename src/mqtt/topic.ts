@@ -28,22 +28,28 @@ export function topicFilterProblem(filter: string, limits: TopicLimits): string 
 
 function commonProblem(topic: string, limits: TopicLimits): string | undefined {
   if (topic.includes("\u0000")) return "topic contains U+0000"; // [MQTT-4.7.3-2]
-  // mqtt-packet decodes ill-formed UTF-8 to U+FFFD; a well-formed topic has none in practice.
-  if (topic.includes("\uFFFD")) return "topic is not well-formed UTF-8"; // [MQTT-1.5.4-1]
-  if (utf8Length(topic) > limits.maxTopicLength) return `topic longer than ${limits.maxTopicLength} bytes`;
+  // Topics from the wire had their bytes checked by the codec (src/mqtt/utf8.ts), so a
+  // U+FFFD in one is a genuine character; a string made here (admin API, uplink templates)
+  // can still hold a lone surrogate, which has no UTF-8 form [MQTT-1.5.4-1].
+  const length = utf8Length(topic);
+  if (length === -1) return "topic is not well-formed UTF-8 (a lone surrogate)";
+  if (length > limits.maxTopicLength) return `topic longer than ${limits.maxTopicLength} bytes`;
   let levels = 1;
   for (let i = 0; i < topic.length; i++) if (topic.charCodeAt(i) === 47) levels++;
   if (levels > limits.maxTopicLevels) return `topic deeper than ${limits.maxTopicLevels} levels`;
   return undefined;
 }
 
+/** The UTF-8 length of `s` in bytes, or -1 when it holds a lone surrogate. */
 function utf8Length(s: string): number {
   let n = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c < 0x80) n += 1;
     else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff) {
+    else if (c >= 0xd800 && c <= 0xdfff) {
+      const low = s.charCodeAt(i + 1); // NaN past the end
+      if (c > 0xdbff || !(low >= 0xdc00 && low <= 0xdfff)) return -1;
       n += 4;
       i++;
     } else n += 3;

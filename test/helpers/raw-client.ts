@@ -7,6 +7,8 @@ import net from "node:net";
 
 export class RawClient {
   packets: Packet[] = [];
+  /** Every byte received, in order, for tests that check the exact reply. */
+  received: Buffer[] = [];
   closed = false;
   #socket: net.Socket;
   #parser;
@@ -20,7 +22,10 @@ export class RawClient {
       this.#wake();
     });
     this.#parser.on("error", () => {});
-    socket.on("data", (d: Buffer) => this.#parser.parse(d));
+    socket.on("data", (d: Buffer) => {
+      this.received.push(d);
+      this.#parser.parse(d);
+    });
     socket.on("close", () => {
       this.closed = true;
       this.#wake();
@@ -58,6 +63,11 @@ export class RawClient {
 
   send(packet: Packet, version: 3 | 4 | 5 = 5): void {
     this.#socket.write(mqttPacket.generate(packet, { protocolVersion: version }));
+  }
+
+  /** The bytes received so far, as lower-case hex. */
+  receivedHex(): string {
+    return Buffer.concat(this.received).toString("hex");
   }
 
   sendBytes(bytes: Uint8Array | number[]): void {

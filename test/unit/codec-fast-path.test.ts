@@ -13,6 +13,7 @@ import { decodeFast, encodeFast } from "../../src/mqtt/fast-path.ts";
 import type { Packet, ProtocolVersion } from "../../src/mqtt/packets.ts";
 import { MqttError, RC } from "../../src/mqtt/reason-codes.ts";
 import { topicNameProblem } from "../../src/mqtt/topic.ts";
+import { checkPacket } from "../../src/mqtt/validate-packet.ts";
 import { prng as seededRng } from "../helpers/fuzz-packets.ts";
 
 const MAX = 4 * 1024 * 1024;
@@ -380,14 +381,11 @@ describe("malformed input is refused as before", () => {
     }
   });
 
-  test("what mqtt-packet accepts and the core refuses still reaches the core unchanged: ill-formed UTF-8 and wildcards", () => {
+  test("what mqtt-packet accepts and the core refuses still reaches the core unchanged: wildcards", () => {
     const limits = { maxTopicLength: 1000, maxTopicLevels: 100 };
     const topics = [
-      [0xc3, 0x28], // ill-formed UTF-8: U+FFFD [MQTT-1.5.4-1]
-      [0xed, 0xa0, 0x80], // an encoded surrogate, not allowed in UTF-8
       [0x61, 0x2f, 0x2b], // "a/+" [MQTT-3.3.2-2]
       [0x23], // "#"
-      [0x61, 0x00, 0x62], // U+0000 [MQTT-4.7.3-2]
     ];
     for (const t of topics) {
       const frame = Uint8Array.from([0x30, 2 + t.length + 1, 0x00, t.length, ...t, 0x21]);
@@ -395,6 +393,34 @@ describe("malformed input is refused as before", () => {
       const p = (out as { packets: Packet[] }).packets[0] as Packet & { topic: string };
       expect(fast(frame, 4)).toBeDefined();
       expect(topicNameProblem(p.topic, limits)).toBeDefined();
+    }
+  });
+
+  test("a topic that is not acceptable UTF-8 is left to mqtt-packet, and both paths refuse it as Malformed [MQTT-1.5.4-1] [MQTT-1.5.4-2]", () => {
+    const topics = [
+      [0xc3, 0x28], // ill-formed UTF-8 (mqtt-packet decodes it to U+FFFD)
+      [0xed, 0xa0, 0x80], // an encoded surrogate, not allowed in UTF-8
+      [0x61, 0x00, 0x62], // U+0000
+      [0xc0, 0xaf], // an overlong "/"
+      [0xf4, 0x90, 0x80, 0x80], // beyond U+10FFFF
+      [0x61, 0xe2, 0x82], // cut short
+    ];
+    for (const version of [4, 5] as const) {
+      for (const t of topics) {
+        const prefix = version === 5 ? [connectBytes(5)] : [];
+        const body = [0x00, t.length, ...t, ...(version === 5 ? [0] : []), 0x21];
+        const frame = Uint8Array.from([0x30, body.length, ...body]);
+        expect(fast(frame, version)).toBeUndefined();
+        const out = expectSameDecoding([...prefix, frame]) as { error: string; code: number };
+        expect(out.code).toBe(RC.MALFORMED_PACKET);
+      }
+    }
+    // A genuine U+FFFD, U+FEFF and other well-formed characters stay on the fast path.
+    for (const t of ["\uFFFD", "\uFEFFa", "温度/😀", "a\u0001b"]) {
+      const bytes = [...Buffer.from(t)];
+      const frame = Uint8Array.from([0x30, 2 + bytes.length + 1, 0x00, bytes.length, ...bytes, 0x21]);
+      expect((fast(frame, 4) as Packet & { topic: string }).topic).toBe(t);
+      expectSameDecoding([frame]);
     }
   });
 
@@ -407,6 +433,127 @@ describe("malformed input is refused as before", () => {
     expectSameDecoding([Uint8Array.of(0x30, 0x85, 0x80, 0x00, 0x00, 0x01, 0x61, 0x62, 0x63)]);
     expectSameDecoding([Uint8Array.of(0x40, 0x82, 0x00, 0x00, 0x01)]);
     expectSameDecoding([Uint8Array.of(0xc0, 0x80, 0x00)]);
+  });
+});
+
+// ---- strict refusals (issue 18) -------------------------------------------------------------
+
+describe("strict refusals are the same on the fast path and through mqtt-packet", () => {
+  const connect5 = connectBytes(5);
+  const bytesOf = (h: string) => [...Buffer.from(h.replace(/\s+/g, ""), "hex")];
+  const hex = (h: string) => Uint8Array.from(bytesOf(h));
+  /** A frame from its first byte and its body (the Remaining Length is counted here; all < 128). */
+  const pkt = (first: number, body: string) => Uint8Array.from([first, bytesOf(body).length, ...bytesOf(body)]);
+  // [what, version the stream speaks, frame, reason code]
+  const cases: Array<[string, 4 | 5, Uint8Array, number]> = [
+    [
+      "the issue's PUBLISH with Correlation Data and no value",
+      5,
+      hex("32 12 0005 746F706963 1234 01 09 7061796C6F6164"),
+      RC.MALFORMED_PACKET,
+    ],
+    [
+      "the issue's SUBSCRIBE with a Payload Format Indicator",
+      5,
+      hex("82 09 0001 02 0100 0001 70 00"),
+      RC.MALFORMED_PACKET,
+    ],
+    ["PUBLISH with a Reason String", 5, pkt(0x30, "0001 61 04 1f 0001 78 00 21"), RC.MALFORMED_PACKET],
+    ["PUBLISH with an unknown property", 5, pkt(0x30, "0001 61 01 7f 21"), RC.MALFORMED_PACKET],
+    ["PUBLISH with Content Type twice", 5, pkt(0x30, "0001 61 08 03 0001 61 03 0001 62 21"), RC.PROTOCOL_ERROR],
+    ["PUBLISH with a wildcard Response Topic", 5, pkt(0x30, "0001 61 04 08 0001 23 21"), RC.PROTOCOL_ERROR],
+    ["PUBLISH with Topic Alias twice", 5, pkt(0x30, "0001 61 06 23 0001 23 0002 21"), RC.PROTOCOL_ERROR],
+    ["PUBLISH without a Property Length", 5, pkt(0x30, "0001 61"), RC.MALFORMED_PACKET],
+    ["PUBACK with a Content Type", 5, pkt(0x40, "0001 00 04 03 0001 61"), RC.MALFORMED_PACKET],
+    ["PUBREL with an unknown property", 5, pkt(0x62, "0001 00 02 55 00"), RC.MALFORMED_PACKET],
+    ["PUBCOMP with its Property Length past the end", 5, pkt(0x70, "0001 00 05"), RC.MALFORMED_PACKET],
+    ["PUBREC with bytes after its properties", 5, pkt(0x50, "0001 80 00 ff"), RC.MALFORMED_PACKET],
+    ["UNSUBSCRIBE with a Subscription Identifier", 5, pkt(0xa2, "0001 02 0b 01 0001 61"), RC.MALFORMED_PACKET],
+    ["SUBSCRIBE with Subscription Identifier 0", 5, pkt(0x82, "0001 02 0b 00 0001 61 00"), RC.PROTOCOL_ERROR],
+    ["SUBSCRIBE with a filter holding U+0000", 5, pkt(0x82, "0001 00 0002 6100 00"), RC.MALFORMED_PACKET],
+    ["DISCONNECT with a Topic Alias", 5, pkt(0xe0, "00 03 23 0001"), RC.MALFORMED_PACKET],
+    ["AUTH with a Topic Alias", 5, pkt(0xf0, "18 03 23 0001"), RC.MALFORMED_PACKET],
+    ["CONNACK from a client", 5, pkt(0x20, "00 00 00"), RC.PROTOCOL_ERROR],
+    ["SUBACK from a client", 5, pkt(0x90, "0001 00 00"), RC.PROTOCOL_ERROR],
+    ["UNSUBACK from a client", 5, pkt(0xb0, "0001 00 00"), RC.PROTOCOL_ERROR],
+    ["PINGRESP from a client", 5, pkt(0xd0, ""), RC.PROTOCOL_ERROR],
+    ["3.1.1 PUBACK with a stray byte", 4, pkt(0x40, "0001 00"), RC.MALFORMED_PACKET],
+    ["3.1.1 PINGREQ with a body", 4, pkt(0xc0, "00"), RC.MALFORMED_PACKET],
+    ["3.1.1 DISCONNECT with a body", 4, pkt(0xe0, "00"), RC.MALFORMED_PACKET],
+    ["3.1.1 SUBSCRIBE with an empty filter", 4, pkt(0x82, "0001 0000 00"), RC.PROTOCOL_ERROR],
+    ["3.1.1 UNSUBSCRIBE with a surrogate in its filter", 4, pkt(0xa2, "0001 0003 eda080"), RC.MALFORMED_PACKET],
+    ["3.1.1 PUBLISH topic with U+0000", 4, pkt(0x30, "0002 6100 21"), RC.MALFORMED_PACKET],
+  ];
+  for (const [what, version, frame, code] of cases) {
+    test(`v${version}: ${what} gets 0x${code.toString(16)} on both paths, whole and split`, () => {
+      const prefix = version === 5 ? [connect5] : [connectBytes(4)];
+      const whole = expectSameDecoding([...prefix, frame]) as { error?: string; code: number };
+      expect(whole.error).toBeDefined();
+      expect(whole.code).toBe(code);
+      for (let cut = 1; cut < frame.byteLength; cut++) {
+        expectSameDecoding([...prefix, frame.subarray(0, cut), frame.subarray(cut)]);
+      }
+    });
+  }
+
+  const connects: Array<[string, Uint8Array, number, number | undefined]> = [
+    ["3.1.1 Will QoS 3", pkt(0x10, "0004 4d515454 04 1e 003c 0001 63 0001 77 0001 78"), RC.MALFORMED_PACKET, 4],
+    [
+      "3.1.1 password without user name",
+      pkt(0x10, "0004 4d515454 04 42 003c 0001 63 0002 7077"),
+      RC.MALFORMED_PACKET,
+      4,
+    ],
+    [
+      "3.1.1 user name while its flag is 0",
+      pkt(0x10, "0004 4d515454 04 02 003c 0001 63 0002 7577"),
+      RC.MALFORMED_PACKET,
+      4,
+    ],
+    ["3.1.1 user name with U+0000", pkt(0x10, "0004 4d515454 04 82 003c 0001 63 0002 7500"), RC.MALFORMED_PACKET, 4],
+    [
+      "v5 duplicate Receive Maximum",
+      pkt(0x10, "0004 4d515454 05 02 003c 06 2100 0a 2100 0b 0001 63"),
+      RC.PROTOCOL_ERROR,
+      5,
+    ],
+    ["v5 Receive Maximum 0", pkt(0x10, "0004 4d515454 05 02 003c 03 2100 00 0001 63"), RC.PROTOCOL_ERROR, 5],
+    ["v5 Authentication Data alone", pkt(0x10, "0004 4d515454 05 02 003c 04 16 0001 aa 0001 63"), RC.PROTOCOL_ERROR, 5],
+    ["unknown protocol name", pkt(0x10, "0004 4d515458 04 02 003c 0001 63"), RC.MALFORMED_PACKET, undefined],
+    ["MQTT with level 3", pkt(0x10, "0004 4d515454 03 02 003c 0001 63"), RC.UNSUPPORTED_PROTOCOL_VERSION, undefined],
+    [
+      "MQIsdp with level 4",
+      pkt(0x10, "0006 4d5149736470 04 02 003c 0001 63"),
+      RC.UNSUPPORTED_PROTOCOL_VERSION,
+      undefined,
+    ],
+    ["protocol level 7", pkt(0x10, "0004 4d515454 07 02 003c 0001 63"), RC.UNSUPPORTED_PROTOCOL_VERSION, undefined],
+  ];
+  for (const [what, frame, code, level] of connects) {
+    test(`CONNECT, ${what}: 0x${code.toString(16)}, with the protocol level ${level ?? "unknown"} for the CONNACK`, () => {
+      const whole = expectSameDecoding([frame]) as { error?: string; code: number };
+      expect(whole.code).toBe(code);
+      let err: unknown;
+      try {
+        new PacketReader(MAX).push(frame);
+      } catch (e) {
+        err = e;
+      }
+      expect((err as MqttError).protocolVersion).toBe(level);
+    });
+  }
+
+  test("everything the fast path decodes passes the strict check it skips", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (let i = 0; i < 500; i++) {
+        const packet = rand() < 0.6 ? randomPublish() : randomAck(version);
+        const frame = mqttPacket.generate(packet, { protocolVersion: version });
+        if (fast(frame, version) === undefined) continue;
+        let body = 2;
+        while ((frame[body - 1]! & 0x80) !== 0) body++;
+        expect(() => checkPacket(frame, 0, body, frame.byteLength, version)).not.toThrow();
+      }
+    }
   });
 });
 

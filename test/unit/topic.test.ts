@@ -15,6 +15,20 @@ describe("topic validation", () => {
     expect(topicNameProblem("a\u0000b", limits)).toBeDefined();
   });
 
+  test("a lone surrogate (no UTF-8 form) is refused, a genuine U+FFFD and surrogate pairs are not [MQTT-1.5.4-1]", () => {
+    for (const bad of ["a\uD800", "\uDC00b", "a\uD800b", "\uDBFF\uDBFF"]) {
+      expect(topicNameProblem(bad, limits)).toContain("surrogate");
+      expect(topicFilterProblem(bad, limits)).toContain("surrogate");
+    }
+    for (const ok of ["\uFFFD", "a/😀", "\uD83D\uDE00/x"]) {
+      expect(topicNameProblem(ok, limits)).toBeUndefined();
+      expect(topicFilterProblem(ok, limits)).toBeUndefined();
+    }
+    // The pair counts 4 bytes towards the length limit.
+    expect(topicNameProblem("😀".repeat(16), limits)).toBeUndefined();
+    expect(topicNameProblem("😀".repeat(16) + "x", limits)).toContain("longer");
+  });
+
   test("filters accept + and # only as whole levels, # only last [MQTT-4.7.1-1] [MQTT-4.7.1-2]", () => {
     for (const ok of ["#", "+", "a/+/b", "a/#", "+/+", "/", "a//b"]) {
       expect(topicFilterProblem(ok, limits)).toBeUndefined();
