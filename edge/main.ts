@@ -6,7 +6,7 @@
  * Nothing here is runtime-specific: arguments, files, signals, exit and the listeners come
  * from the platform `loadPlatform()` picks (Bun's, or Deno's under Deno).
  */
-import { ConfigError, parseConfig, validateConfig } from "../src/config/load.ts";
+import { ConfigError, loadConfig, validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
 import { loadPlatform, type Platform } from "../src/runtime/platform.ts";
 import { runPasswd } from "../src/auth/passwd-command.ts";
@@ -107,14 +107,17 @@ function portArg(value: string, name: string): number {
   return n;
 }
 
-/** The config file at `path` (defaults when there is none); ConfigError lists every problem. */
+/**
+ * The config file at `path` (defaults when there is none), with the files it names checked
+ * too: the one validation `serve` and `check-config` share. ConfigError lists every problem.
+ */
 async function readConfig(platform: Platform, path: string | undefined): Promise<FerryConfig> {
   if (path === undefined) return validateConfig({});
   const text = await platform.readTextFile(path).catch((err: Error) => {
     throw new ConfigError([`${path}: cannot read: ${err.message}`]);
   });
   if (text === undefined) throw new ConfigError([`${path}: no such file`]);
-  return parseConfig(text, path);
+  return loadConfig(text, path, platform.readFile);
 }
 
 async function serve(platform: Platform, args: Args): Promise<void> {

@@ -46,8 +46,13 @@ const downlinkRule = z.object({
 }).strict();
 
 const uplink = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).describe("unique name; used in $SYS topics and metrics"),
-  url: z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/)
+  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 letters, digits, '_' or '-'").describe(
+    "unique name; used in $SYS topics and metrics",
+  ),
+  url: z.string().regex(
+    /^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/,
+    "must be a URL mqtt://HOST[:PORT], mqtts://, ws:// or wss://, e.g. mqtts://cloud.example:8883",
+  )
     // The URL is logged and shown by the admin API: credentials belong in username/password_file.
     .refine(
       (u) => !/^[a-z]+:\/\/[^/]*@/.test(u),
@@ -131,7 +136,8 @@ export const configSchema = z.object({
       ),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),
-  edge_id: z.string().regex(/^[^/+#\s]{1,128}$/).default("edge")
+  edge_id: z.string().regex(/^[^/+#\s]{1,128}$/, "must be 1 to 128 characters without '/', '+', '#' or spaces")
+    .default("edge")
     .describe("this gateway's name at the cloud; ${edge_id} in uplink topic templates"),
   uplinks: z.array(uplink).default([]).describe("cloud brokers to forward to (see Uplink)"),
   log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info").describe(

@@ -16,6 +16,8 @@ export interface Platform {
   readonly args: readonly string[];
   /** A text file's contents, or undefined when there is no such file. */
   readTextFile(path: string): Promise<string | undefined>;
+  /** A whole file; rejects when it is missing or unreadable (the error's `code` says which). */
+  readFile(path: string): Promise<Uint8Array>;
   startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer>;
   onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;

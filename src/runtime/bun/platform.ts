@@ -13,6 +13,7 @@ export const bunPlatform: Platform = {
     const file = Bun.file(path);
     return (await file.exists()) ? await file.text() : undefined;
   },
+  readFile: (path) => Bun.file(path).bytes(),
   startServer,
   onSignal(signal, handler) {
     process.on(signal, handler);

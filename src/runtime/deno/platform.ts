@@ -16,6 +16,7 @@ export const denoPlatform: Platform = {
       throw err;
     }
   },
+  readFile: (path) => deno.readFile(path),
   startServer,
   onSignal(signal, handler) {
     deno.addSignalListener(signal, handler);
