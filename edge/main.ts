@@ -19,7 +19,7 @@ ferry is an MQTT v5.0/v3.1.1/v3.1 edge broker that keeps what it accepts on disk
 Usage: ferry [serve] [-c config_file] [--host host] [-p port] [--ws-port port] [--admin-port port] [-d dir] [-v]
        ferry check-config config_file
        ferry passwd [-c | -D] [--stdin] FILE USER
-       ferry version
+       ferry version | --version | -V
        ferry --help
 
 Commands:
@@ -29,7 +29,8 @@ Commands:
                        'ferry passwd --help' says more.
   check-config FILE    validate a config file: print every problem with its key and
                        exit 2, or print "FILE: ok" and exit 0.
-  version              print the version, the git commit it was built from and the runtime.
+  version, --version, -V
+                       print the version, the git commit it was built from and the runtime.
 
 Options for serve:
  -c, --config FILE   : load the broker config file (JSON; // and /* */ comments allowed).
@@ -43,9 +44,13 @@ Options for serve:
  -h, --help          : display this help.
 
 Command-line options override the config file. Ferry prints "listening mqtt://HOST:PORT"
-(and "listening http://HOST:PORT" for the admin API) on stdout once it accepts
-connections and logs to stderr. SIGINT or SIGTERM stops it
-cleanly. Exit status: 0 ok, 1 cannot start, 2 bad command line or configuration.
+(and "listening http://HOST:PORT (dashboard; ...)" for the dashboard and admin API) on
+stdout once it accepts connections, and logs to stderr.
+
+Signals: SIGINT or SIGTERM stops it cleanly (v5 clients get DISCONNECT 0x8B, storage is
+flushed). SIGHUP re-reads the password file, ACL file and certificates and reconnects the
+uplinks, without dropping any client (systemctl reload ferry sends it).
+Exit status: 0 ok, 1 cannot start (e.g. port in use), 2 bad command line or configuration.
 
 Every configuration key, with its default: /etc/ferry/ferry.example.jsonc (installed by
 install.sh), or edge/ferry.example.jsonc in the source tree.`;
@@ -67,6 +72,8 @@ const SWITCHES: Record<string, string> = {
   "--verbose": "verbose",
   "-h": "help",
   "--help": "help",
+  "-V": "version",
+  "--version": "version",
 };
 
 interface Args {
@@ -155,7 +162,9 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   if (server.ws) console.log(`listening ws://${server.ws.host}:${server.ws.port}/mqtt`);
   if (server.tls) console.log(`listening mqtts://${server.tls.host}:${server.tls.port}`);
   if (server.wss) console.log(`listening wss://${server.wss.host}:${server.wss.port}/mqtt`);
-  if (server.admin) console.log(`listening http://${server.admin.host}:${server.admin.port}`);
+  if (server.admin) {
+    console.log(`listening http://${server.admin.host}:${server.admin.port} (dashboard; admin API /api/v1, /metrics)`);
+  }
 
   let stoppingSince: number | undefined;
   const shutdown = (signal: string) => {
@@ -213,7 +222,7 @@ async function main(platform: Platform): Promise<void> {
     args = parseArgs(platform.args);
     if (args.switches.has("help") || args.command === "help") {
       console.log(HELP);
-    } else if (args.command === "version") {
+    } else if (args.command === "version" || args.switches.has("version")) {
       console.log(
         `ferry ${version} (commit ${await commit(
           platform.readTextFile,

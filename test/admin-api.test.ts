@@ -34,7 +34,7 @@ async function spawnServe(cmd: string[]): Promise<{ url: string; out: string; pr
   });
   const reader = proc.stdout.getReader();
   let out = "";
-  while (!/listening http:\/\/\S+\n/.test(out)) {
+  while (!/listening http:\/\/\S+[^\n]*\n/.test(out)) {
     const { done, value } = await reader.read();
     if (done) throw new Error(`exited early: ${out}${await new Response(proc.stderr).text()}`);
     out += new TextDecoder().decode(value);
@@ -726,7 +726,9 @@ describe("admin API over a real socket", () => {
         join(dir, "data"),
       ],
     );
-    expect(out).toMatch(/^listening mqtt:\/\/127\.0\.0\.1:\d+\nlistening http:\/\/127\.0\.0\.1:\d+\n$/);
+    expect(out).toMatch(
+      /^listening mqtt:\/\/127\.0\.0\.1:\d+\nlistening http:\/\/127\.0\.0\.1:\d+ \(dashboard; admin API \/api\/v1, \/metrics\)\n$/,
+    );
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/api/v1/broker`)).status).toBe(200); // loopback without a token: open
     proc.kill("SIGTERM");

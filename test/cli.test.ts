@@ -133,6 +133,48 @@ describe("ferry serve", () => {
     });
   }
 
+  test("a busy port names the listener, the address, the port and the option that changes it", async () => {
+    const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const dataDir = mkdtempSync(join(tmp, "busy-"));
+      const mqtt = await run(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        String(busy.port),
+        "--admin-port",
+        "off",
+        "-d",
+        dataDir,
+      );
+      expect(mqtt.code).toBe(1);
+      expect(mqtt.stderr).toContain(
+        `cannot start: cannot listen for MQTT over TCP on 127.0.0.1:${busy.port}: address already in use`,
+      );
+      expect(mqtt.stderr).toContain("listeners.mqtt_port or --mqtt-port");
+      const admin = await run(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--admin-port",
+        String(busy.port),
+        "-d",
+        dataDir,
+      );
+      expect(admin.code).toBe(1);
+      expect(admin.stderr).toContain(
+        `admin API and dashboard (HTTP) on 127.0.0.1:${busy.port}: address already in use`,
+      );
+      expect(admin.stderr).toContain("--admin-port");
+      expect(admin.stdout).not.toContain("listening");
+    } finally {
+      busy.stop(true);
+    }
+  });
+
   test("a config file with an unknown key makes serve exit 2 naming the key, without listening", async () => {
     const path = configFile("unknown-key.json", JSON.stringify({ mqtt: { max_pakcet_size: 4096 } }));
     const r = await run("serve", "--mqtt-port", "0", "--config", path);
@@ -274,6 +316,20 @@ describe("ferry version and help", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`ferry ${pkg.version}`);
     expect(r.stdout).toContain(`bun ${Bun.version}`);
+  });
+
+  for (const flag of ["--version", "-V"]) {
+    test(`${flag} prints the version like the version command`, async () => {
+      const r = await run(flag);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`ferry ${pkg.version} (commit `);
+    });
+  }
+
+  test("--help says what SIGHUP does", async () => {
+    const r = await run("--help");
+    expect(r.stdout).toMatch(/SIGHUP re-reads the password file, ACL file and certificates/);
+    expect(r.stdout).toContain("--version");
   });
 
   test("--help lists every command and exits 0", async () => {

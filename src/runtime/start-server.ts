@@ -12,6 +12,7 @@ import { UplinkManager } from "../sync/uplink-manager.ts";
 import { RecentLog } from "../admin/recent-log.ts";
 import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
 import { SecurityWiring } from "./security-wiring.ts";
+import { listenOrExplain } from "./listen-error.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -70,17 +71,34 @@ export async function startServerWith(
   let admin: Listener | undefined;
   let stopping = false;
   try {
-    mqtt = await adapters.listenTcp(config.listeners.host, config.listeners.mqtt_port, accept);
+    const host = config.listeners.host;
+    const hostOption = "listeners.host or --host";
+    mqtt = await listenOrExplain(
+      {
+        what: "MQTT over TCP",
+        host,
+        port: config.listeners.mqtt_port,
+        portOption: "listeners.mqtt_port or --mqtt-port",
+        hostOption,
+      },
+      () => adapters.listenTcp(host, config.listeners.mqtt_port, accept),
+    );
     try {
-      ws = config.listeners.ws_port === null ? undefined : await adapters.listenWebSocket(
-        config.listeners.host,
-        config.listeners.ws_port,
-        accept,
-        config.mqtt.max_packet_size,
+      const wsPort = config.listeners.ws_port;
+      ws = wsPort === null ? undefined : await listenOrExplain(
+        { what: "MQTT over WebSocket", host, port: wsPort, portOption: "listeners.ws_port or --ws-port", hostOption },
+        () => adapters.listenWebSocket(host, wsPort, accept, config.mqtt.max_packet_size),
       );
       await security.listen(accept);
       const at = (l: Listener | undefined) => (l ? `${l.host}:${l.port}` : null);
-      admin = await listenAdmin(adapters.listenHttp.bind(adapters), {
+      const adminSpec = {
+        what: "the admin API and dashboard (HTTP)",
+        host: config.admin.host,
+        port: config.admin.port ?? 0,
+        portOption: 'admin.port or --admin-port ("off" disables it)',
+        hostOption: "admin.host",
+      };
+      admin = await listenAdmin((h, p, f) => listenOrExplain(adminSpec, () => adapters.listenHttp(h, p, f)), {
         broker,
         uplinks,
         config,
