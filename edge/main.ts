@@ -11,6 +11,8 @@ import type { FerryConfig } from "../src/config/schema.ts";
 import { loadPlatform, type Platform } from "../src/runtime/platform.ts";
 import { runPasswd } from "../src/auth/passwd-command.ts";
 import { commit, version } from "./build-info.ts";
+import { createLogger } from "../src/runtime/log-output.ts";
+import type { Logger } from "../src/core/logger.ts";
 
 const HELP = `ferry version ${version}
 
@@ -151,11 +153,28 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   if (dataDir !== undefined) config.data_dir = dataDir;
   if (args.switches.has("verbose")) config.log_level = "debug";
 
+  const prefix = config.log.syslog_prefix;
+  const log: Logger = createLogger({
+    level: config.log_level,
+    format: config.log.format,
+    journal: prefix === "always" || (prefix === "auto" && platform.stderrIsJournal()),
+  });
+  // Mosquitto's first two lines: what runs, and from which config.
+  log.info(
+    `ferry version ${version} (commit ${await commit(
+      platform.readTextFile,
+    )}; ${platform.runtime}; ${platform.target}) starting`,
+  );
+  const configPath = args.options.get("config");
+  log.info(
+    configPath === undefined ? "No config file given; using the defaults." : `Config loaded from ${configPath}.`,
+  );
+
   let server;
   try {
-    server = await platform.startServer(config, version);
+    server = await platform.startServer(config, version, log);
   } catch (err) {
-    console.error(`ferry: cannot start: ${(err as Error).message}`);
+    log.error(`cannot start: ${(err as Error).message}`);
     return platform.exit(1);
   }
   console.log(`listening mqtt://${server.mqtt.host}:${server.mqtt.port}`);
@@ -173,15 +192,15 @@ async function serve(platform: Platform, args: Args): Promise<void> {
       // group and `deno task` forwards it too): only a later one means "stop waiting".
       // Acknowledged messages are already committed, so nothing acknowledged is lost.
       if (Date.now() - stoppingSince < 1000) return;
-      console.error(`ferry: ${signal} again, exiting now`);
+      log.warn(`${signal} again, exiting now`);
       platform.exit(1);
     }
     stoppingSince = Date.now();
-    console.error(`ferry: ${signal}, shutting down`);
+    log.info(`${signal}, shutting down`);
     server.stop().then(
       () => platform.exit(0),
       (err: Error) => {
-        console.error(`ferry: shutdown failed: ${err.message}`);
+        log.error(`shutdown failed: ${err.message}`);
         platform.exit(1);
       },
     );
@@ -190,7 +209,7 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   platform.onSignal("SIGTERM", () => shutdown("SIGTERM"));
   // SIGHUP re-reads the password file, ACL file and certificates (like Mosquitto).
   platform.onSignal("SIGHUP", () => {
-    console.error("ferry: SIGHUP, reloading security files");
+    log.info("SIGHUP, reloading security files");
     void server.reload();
   });
 }

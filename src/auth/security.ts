@@ -1,6 +1,7 @@
 import type { Clock } from "../core/clock.ts";
 import type { ClientConnection } from "../core/client-connection.ts";
 import type { Logger } from "../core/logger.ts";
+import { logField } from "../core/client-log.ts";
 import type { BrokerMetrics } from "../core/metrics.ts";
 import { RC } from "../mqtt/reason-codes.ts";
 import { Authenticator, type AuthenticatorOptions, type AuthResult, type Credentials } from "./authenticator.ts";
@@ -154,7 +155,9 @@ export class Security {
       this.metrics.bansFlapping++;
       this.metrics.refusedBanned++;
       this.logger.warn(
-        `banning client id ${client.clientId} for ${this.#limits.flapping.banSeconds} s: more than ${this.#limits.flapping.max} connects in ${this.#limits.flapping.windowSeconds} s`,
+        `banning client id ${
+          logField(client.clientId)
+        } for ${this.#limits.flapping.banSeconds} s: more than ${this.#limits.flapping.max} connects in ${this.#limits.flapping.windowSeconds} s`,
       );
       return { ok: false, code: RC.BANNED, reason: "flapping" };
     }

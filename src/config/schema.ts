@@ -143,6 +143,14 @@ export const configSchema = z.object({
   log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info").describe(
     "log lines at this level and above go to stderr",
   ),
+  log: z.object({
+    format: z.enum(["text", "json"]).default("text")
+      .describe("text: `TIME LEVEL message` lines; json: one {time, level, msg} object per line"),
+    syslog_prefix: z.enum(["auto", "always", "never"]).default("auto")
+      .describe(
+        "syslog priority prefixes (<3> error … <7> debug) instead of timestamps; auto = when stderr is the systemd journal (JOURNAL_STREAM)",
+      ),
+  }).strict().prefault({}),
   mqtt: z.object({
     max_packet_size: z.number().int().min(64).max(268_435_460).default(1_048_576)
       .describe("largest packet accepted, in bytes; announced as Maximum Packet Size"),

@@ -14,6 +14,7 @@ import { type ActiveSubscription, type Outbound, Session } from "./session.ts";
 import { parseSubscriptionFilter } from "./topic.ts";
 import { TopicTree } from "./topic-tree.ts";
 import { publishSysTopics } from "./sys-topics.ts";
+import { connectedLine, disconnectedLine, logField } from "./client-log.ts";
 
 interface SubEntry {
   session: Session;
@@ -205,6 +206,7 @@ export class Broker {
     if (client.counted) return;
     client.counted = true;
     this.#connected++;
+    this.logger.info(connectedLine(client));
   }
 
   assignClientId(): string {
@@ -276,6 +278,7 @@ export class Broker {
     if (client.counted) {
       client.counted = false;
       this.#connected--;
+      this.logger.info(disconnectedLine(client));
     }
     const s = this.sessions.get(client.clientId);
     // Refused before a session existed, or already replaced by a newer connection.
@@ -348,7 +351,7 @@ export class Broker {
     const routed = this.publish(m);
     if (routed.commit) {
       routed.commit.then(() => this.deliver(routed), (err: unknown) => {
-        this.logger.error(`storing the Will of ${m.origin} failed: ${String(err)}`);
+        this.logger.error(`storing the Will of ${logField(m.origin)} failed: ${String(err)}`);
       });
     } else this.deliver(routed);
   }

@@ -16,6 +16,7 @@ import type { Connection, ConnectionHandler } from "./connection.ts";
 import type { Outbound, Session } from "./session.ts";
 import { parseSubscriptionFilter, topicFilterProblem, topicNameProblem } from "./topic.ts";
 import { encodeOutbound } from "./outbound-encoder.ts";
+import { closeReason, logField } from "./client-log.ts";
 
 type State = "awaiting-connect" | "connecting" | "connected" | "closed";
 
@@ -70,6 +71,10 @@ export class ClientConnection implements ConnectionHandler {
   session: Session | undefined;
   will: Will | undefined;
   keepAlive = 0;
+  /** Clean Start (v5) / Clean Session (3.1.1) as the CONNECT asked, for the connect log line. */
+  cleanStart = true;
+  /** Why the connection ended, for the disconnect log line (src/core/client-log.ts). */
+  closeReason: string | undefined;
   lastActivity: number;
   readonly connectedAt: number;
   /** Counted in the broker's connected total (set by Broker.noteConnected). */
@@ -153,13 +158,14 @@ export class ClientConnection implements ConnectionHandler {
   onClose(): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    this.closeReason ??= "closed its connection";
     this.broker.clientClosed(this, true);
   }
 
   #fault(err: unknown): void {
     if (err instanceof MqttError) {
       this.broker.metrics.protocolErrors++;
-      this.broker.logger.debug(`client ${this.clientId || this.conn.remoteAddress}: ${err.message}`);
+      this.broker.logger.debug(`client ${logField(this.clientId || this.conn.remoteAddress)}: ${err.message}`);
       if (this.state === "awaiting-connect" && /protocol version|protocolId/i.test(err.message)) {
         // [MQTT-3.1.2-2] answer an unsupported protocol level with CONNACK 0x01 / 0x84, then close.
         this.#write(encode({ cmd: "connack", returnCode: 1, sessionPresent: false }, 4));
@@ -169,7 +175,7 @@ export class ClientConnection implements ConnectionHandler {
       this.disconnect(err.reasonCode, err.message);
       return;
     }
-    this.broker.logger.error(`client ${this.clientId}: internal error: ${String(err)}`);
+    this.broker.logger.error(`client ${logField(this.clientId)}: internal error: ${String(err)}`);
     this.disconnect(RC.IMPLEMENTATION_SPECIFIC_ERROR, "internal error");
   }
 
@@ -236,7 +242,9 @@ export class ClientConnection implements ConnectionHandler {
     const props = p.properties ?? {};
     const fail = (code: number, why: string) => {
       this.broker.metrics.connectionsRefused++;
-      this.broker.logger.info(`refused ${p.clientId || "(no id)"} from ${this.conn.remoteAddress}: ${why}`);
+      this.broker.logger.info(
+        `refused ${logField(p.clientId || "(no id)")} from ${logField(this.conn.remoteAddress)}: ${why}`,
+      );
       this.#sendConnack(code, false, {});
       this.#shutdown(true);
     };
@@ -257,6 +265,7 @@ export class ClientConnection implements ConnectionHandler {
     let clientId = p.clientId ?? "";
     let assigned = false;
     const clean = p.clean ?? true;
+    this.cleanStart = clean;
     if (clientId.length === 0) {
       // [MQTT-3.1.3-8] 3.1.1: an empty id with CleanSession=0 is rejected.
       if (!this.isV5 && !clean) return fail(RC.CLIENT_IDENTIFIER_NOT_VALID, "empty client id without clean session");
@@ -323,7 +332,7 @@ export class ClientConnection implements ConnectionHandler {
     }).then((auth) => {
       if (this.state === "closed") return undefined;
       if (!auth.ok) {
-        fail(auth.code, p.username === undefined ? auth.reason : `${auth.reason} (user '${p.username}')`);
+        fail(auth.code, p.username === undefined ? auth.reason : `${auth.reason} (user '${logField(p.username)}')`);
         return undefined;
       }
       this.username = auth.username; // a certificate's CN may stand in for the username sent
@@ -356,7 +365,7 @@ export class ClientConnection implements ConnectionHandler {
       },
       (err: unknown) => {
         if (this.state === "closed") return;
-        this.broker.logger.error(`session setup for ${clientId} failed: ${String(err)}`);
+        this.broker.logger.error(`session setup for ${logField(clientId)} failed: ${String(err)}`);
         fail(err instanceof StoreFullError ? RC.QUOTA_EXCEEDED : RC.SERVER_UNAVAILABLE, "storage error");
       },
     );
@@ -468,7 +477,7 @@ export class ClientConnection implements ConnectionHandler {
 
     if (!this.broker.acl.allows(this, "publish", topic)) {
       this.broker.metrics.aclDeniedPublish++;
-      this.broker.logger.debug(`publish by ${this.clientId} to ${topic} denied`);
+      this.broker.logger.debug(`publish by ${logField(this.clientId)} to ${logField(topic)} denied`);
       // v5: reason 0x87; 3.1.1 has no negative ack, so acknowledge and drop (as Mosquitto does).
       if (qos > 0) this.#enqueue(new OrderedStep("ack", false, qos, id, opts.aclDenyCode, undefined), undefined);
       return;
@@ -539,7 +548,7 @@ export class ClientConnection implements ConnectionHandler {
           this.#runStep(step);
         } catch (err) {
           // One failing step must not stall the ones behind it.
-          this.broker.logger.error(`client ${this.clientId}: ${step.kind} step failed: ${String(err)}`);
+          this.broker.logger.error(`client ${logField(this.clientId)}: ${step.kind} step failed: ${String(err)}`);
         }
       }
     } finally {
@@ -594,7 +603,7 @@ export class ClientConnection implements ConnectionHandler {
       this.disconnect(RC.QUOTA_EXCEEDED, "storage full");
       return;
     }
-    this.broker.logger.error(`storing a message from ${this.clientId} failed: ${String(err)}`);
+    this.broker.logger.error(`storing a message from ${logField(this.clientId)} failed: ${String(err)}`);
     if (qos > 0) this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
     this.disconnect(RC.IMPLEMENTATION_SPECIFIC_ERROR, "storage error");
   }
@@ -728,6 +737,7 @@ export class ClientConnection implements ConnectionHandler {
       }
       this.session.expiryInterval = Math.min(newExpiry, this.broker.options.maxSessionExpiry);
     }
+    this.closeReason = closeReason("client sent DISCONNECT", code === 0 ? undefined : code);
     // [MQTT-3.14.4-3] a normal DISCONNECT discards the Will; 0x04 asks for it to be sent.
     if (code !== RC.DISCONNECT_WITH_WILL) this.will = undefined;
     // `abnormal` is what makes the broker publish the Will, so 0x04 must pass true.
@@ -737,6 +747,7 @@ export class ClientConnection implements ConnectionHandler {
   /** Close because of a fault or broker decision: v5 peers get a DISCONNECT with the reason. */
   disconnect(code: number, reason?: string): void {
     if (this.state === "closed") return;
+    this.closeReason ??= closeReason(reason ?? "disconnected by the server", code);
     if (this.isV5 && this.state === "connected") {
       const packet: Record<string, unknown> = { cmd: "disconnect", reasonCode: code };
       if (reason) packet.properties = { reasonString: reason };

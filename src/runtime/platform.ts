@@ -19,6 +19,10 @@ export interface Platform {
   /** A whole file; rejects when it is missing or unreadable (the error's `code` says which). */
   readFile(path: string): Promise<Uint8Array>;
   startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer>;
+  /** An environment variable (NOTIFY_SOCKET, JOURNAL_STREAM, …). */
+  env(name: string): string | undefined;
+  /** Whether stderr is the systemd journal (JOURNAL_STREAM names its device and inode). */
+  stderrIsJournal(): boolean;
   onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }

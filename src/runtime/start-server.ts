@@ -13,6 +13,7 @@ import { RecentLog } from "../admin/recent-log.ts";
 import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
 import { SecurityWiring } from "./security-wiring.ts";
 import { listenOrExplain } from "./listen-error.ts";
+import { watchStorage } from "./storage-watch.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -125,6 +126,15 @@ export async function startServerWith(
     throw err;
   }
   security.watch();
+  const stopStorageWatch = watchStorage(
+    {
+      full: () => store.stats().full === true,
+      refused: () => broker.metrics.refusedStorageFull,
+      size: () => store.stats(),
+    },
+    log,
+    { maxBytes: config.storage.max_bytes },
+  );
   let stopped: Promise<void> | undefined;
   return {
     broker,
@@ -143,6 +153,7 @@ export async function startServerWith(
     stop: () =>
       stopped ??= (async () => {
         stopping = true; // /readyz answers 503 from here on
+        stopStorageWatch();
         // Uplinks first, so their last cursor positions are written while the store is open.
         await uplinks.stop();
         // Then the broker, before the listeners: it writes v5 clients their DISCONNECT 0x8B and closes each

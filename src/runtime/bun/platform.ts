@@ -1,4 +1,6 @@
 import type { Platform } from "../platform.ts";
+import { fstatSync } from "node:fs";
+import { stderrIsJournal } from "../log-output.ts";
 import { startServer } from "./server.ts";
 
 /** Linux/macOS names as Ferry's release files use them: linux-x64, linux-arm64. */
@@ -15,6 +17,8 @@ export const bunPlatform: Platform = {
   },
   readFile: (path) => Bun.file(path).bytes(),
   startServer,
+  env: (name) => process.env[name],
+  stderrIsJournal: () => stderrIsJournal(process.env, () => fstatSync(2)),
   onSignal(signal, handler) {
     process.on(signal, handler);
   },

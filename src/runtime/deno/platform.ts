@@ -1,5 +1,7 @@
 import type { Platform } from "../platform.ts";
 import { deno } from "./deno-api.ts";
+import { fstatSync } from "node:fs";
+import { stderrIsJournal } from "../log-output.ts";
 import { startServer } from "./server.ts";
 
 const ARCH: Record<string, string> = { x86_64: "x64", aarch64: "arm64" };
@@ -18,6 +20,8 @@ export const denoPlatform: Platform = {
   },
   readFile: (path) => deno.readFile(path),
   startServer,
+  env: (name) => deno.env.get(name),
+  stderrIsJournal: () => stderrIsJournal({ JOURNAL_STREAM: deno.env.get("JOURNAL_STREAM") }, () => fstatSync(2)),
   onSignal(signal, handler) {
     deno.addSignalListener(signal, handler);
   },
