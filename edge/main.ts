@@ -13,13 +13,14 @@ import { runPasswd } from "../src/auth/passwd-command.ts";
 import { commit, version } from "./build-info.ts";
 import { createLogger } from "../src/runtime/log-output.ts";
 import type { Logger } from "../src/core/logger.ts";
+import { serviceNotifier } from "../src/runtime/sd-notify.ts";
 
 const HELP = `ferry version ${version}
 
 ferry is an MQTT v5.0/v3.1.1/v3.1 edge broker that keeps what it accepts on disk.
 
 Usage: ferry [serve] [-c config_file] [--host host] [-p port] [--ws-port port] [--admin-port port] [-d dir] [-v]
-       ferry check-config config_file
+       ferry check-config [--root DIR] config_file
        ferry passwd [-c | -D] [--stdin] FILE USER
        ferry version | --version | -V
        ferry --help
@@ -29,8 +30,10 @@ Commands:
   passwd FILE USER     add a user to a password file or change its password (-c creates
                        FILE, -D deletes USER, --stdin reads the password from stdin);
                        'ferry passwd --help' says more.
-  check-config FILE    validate a config file: print every problem with its key and
-                       exit 2, or print "FILE: ok" and exit 0.
+  check-config FILE    validate a config file and the files it names (password, ACL,
+                       certificates): print every problem as file:line:col key: message
+                       and exit 2, or print "FILE: ok" and exit 0. --root DIR looks for
+                       the named files under DIR (a system image being prepared).
   version, --version, -V
                        print the version, the git commit it was built from and the runtime.
 
@@ -68,6 +71,7 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--admin-port": "admin-port",
   "-d": "data-dir",
   "--data-dir": "data-dir",
+  "--root": "root",
 };
 const SWITCHES: Record<string, string> = {
   "-v": "verbose",
@@ -120,13 +124,16 @@ function portArg(value: string, name: string): number {
  * The config file at `path` (defaults when there is none), with the files it names checked
  * too: the one validation `serve` and `check-config` share. ConfigError lists every problem.
  */
-async function readConfig(platform: Platform, path: string | undefined): Promise<FerryConfig> {
+async function readConfig(platform: Platform, path: string | undefined, root = ""): Promise<FerryConfig> {
   if (path === undefined) return validateConfig({});
   const text = await platform.readTextFile(path).catch((err: Error) => {
     throw new ConfigError([`${path}: cannot read: ${err.message}`]);
   });
   if (text === undefined) throw new ConfigError([`${path}: no such file`]);
-  return loadConfig(text, path, platform.readFile);
+  const readFile = root === ""
+    ? platform.readFile
+    : (file: string) => platform.readFile(file.startsWith("/") ? `${root.replace(/\/$/, "")}${file}` : file);
+  return loadConfig(text, path, readFile);
 }
 
 async function serve(platform: Platform, args: Args): Promise<void> {
@@ -184,6 +191,16 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   if (server.admin) {
     console.log(`listening http://${server.admin.host}:${server.admin.port} (dashboard; admin API /api/v1, /metrics)`);
   }
+  // Type=notify: systemctl start returns, and dependent units start, once every listener accepts.
+  const service = serviceNotifier({
+    env: platform.env,
+    notifierFor: platform.notifierFor,
+    pid: platform.pid,
+    log,
+    monotonicUsec: platform.monotonicUsec,
+  });
+  const status = `accepting MQTT on ${server.mqtt.host}:${server.mqtt.port}`;
+  service.ready(status);
 
   let stoppingSince: number | undefined;
   const shutdown = (signal: string) => {
@@ -196,6 +213,8 @@ async function serve(platform: Platform, args: Args): Promise<void> {
       platform.exit(1);
     }
     stoppingSince = Date.now();
+    service.stopping();
+    service.close();
     log.info(`${signal}, shutting down`);
     server.stop().then(
       () => platform.exit(0),
@@ -210,7 +229,9 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   // SIGHUP re-reads the password file, ACL file and certificates (like Mosquitto).
   platform.onSignal("SIGHUP", () => {
     log.info("SIGHUP, reloading security files");
-    void server.reload();
+    // systemctl reload waits between RELOADING=1 and the next READY=1.
+    service.reloading();
+    void server.reload().finally(() => service.ready(status));
   });
 }
 
@@ -218,7 +239,7 @@ async function checkConfig(platform: Platform, args: Args): Promise<void> {
   const path = args.positional[0] ?? args.options.get("config");
   if (!path) throw new UsageError("check-config needs a FILE");
   try {
-    await readConfig(platform, path);
+    await readConfig(platform, path, args.options.get("root"));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const problem of err.problems) console.error(problem);

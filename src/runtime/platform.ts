@@ -1,6 +1,7 @@
 import type { FerryConfig } from "../config/schema.ts";
 import type { Logger } from "../core/logger.ts";
 import type { RunningServer } from "./start-server.ts";
+import type { Notifier } from "./sd-notify.ts";
 
 /**
  * What the command line needs from the runtime it runs on: its arguments, files,
@@ -23,6 +24,12 @@ export interface Platform {
   env(name: string): string | undefined;
   /** Whether stderr is the systemd journal (JOURNAL_STREAM names its device and inode). */
   stderrIsJournal(): boolean;
+  /** This process's id (WATCHDOG_PID is compared with it). */
+  readonly pid: number;
+  /** CLOCK_MONOTONIC in microseconds, for sd_notify's MONOTONIC_USEC. */
+  monotonicUsec(): Promise<bigint>;
+  /** Sends sd_notify datagrams to a $NOTIFY_SOCKET path; undefined when the runtime cannot. */
+  readonly notifierFor: ((socketPath: string) => Notifier) | undefined;
   onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }

@@ -49,6 +49,7 @@ export interface DenoApi {
   readTextFile(path: string): Promise<string>;
   readFile(path: string): Promise<Uint8Array>;
   readonly env: { get(name: string): string | undefined };
+  readonly pid: number;
   addSignalListener(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }

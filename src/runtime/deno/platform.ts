@@ -21,6 +21,11 @@ export const denoPlatform: Platform = {
   readFile: (path) => deno.readFile(path),
   startServer,
   env: (name) => deno.env.get(name),
+  pid: deno.pid,
+  monotonicUsec: () => Promise.reject(new Error("CLOCK_MONOTONIC is not available here")),
+  // Deno reaches a unix datagram socket only through --unstable-net or FFI (--allow-ffi); the
+  // systemd unit runs the Bun executable, so under Deno use Type=simple.
+  notifierFor: undefined,
   stderrIsJournal: () => stderrIsJournal({ JOURNAL_STREAM: deno.env.get("JOURNAL_STREAM") }, () => fstatSync(2)),
   onSignal(signal, handler) {
     deno.addSignalListener(signal, handler);
