@@ -167,11 +167,8 @@ async function serve(platform: Platform, args: Args): Promise<void> {
     journal: prefix === "always" || (prefix === "auto" && platform.stderrIsJournal()),
   });
   // Mosquitto's first two lines: what runs, and from which config.
-  log.info(
-    `ferry version ${version} (commit ${await commit(
-      platform.readTextFile,
-    )}; ${platform.runtime}; ${platform.target}) starting`,
-  );
+  const built = await commit(platform.readTextFile);
+  log.info(`ferry version ${version} (commit ${built}; ${platform.runtime}; ${platform.target}) starting`);
   const configPath = args.options.get("config");
   log.info(
     configPath === undefined ? "No config file given; using the defaults." : `Config loaded from ${configPath}.`,
@@ -179,7 +176,7 @@ async function serve(platform: Platform, args: Args): Promise<void> {
 
   let server;
   try {
-    server = await platform.startServer(config, version, log);
+    server = await platform.startServer(config, version, log, { commit: built, runtime: platform.runtime });
   } catch (err) {
     log.error(`cannot start: ${(err as Error).message}`);
     return platform.exit(1);

@@ -165,7 +165,7 @@ describe("admin API: authentication", () => {
     expect(validateConfig({ admin: { host: "0.0.0.0", port: null } }).admin.port).toBeNull();
     // … and the wiring checks again for configs built in code.
     const b = await broker();
-    const config = { ...validateConfig({}), admin: { host: "0.0.0.0", port: 0 } };
+    const config = { ...validateConfig({}), admin: { ...validateConfig({}).admin, host: "0.0.0.0", port: 0 } };
     const listen = () => {
       throw new Error("must not listen");
     };

@@ -214,6 +214,8 @@ export const configSchema = z.object({
     port: port.nullable().default(8080).describe("admin HTTP port; 0 picks a free port, null disables the admin API"),
     token: z.string().min(16).optional()
       .describe("bearer token (16+ characters) every admin route but /healthz and the dashboard page requires"),
+    history_interval_seconds: z.number().int().min(1).max(600).default(10)
+      .describe("how often the dashboard's last-hour charts get a point (kept in memory, one hour of them)"),
   }).strict().superRefine((a, ctx) => {
     if (a.port !== null && a.token === undefined && !isLoopbackHost(a.host)) {
       ctx.addIssue({

@@ -116,7 +116,6 @@ export class Broker {
       deps.logger,
       this.metrics,
     );
-    this.sysSources.push(() => this.security.sysValues());
   }
 
   /** Open the store and restore retained messages and sessions exactly as they were. */

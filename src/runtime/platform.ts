@@ -1,6 +1,6 @@
 import type { FerryConfig } from "../config/schema.ts";
 import type { Logger } from "../core/logger.ts";
-import type { RunningServer } from "./start-server.ts";
+import type { BuildDetails, RunningServer } from "./start-server.ts";
 import type { Notifier } from "./sd-notify.ts";
 
 /**
@@ -19,7 +19,7 @@ export interface Platform {
   readTextFile(path: string): Promise<string | undefined>;
   /** A whole file; rejects when it is missing or unreadable (the error's `code` says which). */
   readFile(path: string): Promise<Uint8Array>;
-  startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer>;
+  startServer(config: FerryConfig, version: string, logger?: Logger, build?: BuildDetails): Promise<RunningServer>;
   /** An environment variable (NOTIFY_SOCKET, JOURNAL_STREAM, …). */
   env(name: string): string | undefined;
   /** Whether stderr is the systemd journal (JOURNAL_STREAM names its device and inode). */

@@ -14,6 +14,7 @@ import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
 import { SecurityWiring } from "./security-wiring.ts";
 import { listenOrExplain } from "./listen-error.ts";
 import { watchStorage } from "./storage-watch.ts";
+import { processStats } from "./process-stats.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -29,6 +30,12 @@ export interface RunningServer {
   reload(): Promise<void>;
   /** Stop accepting, disconnect clients, flush storage. */
   stop(): Promise<void>;
+}
+
+/** Which build runs, for ferry_build_info. */
+export interface BuildDetails {
+  commit: string;
+  runtime: string;
 }
 
 /** The runtime-specific pieces the wiring needs: listeners and a SQLite driver. */
@@ -51,6 +58,7 @@ export async function startServerWith(
   config: FerryConfig,
   version: string,
   logger?: Logger,
+  build?: BuildDetails,
 ): Promise<RunningServer> {
   // Warnings and errors are also kept in a small ring for the admin API and dashboard.
   const recent = new RecentLog();
@@ -59,6 +67,14 @@ export async function startServerWith(
   const broker = new Broker({ options: brokerOptionsFrom(config, version), store, clock: systemClock, logger: log });
   // Password and ACL files before anything listens: a bad one stops the start.
   const security = await SecurityWiring.load(adapters, config, broker, log);
+  // Mosquitto's heap/current and heap/maximum, from the same process figures /metrics shows.
+  let heapMax = 0;
+  broker.sysSources.push(() => {
+    const heap = processStats().heapBytes;
+    if (heap === undefined) return [];
+    heapMax = Math.max(heapMax, heap);
+    return [["heap/current", heap], ["heap/maximum", heapMax]];
+  });
   await broker.start();
   const uplinks = new UplinkManager(broker, config.uplinks, {
     edgeId: config.edge_id,
@@ -104,6 +120,8 @@ export async function startServerWith(
         uplinks,
         config,
         recent,
+        process: processStats,
+        build: { version, ...build },
         ready: () => ({ store_open: !stopping, listeners_up: !stopping }),
         listeners: () => ({
           mqtt: at(mqtt),
