@@ -92,6 +92,23 @@ describe("ferry serve logs", () => {
     expect(log).toMatch(/\.\.\.\(\+59\d\d\d chars\)'\)\./);
   });
 
+  test("a refused CONNECT with a 64 KB username logs it cut short", async () => {
+    const b = await broker({ auth: { allow_anonymous: false } });
+    const c = connect(`mqtt://127.0.0.1:${b.port}`, {
+      protocolVersion: 5,
+      clientId: "intruder\nforged",
+      username: "B".repeat(65_000),
+      password: "x",
+      reconnectPeriod: 0,
+    });
+    await c.catch(() => {});
+    await eventually(() => b.stderr().includes("refused "), 5000, "refusal line");
+    const line = b.stderr().split("\n").find((l) => l.includes("refused "))!;
+    expect(line).toContain("refused intruder\\nforged from 127.0.0.1:");
+    expect(line).toContain(`(user '${"B".repeat(128)}...(+64872 chars)')`);
+    expect(line.length).toBeLessThan(600);
+  });
+
   test("log.format json writes one object per line", async () => {
     const b = await broker({ log: { format: "json" } });
     const first = JSON.parse(b.stderr().split("\n")[0]!);

@@ -27,6 +27,10 @@ export class ConfigSource {
     for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) === 10) this.#lineStarts.push(i + 1);
     const errors: ParseError[] = [];
     this.#tree = parseTree(text, errors, { allowTrailingComma: true, disallowComments: false });
+    // An empty file, or one of comments only, is the defaults (every key is optional).
+    if (this.#tree === undefined && errors.every((e) => printParseErrorCode(e.error) === "ValueExpected")) {
+      errors.length = 0;
+    }
     for (const e of errors) {
       this.syntaxProblems.push(
         `${this.#at(e.offset)}: not valid JSON: ${describeSyntaxError(printParseErrorCode(e.error))}`,

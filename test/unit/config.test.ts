@@ -115,3 +115,9 @@ describe("config topic filters and placeholders", () => {
     ))).toEqual([]);
   });
 });
+
+describe("config files that are empty", () => {
+  test("a file of only comments gives the defaults too", () => {
+    expect(parseConfig("// nothing set yet\n/* all defaults */\n").listeners.mqtt_port).toBe(1883);
+  });
+});
