@@ -22,17 +22,24 @@ export function watchStorage(
   const now = options.now ?? Date.now;
   let since: number | undefined;
   let refusedBefore = 0;
+  let refusedSeen = state.refused();
   const check = () => {
+    // Refusals since the last check mean it was full meanwhile, even if it no longer is.
+    const refused = state.refused();
+    const previous = refusedSeen;
+    const wasFull = refused > previous;
+    refusedSeen = refused;
     const full = state.full();
-    if (full && since === undefined) {
+    if ((full || wasFull) && since === undefined) {
       since = now();
-      refusedBefore = state.refused();
+      refusedBefore = previous; // refusals since the last check belong to this episode
       const { messages, bytes } = state.size();
       const quota = options.maxBytes > 0 ? ` (storage.max_bytes ${options.maxBytes})` : "";
       log.error(
         `storage full: ${messages} messages, ${bytes} bytes${quota}; QoS 1/2 publishes are refused (v5 0x97, 3.1.1 disconnected) until deliveries drain or disk space returns`,
       );
-    } else if (!full && since !== undefined) {
+    }
+    if (!full && since !== undefined) {
       const seconds = Math.round((now() - since) / 1000);
       log.warn(
         `storage has room again after ${seconds} s; accepting publishes (${
