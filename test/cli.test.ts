@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { connect } from "./helpers/clients.ts";
+import { makeCerts } from "./helpers/certs.ts";
 
 const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
 const tmp = mkdtempSync(join(tmpdir(), "ferry-cli-"));
@@ -269,6 +270,22 @@ describe("ferry check-config", () => {
     expect(s.code).toBe(2);
     expect(s.stderr).toContain("auth.password_file");
     expect(s.stdout).not.toContain("listening");
+  });
+
+  test("a TLS key that is not the certificate's is refused, naming tls.key", async () => {
+    const certs = makeCerts();
+    const path = configFile(
+      "wrong-key.json",
+      JSON.stringify({ listeners: { tls_port: 0 }, tls: { cert: certs.serverCert, key: certs.clientKey } }),
+    );
+    const r = await run("check-config", path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("tls.key: is not the private key of the certificate in tls.cert");
+    const good = configFile(
+      "right-key.json",
+      JSON.stringify({ listeners: { tls_port: 0 }, tls: { cert: certs.serverCert, key: certs.serverKey } }),
+    );
+    expect((await run("check-config", good)).code).toBe(0);
   });
 
   test("a file the service user cannot read is reported as not readable (run as nobody)", () => {

@@ -5,6 +5,7 @@
  * `serve` can exit 2 (which the systemd unit does not restart) instead of failing later.
  * Nothing read from these files ever appears in a problem: only the file and the line.
  */
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { parseAclFile } from "../auth/acl-file.ts";
 import { PasswordFile } from "../auth/password-file.ts";
 import type { ConfigProblem, KeyPath } from "./config-source.ts";
@@ -31,6 +32,7 @@ export async function fileProblems(config: FerryConfig, readFile: ReadFile): Pro
   });
   const limits = { maxTopicLength: config.mqtt.max_topic_length, maxTopicLevels: config.mqtt.max_topic_levels };
   const out: ConfigProblem[] = [];
+  const texts = new Map<string, string>();
   await Promise.all(wanted.map(async ([path, file, kind]) => {
     if (file === null || file === undefined) return;
     let bytes: Uint8Array;
@@ -41,8 +43,20 @@ export async function fileProblems(config: FerryConfig, readFile: ReadFile): Pro
       return;
     }
     const text = new TextDecoder().decode(bytes);
-    for (const p of contentProblems(kind, text, limits)) out.push({ path, message: `${file}: ${p}` });
+    const problems = contentProblems(kind, text, limits);
+    for (const p of problems) out.push({ path, message: `${file}: ${p}` });
+    if (problems.length === 0) texts.set(path.join("."), text);
   }));
+  // A certificate with someone else's key parses fine and fails only at the TLS handshake.
+  const pairs: Array<[KeyPath, KeyPath]> = [[["tls", "cert"], ["tls", "key"]]];
+  config.uplinks.forEach((_, i) => pairs.push([["uplinks", i, "tls", "cert"], ["uplinks", i, "tls", "key"]]));
+  for (const [certPath, keyPath] of pairs) {
+    const cert = texts.get(certPath.join("."));
+    const key = texts.get(keyPath.join("."));
+    if (cert !== undefined && key !== undefined && keyFitsCertificate(cert, key) === false) {
+      out.push({ path: keyPath, message: `is not the private key of the certificate in ${certPath.join(".")}` });
+    }
+  }
   // Stable order whatever finished first: the order the keys were listed in.
   const rank = (p: ConfigProblem) => wanted.findIndex(([path]) => path.join(".") === p.path.join("."));
   return out.sort((a, b) => rank(a) - rank(b));
@@ -92,6 +106,15 @@ function pemProblem(text: string, label: RegExp, kind: Kind): string[] {
     }
   }
   return [];
+}
+
+/** Whether `key` belongs to the first certificate in `cert`; undefined when this runtime cannot tell. */
+function keyFitsCertificate(cert: string, key: string): boolean | undefined {
+  try {
+    return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
+  } catch {
+    return undefined; // an encrypted key, or a runtime without these APIs: the TLS listener will say
+  }
 }
 
 function article(kind: Kind): string {
