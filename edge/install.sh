@@ -189,7 +189,13 @@ fi
 # A config that does not validate must not replace a running broker.
 if [ "$dry_run" = 0 ]; then
   if "$bindir/ferry" version >/dev/null 2>&1; then
-    "$bindir/ferry" check-config "$confdir/ferry.jsonc" || {
+    # As the service user when there is one, so a file it cannot read fails here, not at start.
+    as_user=""
+    if [ "$live" = 1 ] && command -v runuser >/dev/null 2>&1; then as_user="runuser -u $user --"; fi
+    # Into another root (packaging), the files the config names are looked for under it.
+    root_arg=""
+    if [ -n "$root" ]; then root_arg="--root $root"; fi
+    $as_user "$bindir/ferry" check-config $root_arg "$confdir/ferry.jsonc" || {
       echo "install.sh: $confdir/ferry.jsonc has problems (above); fix it and run install.sh again" >&2
       exit 2
     }

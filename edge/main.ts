@@ -6,20 +6,23 @@
  * Nothing here is runtime-specific: arguments, files, signals, exit and the listeners come
  * from the platform `loadPlatform()` picks (Bun's, or Deno's under Deno).
  */
-import { ConfigError, parseConfig, validateConfig } from "../src/config/load.ts";
+import { ConfigError, loadConfig, validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
 import { loadPlatform, type Platform } from "../src/runtime/platform.ts";
 import { runPasswd } from "../src/auth/passwd-command.ts";
 import { commit, version } from "./build-info.ts";
+import { createLogger } from "../src/runtime/log-output.ts";
+import type { Logger } from "../src/core/logger.ts";
+import { serviceNotifier } from "../src/runtime/sd-notify.ts";
 
 const HELP = `ferry version ${version}
 
 ferry is an MQTT v5.0/v3.1.1/v3.1 edge broker that keeps what it accepts on disk.
 
 Usage: ferry [serve] [-c config_file] [--host host] [-p port] [--ws-port port] [--admin-port port] [-d dir] [-v]
-       ferry check-config config_file
+       ferry check-config [--root DIR] config_file
        ferry passwd [-c | -D] [--stdin] FILE USER
-       ferry version
+       ferry version | --version | -V
        ferry --help
 
 Commands:
@@ -27,9 +30,12 @@ Commands:
   passwd FILE USER     add a user to a password file or change its password (-c creates
                        FILE, -D deletes USER, --stdin reads the password from stdin);
                        'ferry passwd --help' says more.
-  check-config FILE    validate a config file: print every problem with its key and
-                       exit 2, or print "FILE: ok" and exit 0.
-  version              print the version, the git commit it was built from and the runtime.
+  check-config FILE    validate a config file and the files it names (password, ACL,
+                       certificates): print every problem as file:line:col key: message
+                       and exit 2, or print "FILE: ok" and exit 0. --root DIR looks for
+                       the named files under DIR (a system image being prepared).
+  version, --version, -V
+                       print the version, the git commit it was built from and the runtime.
 
 Options for serve:
  -c, --config FILE   : load the broker config file (JSON; // and /* */ comments allowed).
@@ -44,9 +50,13 @@ Options for serve:
  -h, --help          : display this help.
 
 Command-line options override the config file. Ferry prints "listening mqtt://HOST:PORT"
-(and "listening http://HOST:PORT" for the admin API) on stdout once it accepts
-connections and logs to stderr. SIGINT or SIGTERM stops it
-cleanly. Exit status: 0 ok, 1 cannot start, 2 bad command line or configuration.
+(and "listening http://HOST:PORT (dashboard; ...)" for the dashboard and admin API) on
+stdout once it accepts connections, and logs to stderr.
+
+Signals: SIGINT or SIGTERM stops it cleanly (v5 clients get DISCONNECT 0x8B, storage is
+flushed). SIGHUP re-reads the password file, ACL file and certificates and reconnects the
+uplinks, without dropping any client (systemctl reload ferry sends it).
+Exit status: 0 ok, 1 cannot start (e.g. port in use), 2 bad command line or configuration.
 
 Every configuration key, with its default: /etc/ferry/ferry.example.jsonc (installed by
 install.sh), or edge/ferry.example.jsonc in the source tree.`;
@@ -62,12 +72,15 @@ const VALUE_OPTIONS: Record<string, string> = {
   "--admin-port": "admin-port",
   "-d": "data-dir",
   "--data-dir": "data-dir",
+  "--root": "root",
 };
 const SWITCHES: Record<string, string> = {
   "-v": "verbose",
   "--verbose": "verbose",
   "-h": "help",
   "--help": "help",
+  "-V": "version",
+  "--version": "version",
 };
 
 interface Args {
@@ -108,14 +121,20 @@ function portArg(value: string, name: string): number {
   return n;
 }
 
-/** The config file at `path` (defaults when there is none); ConfigError lists every problem. */
-async function readConfig(platform: Platform, path: string | undefined): Promise<FerryConfig> {
+/**
+ * The config file at `path` (defaults when there is none), with the files it names checked
+ * too: the one validation `serve` and `check-config` share. ConfigError lists every problem.
+ */
+async function readConfig(platform: Platform, path: string | undefined, root = ""): Promise<FerryConfig> {
   if (path === undefined) return validateConfig({});
   const text = await platform.readTextFile(path).catch((err: Error) => {
     throw new ConfigError([`${path}: cannot read: ${err.message}`]);
   });
   if (text === undefined) throw new ConfigError([`${path}: no such file`]);
-  return parseConfig(text, path);
+  const readFile = root === ""
+    ? platform.readFile
+    : (file: string) => platform.readFile(file.startsWith("/") ? `${root.replace(/\/$/, "")}${file}` : file);
+  return loadConfig(text, path, readFile);
 }
 
 async function serve(platform: Platform, args: Args): Promise<void> {
@@ -142,18 +161,44 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   if (dataDir !== undefined) config.data_dir = dataDir;
   if (args.switches.has("verbose")) config.log_level = "debug";
 
+  const prefix = config.log.syslog_prefix;
+  const log: Logger = createLogger({
+    level: config.log_level,
+    format: config.log.format,
+    journal: prefix === "always" || (prefix === "auto" && platform.stderrIsJournal()),
+  });
+  // Mosquitto's first two lines: what runs, and from which config.
+  const built = await commit(platform.readTextFile);
+  log.info(`ferry version ${version} (commit ${built}; ${platform.runtime}; ${platform.target}) starting`);
+  const configPath = args.options.get("config");
+  log.info(
+    configPath === undefined ? "No config file given; using the defaults." : `Config loaded from ${configPath}.`,
+  );
+
   let server;
   try {
-    server = await platform.startServer(config, version);
+    server = await platform.startServer(config, version, log, { commit: built, runtime: platform.runtime });
   } catch (err) {
-    console.error(`ferry: cannot start: ${(err as Error).message}`);
+    log.error(`cannot start: ${(err as Error).message}`);
     return platform.exit(1);
   }
   console.log(`listening mqtt://${server.mqtt.host}:${server.mqtt.port}`);
   if (server.ws) console.log(`listening ws://${server.ws.host}:${server.ws.port}/mqtt`);
   if (server.tls) console.log(`listening mqtts://${server.tls.host}:${server.tls.port}`);
   if (server.wss) console.log(`listening wss://${server.wss.host}:${server.wss.port}/mqtt`);
-  if (server.admin) console.log(`listening http://${server.admin.host}:${server.admin.port}`);
+  if (server.admin) {
+    console.log(`listening http://${server.admin.host}:${server.admin.port} (dashboard; admin API /api/v1, /metrics)`);
+  }
+  // Type=notify: systemctl start returns, and dependent units start, once every listener accepts.
+  const service = serviceNotifier({
+    env: platform.env,
+    notifierFor: platform.notifierFor,
+    pid: platform.pid,
+    log,
+    monotonicUsec: platform.monotonicUsec,
+  });
+  const status = `accepting MQTT on ${server.mqtt.host}:${server.mqtt.port}`;
+  service.ready(status);
 
   let stoppingSince: number | undefined;
   const shutdown = (signal: string) => {
@@ -162,15 +207,17 @@ async function serve(platform: Platform, args: Args): Promise<void> {
       // group and `deno task` forwards it too): only a later one means "stop waiting".
       // Acknowledged messages are already committed, so nothing acknowledged is lost.
       if (Date.now() - stoppingSince < 1000) return;
-      console.error(`ferry: ${signal} again, exiting now`);
+      log.warn(`${signal} again, exiting now`);
       platform.exit(1);
     }
     stoppingSince = Date.now();
-    console.error(`ferry: ${signal}, shutting down`);
+    service.stopping();
+    service.close();
+    log.info(`${signal}, shutting down`);
     server.stop().then(
       () => platform.exit(0),
       (err: Error) => {
-        console.error(`ferry: shutdown failed: ${err.message}`);
+        log.error(`shutdown failed: ${err.message}`);
         platform.exit(1);
       },
     );
@@ -179,8 +226,10 @@ async function serve(platform: Platform, args: Args): Promise<void> {
   platform.onSignal("SIGTERM", () => shutdown("SIGTERM"));
   // SIGHUP re-reads the password file, ACL file and certificates (like Mosquitto).
   platform.onSignal("SIGHUP", () => {
-    console.error("ferry: SIGHUP, reloading security files");
-    void server.reload();
+    log.info("SIGHUP, reloading security files");
+    // systemctl reload waits between RELOADING=1 and the next READY=1.
+    service.reloading();
+    void server.reload().finally(() => service.ready(status));
   });
 }
 
@@ -188,7 +237,7 @@ async function checkConfig(platform: Platform, args: Args): Promise<void> {
   const path = args.positional[0] ?? args.options.get("config");
   if (!path) throw new UsageError("check-config needs a FILE");
   try {
-    await readConfig(platform, path);
+    await readConfig(platform, path, args.options.get("root"));
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     for (const problem of err.problems) console.error(problem);
@@ -211,7 +260,7 @@ async function main(platform: Platform): Promise<void> {
     args = parseArgs(platform.args);
     if (args.switches.has("help") || args.command === "help") {
       console.log(HELP);
-    } else if (args.command === "version") {
+    } else if (args.command === "version" || args.switches.has("version")) {
       console.log(
         `ferry ${version} (commit ${await commit(
           platform.readTextFile,

@@ -90,7 +90,9 @@ async function measureOnce(cmd: string[]): Promise<Reading> {
     let out = "";
     // main.ts prints every `listening` line at once (the admin API's last), after the
     // whole server has started.
-    while (!/listening mqtt:\/\//.test(out) || (ADMIN_PATH !== undefined && !/listening http:\/\/\S+\n/.test(out))) {
+    while (
+      !/listening mqtt:\/\//.test(out) || (ADMIN_PATH !== undefined && !/listening http:\/\/\S+[^\n]*\n/.test(out))
+    ) {
       const { done, value } = await reader.read();
       if (done) throw new Error(`ferry exited before listening: ${out}${await new Response(proc.stderr).text()}`);
       out += decoder.decode(value, { stream: true });

@@ -721,7 +721,9 @@ describe("admin API over a real socket", () => {
         join(dir, "data"),
       ],
     );
-    expect(out).toMatch(/^listening mqtt:\/\/127\.0\.0\.1:\d+\nlistening http:\/\/127\.0\.0\.1:\d+\n$/);
+    expect(out).toMatch(
+      /^listening mqtt:\/\/127\.0\.0\.1:\d+\nlistening http:\/\/127\.0\.0\.1:\d+ \(dashboard; admin API \/api\/v1, \/metrics\)\n$/,
+    );
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     expect((await fetch(`${url}/api/v1/broker`)).status).toBe(200); // loopback without a token: open
     proc.kill("SIGTERM");

@@ -495,7 +495,7 @@ describe("reload and secrets", () => {
   test("an uplink URL with credentials in it is a config error (URLs are logged and shown by the admin API)", () => {
     expect(() => validateConfig({ uplinks: [{ name: "cloud", url: "mqtts://edge:hunter2@cloud.example:8883" }] }))
       .toThrow(
-        /uplinks\.0\.url: no user:password@/,
+        /uplinks\[0\]\.url: no user:password@/,
       );
   });
 

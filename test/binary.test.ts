@@ -10,7 +10,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
@@ -146,7 +146,11 @@ for (const name of ["linux-x64", "linux-arm64"]) {
     test.skipIf(v.skip !== undefined)(
       "check-config accepts edge/ferry.example.jsonc and rejects a bad file with exit 2 naming the key",
       async () => {
-        const ok = await runToEnd(v, "check-config", EXAMPLE);
+        // The example names /etc/ferry/passwd, which install.sh creates: look for it in a root that has it.
+        const root = mkdtempSync(join(tmp, `root-${name}-`));
+        mkdirSync(join(root, "etc", "ferry"), { recursive: true });
+        writeFileSync(join(root, "etc", "ferry", "passwd"), "");
+        const ok = await runToEnd(v, "check-config", "--root", root, EXAMPLE);
         expect(ok.stderr).toBe("");
         expect(ok.code).toBe(0);
         const bad = join(tmp, `bad-${name}.json`);

@@ -4,13 +4,14 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { spawnServe } from "./helpers/broker-process.ts";
 import { validateConfig } from "../src/config/load.ts";
 import { connect } from "./helpers/clients.ts";
+import { makeCerts } from "./helpers/certs.ts";
 
 const MAIN = join(import.meta.dir, "..", "edge", "main.ts");
 const tmp = mkdtempSync(join(tmpdir(), "ferry-cli-"));
@@ -115,6 +116,48 @@ describe("ferry serve", () => {
     });
   }
 
+  test("a busy port names the listener, the address, the port and the option that changes it", async () => {
+    const busy = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      const dataDir = mkdtempSync(join(tmp, "busy-"));
+      const mqtt = await run(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        String(busy.port),
+        "--admin-port",
+        "off",
+        "-d",
+        dataDir,
+      );
+      expect(mqtt.code).toBe(1);
+      expect(mqtt.stderr).toContain(
+        `cannot start: cannot listen for MQTT over TCP on 127.0.0.1:${busy.port}: address already in use`,
+      );
+      expect(mqtt.stderr).toContain("listeners.mqtt_port or --mqtt-port");
+      const admin = await run(
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        "0",
+        "--admin-port",
+        String(busy.port),
+        "-d",
+        dataDir,
+      );
+      expect(admin.code).toBe(1);
+      expect(admin.stderr).toContain(
+        `admin API and dashboard (HTTP) on 127.0.0.1:${busy.port}: address already in use`,
+      );
+      expect(admin.stderr).toContain("--admin-port");
+      expect(admin.stdout).not.toContain("listening");
+    } finally {
+      busy.stop(true);
+    }
+  });
+
   test("a config file with an unknown key makes serve exit 2 naming the key, without listening", async () => {
     const path = configFile("unknown-key.json", JSON.stringify({ mqtt: { max_pakcet_size: 4096 } }));
     const r = await run("serve", "--mqtt-port", "0", "--config", path);
@@ -181,6 +224,84 @@ describe("ferry check-config", () => {
     expect(r.stderr).toBe("");
   });
 
+  test("a password, ACL or TLS file that is missing or does not parse is an error naming the key; serve refuses it too", async () => {
+    const notPem = configFile("not-a-cert.pem", "hello\n");
+    const badAcl = configFile("bad.acl", "topic read a/#/b\nbogus line\n");
+    const path = configFile(
+      "missing-files.jsonc",
+      JSON.stringify(
+        {
+          listeners: { tls_port: 0 },
+          auth: { password_file: join(tmp, "no-such-passwd") },
+          acl: { acl_file: badAcl },
+          tls: { cert: notPem, key: join(tmp, "no-such-key.pem") },
+        },
+        null,
+        2,
+      ),
+    );
+    const r = await run("check-config", path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`${path}:6:22 auth.password_file: ${join(tmp, "no-such-passwd")}: no such file`);
+    expect(r.stderr).toMatch(/acl\.acl_file: \S+bad\.acl: line 2: unknown keyword 'bogus'/);
+    expect(r.stderr).toContain("acl.acl_file: " + badAcl + ": '#' must be alone in the last level: 'a/#/b'");
+    expect(r.stderr).toContain(`tls.cert: ${notPem}: not a PEM file`);
+    expect(r.stderr).toContain(`tls.key: ${join(tmp, "no-such-key.pem")}: no such file`);
+    expect(r.stdout).not.toContain("ok");
+    const s = await run("serve", "--mqtt-port", "0", "--admin-port", "off", "--config", path);
+    expect(s.code).toBe(2);
+    expect(s.stderr).toContain("auth.password_file");
+    expect(s.stdout).not.toContain("listening");
+  });
+
+  test("a TLS key that is not the certificate's is refused, naming tls.key", async () => {
+    const certs = makeCerts();
+    const path = configFile(
+      "wrong-key.json",
+      JSON.stringify({ listeners: { tls_port: 0 }, tls: { cert: certs.serverCert, key: certs.clientKey } }),
+    );
+    const r = await run("check-config", path);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("tls.key: is not the private key of the certificate in tls.cert");
+    const good = configFile(
+      "right-key.json",
+      JSON.stringify({ listeners: { tls_port: 0 }, tls: { cert: certs.serverCert, key: certs.serverKey } }),
+    );
+    expect((await run("check-config", good)).code).toBe(0);
+  });
+
+  test("a file the service user cannot read is reported as not readable (run as nobody)", () => {
+    if (process.getuid?.() !== 0 || !Bun.which("runuser")) return; // needs root to switch users
+    const secret = configFile("root-only-passwd", "");
+    chmodSync(secret, 0o600);
+    const path = configFile("unreadable.json", JSON.stringify({ auth: { password_file: secret } }));
+    chmodSync(path, 0o644);
+    chmodSync(tmp, 0o755);
+    const proc = Bun.spawnSync(["runuser", "-u", "nobody", "--", process.execPath, MAIN, "check-config", path], {
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, HOME: "/tmp" },
+    });
+    expect(proc.exitCode).toBe(2);
+    expect(proc.stderr.toString()).toContain(`auth.password_file: ${secret}: not readable by this user`);
+  });
+
+  test("an unknown placeholder or an invalid filter in the config is refused by check-config and serve", async () => {
+    const path = configFile(
+      "placeholders.json",
+      JSON.stringify({
+        acl: { rules: [{ action: "subscribe", topic: "a/#/b", permission: "allow" }] },
+        uplinks: [{ name: "c", url: "mqtt://127.0.0.1:1", forward: [{ filter: "x/#", topic: "up/${nope}" }] }],
+      }),
+    );
+    for (const cmd of [["check-config", path], ["serve", "--mqtt-port", "0", "--admin-port", "off", "-c", path]]) {
+      const r = await run(...cmd);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain("acl.rules[0].topic: '#' must be alone in the last level");
+      expect(r.stderr).toContain("uplinks[0].forward[0].topic: unknown placeholder '${nope}'");
+    }
+  });
+
   test("without a FILE it exits 2 and says what is missing", async () => {
     const r = await run("check-config");
     expect(r.code).toBe(2);
@@ -194,6 +315,20 @@ describe("ferry version and help", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`ferry ${pkg.version}`);
     expect(r.stdout).toContain(`bun ${Bun.version}`);
+  });
+
+  for (const flag of ["--version", "-V"]) {
+    test(`${flag} prints the version like the version command`, async () => {
+      const r = await run(flag);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`ferry ${pkg.version} (commit `);
+    });
+  }
+
+  test("--help says what SIGHUP does", async () => {
+    const r = await run("--help");
+    expect(r.stdout).toMatch(/SIGHUP re-reads the password file, ACL file and certificates/);
+    expect(r.stdout).toContain("--version");
   });
 
   test("--help lists every command and exits 0", async () => {

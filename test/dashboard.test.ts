@@ -130,4 +130,110 @@ describe("dashboard", () => {
       expect(pageErrors).toEqual([]);
     },
   );
+
+  test.skipIf(!HAVE_CHROMIUM)(
+    "charts of the last hour with axes, kept server-side (a fresh tab shows them at once), the drain estimate and the clients table; screenshots saved",
+    async () => {
+      const deadCloud = `mqtt://127.0.0.1:${await freePort()}`;
+      const b = await startBroker({
+        edge_id: "line-9",
+        admin: { port: 0, history_interval_seconds: 1 },
+        uplinks: [{
+          name: "cloud",
+          url: deadCloud,
+          forward: [{ filter: "factory/#", qos: 1 }],
+          backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
+        }] as FerryConfig["uplinks"],
+      });
+      cleanups.push(() => b.stop());
+      const base = `http://127.0.0.1:${b.server.admin!.port}`;
+      const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+      cleanups.push(() => browser.close());
+      const pageErrors: string[] = [];
+
+      const sensor = await connect(b.url, { protocolVersion: 5, clientId: "sensor-a", username: "alice" });
+      cleanups.push(() => sensor.end(true));
+      const legacy = await connect(b.url, { protocolVersion: 4, clientId: "legacy-plc", clean: false });
+      cleanups.push(() => legacy.end(true));
+      await legacy.client.subscribeAsync("factory/#", { qos: 1 });
+      // Traffic for a few history points: into the dead uplink's backlog, and out to the subscriber.
+      let n = 0;
+      const publisher = setInterval(() => {
+        for (let k = 0; k < 5; k++) sensor.client.publish(`factory/line9/m${k}`, String(n++), { qos: 1 });
+      }, 20);
+      cleanups.push(() => clearInterval(publisher));
+      await Bun.sleep(4500);
+
+      // A tab opened now draws the history at its first poll: the server kept it.
+      const page = await browser.newPage({ viewport: { width: 1400, height: 1300 } });
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(`${base}/`);
+      await page.waitForFunction(() => document.getElementById("status")?.textContent === "live", null, {
+        timeout: 10_000,
+      });
+      const pointsOf = (id: string, series: string) =>
+        page.evaluate(
+          ([i, s]) =>
+            document.querySelector(`#${i} polyline[data-series="${s}"]`)?.getAttribute("points")?.split(" ").length ??
+              0,
+          [id, series] as const,
+        );
+      expect(await pointsOf("hist-rates", "in")).toBeGreaterThanOrEqual(3);
+      expect(await pointsOf("hist-backlog", "backlog")).toBeGreaterThanOrEqual(3);
+      expect(await pointsOf("hist-oldest", "oldest_pending_seconds")).toBeGreaterThanOrEqual(3);
+      // Axes: five y ticks with numbers, the hour on x.
+      const ticks = await page.evaluate(() => ({
+        y: Array.from(document.querySelectorAll("#hist-rates text.ytick"), (t) => t.textContent),
+        x: Array.from(document.querySelectorAll("#hist-rates text.xtick"), (t) => t.textContent),
+      }));
+      expect(ticks.y).toHaveLength(5);
+      expect(ticks.y[0]).toBe("0");
+      expect(Number(String(ticks.y[4]).replace("k", "000"))).toBeGreaterThan(10);
+      // x: the history so far (at least a minute, at most an hour), ending now.
+      expect(ticks.x.at(-1)).toBe("now");
+      expect(ticks.x.length).toBeGreaterThanOrEqual(3);
+      for (const t of ticks.x.slice(0, -1)) expect(t).toMatch(/^-\d+ (s|min)$/);
+      // The inbound line is off the floor: its highest point is above the x axis.
+      const inYs = await page.evaluate(() =>
+        (document.querySelector('#hist-rates polyline[data-series="in"]')?.getAttribute("points") ?? "").split(" ")
+          .map((p) => Number(p.split(",")[1]))
+      );
+      expect(Math.min(...inYs)).toBeLessThan(100);
+
+      // Drain estimate: the cloud is down, so the backlog grows and nothing drains.
+      await page.waitForFunction(() => /Backlog \d/.test(document.getElementById("drain")?.textContent ?? ""), null, {
+        timeout: 10_000,
+      });
+      expect(await page.textContent("#drain")).toContain("not shrinking");
+
+      // The clients table lists both clients with what an operator looks for.
+      const rows = await page.$$eval(
+        "#clients tr",
+        (trs) => trs.map((tr) => Array.from(tr.children, (td) => td.textContent)),
+      );
+      const a = rows.find((r) => r[0] === "sensor-a")!;
+      expect(a[1]).toBe("alice");
+      expect(a[2]).toMatch(/^127\.0\.0\.1:\d+$/);
+      expect(a[3]).toBe("5.0 · tcp");
+      expect(a[4]).toContain("ago");
+      const l = rows.find((r) => r[0] === "legacy-plc")!;
+      expect(l[1]).toBe("–");
+      expect(l[3]).toBe("3.1.1 · tcp");
+
+      // The numbers follow the traffic: stop it, and the live rate falls to 0.
+      await page.waitForFunction(() => Number(document.getElementById("rate-in")?.textContent ?? "0") > 10, null, {
+        timeout: 10_000,
+      });
+      const dir = mkdtempSync(join("/tmp", "ferry-dashboard-"));
+      await page.screenshot({ path: join(dir, "with-traffic.png"), fullPage: true });
+      clearInterval(publisher);
+      await page.waitForFunction(() => document.getElementById("rate-in")?.textContent === "0.0", null, {
+        timeout: 10_000,
+      });
+      await page.waitForTimeout(2500); // a history point without traffic
+      await page.screenshot({ path: join(dir, "after-traffic.png"), fullPage: true });
+      console.log(`dashboard screenshots: ${dir}/with-traffic.png, ${dir}/after-traffic.png`);
+      expect(pageErrors).toEqual([]);
+    },
+  );
 });

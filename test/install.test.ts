@@ -4,7 +4,7 @@
  * be what the schema generates and must pass check-config.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, parseConfig } from "../src/config/load.ts";
@@ -126,6 +126,15 @@ describe("edge/ferry.service", () => {
     expect(Number(one("LimitNOFILE"))).toBeGreaterThanOrEqual(16384);
   });
 
+  test("is Type=notify with a watchdog, and reloads with SIGHUP instead of restarting", () => {
+    expect(one("Type")).toBe("notify");
+    expect(one("NotifyAccess")).toBe("main"); // Ferry itself sends, not a helper process
+    expect(one("ExecReload")).toBe("/bin/kill -HUP $MAINPID");
+    expect(Number(one("WatchdogSec"))).toBeGreaterThan(0);
+    // The notify socket is AF_UNIX: the address-family sandbox must leave it.
+    expect(one("RestrictAddressFamilies")).toContain("AF_UNIX");
+  });
+
   test("is sandboxed: read-only system, writable data directory only, no new privileges", () => {
     expect(one("ProtectSystem")).toBe("strict");
     expect(one("ReadWritePaths")).toBe("/var/lib/ferry");
@@ -154,8 +163,11 @@ describe("edge/ferry.example.jsonc", () => {
     expect(readFileSync(EXAMPLE_PATH, "utf8")).toBe(renderExampleConfig());
   });
 
-  test("passes check-config", () => {
-    const r = Bun.spawnSync([process.execPath, MAIN, "check-config", EXAMPLE_PATH], {
+  test("passes check-config, in a root that has the files it names (as install.sh creates them)", () => {
+    const root = mkdtempSync(join(tmp, "example-root-"));
+    mkdirSync(join(root, "etc", "ferry"), { recursive: true });
+    writeFileSync(join(root, "etc", "ferry", "passwd"), "");
+    const r = Bun.spawnSync([process.execPath, MAIN, "check-config", "--root", root, EXAMPLE_PATH], {
       stdout: "pipe",
       stderr: "pipe",
     });

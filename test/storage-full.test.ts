@@ -33,7 +33,7 @@ async function start(dataDir: string, storage: Record<string, unknown>): Promise
   const broker = await spawnBroker({
     dataDir,
     configPath: join(scratch, `config-${running.size}-${Date.now()}.json`),
-    config: { log_level: "error", storage: { durability: "commit", ...storage }, mqtt: { sys_interval: 0 } },
+    config: { log_level: "warn", storage: { durability: "commit", ...storage }, mqtt: { sys_interval: 0 } },
   });
   running.add(broker);
   return broker;
@@ -163,6 +163,11 @@ describe("storage.max_bytes reached with every message still owed", () => {
     await retry.peer.disconnect();
     await pub.disconnect();
     await watcher.peer.disconnect();
+    // Logged once when it filled and once when it had room again, not once per refusal.
+    await until(() => broker.stderr().includes("storage has room again"), "the recovery log line");
+    expect(broker.stderr().match(/ error storage full: /g)).toHaveLength(1);
+    expect(broker.stderr().match(/ warn storage has room again after \d+ s; accepting publishes \(\d+ refused/g))
+      .toHaveLength(1);
     await stop(broker, "SIGTERM");
   });
 });

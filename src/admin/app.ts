@@ -11,7 +11,7 @@ import { ApiError } from "./errors.ts";
 import { openApiDocument } from "./openapi.ts";
 import { requestGuard } from "./request-guard.ts";
 import { activityRoutes } from "./routes/activity.ts";
-import { brokerRoutes } from "./routes/broker.ts";
+import { brokerRoutes, metricsRoutes } from "./routes/broker.ts";
 import { clientRoutes } from "./routes/clients.ts";
 import { historyRoutes } from "./routes/history.ts";
 import { opsRoutes } from "./routes/ops.ts";
@@ -21,6 +21,7 @@ import { sessionRoutes } from "./routes/sessions.ts";
 import { subscriptionRoutes } from "./routes/subscriptions.ts";
 import { uplinkRoutes } from "./routes/uplinks.ts";
 import { countTopTopics } from "./top-topics.ts";
+import { takeSnapshot } from "./metrics-snapshot.ts";
 
 export type { AdminDeps, Readiness } from "./deps.ts";
 export { adminTokenProblem } from "./token-policy.ts";
@@ -42,6 +43,15 @@ export function createAdminApp(deps: AdminDeps): Hono {
     ready: deps.ready ?? (() => ({ store_open: true, listeners_up: true })),
     listeners: deps.listeners ?? (() => ({})),
     topTopics,
+    snapshot: () =>
+      takeSnapshot({
+        broker: deps.broker,
+        uplinks: () => deps.uplinks.links.map((l) => l.status()),
+        recent: deps.recent,
+        process: deps.process,
+        build: deps.build,
+      }),
+    history: deps.history,
   };
 
   const app = new Hono();
@@ -72,6 +82,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
   app.route("/", opsRoutes(ctx));
   app.get("/api/v1/openapi.json", (c) => c.json(openApiDocument(deps.broker.options.version)));
   app.route("/api/v1/broker", brokerRoutes(ctx));
+  app.route("/api/v1/metrics", metricsRoutes(ctx));
   app.route("/api/v1/clients", clientRoutes(ctx));
   app.route("/api/v1/sessions", sessionRoutes(ctx));
   app.route("/api/v1/subscriptions", subscriptionRoutes(ctx));

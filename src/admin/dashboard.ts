@@ -1,7 +1,8 @@
 /**
  * The dashboard at `/`: one HTML page with inline CSS, JavaScript and SVG (no build
  * step, nothing fetched from elsewhere). The page itself holds no data; its script
- * polls the JSON API every 1.5 s. With a token configured, the page asks for it once
+ * polls the JSON API every 1.5 s, including the last hour the server keeps
+ * (/api/v1/metrics/history), so a freshly opened tab shows its charts at once. With a token configured, the page asks for it once
  * and keeps it in sessionStorage for the tab.
  */
 export const DASHBOARD_HTML = /* html */ `<!doctype html>
@@ -48,6 +49,19 @@ export const DASHBOARD_HTML = /* html */ `<!doctype html>
   ul.log li { padding:4px 0; border-bottom:1px solid var(--line); }
   ul.log .lvl { display:inline-block; width:44px; font-weight:600; } ul.log .error .lvl { color:var(--bad); } ul.log .warn .lvl { color:var(--warn); }
   ul.log time { color:var(--muted); margin-right:8px; }
+  svg.chart { width:100%; height:auto; display:block; }
+  svg.chart .grid { stroke:var(--line); stroke-width:1; }
+  svg.chart .axis { stroke:#aeb8c2; stroke-width:1; }
+  svg.chart text { fill:var(--muted); font-size:11px; font-family:inherit; font-variant-numeric:tabular-nums; }
+  svg.chart polyline { fill:none; stroke-width:1.8; }
+  .charts { display:grid; grid-template-columns:repeat(3, 1fr); gap:16px; }
+  @media (max-width: 1100px) { .charts { grid-template-columns:1fr; } }
+  .legend { font-size:12px; color:var(--muted); margin:-2px 0 4px; }
+  .legend .now { float:right; color:var(--ink); font-variant-numeric:tabular-nums; }
+  .legend i { display:inline-block; width:10px; height:3px; margin:0 4px 3px 8px; vertical-align:middle; }
+  #drain { margin:2px 0 8px; font-size:13px; }
+  #drain b { font-variant-numeric:tabular-nums; }
+  td.id { font-family:ui-monospace, monospace; font-size:12px; max-width:260px; overflow:hidden; text-overflow:ellipsis; }
   #login { position:fixed; inset:0; background:rgba(23,33,43,.55); display:none; align-items:center; justify-content:center; }
   #login.show { display:flex; }
   #login form { background:#fff; padding:20px; border-radius:8px; width:340px; display:grid; gap:10px; }
@@ -74,9 +88,24 @@ export const DASHBOARD_HTML = /* html */ `<!doctype html>
     <div class="card"><h2>Dropped</h2><div class="big" id="dropped">–</div><div class="sub" id="dropped-detail"></div></div>
   </div>
   <section>
+    <h2>Last hour</h2>
+    <div class="charts">
+      <div><div class="legend">Messages / s<i style="background:#1f6feb"></i>in<i style="background:#8250df"></i>out<span class="now" id="hist-rates-now"></span></div><svg class="chart" id="hist-rates" viewBox="0 0 420 190"></svg></div>
+      <div><div class="legend">Uplink backlog (messages)<i style="background:#bf8700"></i>backlog<span class="now" id="hist-backlog-now"></span></div><svg class="chart" id="hist-backlog" viewBox="0 0 420 190"></svg></div>
+      <div><div class="legend">Oldest message sent, not yet acknowledged (s)<i style="background:#cf222e"></i>age<span class="now" id="hist-oldest-now"></span></div><svg class="chart" id="hist-oldest" viewBox="0 0 420 190"></svg></div>
+    </div>
+  </section>
+  <section>
     <h2>Uplinks</h2>
+    <div id="drain" class="sub">–</div>
     <table><thead><tr><th>name</th><th>state</th><th class="num">backlog</th><th class="num">in flight</th><th class="num">acknowledged</th><th class="num">drain / s</th><th>drain progress</th><th>last error</th></tr></thead>
     <tbody id="uplinks"><tr><td colspan="8" class="empty">–</td></tr></tbody></table>
+  </section>
+  <section>
+    <h2>Clients</h2>
+    <table><thead><tr><th>client id</th><th>user</th><th>address</th><th>protocol</th><th>connected since</th><th class="num">in flight</th><th class="num">queued</th></tr></thead>
+    <tbody id="clients"><tr><td colspan="7" class="empty">–</td></tr></tbody></table>
+    <div class="sub" id="clients-more"></div>
   </section>
   <div class="two">
     <section>
@@ -129,6 +158,78 @@ function spark(id, values) {
   svg.innerHTML = '<path d="M' + pts[0][0].toFixed(1) + ',40 L' + line.replace(/ /g, " L") + ' L' + pts[n - 1][0].toFixed(1) + ',40 Z"></path><polyline points="' + line + '"></polyline>';
 }
 
+// A time-series chart with axes: y ticks at round numbers, x ticks every 15 minutes over the
+// last hour ending now; one polyline per series. Plain SVG, no library.
+const CW = 420, CH = 190, ML = 46, MR = 8, MT = 8, MB = 22, HOUR = 3600e3;
+// The y axis ends at four round steps (1, 2 or 5 times a power of ten), so every tick label is round.
+function niceStep(v) { const raw = v > 0 ? v / 4 : 0.25; const p = Math.pow(10, Math.floor(Math.log10(raw))); for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p; return 10 * p; }
+const yLabel = (v, step) => step < 1 ? v.toFixed(step < 0.1 ? 2 : 1) : fmt(v);
+// The x axis spans the last hour, or less while there is less history (at least a minute),
+// so a broker started a minute ago does not squeeze its chart into the right edge.
+const X_STEPS = [10, 15, 30, 60, 120, 300, 600, 900];
+function xLabel(sec) { return sec === 0 ? "now" : sec < 60 ? "-" + sec + " s" : "-" + sec / 60 + " min"; }
+function chart(id, points, lines, now) {
+  const svg = $(id), w = CW - ML - MR, h = CH - MT - MB;
+  const span = Math.min(HOUR, Math.max(60e3, points.length ? now - points[0].t : 0)), t0 = now - span;
+  const xStep = X_STEPS.find((st) => span / 1000 / st <= 4) || 900;
+  const step = niceStep(Math.max(0, ...points.flatMap((p) => lines.map((l) => p[l.key])))), max = step * 4;
+  const x = (t) => ML + (t - t0) / span * w, y = (v) => MT + h - v / max * h;
+  let out = "";
+  for (let i = 0; i <= 4; i++) {
+    const v = max * i / 4, yy = y(v).toFixed(1);
+    out += '<line class="grid" x1="' + ML + '" x2="' + (ML + w) + '" y1="' + yy + '" y2="' + yy + '"></line>';
+    out += '<text class="ytick" x="' + (ML - 6) + '" y="' + (Number(yy) + 4) + '" text-anchor="end">' + yLabel(v, step) + '</text>';
+  }
+  for (let sec = Math.floor(span / 1000 / xStep) * xStep; sec >= 0; sec -= xStep) {
+    const xx = x(now - sec * 1000), at = xx.toFixed(1);
+    out += '<line class="axis" x1="' + at + '" x2="' + at + '" y1="' + (MT + h) + '" y2="' + (MT + h + 4) + '"></line>';
+    out += '<text class="xtick" x="' + at + '" y="' + (CH - 6) + '" text-anchor="' + (xx < ML + 20 ? "start" : sec === 0 ? "end" : "middle") + '">' + xLabel(sec) + '</text>';
+  }
+  out += '<line class="axis" x1="' + ML + '" x2="' + ML + '" y1="' + MT + '" y2="' + (MT + h) + '"></line>';
+  out += '<line class="axis" x1="' + ML + '" x2="' + (ML + w) + '" y1="' + (MT + h) + '" y2="' + (MT + h) + '"></line>';
+  const shown = points.filter((p) => p.t >= t0);
+  for (const l of lines) {
+    if (shown.length === 0) continue;
+    const pts = shown.map((p) => x(p.t).toFixed(1) + "," + y(p[l.key]).toFixed(1)).join(" ");
+    out += '<polyline data-series="' + l.key + '" stroke="' + l.color + '" points="' + pts + '"></polyline>';
+  }
+  const last = shown.at(-1), now$ = $(id + "-now");
+  if (now$) now$.textContent = last ? lines.map((l) => (l.label ? l.label + " " : "") + rate(last[l.key])).join(" · ") : "";
+  if (shown.length === 0) out += '<text x="' + (ML + w / 2) + '" y="' + (MT + h / 2) + '" text-anchor="middle">collecting…</text>';
+  svg.innerHTML = out;
+}
+
+function renderHistory(hist, now) {
+  const p = hist.points;
+  chart("hist-rates", p, [{ key: "in", color: "#1f6feb", label: "in" }, { key: "out", color: "#8250df", label: "out" }], now);
+  chart("hist-backlog", p, [{ key: "backlog", color: "#bf8700" }], now);
+  chart("hist-oldest", p, [{ key: "oldest_pending_seconds", color: "#cf222e" }], now);
+  const d = hist.drain, el2 = $("drain");
+  if (d.backlog === 0) el2.innerHTML = "Backlog <b>0</b> · caught up";
+  else {
+    const when = d.seconds_to_empty === null
+      ? "not shrinking: messages arrive as fast as the cloud acknowledges them, or faster"
+      : "empty in <b>~" + duration(d.seconds_to_empty) + "</b>";
+    el2.innerHTML = "Backlog <b>" + fmt(d.backlog) + "</b> · draining <b>" + rate(d.drain_per_second) + "</b>/s while <b>" + rate(d.incoming_per_second) + "</b>/s come in (last " + d.window_seconds + " s) · " + when;
+  }
+}
+
+function renderClients(list, now) {
+  const body = $("clients"); body.replaceChildren();
+  if (list.data.length === 0) body.append(el("tr", {}, el("td", { colspan: "7", class: "empty" }, "no clients connected")));
+  for (const c of list.data) {
+    const since = c.connected_at ? new Date(c.connected_at) : null;
+    const ago = since ? " (" + duration(Math.max(0, Math.round((now - since.getTime()) / 1000))) + " ago)" : "";
+    body.append(el("tr", {},
+      el("td", { class: "id", title: c.client_id }, c.client_id), el("td", {}, c.username === null ? "–" : c.username),
+      el("td", {}, c.remote_address), el("td", {}, c.protocol + " · " + c.transport),
+      el("td", {}, since ? since.toLocaleTimeString() + ago : "–"),
+      el("td", { class: "num" }, String(c.session ? c.session.inflight : 0)),
+      el("td", { class: "num" }, fmt(c.session ? c.session.queued : 0))));
+  }
+  $("clients-more").textContent = list.total > list.data.length ? "showing " + list.data.length + " of " + fmt(list.total) : "";
+}
+
 function renderBroker(b, now) {
   $("identity").textContent = b.edge_id + " · ferry " + b.version;
   $("uptime").textContent = "up " + duration(b.uptime_seconds);
@@ -161,7 +262,7 @@ function renderUplinks(list) {
     peaks.set(u.name, peak);
     const done = peak === 0 ? 1 : (peak - u.backlog_messages) / peak;
     const bar = el("div", { class: "bar", title: Math.round(done * 100) + "%" }, el("div", { style: "width:" + (done * 100).toFixed(1) + "%" }));
-    const eta = u.backlog_messages > 0 && u.drain_rate > 0 ? " ~" + duration(Math.ceil(u.backlog_messages / u.drain_rate)) : u.backlog_messages === 0 ? " caught up" : "";
+    const eta = u.backlog_messages === 0 ? " caught up" : "";
     body.append(el("tr", {},
       el("td", {}, u.name, el("div", { class: "sub" }, u.url)), el("td", {}, el("span", { class: "state " + u.state }, u.state)),
       el("td", { class: "num" }, fmt(u.backlog_messages)), el("td", { class: "num" }, String(u.inflight)),
@@ -195,9 +296,9 @@ function showLogin(message) { $("login").classList.add("show"); $("login-error")
 async function tick() {
   clearTimeout(timer);
   try {
-    const [b, u, t, l] = await Promise.all([api("/api/v1/broker"), api("/api/v1/uplinks"), api("/api/v1/top-topics?limit=10"), api("/api/v1/logs?limit=30")]);
+    const [b, u, t, l, h, c] = await Promise.all([api("/api/v1/broker"), api("/api/v1/uplinks"), api("/api/v1/top-topics?limit=10"), api("/api/v1/logs?limit=30"), api("/api/v1/metrics/history"), api("/api/v1/clients?limit=50")]);
     const now = Date.now();
-    renderBroker(b, now); renderUplinks(u.data); renderTopics(t, now); renderLogs(l);
+    renderBroker(b, now); renderUplinks(u.data); renderTopics(t, now); renderLogs(l); renderHistory(h, now); renderClients(c, now);
     $("status").textContent = "live"; $("status").className = "live";
   } catch (err) {
     if (err instanceof Unauthorized) { showLogin(token ? "That token was refused." : ""); return; }

@@ -4,6 +4,8 @@ import type { Broker } from "../core/broker.ts";
 import type { UplinkLink } from "../sync/uplink-link.ts";
 import type { RecentLog } from "./recent-log.ts";
 import type { TopTopics } from "./top-topics.ts";
+import type { BuildInfo, MetricsSnapshot, ProcessStats } from "./metrics-snapshot.ts";
+import type { MetricsHistory } from "./metrics-history.ts";
 
 export interface Readiness {
   store_open: boolean;
@@ -30,6 +32,12 @@ export interface AdminDeps {
    * now. `listenAdmin` starts counting at start-up but builds the app on the first request.
    */
   topTopics?: TopTopics | undefined;
+  /** The process's memory, CPU and descriptors for /metrics (the runtime reads them). */
+  process?: (() => ProcessStats) | undefined;
+  /** The git commit and runtime, for ferry_build_info. */
+  build?: Partial<BuildInfo> | undefined;
+  /** The dashboard's last hour (time series kept server-side); `listenAdmin` starts one. */
+  history?: MetricsHistory | undefined;
 }
 
 export interface AdminContext {
@@ -41,4 +49,7 @@ export interface AdminContext {
   ready: () => Readiness;
   listeners: () => Record<string, string | null>;
   topTopics: TopTopics;
+  /** The metrics snapshot, taken now: /metrics and the REST API render it. */
+  snapshot(): MetricsSnapshot;
+  history: MetricsHistory | undefined;
 }

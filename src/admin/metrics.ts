@@ -1,11 +1,12 @@
 /**
- * `/metrics` in the Prometheus text exposition format (version 0.0.4): broker counters
- * and gauges, store size, uplink state, and the admin layer's log counts. Names follow
- * Prometheus conventions: `ferry_` prefix, `_total` for counters, base units.
+ * `/metrics` in the Prometheus text exposition format (version 0.0.4), rendered from the
+ * metrics snapshot: broker counters and gauges, security counters, store size, uplink
+ * state, the log's counts, the standard `process_*` metrics and `ferry_build_info`. Names
+ * follow Prometheus conventions: `ferry_` prefix, `_total` for counters, base units.
  */
-import type { Broker } from "../core/broker.ts";
+import { droppedByReason } from "../core/metrics-snapshot.ts";
 import type { LinkStatus } from "../sync/uplink-link.ts";
-import type { RecentLog } from "./recent-log.ts";
+import type { MetricsSnapshot } from "./metrics-snapshot.ts";
 
 type Labels = Record<string, string>;
 type Sample = [labels: Labels | undefined, value: number];
@@ -41,77 +42,115 @@ class Exposition {
   }
 }
 
-export interface MetricsSources {
-  broker: Broker;
-  uplinks: () => LinkStatus[];
-  recent?: RecentLog | undefined;
-}
-
-export function renderMetrics({ broker, uplinks, recent }: MetricsSources): string {
-  const m = broker.metrics;
+export function renderMetrics(snap: MetricsSnapshot): string {
+  const b = snap.broker;
+  const c = b.counters;
+  const g = b.gauges;
   const out = new Exposition();
   const qos = (values: readonly number[]): Sample[] => values.map((v, i) => [{ qos: String(i) }, v]);
-  let subscriptions = 0;
-  let queued = 0;
-  let inflight = 0;
-  for (const s of broker.sessions.values()) {
-    subscriptions += s.subscriptions.size;
-    queued += s.queuedCount;
-    inflight += s.inflight.size;
-  }
-  const store = broker.store.stats();
-  const now = broker.clock.now();
+  const labelled = (label: string, values: Record<string, number>): Sample[] =>
+    Object.entries(values).map(([k, v]) => [{ [label]: k }, v]);
 
-  out.add("ferry_info", "gauge", "Ferry build information", [[{ version: broker.options.version }, 1]]);
-  out.add("ferry_uptime_seconds", "gauge", "Seconds since the broker started", (now - m.startedAt) / 1000);
-  out.add("ferry_connections", "gauge", "Clients connected (past CONNACK)", broker.connectedCount);
-  out.add("ferry_connections_total", "counter", "Network connections accepted", m.connectionsTotal);
-  out.add("ferry_connections_refused_total", "counter", "CONNECTs refused", m.connectionsRefused);
-  out.add("ferry_sessions", "gauge", "Sessions, connected or not", broker.sessions.size);
-  out.add("ferry_subscriptions", "gauge", "Subscriptions over all sessions", subscriptions);
-  out.add("ferry_retained_messages", "gauge", "Retained messages", broker.retained.size);
-  out.add("ferry_queued_messages", "gauge", "Messages queued for sessions beyond their in-flight window", queued);
-  out.add("ferry_inflight_messages", "gauge", "QoS>0 messages sent to clients and not yet acknowledged", inflight);
-  out.add("ferry_messages_received_total", "counter", "PUBLISH packets received, by QoS", qos(m.messagesReceived));
-  out.add("ferry_messages_sent_total", "counter", "PUBLISH packets sent, by QoS", qos(m.messagesSent));
-  out.add("ferry_bytes_received_total", "counter", "Bytes received from clients", m.bytesReceived);
-  out.add("ferry_bytes_sent_total", "counter", "Bytes sent to clients", m.bytesSent);
-  out.add("ferry_dropped_messages_total", "counter", "Messages dropped before reaching a subscriber, by reason", [
-    [{ reason: "queue_full" }, m.droppedQueueFull],
-    [{ reason: "slow_consumer" }, m.droppedSlowConsumer],
-    [{ reason: "expired" }, m.droppedExpired],
-    [{ reason: "too_large" }, m.droppedTooLarge],
-  ]);
+  out.add("ferry_build_info", "gauge", "Ferry build: version, git commit and runtime; always 1", [[
+    { version: snap.build.version, commit: snap.build.commit, runtime: snap.build.runtime },
+    1,
+  ]]);
+  out.add("ferry_info", "gauge", "Ferry version (ferry_build_info has the commit too)", [[{ version: b.version }, 1]]);
+  out.add("ferry_uptime_seconds", "gauge", "Seconds since the broker started", (b.at - b.startedAt) / 1000);
+  out.add("ferry_connections", "gauge", "Clients connected (past CONNACK)", g.connected);
+  out.add("ferry_sockets", "gauge", "Network connections, including those that have not sent CONNECT", g.sockets);
+  out.add("ferry_connections_total", "counter", "Network connections accepted", c.connectionsTotal);
+  out.add("ferry_connections_refused_total", "counter", "CONNECTs refused", c.connectionsRefused);
+  out.add("ferry_sessions", "gauge", "Sessions, connected or not", g.sessions);
+  out.add("ferry_subscriptions", "gauge", "Subscriptions over all sessions", g.subscriptions);
+  out.add("ferry_retained_messages", "gauge", "Retained messages", g.retained);
+  out.add("ferry_queued_messages", "gauge", "Messages queued for sessions beyond their in-flight window", g.queued);
+  out.add("ferry_inflight_messages", "gauge", "QoS>0 messages sent to clients and not yet acknowledged", g.inflight);
+  out.add("ferry_messages_received_total", "counter", "PUBLISH packets received, by QoS", qos(b.messagesReceived));
+  out.add("ferry_messages_sent_total", "counter", "PUBLISH packets sent, by QoS", qos(b.messagesSent));
+  out.add("ferry_bytes_received_total", "counter", "Bytes received from clients", c.bytesReceived);
+  out.add("ferry_bytes_sent_total", "counter", "Bytes sent to clients", c.bytesSent);
+  out.add(
+    "ferry_dropped_messages_total",
+    "counter",
+    "Messages dropped before reaching a subscriber, by reason",
+    labelled("reason", droppedByReason(c)),
+  );
   out.add("ferry_refused_messages_total", "counter", "Publishes refused, by reason", [[
     { reason: "storage_full" },
-    m.refusedStorageFull,
+    c.refusedStorageFull,
   ]]);
   out.add(
     "ferry_protocol_errors_total",
     "counter",
     "Connections closed for a malformed packet or protocol violation",
-    m.protocolErrors,
+    c.protocolErrors,
   );
   out.add(
     "ferry_keepalive_timeouts_total",
     "counter",
     "Clients disconnected for exceeding their keep alive",
-    m.keepaliveTimeouts,
+    c.keepaliveTimeouts,
   );
-  out.add("ferry_store_bytes", "gauge", "Bytes the store occupies", store.bytes);
-  out.add("ferry_store_messages", "gauge", "Messages in the durable log", store.messages);
-  out.add("ferry_store_full", "gauge", "1 while the store refuses appends", store.full ? 1 : 0);
+  out.add(
+    "ferry_auth_refused_total",
+    "counter",
+    "CONNECTs refused by authentication, by reason",
+    labelled("reason", {
+      bad_credentials: c.authBadCredentials,
+      not_authorized: c.authNotAuthorized,
+      busy: c.authBusy,
+    }),
+  );
+  out.add(
+    "ferry_acl_denied_total",
+    "counter",
+    "Operations the ACL refused, by action",
+    labelled("action", {
+      publish: c.aclDeniedPublish,
+      subscribe: c.aclDeniedSubscribe,
+      delivery: c.aclDeniedDelivery,
+    }),
+  );
+  out.add(
+    "ferry_limits_refused_total",
+    "counter",
+    "Connections refused by abuse limits, by reason",
+    labelled("reason", {
+      connection_rate: c.refusedConnectionRate,
+      connections_per_ip: c.refusedConnectionsPerIp,
+      banned: c.refusedBanned,
+    }),
+  );
+  out.add(
+    "ferry_bans_total",
+    "counter",
+    "Bans issued, by reason",
+    labelled("reason", {
+      flapping: c.bansFlapping,
+      auth_failures: c.bansAuthFailures,
+    }),
+  );
+  out.add(
+    "ferry_disconnected_message_rate_total",
+    "counter",
+    "Clients disconnected for publishing faster than limits.max_publish_rate",
+    c.disconnectedMessageRate,
+  );
+  out.add("ferry_store_bytes", "gauge", "Bytes the store occupies", b.store.bytes);
+  out.add("ferry_store_messages", "gauge", "Messages in the durable log", b.store.messages);
+  out.add("ferry_store_full", "gauge", "1 while the store refuses appends", b.store.full ? 1 : 0);
   out.add(
     "ferry_store_dropped_messages_total",
     "counter",
     "Log messages dropped by the size quota",
-    store.droppedMessages ?? 0,
+    b.store.droppedMessages,
   );
-  out.add("ferry_store_expired_messages_total", "counter", "Log messages trimmed for age", store.expiredMessages ?? 0);
-  out.add("ferry_store_transactions_total", "counter", "Store transactions committed", store.transactions ?? 0);
-  out.add("ferry_log_next_offset", "gauge", "Offset the next logged message gets", broker.nextOffset);
+  out.add("ferry_store_expired_messages_total", "counter", "Log messages trimmed for age", b.store.expiredMessages);
+  out.add("ferry_store_transactions_total", "counter", "Store transactions committed", b.store.transactions);
+  out.add("ferry_log_next_offset", "gauge", "Offset the next logged message gets", g.logNextOffset);
 
-  const links = uplinks();
+  const links = snap.uplinks;
   const per = (f: (s: LinkStatus) => number): Sample[] => links.map((s) => [{ uplink: s.name }, f(s)]);
   out.add(
     "ferry_uplink_connected",
@@ -183,11 +222,28 @@ export function renderMetrics({ broker, uplinks, recent }: MetricsSources): stri
     per((s) => s.downlinkReceived),
   );
 
-  if (recent) {
+  if (snap.log) {
     out.add("ferry_log_messages_total", "counter", "Warnings and errors logged", [
-      [{ level: "warn" }, recent.counts.warn],
-      [{ level: "error" }, recent.counts.error],
+      [{ level: "warn" }, snap.log.warn],
+      [{ level: "error" }, snap.log.error],
     ]);
   }
+
+  // The standard process metrics (names as the Prometheus client libraries export them).
+  const p = snap.process;
+  const maybe = (name: string, type: "counter" | "gauge", help: string, v: number | undefined) => {
+    if (v !== undefined) out.add(name, type, help, v);
+  };
+  maybe("process_resident_memory_bytes", "gauge", "Resident memory size in bytes", p.residentBytes);
+  maybe("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds", p.cpuSeconds);
+  maybe("process_open_fds", "gauge", "Number of open file descriptors", p.openFds);
+  maybe("process_max_fds", "gauge", "Maximum number of open file descriptors", p.maxFds);
+  maybe(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process since unix epoch in seconds",
+    p.startTimeSeconds,
+  );
+  maybe("process_heap_bytes", "gauge", "JavaScript heap in use, in bytes", p.heapBytes);
   return out.toString();
 }

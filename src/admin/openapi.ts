@@ -119,6 +119,16 @@ export function openApiDocument(version: string): Json {
           responses: { 200: json(ref("Broker"), "broker"), ...errors(401) },
         }),
       },
+      "/api/v1/metrics": {
+        get: op("The metrics snapshot /metrics and $SYS render: every counter by name, gauges, uplinks, process", {
+          responses: { 200: json({ type: "object" }, "metrics snapshot"), ...errors(401) },
+        }),
+      },
+      "/api/v1/metrics/history": {
+        get: op("The last hour of message rates, uplink backlog and oldest-pending age, sampled server-side", {
+          responses: { 200: json({ type: "object" }, "time series"), ...errors(401) },
+        }),
+      },
       "/api/v1/clients": {
         get: op("Connected clients (past CONNECT), by client id", {
           parameters: queryParameters(clientsQuery),

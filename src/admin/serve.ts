@@ -6,6 +6,8 @@ import type { Listener } from "../runtime/listener.ts";
 import type { AdminDeps } from "./deps.ts";
 import { adminTokenProblem } from "./token-policy.ts";
 import { countTopTopics } from "./top-topics.ts";
+import { MetricsHistory } from "./metrics-history.ts";
+import { takeSnapshot } from "./metrics-snapshot.ts";
 
 type Fetch = (request: Request) => Response | Promise<Response>;
 
@@ -28,8 +30,20 @@ export async function listenAdmin(
   if (port === null) return undefined;
   const problem = adminTokenProblem(host, token);
   if (problem) throw new AdminConfigError(problem);
-  // Top topics count from start-up, even before anyone asks for them.
+  // Top topics count from start-up, even before anyone asks for them; the charts' history too.
   const topTopics = deps.topTopics ?? countTopTopics(deps.broker);
+  const history = deps.history ?? new MetricsHistory(
+    () =>
+      takeSnapshot({
+        broker: deps.broker,
+        uplinks: () => deps.uplinks.links.map((l) => l.status()),
+        recent: deps.recent,
+        process: deps.process,
+        build: deps.build,
+      }),
+    deps.config.admin.history_interval_seconds * 1000,
+  );
+  if (!deps.history) history.start();
   // The app (Hono, its routes, the zod schemas of their queries, the dashboard and the
   // OpenAPI document) is loaded and built on the first request, not at start: a broker
   // nobody administers keeps that memory. The first request waits a few milliseconds for it.
@@ -37,7 +51,7 @@ export async function listenAdmin(
   const load = (): Promise<Fetch> =>
     app ??= import("./app.ts").then(
       ({ createAdminApp }) => {
-        const hono = createAdminApp({ ...deps, token, topTopics });
+        const hono = createAdminApp({ ...deps, token, topTopics, history });
         return (request) => hono.fetch(request);
       },
       (err: unknown) => {
@@ -45,5 +59,18 @@ export async function listenAdmin(
         throw err;
       },
     );
-  return await listenHttp(host, port, async (request) => (await load())(request));
+  try {
+    const listener = await listenHttp(host, port, async (request) => (await load())(request));
+    return {
+      host: listener.host,
+      port: listener.port,
+      stop: () => {
+        if (!deps.history) history.stop();
+        listener.stop();
+      },
+    };
+  } catch (err) {
+    if (!deps.history) history.stop();
+    throw err;
+  }
 }

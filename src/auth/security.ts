@@ -206,22 +206,6 @@ export class Security {
   }
 
   /** Values for $SYS/broker/security/…, so refusals can be watched without the admin API. */
-  sysValues(): Array<[string, number]> {
-    const m = this.metrics;
-    return [
-      ["security/auth/bad_credentials", m.authBadCredentials],
-      ["security/auth/not_authorized", m.authNotAuthorized],
-      ["security/acl/denied_publish", m.aclDeniedPublish],
-      ["security/acl/denied_subscribe", m.aclDeniedSubscribe],
-      ["security/acl/denied_delivery", m.aclDeniedDelivery],
-      ["security/refused/connection_rate", m.refusedConnectionRate],
-      ["security/refused/connections_per_ip", m.refusedConnectionsPerIp],
-      ["security/refused/banned", m.refusedBanned],
-      ["security/bans/flapping", m.bansFlapping],
-      ["security/bans/auth_failures", m.bansAuthFailures],
-      ["security/disconnected/message_rate", m.disconnectedMessageRate],
-    ];
-  }
 
   #sweep(): void {
     const now = this.clock.now();

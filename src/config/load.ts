@@ -1,6 +1,10 @@
 import { configSchema, type FerryConfig } from "./schema.ts";
 import type { BrokerOptions } from "../core/broker-options.ts";
 import { securityProblems } from "./security-options.ts";
+import { type ConfigProblem, ConfigSource, formatPath } from "./config-source.ts";
+import { fileProblems, type ReadFile } from "./file-checks.ts";
+import { problemsFromIssues } from "./schema-issues.ts";
+import { topicProblems } from "./topic-checks.ts";
 
 export class ConfigError extends Error {
   override name = "ConfigError";
@@ -10,54 +14,56 @@ export class ConfigError extends Error {
 }
 
 /**
- * Parse a config file's text (JSON; // and /* *\/ comments allowed) and validate it.
- * Throws ConfigError listing every problem as `key.path: what is wrong`.
+ * Parse a config file's text (JSONC: // and /* *\/ comments and trailing commas allowed) and
+ * validate it. Throws ConfigError listing every problem as `file:line:col key: what is wrong`.
+ * Checks only the text; `loadConfig` also checks the files it names.
  */
 export function parseConfig(text: string, source = "config"): FerryConfig {
-  let raw: unknown;
-  try {
-    raw = text.trim() === "" ? {} : JSON.parse(stripJsonComments(text));
-  } catch (err) {
-    throw new ConfigError([`${source}: not valid JSON: ${(err as Error).message}`]);
-  }
-  return validateConfig(raw);
+  const { config, problems, src } = parseSource(text, source);
+  if (problems.length > 0) throw new ConfigError(src.formatAll(problems));
+  return config!;
 }
 
+/**
+ * `parseConfig` and then the files the config names (password, ACL, certificates, uplink
+ * secrets): exist, readable, parse. The one validation `check-config` and `serve` share.
+ */
+export async function loadConfig(text: string, source: string, readFile: ReadFile): Promise<FerryConfig> {
+  const { config, problems, src } = parseSource(text, source);
+  if (config !== undefined) problems.push(...await fileProblems(config, readFile));
+  if (problems.length > 0) throw new ConfigError(src.formatAll(problems));
+  return config!;
+}
+
+/** An already parsed value (tests, defaults): problems as `key: what is wrong`, without positions. */
 export function validateConfig(raw: unknown): FerryConfig {
-  const result = configSchema.safeParse(raw);
-  if (result.success) {
-    const problems = securityProblems(result.data);
-    if (problems.length > 0) throw new ConfigError(problems);
-    return result.data;
+  const result = checkValue(raw);
+  if (result.problems.length > 0) {
+    throw new ConfigError(result.problems.map((p) => `${formatPath(p.path) || "(root)"}: ${p.message}`));
   }
-  throw new ConfigError(result.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`));
+  return result.config!;
 }
 
-/** Remove comments outside strings so an example config can explain every key. */
-export function stripJsonComments(text: string): string {
-  let out = "";
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (inString) {
-      out += c;
-      if (c === "\\") out += text[++i] ?? "";
-      else if (c === '"') inString = false;
-      continue;
-    }
-    if (c === '"') {
-      inString = true;
-      out += c;
-    } else if (c === "/" && text[i + 1] === "/") {
-      while (i < text.length && text[i] !== "\n") i++;
-      out += "\n";
-    } else if (c === "/" && text[i + 1] === "*") {
-      i += 2;
-      while (i < text.length && !(text[i] === "*" && text[i + 1] === "/")) i++;
-      i++;
-    } else out += c;
-  }
-  return out;
+/** Syntax, schema and cross-key problems; `config` is set when the schema accepted the value. */
+function parseSource(
+  text: string,
+  source: string,
+): { config?: FerryConfig; problems: ConfigProblem[]; src: ConfigSource } {
+  const src = new ConfigSource(text, source);
+  if (src.syntaxProblems.length > 0) throw new ConfigError(src.syntaxProblems);
+  return { ...checkValue(src.value), src };
+}
+
+function checkValue(raw: unknown): { config?: FerryConfig; problems: ConfigProblem[] } {
+  const result = configSchema.safeParse(raw);
+  if (!result.success) return { problems: problemsFromIssues(result.error.issues, configSchema, raw) };
+  const problems: ConfigProblem[] = securityProblems(result.data).map((line) => {
+    // "tls.cert: required when ..." — the key is the part before the first ": ".
+    const at = line.indexOf(": ");
+    return { path: line.slice(0, at).split("."), message: line.slice(at + 2) };
+  });
+  problems.push(...topicProblems(result.data));
+  return { config: result.data, problems };
 }
 
 /** The kernel's view of the configuration. */

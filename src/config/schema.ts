@@ -51,7 +51,10 @@ const downlinkRule = z.object({
   qos: qos.default(1).describe("QoS of the subscription at the cloud, and the most a command gets locally"),
 }).strict();
 
-const cloudUrl = z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/, "mqtt://, mqtts://, ws:// or wss:// URL")
+const cloudUrl = z.string().regex(
+  /^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/,
+  "must be a URL mqtt://HOST[:PORT], mqtts://, ws:// or wss://, e.g. mqtts://cloud.example:8883",
+)
   // The URL is logged and shown by the admin API: credentials belong in username/password_file.
   .refine(
     (u) => !/^[a-z]+:\/\/[^/]*@/.test(u),
@@ -59,7 +62,9 @@ const cloudUrl = z.string().regex(/^(mqtt|mqtts|ws|wss):\/\/[^\s]+$/, "mqtt://, 
   );
 
 const uplink = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).describe("unique name; used in $SYS topics and metrics"),
+  name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, "must be 1 to 64 letters, digits, '_' or '-'").describe(
+    "unique name; used in $SYS topics and metrics",
+  ),
   url: cloudUrl.optional().describe("cloud broker: mqtt://, mqtts://, ws:// or wss:// (or use urls)"),
   urls: z.array(cloudUrl).min(1).optional()
     .describe("several endpoints of one cloud (cluster nodes), tried in order; with url, url comes first"),
@@ -163,12 +168,21 @@ export const configSchema = z.object({
       ),
   }).strict().prefault({}),
   data_dir: z.string().default("./data").describe("where the SQLite database lives"),
-  edge_id: z.string().regex(/^[^/+#\s]{1,128}$/).default("edge")
+  edge_id: z.string().regex(/^[^/+#\s]{1,128}$/, "must be 1 to 128 characters without '/', '+', '#' or spaces")
+    .default("edge")
     .describe("this gateway's name at the cloud; ${edge_id} in uplink topic templates"),
   uplinks: z.array(uplink).default([]).describe("cloud brokers to forward to (see Uplink)"),
   log_level: z.enum(["debug", "info", "warn", "error", "silent"]).default("info").describe(
     "log lines at this level and above go to stderr",
   ),
+  log: z.object({
+    format: z.enum(["text", "json"]).default("text")
+      .describe("text: `TIME LEVEL message` lines; json: one {time, level, msg} object per line"),
+    syslog_prefix: z.enum(["auto", "always", "never"]).default("auto")
+      .describe(
+        "syslog priority prefixes (<3> error … <7> debug) instead of timestamps; auto = when stderr is the systemd journal (JOURNAL_STREAM)",
+      ),
+  }).strict().prefault({}),
   mqtt: z.object({
     max_packet_size: z.number().int().min(64).max(268_435_460).default(1_048_576)
       .describe("largest packet accepted, in bytes; announced as Maximum Packet Size"),
@@ -250,6 +264,8 @@ export const configSchema = z.object({
       .describe(
         "host names (besides IP addresses, localhost and, off loopback, the machine's hostname) requests may name in Host or Origin; others are refused (DNS rebinding); * accepts any Host",
       ),
+    history_interval_seconds: z.number().int().min(1).max(600).default(10)
+      .describe("how often the dashboard's last-hour charts get a point (kept in memory, one hour of them)"),
   }).strict().superRefine((a, ctx) => {
     if (a.port !== null && a.token === undefined && !isLoopbackHost(a.host)) {
       ctx.addIssue({

@@ -1,3 +1,4 @@
+import { connectedLine, disconnectedLine } from "./client-log.ts";
 import { RC } from "../mqtt/reason-codes.ts";
 import { type Message, type Mutation, type QoS, RETAINED_COPY_ORIGIN, type Store } from "../store/store.ts";
 import { type AclPort, type AuthPort, openAccess } from "./auth-ports.ts";
@@ -168,6 +169,7 @@ export class Broker {
     if (client.counted) return;
     client.counted = true;
     this.#connected++;
+    this.logger.info(connectedLine(client));
   }
 
   assignClientId(): string {
@@ -183,6 +185,7 @@ export class Broker {
     if (client.counted) {
       client.counted = false;
       this.#connected--;
+      this.logger.info(disconnectedLine(client));
     }
     this.registry.closed(client, client.clientId, client.will, abnormal, this.#closing);
   }

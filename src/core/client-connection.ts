@@ -9,6 +9,7 @@ import { runConnect } from "./connect-pipeline.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import { InboundFlow } from "./inbound-flow.ts";
 import { encodeOutbound } from "./outbound-encoder.ts";
+import { closeReason, logField } from "./client-log.ts";
 import type { Peer, PeerState } from "./peer.ts";
 import type { Outbound, Session } from "./session.ts";
 import { TopicAliases } from "./topic-aliases.ts";
@@ -34,6 +35,10 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   keepAlive = 0;
   lastActivity: number;
   readonly connectedAt: number;
+  /** Clean Start (v5) / Clean Session (3.1.1) as the CONNECT asked, for the connect log line. */
+  cleanStart = true;
+  /** Why the connection ended, for the disconnect log line (src/core/client-log.ts). */
+  closeReason: string | undefined;
   /** Counted in the broker's connected total (set by Broker.noteConnected). */
   counted = false;
   /** Set at accept when a per-address limit refuses this connection (AuthPort.admit). */
@@ -124,6 +129,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   onClose(): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    this.closeReason ??= "closed its connection";
     this.broker.clientClosed(this, true);
   }
 
@@ -131,7 +137,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   fault(err: unknown): void {
     if (err instanceof MqttError) {
       this.broker.metrics.protocolErrors++;
-      this.broker.logger.debug(`client ${this.clientId || this.conn.remoteAddress}: ${err.message}`);
+      this.broker.logger.debug(`client ${logField(this.clientId || this.conn.remoteAddress)}: ${err.message}`);
+      this.closeReason ??= closeReason(err.message, err.reasonCode);
       if (this.state === "awaiting-connect" && err.reasonCode === RC.UNSUPPORTED_PROTOCOL_VERSION) {
         // [MQTT-3.1.2-2] answer an unsupported protocol level with CONNACK 0x01 / 0x84, then close.
         this.write(encode({ cmd: "connack", returnCode: 1, sessionPresent: false }, 4));
@@ -144,7 +151,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       this.disconnect(err.reasonCode);
       return;
     }
-    this.broker.logger.error(`client ${this.clientId}: internal error: ${String(err)}`);
+    this.broker.logger.error(`client ${logField(this.clientId)}: internal error: ${String(err)}`);
     this.disconnect(RC.IMPLEMENTATION_SPECIFIC_ERROR, "internal error");
   }
 
@@ -316,6 +323,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       }
       this.session.expiryInterval = Math.min(newExpiry, this.broker.options.maxSessionExpiry);
     }
+    this.closeReason = closeReason("client sent DISCONNECT", code === 0 ? undefined : code);
     // [MQTT-3.14.4-3] a normal DISCONNECT discards the Will; 0x04 asks for it to be sent.
     if (code !== RC.DISCONNECT_WITH_WILL) this.will = undefined;
     // `abnormal` is what makes the broker publish the Will, so 0x04 must pass true.
@@ -325,6 +333,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   /** Close because of a fault or broker decision: v5 peers get a DISCONNECT with the reason. */
   disconnect(code: number, reason?: string): void {
     if (this.state === "closed") return;
+    this.closeReason ??= closeReason(reason ?? "disconnected by the server", code);
     if (this.isV5 && this.state === "connected") {
       // The Reason String only where it fits the client's Maximum Packet Size [MQTT-3.14.2-3].
       const packet = { cmd: "disconnect", reasonCode: code, properties: { reasonString: reason } } as Packet;

@@ -43,6 +43,7 @@ export class ConnectAttempt {
 
   constructor(readonly c: ClientConnection, readonly broker: Broker, readonly p: ConnectPacket) {
     this.clean = p.clean ?? true;
+    c.cleanStart = this.clean;
     this.props = p.properties ?? {};
   }
 }

@@ -1,6 +1,7 @@
 import type { FerryConfig } from "../config/schema.ts";
 import type { Logger } from "../core/logger.ts";
-import type { RunningServer } from "./start-server.ts";
+import type { BuildDetails, RunningServer } from "./start-server.ts";
+import type { Notifier } from "./sd-notify.ts";
 
 /**
  * What the command line needs from the runtime it runs on: its arguments, files,
@@ -16,7 +17,19 @@ export interface Platform {
   readonly args: readonly string[];
   /** A text file's contents, or undefined when there is no such file. */
   readTextFile(path: string): Promise<string | undefined>;
-  startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer>;
+  /** A whole file; rejects when it is missing or unreadable (the error's `code` says which). */
+  readFile(path: string): Promise<Uint8Array>;
+  startServer(config: FerryConfig, version: string, logger?: Logger, build?: BuildDetails): Promise<RunningServer>;
+  /** An environment variable (NOTIFY_SOCKET, JOURNAL_STREAM, …). */
+  env(name: string): string | undefined;
+  /** Whether stderr is the systemd journal (JOURNAL_STREAM names its device and inode). */
+  stderrIsJournal(): boolean;
+  /** This process's id (WATCHDOG_PID is compared with it). */
+  readonly pid: number;
+  /** CLOCK_MONOTONIC in microseconds, for sd_notify's MONOTONIC_USEC. */
+  monotonicUsec(): Promise<bigint>;
+  /** Sends sd_notify datagrams to a $NOTIFY_SOCKET path; undefined when the runtime cannot. */
+  readonly notifierFor: ((socketPath: string) => Notifier) | undefined;
   onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }

@@ -7,6 +7,7 @@ import type { FerryConfig } from "../config/schema.ts";
 import type { Logger } from "../core/logger.ts";
 import type { Access } from "./access-from-config.ts";
 import type { Accept, ListenerFactory, TlsListener, TlsMaterial } from "./listener.ts";
+import { listenOrExplain } from "./listen-error.ts";
 
 /** What the security wiring needs from a runtime. */
 export interface SecurityAdapters extends ListenerFactory {
@@ -70,19 +71,33 @@ export class SecurityWiring {
     const { material } = (await this.#readTls(true))!;
     if (listeners.tls_port !== null) {
       if (!this.adapters.listenTls) throw new Error("this runtime has no TLS listener (listeners.tls_port)");
-      this.tls = await this.adapters.listenTls(listeners.host, listeners.tls_port, accept, material);
+      const port = listeners.tls_port;
+      this.tls = await listenOrExplain(
+        {
+          what: "MQTT over TLS",
+          host: listeners.host,
+          port,
+          portOption: "listeners.tls_port",
+          hostOption: "listeners.host",
+        },
+        () => this.adapters.listenTls!(listeners.host, port, accept, material), // checked above
+      );
     }
     if (listeners.wss_port !== null) {
       if (!this.adapters.listenSecureWebSocket) {
         throw new Error("this runtime has no secure WebSocket listener (listeners.wss_port)");
       }
       try {
-        this.wss = await this.adapters.listenSecureWebSocket(
-          listeners.host,
-          listeners.wss_port,
-          accept,
-          mqtt.max_packet_size,
-          material,
+        const port = listeners.wss_port;
+        this.wss = await listenOrExplain(
+          {
+            what: "MQTT over secure WebSocket",
+            host: listeners.host,
+            port,
+            portOption: "listeners.wss_port",
+            hostOption: "listeners.host",
+          },
+          () => this.adapters.listenSecureWebSocket!(listeners.host, port, accept, mqtt.max_packet_size, material),
         );
       } catch (err) {
         this.tls?.stop();

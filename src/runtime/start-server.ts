@@ -16,6 +16,9 @@ import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
 import { SecurityWiring } from "./security-wiring.ts";
 import { accessFromConfig } from "./access-from-config.ts";
 import { adminToken } from "./admin-token.ts";
+import { listenOrExplain } from "./listen-error.ts";
+import { watchStorage } from "./storage-watch.ts";
+import { processStats } from "./process-stats.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -31,6 +34,12 @@ export interface RunningServer {
   reload(): Promise<void>;
   /** Stop accepting, disconnect clients, flush storage. */
   stop(): Promise<void>;
+}
+
+/** Which build runs, for ferry_build_info. */
+export interface BuildDetails {
+  commit: string;
+  runtime: string;
 }
 
 /** The runtime-specific pieces the wiring needs: listeners and a SQLite driver. */
@@ -74,7 +83,6 @@ export async function buildBroker(
     auth: access.security,
     acl: access.acl,
   });
-  broker.sysSources.push(() => access.security.sysValues());
   // Password and ACL files before anything listens: a bad one stops the start.
   const security = await SecurityWiring.load(adapters, config, access, log);
   return { broker, security };
@@ -89,11 +97,20 @@ export async function startServerWith(
   config: FerryConfig,
   version: string,
   logger?: Logger,
+  build?: BuildDetails,
 ): Promise<RunningServer> {
   // Warnings and errors are also kept in a small ring for the admin API and dashboard.
   const recent = new RecentLog();
   const log = recent.wrap(logger ?? consoleLogger(config.log_level));
   const { broker, security } = await buildBroker(adapters, config, version, log, systemClock);
+  // Mosquitto's heap/current and heap/maximum, from the same process figures /metrics shows.
+  let heapMax = 0;
+  broker.sysSources.push(() => {
+    const heap = processStats().heapBytes;
+    if (heap === undefined) return [];
+    heapMax = Math.max(heapMax, heap);
+    return [["heap/current", heap], ["heap/maximum", heapMax]];
+  });
   await broker.start();
   const uplinks = new UplinkManager(broker, config.uplinks, {
     edgeId: config.edge_id,
@@ -107,23 +124,42 @@ export async function startServerWith(
   let admin: Listener | undefined;
   let stopping = false;
   try {
-    mqtt = await adapters.listenTcp(config.listeners.host, config.listeners.mqtt_port, accept);
+    const host = config.listeners.host;
+    const hostOption = "listeners.host or --host";
+    mqtt = await listenOrExplain(
+      {
+        what: "MQTT over TCP",
+        host,
+        port: config.listeners.mqtt_port,
+        portOption: "listeners.mqtt_port or --mqtt-port",
+        hostOption,
+      },
+      () => adapters.listenTcp(host, config.listeners.mqtt_port, accept),
+    );
     try {
-      ws = config.listeners.ws_port === null ? undefined : await adapters.listenWebSocket(
-        config.listeners.host,
-        config.listeners.ws_port,
-        accept,
-        config.mqtt.max_packet_size,
+      const wsPort = config.listeners.ws_port;
+      ws = wsPort === null ? undefined : await listenOrExplain(
+        { what: "MQTT over WebSocket", host, port: wsPort, portOption: "listeners.ws_port or --ws-port", hostOption },
+        () => adapters.listenWebSocket(host, wsPort, accept, config.mqtt.max_packet_size),
       );
       await security.listen(accept);
       const at = (l: Listener | undefined) => (l ? `${l.host}:${l.port}` : null);
       const token = adminToken(config, log);
-      admin = await listenAdmin(adapters.listenHttp.bind(adapters), {
+      const adminSpec = {
+        what: "the admin API and dashboard (HTTP)",
+        host: config.admin.host,
+        port: config.admin.port ?? 0,
+        portOption: 'admin.port or --admin-port ("off" disables it)',
+        hostOption: "admin.host",
+      };
+      admin = await listenAdmin((h, p, f) => listenOrExplain(adminSpec, () => adapters.listenHttp(h, p, f)), {
         broker,
         uplinks,
         config: token === config.admin.token ? config : { ...config, admin: { ...config.admin, token } },
         recent,
         ownNames: isLoopbackHost(config.admin.host) ? [] : machineNames(),
+        process: processStats,
+        build: { version, ...build },
         ready: () => ({ store_open: !stopping, listeners_up: !stopping }),
         listeners: () => ({
           mqtt: at(mqtt),
@@ -146,6 +182,15 @@ export async function startServerWith(
     throw err;
   }
   security.watch();
+  const stopStorageWatch = watchStorage(
+    {
+      full: () => broker.store.stats().full === true,
+      refused: () => broker.metrics.refusedStorageFull,
+      size: () => broker.store.stats(),
+    },
+    log,
+    { maxBytes: config.storage.max_bytes },
+  );
   let stopped: Promise<void> | undefined;
   return {
     broker,
@@ -164,6 +209,7 @@ export async function startServerWith(
     stop: () =>
       stopped ??= (async () => {
         stopping = true; // /readyz answers 503 from here on
+        stopStorageWatch();
         // Uplinks first, so their last cursor positions are written while the store is open.
         await uplinks.stop();
         // Then the broker, before the listeners: it writes v5 clients their DISCONNECT 0x8B and closes each

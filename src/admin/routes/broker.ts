@@ -1,70 +1,90 @@
-/** GET /api/v1/broker: identity, uptime, counts and store statistics in one object. */
+/**
+ * GET /api/v1/broker: identity, uptime, counts and store statistics in one object, and
+ * GET /api/v1/metrics: the whole metrics snapshot as JSON. Both render the same snapshot
+ * /metrics and $SYS do.
+ */
 import { Hono } from "hono";
+import { droppedByReason } from "../../core/metrics-snapshot.ts";
 import type { AdminContext } from "../deps.ts";
 import { iso } from "../views.ts";
+import { notFound } from "../errors.ts";
 
 export function brokerRoutes(ctx: AdminContext): Hono {
   return new Hono().get("/", (c) => {
-    const b = ctx.broker;
-    const m = b.metrics;
-    const now = b.clock.now();
-    let subscriptions = 0;
-    let queued = 0;
-    let inflight = 0;
-    let online = 0;
-    for (const s of b.sessions.values()) {
-      subscriptions += s.subscriptions.size;
-      queued += s.queuedCount;
-      inflight += s.inflight.size;
-      if (s.client) online++;
-    }
+    const snap = ctx.snapshot();
+    const b = snap.broker;
+    const m = b.counters;
+    const g = b.gauges;
     const byQos = (v: readonly number[]) => ({ qos0: v[0]!, qos1: v[1]!, qos2: v[2]!, total: v[0]! + v[1]! + v[2]! });
-    const store = b.store.stats();
+    const dropped = droppedByReason(m);
     return c.json({
       name: "ferry",
-      version: b.options.version,
+      version: b.version,
+      commit: snap.build.commit,
       edge_id: ctx.config.edge_id,
-      started_at: iso(m.startedAt),
-      now: iso(now),
-      uptime_seconds: Math.floor((now - m.startedAt) / 1000),
-      connections: b.connectedCount,
+      started_at: iso(b.startedAt),
+      now: iso(b.at),
+      uptime_seconds: b.uptimeSeconds,
+      connections: g.connected,
       /** Sockets, including those that have not finished CONNECT. */
-      sockets: b.clients.size,
+      sockets: g.sockets,
       connections_total: m.connectionsTotal,
       connections_refused: m.connectionsRefused,
-      sessions: { total: b.sessions.size, connected: online, offline: b.sessions.size - online },
-      subscriptions,
-      retained_messages: b.retained.size,
-      queued_messages: queued,
-      inflight_messages: inflight,
+      sessions: { total: g.sessions, connected: g.connected, offline: g.disconnected },
+      subscriptions: g.subscriptions,
+      retained_messages: g.retained,
+      queued_messages: g.queued,
+      inflight_messages: g.inflight,
       messages: {
-        received: byQos(m.messagesReceived),
-        sent: byQos(m.messagesSent),
-        dropped: {
-          queue_full: m.droppedQueueFull,
-          slow_consumer: m.droppedSlowConsumer,
-          expired: m.droppedExpired,
-          too_large: m.droppedTooLarge,
-          total: m.droppedQueueFull + m.droppedSlowConsumer + m.droppedExpired + m.droppedTooLarge,
-        },
+        received: byQos(b.messagesReceived),
+        sent: byQos(b.messagesSent),
+        dropped: { ...dropped, total: Object.values(dropped).reduce((x, y) => x + y, 0) },
         refused_storage_full: m.refusedStorageFull,
       },
       bytes: { received: m.bytesReceived, sent: m.bytesSent },
       protocol_errors: m.protocolErrors,
       keepalive_timeouts: m.keepaliveTimeouts,
+      security: {
+        auth: { bad_credentials: m.authBadCredentials, not_authorized: m.authNotAuthorized, busy: m.authBusy },
+        acl_denied: { publish: m.aclDeniedPublish, subscribe: m.aclDeniedSubscribe, delivery: m.aclDeniedDelivery },
+        refused: {
+          connection_rate: m.refusedConnectionRate,
+          connections_per_ip: m.refusedConnectionsPerIp,
+          banned: m.refusedBanned,
+        },
+        bans: { flapping: m.bansFlapping, auth_failures: m.bansAuthFailures },
+        disconnected_message_rate: m.disconnectedMessageRate,
+      },
       store: {
         kind: b.store.kind,
-        messages: store.messages,
-        bytes: store.bytes,
-        full: store.full ?? false,
-        dropped_messages: store.droppedMessages ?? 0,
-        expired_messages: store.expiredMessages ?? 0,
-        transactions: store.transactions ?? 0,
+        messages: b.store.messages,
+        bytes: b.store.bytes,
+        full: b.store.full,
+        dropped_messages: b.store.droppedMessages,
+        expired_messages: b.store.expiredMessages,
+        transactions: b.store.transactions,
       },
-      log: { next_offset: b.nextOffset },
+      process: {
+        resident_bytes: snap.process.residentBytes ?? null,
+        cpu_seconds: snap.process.cpuSeconds ?? null,
+        open_fds: snap.process.openFds ?? null,
+        heap_bytes: snap.process.heapBytes ?? null,
+        start_time: snap.process.startTimeSeconds === undefined ? null : iso(snap.process.startTimeSeconds * 1000),
+      },
+      log: { next_offset: g.logNextOffset },
       uplinks: ctx.uplinks.links.length,
       listeners: ctx.listeners(),
       auth: { token_required: ctx.tokenRequired },
     });
   });
+}
+
+/** GET /api/v1/metrics: the snapshot itself, every counter by its BrokerMetrics name. */
+export function metricsRoutes(ctx: AdminContext): Hono {
+  return new Hono()
+    .get("/", (c) => c.json(ctx.snapshot()))
+    .get("/history", (c) => {
+      if (!ctx.history) throw notFound("no history is kept by this admin app");
+      return c.json(ctx.history.series());
+    });
 }

@@ -15,11 +15,7 @@ export function opsRoutes(ctx: AdminContext): Hono {
       return c.json({ ready, checks, error: { code: "not_ready", message: `not ready: ${failing.join(", ")}` } }, 503);
     })
     .get("/metrics", (c) => {
-      const text = renderMetrics({
-        broker: ctx.broker,
-        uplinks: () => ctx.uplinks.links.map((l) => l.status()),
-        recent: ctx.recent,
-      });
+      const text = renderMetrics(ctx.snapshot());
       return c.body(text, 200, { "Content-Type": METRICS_CONTENT_TYPE });
     });
 }

@@ -1,5 +1,8 @@
 import type { Platform } from "../platform.ts";
+import { fstatSync } from "node:fs";
+import { stderrIsJournal } from "../log-output.ts";
 import { startServer } from "./server.ts";
+import { bunNotifier, monotonicUsec } from "./sd-notify.ts";
 
 /** Linux/macOS names as Ferry's release files use them: linux-x64, linux-arm64. */
 const target = `${process.platform}-${process.arch}`;
@@ -13,7 +16,13 @@ export const bunPlatform: Platform = {
     const file = Bun.file(path);
     return (await file.exists()) ? await file.text() : undefined;
   },
+  readFile: (path) => Bun.file(path).bytes(),
   startServer,
+  env: (name) => process.env[name],
+  pid: process.pid,
+  monotonicUsec,
+  notifierFor: bunNotifier,
+  stderrIsJournal: () => stderrIsJournal(process.env, () => fstatSync(2)),
   onSignal(signal, handler) {
     process.on(signal, handler);
   },

@@ -1,6 +1,6 @@
 import type { Logger } from "../../core/logger.ts";
 import type { FerryConfig } from "../../config/schema.ts";
-import { type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
+import { type BuildDetails, type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
 import { bunSqliteDriver } from "./sqlite-driver.ts";
 import { spawnSqliteThread } from "./sqlite-thread-spawn.ts";
 import { listenTcp } from "./tcp-listener.ts";
@@ -26,6 +26,11 @@ export const bunAdapters: ServerAdapters = {
  * Wire config → store → broker → listeners, on Bun. The wiring itself is shared with
  * Deno (`../start-server.ts`); add new parts of the server there.
  */
-export function startServer(config: FerryConfig, version: string, logger?: Logger): Promise<RunningServer> {
-  return startServerWith(bunAdapters, config, version, logger);
+export function startServer(
+  config: FerryConfig,
+  version: string,
+  logger?: Logger,
+  build?: BuildDetails,
+): Promise<RunningServer> {
+  return startServerWith(bunAdapters, config, version, logger, build);
 }

@@ -62,11 +62,12 @@ export class BunSocketConnection implements Connection {
   #closeGuard: ReturnType<typeof setTimeout> | undefined;
   #linger: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly socket: Socket<SocketData>, readonly remoteAddress: string) {}
+  /** "IP:PORT" ("[IPv6]:PORT"), as logs show a client (Bun's socket.remoteAddress is the IP alone). */
+  readonly remoteAddress: string;
 
-  /** Bun's remoteAddress is the IP address alone. */
-  get remoteIp(): string {
-    return this.remoteAddress;
+  constructor(private readonly socket: Socket<SocketData>, readonly remoteIp: string) {
+    const port = socket.remotePort;
+    this.remoteAddress = port ? (remoteIp.includes(":") ? `[${remoteIp}]:${port}` : `${remoteIp}:${port}`) : remoteIp;
   }
 
   write(bytes: Uint8Array): void {

@@ -12,8 +12,8 @@ interface SocketData {
 class BunTlsConnection extends BunSocketConnection {
   override readonly transport: string = "tls";
 
-  constructor(private readonly tlsSocket: Socket<SocketData>, remoteAddress: string, private readonly asked: boolean) {
-    super(tlsSocket as unknown as ConstructorParameters<typeof BunSocketConnection>[0], remoteAddress);
+  constructor(private readonly tlsSocket: Socket<SocketData>, remoteIp: string, private readonly asked: boolean) {
+    super(tlsSocket as unknown as ConstructorParameters<typeof BunSocketConnection>[0], remoteIp);
   }
 
   clientCertificate(): ClientCertificate | undefined {

@@ -48,6 +48,8 @@ export interface DenoApi {
   ): { socket: WebSocket; response: Response };
   readTextFile(path: string): Promise<string>;
   readFile(path: string): Promise<Uint8Array>;
+  readonly env: { get(name: string): string | undefined };
+  readonly pid: number;
   addSignalListener(signal: "SIGINT" | "SIGTERM" | "SIGHUP", handler: () => void): void;
   exit(code: number): never;
 }

@@ -1,6 +1,6 @@
 import type { Logger } from "../../core/logger.ts";
 import type { FerryConfig } from "../../config/schema.ts";
-import { type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
+import { type BuildDetails, type RunningServer, type ServerAdapters, startServerWith } from "../start-server.ts";
 import { nodeSqliteDriver } from "./sqlite-driver.ts";
 import { spawnSqliteThread } from "./sqlite-thread-spawn.ts";
 import { listenTcp } from "./tcp-listener.ts";
@@ -27,6 +27,7 @@ export function startServer(
   config: FerryConfig,
   version: string,
   logger?: Logger,
+  build?: BuildDetails,
 ): Promise<RunningServer> {
-  return startServerWith(denoAdapters, config, version, logger);
+  return startServerWith(denoAdapters, config, version, logger, build);
 }

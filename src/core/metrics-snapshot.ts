@@ -1,0 +1,107 @@
+/**
+ * Every counter and gauge of the kernel at one instant, as plain data. $SYS
+ * (sys-topics.ts), /metrics and the REST API (src/admin) all render this one object, so a
+ * counter added to BrokerMetrics shows in all three or, by a test, in none.
+ */
+import type { Broker } from "./broker.ts";
+import type { BrokerMetrics } from "./metrics.ts";
+
+/** Every numeric field of BrokerMetrics but the start time; the QoS arrays are split out below. */
+export type BrokerCounters = {
+  [K in keyof BrokerMetrics as BrokerMetrics[K] extends number ? (K extends "startedAt" ? never : K) : never]: number;
+};
+
+export interface BrokerSnapshot {
+  version: string;
+  at: number;
+  startedAt: number;
+  uptimeSeconds: number;
+  counters: BrokerCounters;
+  messagesReceived: readonly [number, number, number];
+  messagesSent: readonly [number, number, number];
+  gauges: {
+    /** Clients past CONNACK. */
+    connected: number;
+    /** Network connections, including those that have not finished CONNECT. */
+    sockets: number;
+    sessions: number;
+    /** Sessions with no connection (persistent sessions of offline clients). */
+    disconnected: number;
+    subscriptions: number;
+    retained: number;
+    /** Messages queued beyond sessions' in-flight windows. */
+    queued: number;
+    /** QoS>0 messages sent to clients and not acknowledged. */
+    inflight: number;
+    logNextOffset: number;
+  };
+  store: {
+    kind: string;
+    messages: number;
+    bytes: number;
+    full: boolean;
+    droppedMessages: number;
+    expiredMessages: number;
+    transactions: number;
+  };
+}
+
+export function brokerSnapshot(broker: Broker): BrokerSnapshot {
+  const m = broker.metrics;
+  const now = broker.clock.now();
+  let subscriptions = 0;
+  let queued = 0;
+  let inflight = 0;
+  for (const s of broker.sessions.values()) {
+    subscriptions += s.subscriptions.size;
+    queued += s.queuedCount;
+    inflight += s.inflight.size;
+  }
+  const counters = {} as Record<string, number>;
+  for (const [key, value] of Object.entries(m)) {
+    if (typeof value === "number" && key !== "startedAt") counters[key] = value;
+  }
+  const store = broker.store.stats();
+  return {
+    version: broker.options.version,
+    at: now,
+    startedAt: m.startedAt,
+    uptimeSeconds: Math.floor((now - m.startedAt) / 1000),
+    counters: counters as BrokerCounters,
+    messagesReceived: [...m.messagesReceived],
+    messagesSent: [...m.messagesSent],
+    gauges: {
+      connected: broker.connectedCount,
+      sockets: broker.clients.size,
+      sessions: broker.sessions.size,
+      disconnected: broker.sessions.size - broker.connectedCount,
+      subscriptions,
+      retained: broker.retained.size,
+      queued,
+      inflight,
+      logNextOffset: broker.nextOffset,
+    },
+    store: {
+      kind: broker.store.kind,
+      messages: store.messages,
+      bytes: store.bytes,
+      full: store.full ?? false,
+      droppedMessages: store.droppedMessages ?? 0,
+      expiredMessages: store.expiredMessages ?? 0,
+      transactions: store.transactions ?? 0,
+    },
+  };
+}
+
+/** Messages dropped before reaching a subscriber, by reason (the names /metrics labels use). */
+export function droppedByReason(c: BrokerCounters): Record<string, number> {
+  return {
+    queue_full: c.droppedQueueFull,
+    queue_bytes: c.droppedQueueBytes,
+    slow_consumer: c.droppedSlowConsumer,
+    expired: c.droppedExpired,
+    too_large: c.droppedTooLarge,
+  };
+}
+
+export const sum3 = (v: readonly number[]): number => v[0]! + v[1]! + v[2]!;

@@ -1,0 +1,160 @@
+/**
+ * One metrics snapshot behind $SYS, /metrics and the REST API: every counter the broker
+ * keeps shows in all three (a counter added to BrokerMetrics and forgotten in a view fails
+ * here), with Mosquitto's $SYS names, the standard process_* metrics and ferry_build_info.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { connect } from "./helpers/clients.ts";
+import { BrokerMetrics } from "../src/core/metrics.ts";
+import { MetricsHistory } from "../src/admin/metrics-history.ts";
+import type { MetricsSnapshot } from "../src/admin/metrics-snapshot.ts";
+
+let b: TestBroker;
+afterAll(async () => {
+  await b?.stop();
+});
+
+/** Every numeric counter of BrokerMetrics (what a new field would be too). */
+const COUNTERS = Object.entries(new BrokerMetrics(0)).filter(([k, v]) => typeof v === "number" && k !== "startedAt")
+  .map(([k]) => k);
+
+function collectNumbers(v: unknown, out = new Set<number>()): Set<number> {
+  if (typeof v === "number") out.add(v);
+  else if (v && typeof v === "object") { for (const x of Object.values(v)) collectNumbers(x, out); }
+  return out;
+}
+
+describe("metrics snapshot", () => {
+  test("every broker counter appears in /metrics, GET /api/v1/broker and $SYS", async () => {
+    b = await startBroker({ admin: { port: 0 }, mqtt: { sys_interval: 1 } });
+    const base = `http://127.0.0.1:${b.server.admin!.port}`;
+    expect(COUNTERS).toContain("droppedQueueBytes");
+    expect(COUNTERS).toContain("authBusy");
+    // A distinct value per counter, so each can be found by its value.
+    const m = b.server.broker.metrics as unknown as Record<string, number>;
+    const values = new Map<string, number>();
+    COUNTERS.forEach((k, i) => {
+      const v = 1_000_000_000 + i * 1_000_000; // far enough apart that growth cannot reach the next
+      m[k] = v;
+      values.set(k, v);
+    });
+
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const exposed = new Set(
+      metrics.split("\n").filter((l) => !l.startsWith("#")).map((l) => Number(l.split(" ").at(-1))),
+    );
+    const missingMetrics = [...values].filter(([, v]) => !exposed.has(v)).map(([k]) => k);
+    expect(missingMetrics).toEqual([]);
+
+    const rest = collectNumbers(await (await fetch(`${base}/api/v1/broker`)).json());
+    expect([...values].filter(([, v]) => !rest.has(v)).map(([k]) => k)).toEqual([]);
+    const snapshot = (await (await fetch(`${base}/api/v1/metrics`)).json()) as MetricsSnapshot;
+    for (const [k, v] of values) expect((snapshot.broker.counters as unknown as Record<string, number>)[k]).toBe(v);
+
+    const sub = await connect(b.url, { protocolVersion: 5 });
+    await sub.client.subscribeAsync("$SYS/#");
+    const sys = new Map<string, string>();
+    sub.client.on("message", (topic, payload) => sys.set(topic, payload.toString()));
+    // Counters grow with this connection and subscription; wait until a publish has every value.
+    const deadline = Date.now() + 5000;
+    let missingSys: string[] = [];
+    do {
+      await Bun.sleep(200);
+      const seen = [...sys.values()].map(Number);
+      // Some counters grow meanwhile (bytes sent grows with every $SYS message): any value from the one set on.
+      missingSys = [...values].filter(([k, v]) => !seen.some((x) => x >= v && x <= m[k]!)).map(([k]) => k);
+    } while (missingSys.length > 0 && Date.now() < deadline);
+    expect(missingSys).toEqual([]);
+
+    // Mosquitto's names where they mean the same.
+    for (
+      const topic of [
+        "$SYS/broker/version",
+        "$SYS/broker/uptime",
+        "$SYS/broker/clients/connected",
+        "$SYS/broker/clients/disconnected",
+        "$SYS/broker/clients/total",
+        "$SYS/broker/messages/received",
+        "$SYS/broker/publish/messages/dropped",
+        "$SYS/broker/store/messages/count",
+        "$SYS/broker/store/messages/bytes",
+        "$SYS/broker/retained messages/count",
+        "$SYS/broker/subscriptions/count",
+        "$SYS/broker/load/messages/received/1min",
+        "$SYS/broker/load/messages/sent/15min",
+        "$SYS/broker/load/bytes/received/5min",
+        "$SYS/broker/load/connections/1min",
+        "$SYS/broker/heap/current",
+        "$SYS/broker/heap/maximum",
+      ]
+    ) expect(sys.has(topic)).toBe(true);
+    expect(sys.get("$SYS/broker/version")).toBe("ferry version test");
+    expect(Number(sys.get("$SYS/broker/heap/current"))).toBeGreaterThan(1_000_000);
+    await sub.end();
+  }, 15_000);
+
+  test("/metrics has the standard process_* metrics and ferry_build_info{version,commit}", async () => {
+    const base = `http://127.0.0.1:${b.server.admin!.port}`;
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+    expect(value("process_resident_memory_bytes")).toBeGreaterThan(10_000_000);
+    expect(value("process_cpu_seconds_total")).toBeGreaterThan(0);
+    expect(value("process_open_fds")).toBeGreaterThan(3);
+    expect(value("process_max_fds")).toBeGreaterThan(value("process_open_fds"));
+    const start = value("process_start_time_seconds");
+    expect(start).toBeLessThanOrEqual(Date.now() / 1000);
+    expect(start).toBeGreaterThan(Date.now() / 1000 - 3600);
+    expect(text).toMatch(/^# TYPE process_cpu_seconds_total counter$/m);
+    expect(text).toMatch(/^ferry_build_info\{version="test",commit="[^"]+",runtime="[^"]+"\} 1$/m);
+  });
+});
+
+describe("metrics history and the drain estimate", () => {
+  /** A snapshot with only what the history reads. */
+  function snap(received: number, backlog: number, acknowledged: number): MetricsSnapshot {
+    return {
+      broker: { messagesReceived: [received, 0, 0], messagesSent: [0, 0, 0], gauges: { connected: 2 } },
+      uplinks: [{ backlogEntries: backlog, acknowledged, oldestPendingMs: 4000 }],
+    } as unknown as MetricsSnapshot;
+  }
+
+  test("rates per interval, one hour kept, and a drain estimate that counts incoming traffic", () => {
+    let s = snap(0, 10_000, 0);
+    const h = new MetricsHistory(() => s, 10_000);
+    let t = 1_000_000;
+    h.sample(t);
+    // Each 10 s: 5,000 acknowledged (500/s) while the backlog shrinks by only 500 (450/s came in).
+    for (let i = 1; i <= 6; i++) {
+      s = snap(i * 1000, 10_000 - i * 500, i * 5000);
+      h.sample(t += 10_000);
+    }
+    const { points, drain, interval_seconds } = h.series();
+    expect(interval_seconds).toBe(10);
+    expect(points).toHaveLength(6);
+    expect(points.at(-1)).toEqual({
+      t,
+      in: 100,
+      out: 0,
+      connections: 2,
+      backlog: 7000,
+      oldest_pending_seconds: 4,
+      drain: 500,
+      incoming: 450,
+    });
+    // 7,000 left at a net 50/s: 140 s, not the 14 s the drain rate alone suggests.
+    expect(drain).toEqual({
+      backlog: 7000,
+      drain_per_second: 500,
+      incoming_per_second: 450,
+      seconds_to_empty: 140,
+      window_seconds: 60,
+    });
+    for (let i = 0; i < 400; i++) h.sample(t += 10_000);
+    expect(h.series().points).toHaveLength(360); // one hour at 10 s
+    // Growing backlog: no estimate.
+    s = snap(0, 50_000, 0);
+    h.sample(t += 10_000);
+    expect(h.series().drain.seconds_to_empty).toBeNull();
+  });
+});
