@@ -115,7 +115,7 @@ export function requestGuard(options: RequestGuardOptions): MiddlewareHandler {
         );
       }
     }
-    return next();
+    await next();
   };
 }
 
