@@ -29,7 +29,7 @@ const DENO = join(import.meta.dir, "..", "node_modules", ".bin", "deno");
 /** Spawn `serve` until the admin API's `listening http://` line; returns its URL and stdout so far. */
 async function spawnAdminServe(cmd: string[]): Promise<{ url: string; out: string; proc: Serving["proc"] }> {
   const s = await spawnServe(cmd, {
-    until: [/listening http:\/\/\S+\n/],
+    until: [/listening http:\/\/\S+[^\n]*\n/],
     timeoutMs: 30_000,
     cwd: join(import.meta.dir, ".."),
   });

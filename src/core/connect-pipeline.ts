@@ -6,6 +6,7 @@
  * authentication and the session store, so the pipeline may resume asynchronously;
  * packets that arrive meanwhile wait in the connection (spec 3.1.4).
  */
+import { logField } from "./client-log.ts";
 import type { ConnectPacket, ProtocolVersion } from "../mqtt/packets.ts";
 import { MqttError, RC } from "../mqtt/reason-codes.ts";
 import { topicNameProblem } from "../mqtt/topic.ts";
@@ -213,7 +214,7 @@ const authenticate: ConnectStep = {
       if (!auth.ok) {
         return {
           code: auth.code,
-          why: p.username === undefined ? auth.reason : `${auth.reason} (user '${p.username}')`,
+          why: p.username === undefined ? auth.reason : `${auth.reason} (user '${logField(p.username)}')`,
         };
       }
       c.username = auth.username; // a certificate's CN may stand in for the username sent
@@ -267,7 +268,7 @@ const connack: ConnectStep = {
       // Larger than the client's Maximum Packet Size even without optional properties [MQTT-3.1.2-24].
       c.will = undefined;
       a.broker.metrics.connectionsRefused++;
-      a.broker.logger.info(`refused ${c.clientId}: CONNACK larger than its Maximum Packet Size`);
+      a.broker.logger.info(`refused ${logField(c.clientId)}: CONNACK larger than its Maximum Packet Size`);
       c.sendConnack(RC.PACKET_TOO_LARGE, false, {});
       c.shutdown(false);
       return STOP;
@@ -339,7 +340,9 @@ function runFrom(a: ConnectAttempt, first: number): void {
 
 function refuse(a: ConnectAttempt, r: ConnectRefusal): void {
   a.broker.metrics.connectionsRefused++;
-  a.broker.logger.info(`refused ${a.p.clientId || "(no id)"} from ${a.c.conn.remoteAddress}: ${r.why}`);
+  a.broker.logger.info(
+    `refused ${logField(a.p.clientId || "(no id)")} from ${logField(a.c.conn.remoteAddress)}: ${r.why}`,
+  );
   a.c.sendConnack(r.code, false, {});
   a.c.shutdown(true);
 }
