@@ -7,7 +7,7 @@
  *
  *   npx bun scripts/bench/loadgen.ts throughput --port 1883 --pubs 4 --subs 1 --qos 1 \
  *       [--payload 64] [--duration 5] [--warmup 1] [--window 2000] [--pub-window 64] \
- *       [--rate 0] [--broker-pid PID] [--v5]
+ *       [--rate 0] [--rate-per-pub 0] [--device] [--keepalive 0] [--seed 1] [--broker-pid PID] [--v5]
  *   npx bun scripts/bench/loadgen.ts idle --port 1883 --connections 10000 [--hold 3] [--broker-pid PID]
  *   npx bun scripts/bench/loadgen.ts retained --port 1883 --count 10000 [--payload 64] [--broker-pid PID]
  *
@@ -19,15 +19,28 @@
  * would make either broker drop messages at its queue limit). QoS 1/2 publishers also
  * keep at most `--pub-window` unacknowledged publishes each. With `--rate R` the
  * publishers instead send R msg/s in total on a 1 ms schedule (open loop), which is
- * how latency is measured.
+ * how latency is measured. `--rate-per-pub R` is the same, per publisher: each sends R msg/s
+ * on its own schedule, whose phase is drawn at random (seeded by `--seed`) so that many
+ * slow publishers do not fire in lock-step.
+ *
+ * Two ways of writing:
+ * - batched (the default): up to 64 KiB of PUBLISHes per socket write, the window refilled
+ *   in bursts. It finds a broker's ceiling, but hands it a whole window per read.
+ * - `--device`: what device clients (MQTT.js, Paho, embedded stacks) do. One PUBLISH per
+ *   socket write; a QoS 1/2 publisher refills its window one publish per PUBACK/PUBCOMP, as
+ *   the ack is read; subscribers send one PUBACK per write. Bun 1.4.4 issues one sendto per
+ *   `socket.write` (checked with strace, also inside the data callback) and sets TCP_NODELAY;
+ *   the kernel may still join segments (tcp_autocorking), so the result counts the data
+ *   segments each side really sent (`ss -ti` data_segs_out, before and after the run).
  *
  * Every payload starts with 12 bytes: send time (µs since the loadgen started, u32),
  * publisher index (u32) and sequence number (u32). Subscribers use them for latency,
- * and to count duplicates and out-of-order deliveries per publisher.
+ * and to count duplicates and out-of-order deliveries per publisher. Publishers also keep the
+ * time each packet id was written, for the ack latency (PUBLISH written → PUBACK/PUBCOMP read).
  */
 import mqttPacket from "mqtt-packet";
 import type { Socket } from "bun";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 // ---------------------------------------------------------------------------------
 // small utilities
@@ -51,8 +64,10 @@ function headerLength(bytes: Uint8Array): number {
 }
 
 export interface ProcSample {
-  /** CPU seconds (user + system) of the process so far. */
+  /** CPU seconds (user + system) of the process so far, all threads, dead ones included (10 ms steps). */
   cpu: number;
+  /** CPU seconds of the threads alive now, summed from /proc/PID/task/TID/schedstat (ns resolution). */
+  cpuSched: number;
   /** write_bytes from /proc/PID/io (bytes the process caused to be written to storage). */
   writeBytes: number;
   /** wchar: bytes passed to write()-like calls. */
@@ -77,6 +92,7 @@ export function sampleProc(pid: number): ProcSample {
   const num = (text: string, key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN);
   return {
     cpu,
+    cpuSched: schedSeconds(pid),
     writeBytes: num(io, "write_bytes"),
     wchar: num(io, "wchar"),
     syscr: num(io, "syscr"),
@@ -84,6 +100,28 @@ export function sampleProc(pid: number): ProcSample {
     rssKb: num(status, "VmRSS"),
     hwmKb: num(status, "VmHWM"),
   };
+}
+
+/**
+ * Time on CPU of the live threads of a process, summed from schedstat (ns). Finer than
+ * /proc/PID/stat's clock ticks, which matters at 1 % of a core; misses threads that exited.
+ */
+export function schedSeconds(pid: number): number {
+  let ns = 0;
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return NaN;
+  }
+  for (const t of tasks) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ", 1)[0]);
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return ns / 1e9;
 }
 
 /** Busy and total CPU seconds of the whole machine, from /proc/stat. */
@@ -98,6 +136,65 @@ export function systemCpu(): { busy: number; total: number } {
 function selfCpu(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
+}
+
+/** A small seeded PRNG (mulberry32), so that both brokers get the same publisher phases. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Data segments sent so far on each loopback TCP connection to or from `port`. */
+export interface Segments {
+  /** Client side: our local port → data_segs_out. */
+  client: Map<number, number>;
+  /** Broker side: the client's port → data_segs_out. */
+  broker: Map<number, number>;
+}
+
+/**
+ * Read data_segs_out (segments that carried data, tcp_info) of every established
+ * connection on `port` with `ss -ti`; null where ss is missing or does not report it.
+ */
+export async function segments(port: number): Promise<Segments | null> {
+  let text: string;
+  try {
+    const p = Bun.spawn(["ss", "-tinH", "state", "established", `( sport = :${port} or dport = :${port} )`], {
+      stdout: "pipe",
+      stderr: "ignore",
+    });
+    text = await new Response(p.stdout).text();
+    if ((await p.exited) !== 0) return null;
+  } catch {
+    return null;
+  }
+  const out: Segments = { client: new Map(), broker: new Map() };
+  let ports: [number, number] | null = null;
+  let seen = false;
+  for (const line of text.split("\n")) {
+    if (line.trim() === "") continue;
+    if (!/^\s/.test(line)) {
+      // "Recv-Q Send-Q local:port peer:port"
+      const f = line.trim().split(/\s+/);
+      const port = (a: string | undefined) => Number(a?.slice(a.lastIndexOf(":") + 1));
+      ports = [port(f.at(-2)), port(f.at(-1))];
+      continue;
+    }
+    const m = /\bdata_segs_out:(\d+)/.exec(line);
+    if (ports === null || m === null) continue;
+    seen = true;
+    const [local, peer] = ports;
+    if (local === port) out.broker.set(peer, Number(m[1]));
+    else out.client.set(local, Number(m[1]));
+    ports = null;
+  }
+  return seen ? out : null;
 }
 
 export function percentile(sorted: ArrayLike<number>, p: number): number {
@@ -131,9 +228,11 @@ export class Conn {
   carry: Uint8Array | null = null;
   /** Bytes of the current (large) packet still to be skipped. */
   skip = 0;
-  /** Acknowledgements produced while handling one read, written together. */
+  /** Acknowledgements produced while handling one read, written together (unless ackEach). */
   acks = new Uint8Array(16 * 1024);
   ackLen = 0;
+  /** Device-like: each acknowledgement in its own write. */
+  ackEach = false;
   queue: Uint8Array[] = [];
   blocked = false;
   closed = false;
@@ -143,7 +242,13 @@ export class Conn {
   acked = 0;
   nextId = 1;
   used = new Uint8Array(65536);
+  /** When each packet id in flight was written (nowUs), for the ack latency. */
+  sentAt: Uint32Array | null = null;
   index = 0;
+  /** Open loop per publisher: this publisher's offset from the common start, µs. */
+  phaseUs = 0;
+  /** The socket's local port (read while open: it is gone after close). */
+  localPort = 0;
   /** Subscriber state. */
   received = 0;
   lastSeq: Int32Array = new Int32Array(0);
@@ -169,6 +274,7 @@ export class Conn {
         },
       },
     });
+    c.localPort = c.socket.localPort;
     return c;
   }
 
@@ -232,6 +338,7 @@ export class Conn {
     a[o + 2] = id >> 8;
     a[o + 3] = id & 0xff;
     this.ackLen = o + 4;
+    if (this.ackEach) this.flushAcks();
   }
 
   flushAcks(): void {
@@ -465,10 +572,39 @@ export interface ThroughputOptions {
   pubWindow: number;
   /** Open loop: total msg/s (0 = closed loop). */
   rate: number;
+  /** Open loop: msg/s of each publisher, phases at random (0 = off). */
+  ratePerPub: number;
+  /** Device-like: one PUBLISH per write, window refilled per ack, one PUBACK per write at subscribers. */
+  device: boolean;
+  /** Keep Alive in CONNECT, seconds (0 = off; the loadgen sends no PINGREQ, so keep runs shorter than 1.5×). */
+  keepalive: number;
+  /** Seed for the publishers' phases. */
+  seed: number;
   brokerPid: number;
   version: 4 | 5;
   /** Seconds to wait for missing messages after publishing stopped. */
   drainTimeout: number;
+}
+
+export interface Latency {
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  samples: number;
+}
+
+function latency(samples: Float64Array, n: number): Latency {
+  const lat = samples.subarray(0, n).sort();
+  return {
+    p50: percentile(lat, 0.5),
+    p90: percentile(lat, 0.9),
+    p99: percentile(lat, 0.99),
+    p999: percentile(lat, 0.999),
+    max: lat.length > 0 ? lat[lat.length - 1]! : NaN,
+    samples: lat.length,
+  };
 }
 
 export interface ThroughputResult {
@@ -488,10 +624,29 @@ export interface ThroughputResult {
   deliveredPerSec: number;
   publishedPerSec: number;
   measuredSeconds: number;
-  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; samples: number };
+  /** Delivery latency at the subscribers (from the send time, or the due time in open loop). */
+  latencyMs: Latency;
+  /** Ack latency at the publishers: PUBLISH written → its PUBACK (QoS 1) or PUBCOMP (QoS 2) read. */
+  ackLatencyMs: Latency;
   /** CPU use during the measured window, in % of one core. */
   loadgenCpuPct: number;
   brokerCpuPct: number;
+  /** Broker CPU (/proc/PID/stat) per message published in the measured window, µs. */
+  brokerCpuUsPerMsg: number;
+  /** The same from schedstat (ns resolution, live threads only): % of a core and µs per message. */
+  brokerCpuSchedPct: number;
+  brokerCpuSchedUsPerMsg: number;
+  /**
+   * Data segments per packet over the whole run (ss data_segs_out; null without ss):
+   * publishers' segments per PUBLISH, subscribers' per PUBACK, the broker's per delivery
+   * (to subscribers) and per PUBACK (to publishers). 1.0 = no two packets shared a segment.
+   */
+  segments: {
+    perPublish: number;
+    perSubscriberAck: number;
+    brokerPerDelivery: number;
+    brokerPerPuback: number;
+  } | null;
   /** CPU used by everything else on the machine meanwhile (kernel softirq work for loopback included). */
   otherCpuPct: number;
   /** Broker write_bytes from the first publish until all deliveries were counted. */
@@ -517,6 +672,9 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
   const samplesCap = 1 << 21;
   const samples = new Float64Array(samplesCap);
   let nSamples = 0;
+  const ackSamples = new Float64Array(samplesCap);
+  let nAckSamples = 0;
+  const openLoop = o.rate > 0 || o.ratePerPub > 0;
   let recording = false;
   let running = false;
   let totalSent = 0;
@@ -527,26 +685,52 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
   /** Open loop: messages due so far. */
   let due = 0;
   let startUs = 0;
-  // Closed loop: wait until a few messages fit, so that writes are not one message each.
-  const minPump = o.rate > 0
+  // Closed loop, batched: wait until a few messages fit, so that writes are not one message each.
+  const minPump = openLoop || o.device
     ? 1
     : Math.max(1, Math.min(16, batchMax, Math.floor(o.window / 8), Math.floor(o.pubWindow / 4)));
+  const periodUs = o.ratePerPub > 0 ? 1e6 / o.ratePerPub : 0;
+  /** Messages publisher `c` owes by `now` on its own schedule (the first at its phase). */
+  const dueOf = (c: Conn, now: number): number => {
+    const t = ((now - startUs) >>> 0) - c.phaseUs;
+    return t < 0 ? 0 : Math.floor(t / periodUs) + 1;
+  };
+  // Open loop: stamp the time message `k` was due, so a broker that falls behind shows it
+  // in the delivery latency (no coordinated omission). Closed loop: the time it was written.
+  const stampOf = (c: Conn, k: number, ts: number): number =>
+    o.ratePerPub > 0
+      ? (startUs + c.phaseUs + Math.floor(k * periodUs)) >>> 0
+      : o.rate > 0
+      ? (startUs + Math.floor((k * 1e6) / o.rate)) >>> 0
+      : ts;
 
   const pump = (c: Conn) => {
     if (!running || c.blocked || c.closed) return;
-    let n = batchMax;
+    let n = o.device ? Infinity : batchMax;
+    const ts = nowUs();
     if (o.qos > 0) n = Math.min(n, o.pubWindow - c.inflight);
-    if (o.rate > 0) n = Math.min(n, due - totalSent);
+    if (o.ratePerPub > 0) n = Math.min(n, dueOf(c, ts) - c.sent);
+    else if (o.rate > 0) n = Math.min(n, due - totalSent);
     else n = Math.min(n, o.window - (totalSent - Math.floor(totalReceived / o.subs)));
     if (n < minPump) return;
     const batch = batches[c.index]!;
-    const ts = nowUs();
+    if (o.device) {
+      // One PUBLISH per write, as a device client sends them; stop at a short write.
+      for (let i = 0; i < n && !c.blocked; i++) {
+        const id = o.qos > 0 ? c.takeId() : 0;
+        batch.stamp(0, id, stampOf(c, o.ratePerPub > 0 ? c.sent : totalSent, ts), c.index, c.sent);
+        if (c.sentAt !== null) c.sentAt[id] = nowUs();
+        c.sent++;
+        if (o.qos > 0) c.inflight++;
+        totalSent++;
+        c.send(batch.buf.subarray(0, batch.size));
+      }
+      return;
+    }
     for (let i = 0; i < n; i++) {
       const id = o.qos > 0 ? c.takeId() : 0;
-      // Open loop: stamp the time the message was due, so a broker that falls behind
-      // shows it in the latency (no coordinated omission).
-      const t = o.rate > 0 ? (startUs + Math.floor(((totalSent + i) * 1e6) / o.rate)) >>> 0 : ts;
-      batch.stamp(i, id, t, c.index, c.sent + i);
+      batch.stamp(i, id, stampOf(c, o.ratePerPub > 0 ? c.sent + i : totalSent + i, ts), c.index, c.sent + i);
+      if (c.sentAt !== null) c.sentAt[id] = ts;
     }
     c.sent += n;
     c.inflight += o.qos > 0 ? n : 0;
@@ -594,27 +778,43 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
       c.used[id] = 0;
       c.inflight--;
       c.acked++;
+      if (recording && nAckSamples < samplesCap && c.sentAt !== null) {
+        ackSamples[nAckSamples++] = ((nowUs() - c.sentAt[id]!) >>> 0) / 1000;
+      }
+      // A device client refills its window as each ack is read, not once per read.
+      if (o.device) pump(c);
     },
     afterData: (c) => pump(c),
     drained: (c) => pump(c),
   };
   const subDrained: Events = { ...subEvents, drained: () => pumpAll() };
 
+  const device = (c: Conn) => {
+    c.ackEach = o.device;
+    // Bun sets TCP_NODELAY on connect already (strace); say so explicitly for device clients.
+    if (o.device) c.socket.setNoDelay(true);
+  };
   for (let i = 0; i < o.subs; i++) {
     const c = await Conn.open(o.host, o.port, subDrained, `sub${i}`);
+    device(c);
     c.lastSeq = new Int32Array(o.pubs).fill(-1);
-    await c.connect(`bench-${tag}-s${i}`, o.version);
+    await c.connect(`bench-${tag}-s${i}`, o.version, o.keepalive);
     await c.subscribe(`bench/${tag}/+`, o.qos);
     subs.push(c);
   }
+  const random = seededRandom(o.seed);
   for (let i = 0; i < o.pubs; i++) {
     const c = await Conn.open(o.host, o.port, pubEvents, `pub${i}`);
+    device(c);
     c.index = i;
-    await c.connect(`bench-${tag}-p${i}`, o.version);
+    if (o.qos > 0) c.sentAt = new Uint32Array(65536);
+    if (o.ratePerPub > 0) c.phaseUs = Math.floor(random() * 1e6 / o.ratePerPub);
+    await c.connect(`bench-${tag}-p${i}`, o.version, o.keepalive);
     pubs.push(c);
     batches.push(new PublishBatch(`bench/${tag}/${i}`, o.payload, o.qos, false, o.version, batchMax));
   }
 
+  const seg0 = await segments(o.port);
   const b0 = sampleProc(o.brokerPid);
   running = true;
   let timer: ReturnType<typeof setInterval> | undefined;
@@ -625,6 +825,9 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
       due = Math.floor((((nowUs() - startUs) >>> 0) / 1e6) * o.rate);
       pumpAll();
     }, 1);
+  } else if (o.ratePerPub > 0) {
+    // Each publisher works out what it owes from the clock; 1 ms is the schedule's grain.
+    timer = setInterval(pumpAll, 1);
   } else pumpAll();
 
   await sleep(o.warmup * 1000);
@@ -665,14 +868,24 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
   }
   await sleep(100); // late duplicates
   const b1 = sampleProc(o.brokerPid);
+  const seg1 = await segments(o.port);
   for (const c of [...pubs, ...subs]) c.close();
 
   if (totalSent === 0) {
     throw new Error("no message was published (load generator bug or broker refused every publisher)");
   }
   const secs = (m1.t - m0.t) / 1000;
-  const lat = samples.subarray(0, nSamples).sort();
   const acked = pubs.reduce((s, c) => s + c.acked, 0);
+  const publishedInWindow = Math.max(1, m1.sent - m0.sent);
+  /** Data segments sent over the run by these client connections (from their side, or the broker's). */
+  const segs = (conns: Conn[], side: "client" | "broker"): number => {
+    let n = 0;
+    for (const c of conns) {
+      const port = c.localPort;
+      n += (seg1![side].get(port) ?? NaN) - (seg0![side].get(port) ?? NaN);
+    }
+    return n;
+  };
   return {
     mode: "throughput",
     options: o,
@@ -686,16 +899,20 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
     deliveredPerSec: (m1.recv - m0.recv) / secs,
     publishedPerSec: (m1.sent - m0.sent) / secs,
     measuredSeconds: secs,
-    latencyMs: {
-      p50: percentile(lat, 0.5),
-      p90: percentile(lat, 0.9),
-      p99: percentile(lat, 0.99),
-      p999: percentile(lat, 0.999),
-      max: lat.length > 0 ? lat[lat.length - 1]! : NaN,
-      samples: lat.length,
-    },
+    latencyMs: latency(samples, nSamples),
+    ackLatencyMs: latency(ackSamples, nAckSamples),
     loadgenCpuPct: ((m1.cpu - m0.cpu) / secs) * 100,
     brokerCpuPct: ((m1.broker.cpu - m0.broker.cpu) / secs) * 100,
+    brokerCpuUsPerMsg: ((m1.broker.cpu - m0.broker.cpu) * 1e6) / publishedInWindow,
+    brokerCpuSchedPct: ((m1.broker.cpuSched - m0.broker.cpuSched) / secs) * 100,
+    brokerCpuSchedUsPerMsg: ((m1.broker.cpuSched - m0.broker.cpuSched) * 1e6) / publishedInWindow,
+    segments: seg0 === null || seg1 === null ? null : {
+      // The CONNECT and SUBSCRIBE went before the first reading.
+      perPublish: segs(pubs, "client") / Math.max(1, totalSent),
+      perSubscriberAck: o.qos === 0 ? NaN : segs(subs, "client") / Math.max(1, totalReceived),
+      brokerPerDelivery: segs(subs, "broker") / Math.max(1, totalReceived),
+      brokerPerPuback: o.qos === 0 ? NaN : segs(pubs, "broker") / Math.max(1, acked),
+    },
     otherCpuPct: ((m1.sys.busy - m0.sys.busy - (m1.broker.cpu - m0.broker.cpu) - (m1.cpu - m0.cpu)) / secs) * 100,
     brokerWriteBytes: b1.writeBytes - b0.writeBytes,
     brokerWcharBytes: b1.wchar - b0.wchar,
@@ -933,6 +1150,10 @@ async function main(): Promise<void> {
       window: num("window", Math.max(32, Math.min(2000, Math.floor((8 * 1024 * 1024) / payload)))),
       pubWindow: num("pub-window", 64),
       rate: num("rate", 0),
+      ratePerPub: num("rate-per-pub", 0),
+      device: f.has("device"),
+      keepalive: num("keepalive", 0),
+      seed: num("seed", 1),
       brokerPid,
       version,
       drainTimeout: num("drain-timeout", 5),
