@@ -7,15 +7,24 @@
  *   npx bun scripts/bench/profile.ts [--scenarios fanin-q1,fanout-q0] [--broker ferry|ferry-memory]
  *       [--duration 8] [--interval-us 500] [--top 25] [--out DIR]
  *   npx bun scripts/bench/profile.ts --analyse FILE.cpuprofile [--top 25]
+ *   npx bun scripts/bench/profile.ts --perf [--scenarios dev-cpu-200x1] [--duration 20]
  *
  * "self" = samples whose innermost frame is that function; a native frame (no source
  * file: Buffer methods, typed-array slice, socket write) is listed under its name
  * with the nearest JavaScript caller after "←", so that its cost lands somewhere
  * actionable. "total" = samples with the function anywhere on the stack. Percentages
  * are of all samples taken while load was running (JSC samples only while JavaScript
- * or its native callees run on the main thread; idle time is not sampled).
+ * or its native callees run on the main thread; idle time is not sampled). The interval
+ * analysed starts after the scenario's warmup, so connection set-up is left out.
+ *
+ * `--perf` answers what the JavaScript profile cannot see: how the whole process's CPU
+ * splits between its threads (event loop, storage thread, JIT, GC, allocator) and, per
+ * thread, between system calls (by name), other kernel work, JIT-compiled JavaScript and
+ * native code in the bun binary (JSC, SQLite, uSockets; the binary is stripped, so no
+ * finer). It runs `perf record -F 999 -g -p PID` over the measured window, without
+ * --cpu-prof, and reads `perf script`.
  */
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { type BrokerName, ferryRevision, ROOT, snapshotFerry, startBroker } from "./brokers.ts";
@@ -119,6 +128,102 @@ export function analyse(p: CpuProfile, top: number, fromUs = -Infinity, toUs = I
   return out.join("\n");
 }
 
+/** Which of Bun's threads a perf sample came from. */
+function threadOf(comm: string, tid: number, pid: number): string {
+  if (tid === pid) return "event loop (main thread)";
+  if (comm === "Worker") return "storage thread (Worker: SQLite, fsync)";
+  if (/^(JITWorker|JSCWarmUp)/.test(comm)) return "JIT compiler threads";
+  if (/HeapHelper|ollector/.test(comm)) return "garbage collector threads";
+  if (/^mi-/.test(comm)) return "allocator (mimalloc scavenger)";
+  return `other: ${comm}`;
+}
+
+/** What a sample's stack (leaf first) was doing: a system call by name, other kernel work, or user code. */
+function activityOf(frames: { sym: string; dso: string }[]): string {
+  for (const f of frames) {
+    const m = /^__(?:x64|se|do)_sys_(\w+)/.exec(f.sym);
+    if (m) return `syscall ${m[1]}`;
+  }
+  const leaf = frames[0];
+  if (!leaf) return "?";
+  if (leaf.dso.includes("kernel")) return "kernel, no syscall (interrupts, faults, scheduling)";
+  if (leaf.dso.includes("perf-") || leaf.dso.startsWith("[JIT]")) return "JIT-compiled JavaScript";
+  if (/bun(\.exe)?$|ferry/.test(leaf.dso)) return "native code in bun (JSC, SQLite, uSockets)";
+  if (leaf.dso.includes("libc")) return "libc";
+  return leaf.dso;
+}
+
+/** Split perf samples by thread and activity; shares of all samples and ms of CPU per second. */
+export function analysePerf(script: string, pid: number, seconds: number, hz: number): string {
+  const byThread = new Map<string, number>();
+  const byBoth = new Map<string, number>();
+  const byActivity = new Map<string, number>();
+  let n = 0;
+  for (const block of script.split(/\n\s*\n/)) {
+    const lines = block.split("\n").filter((l) => l.trim() !== "");
+    const head = /^\s*(.+?)\s+(\d+)\s*$/.exec(lines[0] ?? "");
+    if (!head) continue;
+    const frames = lines.slice(1).map((l) => {
+      const m = /^\s*[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$/.exec(l);
+      return { sym: m?.[1] ?? "", dso: m?.[2] ?? "" };
+    });
+    const thread = threadOf(head[1]!, Number(head[2]), pid);
+    const what = activityOf(frames);
+    n++;
+    byThread.set(thread, (byThread.get(thread) ?? 0) + 1);
+    byActivity.set(what, (byActivity.get(what) ?? 0) + 1);
+    byBoth.set(`${thread}\t${what}`, (byBoth.get(`${thread}\t${what}`) ?? 0) + 1);
+  }
+  const pct = (v: number) => `${((100 * v) / Math.max(1, n)).toFixed(1).padStart(5)}%`;
+  const ms = (v: number) => `${((v / hz / seconds) * 1000).toFixed(1).padStart(6)} ms/s`;
+  const sorted = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]);
+  const out = [`${n} samples at ${hz} Hz over ${seconds} s (${ms(n).trim()} of CPU)`, "", "by thread:"];
+  for (const [k, v] of sorted(byThread)) out.push(`  ${pct(v)} ${ms(v)}  ${k}`);
+  out.push("", "by activity, all threads:");
+  for (const [k, v] of sorted(byActivity)) if (v / n >= 0.005) out.push(`  ${pct(v)} ${ms(v)}  ${k}`);
+  out.push("", "by thread and activity (≥ 0.5 %):");
+  for (const [k, v] of sorted(byBoth)) {
+    if (v / n >= 0.005) out.push(`  ${pct(v)} ${ms(v)}  ${k.replace("\t", " | ")}`);
+  }
+  return out.join("\n");
+}
+
+async function perfRun(
+  s: (typeof SCENARIOS)[number],
+  broker: BrokerName,
+  ferryRoot: string,
+  duration: number,
+  dir: string,
+): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const b = await startBroker(broker, { ferryRoot });
+  const warmup = s.warmup ?? 1;
+  const data = join(dir, "perf.data");
+  const hz = 999;
+  const loadgen = runLoadgen({ ...s, duration }, b, { duration, warmup });
+  // Connections are set up before the warmup starts; 1 s more covers that.
+  await Bun.sleep((warmup + 1) * 1000);
+  const seconds = Math.max(1, duration - 1);
+  const rec = Bun.spawn(
+    ["perf", "record", "-q", "-F", String(hz), "-g", "-p", String(b.pid), "-o", data, "--", "sleep", String(seconds)],
+    { stdout: "ignore", stderr: "pipe" },
+  );
+  const recCode = await rec.exited;
+  const result = await loadgen;
+  await b.stop();
+  if (recCode !== 0) throw new Error(`perf record failed: ${await new Response(rec.stderr).text()}`);
+  const script = Bun.spawnSync(["perf", "script", "-i", data, "-F", "comm,tid,ip,sym,dso"], { stderr: "ignore" });
+  console.log(
+    `\n## ${s.id} (${s.title}) on ${broker}, perf: ${
+      Math.round(result.deliveredPerSec)
+    } msg/s delivered, lost ${result.lost}, broker CPU ${result.brokerCpuPct.toFixed(1)}% of a core, ${
+      result.brokerCpuUsPerMsg.toFixed(1)
+    } µs per message`,
+  );
+  console.log(`perf data: ${data}\n`);
+  console.log(analysePerf(new TextDecoder().decode(script.stdout), b.pid, seconds, hz));
+}
+
 async function main(): Promise<void> {
   const f = new Map<string, string>();
   const argv = process.argv.slice(2);
@@ -148,13 +253,19 @@ async function main(): Promise<void> {
     const s = SCENARIOS.find((x) => x.id === id);
     if (!s || s.mode !== "throughput") throw new Error(`no throughput scenario ${id}`);
     const dir = join(out, id);
+    if (f.has("perf")) {
+      await perfRun(s, broker, ferryRoot, duration, dir);
+      continue;
+    }
     const b = await startBroker(broker, {
       ferryRoot,
       bunArgs: ["--cpu-prof", "--cpu-prof-dir", dir, "--cpu-prof-interval", f.get("interval-us") ?? "500"],
     });
-    const from = Date.now() * 1000;
-    const result = await runLoadgen(s, b, { duration, warmup: 1 });
-    const to = Date.now() * 1000;
+    // The measured window: after connecting (~1 s at most) and the warmup, for `duration`.
+    const from = (Date.now() + ((s.warmup ?? 1) + 1) * 1000) * 1000;
+    const to = from + (duration - 1) * 1e6;
+    // --duration wins over a scenario's own measured seconds; its warmup stays.
+    const result = await runLoadgen({ ...s, duration }, b, { duration, warmup: s.warmup ?? 1 });
     await b.stop();
     const file = readdirSync(dir).find((n) => n.endsWith(".cpuprofile"));
     if (!file) throw new Error(`no profile written in ${dir}`);
