@@ -157,6 +157,8 @@ export interface StartOptions {
   bunArgs?: string[];
   /** Extra Ferry config keys. */
   ferryExtra?: Record<string, unknown>;
+  /** Extra environment variables for Ferry (e.g. MIMALLOC_* or BUN_JSC_* settings read at start-up). */
+  ferryEnv?: Record<string, string>;
   keepDir?: boolean;
   /** Extra lines for Mosquitto's config (a later line overrides an earlier one); `{dir}` is its temp dir. */
   mosquittoLines?: string[];
@@ -215,6 +217,7 @@ async function launch(
       conf,
     ];
     proc = Bun.spawn(withNofile(cmd), {
+      ...(opts.ferryEnv ? { env: { ...process.env, ...opts.ferryEnv } } : {}),
       stdout: "pipe",
       stderr: Bun.file(join(dir, "stderr.log")),
       cwd: opts.ferryRoot ?? ROOT,

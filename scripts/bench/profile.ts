@@ -7,7 +7,7 @@
  *   npx bun scripts/bench/profile.ts [--scenarios fanin-q1,fanout-q0] [--broker ferry|ferry-memory]
  *       [--duration 8] [--interval-us 500] [--top 25] [--out DIR]
  *   npx bun scripts/bench/profile.ts --analyse FILE.cpuprofile [--top 25]
- *   npx bun scripts/bench/profile.ts --perf [--scenarios dev-cpu-200x1] [--duration 20]
+ *   npx bun scripts/bench/profile.ts --perf [--scenarios dev-cpu-200x1] [--duration 20] [--env K=V,K2=V2]
  *
  * "self" = samples whose innermost frame is that function; a native frame (no source
  * file: Buffer methods, typed-array slice, socket write) is listed under its name
@@ -194,9 +194,10 @@ async function perfRun(
   ferryRoot: string,
   duration: number,
   dir: string,
+  env: Record<string, string>,
 ): Promise<void> {
   mkdirSync(dir, { recursive: true });
-  const b = await startBroker(broker, { ferryRoot });
+  const b = await startBroker(broker, { ferryRoot, ferryEnv: env });
   const warmup = s.warmup ?? 1;
   const data = join(dir, "perf.data");
   const hz = 999;
@@ -238,6 +239,12 @@ async function main(): Promise<void> {
     }
   }
   const top = Number(f.get("top") ?? 25);
+  // Environment for Ferry: --env MIMALLOC_PURGE_DELAY=1000,BUN_JSC_...=...
+  const env = Object.fromEntries(
+    (f.get("env") ?? "").split(",").filter(Boolean).map((
+      kv,
+    ) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+  );
   if (f.has("analyse")) {
     console.log(analyse(JSON.parse(readFileSync(f.get("analyse")!, "utf8")) as CpuProfile, top));
     return;
@@ -254,11 +261,12 @@ async function main(): Promise<void> {
     if (!s || s.mode !== "throughput") throw new Error(`no throughput scenario ${id}`);
     const dir = join(out, id);
     if (f.has("perf")) {
-      await perfRun(s, broker, ferryRoot, duration, dir);
+      await perfRun(s, broker, ferryRoot, duration, dir, env);
       continue;
     }
     const b = await startBroker(broker, {
       ferryRoot,
+      ferryEnv: env,
       bunArgs: ["--cpu-prof", "--cpu-prof-dir", dir, "--cpu-prof-interval", f.get("interval-us") ?? "500"],
     });
     // The measured window: after connecting (~1 s at most) and the warmup, for `duration`.
