@@ -162,7 +162,7 @@ export const SCENARIOS: Scenario[] = [
     brokers: DEFAULT,
     rate: 200,
     metric: "cpu",
-    // Ferry's first ~10 s at a low rate cost about twice the CPU of later ones (the JIT is
+    // Ferry's first ~10 s at a low rate cost up to 1.75x the CPU of later ones (the JIT is
     // still compiling the hot path: perf showed 135 ms/s of CPU in seconds 0-10, 77-105 ms/s
     // in 10-60); users see the steady state. 10 s measured is 2,000 messages.
     warmup: 10,
