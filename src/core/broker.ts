@@ -208,6 +208,7 @@ export class Broker {
     if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
     const now = this.clock.now();
     const mutations: Mutation[] = [];
+    const outbounds: Outbound[] = [];
     for (const m of this.retained.match(sub.plainFilter)) {
       if (m.expiresAt !== undefined && m.expiresAt <= now) {
         this.retained.set(m.topic, undefined);
@@ -223,7 +224,7 @@ export class Broker {
         mutations.push({ op: "append", message });
         mutations.push({ op: "delivery-put", delivery: deliveryRecord(s, message, qos, true, sub.subscriptionId) });
       }
-      this.outbound.deliver(s, {
+      outbounds.push({
         message,
         qos,
         retain: true, // [MQTT-3.3.1-9] retained messages sent on subscribe keep RETAIN=1
@@ -234,7 +235,21 @@ export class Broker {
         cache: undefined,
       });
     }
-    if (mutations.length > 0) this.persist(mutations);
+    // Committed before delivery, so that a QoS 2 copy to a persistent session can wait for
+    // its record (Outbound.recordCommit); QoS 0/1 ones go at once.
+    const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
+    if (commit !== undefined) {
+      const copies = s.persistent ? outbounds.filter((o) => o.qos > 0) : [];
+      for (const o of copies) o.recordCommit = commit;
+      const settled = () => {
+        for (const o of copies) if (o.recordCommit === commit) o.recordCommit = undefined;
+      };
+      commit.then(settled, (err: unknown) => {
+        this.logger.error(`store commit failed: ${String(err)}`);
+        settled();
+      });
+    }
+    for (const o of outbounds) this.outbound.deliver(s, o);
   }
 
   // ---- publishing -----------------------------------------------------------------------
