@@ -88,6 +88,7 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     retainAvailable: m.retain_available,
     aclDenyCode: config.acl.deny_reason === "unspecified" ? 0x80 : 0x87,
     maxQueuedBytes: m.max_queued_bytes,
+    stalledSubscriberMs: m.stalled_subscriber_ms,
     version,
   };
 }

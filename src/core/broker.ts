@@ -11,6 +11,7 @@ import type { Logger } from "./logger.ts";
 import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
 import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
+import { PublisherFlow } from "./publisher-flow.ts";
 import { RetainedIndex } from "./retained-index.ts";
 import { Router } from "./router.ts";
 import type { Outbound, Session } from "./session.ts";
@@ -36,6 +37,11 @@ export interface Routed {
   outbounds: Outbound[];
   /** Set once the subscribers have it (`deliverLive`), possibly before the commit. */
   live: boolean;
+  /**
+   * Online sessions whose queue was full: the message goes to them over the bound, and
+   * the publisher's acknowledgement waits for room (PublisherFlow.hold). Usually undefined.
+   */
+  waitFor: Session[] | undefined;
 }
 
 /**
@@ -81,6 +87,8 @@ export class Broker {
   readonly clients = new Set<ClientConnection>();
   readonly router: Router;
   readonly outbound: OutboundFlow;
+  /** Holds publishers' acks while online subscribers' queues are full (publisher-flow.ts). */
+  readonly publisherFlow: PublisherFlow;
   readonly registry: SessionRegistry;
   /** Sessions by client id (the registry's). */
   readonly sessions: Map<string, Session>;
@@ -108,7 +116,15 @@ export class Broker {
     this.auth = deps.auth ?? openAccess;
     this.acl = deps.acl ?? openAccess;
     this.router = new Router(deps.options);
-    this.outbound = new OutboundFlow(deps.options, this.metrics, deps.store, deps.logger, this.router);
+    this.publisherFlow = new PublisherFlow(deps.options, deps.clock, this.metrics, deps.logger);
+    this.outbound = new OutboundFlow(
+      deps.options,
+      this.metrics,
+      deps.store,
+      deps.logger,
+      this.router,
+      this.publisherFlow,
+    );
     this.#wills = new WillHandler(deps.clock, deps.logger, this, this.acl, () => this.metrics.aclDeniedPublish++);
     this.registry = new SessionRegistry(deps.clock, deps.store, deps.logger, this.router, this.outbound, this.#wills);
     this.sessions = this.registry.sessions;
@@ -277,6 +293,7 @@ export class Broker {
     const outbounds: Outbound[] = [];
     this.router.route(message, sessions, outbounds);
     const matched = sessions.length > 0;
+    let waitFor: Session[] | undefined;
     // Keep the accepted deliveries, compacting both arrays in place.
     let kept = 0;
     for (let i = 0; i < sessions.length; i++) {
@@ -286,14 +303,19 @@ export class Broker {
       if (o.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
       // Whatever will wait in the queue counts against its bounds, QoS 0 behind a backlog too.
       if (!online || o.qos > 0 || s.queuedCount > 0) {
-        if (s.queuedCount >= this.options.maxQueuedMessages) {
-          this.metrics.droppedQueueFull++;
-          continue;
-        }
         // A memory bound per slow or offline subscriber; one message always fits an empty queue.
-        if (s.queuedCount > 0 && s.queuedBytes + message.payload.byteLength > this.options.maxQueuedBytes) {
-          this.metrics.droppedQueueBytes++;
-          continue;
+        const full = s.queuedCount >= this.options.maxQueuedMessages ||
+          (s.queuedCount > 0 && s.queuedBytes + message.payload.byteLength > this.options.maxQueuedBytes);
+        if (full) {
+          if (o.qos > 0 && this.publisherFlow.mayHold(s)) {
+            // Online: queued over the bound, and the publisher's ack waits for room (PublisherFlow).
+            (waitFor ??= []).push(s);
+          } else {
+            // Offline, stalled, or QoS 0 (at most once; it has no ack to hold): dropped and counted.
+            if (s.queuedCount >= this.options.maxQueuedMessages) this.metrics.droppedQueueFull++;
+            else this.metrics.droppedQueueBytes++;
+            continue;
+          }
         }
       }
       if (o.qos > 0 && s.persistent) {
@@ -309,7 +331,7 @@ export class Broker {
     sessions.length = kept;
     outbounds.length = kept;
     const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
-    return { commit, matched, message, logged, sessions, outbounds, live: false };
+    return { commit, matched, message, logged, sessions, outbounds, live: false, waitFor };
   }
 
   /**
@@ -376,14 +398,19 @@ export class Broker {
     }
   }
 
-  /** Route and commit `message`, then hand it to subscribers; resolves once they have it. */
+  /**
+   * Route and commit `message`, then hand it to subscribers; resolves once they have it and,
+   * like a client's acknowledgement, once full online queues it went to have room again.
+   */
   publishDurably(message: Message): Promise<void> {
     const routed = this.publish(message);
-    if (!routed.commit) {
-      this.deliver(routed);
-      return Promise.resolve();
-    }
-    return routed.commit.then(() => this.deliver(routed));
+    const room = routed.waitFor === undefined
+      ? undefined
+      : new Promise<void>((resolve) => this.publisherFlow.hold(routed.waitFor!, resolve));
+    const delivered = routed.commit === undefined
+      ? (this.deliver(routed), Promise.resolve())
+      : routed.commit.then(() => this.deliver(routed));
+    return room === undefined ? delivered : Promise.all([delivered, room]).then(() => {});
   }
 
   /**

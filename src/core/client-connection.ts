@@ -43,6 +43,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   counted = false;
   /** Set at accept when a per-address limit refuses this connection (AuthPort.admit). */
   refusal: number | undefined;
+  /** Reading from the socket is paused by the inbound flow (too many acks owed; see InboundFlow). */
+  inputHeld = false;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -123,6 +125,20 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
         this.fault(err);
         return;
       }
+    }
+  }
+
+  /**
+   * Pause or resume reading for the inbound flow. While paused the client's packets wait in
+   * the socket, so keep alive does not count the time against it (housekeeping.ts).
+   */
+  holdInput(on: boolean): void {
+    if (on === this.inputHeld || this.state === "closed") return;
+    this.inputHeld = on;
+    if (on) this.conn.pause();
+    else {
+      this.lastActivity = this.broker.clock.now();
+      this.conn.resume();
     }
   }
 

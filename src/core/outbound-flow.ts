@@ -2,6 +2,7 @@ import type { DeliveryRecord, Message, Mutation, QoS, Store } from "../store/sto
 import type { Logger } from "./logger.ts";
 import type { BrokerMetrics } from "./metrics.ts";
 import type { Peer } from "./peer.ts";
+import type { PublisherFlow } from "./publisher-flow.ts";
 import type { Router } from "./router.ts";
 import { type Outbound, packetIdFor, type Session } from "./session.ts";
 
@@ -25,6 +26,7 @@ export class OutboundFlow {
     private readonly store: Store,
     private readonly logger: Logger,
     private readonly router: Router,
+    private readonly publishers: PublisherFlow,
   ) {}
 
   /** Send `o` to `s` now if its connection and window allow, otherwise queue it. */
@@ -145,9 +147,10 @@ export class OutboundFlow {
       }
       this.#resendBacklog.delete(c);
     }
+    const before = s.queuedCount;
     while (s.inflight.size < c.inflightWindow) {
       const o = s.peek();
-      if (!o) return;
+      if (!o) break;
       if (o.qos === 0) {
         s.dequeue();
         c.sendPublish(o, false);
@@ -155,9 +158,13 @@ export class OutboundFlow {
       }
       const id = s.takePacketId(o);
       // Its id is still taken: the queue waits (in order) until a completion frees it.
-      if (id === 0) return;
+      if (id === 0) break;
       s.dequeue();
       this.#transmit(s, c, o, id);
+    }
+    if (s.queuedCount < before) {
+      s.progress++;
+      this.publishers.shrank(s);
     }
   }
 
@@ -165,6 +172,7 @@ export class OutboundFlow {
   #complete(s: Session, o: Outbound): void {
     const id = o.packetId;
     s.inflight.delete(id);
+    s.progress++;
     if (!s.persistent) return;
     // The id is free for another message only once this completion is durable (Session.takePacketId).
     s.settlingIds.set(id, true);
@@ -252,8 +260,13 @@ export class OutboundFlow {
     this.pump(s);
   }
 
-  /** A member leaves: its not-yet-acknowledged shared messages go to the others (spec 4.8.2). */
+  /**
+   * `s` lost its connection: publishers waiting for room in its queue go on (it is offline
+   * now, and offline bounds apply), and its not-yet-acknowledged shared messages go to the
+   * other members of their groups (spec 4.8.2).
+   */
   redistributeShared(s: Session): void {
+    this.publishers.offline(s);
     const moved: Outbound[] = [];
     const kept: Outbound[] = [];
     for (const o of s.drainQueue()) (o.shareKey !== undefined ? moved : kept).push(o);

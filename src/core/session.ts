@@ -2,6 +2,7 @@ import type { Message, QoS, SessionRecord, SubscriptionRecord } from "../store/s
 import type { EncodeCache } from "./outbound-encoder.ts";
 import { InflightTable } from "./inflight-table.ts";
 import type { Peer } from "./peer.ts";
+import type { RoomHold } from "./publisher-flow.ts";
 
 /** One message owed to a session, in its queue or in flight. */
 export interface Outbound {
@@ -76,6 +77,13 @@ export class Session {
   readonly settlingIds = new InflightTable<true>();
   /** QoS 2 deliveries past PUBREC whose PUBREL waits for its commit, in PUBREC order [MQTT-4.6.0-4]. */
   readonly pendingReleases: Outbound[] = [];
+  /** Publishers waiting for room in this session's queue (PublisherFlow). */
+  roomWaiters: RoomHold[] | undefined;
+  /** Counts messages acknowledged or taken from the queue, so a stall can be told from slowness. */
+  progress = 0;
+  /** Made no progress while publishers waited: nobody waits for it until its queue is empty. */
+  stalled = false;
+  stallTimer: unknown;
   #nextPacketId = 1;
 
   constructor(
