@@ -51,5 +51,10 @@ export interface BrokerOptions {
    * that takes no message at all, before it counts as stalled; 0: never wait (PublisherFlow).
    */
   stalledSubscriberMs: number;
+  /**
+   * How long writes nothing waits for may wait to share the next commit (WriteBehind); 0
+   * writes them at once. Not a config key: set for `commit` durability only.
+   */
+  writeBehindMs: number;
   version: string;
 }

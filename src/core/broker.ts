@@ -18,6 +18,7 @@ import type { Outbound, Session } from "./session.ts";
 import { SessionRegistry } from "./session-registry.ts";
 import { publishSysTopics } from "./sys-topics.ts";
 import { WillHandler } from "./will.ts";
+import { WriteBehind } from "./write-behind.ts";
 
 /**
  * The outcome of routing one publish: what must be committed, and whom to hand the
@@ -94,6 +95,8 @@ export class Broker {
   readonly sessions: Map<string, Session>;
 
   #wills: WillHandler;
+  /** `store`, through which every kernel write goes, so those written `later` keep their order. */
+  #writes: WriteBehind;
   #nextOffset = 1;
   #timers: unknown[] = [];
   #idCounter = 0;
@@ -109,7 +112,8 @@ export class Broker {
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
-    this.store = deps.store;
+    this.#writes = new WriteBehind(deps.store, deps.clock, deps.options.writeBehindMs);
+    this.store = this.#writes;
     this.clock = deps.clock;
     this.logger = deps.logger;
     this.metrics = deps.metrics ?? new BrokerMetrics(deps.clock.now());
@@ -120,13 +124,13 @@ export class Broker {
     this.outbound = new OutboundFlow(
       deps.options,
       this.metrics,
-      deps.store,
+      this.#writes,
       deps.logger,
       this.router,
       this.publisherFlow,
     );
     this.#wills = new WillHandler(deps.clock, deps.logger, this, this.acl, () => this.metrics.aclDeniedPublish++);
-    this.registry = new SessionRegistry(deps.clock, deps.store, deps.logger, this.router, this.outbound, this.#wills);
+    this.registry = new SessionRegistry(deps.clock, this.store, deps.logger, this.router, this.outbound, this.#wills);
     this.sessions = this.registry.sessions;
   }
 

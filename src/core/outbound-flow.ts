@@ -1,8 +1,9 @@
-import type { DeliveryRecord, Message, Mutation, QoS, Store } from "../store/store.ts";
+import type { DeliveryRecord, Message, Mutation, QoS } from "../store/store.ts";
 import type { Logger } from "./logger.ts";
 import type { BrokerMetrics } from "./metrics.ts";
 import type { Peer } from "./peer.ts";
 import type { PublisherFlow } from "./publisher-flow.ts";
+import type { WriteBehind } from "./write-behind.ts";
 import type { Router } from "./router.ts";
 import { type Outbound, packetIdFor, type Session } from "./session.ts";
 
@@ -23,7 +24,7 @@ export class OutboundFlow {
   constructor(
     private readonly options: { readonly maxBufferedBytes: number },
     private readonly metrics: BrokerMetrics,
-    private readonly store: Store,
+    private readonly store: WriteBehind,
     private readonly logger: Logger,
     private readonly router: Router,
     private readonly publishers: PublisherFlow,
@@ -81,7 +82,7 @@ export class OutboundFlow {
       return;
     }
     // Only for DUP on a re-send after a restart; nothing waits for it.
-    this.#persist([sent]);
+    this.#persistLater([sent]);
   }
 
   /**
@@ -105,6 +106,11 @@ export class OutboundFlow {
 
   #persist(mutations: Mutation[]): void {
     this.store.commit(mutations).catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
+  }
+
+  /** Bookkeeping nothing waits for: it shares the next commit (WriteBehind). */
+  #persistLater(mutations: Mutation[]): void {
+    this.store.later(mutations).catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
   }
 
   /** CONNACK was sent on `c` for `s`: resend what was in flight, then drain the queue [MQTT-4.4.0-1]. */
@@ -176,7 +182,7 @@ export class OutboundFlow {
     if (!s.persistent) return;
     // The id is free for another message only once this completion is durable (Session.takePacketId).
     s.settlingIds.set(id, true);
-    this.store.commit([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]).then(
+    this.store.later([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]).then(
       () => this.#idSettled(s, id),
       (err: unknown) => {
         // Not durable: after a restart the message may be sent again (as an acknowledgement

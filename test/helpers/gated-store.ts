@@ -30,6 +30,8 @@ export class GatedStore implements Store {
   gated = false;
   /** Every list committed, in order, as handed in. */
   readonly committed: Mutation[][] = [];
+  /** Every list that became durable, in order. */
+  readonly durable: Mutation[][] = [];
   #pending: Pending[] = [];
   #dead = false;
 
@@ -42,7 +44,10 @@ export class GatedStore implements Store {
   commit(mutations: readonly Mutation[]): Promise<void> {
     if (this.#dead) return new Promise<void>(() => {}); // the process is gone: never settles
     this.committed.push([...mutations]);
-    if (!this.gated && this.#pending.length === 0) return this.disk.commit(mutations);
+    if (!this.gated && this.#pending.length === 0) {
+      this.durable.push([...mutations]);
+      return this.disk.commit(mutations);
+    }
     const { promise, resolve } = Promise.withResolvers<void>();
     this.#pending.push({ mutations, resolve });
     return promise;
@@ -53,6 +58,11 @@ export class GatedStore implements Store {
     return this.#pending.length;
   }
 
+  /** The ops of every mutation that became durable, oldest first. */
+  durableOps(): string[] {
+    return this.durable.flatMap((list) => list.map((m) => m.op));
+  }
+
   /** The mutations of the commits still waiting, oldest first. */
   pendingMutations(): Mutation[] {
     return this.#pending.flatMap((p) => [...p.mutations]);
@@ -61,6 +71,7 @@ export class GatedStore implements Store {
   /** Make the oldest `n` waiting commits (default: all) durable, in order. */
   flush(n = this.#pending.length): void {
     for (const p of this.#pending.splice(0, n)) {
+      this.durable.push([...p.mutations]);
       void this.disk.commit(p.mutations);
       p.resolve();
     }
