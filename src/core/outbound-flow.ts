@@ -181,7 +181,7 @@ export class OutboundFlow {
     s.progress++;
     if (!s.persistent) return;
     // The id is free for another message only once this completion is durable (Session.takePacketId).
-    s.settlingIds.set(id, true);
+    s.idSettling(id);
     this.store.later([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]).then(
       () => this.#idSettled(s, id),
       (err: unknown) => {
@@ -196,7 +196,7 @@ export class OutboundFlow {
 
   /** A completion under `id` is durable: a queued message waiting for that id may go. */
   #idSettled(s: Session, id: number): void {
-    s.settlingIds.delete(id);
+    s.idSettled(id);
     const head = s.peek();
     if (head !== undefined && head.qos > 0 && packetIdFor(head.message.offset) === id) this.pump(s);
   }
@@ -316,7 +316,7 @@ export class OutboundFlow {
     // Written before the messages are handed on, so a QoS 2 one can wait for its new record.
     const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
     if (commit !== undefined) {
-      if (s.persistent) { for (const id of freed) s.settlingIds.set(id, true); }
+      if (s.persistent) { for (const id of freed) s.idSettling(id); }
       for (const h of handed) if (h.to.persistent) h.o.recordCommit = commit;
       const settled = () => {
         for (const id of freed) this.#idSettled(s, id);

@@ -74,9 +74,9 @@ export class Session {
    * Persistent sessions: packet ids whose last message completed but whose completion is
    * not durable yet; see takePacketId. Not a Set, for the reason InflightTable gives.
    */
-  readonly settlingIds = new InflightTable<true>();
+  #settlingIds: InflightTable<true> | undefined;
   /** QoS 2 deliveries past PUBREC whose PUBREL waits for its commit, in PUBREC order [MQTT-4.6.0-4]. */
-  readonly pendingReleases: Outbound[] = [];
+  #pendingReleases: Outbound[] | undefined;
   /** Publishers waiting for room in this session's queue (PublisherFlow). */
   roomWaiters: RoomHold[] | undefined;
   /** Counts messages acknowledged or taken from the queue, so a stall can be told from slowness. */
@@ -150,7 +150,7 @@ export class Session {
    * - ids are unique among the messages in flight [MQTT-2.2.1-3]: a delivery whose id is in
    *   use (its offset is a multiple of 65,535 away from one in flight) waits its turn;
    * - an id whose last message completed is reused only once that completion is durable
-   *   (`settlingIds`). Otherwise a crash could bring back the old message in flight under
+   *   (`idSettling`). Otherwise a crash could bring back the old message in flight under
    *   the id the new one was sent with: its re-sent PUBREL (or PUBLISH) would then release
    *   (or be swallowed as) the new message at the receiver, which would take the new one's
    *   own re-send for a new message and deliver it twice.
@@ -161,7 +161,22 @@ export class Session {
     // Every QoS>0 message is logged, so its offset is at least 1; anything else numbers sequentially.
     if (!this.persistent || o.message.offset < 1) return this.allocatePacketId();
     const id = packetIdFor(o.message.offset);
-    return this.inflight.has(id) || this.settlingIds.has(id) ? 0 : id;
+    return this.inflight.has(id) || this.#settlingIds?.has(id) === true ? 0 : id;
+  }
+
+  /** `id`'s last message completed; its completion is not durable yet (see takePacketId). */
+  idSettling(id: number): void {
+    (this.#settlingIds ??= new InflightTable<true>()).set(id, true);
+  }
+
+  /** `id`'s last completion is durable: the id may name another message. */
+  idSettled(id: number): void {
+    this.#settlingIds?.delete(id);
+  }
+
+  /** QoS 2 deliveries past PUBREC whose PUBREL waits for its commit, oldest PUBREC first [MQTT-4.6.0-4]. */
+  get pendingReleases(): Outbound[] {
+    return this.#pendingReleases ??= [];
   }
 
   /** A packet id not in use by any in-flight message [MQTT-2.2.1-3]. */
