@@ -81,6 +81,18 @@ export function renderMetrics(snap: MetricsSnapshot): string {
     c.refusedStorageFull,
   ]]);
   out.add(
+    "ferry_publishes_held_total",
+    "counter",
+    "QoS>0 publishes whose acknowledgement waited for room in an online subscriber's full queue",
+    c.publishesHeld,
+  );
+  out.add(
+    "ferry_subscribers_stalled_total",
+    "counter",
+    "Times an online subscriber with a full queue took no message for mqtt.stalled_subscriber_ms",
+    c.subscribersStalled,
+  );
+  out.add(
     "ferry_protocol_errors_total",
     "counter",
     "Connections closed for a malformed packet or protocol violation",

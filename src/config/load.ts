@@ -66,6 +66,9 @@ function checkValue(raw: unknown): { config?: FerryConfig; problems: ConfigProbl
   return { config: result.data, problems };
 }
 
+/** How long a delivery's bookkeeping writes may wait to share a commit (src/core/write-behind.ts). */
+const WRITE_BEHIND_MS = 5;
+
 /** The kernel's view of the configuration. */
 export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerOptions {
   const m = config.mqtt;
@@ -88,6 +91,9 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     retainAvailable: m.retain_available,
     aclDenyCode: config.acl.deny_reason === "unspecified" ? 0x80 : 0x87,
     maxQueuedBytes: m.max_queued_bytes,
+    stalledSubscriberMs: m.stalled_subscriber_ms,
+    // Only where commits wait for an fsync; a few ms is many round trips on a LAN (WriteBehind).
+    writeBehindMs: config.storage.durability === "commit" ? WRITE_BEHIND_MS : 0,
     version,
   };
 }

@@ -196,10 +196,16 @@ export const configSchema = z.object({
       .describe("QoS>0 messages in flight to one client (also capped by its Receive Maximum)"),
     max_queued_bytes: z.number().int().min(1024).default(64 * 1024 * 1024)
       .describe(
-        "payload bytes queued per session (a slow or offline subscriber); more messages are dropped and counted",
+        "payload bytes queued per session; past it, as for max_queued_messages: dropped and counted (offline or stalled session) or publishers held (online)",
       ),
     max_queued_messages: z.number().int().min(1).default(10_000)
-      .describe("messages queued per session beyond the in-flight window; more are dropped and counted"),
+      .describe(
+        "messages queued per session beyond the in-flight window; for an offline or stalled session more are dropped and counted, an online one holds its publishers' acks instead",
+      ),
+    stalled_subscriber_ms: z.number().int().min(0).default(5000)
+      .describe(
+        "publishers wait (PUBACK/PUBREC held) for an online subscriber whose queue is full; one that takes no message for this long is stalled and its bounds drop messages as for an offline session; 0: never wait (acknowledge and drop, as Mosquitto)",
+      ),
     queue_qos0_messages: z.boolean().default(false).describe("queue QoS 0 messages for offline persistent sessions"),
     topic_alias_maximum: z.number().int().min(0).max(65_535).default(10)
       .describe("topic aliases a client may use towards Ferry; 0 disables"),

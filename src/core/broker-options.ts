@@ -46,5 +46,15 @@ export interface BrokerOptions {
   aclDenyCode: 0x87 | 0x80;
   /** Payload bytes queued per session beyond the in-flight window; more are dropped and counted. */
   maxQueuedBytes: number;
+  /**
+   * How long publishers wait (their acks held) for an online subscriber with a full queue
+   * that takes no message at all, before it counts as stalled; 0: never wait (PublisherFlow).
+   */
+  stalledSubscriberMs: number;
+  /**
+   * How long writes nothing waits for may wait to share the next commit (WriteBehind); 0
+   * writes them at once. Not a config key: set for `commit` durability only.
+   */
+  writeBehindMs: number;
   version: string;
 }

@@ -11,12 +11,14 @@ import type { Logger } from "./logger.ts";
 import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
 import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
+import { PublisherFlow } from "./publisher-flow.ts";
 import { RetainedIndex } from "./retained-index.ts";
 import { Router } from "./router.ts";
 import type { Outbound, Session } from "./session.ts";
 import { SessionRegistry } from "./session-registry.ts";
 import { publishSysTopics } from "./sys-topics.ts";
 import { WillHandler } from "./will.ts";
+import { WriteBehind } from "./write-behind.ts";
 
 /**
  * The outcome of routing one publish: what must be committed, and whom to hand the
@@ -36,6 +38,11 @@ export interface Routed {
   outbounds: Outbound[];
   /** Set once the subscribers have it (`deliverLive`), possibly before the commit. */
   live: boolean;
+  /**
+   * Online sessions whose queue was full: the message goes to them over the bound, and
+   * the publisher's acknowledgement waits for room (PublisherFlow.hold). Usually undefined.
+   */
+  waitFor: Session[] | undefined;
 }
 
 /**
@@ -81,11 +88,15 @@ export class Broker {
   readonly clients = new Set<ClientConnection>();
   readonly router: Router;
   readonly outbound: OutboundFlow;
+  /** Holds publishers' acks while online subscribers' queues are full (publisher-flow.ts). */
+  readonly publisherFlow: PublisherFlow;
   readonly registry: SessionRegistry;
   /** Sessions by client id (the registry's). */
   readonly sessions: Map<string, Session>;
 
   #wills: WillHandler;
+  /** `store`, through which every kernel write goes, so those written `later` keep their order. */
+  #writes: WriteBehind;
   #nextOffset = 1;
   #timers: unknown[] = [];
   #idCounter = 0;
@@ -101,16 +112,25 @@ export class Broker {
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
-    this.store = deps.store;
+    this.#writes = new WriteBehind(deps.store, deps.clock, deps.options.writeBehindMs);
+    this.store = this.#writes;
     this.clock = deps.clock;
     this.logger = deps.logger;
     this.metrics = deps.metrics ?? new BrokerMetrics(deps.clock.now());
     this.auth = deps.auth ?? openAccess;
     this.acl = deps.acl ?? openAccess;
     this.router = new Router(deps.options);
-    this.outbound = new OutboundFlow(deps.options, this.metrics, deps.store, deps.logger, this.router);
+    this.publisherFlow = new PublisherFlow(deps.options, deps.clock, this.metrics, deps.logger);
+    this.outbound = new OutboundFlow(
+      deps.options,
+      this.metrics,
+      this.#writes,
+      deps.logger,
+      this.router,
+      this.publisherFlow,
+    );
     this.#wills = new WillHandler(deps.clock, deps.logger, this, this.acl, () => this.metrics.aclDeniedPublish++);
-    this.registry = new SessionRegistry(deps.clock, deps.store, deps.logger, this.router, this.outbound, this.#wills);
+    this.registry = new SessionRegistry(deps.clock, this.store, deps.logger, this.router, this.outbound, this.#wills);
     this.sessions = this.registry.sessions;
   }
 
@@ -208,6 +228,7 @@ export class Broker {
     if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
     const now = this.clock.now();
     const mutations: Mutation[] = [];
+    const outbounds: Outbound[] = [];
     for (const m of this.retained.match(sub.plainFilter)) {
       if (m.expiresAt !== undefined && m.expiresAt <= now) {
         this.retained.set(m.topic, undefined);
@@ -223,7 +244,7 @@ export class Broker {
         mutations.push({ op: "append", message });
         mutations.push({ op: "delivery-put", delivery: deliveryRecord(s, message, qos, true, sub.subscriptionId) });
       }
-      this.outbound.deliver(s, {
+      outbounds.push({
         message,
         qos,
         retain: true, // [MQTT-3.3.1-9] retained messages sent on subscribe keep RETAIN=1
@@ -234,7 +255,21 @@ export class Broker {
         cache: undefined,
       });
     }
-    if (mutations.length > 0) this.persist(mutations);
+    // Committed before delivery, so that a QoS 2 copy to a persistent session can wait for
+    // its record (Outbound.recordCommit); QoS 0/1 ones go at once.
+    const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
+    if (commit !== undefined) {
+      const copies = s.persistent ? outbounds.filter((o) => o.qos > 0) : [];
+      for (const o of copies) o.recordCommit = commit;
+      const settled = () => {
+        for (const o of copies) if (o.recordCommit === commit) o.recordCommit = undefined;
+      };
+      commit.then(settled, (err: unknown) => {
+        this.logger.error(`store commit failed: ${String(err)}`);
+        settled();
+      });
+    }
+    for (const o of outbounds) this.outbound.deliver(s, o);
   }
 
   // ---- publishing -----------------------------------------------------------------------
@@ -262,6 +297,7 @@ export class Broker {
     const outbounds: Outbound[] = [];
     this.router.route(message, sessions, outbounds);
     const matched = sessions.length > 0;
+    let waitFor: Session[] | undefined;
     // Keep the accepted deliveries, compacting both arrays in place.
     let kept = 0;
     for (let i = 0; i < sessions.length; i++) {
@@ -271,14 +307,19 @@ export class Broker {
       if (o.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
       // Whatever will wait in the queue counts against its bounds, QoS 0 behind a backlog too.
       if (!online || o.qos > 0 || s.queuedCount > 0) {
-        if (s.queuedCount >= this.options.maxQueuedMessages) {
-          this.metrics.droppedQueueFull++;
-          continue;
-        }
         // A memory bound per slow or offline subscriber; one message always fits an empty queue.
-        if (s.queuedCount > 0 && s.queuedBytes + message.payload.byteLength > this.options.maxQueuedBytes) {
-          this.metrics.droppedQueueBytes++;
-          continue;
+        const full = s.queuedCount >= this.options.maxQueuedMessages ||
+          (s.queuedCount > 0 && s.queuedBytes + message.payload.byteLength > this.options.maxQueuedBytes);
+        if (full) {
+          if (o.qos > 0 && this.publisherFlow.mayHold(s)) {
+            // Online: queued over the bound, and the publisher's ack waits for room (PublisherFlow).
+            (waitFor ??= []).push(s);
+          } else {
+            // Offline, stalled, or QoS 0 (at most once; it has no ack to hold): dropped and counted.
+            if (s.queuedCount >= this.options.maxQueuedMessages) this.metrics.droppedQueueFull++;
+            else this.metrics.droppedQueueBytes++;
+            continue;
+          }
         }
       }
       if (o.qos > 0 && s.persistent) {
@@ -294,7 +335,7 @@ export class Broker {
     sessions.length = kept;
     outbounds.length = kept;
     const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
-    return { commit, matched, message, logged, sessions, outbounds, live: false };
+    return { commit, matched, message, logged, sessions, outbounds, live: false, waitFor };
   }
 
   /**
@@ -361,14 +402,19 @@ export class Broker {
     }
   }
 
-  /** Route and commit `message`, then hand it to subscribers; resolves once they have it. */
+  /**
+   * Route and commit `message`, then hand it to subscribers; resolves once they have it and,
+   * like a client's acknowledgement, once full online queues it went to have room again.
+   */
   publishDurably(message: Message): Promise<void> {
     const routed = this.publish(message);
-    if (!routed.commit) {
-      this.deliver(routed);
-      return Promise.resolve();
-    }
-    return routed.commit.then(() => this.deliver(routed));
+    const room = routed.waitFor === undefined
+      ? undefined
+      : new Promise<void>((resolve) => this.publisherFlow.hold(routed.waitFor!, resolve));
+    const delivered = routed.commit === undefined
+      ? (this.deliver(routed), Promise.resolve())
+      : routed.commit.then(() => this.deliver(routed));
+    return room === undefined ? delivered : Promise.all([delivered, room]).then(() => {});
   }
 
   /**

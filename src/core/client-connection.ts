@@ -43,6 +43,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   counted = false;
   /** Set at accept when a per-address limit refuses this connection (AuthPort.admit). */
   refusal: number | undefined;
+  /** Reading from the socket is paused by the inbound flow (too many acks owed; see InboundFlow). */
+  inputHeld = false;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -123,6 +125,20 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
         this.fault(err);
         return;
       }
+    }
+  }
+
+  /**
+   * Pause or resume reading for the inbound flow. While paused the client's packets wait in
+   * the socket, so keep alive does not count the time against it (housekeeping.ts).
+   */
+  holdInput(on: boolean): void {
+    if (on === this.inputHeld || this.state === "closed") return;
+    this.inputHeld = on;
+    if (on) this.conn.pause();
+    else {
+      this.lastActivity = this.broker.clock.now();
+      this.conn.resume();
     }
   }
 
@@ -374,10 +390,10 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   /**
    * Hold everything written to this client until `commit` settles, then send it in
    * order. For packets the client must not see before the store knows about them: a
-   * QoS 2 PUBLISH before its packet id is durable, or a PUBREL before the "pubrel"
-   * phase is — otherwise a crash in between makes Ferry re-send a PUBLISH the client
-   * already released, and it is delivered twice [MQTT-4.3.3-6]. Holding all output,
-   * not just those packets, keeps every packet to the client in order.
+   * QoS 2 PUBLISH to a persistent session whose delivery record was written outside a
+   * publish's commit (a retained copy on SUBSCRIBE, a shared message handed over) and
+   * may not be durable yet. Holding all output, not just that packet, keeps every packet
+   * to the client in order; it is rare (PUBRELs wait on their own, see OutboundFlow).
    */
   holdOutputUntil(commit: Promise<void>): void {
     this.#heldOutput ??= [];

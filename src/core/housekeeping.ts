@@ -19,6 +19,8 @@ export function sweepConnections(
       if (now - c.connectedAt > options.connectTimeoutMs) c.disconnect(RC.MAXIMUM_CONNECT_TIME);
       continue;
     }
+    // A connection Ferry stopped reading (InboundFlow) may have sent packets it has not seen.
+    if (c.inputHeld) continue;
     if (c.state === "connected" && c.keepAlive > 0 && now - c.lastActivity > c.keepAlive * 1500) {
       metrics.keepaliveTimeouts++;
       c.disconnect(RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout");

@@ -20,6 +20,8 @@ class OrderedStep {
   next: OrderedStep | undefined = undefined;
   /** "publish": its delivery waits for this step (it was not delivered live). */
   held = false;
+  /** "publish": waits for room in full online queues it went to (PublisherFlow). */
+  roomPending = false;
 
   constructor(
     /** "publish": deliver `routed`, then acknowledge; "ack": PUBACK/PUBREC `id` with `code`; "pubcomp": PUBCOMP with `code`. */
@@ -50,6 +52,8 @@ export class InboundFlow {
   #runningSteps = false;
   /** Publish steps whose delivery waits for their commit (see onPublish). */
   #heldDeliveries = 0;
+  /** QoS>0 publishes whose PUBACK/PUBREC has not been sent yet (see #owedChanged). */
+  #owed = 0;
 
   constructor(private readonly c: ClientConnection, private readonly broker: Broker) {}
 
@@ -138,6 +142,15 @@ export class InboundFlow {
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
     const routed = broker.publish(message, extra);
     const step = new OrderedStep("publish", true, qos, id, 0, routed);
+    if (routed.waitFor !== undefined) {
+      // An online subscriber's queue is full: the message is queued for it all the same, and
+      // this acknowledgement (with the ones behind it) waits until the queue has room.
+      step.roomPending = true;
+      broker.publisherFlow.hold(routed.waitFor, () => {
+        step.roomPending = false;
+        this.#runSteps();
+      });
+    }
     // QoS 0/1 reach connected subscribers now, unless an earlier message of this client is
     // still held back (a QoS 2 one: its duplicate detection must be durable first), so that
     // the client's messages keep their order [MQTT-4.6.0-6]. The ack still waits below.
@@ -192,7 +205,26 @@ export class InboundFlow {
     if (this.#stepsTail) this.#stepsTail.next = step;
     else this.#stepsHead = step;
     this.#stepsTail = step;
-    if (!step.waiting) this.#runSteps();
+    if (step.kind !== "pubcomp" && step.qos > 0) {
+      this.#owed++;
+      this.#owedChanged();
+    }
+    if (!step.waiting && !step.roomPending) this.#runSteps();
+  }
+
+  /**
+   * A client that keeps sending QoS>0 publishes while `receiveMaximum` of them still wait for
+   * their PUBACK/PUBREC (a commit, or room in a subscriber's queue) is no longer read until
+   * half of those are acknowledged. A v5 client is told the limit and disconnected past it
+   * (onPublish); a 3.1.1 client cannot be told, and without this one that ignores held acks
+   * would fill memory. Only acks Ferry owes count, not PUBRELs it waits for: those arrive on
+   * the same socket, so waiting for them while not reading would never end.
+   */
+  #owedChanged(): void {
+    const max = this.broker.options.receiveMaximum;
+    if (!this.c.inputHeld) {
+      if (this.#owed >= max) this.c.holdInput(true);
+    } else if (this.#owed <= max >> 1) this.c.holdInput(false);
   }
 
   /** Run the steps at the head of the queue whose commits have settled, in order. */
@@ -200,10 +232,18 @@ export class InboundFlow {
     if (this.#runningSteps) return; // the outer loop picks up whatever a step made ready
     this.#runningSteps = true;
     try {
-      for (let step = this.#stepsHead; step !== undefined && !step.waiting; step = this.#stepsHead) {
+      for (
+        let step = this.#stepsHead;
+        step !== undefined && !step.waiting && !step.roomPending;
+        step = this.#stepsHead
+      ) {
         this.#stepsHead = step.next;
         if (this.#stepsHead === undefined) this.#stepsTail = undefined;
         step.next = undefined;
+        if (step.kind !== "pubcomp" && step.qos > 0) {
+          this.#owed--;
+          if (this.c.inputHeld) this.#owedChanged();
+        }
         if (this.c.state === "closed" && !step.evenIfClosed) continue;
         try {
           this.#runStep(step);

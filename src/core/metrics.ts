@@ -22,6 +22,10 @@ export class BrokerMetrics {
   keepaliveTimeouts = 0;
   /** Messages not queued for a session because its queue already held `maxQueuedBytes`. */
   droppedQueueBytes = 0;
+  /** QoS>0 publishes whose PUBACK/PUBREC waited for room in an online subscriber's full queue. */
+  publishesHeld = 0;
+  /** Times an online subscriber with a full queue made no progress for `stalledSubscriberMs`. */
+  subscribersStalled = 0;
 
   // ---- security (src/auth) ----
   /** CONNECTs refused with a wrong password or an unknown username (0x86 / 4). */

@@ -1,9 +1,11 @@
-import type { DeliveryRecord, Message, Mutation, QoS, Store } from "../store/store.ts";
+import type { DeliveryRecord, Message, Mutation, QoS } from "../store/store.ts";
 import type { Logger } from "./logger.ts";
 import type { BrokerMetrics } from "./metrics.ts";
 import type { Peer } from "./peer.ts";
+import type { PublisherFlow } from "./publisher-flow.ts";
+import type { WriteBehind } from "./write-behind.ts";
 import type { Router } from "./router.ts";
-import type { Outbound, Session } from "./session.ts";
+import { type Outbound, packetIdFor, type Session } from "./session.ts";
 
 /**
  * The outbound QoS flow of every session: deliver (send now or queue), transmit under a
@@ -22,9 +24,10 @@ export class OutboundFlow {
   constructor(
     private readonly options: { readonly maxBufferedBytes: number },
     private readonly metrics: BrokerMetrics,
-    private readonly store: Store,
+    private readonly store: WriteBehind,
     private readonly logger: Logger,
     private readonly router: Router,
+    private readonly publishers: PublisherFlow,
   ) {}
 
   /** Send `o` to `s` now if its connection and window allow, otherwise queue it. */
@@ -43,26 +46,55 @@ export class OutboundFlow {
       } else s.enqueue(o);
       return;
     }
-    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) this.#transmit(s, c, o);
-    else s.enqueue(o);
+    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) {
+      const id = s.takePacketId(o);
+      if (id !== 0) {
+        this.#transmit(s, c, o, id);
+        return;
+      }
+      // Its packet id is still taken (see Session.takePacketId): it waits at the head of the queue.
+    }
+    s.enqueue(o);
   }
 
-  #transmit(s: Session, c: Peer, o: Outbound): void {
-    o.packetId = s.allocatePacketId();
+  /**
+   * Send `o` under packet id `id` (from Session.takePacketId). To a persistent session the
+   * PUBLISH leaves at once, also at QoS 2: its id follows from its offset, which is durable,
+   * so a re-send after a crash carries the same id whether or not the "sent" mark written
+   * here made it to the disk (see takePacketId for why that is enough).
+   */
+  #transmit(s: Session, c: Peer, o: Outbound, id: number): void {
+    o.packetId = id;
     o.phase = "sent";
-    s.inflight.set(o.packetId, o);
-    const sent: Mutation | undefined = s.persistent
-      ? { op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: o.packetId }
-      : undefined;
-    // QoS 2: after a crash the message must be re-sent under this packet id [MQTT-4.4.0-1], or a
-    // client that already has it (method B) takes the re-send for a new message; so the id is
-    // durable before the client can see it.
-    if (sent && o.qos === 2) this.#persistBeforeOutput(c, [sent]);
+    s.inflight.set(id, o);
+    if (!s.persistent) {
+      if (!c.sendPublish(o, false)) this.#complete(s, o);
+      return;
+    }
+    const sent: Mutation = { op: "delivery-sent", clientId: s.clientId, offset: o.message.offset, packetId: id };
+    if (this.#recordMayBeMissing(o)) {
+      this.#persistBeforeOutput(c, [sent]);
+      if (!c.sendPublish(o, false)) this.#complete(s, o);
+      return;
+    }
     if (!c.sendPublish(o, false)) {
       this.#complete(s, o);
       return;
     }
-    if (sent && o.qos !== 2) this.#persist([sent]);
+    // Only for DUP on a re-send after a restart; nothing waits for it.
+    this.#persistLater([sent]);
+  }
+
+  /**
+   * Whether `o` is a QoS 2 delivery whose record was written outside a publish's commit
+   * (a retained message on SUBSCRIBE, a shared message handed over) and may not be durable
+   * yet. Its PUBLISH then waits: otherwise a crash could forget the delivery, or hand its
+   * offset to another message that the receiver, still holding the id, would swallow.
+   * Output is held behind a new commit rather than the record's own, so holds stay in
+   * commit order (commits settle in the order they were made).
+   */
+  #recordMayBeMissing(o: Outbound): boolean {
+    return o.qos === 2 && o.recordCommit !== undefined;
   }
 
   /** Commit `mutations` and hold `c`'s output until they are durable (see holdOutputUntil). */
@@ -76,13 +108,19 @@ export class OutboundFlow {
     this.store.commit(mutations).catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
   }
 
+  /** Bookkeeping nothing waits for: it shares the next commit (WriteBehind). */
+  #persistLater(mutations: Mutation[]): void {
+    this.store.later(mutations).catch((err: unknown) => this.logger.error(`store commit failed: ${String(err)}`));
+  }
+
   /** CONNACK was sent on `c` for `s`: resend what was in flight, then drain the queue [MQTT-4.4.0-1]. */
   online(s: Session, c: Peer): void {
     if (s.client !== c) return;
     const inflight = [...s.inflight.values()].sort((a, b) => a.message.offset - b.message.offset);
     // A PUBREL is not a PUBLISH and goes at once [MQTT-3.3.4-10]; re-sent PUBLISHes wait for
     // room in this connection's window, which may be smaller than the last one's [MQTT-3.3.4-9].
-    for (const o of inflight) if (o.phase === "pubrel") c.sendPubrel(o.packetId);
+    // One whose "pubrel" phase is not durable yet follows when it is (#releaseSettled).
+    for (const o of inflight) if (o.phase === "pubrel" && o.releasePending !== true) c.sendPubrel(o.packetId);
     const resend = inflight.filter((o) => o.phase !== "pubrel");
     if (resend.length > 0) this.#resendBacklog.set(c, resend);
     this.pump(s);
@@ -98,6 +136,15 @@ export class OutboundFlow {
       const held = backlog.filter((o) => s.inflight.get(o.packetId) === o); // acked or moved meanwhile
       while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow) {
         const o = held.shift()!;
+        if (this.#recordMayBeMissing(o)) {
+          const sent: Mutation = {
+            op: "delivery-sent",
+            clientId: s.clientId,
+            offset: o.message.offset,
+            packetId: o.packetId,
+          };
+          this.#persistBeforeOutput(c, [sent]);
+        }
         if (!c.sendPublish(o, true)) this.#complete(s, o);
       }
       if (held.length > 0) {
@@ -106,21 +153,52 @@ export class OutboundFlow {
       }
       this.#resendBacklog.delete(c);
     }
+    const before = s.queuedCount;
     while (s.inflight.size < c.inflightWindow) {
-      const o = s.dequeue();
-      if (!o) return;
+      const o = s.peek();
+      if (!o) break;
       if (o.qos === 0) {
+        s.dequeue();
         c.sendPublish(o, false);
         continue;
       }
-      this.#transmit(s, c, o);
+      const id = s.takePacketId(o);
+      // Its id is still taken: the queue waits (in order) until a completion frees it.
+      if (id === 0) break;
+      s.dequeue();
+      this.#transmit(s, c, o, id);
+    }
+    if (s.queuedCount < before) {
+      s.progress++;
+      this.publishers.shrank(s);
     }
   }
 
   /** An outbound message is done with (acknowledged, expired or undeliverable). */
   #complete(s: Session, o: Outbound): void {
-    s.inflight.delete(o.packetId);
-    if (s.persistent) this.#persist([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]);
+    const id = o.packetId;
+    s.inflight.delete(id);
+    s.progress++;
+    if (!s.persistent) return;
+    // The id is free for another message only once this completion is durable (Session.takePacketId).
+    s.idSettling(id);
+    this.store.later([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]).then(
+      () => this.#idSettled(s, id),
+      (err: unknown) => {
+        // Not durable: after a restart the message may be sent again (as an acknowledgement
+        // that could not be written; see the README, Durability). The id is not kept from
+        // reuse forever, which would stall the session's queue behind it.
+        this.logger.error(`store commit failed: ${String(err)}`);
+        this.#idSettled(s, id);
+      },
+    );
+  }
+
+  /** A completion under `id` is durable: a queued message waiting for that id may go. */
+  #idSettled(s: Session, id: number): void {
+    s.idSettled(id);
+    const head = s.peek();
+    if (head !== undefined && head.qos > 0 && packetIdFor(head.message.offset) === id) this.pump(s);
   }
 
   onPuback(s: Session, id: number): void {
@@ -144,12 +222,41 @@ export class OutboundFlow {
       return;
     }
     o.phase = "pubrel";
-    // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
-    // client that already released its id, which then delivers it twice [MQTT-4.3.3-6].
-    if (s.persistent) {
-      this.#persistBeforeOutput(c, [{ op: "delivery-pubrel", clientId: s.clientId, offset: o.message.offset }]);
+    if (!s.persistent) {
+      c.sendPubrel(id);
+      return;
     }
-    c.sendPubrel(id);
+    // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
+    // client that already released its id, which then delivers it twice [MQTT-4.3.3-6]. So the
+    // PUBREL waits for that commit, and only the PUBREL: PUBLISHes and acks keep flowing, and
+    // PUBRELs leave in the order their PUBRECs came [MQTT-4.6.0-4] (pendingReleases).
+    o.releasePending = true;
+    s.pendingReleases.push(o);
+    this.store.commit([{ op: "delivery-pubrel", clientId: s.clientId, offset: o.message.offset }]).then(
+      () => this.#releaseSettled(s, o),
+      (err: unknown) => {
+        // As before this change: logged, and the flow goes on rather than stall.
+        this.logger.error(`store commit failed: ${String(err)}`);
+        this.#releaseSettled(s, o);
+      },
+    );
+  }
+
+  /**
+   * `o`'s "pubrel" phase is durable: send the PUBRELs at the head of the session's list
+   * whose phase is, in PUBREC order, to whatever connection the session has now (one that
+   * reconnected meanwhile gets them here rather than in `online`).
+   */
+  #releaseSettled(s: Session, o: Outbound): void {
+    o.releasePending = false;
+    const list = s.pendingReleases;
+    while (list.length > 0 && list[0]!.releasePending !== true) {
+      const r = list.shift()!;
+      const c = s.client;
+      // Completed, moved or the session ended meanwhile: nothing to send.
+      if (s.inflight.get(r.packetId) !== r || r.phase !== "pubrel") continue;
+      if (c !== undefined && c.state === "connected") c.sendPubrel(r.packetId);
+    }
   }
 
   onPubcomp(s: Session, id: number): void {
@@ -159,8 +266,13 @@ export class OutboundFlow {
     this.pump(s);
   }
 
-  /** A member leaves: its not-yet-acknowledged shared messages go to the others (spec 4.8.2). */
+  /**
+   * `s` lost its connection: publishers waiting for room in its queue go on (it is offline
+   * now, and offline bounds apply), and its not-yet-acknowledged shared messages go to the
+   * other members of their groups (spec 4.8.2).
+   */
   redistributeShared(s: Session): void {
+    this.publishers.offline(s);
     const moved: Outbound[] = [];
     const kept: Outbound[] = [];
     for (const o of s.drainQueue()) (o.shareKey !== undefined ? moved : kept).push(o);
@@ -174,6 +286,9 @@ export class OutboundFlow {
     }
     if (moved.length === 0) return;
     const mutations: Mutation[] = [];
+    const handed: Array<{ to: Session; o: Outbound }> = [];
+    /** Ids of in-flight messages that left this session (Session.takePacketId). */
+    const freed: number[] = [];
     for (const o of moved) {
       const members = this.router.otherConnectedMembers(o.shareKey!, s);
       const to = members.length > 0 ? this.router.pickMember(o.shareKey!, members) : undefined;
@@ -183,6 +298,7 @@ export class OutboundFlow {
         else s.inflight.set(o.packetId, o);
         continue;
       }
+      if (o.phase !== "queued") freed.push(o.packetId);
       if (s.persistent) {
         mutations.push({ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset });
       }
@@ -192,9 +308,26 @@ export class OutboundFlow {
           delivery: deliveryRecord(to.session, o.message, o.qos, o.retain, o.subscriptionIds),
         });
       }
-      this.deliver(to.session, { ...o, packetId: 0, phase: "queued" });
+      handed.push({
+        to: to.session,
+        o: { ...o, packetId: 0, phase: "queued", recordCommit: undefined, releasePending: undefined },
+      });
     }
-    if (mutations.length > 0) this.#persist(mutations);
+    // Written before the messages are handed on, so a QoS 2 one can wait for its new record.
+    const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
+    if (commit !== undefined) {
+      if (s.persistent) { for (const id of freed) s.idSettling(id); }
+      for (const h of handed) if (h.to.persistent) h.o.recordCommit = commit;
+      const settled = () => {
+        for (const id of freed) this.#idSettled(s, id);
+        for (const h of handed) if (h.o.recordCommit === commit) h.o.recordCommit = undefined;
+      };
+      commit.then(settled, (err: unknown) => {
+        this.logger.error(`store commit failed: ${String(err)}`);
+        settled();
+      });
+    }
+    for (const h of handed) this.deliver(h.to, h.o);
   }
 }
 

@@ -97,13 +97,18 @@ export class Router {
 
   /**
    * Round-robin over the group's connected members with queue room; then any member with
-   * room; a message is dropped (and counted) only when every member's queue is full.
+   * room; when every queue is full, a connected member (whose publisher then waits for room,
+   * see PublisherFlow) rather than an offline one (where the message would be dropped).
    */
   pickMember(key: string, members: SubEntry[]): SubEntry | undefined {
     const max = this.options.maxQueuedMessages;
     const roomy = members.filter((m) => m.session.queuedCount < max);
     const online = roomy.filter((m) => m.session.client?.state === "connected");
-    const pool = online.length > 0 ? online : roomy.length > 0 ? roomy : members;
+    let pool = online.length > 0 ? online : roomy;
+    if (pool.length === 0) {
+      const connected = members.filter((m) => m.session.client?.state === "connected");
+      pool = connected.length > 0 ? connected : members;
+    }
     if (pool.length === 0) return undefined;
     const n = (this.#shareCursor.get(key) ?? 0) + 1;
     this.#shareCursor.set(key, n);

@@ -2,6 +2,7 @@ import type { Message, QoS, SessionRecord, SubscriptionRecord } from "../store/s
 import type { EncodeCache } from "./outbound-encoder.ts";
 import { InflightTable } from "./inflight-table.ts";
 import type { Peer } from "./peer.ts";
+import type { RoomHold } from "./publisher-flow.ts";
 
 /** One message owed to a session, in its queue or in flight. */
 export interface Outbound {
@@ -19,6 +20,14 @@ export interface Outbound {
    * copy sent later from the queue is patched, not encoded again. Dropped once sent.
    */
   cache?: EncodeCache | undefined;
+  /**
+   * The commit that writes this delivery's record, when it was made outside a publish's
+   * commit (a retained message on SUBSCRIBE, a shared message handed over) and may not be
+   * durable yet. A QoS 2 PUBLISH to a persistent session waits for it (OutboundFlow#transmit).
+   */
+  recordCommit?: Promise<void> | undefined;
+  /** Phase "pubrel" and its PUBREL still waiting for the commit that makes the phase durable. */
+  releasePending?: boolean;
 }
 
 export interface ActiveSubscription extends SubscriptionRecord {
@@ -61,6 +70,20 @@ export class Session {
    */
   routeMark = 0;
   routeIndex = 0;
+  /**
+   * Persistent sessions: packet ids whose last message completed but whose completion is
+   * not durable yet; see takePacketId. Not a Set, for the reason InflightTable gives.
+   */
+  #settlingIds: InflightTable<true> | undefined;
+  /** QoS 2 deliveries past PUBREC whose PUBREL waits for its commit, in PUBREC order [MQTT-4.6.0-4]. */
+  #pendingReleases: Outbound[] | undefined;
+  /** Publishers waiting for room in this session's queue (PublisherFlow). */
+  roomWaiters: RoomHold[] | undefined;
+  /** Counts messages acknowledged or taken from the queue, so a stall can be told from slowness. */
+  progress = 0;
+  /** Made no progress while publishers waited: nobody waits for it until its queue is empty. */
+  stalled = false;
+  stallTimer: unknown;
   #nextPacketId = 1;
 
   constructor(
@@ -114,6 +137,48 @@ export class Session {
     return rest;
   }
 
+  /**
+   * The packet id to send `o` under now, or 0 when it must wait for the id to be free.
+   *
+   * A persistent session names a delivery by its log offset: the id is a function of the
+   * offset alone (`packetIdFor`), so it is known from durable state and the PUBLISH need not
+   * wait for a commit recording it. After a crash the delivery is re-sent under the same id
+   * [MQTT-4.4.0-1] whether or not its "sent" mark reached the disk; a receiver that already
+   * answered it with PUBREC still holds that id and takes the re-send for the duplicate it is
+   * [MQTT-4.3.3-9] (without the mark the re-send lacks DUP, which the receiver may not rely
+   * on anyway). Two rules keep one id from naming two messages:
+   * - ids are unique among the messages in flight [MQTT-2.2.1-3]: a delivery whose id is in
+   *   use (its offset is a multiple of 65,535 away from one in flight) waits its turn;
+   * - an id whose last message completed is reused only once that completion is durable
+   *   (`idSettling`). Otherwise a crash could bring back the old message in flight under
+   *   the id the new one was sent with: its re-sent PUBREL (or PUBLISH) would then release
+   *   (or be swallowed as) the new message at the receiver, which would take the new one's
+   *   own re-send for a new message and deliver it twice.
+   * Sessions that end with their connection keep nothing across a restart and number
+   * sequentially.
+   */
+  takePacketId(o: Outbound): number {
+    // Every QoS>0 message is logged, so its offset is at least 1; anything else numbers sequentially.
+    if (!this.persistent || o.message.offset < 1) return this.allocatePacketId();
+    const id = packetIdFor(o.message.offset);
+    return this.inflight.has(id) || this.#settlingIds?.has(id) === true ? 0 : id;
+  }
+
+  /** `id`'s last message completed; its completion is not durable yet (see takePacketId). */
+  idSettling(id: number): void {
+    (this.#settlingIds ??= new InflightTable<true>()).set(id, true);
+  }
+
+  /** `id`'s last completion is durable: the id may name another message. */
+  idSettled(id: number): void {
+    this.#settlingIds?.delete(id);
+  }
+
+  /** QoS 2 deliveries past PUBREC whose PUBREL waits for its commit, oldest PUBREC first [MQTT-4.6.0-4]. */
+  get pendingReleases(): Outbound[] {
+    return this.#pendingReleases ??= [];
+  }
+
   /** A packet id not in use by any in-flight message [MQTT-2.2.1-3]. */
   allocatePacketId(): number {
     for (let tries = 0; tries < 65535; tries++) {
@@ -150,4 +215,9 @@ export class Session {
     if (this.owner !== undefined) rec.owner = this.owner;
     return rec;
   }
+}
+
+/** The packet id of the delivery of the message at log `offset` to a persistent session (1..65535). */
+export function packetIdFor(offset: number): number {
+  return ((offset - 1) % 65535) + 1;
 }

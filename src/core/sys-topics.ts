@@ -42,6 +42,8 @@ export function sysValues(s: BrokerSnapshot, loads: Array<[string, number]> = []
     ["messages/dropped", droppedTotal],
     ...Object.entries(dropped).map(([reason, n]): [string, number] => [`messages/dropped/${reason}`, n]),
     ["messages/refused/storage_full", c.refusedStorageFull],
+    ["publish/messages/held", c.publishesHeld],
+    ["clients/stalled", c.subscribersStalled],
     ["bytes/received", c.bytesReceived],
     ["bytes/sent", c.bytesSent],
     ["connections/total", c.connectionsTotal],

@@ -1,0 +1,79 @@
+import type { Message, Mutation, Recovered, Store, StoreStats } from "../store/store.ts";
+import type { Clock } from "./clock.ts";
+
+/**
+ * The kernel's view of the store, with one addition: `later`, for writes nothing waits
+ * for — a delivery's "sent" mark (only the DUP flag of a re-send after a restart depends on
+ * it) and a completed delivery's deletion. Those wait here until the next `commit` that
+ * something does wait for, and go to the store just before it, as a list of their own in the
+ * same turn, so both share one transaction and its fsync (the threaded store packs a turn's
+ * lists into one batch, each list keeping its own outcome: a refused append never takes a
+ * deletion down with it). With nothing to ride on they go after `delayMs`.
+ *
+ * Why (issue 19): draining QoS 2 to a persistent session, each window of messages needs one
+ * durable step (the "pubrel" phase before the PUBRELs). The deletions and "sent" marks of the
+ * previous window, written on their own, started a transaction just before it, so every
+ * window waited for two transactions in a row instead of one.
+ *
+ * Order is kept: a `later` list goes to the store before any `commit` made after it, so
+ * "a commit has settled, so everything handed in before it is durable" still holds.
+ * `delayMs` 0 writes at once (memory and periodic durability, where nothing waits for a
+ * transaction anyway).
+ */
+export class WriteBehind implements Store {
+  #pending: Mutation[] = [];
+  #settle: ReturnType<typeof Promise.withResolvers<void>> | undefined;
+  #timer: unknown;
+
+  constructor(private readonly store: Store, private readonly clock: Clock, private readonly delayMs: number) {}
+
+  get kind(): string {
+    return this.store.kind;
+  }
+
+  open(): Promise<Recovered> {
+    return this.store.open();
+  }
+
+  commit(mutations: readonly Mutation[]): Promise<void> {
+    if (this.#pending.length > 0) this.#flush();
+    return this.store.commit(mutations);
+  }
+
+  /** Write `mutations` with the next commit, or after `delayMs`; resolves once durable. */
+  later(mutations: readonly Mutation[]): Promise<void> {
+    if (this.delayMs <= 0) return this.store.commit(mutations);
+    for (const m of mutations) this.#pending.push(m);
+    this.#settle ??= Promise.withResolvers<void>();
+    this.#timer ??= this.clock.setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#pending.length > 0) this.#flush();
+    }, this.delayMs);
+    return this.#settle.promise;
+  }
+
+  #flush(): void {
+    const mutations = this.#pending;
+    const settle = this.#settle!;
+    this.#pending = [];
+    this.#settle = undefined;
+    if (this.#timer !== undefined) {
+      this.clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+    this.store.commit(mutations).then(settle.resolve, settle.reject);
+  }
+
+  readLog(from: number, limit: number): Promise<Message[]> {
+    return this.store.readLog(from, limit);
+  }
+
+  stats(): StoreStats {
+    return this.store.stats();
+  }
+
+  close(): Promise<void> {
+    if (this.#pending.length > 0) this.#flush();
+    return this.store.close();
+  }
+}
