@@ -19,6 +19,7 @@
 import MqttPacketClass from "mqtt-packet/packet.js";
 import type { Packet, ProtocolVersion } from "./packets.ts";
 import { utf8Problem } from "./utf8.ts";
+import { unpinnedBytes } from "./unpinned-bytes.ts";
 
 /** The fields of mqtt-packet's packet object that the decoder sets. */
 interface MqttPacketObject {
@@ -56,9 +57,9 @@ const MAX_REMAINING_LENGTH = 268_435_455;
  * checked by the caller), `body` the offset of the variable header, `rem` the
  * Remaining Length, `version` the protocol version mqtt-packet's parser holds now.
  *
- * The payload of a PUBLISH is a view of `buf`, not a copy, exactly as mqtt-packet's
- * (its BufferList slices the Buffer it was given); `buf` is either the adapter's chunk
- * or PacketReader's own joined copy, so this keeps today's aliasing unchanged.
+ * The payload of a PUBLISH is a view of `buf` when it makes up at least half of the
+ * memory `buf` is a view of, else a copy (PacketReader does the same to mqtt-packet's
+ * payloads, which are views too): see `unpinnedBytes` in codec.ts.
  */
 export function decodeFast(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
   switch (first >> 4) {
@@ -125,7 +126,7 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   // constructor already created payload, so the key order comes out the same.
   if (qos > 0) p.messageId = messageId;
   // An empty payload is a fresh zero-length Buffer in mqtt-packet (BufferList#slice).
-  p.payload = pos < end ? buf.subarray(pos, end) : Buffer.alloc(0);
+  p.payload = pos < end ? unpinnedBytes(buf.subarray(pos, end), buf.buffer.byteLength) : Buffer.alloc(0);
   return p as Packet;
 }
 
