@@ -6,6 +6,7 @@ import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
 import type { AccessSubject, Refusal } from "./auth-ports.ts";
 import type { Broker } from "./broker.ts";
 import { runConnect } from "./connect-pipeline.ts";
+import type { ByteHolder } from "./connection-bytes.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import { InboundFlow } from "./inbound-flow.ts";
 import { encodeOutbound } from "./outbound-encoder.ts";
@@ -25,7 +26,7 @@ const EARLY_BYTES_SLACK = 64 * 1024;
  * and PUBREL from the client in `inbound-flow.ts`; session state that outlives the
  * connection lives in `Session`, routing and storage behind `Broker`.
  */
-export class ClientConnection implements ConnectionHandler, Peer, AccessSubject {
+export class ClientConnection implements ConnectionHandler, Peer, AccessSubject, ByteHolder {
   state: PeerState = "awaiting-connect";
   version: ProtocolVersion = 4;
   clientId = "";
@@ -43,6 +44,14 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   counted = false;
   /** Set at accept when a per-address limit refuses this connection (AuthPort.admit). */
   refusal: number | undefined;
+  /**
+   * When reading from it was paused because its output was over `maxOutputBytes` (0: not
+   * paused), and when its output last made progress meanwhile (see #checkOutput, onDrain).
+   */
+  pausedAt = 0;
+  progressAt = 0;
+  /** When the first byte of the incomplete packet held for it arrived (0: none held). */
+  partialSince = 0;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -50,23 +59,35 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   clientMaxPacketSize = Number.POSITIVE_INFINITY;
   clientTopicAliasMaximum = 0;
   requestProblemInfo = true;
-  readonly aliases = new TopicAliases();
+  #aliases: TopicAliases | undefined;
 
   #reader: PacketReader;
-  #inbound: InboundFlow;
+  /** Made on the first PUBLISH or PUBREL: many connections only subscribe, or idle. */
+  #inbound: InboundFlow | undefined;
   /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
-  #early: Packet[] = [];
+  #early: Packet[] | undefined;
   #earlyBytes = 0;
+  /** Bytes counted against the pre-auth budget for this connection (ConnectionBytes.addPreAuth). */
+  #preAuthCounted = 0;
   /** Output held back until `#outputGate` (a store commit) settles; see holdOutputUntil. */
   #heldOutput: Uint8Array[] | undefined;
+  #heldBytes = 0;
   #outputGate: Promise<void> | undefined;
   #closeOnRelease = false;
 
   constructor(readonly conn: Connection, private readonly broker: Broker) {
     this.#reader = new PacketReader(broker.options.maxPacketSize);
-    this.#inbound = new InboundFlow(this, broker);
     this.lastActivity = broker.clock.now();
     this.connectedAt = this.lastActivity;
+  }
+
+  /** Topic aliases both ways (v5), made when first used. */
+  get aliases(): TopicAliases {
+    return this.#aliases ??= new TopicAliases();
+  }
+
+  get #flow(): InboundFlow {
+    return this.#inbound ??= new InboundFlow(this, this.broker);
   }
 
   /** A getter, so control-flow narrowing does not assume the state is unchanged across calls. */
@@ -106,7 +127,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
 
   onData(bytes: Uint8Array): void {
     if (this.state === "closed") return;
-    this.lastActivity = this.broker.clock.now();
+    const now = this.broker.clock.now();
+    this.lastActivity = now;
     this.broker.metrics.bytesReceived += bytes.byteLength;
     let packets: Packet[];
     try {
@@ -115,6 +137,9 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       this.fault(err);
       return;
     }
+    // The packet deadline (limits.packet_timeout) runs from the first byte of the packet now incomplete.
+    if (this.#reader.bufferedBytes === 0) this.partialSince = 0;
+    else if (packets.length > 0 || this.partialSince === 0) this.partialSince = now;
     for (const packet of packets) {
       if (this.closed) return;
       try {
@@ -124,6 +149,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
         return;
       }
     }
+    if (this.closed) return;
+    if (this.state !== "connected") this.#countPreAuth();
   }
 
   onClose(): void {
@@ -131,6 +158,87 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
     this.state = "closed";
     this.closeReason ??= "closed its connection";
     this.broker.clientClosed(this, true);
+  }
+
+  // ---- what it holds: output bound (pause / resume), pre-auth budget -------------------
+
+  /** Output waiting for this client: in the adapter, and held for a commit. */
+  outputBytes(): number {
+    return this.conn.bufferedBytes() + this.#heldBytes;
+  }
+
+  /** Bytes of the incomplete packet held for it. */
+  partialBytes(): number {
+    return this.#reader.bufferedBytes;
+  }
+
+  /**
+   * Output went over the bound (see write): Ferry stops reading from the client until it
+   * has read enough of it (onDrain), so one that sends but does not read (PINGREQs, QoS 1
+   * publishes whose acks pile up) meets TCP backpressure instead of growing Ferry's
+   * memory. What was already read is still answered: the replies to one read (and acks
+   * still waiting for their commit) are what the output can exceed the bound by.
+   */
+  #pause(): void {
+    const now = this.broker.clock.now();
+    this.pausedAt = now;
+    this.progressAt = now;
+    this.broker.metrics.pausedReading++;
+    this.broker.connectionBytes.pausedConnections++;
+    this.conn.pause();
+  }
+
+  /** The adapter wrote some of what waited (it calls this only while paused). */
+  onDrain(): void {
+    if (this.pausedAt === 0 || this.state === "closed") return;
+    const now = this.broker.clock.now();
+    this.progressAt = now;
+    // The client is reading, and its packets wait unread because Ferry is not reading:
+    // as good a sign of life as a packet, for keep alive.
+    this.lastActivity = now;
+    if (this.outputBytes() > this.broker.options.maxOutputBytes / 2) return;
+    this.#unpause();
+    // The incomplete packet could not progress while unread: its deadline starts again.
+    if (this.partialSince !== 0) this.partialSince = now;
+    this.conn.resume();
+  }
+
+  #unpause(): void {
+    if (this.pausedAt === 0) return;
+    this.pausedAt = 0;
+    this.broker.connectionBytes.pausedConnections--;
+  }
+
+  /**
+   * Before CONNACK: count what this connection holds (an incomplete packet, packets sent
+   * behind CONNECT) against the pre-auth budget, per address and overall. Over it, the
+   * connection is closed; false then.
+   */
+  #countPreAuth(): boolean {
+    const held = this.#reader.bufferedBytes + this.#earlyBytes;
+    const delta = held - this.#preAuthCounted;
+    if (delta === 0) return true;
+    this.#preAuthCounted = held;
+    const ip = this.conn.remoteIp ?? this.conn.remoteAddress;
+    if (this.broker.connectionBytes.addPreAuth(ip, delta)) return true;
+    this.broker.metrics.refusedPreAuthBytes++;
+    this.broker.logger.debug(
+      `closing ${logField(this.conn.remoteAddress)} before CONNACK: more than the pre-auth byte budget held ` +
+        `(${this.broker.connectionBytes.preAuthBytesOf(ip)} bytes from this address, ` +
+        `${this.broker.connectionBytes.preAuthBytes} in all)`,
+    );
+    this.closeReason = "pre-auth byte budget exceeded";
+    this.disconnect(RC.QUOTA_EXCEEDED);
+    return false;
+  }
+
+  /** Give back what this connection counted: at CONNACK, and when it closes. */
+  releaseAccounts(): void {
+    if (this.#preAuthCounted !== 0) {
+      this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -this.#preAuthCounted);
+      this.#preAuthCounted = 0;
+    }
+    this.#unpause();
   }
 
   /** A packet could not be handled: protocol faults become reason codes, anything else 0x83. */
@@ -171,19 +279,19 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       if (this.#earlyBytes > this.broker.options.maxPacketSize + EARLY_BYTES_SLACK) {
         throw new MqttError(RC.QUOTA_EXCEEDED, "too much data before CONNACK");
       }
-      this.#early.push(packet);
+      (this.#early ??= []).push(packet);
       return;
     }
     if (this.state !== "connected") return;
     switch (packet.cmd) {
       case "publish":
-        return this.#inbound.onPublish(packet);
+        return this.#flow.onPublish(packet);
       case "puback":
         return this.broker.outbound.onPuback(this.session!, packet.messageId ?? 0);
       case "pubrec":
         return this.broker.outbound.onPubrec(this.session!, this, packet.messageId ?? 0, packet.reasonCode ?? 0);
       case "pubrel":
-        return this.#inbound.onPubrel(packet.messageId ?? 0);
+        return this.#flow.onPubrel(packet.messageId ?? 0);
       case "pubcomp":
         return this.broker.outbound.onPubcomp(this.session!, packet.messageId ?? 0);
       case "subscribe":
@@ -206,8 +314,15 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
 
   /** Process the packets that arrived while the session was being opened, in order. */
   handleEarly(): void {
+    // Past CONNACK: what this connection held is no longer pre-auth.
+    if (this.#preAuthCounted !== 0) {
+      this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -this.#preAuthCounted);
+      this.#preAuthCounted = 0;
+    }
     const early = this.#early;
-    this.#early = [];
+    this.#early = undefined;
+    this.#earlyBytes = 0;
+    if (early === undefined) return;
     for (const packet of early) {
       if (this.closed) return;
       try {
@@ -367,8 +482,13 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   /** Write bytes to the client (held while the output gate is closed; see holdOutputUntil). */
   write(bytes: Uint8Array): void {
     this.broker.metrics.bytesSent += bytes.byteLength;
-    if (this.#heldOutput) this.#heldOutput.push(bytes);
-    else this.conn.write(bytes);
+    if (this.#heldOutput) {
+      this.#heldOutput.push(bytes);
+      this.#heldBytes += bytes.byteLength;
+    } else this.conn.write(bytes);
+    // limits.max_output_bytes: checked on the way out, whatever the output is (replies,
+    // deliveries, acks after a commit); a field read per write.
+    if (this.pausedAt === 0 && this.outputBytes() > this.broker.options.maxOutputBytes && !this.closed) this.#pause();
   }
 
   /**
@@ -386,6 +506,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       if (this.#outputGate !== commit) return; // a later gate releases everything
       const held = this.#heldOutput ?? [];
       this.#heldOutput = undefined;
+      this.#heldBytes = 0;
       this.#outputGate = undefined;
       for (const bytes of held) this.conn.write(bytes);
       if (this.#closeOnRelease) this.conn.close();

@@ -22,6 +22,14 @@ export class BrokerMetrics {
   keepaliveTimeouts = 0;
   /** Messages not queued for a session because its queue already held `maxQueuedBytes`. */
   droppedQueueBytes = 0;
+  /** Times a connection's reading was paused because its output was over `maxOutputBytes`. */
+  pausedReading = 0;
+  /** Connections closed because, paused, their output made no progress for `sendTimeoutMs`. */
+  disconnectedNotReading = 0;
+  /** Connections closed because a packet was not complete within `packetTimeoutMs` of its first byte. */
+  disconnectedPacketTimeout = 0;
+  /** Connections closed before CONNACK because they held more than the pre-auth byte budget. */
+  refusedPreAuthBytes = 0;
 
   // ---- security (src/auth) ----
   /** CONNECTs refused with a wrong password or an unknown username (0x86 / 4). */

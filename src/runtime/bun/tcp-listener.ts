@@ -2,11 +2,6 @@ import type { Socket, TCPSocketListener } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
 import { concatInto } from "../bytes.ts";
 
-interface SocketData {
-  conn: BunSocketConnection;
-  handler: ConnectionHandler;
-}
-
 /** How long a closing connection waits, reading and discarding, before it sends FIN. */
 const LINGER_MS = 100;
 
@@ -48,26 +43,32 @@ function scheduleFlush(c: BunSocketConnection): void {
 /**
  * A Bun TCP socket as a core Connection. Writes made in one event-loop turn are coalesced
  * into one syscall; a partial write parks the rest until Bun reports `drain`, and later
- * writes queue behind it so bytes never reorder.
+ * writes queue behind it so bytes never reorder. `pause()` stops Bun reading the socket
+ * (the peer meets TCP backpressure), and while paused every flush tells the handler
+ * (`onDrain`). The socket's `data` is this object; it holds the handler.
  */
-
 export class BunSocketConnection implements Connection {
   readonly transport: string = "tcp";
+  /** Who gets what arrives; set right after `accept`. */
+  handler: ConnectionHandler | undefined;
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #scheduled = false;
   #blocked = false;
+  #paused = false;
   #closing = false;
   #closed = false;
   #closeGuard: ReturnType<typeof setTimeout> | undefined;
   #linger: ReturnType<typeof setTimeout> | undefined;
 
-  /** "IP:PORT" ("[IPv6]:PORT"), as logs show a client (Bun's socket.remoteAddress is the IP alone). */
-  readonly remoteAddress: string;
+  constructor(private readonly socket: Socket<unknown>, readonly remoteIp: string) {}
 
-  constructor(private readonly socket: Socket<SocketData>, readonly remoteIp: string) {
-    const port = socket.remotePort;
-    this.remoteAddress = port ? (remoteIp.includes(":") ? `[${remoteIp}]:${port}` : `${remoteIp}:${port}`) : remoteIp;
+  /** "IP:PORT" ("[IPv6]:PORT"), as logs show a client (Bun's socket.remoteAddress is the IP alone). */
+  get remoteAddress(): string {
+    // Made when asked (logs, refusals), not kept: one string less per idle connection.
+    const ip = this.remoteIp;
+    const port = this.socket.remotePort;
+    return port ? (ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`) : ip;
   }
 
   write(bytes: Uint8Array): void {
@@ -116,19 +117,25 @@ export class BunSocketConnection implements Connection {
         pending.push(rest);
         this.#pendingBytes = rest.byteLength;
         this.#blocked = true; // wait for drain
+        if (this.#paused && written > 0) this.handler?.onDrain?.();
         return;
       }
       this.#pendingBytes = 0;
     }
     if (this.#closing) this.#endSoon();
+    else if (this.#paused) this.handler?.onDrain?.();
   }
 
   pause(): void {
-    if (!this.#closed) this.socket.pause();
+    if (this.#closed || this.#paused) return;
+    this.#paused = true;
+    this.socket.pause();
   }
 
   resume(): void {
-    if (!this.#closed) this.socket.resume();
+    if (this.#closed || !this.#paused) return;
+    this.#paused = false;
+    this.socket.resume();
   }
 
   close(): void {
@@ -185,27 +192,28 @@ export interface TcpListener {
 
 /** Listen for MQTT over TCP and hand each connection to `accept`. */
 export function listenTcp(host: string, port: number, accept: (conn: Connection) => ConnectionHandler): TcpListener {
-  const server: TCPSocketListener<SocketData> = Bun.listen<SocketData>({
+  const server: TCPSocketListener<BunSocketConnection> = Bun.listen<BunSocketConnection>({
     hostname: host,
     port,
     socket: {
       open(socket) {
         const conn = new BunSocketConnection(socket, `${socket.remoteAddress}`);
-        socket.data = { conn, handler: accept(conn) };
+        socket.data = conn;
+        conn.handler = accept(conn);
       },
       data(socket, data) {
-        socket.data.handler.onData(data);
+        socket.data.handler?.onData(data);
       },
       drain(socket) {
-        socket.data.conn.flush();
+        socket.data.flush();
       },
       close(socket) {
-        socket.data?.conn.markClosed();
-        socket.data?.handler.onClose();
+        socket.data?.markClosed();
+        socket.data?.handler?.onClose();
       },
       error(socket) {
-        socket.data?.conn.markClosed();
-        socket.data?.handler.onClose();
+        socket.data?.markClosed();
+        socket.data?.handler?.onClose();
       },
     },
   });
