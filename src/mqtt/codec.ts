@@ -1,9 +1,9 @@
-import mqttPacket from "mqtt-packet";
 import { decodeFast, encodeAckFields, encodeFast } from "./fast-path.ts";
 import type { Packet, ProtocolVersion, PublishPacket } from "./packets.ts";
 import { MqttError, RC } from "./reason-codes.ts";
 import { checkPacket, connectLevel } from "./validate-packet.ts";
 import { unpinnedBytes } from "./unpinned-bytes.ts";
+import { mqttPacketGenerate, newMqttPacketParser } from "./mqtt-packet-lazy.ts";
 
 /** mqtt-packet's parser beyond its typings: its settings, which PacketReader sets per call. */
 interface MqttParser {
@@ -56,7 +56,7 @@ let shared: SharedParser | undefined;
 function sharedParser(): SharedParser {
   if (shared !== undefined) return shared;
   const s: SharedParser = {
-    parser: mqttPacket.parser({ protocolVersion: 4 }) as unknown as MqttParser,
+    parser: newMqttPacketParser({ protocolVersion: 4 }) as unknown as MqttParser,
     packets: [],
     error: null,
   };
@@ -365,7 +365,7 @@ export function encodeWithMqttPacket(packet: Packet, version: ProtocolVersion): 
     const cd = packet.properties?.correlationData;
     if (cd) packet.properties!.correlationData = asBuffer(cd);
   }
-  return mqttPacket.generate(packet, { protocolVersion: version });
+  return mqttPacketGenerate(packet, { protocolVersion: version });
 }
 
 function asBuffer<T extends string | Uint8Array>(v: T): T | Buffer {

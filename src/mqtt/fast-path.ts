@@ -212,9 +212,61 @@ export function encodeFast(packet: Packet, version: ProtocolVersion): Buffer | u
       out[1] = 0;
       return out;
     }
+    // Encoded here so that a broker whose clients speak 3.1.1 never loads mqtt-packet's
+    // generator (see mqtt-packet-lazy.ts); v5 forms only without properties.
+    case "connack":
+      return encodeConnack(packet, version);
+    case "suback":
+    case "unsuback":
+      return encodeSubackOrUnsuback(packet, version);
     default:
       return undefined;
   }
+}
+
+type ConnackIn = Extract<Packet, { cmd: "connack" }>;
+type SubackIn = Extract<Packet, { cmd: "suback" | "unsuback" }>;
+
+/** A byte, as `Buffer.from([n])` writes it only for these. */
+function isByte(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= 0xff;
+}
+
+function encodeConnack(packet: ConnackIn, version: ProtocolVersion): Buffer | undefined {
+  // generate takes the Reason Code in v5, the Return Code before (spec 3.2.2.3 / 3.2.2.2).
+  const rc: unknown = version === 5 ? packet.reasonCode : packet.returnCode;
+  if (!isByte(rc)) return undefined;
+  if (version === 5 && !noProperties(packet.properties)) return undefined;
+  const out = Buffer.allocUnsafe(version === 5 ? 5 : 4);
+  out[0] = 0x20;
+  out[1] = version === 5 ? 3 : 2;
+  out[2] = packet.sessionPresent ? 1 : 0; // Session Present (spec 3.2.2.1.1)
+  out[3] = rc;
+  if (version === 5) out[4] = 0; // Property Length 0
+  return out;
+}
+
+function encodeSubackOrUnsuback(packet: SubackIn, version: ProtocolVersion): Buffer | undefined {
+  const messageId: unknown = packet.messageId;
+  if (!isUint16(messageId)) return undefined;
+  const suback = packet.cmd === "suback";
+  // generate writes an UNSUBACK with DUP set with another header; the core never asks for it.
+  if (!suback && (packet as { dup?: unknown }).dup) return undefined;
+  if (version === 5 && !noProperties((packet as { properties?: unknown }).properties)) return undefined;
+  // SUBACK: a Reason Code per filter, always; UNSUBACK: only in v5 (spec 3.9.3, 3.11.3).
+  const granted: unknown = (packet as { granted?: unknown }).granted;
+  const codes = suback || version === 5 ? granted : [];
+  if (!Array.isArray(codes) || ((suback || version === 5) && codes.length === 0)) return undefined;
+  for (const code of codes) if (!isByte(code)) return undefined;
+  const rem = 2 + (version === 5 ? 1 : 0) + codes.length;
+  const out = Buffer.allocUnsafe(1 + varIntSize(rem) + rem);
+  out[0] = suback ? 0x90 : 0xb0;
+  let pos = writeVarInt(out, 1, rem);
+  out[pos++] = messageId >> 8;
+  out[pos++] = messageId & 0xff;
+  if (version === 5) out[pos++] = 0; // Property Length 0
+  for (const code of codes) out[pos++] = code as number;
+  return out;
 }
 
 type PublishIn = Extract<Packet, { cmd: "publish" }>;

@@ -716,6 +716,49 @@ describe("fast-path encoding is byte-identical to mqtt-packet.generate", () => {
     expect([...encodeFast({ cmd: "pubrel", messageId: 1 }, 4)!]).toEqual([0x62, 2, 0, 1]);
   });
 
+  test("CONNACK: every version, return and reason codes, Session Present; v5 properties go to mqtt-packet", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (const code of [0, 1, 2, 3, 4, 5, 0x80, 0x87, 0x8a, 0x97, 0x9f, 0xff]) {
+        for (const sessionPresent of [false, true]) {
+          expectSameEncoding(() => ({ cmd: "connack", returnCode: code, reasonCode: code, sessionPresent }), version);
+        }
+      }
+      expectSameEncoding(
+        () => ({
+          cmd: "connack",
+          returnCode: 0,
+          reasonCode: 0,
+          sessionPresent: false,
+          properties: { topicAliasMaximum: 10 },
+        }),
+        version,
+        version !== 5,
+      );
+    }
+    expectSameEncoding(() => ({ cmd: "connack", reasonCode: 0, sessionPresent: true, properties: {} }), 5);
+    expect([...encodeFast({ cmd: "connack", returnCode: 0, sessionPresent: true }, 4)!]).toEqual([0x20, 2, 1, 0]);
+  });
+
+  test("SUBACK and UNSUBACK: every version, one code to a few hundred; v5 properties go to mqtt-packet", () => {
+    const codes = [0, 1, 2, 0x80, 0x87, 0x8f, 0x91, 0x9e, 0xa1, 0xa2];
+    for (const version of [3, 4, 5] as const) {
+      for (const n of [1, 2, 3, 125, 126, 127, 200, 20_000]) {
+        const granted = Array.from({ length: n }, () => pick(codes));
+        for (const messageId of [1, 256, 65535]) {
+          expectSameEncoding(() => ({ cmd: "suback", messageId, granted }), version);
+          expectSameEncoding(() => ({ cmd: "unsuback", messageId, granted }) as Packet, version);
+        }
+      }
+      // 3.1.1's UNSUBACK has no codes (spec 3.11.3): whatever granted says is not written.
+      if (version !== 5) expectSameEncoding(() => ({ cmd: "unsuback", messageId: 7 }) as Packet, version);
+      expectSameEncoding(
+        () => ({ cmd: "suback", messageId: 7, granted: [0], properties: { reasonString: "r" } }),
+        version,
+        version !== 5,
+      );
+    }
+  });
+
   test("PINGRESP", () => {
     for (const version of [3, 4, 5] as const) expectSameEncoding(() => ({ cmd: "pingresp" }), version);
     // A fresh buffer each time: a caller may patch what it was given.
