@@ -64,16 +64,10 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   #reader: PacketReader;
   /** Made on the first PUBLISH or PUBREL: many connections only subscribe, or idle. */
   #inbound: InboundFlow | undefined;
-  /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
-  #early: Packet[] | undefined;
-  #earlyBytes = 0;
-  /** Bytes counted against the pre-auth budget for this connection (ConnectionBytes.addPreAuth). */
-  #preAuthCounted = 0;
-  /** Output held back until `#outputGate` (a store commit) settles; see holdOutputUntil. */
-  #heldOutput: Uint8Array[] | undefined;
-  #heldBytes = 0;
-  #outputGate: Promise<void> | undefined;
-  #closeOnRelease = false;
+  /** What it holds before CONNACK (see PreConnack); made only when there is something. */
+  #pre: PreConnack | undefined;
+  /** Output held back until a store commit settles (see holdOutputUntil). */
+  #hold: OutputHold | undefined;
 
   constructor(readonly conn: Connection, private readonly broker: Broker) {
     this.#reader = new PacketReader(broker.options.maxPacketSize);
@@ -164,7 +158,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
 
   /** Output waiting for this client: in the adapter, and held for a commit. */
   outputBytes(): number {
-    return this.conn.bufferedBytes() + this.#heldBytes;
+    return this.conn.bufferedBytes() + (this.#hold?.bytes ?? 0);
   }
 
   /** Bytes of the incomplete packet held for it. */
@@ -215,10 +209,11 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
    * connection is closed; false then.
    */
   #countPreAuth(): boolean {
-    const held = this.#reader.bufferedBytes + this.#earlyBytes;
-    const delta = held - this.#preAuthCounted;
+    const pre = this.#pre;
+    const held = this.#reader.bufferedBytes + (pre?.earlyBytes ?? 0);
+    const delta = held - (pre?.counted ?? 0);
     if (delta === 0) return true;
-    this.#preAuthCounted = held;
+    (this.#pre ??= new PreConnack()).counted = held;
     const ip = this.conn.remoteIp ?? this.conn.remoteAddress;
     if (this.broker.connectionBytes.addPreAuth(ip, delta)) return true;
     this.broker.metrics.refusedPreAuthBytes++;
@@ -234,11 +229,15 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
 
   /** Give back what this connection counted: at CONNACK, and when it closes. */
   releaseAccounts(): void {
-    if (this.#preAuthCounted !== 0) {
-      this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -this.#preAuthCounted);
-      this.#preAuthCounted = 0;
-    }
+    this.#releasePreAuth();
     this.#unpause();
+  }
+
+  #releasePreAuth(): void {
+    const pre = this.#pre;
+    if (pre === undefined || pre.counted === 0) return;
+    this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -pre.counted);
+    pre.counted = 0;
   }
 
   /** A packet could not be handled: protocol faults become reason codes, anything else 0x83. */
@@ -275,11 +274,12 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       // Clients need not wait for CONNACK (spec 3.1.4): hold what follows CONNECT until the
       // session is open; a refused CONNECT drops it unprocessed [MQTT-3.1.4-6]. Bounded, so
       // a flood during a slow session setup cannot pile up in memory.
-      this.#earlyBytes += (packet.length ?? 0) + 2;
-      if (this.#earlyBytes > this.broker.options.maxPacketSize + EARLY_BYTES_SLACK) {
+      const pre = this.#pre ??= new PreConnack();
+      pre.earlyBytes += (packet.length ?? 0) + 2;
+      if (pre.earlyBytes > this.broker.options.maxPacketSize + EARLY_BYTES_SLACK) {
         throw new MqttError(RC.QUOTA_EXCEEDED, "too much data before CONNACK");
       }
-      (this.#early ??= []).push(packet);
+      pre.early.push(packet);
       return;
     }
     if (this.state !== "connected") return;
@@ -315,13 +315,9 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   /** Process the packets that arrived while the session was being opened, in order. */
   handleEarly(): void {
     // Past CONNACK: what this connection held is no longer pre-auth.
-    if (this.#preAuthCounted !== 0) {
-      this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -this.#preAuthCounted);
-      this.#preAuthCounted = 0;
-    }
-    const early = this.#early;
-    this.#early = undefined;
-    this.#earlyBytes = 0;
+    this.#releasePreAuth();
+    const early = this.#pre?.early;
+    this.#pre = undefined;
     if (early === undefined) return;
     for (const packet of early) {
       if (this.closed) return;
@@ -467,7 +463,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     if (this.state === "closed") return;
     this.state = "closed";
     // Held output (a final DISCONNECT among it) goes out first; see holdOutputUntil.
-    if (this.#heldOutput) this.#closeOnRelease = true;
+    if (this.#hold) this.#hold.closeAfter = true;
     else this.conn.close();
     this.broker.clientClosed(this, abnormal);
   }
@@ -482,9 +478,10 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   /** Write bytes to the client (held while the output gate is closed; see holdOutputUntil). */
   write(bytes: Uint8Array): void {
     this.broker.metrics.bytesSent += bytes.byteLength;
-    if (this.#heldOutput) {
-      this.#heldOutput.push(bytes);
-      this.#heldBytes += bytes.byteLength;
+    const hold = this.#hold;
+    if (hold) {
+      hold.chunks.push(bytes);
+      hold.bytes += bytes.byteLength;
     } else this.conn.write(bytes);
     // limits.max_output_bytes: checked on the way out, whatever the output is (replies,
     // deliveries, acks after a commit); a field read per write.
@@ -500,16 +497,13 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
    * not just those packets, keeps every packet to the client in order.
    */
   holdOutputUntil(commit: Promise<void>): void {
-    this.#heldOutput ??= [];
-    this.#outputGate = commit;
+    const hold = this.#hold ??= new OutputHold();
+    hold.gate = commit;
     const release = () => {
-      if (this.#outputGate !== commit) return; // a later gate releases everything
-      const held = this.#heldOutput ?? [];
-      this.#heldOutput = undefined;
-      this.#heldBytes = 0;
-      this.#outputGate = undefined;
-      for (const bytes of held) this.conn.write(bytes);
-      if (this.#closeOnRelease) this.conn.close();
+      if (hold.gate !== commit) return; // a later gate releases everything
+      this.#hold = undefined;
+      for (const bytes of hold.chunks) this.conn.write(bytes);
+      if (hold.closeAfter) this.conn.close();
     };
     // A failed commit is logged by whoever committed; the client still gets its packets.
     commit.then(release, release);
@@ -575,4 +569,22 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   sendPubrel(packetId: number): void {
     this.write(this.encodeAck("pubrel", packetId, RC.SUCCESS));
   }
+}
+
+/** A connection's state before CONNACK that most connections never need. */
+class PreConnack {
+  /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4), and their size. */
+  early: Packet[] = [];
+  earlyBytes = 0;
+  /** Bytes counted against the pre-auth budget (ConnectionBytes.addPreAuth). */
+  counted = 0;
+}
+
+/** Output held back until `gate` (a store commit) settles; see ClientConnection.holdOutputUntil. */
+class OutputHold {
+  chunks: Uint8Array[] = [];
+  bytes = 0;
+  gate: Promise<void> | undefined;
+  /** The connection was shut meanwhile: close once the held output is written. */
+  closeAfter = false;
 }

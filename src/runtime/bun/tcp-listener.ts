@@ -40,28 +40,38 @@ function scheduleFlush(c: BunSocketConnection): void {
   }
 }
 
+/** BunSocketConnection's states, as bits of one field (one slot per connection instead of six). */
+const SCHEDULED = 1; // a flush is queued for the end of this turn
+const BLOCKED = 2; // a partial write: waiting for Bun's drain
+const PAUSED = 4;
+const CLOSING = 8;
+const CLOSED = 16;
+const LINGERING = 32; // the linger timer runs (see #endSoon)
+
 /**
  * A Bun TCP socket as a core Connection. Writes made in one event-loop turn are coalesced
  * into one syscall; a partial write parks the rest until Bun reports `drain`, and later
  * writes queue behind it so bytes never reorder. `pause()` stops Bun reading the socket
  * (the peer meets TCP backpressure), and while paused every flush tells the handler
- * (`onDrain`). The socket's `data` is this object; it holds the handler.
+ * (`onDrain`). The socket's `data` is this object; it holds the handler. Kept small: an
+ * idle connection holds no array and no timer, and its states are bits of one number.
  */
 export class BunSocketConnection implements Connection {
-  readonly transport: string = "tcp";
   /** Who gets what arrives; set right after `accept`. */
   handler: ConnectionHandler | undefined;
-  #pending: Uint8Array[] = [];
+  /** The first write waiting to go out, and the ones after it (an array only once there are two). */
+  #first: Uint8Array | undefined;
+  #more: Uint8Array[] | undefined;
   #pendingBytes = 0;
-  #scheduled = false;
-  #blocked = false;
-  #paused = false;
-  #closing = false;
-  #closed = false;
-  #closeGuard: ReturnType<typeof setTimeout> | undefined;
-  #linger: ReturnType<typeof setTimeout> | undefined;
+  #state = 0;
+  /** The close guard or the linger timer, only while closing. */
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly socket: Socket<unknown>, readonly remoteIp: string) {}
+
+  get transport(): string {
+    return "tcp";
+  }
 
   /** "IP:PORT" ("[IPv6]:PORT"), as logs show a client (Bun's socket.remoteAddress is the IP alone). */
   get remoteAddress(): string {
@@ -72,11 +82,13 @@ export class BunSocketConnection implements Connection {
   }
 
   write(bytes: Uint8Array): void {
-    if (this.#closed || this.#closing) return;
-    this.#pending.push(bytes);
+    const state = this.#state;
+    if ((state & (CLOSED | CLOSING)) !== 0) return;
+    if (this.#first === undefined) this.#first = bytes;
+    else (this.#more ??= []).push(bytes);
     this.#pendingBytes += bytes.byteLength;
-    if (!this.#scheduled && !this.#blocked) {
-      this.#scheduled = true;
+    if ((state & (SCHEDULED | BLOCKED)) === 0) {
+      this.#state = state | SCHEDULED;
       scheduleFlush(this);
     }
   }
@@ -86,72 +98,74 @@ export class BunSocketConnection implements Connection {
   }
 
   flush(): void {
-    this.#scheduled = false;
-    if (this.#closed) return;
-    this.#blocked = false;
+    this.#state &= ~(SCHEDULED | BLOCKED);
+    if ((this.#state & CLOSED) !== 0) return;
     const total = this.#pendingBytes;
     if (total > 0) {
-      const pending = this.#pending;
+      const more = this.#more;
       let data: Uint8Array;
       let shared = false;
-      if (pending.length === 1) data = pending[0]!;
+      if (more === undefined || more.length === 0) data = this.#first!;
       else if (total <= SCRATCH_MAX) {
         if (scratch.byteLength < total) {
           scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(total, scratch.byteLength * 2)));
         }
-        concatInto(pending, scratch);
+        scratch.set(this.#first!, 0);
+        concatInto(more, scratch.subarray(this.#first!.byteLength));
         // A view (no backing store of its own) of just the joined bytes.
         data = scratch.subarray(0, total);
         shared = true;
       } else {
         data = new Uint8Array(total);
-        concatInto(pending, data);
+        data.set(this.#first!, 0);
+        concatInto(more, data.subarray(this.#first!.byteLength));
       }
       const n = this.socket.write(data);
       const written = n < 0 ? 0 : n;
-      // The array is reused rather than replaced: one less allocation per socket per turn.
-      pending.length = 0;
+      this.#first = undefined;
+      // The array is reused rather than replaced: one less allocation per busy socket per turn.
+      if (more !== undefined) more.length = 0;
       if (written < total) {
         // The scratch buffer is the next flush's: what is left is copied out of it.
         const rest = shared ? data.slice(written, total) : data.subarray(written, total);
-        pending.push(rest);
+        this.#first = rest;
         this.#pendingBytes = rest.byteLength;
-        this.#blocked = true; // wait for drain
-        if (this.#paused && written > 0) this.handler?.onDrain?.();
+        this.#state |= BLOCKED; // wait for drain
+        if ((this.#state & PAUSED) !== 0 && written > 0) this.handler?.onDrain?.();
         return;
       }
       this.#pendingBytes = 0;
     }
-    if (this.#closing) this.#endSoon();
-    else if (this.#paused) this.handler?.onDrain?.();
+    if ((this.#state & CLOSING) !== 0) this.#endSoon();
+    else if ((this.#state & PAUSED) !== 0) this.handler?.onDrain?.();
   }
 
   pause(): void {
-    if (this.#closed || this.#paused) return;
-    this.#paused = true;
+    if ((this.#state & (CLOSED | PAUSED)) !== 0) return;
+    this.#state |= PAUSED;
     this.socket.pause();
   }
 
   resume(): void {
-    if (this.#closed || !this.#paused) return;
-    this.#paused = false;
+    if ((this.#state & (CLOSED | PAUSED)) !== PAUSED) return;
+    this.#state &= ~PAUSED;
     this.socket.resume();
   }
 
   close(): void {
-    if (this.#closing || this.#closed) return;
-    this.#closing = true;
+    if ((this.#state & (CLOSING | CLOSED)) !== 0) return;
+    this.#state |= CLOSING;
     if (this.#pendingBytes === 0) {
       this.#endSoon();
       return;
     }
-    if (!this.#blocked && !this.#scheduled) this.flush();
+    if ((this.#state & (BLOCKED | SCHEDULED)) === 0) this.flush();
     // A peer that never reads must not keep the socket forever. Only armed while bytes are
     // still owed: a pending timer keeps the socket reachable, and a connection storm would
     // otherwise pin every closed socket for the full 5 s.
-    if (!this.#closed && this.#pendingBytes > 0) {
-      this.#closeGuard = setTimeout(() => this.#end(), 5000);
-      this.#closeGuard.unref?.();
+    if ((this.#state & (CLOSED | LINGERING)) === 0 && this.#pendingBytes > 0) {
+      this.#timer = setTimeout(() => this.#end(), 5000);
+      this.#timer.unref?.();
     }
   }
 
@@ -159,28 +173,31 @@ export class BunSocketConnection implements Connection {
    * Close after a short linger. Closing at once while the peer is still sending (acks for
    * packets it has not yet read past) makes the kernel answer with RST, and the peer then
    * loses our last packets, the DISCONNECT with its reason code among them. Meanwhile its
-   * input is discarded (the core has stopped listening).
+   * input is discarded (the core has stopped listening). Replaces the close guard.
    */
   #endSoon(): void {
-    if (this.#closed || this.#linger !== undefined) return;
-    this.#linger = setTimeout(() => this.#end(), LINGER_MS);
-    this.#linger.unref?.();
+    if ((this.#state & (CLOSED | LINGERING)) !== 0) return;
+    this.#state |= LINGERING;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#end(), LINGER_MS);
+    this.#timer.unref?.();
   }
 
   #end(): void {
-    clearTimeout(this.#closeGuard);
-    clearTimeout(this.#linger);
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#pending = [];
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if ((this.#state & CLOSED) !== 0) return;
+    this.#state |= CLOSED;
+    this.#first = undefined;
+    this.#more = undefined;
     this.#pendingBytes = 0;
     this.socket.end();
   }
 
   markClosed(): void {
-    this.#closed = true;
-    clearTimeout(this.#closeGuard);
-    clearTimeout(this.#linger);
+    this.#state |= CLOSED;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }
 

@@ -5,7 +5,9 @@ import { BunSocketConnection } from "./tcp-listener.ts";
 
 /** A TLS socket: the TCP connection's write path, plus what the client certificate says. */
 class BunTlsConnection extends BunSocketConnection {
-  override readonly transport: string = "tls";
+  override get transport(): string {
+    return "tls";
+  }
 
   constructor(private readonly tlsSocket: Socket<BunTlsConnection>, remoteIp: string, private readonly asked: boolean) {
     super(tlsSocket as Socket<unknown>, remoteIp);
