@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "./mini-zod.ts";
 import { DEFAULT_TLS_CIPHERS } from "./tls-ciphers.ts";
 
 export { DEFAULT_TLS_CIPHERS };
