@@ -67,7 +67,12 @@ export class BunSocketConnection implements Connection {
   /** The close guard or the linger timer, only while closing. */
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(private readonly socket: Socket<unknown>, readonly remoteIp: string) {}
+  /** The peer's port, read at accept: once the socket closed Bun no longer says. */
+  readonly #port: number;
+
+  constructor(private readonly socket: Socket<unknown>, readonly remoteIp: string) {
+    this.#port = socket.remotePort;
+  }
 
   get transport(): string {
     return "tcp";
@@ -77,7 +82,7 @@ export class BunSocketConnection implements Connection {
   get remoteAddress(): string {
     // Made when asked (logs, refusals), not kept: one string less per idle connection.
     const ip = this.remoteIp;
-    const port = this.socket.remotePort;
+    const port = this.#port;
     return port ? (ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`) : ip;
   }
 
