@@ -16,6 +16,9 @@ import type { Outbound, Session } from "./session.ts";
 import { TopicAliases } from "./topic-aliases.ts";
 import type { Will } from "./will.ts";
 
+/** PINGRESP in every protocol version (spec 3.13): adapters only read what they are given. */
+const PINGRESP: Uint8Array = Uint8Array.of(0xd0, 0x00);
+
 /** Bytes beyond one maximum-size packet that a client may send before its CONNACK. */
 const EARLY_BYTES_SLACK = 64 * 1024;
 
@@ -124,26 +127,39 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     const now = this.broker.clock.now();
     this.lastActivity = now;
     this.broker.metrics.bytesReceived += bytes.byteLength;
-    let packets: Packet[];
-    try {
-      packets = this.#reader.push(bytes);
-    } catch (err) {
-      this.fault(err);
-      return;
-    }
-    // The packet deadline (limits.packet_timeout) runs from the first byte of the packet now incomplete.
-    if (this.#reader.bufferedBytes === 0) this.partialSince = 0;
-    else if (packets.length > 0 || this.partialSince === 0) this.partialSince = now;
-    for (const packet of packets) {
-      if (this.closed) return;
+    this.#reader.feed(bytes);
+    this.#readPackets(now);
+  }
+
+  /**
+   * Handle the packets read, one at a time, until the bytes end or the connection is
+   * paused: then the rest waits, unread, in the reader (as bytes, not decoded packets or
+   * replies) until onDrain resumes it. So the output of a client that sends but does not
+   * read passes the bound by the reply to one packet at most.
+   */
+  #readPackets(now: number): void {
+    const reader = this.#reader;
+    let handled = false;
+    for (;;) {
+      if (this.pausedAt !== 0) {
+        reader.stop();
+        break;
+      }
+      let packet: Packet | undefined;
       try {
+        packet = reader.next();
+        if (packet === undefined) break;
+        handled = true;
         this.#handle(packet);
       } catch (err) {
         this.fault(err);
         return;
       }
+      if (this.closed) return;
     }
-    if (this.closed) return;
+    // The packet deadline (limits.packet_timeout) runs from the first byte of the packet now incomplete.
+    if (reader.bufferedBytes === 0) this.partialSince = 0;
+    else if (handled || this.partialSince === 0) this.partialSince = now;
     if (this.state !== "connected") this.#countPreAuth();
   }
 
@@ -170,8 +186,9 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
    * Output went over the bound (see write): Ferry stops reading from the client until it
    * has read enough of it (onDrain), so one that sends but does not read (PINGREQs, QoS 1
    * publishes whose acks pile up) meets TCP backpressure instead of growing Ferry's
-   * memory. What was already read is still answered: the replies to one read (and acks
-   * still waiting for their commit) are what the output can exceed the bound by.
+   * memory. Packets already read but not yet handled wait in the reader (#readPackets);
+   * acknowledgements still waiting for their commit are what the output can pass the
+   * bound by, besides the reply to the packet that crossed it.
    */
   #pause(): void {
     const now = this.broker.clock.now();
@@ -195,6 +212,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     // The incomplete packet could not progress while unread: its deadline starts again.
     if (this.partialSince !== 0) this.partialSince = now;
     this.conn.resume();
+    // What was read before the pause and not handled yet comes first.
+    this.#readPackets(now);
   }
 
   #unpause(): void {
@@ -299,7 +318,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       case "unsubscribe":
         return this.#onUnsubscribe(packet);
       case "pingreq":
-        this.write(encode({ cmd: "pingresp" }, this.version));
+        // One shared, never-written buffer: a flood of PINGREQs costs no allocation per reply.
+        this.write(PINGRESP);
         return;
       case "disconnect":
         return this.#onDisconnect(packet);

@@ -97,10 +97,19 @@ export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
  */
 export class PacketReader {
   #settings: ParserSettings = DEFAULT_SETTINGS;
-  /** The start of an incomplete packet (and whatever followed it), `#heldLength` bytes of it. */
+  /**
+   * What `next` reads from: the chunk `feed` was given, or the reader's own held bytes, from
+   * `#pos` on; undefined between reads (then any unread bytes are held).
+   */
+  #buf: Uint8Array | undefined = undefined;
+  #pos = 0;
+  #own = false;
+  /** A Buffer view of `#buf` for the hand-written decoder, made at most once per buffer. */
+  #view: Buffer | undefined = undefined;
+  /** Unread bytes kept between reads (an incomplete packet, or what a paused reader left), `#heldLength` of them. */
   #held: Uint8Array | undefined = undefined;
   #heldLength = 0;
-  /** Length of the incomplete packet once its fixed header is complete; 0 while unknown. */
+  /** Length of the held incomplete packet once its fixed header is complete; 0 while unknown. */
   #need = 0;
 
   #fastPath: boolean;
@@ -111,75 +120,110 @@ export class PacketReader {
   }
 
   /**
-   * Feed bytes; returns every complete packet they finish. Throws MqttError on a
-   * malformed or oversized packet; the caller must then close the connection. The
-   * caller may reuse `chunk` afterwards: whatever is kept of it is copied.
+   * Feed bytes; returns every complete packet they finish (`feed`, then `next` until it
+   * gives nothing). Throws MqttError on a malformed or oversized packet; the caller must
+   * then close the connection.
    */
   push(chunk: Uint8Array): Packet[] {
-    let buf = chunk;
-    let own = false;
-    if (this.#held !== undefined) {
-      this.#append(chunk);
-      // The fixed header said how long the packet is: nothing to parse before it is all here.
-      if (this.#heldLength < this.#need) return [];
-      buf = this.#held.subarray(0, this.#heldLength);
-      own = true;
+    this.feed(chunk);
+    const out: Packet[] = [];
+    for (let p = this.next(); p !== undefined; p = this.next()) out.push(p);
+    return out;
+  }
+
+  /**
+   * Add bytes to read. Take the packets out with `next` before the next `feed`, or `stop`:
+   * the caller may reuse `chunk` afterwards, so whatever is kept of it is copied.
+   */
+  feed(chunk: Uint8Array): void {
+    this.#keepRest(0);
+    if (this.#held !== undefined) this.#append(chunk);
+    else {
+      this.#buf = chunk;
+      this.#pos = 0;
+      this.#own = false;
+      this.#view = undefined;
+    }
+  }
+
+  /**
+   * The next complete packet, or undefined when the bytes end (an incomplete packet is
+   * then held for the next `feed`). One at a time, so that a caller can stop between
+   * packets (a paused connection) and a read of many small packets never has them all
+   * decoded at once. Throws MqttError on a malformed or oversized packet.
+   */
+  next(): Packet | undefined {
+    if (this.#buf === undefined) {
+      // Held bytes are read once what the fixed header announced is all here.
+      if (this.#held === undefined || this.#heldLength < this.#need) return undefined;
+      this.#buf = this.#held.subarray(0, this.#heldLength);
+      this.#pos = 0;
+      this.#own = true;
+      this.#view = undefined;
       this.#held = undefined;
       this.#heldLength = 0;
       this.#need = 0;
     }
-    const out: Packet[] = [];
-    // A Buffer view of the bytes for the hand-written decoder (made at most once per push).
-    let view: Buffer | undefined;
-    let pos = 0;
-    let need = 0;
-    while (pos < buf.byteLength) {
-      // Judge the first byte at once: garbage that claims a long body (an HTTP request,
-      // a line of text) is refused now instead of holding the socket until the body comes.
-      const bad = fixedHeaderProblem(buf[pos]!);
-      if (bad) throw new MqttError(RC.MALFORMED_PACKET, bad);
-      const frame = frameLength(buf, pos);
-      if (frame === -1) break; // header incomplete
-      if (frame === -2) throw new MqttError(RC.MALFORMED_PACKET, "malformed remaining length");
-      if (frame > this.maxPacketSize) {
-        throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${frame} bytes exceeds ${this.maxPacketSize}`);
-      }
-      if (pos + frame > buf.byteLength) {
-        need = frame; // body incomplete
-        break;
-      }
-      let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
-      while ((buf[body - 1]! & 0x80) !== 0) body++;
-      let packet: Packet | undefined;
-      if (this.#fastPath) {
-        view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-        packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#settings.protocolVersion);
-      }
-      // What the fast path decodes needs no further check (fast-path.ts leaves anything
-      // unusual to mqtt-packet); everything else is checked field by field after mqtt-packet.
-      if (packet === undefined) packet = this.#parseAndCheck(buf, pos, body, pos + frame);
-      out.push(packet);
-      // [MQTT-2.3.1-1] SUBSCRIBE, UNSUBSCRIBE and a QoS>0 PUBLISH carry a non-zero Packet
-      // Identifier; mqtt-packet accepts 0, and acknowledging it would confuse the client.
-      if (packet.messageId === 0 && (packet.cmd === "publish" ? packet.qos > 0 : ID_REQUIRED.has(packet.cmd))) {
-        throw new MqttError(RC.PROTOCOL_ERROR, `${packet.cmd.toUpperCase()} with Packet Identifier 0`);
-      }
-      pos += frame;
+    const buf = this.#buf;
+    const pos = this.#pos;
+    if (pos >= buf.byteLength) {
+      this.#buf = undefined;
+      this.#view = undefined;
+      return undefined;
     }
-    if (pos < buf.byteLength) {
-      if (own && pos === 0) {
-        // Nothing was taken out of the reader's own buffer: keep it as it is.
-        this.#held = buf;
-        this.#heldLength = buf.byteLength;
-      } else {
-        // A copy: the adapter may reuse its read buffer, and packets just decoded may be
-        // views of the reader's own one.
-        this.#held = buf.slice(pos);
-        this.#heldLength = this.#held.byteLength;
-      }
-      this.#need = need;
+    // Judge the first byte at once: garbage that claims a long body (an HTTP request,
+    // a line of text) is refused now instead of holding the socket until the body comes.
+    const bad = fixedHeaderProblem(buf[pos]!);
+    if (bad) throw new MqttError(RC.MALFORMED_PACKET, bad);
+    const frame = frameLength(buf, pos);
+    if (frame === -2) throw new MqttError(RC.MALFORMED_PACKET, "malformed remaining length");
+    if (frame > this.maxPacketSize) {
+      throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${frame} bytes exceeds ${this.maxPacketSize}`);
     }
-    return out;
+    if (frame === -1 || pos + frame > buf.byteLength) {
+      // Header or body incomplete: held until the rest comes.
+      this.#keepRest(frame === -1 ? 0 : frame);
+      return undefined;
+    }
+    let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
+    while ((buf[body - 1]! & 0x80) !== 0) body++;
+    let packet: Packet | undefined;
+    if (this.#fastPath) {
+      const view = this.#view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+      packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#settings.protocolVersion);
+    }
+    // What the fast path decodes needs no further check (fast-path.ts leaves anything
+    // unusual to mqtt-packet); everything else is checked field by field after mqtt-packet.
+    if (packet === undefined) packet = this.#parseAndCheck(buf, pos, body, pos + frame);
+    this.#pos = pos + frame;
+    // [MQTT-2.3.1-1] SUBSCRIBE, UNSUBSCRIBE and a QoS>0 PUBLISH carry a non-zero Packet
+    // Identifier; mqtt-packet accepts 0, and acknowledging it would confuse the client.
+    if (packet.messageId === 0 && (packet.cmd === "publish" ? packet.qos > 0 : ID_REQUIRED.has(packet.cmd))) {
+      throw new MqttError(RC.PROTOCOL_ERROR, `${packet.cmd.toUpperCase()} with Packet Identifier 0`);
+    }
+    return packet;
+  }
+
+  /** The caller stops taking packets for now: what is unread is held for a later `next`. */
+  stop(): void {
+    this.#keepRest(0);
+  }
+
+  /**
+   * Hold the unread rest of `#buf`: a copy, as the adapter may reuse its read buffer and
+   * packets already taken may be views of the reader's own one (kept as it is when none were).
+   */
+  #keepRest(need: number): void {
+    const buf = this.#buf;
+    if (buf === undefined) return;
+    const pos = this.#pos;
+    this.#buf = undefined;
+    this.#view = undefined;
+    if (pos >= buf.byteLength) return;
+    if (this.#own && pos === 0) this.#held = buf;
+    else this.#held = buf.slice(pos);
+    this.#heldLength = this.#held.byteLength;
+    this.#need = need;
   }
 
   /** Add `chunk` to the held bytes, growing the buffer by doubling, but not past the packet's length. */
@@ -262,9 +306,9 @@ export class PacketReader {
     return packet;
   }
 
-  /** Bytes held for an incomplete packet (the buffer's size: the memory it keeps). */
+  /** Bytes held between reads: an incomplete packet, or what a paused reader left (the buffer's size: the memory it keeps). */
   get bufferedBytes(): number {
-    return this.#held?.byteLength ?? 0;
+    return (this.#held?.byteLength ?? 0) + (this.#own && this.#buf !== undefined ? this.#buf.byteLength : 0);
   }
 }
 

@@ -74,11 +74,16 @@ export function decodeFast(buf: Buffer, first: number, body: number, rem: number
       // PINGREQ has no variable header or payload (spec 3.12); a body, which
       // mqtt-packet would skip, is left to it.
       if (rem !== 0) return undefined;
-      return newPacket("pingreq", first, 0) as Packet;
+      // Always the same object: nothing reads a PINGREQ but its type, and a flood of them
+      // then allocates nothing per packet.
+      return PINGREQ;
     default:
       return undefined;
   }
 }
+
+/** The one PINGREQ packet object (fixed header C0 00), as mqtt-packet would make it. Never written to. */
+const PINGREQ = newPacket("pingreq", 0xc0, 0) as Packet;
 
 function newPacket(cmd: string, first: number, rem: number): MqttPacketObject {
   // Field by field as mqtt-packet's _parseHeader and _parseLength set them.

@@ -1,6 +1,5 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
-import { concatInto } from "../bytes.ts";
 
 /** How long a closing connection waits, reading and discarding, before it sends FIN. */
 const LINGER_MS = 100;
@@ -24,6 +23,11 @@ function flushDirty(): void {
  */
 let scratch = new Uint8Array(4096);
 const SCRATCH_MAX = 256 * 1024;
+
+/** Writes at most this long are copied together once MANY_WRITES are waiting, TAIL_SIZE bytes at a time. */
+const SMALL_WRITE = 512;
+const MANY_WRITES = 64;
+const TAIL_SIZE = 16 * 1024;
 
 /**
  * Flush once per event-loop turn rather than per microtask: the core answers each
@@ -62,6 +66,14 @@ export class BunSocketConnection implements Connection {
   /** The first write waiting to go out, and the ones after it (an array only once there are two). */
   #first: Uint8Array | undefined;
   #more: Uint8Array[] | undefined;
+  /** Entries of #more before this one are sent. */
+  #moreHead = 0;
+  /**
+   * Small writes copied together behind #more once it holds many entries (see write), and
+   * how much of it is used; it becomes an entry of #more when full or flushed.
+   */
+  #tail: Uint8Array | undefined;
+  #tailLength = 0;
   #pendingBytes = 0;
   #state = 0;
   /** The close guard or the linger timer, only while closing. */
@@ -89,9 +101,24 @@ export class BunSocketConnection implements Connection {
   write(bytes: Uint8Array): void {
     const state = this.#state;
     if ((state & (CLOSED | CLOSING)) !== 0) return;
+    const n = bytes.byteLength;
     if (this.#first === undefined) this.#first = bytes;
-    else (this.#more ??= []).push(bytes);
-    this.#pendingBytes += bytes.byteLength;
+    else {
+      const more = this.#more ??= [];
+      if (n <= SMALL_WRITE && (this.#tail !== undefined || more.length - this.#moreHead >= MANY_WRITES)) {
+        // Many small writes waiting (a client that does not read, its acks piling up):
+        // their bytes are copied together, so what waits costs its size rather than an
+        // entry and a reference per packet.
+        if (this.#tail !== undefined && this.#tailLength + n > TAIL_SIZE) this.#closeTail();
+        this.#tail ??= new Uint8Array(TAIL_SIZE);
+        this.#tail.set(bytes, this.#tailLength);
+        this.#tailLength += n;
+      } else {
+        if (this.#tail !== undefined) this.#closeTail();
+        more.push(bytes);
+      }
+    }
+    this.#pendingBytes += n;
     if ((state & (SCHEDULED | BLOCKED)) === 0) {
       this.#state = state | SCHEDULED;
       scheduleFlush(this);
@@ -102,47 +129,73 @@ export class BunSocketConnection implements Connection {
     return this.#pendingBytes;
   }
 
+  /**
+   * Write what is pending: one send of everything when it fits the shared scratch buffer
+   * (the common case), else blocks of up to SCRATCH_MAX until the kernel takes no more,
+   * so that a large backlog is never joined into one buffer of its own.
+   */
   flush(): void {
     this.#state &= ~(SCHEDULED | BLOCKED);
     if ((this.#state & CLOSED) !== 0) return;
-    const total = this.#pendingBytes;
-    if (total > 0) {
+    if (this.#tail !== undefined) this.#closeTail();
+    while (this.#pendingBytes > 0) {
       const more = this.#more;
       let data: Uint8Array;
       let shared = false;
-      if (more === undefined || more.length === 0) data = this.#first!;
-      else if (total <= SCRATCH_MAX) {
-        if (scratch.byteLength < total) {
-          scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(total, scratch.byteLength * 2)));
+      // Entries of #more (from #moreHead) joined behind #first in this block.
+      let joined = 0;
+      if (more === undefined || this.#moreHead === more.length || this.#first!.byteLength >= SCRATCH_MAX) {
+        data = this.#first!;
+      } else {
+        let n = this.#first!.byteLength;
+        let i = this.#moreHead;
+        while (i < more.length && n + more[i]!.byteLength <= SCRATCH_MAX) n += more[i++]!.byteLength;
+        if (scratch.byteLength < n) {
+          scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(n, scratch.byteLength * 2)));
         }
         scratch.set(this.#first!, 0);
-        concatInto(more, scratch.subarray(this.#first!.byteLength));
+        let at = this.#first!.byteLength;
+        for (let j = this.#moreHead; j < i; j++) {
+          scratch.set(more[j]!, at);
+          at += more[j]!.byteLength;
+          more[j] = undefined as unknown as Uint8Array; // sent (or about to be kept below): free it
+        }
+        joined = i - this.#moreHead;
         // A view (no backing store of its own) of just the joined bytes.
-        data = scratch.subarray(0, total);
+        data = scratch.subarray(0, n);
         shared = true;
-      } else {
-        data = new Uint8Array(total);
-        data.set(this.#first!, 0);
-        concatInto(more, data.subarray(this.#first!.byteLength));
       }
       const n = this.socket.write(data);
       const written = n < 0 ? 0 : n;
-      this.#first = undefined;
-      // The array is reused rather than replaced: one less allocation per busy socket per turn.
-      if (more !== undefined) more.length = 0;
-      if (written < total) {
+      this.#pendingBytes -= written;
+      this.#moreHead += joined;
+      if (written < data.byteLength) {
         // The scratch buffer is the next flush's: what is left is copied out of it.
-        const rest = shared ? data.slice(written, total) : data.subarray(written, total);
-        this.#first = rest;
-        this.#pendingBytes = rest.byteLength;
+        this.#first = shared ? data.slice(written) : data.subarray(written);
         this.#state |= BLOCKED; // wait for drain
         if ((this.#state & PAUSED) !== 0 && written > 0) this.handler?.onDrain?.();
         return;
       }
-      this.#pendingBytes = 0;
+      // The block went out: the next entry (if any) leads.
+      if (more !== undefined && this.#moreHead < more.length) {
+        this.#first = more[this.#moreHead]!;
+        more[this.#moreHead++] = undefined as unknown as Uint8Array;
+      } else this.#first = undefined;
+      if (more !== undefined && this.#moreHead === more.length) {
+        // The array is reused rather than replaced: one less allocation per busy socket per turn.
+        more.length = 0;
+        this.#moreHead = 0;
+      }
     }
     if ((this.#state & CLOSING) !== 0) this.#endSoon();
     else if ((this.#state & PAUSED) !== 0) this.handler?.onDrain?.();
+  }
+
+  /** The small writes gathered so far become one entry of #more. */
+  #closeTail(): void {
+    this.#more!.push(this.#tail!.subarray(0, this.#tailLength));
+    this.#tail = undefined;
+    this.#tailLength = 0;
   }
 
   pause(): void {
@@ -195,6 +248,9 @@ export class BunSocketConnection implements Connection {
     this.#state |= CLOSED;
     this.#first = undefined;
     this.#more = undefined;
+    this.#moreHead = 0;
+    this.#tail = undefined;
+    this.#tailLength = 0;
     this.#pendingBytes = 0;
     this.socket.end();
   }
