@@ -1,5 +1,5 @@
 /**
- * edge/ferry.example.jsonc, generated from the zod schema (src/config/schema.ts): every
+ * edge/ferry.example.jsonc, generated from the schema (src/config/schema.ts): every
  * key with its description, type, range and default. `bun edge/example-config.ts` (part of
  * `npm run docs`) writes it; test/install.test.ts fails when the file and the schema drift apart.
  *
@@ -8,7 +8,7 @@
  * entry commented out underneath; `renderExampleConfig({ samples: true })` renders the
  * samples uncommented, so a test can prove they are valid too.
  */
-import { z } from "zod";
+import * as z from "../src/config/mini-zod.ts";
 import { configSchema } from "../src/config/schema.ts";
 
 /** Where the example differs from the schema's defaults, and why. */
@@ -98,12 +98,8 @@ function typeText(u: Unwrapped): string {
   } else if (t instanceof z.ZodEnum) {
     text = `one of ${(t.options as string[]).map((o) => JSON.stringify(o)).join(" | ")}`;
   } else if (t instanceof z.ZodUnion) {
-    const values = (t.def.options as z.ZodType[]).flatMap((
-      o,
-    ) => (o instanceof z.ZodLiteral ? [...o.def.values] : []));
-    text = values.length === t.def.options.length
-      ? `one of ${values.map((v) => JSON.stringify(v)).join(" | ")}`
-      : "value";
+    const values: unknown[] = t.options.flatMap((o: z.ZodType) => (o instanceof z.ZodLiteral ? [o.value] : []));
+    text = values.length === t.options.length ? `one of ${values.map((v) => JSON.stringify(v)).join(" | ")}` : "value";
   } else if (t instanceof z.ZodString) text = "string";
   else if (t instanceof z.ZodBoolean) text = "true or false";
   else if (t instanceof z.ZodArray) text = "list";

@@ -1,8 +1,8 @@
 /**
- * Print the configuration reference as a Markdown table, straight from the zod schema
+ * Print the configuration reference as a Markdown table, straight from the schema
  * (the one place defaults live). `bun scripts/config-doc.ts` — paste into README.md.
  */
-import { z } from "zod";
+import * as z from "../src/config/mini-zod.ts";
 import { configSchema } from "../src/config/schema.ts";
 
 type Row = [key: string, type: string, def: string, doc: string];
@@ -31,8 +31,8 @@ function typeName(t: z.ZodType): string {
   if (t instanceof z.ZodEnum) return (t.options as string[]).map((o) => `"${o}"`).join(" \\| ");
   if (t instanceof z.ZodArray) return "array";
   if (t instanceof z.ZodNumber) return t.format === "safeint" ? "integer" : "number";
-  if (t instanceof z.ZodUnion && t.options.every((o) => o instanceof z.ZodLiteral)) {
-    return t.options.map((o) => JSON.stringify((o as z.ZodLiteral).value)).join(" \\| ");
+  if (t instanceof z.ZodUnion && t.options.every((o: z.ZodType) => o instanceof z.ZodLiteral)) {
+    return t.options.map((o: z.ZodType) => JSON.stringify((o as z.ZodLiteral).value)).join(" \\| ");
   }
   if (t instanceof z.ZodString) return "string";
   if (t instanceof z.ZodBoolean) return "boolean";

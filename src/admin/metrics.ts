@@ -105,6 +105,32 @@ export function renderMetrics(snap: MetricsSnapshot): string {
     c.keepaliveTimeouts,
   );
   out.add(
+    "ferry_connections_paused",
+    "gauge",
+    "Connections Ferry is not reading from because their output is over limits.max_output_bytes",
+    g.pausedConnections,
+  );
+  out.add(
+    "ferry_reading_paused_total",
+    "counter",
+    "Times Ferry stopped reading from a client whose output was over limits.max_output_bytes",
+    c.pausedReading,
+  );
+  out.add(
+    "ferry_disconnected_total",
+    "counter",
+    "Connections Ferry closed for not reading (limits.send_timeout) or for a packet too slow to arrive (limits.packet_timeout)",
+    labelled("reason", { not_reading: c.disconnectedNotReading, packet_timeout: c.disconnectedPacketTimeout }),
+  );
+  out.add("ferry_output_bytes", "gauge", "Bytes waiting to be written to clients", g.outputBytes);
+  out.add("ferry_partial_packet_bytes", "gauge", "Bytes of incomplete packets held for connections", g.partialBytes);
+  out.add(
+    "ferry_preauth_bytes",
+    "gauge",
+    "Bytes held for connections without a CONNACK (limits.max_preauth_bytes)",
+    g.preAuthBytes,
+  );
+  out.add(
     "ferry_auth_refused_total",
     "counter",
     "CONNECTs refused by authentication, by reason",
@@ -132,6 +158,7 @@ export function renderMetrics(snap: MetricsSnapshot): string {
       connection_rate: c.refusedConnectionRate,
       connections_per_ip: c.refusedConnectionsPerIp,
       banned: c.refusedBanned,
+      preauth_bytes: c.refusedPreAuthBytes,
     }),
   );
   out.add(

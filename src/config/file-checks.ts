@@ -5,7 +5,6 @@
  * `serve` can exit 2 (which the systemd unit does not restart) instead of failing later.
  * Nothing read from these files ever appears in a problem: only the file and the line.
  */
-import { createPrivateKey, X509Certificate } from "node:crypto";
 import { parseAclFile } from "../auth/acl-file.ts";
 import { PasswordFile } from "../auth/password-file.ts";
 import type { ConfigProblem, KeyPath } from "./config-source.ts";
@@ -53,7 +52,7 @@ export async function fileProblems(config: FerryConfig, readFile: ReadFile): Pro
   for (const [certPath, keyPath] of pairs) {
     const cert = texts.get(certPath.join("."));
     const key = texts.get(keyPath.join("."));
-    if (cert !== undefined && key !== undefined && keyFitsCertificate(cert, key) === false) {
+    if (cert !== undefined && key !== undefined && await keyFitsCertificate(cert, key) === false) {
       out.push({ path: keyPath, message: `is not the private key of the certificate in ${certPath.join(".")}` });
     }
   }
@@ -108,9 +107,14 @@ function pemProblem(text: string, label: RegExp, kind: Kind): string[] {
   return [];
 }
 
-/** Whether `key` belongs to the first certificate in `cert`; undefined when this runtime cannot tell. */
-function keyFitsCertificate(cert: string, key: string): boolean | undefined {
+/**
+ * Whether `key` belongs to the first certificate in `cert`; undefined when this runtime
+ * cannot tell. node:crypto is loaded only here, when a certificate and key are configured:
+ * loading it costs several MB of resident memory that a broker without TLS never needs.
+ */
+async function keyFitsCertificate(cert: string, key: string): Promise<boolean | undefined> {
   try {
+    const { createPrivateKey, X509Certificate } = await import("node:crypto");
     return new X509Certificate(cert).checkPrivateKey(createPrivateKey(key));
   } catch {
     return undefined; // an encrypted key, or a runtime without these APIs: the TLS listener will say

@@ -1,21 +1,19 @@
 /**
- * zod's issues turned into what an operator can act on: one problem per key, in words
+ * Schema issues (zod's, as src/config/mini-zod.ts reports them) turned into what an operator can act on: one problem per key, in words
  * rather than zod's ("must be at least 1", not "Too small: expected number to be >=1"),
  * the value that was given, and a "did you mean" for a misspelt key or option.
  */
-import type { z } from "zod";
 import type { ConfigProblem, KeyPath } from "./config-source.ts";
 import { closest } from "./did-you-mean.ts";
+import type { Issue, ZodType } from "./mini-zod.ts";
 
-type Issue = z.core.$ZodIssue;
-
-export function problemsFromIssues(issues: readonly Issue[], schema: z.ZodType, input: unknown): ConfigProblem[] {
+export function problemsFromIssues(issues: readonly Issue[], schema: ZodType, input: unknown): ConfigProblem[] {
   const out: ConfigProblem[] = [];
   for (const issue of issues) {
-    const path = issue.path.filter((p): p is string | number => typeof p !== "symbol");
+    const path = issue.path;
     if (issue.code === "unrecognized_keys") {
       const known = objectKeysAt(schema, path);
-      for (const key of issue.keys) {
+      for (const key of issue.keys ?? []) {
         const guess = closest(key, known);
         out.push({
           path: [...path, key],
@@ -35,29 +33,30 @@ export function problemsFromIssues(issues: readonly Issue[], schema: z.ZodType, 
 function describe(issue: Issue, given: unknown): string {
   switch (issue.code) {
     case "invalid_type":
-      if (given === undefined) return `required (${article(issue.expected)})`;
-      return `must be ${article(issue.expected)}, not ${kindOf(given)}${shown(given)}`;
+      if (given === undefined) return `required (${article(issue.expected ?? "value")})`;
+      return `must be ${article(issue.expected ?? "value")}, not ${kindOf(given)}${shown(given)}`;
     case "too_small":
     case "too_big": {
       const small = issue.code === "too_small";
-      const bound = small
-        ? (issue as { minimum: number | bigint }).minimum
-        : (issue as { maximum: number | bigint }).maximum;
+      const bound = small ? issue.minimum : issue.maximum;
       const word = small ? (issue.inclusive ? "at least" : "more than") : (issue.inclusive ? "at most" : "less than");
       const unit = issue.origin === "string" ? " characters" : issue.origin === "array" ? " entries" : "";
       return `must be ${word} ${bound}${unit}${shown(given)}`;
     }
     case "invalid_value": {
-      const values = issue.values.map((v) => JSON.stringify(v));
-      const guess = typeof given === "string" ? closest(given, issue.values.filter((v) => typeof v === "string")) : "";
+      const allowed = issue.values ?? [];
+      const values = allowed.map((v) => JSON.stringify(v));
+      const guess = typeof given === "string"
+        ? closest(given, allowed.filter((v): v is string => typeof v === "string"))
+        : "";
       return `must be ${values.length === 1 ? values[0] : `one of ${values.join(", ")}`}${shown(given)}${
         guess ? `; did you mean "${guess}"?` : ""
       }`;
     }
     case "invalid_union": {
       // A union of literals (qos: 0 | 1 | 2, protocol_version: 4 | 5): list what is allowed.
-      const values = issue.errors.flatMap((branch) =>
-        branch.flatMap((i) => (i.code === "invalid_value" ? i.values.map((v) => JSON.stringify(v)) : []))
+      const values = (issue.errors ?? []).flatMap((branch) =>
+        branch.flatMap((i) => (i.code === "invalid_value" ? (i.values ?? []).map((v) => JSON.stringify(v)) : []))
       );
       return values.length > 0 ? `must be one of ${values.join(", ")}${shown(given)}` : `not valid${shown(given)}`;
     }
@@ -101,7 +100,7 @@ function valueAt(input: unknown, path: KeyPath): unknown {
 }
 
 /** The keys an object in the schema allows at `path` (for "did you mean"). */
-function objectKeysAt(schema: z.ZodType, path: KeyPath): string[] {
+function objectKeysAt(schema: ZodType, path: KeyPath): string[] {
   let node: unknown = schema;
   for (const p of [...path, undefined]) {
     // Through wrappers (default, prefault, optional, nullable, pipes) to the object or list.
@@ -133,7 +132,7 @@ interface SchemaDef {
   shape?: Record<string, unknown>;
 }
 
-/** zod 4 keeps a schema's definition at `_zod.def`; read as plain data so no internal type is needed. */
+/** A schema's definition, at `_zod.def` as zod 4 keeps it (src/config/mini-zod.ts does the same). */
 function defOf(node: unknown): SchemaDef | undefined {
   return (node as { _zod?: { def?: SchemaDef } } | undefined)?._zod?.def;
 }

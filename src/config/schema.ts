@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "./mini-zod.ts";
 import { DEFAULT_TLS_CIPHERS } from "./tls-ciphers.ts";
 
 export { DEFAULT_TLS_CIPHERS };
@@ -292,6 +292,22 @@ export const configSchema = z.object({
       .describe("open connections from one IP address; more are refused (v5 0x97, 3.1.1 code 3); 0 = no limit"),
     max_publish_rate: z.number().int().min(0).default(0)
       .describe("PUBLISH packets per second from one client; more gets DISCONNECT 0x96 (3.1.1: a close); 0 = no limit"),
+    max_output_bytes: z.number().int().min(4096).default(1024 * 1024)
+      .describe(
+        "bytes waiting to be written to one client above which Ferry stops reading from it (it reads again below half); applies to every client, loopback too",
+      ),
+    send_timeout: z.number().int().min(0).default(60)
+      .describe(
+        "seconds a client Ferry stopped reading from may go without reading any of its output before it is closed; 0 = never",
+      ),
+    packet_timeout: z.number().int().min(0).default(60)
+      .describe("seconds a packet may take to arrive once its first byte has; slower closes the connection; 0 = never"),
+    max_preauth_bytes: z.number().int().min(0).default(32 * 1024 * 1024)
+      .describe(
+        "bytes of incomplete packets all connections without a CONNACK may hold together; more closes the connection that went over; 0 = no limit",
+      ),
+    max_preauth_bytes_per_ip: z.number().int().min(0).default(4 * 1024 * 1024)
+      .describe("the same for the connections from one IP address (loopback too); 0 = no limit"),
     flapping: z.object({
       max_connects: z.number().int().min(0).default(30)
         .describe(

@@ -39,6 +39,19 @@ export interface BrokerOptions {
   maxBufferedBytes: number;
   /** A connection that has not sent CONNECT within this many milliseconds is closed. */
   connectTimeoutMs: number;
+  /**
+   * Output waiting for one client, in bytes, above which Ferry stops reading from it; it
+   * reads again once the output is below half of it (`limits.max_output_bytes`).
+   */
+  maxOutputBytes: number;
+  /** A paused connection whose output makes no progress for this long is closed; 0 = never. */
+  sendTimeoutMs: number;
+  /** A packet not complete this long after its first byte arrived closes the connection; 0 = never. */
+  packetTimeoutMs: number;
+  /** Bytes all connections without a CONNACK may hold (partial packets); 0 = no limit. */
+  maxPreAuthBytes: number;
+  /** The same per IP address; 0 = no limit. */
+  maxPreAuthBytesPerIp: number;
   /** Publish $SYS topics every this many seconds; 0 disables. */
   sysInterval: number;
   retainAvailable: boolean;

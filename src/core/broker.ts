@@ -6,6 +6,7 @@ import type { BrokerOptions } from "./broker-options.ts";
 import { ClientConnection } from "./client-connection.ts";
 import type { Clock } from "./clock.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
+import { ConnectionBytes } from "./connection-bytes.ts";
 import { sweepConnections } from "./housekeeping.ts";
 import type { Logger } from "./logger.ts";
 import { BrokerMetrics } from "./metrics.ts";
@@ -86,6 +87,8 @@ export class Broker {
   readonly acl: AclPort;
   readonly retained = new RetainedIndex();
   readonly clients = new Set<ClientConnection>();
+  /** Bytes held for connections: output, partial packets, the pre-auth budget (connection-bytes.ts). */
+  readonly connectionBytes: ConnectionBytes;
   readonly router: Router;
   readonly outbound: OutboundFlow;
   /** Holds publishers' acks while online subscribers' queues are full (publisher-flow.ts). */
@@ -119,6 +122,7 @@ export class Broker {
     this.metrics = deps.metrics ?? new BrokerMetrics(deps.clock.now());
     this.auth = deps.auth ?? openAccess;
     this.acl = deps.acl ?? openAccess;
+    this.connectionBytes = new ConnectionBytes(deps.options, this.clients);
     this.router = new Router(deps.options);
     this.publisherFlow = new PublisherFlow(deps.options, deps.clock, this.metrics, deps.logger);
     this.outbound = new OutboundFlow(
@@ -201,6 +205,7 @@ export class Broker {
   /** A connection ended. `abnormal` means without a DISCONNECT that discards the Will. */
   clientClosed(client: ClientConnection, abnormal: boolean): void {
     this.clients.delete(client);
+    client.releaseAccounts();
     this.auth.release(client);
     if (client.counted) {
       client.counted = false;

@@ -6,6 +6,7 @@ import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
 import type { AccessSubject, Refusal } from "./auth-ports.ts";
 import type { Broker } from "./broker.ts";
 import { runConnect } from "./connect-pipeline.ts";
+import type { ByteHolder } from "./connection-bytes.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import { InboundFlow } from "./inbound-flow.ts";
 import { encodeOutbound } from "./outbound-encoder.ts";
@@ -14,6 +15,9 @@ import type { Peer, PeerState } from "./peer.ts";
 import type { Outbound, Session } from "./session.ts";
 import { TopicAliases } from "./topic-aliases.ts";
 import type { Will } from "./will.ts";
+
+/** PINGRESP in every protocol version (spec 3.13): adapters only read what they are given. */
+const PINGRESP: Uint8Array = Uint8Array.of(0xd0, 0x00);
 
 /** Bytes beyond one maximum-size packet that a client may send before its CONNACK. */
 const EARLY_BYTES_SLACK = 64 * 1024;
@@ -25,7 +29,7 @@ const EARLY_BYTES_SLACK = 64 * 1024;
  * and PUBREL from the client in `inbound-flow.ts`; session state that outlives the
  * connection lives in `Session`, routing and storage behind `Broker`.
  */
-export class ClientConnection implements ConnectionHandler, Peer, AccessSubject {
+export class ClientConnection implements ConnectionHandler, Peer, AccessSubject, ByteHolder {
   state: PeerState = "awaiting-connect";
   version: ProtocolVersion = 4;
   clientId = "";
@@ -45,6 +49,16 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   refusal: number | undefined;
   /** Reading from the socket is paused by the inbound flow (too many acks owed; see InboundFlow). */
   inputHeld = false;
+  /**
+   * When reading from it was paused because its output was over `maxOutputBytes` (0: not
+   * paused), and when its output last made progress meanwhile (see #checkOutput, onDrain).
+   */
+  pausedAt = 0;
+  progressAt = 0;
+  /** When the first byte of the incomplete packet held for it arrived (0: none held). */
+  partialSince = 0;
+  /** Whether the adapter was told to stop reading (for either reason above; see #syncReading). */
+  #connPaused = false;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -52,23 +66,29 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   clientMaxPacketSize = Number.POSITIVE_INFINITY;
   clientTopicAliasMaximum = 0;
   requestProblemInfo = true;
-  readonly aliases = new TopicAliases();
+  #aliases: TopicAliases | undefined;
 
   #reader: PacketReader;
-  #inbound: InboundFlow;
-  /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4). */
-  #early: Packet[] = [];
-  #earlyBytes = 0;
-  /** Output held back until `#outputGate` (a store commit) settles; see holdOutputUntil. */
-  #heldOutput: Uint8Array[] | undefined;
-  #outputGate: Promise<void> | undefined;
-  #closeOnRelease = false;
+  /** Made on the first PUBLISH or PUBREL: many connections only subscribe, or idle. */
+  #inbound: InboundFlow | undefined;
+  /** What it holds before CONNACK (see PreConnack); made only when there is something. */
+  #pre: PreConnack | undefined;
+  /** Output held back until a store commit settles (see holdOutputUntil). */
+  #hold: OutputHold | undefined;
 
   constructor(readonly conn: Connection, private readonly broker: Broker) {
     this.#reader = new PacketReader(broker.options.maxPacketSize);
-    this.#inbound = new InboundFlow(this, broker);
     this.lastActivity = broker.clock.now();
     this.connectedAt = this.lastActivity;
+  }
+
+  /** Topic aliases both ways (v5), made when first used. */
+  get aliases(): TopicAliases {
+    return this.#aliases ??= new TopicAliases();
+  }
+
+  get #flow(): InboundFlow {
+    return this.#inbound ??= new InboundFlow(this, this.broker);
   }
 
   /** A getter, so control-flow narrowing does not assume the state is unchanged across calls. */
@@ -108,24 +128,43 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
 
   onData(bytes: Uint8Array): void {
     if (this.state === "closed") return;
-    this.lastActivity = this.broker.clock.now();
+    const now = this.broker.clock.now();
+    this.lastActivity = now;
     this.broker.metrics.bytesReceived += bytes.byteLength;
-    let packets: Packet[];
-    try {
-      packets = this.#reader.push(bytes);
-    } catch (err) {
-      this.fault(err);
-      return;
-    }
-    for (const packet of packets) {
-      if (this.closed) return;
+    this.#reader.feed(bytes);
+    this.#readPackets(now);
+  }
+
+  /**
+   * Handle the packets read, one at a time, until the bytes end or the connection is
+   * paused: then the rest waits, unread, in the reader (as bytes, not decoded packets or
+   * replies) until onDrain resumes it. So the output of a client that sends but does not
+   * read passes the bound by the reply to one packet at most.
+   */
+  #readPackets(now: number): void {
+    const reader = this.#reader;
+    let handled = false;
+    for (;;) {
+      if (this.pausedAt !== 0 || this.inputHeld) {
+        reader.stop();
+        break;
+      }
+      let packet: Packet | undefined;
       try {
+        packet = reader.next();
+        if (packet === undefined) break;
+        handled = true;
         this.#handle(packet);
       } catch (err) {
         this.fault(err);
         return;
       }
+      if (this.closed) return;
     }
+    // The packet deadline (limits.packet_timeout) runs from the first byte of the packet now incomplete.
+    if (reader.bufferedBytes === 0) this.partialSince = 0;
+    else if (handled || this.partialSince === 0) this.partialSince = now;
+    if (this.state !== "connected") this.#countPreAuth();
   }
 
   /**
@@ -135,11 +174,38 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   holdInput(on: boolean): void {
     if (on === this.inputHeld || this.state === "closed") return;
     this.inputHeld = on;
-    if (on) this.conn.pause();
-    else {
-      this.lastActivity = this.broker.clock.now();
-      this.conn.resume();
+    if (on) {
+      this.#syncReading();
+      return;
     }
+    const now = this.broker.clock.now();
+    this.lastActivity = now;
+    // The incomplete packet could not progress while unread: its deadline starts again.
+    if (this.partialSince !== 0) this.partialSince = now;
+    // Called from inside the inbound flow's steps: what was read and left unhandled is
+    // taken up on a fresh stack, not re-entering the flow that released it.
+    if (this.#syncReading()) queueMicrotask(() => this.#resumeReading());
+  }
+
+  /**
+   * Tell the adapter to stop or go on reading: paused while either reason holds (output
+   * over its bound, or the inbound flow's owed acks), resumed only once neither does, so one
+   * side's resume never undoes the other's pause. True when reading is (now) on.
+   */
+  #syncReading(): boolean {
+    const paused = this.pausedAt !== 0 || this.inputHeld;
+    if (paused !== this.#connPaused && this.state !== "closed") {
+      this.#connPaused = paused;
+      if (paused) this.conn.pause();
+      else this.conn.resume();
+    }
+    return !paused;
+  }
+
+  /** Reading was resumed: handle what was read before the pause first. */
+  #resumeReading(): void {
+    if (this.state === "closed" || this.pausedAt !== 0 || this.inputHeld) return;
+    this.#readPackets(this.broker.clock.now());
   }
 
   onClose(): void {
@@ -147,6 +213,96 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
     this.state = "closed";
     this.closeReason ??= "closed its connection";
     this.broker.clientClosed(this, true);
+  }
+
+  // ---- what it holds: output bound (pause / resume), pre-auth budget -------------------
+
+  /** Output waiting for this client: in the adapter, and held for a commit. */
+  outputBytes(): number {
+    return this.conn.bufferedBytes() + (this.#hold?.bytes ?? 0);
+  }
+
+  /** Bytes of the incomplete packet held for it. */
+  partialBytes(): number {
+    return this.#reader.bufferedBytes;
+  }
+
+  /**
+   * Output went over the bound (see write): Ferry stops reading from the client until it
+   * has read enough of it (onDrain), so one that sends but does not read (PINGREQs, QoS 1
+   * publishes whose acks pile up) meets TCP backpressure instead of growing Ferry's
+   * memory. Packets already read but not yet handled wait in the reader (#readPackets);
+   * acknowledgements still waiting for their commit are what the output can pass the
+   * bound by, besides the reply to the packet that crossed it.
+   */
+  #pause(): void {
+    const now = this.broker.clock.now();
+    this.pausedAt = now;
+    this.progressAt = now;
+    this.broker.metrics.pausedReading++;
+    this.broker.connectionBytes.pausedConnections++;
+    this.#syncReading();
+  }
+
+  /** The adapter wrote some of what waited (it calls this only while paused). */
+  onDrain(): void {
+    if (this.pausedAt === 0 || this.state === "closed") return;
+    const now = this.broker.clock.now();
+    this.progressAt = now;
+    // The client is reading, and its packets wait unread because Ferry is not reading:
+    // as good a sign of life as a packet, for keep alive.
+    this.lastActivity = now;
+    if (this.outputBytes() > this.broker.options.maxOutputBytes / 2) return;
+    this.#unpause();
+    // The incomplete packet could not progress while unread: its deadline starts again.
+    if (this.partialSince !== 0) this.partialSince = now;
+    // Still held by the inbound flow: its release picks up what waits (holdInput).
+    if (!this.#syncReading()) return;
+    // What was read before the pause and not handled yet comes first.
+    this.#readPackets(now);
+  }
+
+  #unpause(): void {
+    if (this.pausedAt === 0) return;
+    this.pausedAt = 0;
+    this.broker.connectionBytes.pausedConnections--;
+  }
+
+  /**
+   * Before CONNACK: count what this connection holds (an incomplete packet, packets sent
+   * behind CONNECT) against the pre-auth budget, per address and overall. Over it, the
+   * connection is closed; false then.
+   */
+  #countPreAuth(): boolean {
+    const pre = this.#pre;
+    const held = this.#reader.bufferedBytes + (pre?.earlyBytes ?? 0);
+    const delta = held - (pre?.counted ?? 0);
+    if (delta === 0) return true;
+    (this.#pre ??= new PreConnack()).counted = held;
+    const ip = this.conn.remoteIp ?? this.conn.remoteAddress;
+    if (this.broker.connectionBytes.addPreAuth(ip, delta)) return true;
+    this.broker.metrics.refusedPreAuthBytes++;
+    this.broker.logger.debug(
+      `closing ${logField(this.conn.remoteAddress)} before CONNACK: more than the pre-auth byte budget held ` +
+        `(${this.broker.connectionBytes.preAuthBytesOf(ip)} bytes from this address, ` +
+        `${this.broker.connectionBytes.preAuthBytes} in all)`,
+    );
+    this.closeReason = "pre-auth byte budget exceeded";
+    this.disconnect(RC.QUOTA_EXCEEDED);
+    return false;
+  }
+
+  /** Give back what this connection counted: at CONNACK, and when it closes. */
+  releaseAccounts(): void {
+    this.#releasePreAuth();
+    this.#unpause();
+  }
+
+  #releasePreAuth(): void {
+    const pre = this.#pre;
+    if (pre === undefined || pre.counted === 0) return;
+    this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -pre.counted);
+    pre.counted = 0;
   }
 
   /** A packet could not be handled: protocol faults become reason codes, anything else 0x83. */
@@ -183,23 +339,24 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       // Clients need not wait for CONNACK (spec 3.1.4): hold what follows CONNECT until the
       // session is open; a refused CONNECT drops it unprocessed [MQTT-3.1.4-6]. Bounded, so
       // a flood during a slow session setup cannot pile up in memory.
-      this.#earlyBytes += (packet.length ?? 0) + 2;
-      if (this.#earlyBytes > this.broker.options.maxPacketSize + EARLY_BYTES_SLACK) {
+      const pre = this.#pre ??= new PreConnack();
+      pre.earlyBytes += (packet.length ?? 0) + 2;
+      if (pre.earlyBytes > this.broker.options.maxPacketSize + EARLY_BYTES_SLACK) {
         throw new MqttError(RC.QUOTA_EXCEEDED, "too much data before CONNACK");
       }
-      this.#early.push(packet);
+      pre.early.push(packet);
       return;
     }
     if (this.state !== "connected") return;
     switch (packet.cmd) {
       case "publish":
-        return this.#inbound.onPublish(packet);
+        return this.#flow.onPublish(packet);
       case "puback":
         return this.broker.outbound.onPuback(this.session!, packet.messageId ?? 0);
       case "pubrec":
         return this.broker.outbound.onPubrec(this.session!, this, packet.messageId ?? 0, packet.reasonCode ?? 0);
       case "pubrel":
-        return this.#inbound.onPubrel(packet.messageId ?? 0);
+        return this.#flow.onPubrel(packet.messageId ?? 0);
       case "pubcomp":
         return this.broker.outbound.onPubcomp(this.session!, packet.messageId ?? 0);
       case "subscribe":
@@ -207,7 +364,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
       case "unsubscribe":
         return this.#onUnsubscribe(packet);
       case "pingreq":
-        this.write(encode({ cmd: "pingresp" }, this.version));
+        // One shared, never-written buffer: a flood of PINGREQs costs no allocation per reply.
+        this.write(PINGRESP);
         return;
       case "disconnect":
         return this.#onDisconnect(packet);
@@ -222,8 +380,11 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
 
   /** Process the packets that arrived while the session was being opened, in order. */
   handleEarly(): void {
-    const early = this.#early;
-    this.#early = [];
+    // Past CONNACK: what this connection held is no longer pre-auth.
+    this.#releasePreAuth();
+    const early = this.#pre?.early;
+    this.#pre = undefined;
+    if (early === undefined) return;
     for (const packet of early) {
       if (this.closed) return;
       try {
@@ -368,7 +529,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
     if (this.state === "closed") return;
     this.state = "closed";
     // Held output (a final DISCONNECT among it) goes out first; see holdOutputUntil.
-    if (this.#heldOutput) this.#closeOnRelease = true;
+    if (this.#hold) this.#hold.closeAfter = true;
     else this.conn.close();
     this.broker.clientClosed(this, abnormal);
   }
@@ -383,8 +544,14 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   /** Write bytes to the client (held while the output gate is closed; see holdOutputUntil). */
   write(bytes: Uint8Array): void {
     this.broker.metrics.bytesSent += bytes.byteLength;
-    if (this.#heldOutput) this.#heldOutput.push(bytes);
-    else this.conn.write(bytes);
+    const hold = this.#hold;
+    if (hold) {
+      hold.chunks.push(bytes);
+      hold.bytes += bytes.byteLength;
+    } else this.conn.write(bytes);
+    // limits.max_output_bytes: checked on the way out, whatever the output is (replies,
+    // deliveries, acks after a commit); a field read per write.
+    if (this.pausedAt === 0 && this.outputBytes() > this.broker.options.maxOutputBytes && !this.closed) this.#pause();
   }
 
   /**
@@ -396,15 +563,13 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
    * to the client in order; it is rare (PUBRELs wait on their own, see OutboundFlow).
    */
   holdOutputUntil(commit: Promise<void>): void {
-    this.#heldOutput ??= [];
-    this.#outputGate = commit;
+    const hold = this.#hold ??= new OutputHold();
+    hold.gate = commit;
     const release = () => {
-      if (this.#outputGate !== commit) return; // a later gate releases everything
-      const held = this.#heldOutput ?? [];
-      this.#heldOutput = undefined;
-      this.#outputGate = undefined;
-      for (const bytes of held) this.conn.write(bytes);
-      if (this.#closeOnRelease) this.conn.close();
+      if (hold.gate !== commit) return; // a later gate releases everything
+      this.#hold = undefined;
+      for (const bytes of hold.chunks) this.conn.write(bytes);
+      if (hold.closeAfter) this.conn.close();
     };
     // A failed commit is logged by whoever committed; the client still gets its packets.
     commit.then(release, release);
@@ -470,4 +635,22 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject 
   sendPubrel(packetId: number): void {
     this.write(this.encodeAck("pubrel", packetId, RC.SUCCESS));
   }
+}
+
+/** A connection's state before CONNACK that most connections never need. */
+class PreConnack {
+  /** Packets sent right behind CONNECT, held until its session is open (spec 3.1.4), and their size. */
+  early: Packet[] = [];
+  earlyBytes = 0;
+  /** Bytes counted against the pre-auth budget (ConnectionBytes.addPreAuth). */
+  counted = 0;
+}
+
+/** Output held back until `gate` (a store commit) settles; see ClientConnection.holdOutputUntil. */
+class OutputHold {
+  chunks: Uint8Array[] = [];
+  bytes = 0;
+  gate: Promise<void> | undefined;
+  /** The connection was shut meanwhile: close once the held output is written. */
+  closeAfter = false;
 }

@@ -14,9 +14,11 @@ export interface Connection {
   /** Bytes accepted by `write` but not yet handed to the OS. */
   bufferedBytes(): number;
   /**
-   * Stop handing incoming bytes to the handler, so a peer that sends too much meets
-   * transport backpressure (TCP) instead of unbounded buffering; `resume()` undoes it.
-   * Bytes already read may still arrive. For flow control (nothing pauses yet).
+   * Stop reading from the peer, so that one that sends faster than it reads what it is
+   * sent meets transport backpressure (TCP) instead of making Ferry buffer the replies
+   * without limit; `resume()` undoes it. Bytes already read may still arrive. While
+   * paused the adapter tells the handler when output went out (`onDrain`). The core
+   * pauses a connection whose output is over `limits.max_output_bytes`.
    */
   pause(): void;
   resume(): void;
@@ -39,4 +41,11 @@ export interface ConnectionHandler {
   onData(bytes: Uint8Array): void;
   /** The peer went away or the socket failed. Called once. */
   onClose(): void;
+  /**
+   * Output the adapter held went to the OS, some or all of it, while the connection was
+   * paused: the handler may look at `bufferedBytes()` again and `resume()`. Adapters call
+   * it after every flush made while paused (also one that emptied the buffer, and also
+   * when no transport event reports it), and need not call it otherwise.
+   */
+  onDrain?(): void;
 }

@@ -12,10 +12,13 @@
  * arrays that only grows, with deletion by backward shift (no tombstones, so no rebuilds);
  * a removed entry's slot is cleared at once.
  */
+const NO_VALUES: readonly unknown[] = Object.freeze([]);
+
 export class InflightTable<V> {
   /** Packet id per slot; 0 marks an empty slot (0 is never a packet id [MQTT-2.2.1-3]). */
   #ids: Uint16Array | undefined;
-  #values: (V | undefined)[] = [];
+  /** Replaced by a real array on the first `set` (an idle session's table holds no array). */
+  #values: (V | undefined)[] = NO_VALUES as (V | undefined)[];
   /** Insertion number per slot, for Map's iteration order. */
   #order: Float64Array | undefined;
   #mask = 0;

@@ -34,6 +34,14 @@ export interface BrokerSnapshot {
     /** QoS>0 messages sent to clients and not acknowledged. */
     inflight: number;
     logNextOffset: number;
+    /** Connections Ferry is not reading from because their output is over limits.max_output_bytes. */
+    pausedConnections: number;
+    /** Bytes waiting to be written to clients (adapters' buffers and output held for a commit). */
+    outputBytes: number;
+    /** Bytes of incomplete packets held for connections. */
+    partialBytes: number;
+    /** The part of those held for connections without a CONNACK (the pre-auth budget's count), plus packets behind their CONNECT. */
+    preAuthBytes: number;
   };
   store: {
     kind: string;
@@ -80,6 +88,10 @@ export function brokerSnapshot(broker: Broker): BrokerSnapshot {
       queued,
       inflight,
       logNextOffset: broker.nextOffset,
+      pausedConnections: broker.connectionBytes.pausedConnections,
+      outputBytes: broker.connectionBytes.outputBytes(),
+      partialBytes: broker.connectionBytes.partialBytes(),
+      preAuthBytes: broker.connectionBytes.preAuthBytes,
     },
     store: {
       kind: broker.store.kind,

@@ -26,6 +26,14 @@ export class BrokerMetrics {
   publishesHeld = 0;
   /** Times an online subscriber with a full queue made no progress for `stalledSubscriberMs`. */
   subscribersStalled = 0;
+  /** Times a connection's reading was paused because its output was over `maxOutputBytes`. */
+  pausedReading = 0;
+  /** Connections closed because, paused, their output made no progress for `sendTimeoutMs`. */
+  disconnectedNotReading = 0;
+  /** Connections closed because a packet was not complete within `packetTimeoutMs` of its first byte. */
+  disconnectedPacketTimeout = 0;
+  /** Connections closed before CONNACK because they held more than the pre-auth byte budget. */
+  refusedPreAuthBytes = 0;
 
   // ---- security (src/auth) ----
   /** CONNECTs refused with a wrong password or an unknown username (0x86 / 4). */

@@ -49,8 +49,11 @@ export class Session {
   #queuedBytes = 0;
   /** Sent and not yet acknowledged, by packet id (not a Map: see InflightTable). */
   inflight = new InflightTable<Outbound>();
-  /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A). */
-  qos2Incoming = new Set<number>();
+  /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A); made on first use. */
+  get qos2Incoming(): Set<number> {
+    return this.#qos2Incoming ??= new Set<number>();
+  }
+  #qos2Incoming: Set<number> | undefined;
   /** The connection attached to it, if any. */
   client: Peer | undefined;
   /**

@@ -1,12 +1,71 @@
-import mqttPacket from "mqtt-packet";
 import { decodeFast, encodeAckFields, encodeFast } from "./fast-path.ts";
 import type { Packet, ProtocolVersion, PublishPacket } from "./packets.ts";
 import { MqttError, RC } from "./reason-codes.ts";
 import { checkPacket, connectLevel } from "./validate-packet.ts";
+import { unpinnedBytes } from "./unpinned-bytes.ts";
+import { mqttPacketGenerate, newMqttPacketParser } from "./mqtt-packet-lazy.ts";
 
-/** What PacketReader reads of mqtt-packet's parser beyond its typings (see #version). */
+/** mqtt-packet's parser beyond its typings: its settings, which PacketReader sets per call. */
+interface MqttParser {
+  settings: ParserSettings;
+  parse(buf: Buffer): number;
+  on(event: "packet", fn: (p: Packet) => void): void;
+  on(event: "error", fn: (e: Error) => void): void;
+}
+
+/**
+ * What mqtt-packet's parser reads of its settings: the protocol version and bridge mode
+ * (bit 7 of the CONNECT's protocol level). It replaces its settings with the CONNECT
+ * packet it parses; PacketReader keeps just these two fields.
+ */
 interface ParserSettings {
-  settings: { protocolVersion?: number };
+  readonly protocolVersion: number;
+  readonly bridgeMode?: boolean;
+}
+
+/** The settings objects, one per version and bridge mode, shared by every reader. */
+const SETTINGS = new Map<string, ParserSettings>();
+function settingsFor(protocolVersion: number, bridgeMode: boolean): ParserSettings {
+  const key = `${protocolVersion}${bridgeMode ? "b" : ""}`;
+  let s = SETTINGS.get(key);
+  if (s === undefined) {
+    s = Object.freeze(bridgeMode ? { protocolVersion, bridgeMode } : { protocolVersion });
+    SETTINGS.set(key, s);
+  }
+  return s;
+}
+const DEFAULT_SETTINGS = settingsFor(4, false);
+
+/**
+ * One mqtt-packet parser for every connection, made on first use. It used to be one per
+ * connection, which with its BufferList stream (a Duplex) and listeners cost about 1.2 KiB
+ * of every idle connection, while it only parses the packets the fast path leaves to it
+ * (CONNECT, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, v5 properties). PacketReader hands it one
+ * whole frame at a time, so between calls it holds no bytes: the only state that differs
+ * between connections is its settings, set before each call. After an error it may hold
+ * a half-parsed packet, so it is replaced.
+ */
+interface SharedParser {
+  parser: MqttParser;
+  /** What the parse in progress emitted. */
+  packets: Packet[];
+  error: Error | null;
+}
+let shared: SharedParser | undefined;
+
+function sharedParser(): SharedParser {
+  if (shared !== undefined) return shared;
+  const s: SharedParser = {
+    parser: newMqttPacketParser({ protocolVersion: 4 }) as unknown as MqttParser,
+    packets: [],
+    error: null,
+  };
+  s.parser.on("packet", (p) => s.packets.push(p));
+  s.parser.on("error", (e) => {
+    s.error ??= e;
+  });
+  shared = s;
+  return s;
 }
 
 export interface PacketReaderOptions {
@@ -28,84 +87,169 @@ export const MQTT_MAX_REMAINING_LENGTH = 268_435_455;
  * packet only a server sends is a Protocol Error). Framing is done here (not by mqtt-packet) so that
  * an oversized packet is refused from its fixed header alone, before its body is
  * buffered: a hostile client cannot make Ferry hold a 256 MB packet in memory.
+ *
+ * The bytes of an incomplete packet are kept in one buffer of the reader's own, which
+ * doubles as bytes arrive but never beyond the packet's length once its fixed header is
+ * known, and is parsed only once the whole packet is there: a packet sent a byte at a
+ * time costs linear copying, not quadratic. Small payloads are copied out of the bytes
+ * they arrived in (see `unpinned`). A reader holds no parser of its own (see
+ * `sharedParser`): an idle connection's reader is a few fields.
  */
 export class PacketReader {
-  #parser = mqttPacket.parser({ protocolVersion: 4 });
-  #pending: Uint8Array | null = null;
-  #out: Packet[] = [];
-  #error: Error | null = null;
+  #settings: ParserSettings = DEFAULT_SETTINGS;
+  /**
+   * What `next` reads from: the chunk `feed` was given, or the reader's own held bytes, from
+   * `#pos` on; undefined between reads (then any unread bytes are held).
+   */
+  #buf: Uint8Array | undefined = undefined;
+  #pos = 0;
+  #own = false;
+  /** A Buffer view of `#buf` for the hand-written decoder, made at most once per buffer. */
+  #view: Buffer | undefined = undefined;
+  /** Unread bytes kept between reads (an incomplete packet, or what a paused reader left), `#heldLength` of them. */
+  #held: Uint8Array | undefined = undefined;
+  #heldLength = 0;
+  /** Length of the held incomplete packet once its fixed header is complete; 0 while unknown. */
+  #need = 0;
 
   #fastPath: boolean;
 
   /** @param maxPacketSize largest whole packet (fixed header included) accepted, in bytes */
   constructor(public maxPacketSize: number, options: PacketReaderOptions = {}) {
     this.#fastPath = options.fastPath ?? true;
-    this.#parser.on("packet", (p: Packet) => this.#out.push(p));
-    this.#parser.on("error", (e: Error) => {
-      this.#error ??= e;
-    });
   }
 
   /**
-   * Feed bytes; returns every complete packet they finish. Throws MqttError on a
-   * malformed or oversized packet; the caller must then close the connection.
+   * Feed bytes; returns every complete packet they finish (`feed`, then `next` until it
+   * gives nothing). Throws MqttError on a malformed or oversized packet; the caller must
+   * then close the connection.
    */
   push(chunk: Uint8Array): Packet[] {
-    let buf = chunk;
-    if (this.#pending) {
-      const joined = new Uint8Array(this.#pending.byteLength + chunk.byteLength);
-      joined.set(this.#pending, 0);
-      joined.set(chunk, this.#pending.byteLength);
-      buf = joined;
-      this.#pending = null;
+    this.feed(chunk);
+    const out: Packet[] = [];
+    for (let p = this.next(); p !== undefined; p = this.next()) out.push(p);
+    return out;
+  }
+
+  /**
+   * Add bytes to read. Take the packets out with `next` before the next `feed`, or `stop`:
+   * the caller may reuse `chunk` afterwards, so whatever is kept of it is copied.
+   */
+  feed(chunk: Uint8Array): void {
+    this.#keepRest(0);
+    if (this.#held !== undefined) this.#append(chunk);
+    else {
+      this.#buf = chunk;
+      this.#pos = 0;
+      this.#own = false;
+      this.#view = undefined;
     }
-    this.#out = [];
-    // A Buffer view of the bytes for the hand-written decoder (made at most once per push).
-    let view: Buffer | undefined;
-    let pos = 0;
-    while (pos < buf.byteLength) {
-      // Judge the first byte at once: garbage that claims a long body (an HTTP request,
-      // a line of text) is refused now instead of holding the socket until the body comes.
-      const bad = fixedHeaderProblem(buf[pos]!);
-      if (bad) throw new MqttError(RC.MALFORMED_PACKET, bad);
-      const frame = frameLength(buf, pos);
-      if (frame === -1) break; // header incomplete
-      if (frame === -2) throw new MqttError(RC.MALFORMED_PACKET, "malformed remaining length");
-      if (frame > this.maxPacketSize) {
-        throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${frame} bytes exceeds ${this.maxPacketSize}`);
-      }
-      if (pos + frame > buf.byteLength) break; // body incomplete
-      let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
-      while ((buf[body - 1]! & 0x80) !== 0) body++;
-      let packet: Packet | undefined;
-      if (this.#fastPath) {
-        view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-        packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#version());
-      }
-      // What the fast path decodes needs no further check (fast-path.ts leaves anything
-      // unusual to mqtt-packet); everything else is checked field by field after mqtt-packet.
-      if (packet) this.#out.push(packet);
-      else packet = this.#parseAndCheck(buf, pos, body, pos + frame);
-      // [MQTT-2.3.1-1] SUBSCRIBE, UNSUBSCRIBE and a QoS>0 PUBLISH carry a non-zero Packet
-      // Identifier; mqtt-packet accepts 0, and acknowledging it would confuse the client.
-      if (packet.messageId === 0 && (packet.cmd === "publish" ? packet.qos > 0 : ID_REQUIRED.has(packet.cmd))) {
-        throw new MqttError(RC.PROTOCOL_ERROR, `${packet.cmd.toUpperCase()} with Packet Identifier 0`);
-      }
-      pos += frame;
+  }
+
+  /**
+   * The next complete packet, or undefined when the bytes end (an incomplete packet is
+   * then held for the next `feed`). One at a time, so that a caller can stop between
+   * packets (a paused connection) and a read of many small packets never has them all
+   * decoded at once. Throws MqttError on a malformed or oversized packet.
+   */
+  next(): Packet | undefined {
+    if (this.#buf === undefined) {
+      // Held bytes are read once what the fixed header announced is all here.
+      if (this.#held === undefined || this.#heldLength < this.#need) return undefined;
+      this.#buf = this.#held.subarray(0, this.#heldLength);
+      this.#pos = 0;
+      this.#own = true;
+      this.#view = undefined;
+      this.#held = undefined;
+      this.#heldLength = 0;
+      this.#need = 0;
     }
-    if (pos < buf.byteLength) {
-      // Copy so the adapter may reuse its read buffer.
-      this.#pending = buf.slice(pos);
+    const buf = this.#buf;
+    const pos = this.#pos;
+    if (pos >= buf.byteLength) {
+      this.#buf = undefined;
+      this.#view = undefined;
+      return undefined;
     }
-    return this.#out;
+    // Judge the first byte at once: garbage that claims a long body (an HTTP request,
+    // a line of text) is refused now instead of holding the socket until the body comes.
+    const bad = fixedHeaderProblem(buf[pos]!);
+    if (bad) throw new MqttError(RC.MALFORMED_PACKET, bad);
+    const frame = frameLength(buf, pos);
+    if (frame === -2) throw new MqttError(RC.MALFORMED_PACKET, "malformed remaining length");
+    if (frame > this.maxPacketSize) {
+      throw new MqttError(RC.PACKET_TOO_LARGE, `packet of ${frame} bytes exceeds ${this.maxPacketSize}`);
+    }
+    if (frame === -1 || pos + frame > buf.byteLength) {
+      // Header or body incomplete: held until the rest comes.
+      this.#keepRest(frame === -1 ? 0 : frame);
+      return undefined;
+    }
+    let body = pos + 2; // past the fixed header: type byte and 1-4 Remaining Length bytes
+    while ((buf[body - 1]! & 0x80) !== 0) body++;
+    let packet: Packet | undefined;
+    if (this.#fastPath) {
+      const view = this.#view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+      packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#settings.protocolVersion);
+    }
+    // What the fast path decodes needs no further check (fast-path.ts leaves anything
+    // unusual to mqtt-packet); everything else is checked field by field after mqtt-packet.
+    if (packet === undefined) packet = this.#parseAndCheck(buf, pos, body, pos + frame);
+    this.#pos = pos + frame;
+    // [MQTT-2.3.1-1] SUBSCRIBE, UNSUBSCRIBE and a QoS>0 PUBLISH carry a non-zero Packet
+    // Identifier; mqtt-packet accepts 0, and acknowledging it would confuse the client.
+    if (packet.messageId === 0 && (packet.cmd === "publish" ? packet.qos > 0 : ID_REQUIRED.has(packet.cmd))) {
+      throw new MqttError(RC.PROTOCOL_ERROR, `${packet.cmd.toUpperCase()} with Packet Identifier 0`);
+    }
+    return packet;
+  }
+
+  /** The caller stops taking packets for now: what is unread is held for a later `next`. */
+  stop(): void {
+    this.#keepRest(0);
+  }
+
+  /**
+   * Hold the unread rest of `#buf`: a copy, as the adapter may reuse its read buffer and
+   * packets already taken may be views of the reader's own one (kept as it is when none were).
+   */
+  #keepRest(need: number): void {
+    const buf = this.#buf;
+    if (buf === undefined) return;
+    const pos = this.#pos;
+    this.#buf = undefined;
+    this.#view = undefined;
+    if (pos >= buf.byteLength) return;
+    if (this.#own && pos === 0) this.#held = buf;
+    else this.#held = buf.slice(pos);
+    this.#heldLength = this.#held.byteLength;
+    this.#need = need;
+  }
+
+  /** Add `chunk` to the held bytes, growing the buffer by doubling, but not past the packet's length. */
+  #append(chunk: Uint8Array): void {
+    const required = this.#heldLength + chunk.byteLength;
+    let held = this.#held!;
+    if (required > held.byteLength) {
+      let capacity = Math.max(required, held.byteLength * 2);
+      // A large packet completes in a buffer of its own size, so its payload (a view of
+      // it) keeps nothing else alive.
+      if (this.#need > 0 && capacity > this.#need) capacity = Math.max(required, this.#need);
+      const grown = new Uint8Array(capacity);
+      grown.set(held.subarray(0, this.#heldLength));
+      held = grown;
+      this.#held = grown;
+    }
+    held.set(chunk, this.#heldLength);
+    this.#heldLength = required;
   }
 
   /** mqtt-packet's decoding of the frame at `start..end`, then checkPacket's verdict on its bytes. */
   #parseAndCheck(buf: Uint8Array, start: number, body: number, end: number): Packet {
     try {
       const packet = this.#parseFrame(buf.subarray(start, end));
-      checkPacket(buf, start, body, end, this.#version());
-      return packet;
+      checkPacket(buf, start, body, end, this.#settings.protocolVersion);
+      return unpinned(packet, buf.buffer.byteLength);
     } catch (err) {
       // A refused CONNECT carries its protocol level, so that a v5 client is told why.
       if (err instanceof MqttError && buf[start]! >> 4 === 1 && err.protocolVersion === undefined) {
@@ -119,24 +263,40 @@ export class PacketReader {
   }
 
   #parseFrame(frame: Uint8Array): Packet {
-    const before = this.#out.length;
-    // mqtt-packet wants a Buffer; this view shares memory, no copy.
-    this.#parser.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
-    if (this.#error) {
-      const msg = this.#error.message;
-      this.#error = null;
+    const s = sharedParser();
+    const parser = s.parser;
+    parser.settings = this.#settings;
+    s.packets.length = 0;
+    try {
+      // mqtt-packet wants a Buffer; this view shares memory, no copy.
+      parser.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength));
+    } catch (err) {
+      shared = undefined;
+      throw err;
+    }
+    const error = s.error;
+    const packets = s.packets.length;
+    const packet = s.packets[0];
+    s.packets.length = 0;
+    if (parser.settings !== this.#settings) {
+      // A CONNECT: mqtt-packet decodes what follows with its protocol version (and bridge mode).
+      const next = parser.settings;
+      this.#settings = settingsFor(next.protocolVersion, next.bridgeMode === true);
+    }
+    if (error !== null || packets !== 1) shared = undefined; // it may hold half a packet now
+    if (error) {
+      const msg = error.message;
       // [MQTT-3.1.2-2] a protocol level Ferry does not speak is answered with CONNACK 0x01.
       const code = msg === "Invalid protocol version" ? RC.UNSUPPORTED_PROTOCOL_VERSION : RC.MALFORMED_PACKET;
       throw new MqttError(code, `malformed packet: ${msg}`);
     }
-    if (this.#out.length !== before + 1) {
+    if (packet === undefined || packets !== 1) {
       throw new MqttError(RC.MALFORMED_PACKET, "malformed packet: length does not match contents");
     }
     // mqtt-packet does not notice a Packet Identifier that is not there: a QoS>0 PUBLISH
     // (spec 3.3.2.2) or a PUBACK/PUBREC/PUBREL/PUBCOMP (spec 3.4.2) too short to hold one
     // comes out with messageId -1, and answering it would put a broken acknowledgement on
     // the wire (generate cannot encode -1). Such a packet is malformed.
-    const packet = this.#out[before]!;
     if (packet.messageId === -1) {
       throw new MqttError(
         RC.MALFORMED_PACKET,
@@ -146,20 +306,30 @@ export class PacketReader {
     return packet;
   }
 
-  /**
-   * The protocol version mqtt-packet's parser decodes with. It starts at 4 and becomes the
-   * CONNECT packet's own once mqtt-packet has parsed one (its parser stores the CONNECT as
-   * its settings); CONNECT always goes through mqtt-packet, so reading the version back
-   * from it keeps the two decoders on the same version, also within one chunk.
-   */
-  #version(): number {
-    return (this.#parser as unknown as ParserSettings).settings.protocolVersion ?? 4;
-  }
-
-  /** Bytes held waiting for the rest of a packet. */
+  /** Bytes held between reads: an incomplete packet, or what a paused reader left (the buffer's size: the memory it keeps). */
   get bufferedBytes(): number {
-    return this.#pending?.byteLength ?? 0;
+    return (this.#held?.byteLength ?? 0) + (this.#own && this.#buf !== undefined ? this.#buf.byteLength : 0);
   }
+}
+
+/**
+ * `packet` with the byte fields that outlive it (a PUBLISH's payload and Correlation Data,
+ * a CONNECT's Will payload) copied out of the frame when they are small next to the
+ * `backing` bytes the frame was read into (see unpinnedBytes).
+ */
+function unpinned(packet: Packet, backing: number): Packet {
+  if (packet.cmd === "publish") {
+    const p = packet as { payload: unknown; properties?: { correlationData?: unknown } };
+    if (Buffer.isBuffer(p.payload) && p.payload.byteLength > 0) p.payload = unpinnedBytes(p.payload, backing);
+    const cd = p.properties?.correlationData;
+    if (Buffer.isBuffer(cd)) p.properties!.correlationData = unpinnedBytes(cd, backing);
+  } else if (packet.cmd === "connect") {
+    const will = (packet as { will?: { payload?: unknown; properties?: { correlationData?: unknown } } }).will;
+    if (will && Buffer.isBuffer(will.payload)) will.payload = unpinnedBytes(will.payload, backing);
+    const cd = will?.properties?.correlationData;
+    if (Buffer.isBuffer(cd)) will!.properties!.correlationData = unpinnedBytes(cd, backing);
+  }
+  return packet;
 }
 
 /** Flag bits each packet type must carry (spec 2.1.3, Table 2-2); PUBLISH's are checked apart. */
@@ -239,7 +409,7 @@ export function encodeWithMqttPacket(packet: Packet, version: ProtocolVersion): 
     const cd = packet.properties?.correlationData;
     if (cd) packet.properties!.correlationData = asBuffer(cd);
   }
-  return mqttPacket.generate(packet, { protocolVersion: version });
+  return mqttPacketGenerate(packet, { protocolVersion: version });
 }
 
 function asBuffer<T extends string | Uint8Array>(v: T): T | Buffer {

@@ -19,6 +19,7 @@
 import MqttPacketClass from "mqtt-packet/packet.js";
 import type { Packet, ProtocolVersion } from "./packets.ts";
 import { utf8Problem } from "./utf8.ts";
+import { unpinnedBytes } from "./unpinned-bytes.ts";
 
 /** The fields of mqtt-packet's packet object that the decoder sets. */
 interface MqttPacketObject {
@@ -56,9 +57,9 @@ const MAX_REMAINING_LENGTH = 268_435_455;
  * checked by the caller), `body` the offset of the variable header, `rem` the
  * Remaining Length, `version` the protocol version mqtt-packet's parser holds now.
  *
- * The payload of a PUBLISH is a view of `buf`, not a copy, exactly as mqtt-packet's
- * (its BufferList slices the Buffer it was given); `buf` is either the adapter's chunk
- * or PacketReader's own joined copy, so this keeps today's aliasing unchanged.
+ * The payload of a PUBLISH is a view of `buf` when it makes up at least half of the
+ * memory `buf` is a view of, else a copy (PacketReader does the same to mqtt-packet's
+ * payloads, which are views too): see `unpinnedBytes` in codec.ts.
  */
 export function decodeFast(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
   switch (first >> 4) {
@@ -73,11 +74,16 @@ export function decodeFast(buf: Buffer, first: number, body: number, rem: number
       // PINGREQ has no variable header or payload (spec 3.12); a body, which
       // mqtt-packet would skip, is left to it.
       if (rem !== 0) return undefined;
-      return newPacket("pingreq", first, 0) as Packet;
+      // Always the same object: nothing reads a PINGREQ but its type, and a flood of them
+      // then allocates nothing per packet.
+      return PINGREQ;
     default:
       return undefined;
   }
 }
+
+/** The one PINGREQ packet object (fixed header C0 00), as mqtt-packet would make it. Never written to. */
+const PINGREQ = newPacket("pingreq", 0xc0, 0) as Packet;
 
 function newPacket(cmd: string, first: number, rem: number): MqttPacketObject {
   // Field by field as mqtt-packet's _parseHeader and _parseLength set them.
@@ -125,7 +131,7 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   // constructor already created payload, so the key order comes out the same.
   if (qos > 0) p.messageId = messageId;
   // An empty payload is a fresh zero-length Buffer in mqtt-packet (BufferList#slice).
-  p.payload = pos < end ? buf.subarray(pos, end) : Buffer.alloc(0);
+  p.payload = pos < end ? unpinnedBytes(buf.subarray(pos, end), buf.buffer.byteLength) : Buffer.alloc(0);
   return p as Packet;
 }
 
@@ -211,9 +217,61 @@ export function encodeFast(packet: Packet, version: ProtocolVersion): Buffer | u
       out[1] = 0;
       return out;
     }
+    // Encoded here so that a broker whose clients speak 3.1.1 never loads mqtt-packet's
+    // generator (see mqtt-packet-lazy.ts); v5 forms only without properties.
+    case "connack":
+      return encodeConnack(packet, version);
+    case "suback":
+    case "unsuback":
+      return encodeSubackOrUnsuback(packet, version);
     default:
       return undefined;
   }
+}
+
+type ConnackIn = Extract<Packet, { cmd: "connack" }>;
+type SubackIn = Extract<Packet, { cmd: "suback" | "unsuback" }>;
+
+/** A byte, as `Buffer.from([n])` writes it only for these. */
+function isByte(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= 0xff;
+}
+
+function encodeConnack(packet: ConnackIn, version: ProtocolVersion): Buffer | undefined {
+  // generate takes the Reason Code in v5, the Return Code before (spec 3.2.2.3 / 3.2.2.2).
+  const rc: unknown = version === 5 ? packet.reasonCode : packet.returnCode;
+  if (!isByte(rc)) return undefined;
+  if (version === 5 && !noProperties(packet.properties)) return undefined;
+  const out = Buffer.allocUnsafe(version === 5 ? 5 : 4);
+  out[0] = 0x20;
+  out[1] = version === 5 ? 3 : 2;
+  out[2] = packet.sessionPresent ? 1 : 0; // Session Present (spec 3.2.2.1.1)
+  out[3] = rc;
+  if (version === 5) out[4] = 0; // Property Length 0
+  return out;
+}
+
+function encodeSubackOrUnsuback(packet: SubackIn, version: ProtocolVersion): Buffer | undefined {
+  const messageId: unknown = packet.messageId;
+  if (!isUint16(messageId)) return undefined;
+  const suback = packet.cmd === "suback";
+  // generate writes an UNSUBACK with DUP set with another header; the core never asks for it.
+  if (!suback && (packet as { dup?: unknown }).dup) return undefined;
+  if (version === 5 && !noProperties((packet as { properties?: unknown }).properties)) return undefined;
+  // SUBACK: a Reason Code per filter, always; UNSUBACK: only in v5 (spec 3.9.3, 3.11.3).
+  const granted: unknown = (packet as { granted?: unknown }).granted;
+  const codes = suback || version === 5 ? granted : [];
+  if (!Array.isArray(codes) || ((suback || version === 5) && codes.length === 0)) return undefined;
+  for (const code of codes) if (!isByte(code)) return undefined;
+  const rem = 2 + (version === 5 ? 1 : 0) + codes.length;
+  const out = Buffer.allocUnsafe(1 + varIntSize(rem) + rem);
+  out[0] = suback ? 0x90 : 0xb0;
+  let pos = writeVarInt(out, 1, rem);
+  out[pos++] = messageId >> 8;
+  out[pos++] = messageId & 0xff;
+  if (version === 5) out[pos++] = 0; // Property Length 0
+  for (const code of codes) out[pos++] = code as number;
+  return out;
 }
 
 type PublishIn = Extract<Packet, { cmd: "publish" }>;

@@ -1,8 +1,10 @@
 /**
  * An in-memory connection pair implementing the kernel's `Connection`: what one end
  * writes the other end's handler receives (on a later microtask, as from a socket),
- * `pause()` holds incoming bytes until `resume()`, and `close()` ends both sides. Kernel
- * tests hand one end to `broker.accept` and drive the other; no socket, no port.
+ * `pause()` holds incoming bytes until `resume()`, and `close()` ends both sides. What
+ * one end wrote counts as its `bufferedBytes()` until the other end's handler took it,
+ * and a paused end hears `onDrain` when the other end takes some, as from an adapter.
+ * Kernel tests hand one end to `broker.accept` and drive the other; no socket, no port.
  */
 import type { Connection, ConnectionHandler } from "../../src/core/connection.ts";
 
@@ -43,6 +45,12 @@ export class MemoryConnection implements Connection {
     const held = this.#inbox;
     this.#inbox = [];
     for (const bytes of held) this.handler?.onData(bytes);
+    if (held.length > 0) this.peer.#drained();
+  }
+
+  /** The written bytes were taken by the other end. */
+  #drained(): void {
+    if (this.#paused && !this.closed) this.handler?.onDrain?.();
   }
 
   /** Flush what is queued, then close both ends; each handler hears `onClose` once. */
@@ -58,7 +66,10 @@ export class MemoryConnection implements Connection {
   #receive(bytes: Uint8Array): void {
     if (this.#ended) return;
     if (this.#paused) this.#inbox.push(bytes);
-    else this.handler?.onData(bytes);
+    else {
+      this.handler?.onData(bytes);
+      this.peer.#drained();
+    }
   }
 
   #ended = false;

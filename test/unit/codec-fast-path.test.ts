@@ -289,33 +289,25 @@ describe("fast-path decoding equals mqtt-packet's", () => {
     }
   });
 
-  test("the payload is a view of the received bytes exactly when mqtt-packet's is (no new copy, no new aliasing)", () => {
-    const chunk = Buffer.concat([
-      mqttPacket.generate({
-        cmd: "publish",
-        topic: "a/b",
-        payload: Buffer.from("xyz"),
-        qos: 1,
-        messageId: 2,
-        dup: false,
-        retain: false,
-      }),
-      mqttPacket.generate({
-        cmd: "publish",
-        topic: "a/b",
-        payload: Buffer.alloc(0),
-        qos: 0,
-        dup: false,
-        retain: false,
-      }),
-    ]);
+  test("a small payload is copied out of the received bytes, a large one stays a view of them (both paths)", () => {
+    const small = (qos: 0 | 1, payload: Buffer) =>
+      mqttPacket.generate({ cmd: "publish", topic: "a/b", payload, qos, messageId: 2, dup: false, retain: false });
+    const chunk = Buffer.concat([small(1, Buffer.from("xyz")), small(0, Buffer.alloc(0))]);
+    const big = small(0, Buffer.alloc(1000, 7));
     for (const fastPath of [false, true]) {
       const [p, empty] = new PacketReader(MAX, { fastPath }).push(chunk) as (Packet & { payload: Buffer })[];
-      expect(p!.payload.buffer).toBe(chunk.buffer);
-      expect(p!.payload.byteOffset).toBe(chunk.byteOffset + 9);
+      // Three bytes must not keep the whole read alive.
+      expect(p!.payload.buffer).not.toBe(chunk.buffer);
+      expect(p!.payload.buffer.byteLength).toBe(3);
+      expect(Buffer.isBuffer(p!.payload)).toBe(true);
+      expect(p!.payload.toString()).toBe("xyz");
       // An empty payload is a fresh, empty Buffer of its own in both.
       expect(empty!.payload.buffer).not.toBe(chunk.buffer);
       expect(Buffer.isBuffer(empty!.payload)).toBe(true);
+      // Most of the read: no copy.
+      const [q] = new PacketReader(MAX, { fastPath }).push(big) as (Packet & { payload: Buffer })[];
+      expect(q!.payload.buffer).toBe(big.buffer);
+      expect(q!.payload.byteOffset).toBe(big.byteOffset + big.byteLength - 1000);
     }
     // Bytes held over from a previous push are copied (the adapter may reuse its buffer).
     const a = chunk.subarray(0, 6);
@@ -327,6 +319,65 @@ describe("fast-path decoding equals mqtt-packet's", () => {
       const [p] = reader.push(copyOfB) as (Packet & { payload: Buffer })[];
       expect(p!.payload.buffer).not.toBe(copyOfB.buffer);
       expect(p!.payload.toString()).toBe("xyz");
+    }
+  });
+
+  test("v5 properties (mqtt-packet's path): small payloads and Correlation Data are copied, a Will payload too", () => {
+    const connect = mqttPacket.generate({
+      cmd: "connect",
+      protocolVersion: 5,
+      clientId: "c",
+      clean: true,
+      keepalive: 0,
+      will: { topic: "w", payload: Buffer.from("bye"), qos: 0, retain: false },
+    } as Packet, { protocolVersion: 5 });
+    const publish = mqttPacket.generate({
+      cmd: "publish",
+      topic: "a",
+      payload: Buffer.from("hi"),
+      qos: 0,
+      dup: false,
+      retain: false,
+      properties: { correlationData: Buffer.from("cd"), contentType: "t" },
+    }, { protocolVersion: 5 });
+    const chunk = Buffer.concat([connect, publish, Buffer.alloc(4096)]).subarray(
+      0,
+      connect.byteLength + publish.byteLength,
+    );
+    const [c, p] = new PacketReader(MAX).push(chunk) as Array<Packet & Record<string, unknown>>;
+    const will = (c as unknown as { will: { payload: Buffer } }).will;
+    expect(will.payload.toString()).toBe("bye");
+    expect(will.payload.buffer).not.toBe(chunk.buffer);
+    const pub = p as unknown as { payload: Buffer; properties: { correlationData: Buffer } };
+    expect(pub.payload.toString()).toBe("hi");
+    expect(pub.payload.buffer).not.toBe(chunk.buffer);
+    expect(pub.properties.correlationData.buffer).not.toBe(chunk.buffer);
+  });
+
+  test("a packet arriving in pieces is parsed once, from a buffer of its own size", () => {
+    const payload = randomBytes(300_000);
+    const frame = mqttPacket.generate({ cmd: "publish", topic: "t", payload, qos: 0, dup: false, retain: false });
+    for (const piece of [1, 7, 4096, 65536]) {
+      const reader = new PacketReader(MAX);
+      let got: Packet[] = [];
+      // One byte at a time only for the start: the whole packet byte by byte is slow in a test.
+      const cuts = piece === 1 ? [...Array(50).keys()].map((i) => i + 1).concat([frame.byteLength]) : [];
+      if (cuts.length === 0) { for (let i = piece; i < frame.byteLength; i += piece) cuts.push(i); }
+      let at = 0;
+      for (const cut of [...cuts, frame.byteLength]) {
+        if (cut <= at) continue;
+        got = got.concat(reader.push(new Uint8Array(frame.subarray(at, cut))));
+        at = cut;
+        if (at < frame.byteLength) {
+          expect(got).toEqual([]);
+          // Never more than twice what arrived, nor more than the packet.
+          expect(reader.bufferedBytes).toBeLessThanOrEqual(Math.min(2 * at, frame.byteLength));
+        }
+      }
+      expect(reader.bufferedBytes).toBe(0);
+      const [p] = got as (Packet & { payload: Buffer })[];
+      expect(p!.payload.equals(payload)).toBe(true);
+      expect(p!.payload.buffer.byteLength).toBe(frame.byteLength);
     }
   });
 });
@@ -663,6 +714,49 @@ describe("fast-path encoding is byte-identical to mqtt-packet.generate", () => {
     expect([...encodeFast({ cmd: "puback", messageId: 1, reasonCode: 0x10 }, 5)!]).toEqual([0x40, 4, 0, 1, 0x10, 0]);
     expect([...encodeFast({ cmd: "puback", messageId: 1 }, 5)!]).toEqual([0x40, 4, 0, 1, 0, 0]);
     expect([...encodeFast({ cmd: "pubrel", messageId: 1 }, 4)!]).toEqual([0x62, 2, 0, 1]);
+  });
+
+  test("CONNACK: every version, return and reason codes, Session Present; v5 properties go to mqtt-packet", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (const code of [0, 1, 2, 3, 4, 5, 0x80, 0x87, 0x8a, 0x97, 0x9f, 0xff]) {
+        for (const sessionPresent of [false, true]) {
+          expectSameEncoding(() => ({ cmd: "connack", returnCode: code, reasonCode: code, sessionPresent }), version);
+        }
+      }
+      expectSameEncoding(
+        () => ({
+          cmd: "connack",
+          returnCode: 0,
+          reasonCode: 0,
+          sessionPresent: false,
+          properties: { topicAliasMaximum: 10 },
+        }),
+        version,
+        version !== 5,
+      );
+    }
+    expectSameEncoding(() => ({ cmd: "connack", reasonCode: 0, sessionPresent: true, properties: {} }), 5);
+    expect([...encodeFast({ cmd: "connack", returnCode: 0, sessionPresent: true }, 4)!]).toEqual([0x20, 2, 1, 0]);
+  });
+
+  test("SUBACK and UNSUBACK: every version, one code to a few hundred; v5 properties go to mqtt-packet", () => {
+    const codes = [0, 1, 2, 0x80, 0x87, 0x8f, 0x91, 0x9e, 0xa1, 0xa2];
+    for (const version of [3, 4, 5] as const) {
+      for (const n of [1, 2, 3, 125, 126, 127, 200, 20_000]) {
+        const granted = Array.from({ length: n }, () => pick(codes));
+        for (const messageId of [1, 256, 65535]) {
+          expectSameEncoding(() => ({ cmd: "suback", messageId, granted }), version);
+          expectSameEncoding(() => ({ cmd: "unsuback", messageId, granted }) as Packet, version);
+        }
+      }
+      // 3.1.1's UNSUBACK has no codes (spec 3.11.3): whatever granted says is not written.
+      if (version !== 5) expectSameEncoding(() => ({ cmd: "unsuback", messageId: 7 }) as Packet, version);
+      expectSameEncoding(
+        () => ({ cmd: "suback", messageId: 7, granted: [0], properties: { reasonString: "r" } }),
+        version,
+        version !== 5,
+      );
+    }
   });
 
   test("PINGRESP", () => {

@@ -302,4 +302,45 @@ describe("BunSocketConnection", () => {
     conn.flush(); // what the drain callback does
     expect(sent).toEqual([[1, 2], [3, 4]]);
   });
+
+  test("a backlog larger than the scratch buffer goes out in blocks of at most 256 KiB, in order, through partial writes", async () => {
+    const sizes: number[] = [];
+    const out: number[] = [];
+    let room = 700_000;
+    const socket = {
+      write(data: Uint8Array) {
+        const n = Math.min(room, data.byteLength);
+        sizes.push(data.byteLength);
+        for (let i = 0; i < n; i++) out.push(data[i]!);
+        room -= n;
+        return n;
+      },
+      end() {},
+    };
+    const conn = new BunSocketConnection(
+      socket as unknown as ConstructorParameters<typeof BunSocketConnection>[0],
+      "127.0.0.1",
+    );
+    // 200,000 writes of 5 bytes (a PUBACK flood's replies), one of 300 KB in the middle.
+    let next = 0;
+    const expected: number[] = [];
+    const write = (n: number) => {
+      const b = new Uint8Array(n);
+      for (let i = 0; i < n; i++) b[i] = next++ & 0xff;
+      expected.push(...b);
+      conn.write(b);
+    };
+    for (let i = 0; i < 100_000; i++) write(5);
+    write(300_000);
+    for (let i = 0; i < 100_000; i++) write(5);
+    await nextTurn();
+    expect(out.length).toBe(700_000); // the kernel took what it had room for
+    expect(conn.bufferedBytes()).toBe(expected.length - 700_000);
+    room = Number.POSITIVE_INFINITY;
+    conn.flush();
+    expect(conn.bufferedBytes()).toBe(0);
+    expect(out).toEqual(expected);
+    // Joined blocks never exceed the scratch buffer; only a single large write goes out whole.
+    expect(sizes.filter((n) => n > 256 * 1024)).toEqual([300_000]);
+  });
 });

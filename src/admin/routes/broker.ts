@@ -46,6 +46,15 @@ export function brokerRoutes(ctx: AdminContext): Hono {
       bytes: { received: m.bytesReceived, sent: m.bytesSent },
       protocol_errors: m.protocolErrors,
       keepalive_timeouts: m.keepaliveTimeouts,
+      backpressure: {
+        paused_connections: g.pausedConnections,
+        reading_paused: m.pausedReading,
+        disconnected_not_reading: m.disconnectedNotReading,
+        disconnected_packet_timeout: m.disconnectedPacketTimeout,
+        output_bytes: g.outputBytes,
+        partial_bytes: g.partialBytes,
+        preauth_bytes: g.preAuthBytes,
+      },
       security: {
         auth: { bad_credentials: m.authBadCredentials, not_authorized: m.authNotAuthorized, busy: m.authBusy },
         acl_denied: { publish: m.aclDeniedPublish, subscribe: m.aclDeniedSubscribe, delivery: m.aclDeniedDelivery },
@@ -53,6 +62,7 @@ export function brokerRoutes(ctx: AdminContext): Hono {
           connection_rate: m.refusedConnectionRate,
           connections_per_ip: m.refusedConnectionsPerIp,
           banned: m.refusedBanned,
+          preauth_bytes: m.refusedPreAuthBytes,
         },
         bans: { flapping: m.bansFlapping, auth_failures: m.bansAuthFailures },
         disconnected_message_rate: m.disconnectedMessageRate,

@@ -7,5 +7,9 @@ import { serveSqliteStore } from "../../store/sqlite/store-thread.ts";
 import type { ThreadPort } from "../../store/sqlite/thread-protocol.ts";
 import { bunSqliteDriver } from "./sqlite-driver.ts";
 
+// A compiled executable may start this thread, as the main one, with the JIT reluctant
+// (`--compile-jit-policy`): the storage thread's statements run hot from the start.
+Bun.unsafe.setJITPolicy(1);
+
 // In a worker, the global scope is the port to the thread that started it.
 serveSqliteStore(globalThis as unknown as ThreadPort, bunSqliteDriver);

@@ -1,11 +1,5 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
-import { concatInto } from "../bytes.ts";
-
-interface SocketData {
-  conn: BunSocketConnection;
-  handler: ConnectionHandler;
-}
 
 /** How long a closing connection waits, reading and discarding, before it sends FIN. */
 const LINGER_MS = 100;
@@ -30,6 +24,11 @@ function flushDirty(): void {
 let scratch = new Uint8Array(4096);
 const SCRATCH_MAX = 256 * 1024;
 
+/** Writes at most this long are copied together once MANY_WRITES are waiting, TAIL_SIZE bytes at a time. */
+const SMALL_WRITE = 512;
+const MANY_WRITES = 64;
+const TAIL_SIZE = 16 * 1024;
+
 /**
  * Flush once per event-loop turn rather than per microtask: the core answers each
  * PUBLISH in its own promise callback, and a microtask flush ran between them, so every
@@ -45,37 +44,83 @@ function scheduleFlush(c: BunSocketConnection): void {
   }
 }
 
+/** BunSocketConnection's states, as bits of one field (one slot per connection instead of six). */
+const SCHEDULED = 1; // a flush is queued for the end of this turn
+const BLOCKED = 2; // a partial write: waiting for Bun's drain
+const PAUSED = 4;
+const CLOSING = 8;
+const CLOSED = 16;
+const LINGERING = 32; // the linger timer runs (see #endSoon)
+
 /**
  * A Bun TCP socket as a core Connection. Writes made in one event-loop turn are coalesced
  * into one syscall; a partial write parks the rest until Bun reports `drain`, and later
- * writes queue behind it so bytes never reorder.
+ * writes queue behind it so bytes never reorder. `pause()` stops Bun reading the socket
+ * (the peer meets TCP backpressure), and while paused every flush tells the handler
+ * (`onDrain`). The socket's `data` is this object; it holds the handler. Kept small: an
+ * idle connection holds no array and no timer, and its states are bits of one number.
  */
-
 export class BunSocketConnection implements Connection {
-  readonly transport: string = "tcp";
-  #pending: Uint8Array[] = [];
+  /** Who gets what arrives; set right after `accept`. */
+  handler: ConnectionHandler | undefined;
+  /** The first write waiting to go out, and the ones after it (an array only once there are two). */
+  #first: Uint8Array | undefined;
+  #more: Uint8Array[] | undefined;
+  /** Entries of #more before this one are sent. */
+  #moreHead = 0;
+  /**
+   * Small writes copied together behind #more once it holds many entries (see write), and
+   * how much of it is used; it becomes an entry of #more when full or flushed.
+   */
+  #tail: Uint8Array | undefined;
+  #tailLength = 0;
   #pendingBytes = 0;
-  #scheduled = false;
-  #blocked = false;
-  #closing = false;
-  #closed = false;
-  #closeGuard: ReturnType<typeof setTimeout> | undefined;
-  #linger: ReturnType<typeof setTimeout> | undefined;
+  #state = 0;
+  /** The close guard or the linger timer, only while closing. */
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** The peer's port, read at accept: once the socket closed Bun no longer says. */
+  readonly #port: number;
+
+  constructor(private readonly socket: Socket<unknown>, readonly remoteIp: string) {
+    this.#port = socket.remotePort;
+  }
+
+  get transport(): string {
+    return "tcp";
+  }
 
   /** "IP:PORT" ("[IPv6]:PORT"), as logs show a client (Bun's socket.remoteAddress is the IP alone). */
-  readonly remoteAddress: string;
-
-  constructor(private readonly socket: Socket<SocketData>, readonly remoteIp: string) {
-    const port = socket.remotePort;
-    this.remoteAddress = port ? (remoteIp.includes(":") ? `[${remoteIp}]:${port}` : `${remoteIp}:${port}`) : remoteIp;
+  get remoteAddress(): string {
+    // Made when asked (logs, refusals), not kept: one string less per idle connection.
+    const ip = this.remoteIp;
+    const port = this.#port;
+    return port ? (ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`) : ip;
   }
 
   write(bytes: Uint8Array): void {
-    if (this.#closed || this.#closing) return;
-    this.#pending.push(bytes);
-    this.#pendingBytes += bytes.byteLength;
-    if (!this.#scheduled && !this.#blocked) {
-      this.#scheduled = true;
+    const state = this.#state;
+    if ((state & (CLOSED | CLOSING)) !== 0) return;
+    const n = bytes.byteLength;
+    if (this.#first === undefined) this.#first = bytes;
+    else {
+      const more = this.#more ??= [];
+      if (n <= SMALL_WRITE && (this.#tail !== undefined || more.length - this.#moreHead >= MANY_WRITES)) {
+        // Many small writes waiting (a client that does not read, its acks piling up):
+        // their bytes are copied together, so what waits costs its size rather than an
+        // entry and a reference per packet.
+        if (this.#tail !== undefined && this.#tailLength + n > TAIL_SIZE) this.#closeTail();
+        this.#tail ??= new Uint8Array(TAIL_SIZE);
+        this.#tail.set(bytes, this.#tailLength);
+        this.#tailLength += n;
+      } else {
+        if (this.#tail !== undefined) this.#closeTail();
+        more.push(bytes);
+      }
+    }
+    this.#pendingBytes += n;
+    if ((state & (SCHEDULED | BLOCKED)) === 0) {
+      this.#state = state | SCHEDULED;
       scheduleFlush(this);
     }
   }
@@ -84,67 +129,101 @@ export class BunSocketConnection implements Connection {
     return this.#pendingBytes;
   }
 
+  /**
+   * Write what is pending: one send of everything when it fits the shared scratch buffer
+   * (the common case), else blocks of up to SCRATCH_MAX until the kernel takes no more,
+   * so that a large backlog is never joined into one buffer of its own.
+   */
   flush(): void {
-    this.#scheduled = false;
-    if (this.#closed) return;
-    this.#blocked = false;
-    const total = this.#pendingBytes;
-    if (total > 0) {
-      const pending = this.#pending;
+    this.#state &= ~(SCHEDULED | BLOCKED);
+    if ((this.#state & CLOSED) !== 0) return;
+    if (this.#tail !== undefined) this.#closeTail();
+    while (this.#pendingBytes > 0) {
+      const more = this.#more;
       let data: Uint8Array;
       let shared = false;
-      if (pending.length === 1) data = pending[0]!;
-      else if (total <= SCRATCH_MAX) {
-        if (scratch.byteLength < total) {
-          scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(total, scratch.byteLength * 2)));
-        }
-        concatInto(pending, scratch);
-        // A view (no backing store of its own) of just the joined bytes.
-        data = scratch.subarray(0, total);
-        shared = true;
+      // Entries of #more (from #moreHead) joined behind #first in this block.
+      let joined = 0;
+      if (more === undefined || this.#moreHead === more.length || this.#first!.byteLength >= SCRATCH_MAX) {
+        data = this.#first!;
       } else {
-        data = new Uint8Array(total);
-        concatInto(pending, data);
+        let n = this.#first!.byteLength;
+        let i = this.#moreHead;
+        while (i < more.length && n + more[i]!.byteLength <= SCRATCH_MAX) n += more[i++]!.byteLength;
+        if (scratch.byteLength < n) {
+          scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(n, scratch.byteLength * 2)));
+        }
+        scratch.set(this.#first!, 0);
+        let at = this.#first!.byteLength;
+        for (let j = this.#moreHead; j < i; j++) {
+          scratch.set(more[j]!, at);
+          at += more[j]!.byteLength;
+          more[j] = undefined as unknown as Uint8Array; // sent (or about to be kept below): free it
+        }
+        joined = i - this.#moreHead;
+        // A view (no backing store of its own) of just the joined bytes.
+        data = scratch.subarray(0, n);
+        shared = true;
       }
       const n = this.socket.write(data);
       const written = n < 0 ? 0 : n;
-      // The array is reused rather than replaced: one less allocation per socket per turn.
-      pending.length = 0;
-      if (written < total) {
+      this.#pendingBytes -= written;
+      this.#moreHead += joined;
+      if (written < data.byteLength) {
         // The scratch buffer is the next flush's: what is left is copied out of it.
-        const rest = shared ? data.slice(written, total) : data.subarray(written, total);
-        pending.push(rest);
-        this.#pendingBytes = rest.byteLength;
-        this.#blocked = true; // wait for drain
+        this.#first = shared ? data.slice(written) : data.subarray(written);
+        this.#state |= BLOCKED; // wait for drain
+        if ((this.#state & PAUSED) !== 0 && written > 0) this.handler?.onDrain?.();
         return;
       }
-      this.#pendingBytes = 0;
+      // The block went out: the next entry (if any) leads.
+      if (more !== undefined && this.#moreHead < more.length) {
+        this.#first = more[this.#moreHead]!;
+        more[this.#moreHead++] = undefined as unknown as Uint8Array;
+      } else this.#first = undefined;
+      if (more !== undefined && this.#moreHead === more.length) {
+        // The array is reused rather than replaced: one less allocation per busy socket per turn.
+        more.length = 0;
+        this.#moreHead = 0;
+      }
     }
-    if (this.#closing) this.#endSoon();
+    if ((this.#state & CLOSING) !== 0) this.#endSoon();
+    else if ((this.#state & PAUSED) !== 0) this.handler?.onDrain?.();
+  }
+
+  /** The small writes gathered so far become one entry of #more. */
+  #closeTail(): void {
+    this.#more!.push(this.#tail!.subarray(0, this.#tailLength));
+    this.#tail = undefined;
+    this.#tailLength = 0;
   }
 
   pause(): void {
-    if (!this.#closed) this.socket.pause();
+    if ((this.#state & (CLOSED | PAUSED)) !== 0) return;
+    this.#state |= PAUSED;
+    this.socket.pause();
   }
 
   resume(): void {
-    if (!this.#closed) this.socket.resume();
+    if ((this.#state & (CLOSED | PAUSED)) !== PAUSED) return;
+    this.#state &= ~PAUSED;
+    this.socket.resume();
   }
 
   close(): void {
-    if (this.#closing || this.#closed) return;
-    this.#closing = true;
+    if ((this.#state & (CLOSING | CLOSED)) !== 0) return;
+    this.#state |= CLOSING;
     if (this.#pendingBytes === 0) {
       this.#endSoon();
       return;
     }
-    if (!this.#blocked && !this.#scheduled) this.flush();
+    if ((this.#state & (BLOCKED | SCHEDULED)) === 0) this.flush();
     // A peer that never reads must not keep the socket forever. Only armed while bytes are
     // still owed: a pending timer keeps the socket reachable, and a connection storm would
     // otherwise pin every closed socket for the full 5 s.
-    if (!this.#closed && this.#pendingBytes > 0) {
-      this.#closeGuard = setTimeout(() => this.#end(), 5000);
-      this.#closeGuard.unref?.();
+    if ((this.#state & (CLOSED | LINGERING)) === 0 && this.#pendingBytes > 0) {
+      this.#timer = setTimeout(() => this.#end(), 5000);
+      this.#timer.unref?.();
     }
   }
 
@@ -152,28 +231,34 @@ export class BunSocketConnection implements Connection {
    * Close after a short linger. Closing at once while the peer is still sending (acks for
    * packets it has not yet read past) makes the kernel answer with RST, and the peer then
    * loses our last packets, the DISCONNECT with its reason code among them. Meanwhile its
-   * input is discarded (the core has stopped listening).
+   * input is discarded (the core has stopped listening). Replaces the close guard.
    */
   #endSoon(): void {
-    if (this.#closed || this.#linger !== undefined) return;
-    this.#linger = setTimeout(() => this.#end(), LINGER_MS);
-    this.#linger.unref?.();
+    if ((this.#state & (CLOSED | LINGERING)) !== 0) return;
+    this.#state |= LINGERING;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#end(), LINGER_MS);
+    this.#timer.unref?.();
   }
 
   #end(): void {
-    clearTimeout(this.#closeGuard);
-    clearTimeout(this.#linger);
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#pending = [];
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if ((this.#state & CLOSED) !== 0) return;
+    this.#state |= CLOSED;
+    this.#first = undefined;
+    this.#more = undefined;
+    this.#moreHead = 0;
+    this.#tail = undefined;
+    this.#tailLength = 0;
     this.#pendingBytes = 0;
     this.socket.end();
   }
 
   markClosed(): void {
-    this.#closed = true;
-    clearTimeout(this.#closeGuard);
-    clearTimeout(this.#linger);
+    this.#state |= CLOSED;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
   }
 }
 
@@ -185,27 +270,28 @@ export interface TcpListener {
 
 /** Listen for MQTT over TCP and hand each connection to `accept`. */
 export function listenTcp(host: string, port: number, accept: (conn: Connection) => ConnectionHandler): TcpListener {
-  const server: TCPSocketListener<SocketData> = Bun.listen<SocketData>({
+  const server: TCPSocketListener<BunSocketConnection> = Bun.listen<BunSocketConnection>({
     hostname: host,
     port,
     socket: {
       open(socket) {
         const conn = new BunSocketConnection(socket, `${socket.remoteAddress}`);
-        socket.data = { conn, handler: accept(conn) };
+        socket.data = conn;
+        conn.handler = accept(conn);
       },
       data(socket, data) {
-        socket.data.handler.onData(data);
+        socket.data.handler?.onData(data);
       },
       drain(socket) {
-        socket.data.conn.flush();
+        socket.data.flush();
       },
       close(socket) {
-        socket.data?.conn.markClosed();
-        socket.data?.handler.onClose();
+        socket.data?.markClosed();
+        socket.data?.handler?.onClose();
       },
       error(socket) {
-        socket.data?.conn.markClosed();
-        socket.data?.handler.onClose();
+        socket.data?.markClosed();
+        socket.data?.handler?.onClose();
       },
     },
   });

@@ -1,19 +1,16 @@
 import type { Socket, TCPSocketListener, TLSOptions } from "bun";
-import type { ClientCertificate, ConnectionHandler } from "../../core/connection.ts";
+import type { ClientCertificate } from "../../core/connection.ts";
 import type { Accept, TlsListener, TlsMaterial } from "../listener.ts";
 import { BunSocketConnection } from "./tcp-listener.ts";
 
-interface SocketData {
-  conn: BunTlsConnection;
-  handler: ConnectionHandler;
-}
-
 /** A TLS socket: the TCP connection's write path, plus what the client certificate says. */
 class BunTlsConnection extends BunSocketConnection {
-  override readonly transport: string = "tls";
+  override get transport(): string {
+    return "tls";
+  }
 
-  constructor(private readonly tlsSocket: Socket<SocketData>, remoteIp: string, private readonly asked: boolean) {
-    super(tlsSocket as unknown as ConstructorParameters<typeof BunSocketConnection>[0], remoteIp);
+  constructor(private readonly tlsSocket: Socket<BunTlsConnection>, remoteIp: string, private readonly asked: boolean) {
+    super(tlsSocket as Socket<unknown>, remoteIp);
   }
 
   clientCertificate(): ClientCertificate | undefined {
@@ -71,12 +68,12 @@ export function explainTlsError(err: unknown): unknown {
  */
 export function listenTls(host: string, port: number, accept: Accept, tls: TlsMaterial): TlsListener {
   /** Listeners still holding connections: the current one, and earlier ones until they drain. */
-  const generations = new Map<TCPSocketListener<SocketData>, { open: number; retired: boolean }>();
-  const bind = (p: number, m: TlsMaterial): TCPSocketListener<SocketData> => {
+  const generations = new Map<TCPSocketListener<BunTlsConnection>, { open: number; retired: boolean }>();
+  const bind = (p: number, m: TlsMaterial): TCPSocketListener<BunTlsConnection> => {
     const asked = m.ca !== undefined;
     const gen = { open: 0, retired: false };
     // Filled in once Bun.listen returns; the close callback below may run only after that.
-    const self: { listener?: TCPSocketListener<SocketData> } = {};
+    const self: { listener?: TCPSocketListener<BunTlsConnection> } = {};
     const gone = () => {
       if (--gen.open === 0 && gen.retired && self.listener) generations.delete(self.listener);
     };
@@ -86,33 +83,34 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
       reusePort: true,
       tls: bunTlsOptions(m),
       socket: {
-        open(socket: Socket<SocketData>) {
+        open(socket: Socket<BunTlsConnection>) {
           gen.open++;
           const conn = new BunTlsConnection(socket, `${socket.remoteAddress}`, asked);
-          socket.data = { conn, handler: accept(conn) };
+          socket.data = conn;
+          conn.handler = accept(conn);
         },
-        data(socket: Socket<SocketData>, data: Uint8Array) {
-          socket.data.handler.onData(data);
+        data(socket: Socket<BunTlsConnection>, data: Uint8Array) {
+          socket.data.handler?.onData(data);
         },
-        drain(socket: Socket<SocketData>) {
-          socket.data.conn.flush();
+        drain(socket: Socket<BunTlsConnection>) {
+          socket.data.flush();
         },
-        close(socket: Socket<SocketData>) {
+        close(socket: Socket<BunTlsConnection>) {
           if (!socket.data) return;
-          socket.data.conn.markClosed();
-          socket.data.handler.onClose();
+          socket.data.markClosed();
+          socket.data.handler?.onClose();
           gone();
         },
-        error(socket: Socket<SocketData>) {
-          socket.data?.conn.markClosed();
-          socket.data?.handler.onClose();
+        error(socket: Socket<BunTlsConnection>) {
+          socket.data?.markClosed();
+          socket.data?.handler?.onClose();
         },
       },
     };
     // `reusePort` works for Bun.listen but is missing from its option types.
-    let listener: TCPSocketListener<SocketData>;
+    let listener: TCPSocketListener<BunTlsConnection>;
     try {
-      listener = Bun.listen<SocketData>(options as Bun.TCPSocketListenOptions<SocketData>);
+      listener = Bun.listen<BunTlsConnection>(options as Bun.TCPSocketListenOptions<BunTlsConnection>);
     } catch (err) {
       throw explainTlsError(err);
     }

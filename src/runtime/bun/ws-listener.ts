@@ -8,16 +8,24 @@ interface WsData {
   remote: string;
   ip: string | undefined;
   conn?: WsConnection;
-  handler?: ConnectionHandler;
 }
 
-/** MQTT over WebSocket [MQTT-6.0.0-1..4]: binary frames, subprotocol "mqtt", path /mqtt. */
+/**
+ * MQTT over WebSocket [MQTT-6.0.0-1..4]: binary frames, subprotocol "mqtt", path /mqtt.
+ * Bun buffers under backpressure itself (`bufferedBytes()` reports it) and says when it
+ * has written it (`drain`); `pause()` stops Bun reading the socket.
+ */
 class WsConnection implements Connection {
   #closed = false;
-  // Bun buffers under backpressure itself; bufferedBytes() reports it.
+  #paused = false;
   #out = new WriteCoalescer((data) => {
-    if (!this.#closed) this.ws.sendBinary(data);
+    if (this.#closed) return;
+    this.ws.sendBinary(data);
+    // Sent at once or buffered by Bun: either way the handler may look again (Bun's
+    // drain event comes only after backpressure).
+    if (this.#paused) this.handler?.onDrain?.();
   });
+  handler: ConnectionHandler | undefined;
 
   constructor(
     private readonly ws: ServerWebSocket<WsData>,
@@ -35,11 +43,20 @@ class WsConnection implements Connection {
   }
 
   pause(): void {
-    if (!this.#closed) this.ws.pause();
+    if (this.#closed || this.#paused) return;
+    this.#paused = true;
+    this.ws.pause();
   }
 
   resume(): void {
-    if (!this.#closed) this.ws.resume();
+    if (this.#closed || !this.#paused) return;
+    this.#paused = false;
+    this.ws.resume();
+  }
+
+  /** Bun wrote what backpressure held back. */
+  drained(): void {
+    if (this.#paused && !this.#closed) this.handler?.onDrain?.();
   }
 
   close(): void {
@@ -140,10 +157,16 @@ function serveOptions(
     },
     websocket: {
       maxPayloadLength: maxPacketSize + 8,
+      // Past this much buffered output Bun would drop what is sent, silently; a dropped
+      // PUBLISH or acknowledgement breaks the protocol, so the connection is closed
+      // instead. Ferry keeps well below it: it stops reading a client over
+      // limits.max_output_bytes, and drops QoS 0 over mqtt.max_buffered_bytes.
+      backpressureLimit: Math.max(16 * 1024 * 1024, 2 * maxPacketSize),
+      closeOnBackpressureLimit: true,
       open(ws) {
         const conn = new WsConnection(ws, ws.data.remote, ws.data.ip, transport);
         ws.data.conn = conn;
-        ws.data.handler = accept(conn);
+        conn.handler = accept(conn);
       },
       message(ws, message) {
         // Text frames are not MQTT [MQTT-6.0.0-1]: close.
@@ -151,11 +174,14 @@ function serveOptions(
           ws.close(1003, "binary frames only");
           return;
         }
-        ws.data.handler?.onData(message);
+        ws.data.conn?.handler?.onData(message);
+      },
+      drain(ws) {
+        ws.data.conn?.drained();
       },
       close(ws) {
         ws.data.conn?.markClosed();
-        ws.data.handler?.onClose();
+        ws.data.conn?.handler?.onClose();
       },
     },
   };

@@ -14,7 +14,9 @@ const MAX_READ = 64 * 1024;
 /**
  * A `Deno.Conn` as a core Connection. Writes made in one tick are coalesced into one
  * `conn.write`; while a write is under way later bytes queue behind it, so bytes never
- * reorder and `bufferedBytes()` counts everything not yet taken by the OS.
+ * reorder and `bufferedBytes()` counts everything not yet taken by the OS. `pause()`
+ * stops the read loop before its next read (the peer meets TCP backpressure); while
+ * paused, every write the OS took is reported to the handler (`onDrain`).
  */
 export class DenoTcpConnection implements Connection {
   readonly transport: string = "tcp";
@@ -30,6 +32,7 @@ export class DenoTcpConnection implements Connection {
   /** Set while paused: the read loop waits for it before its next read. */
   #resumed: Promise<void> | undefined;
   #resume: (() => void) | undefined;
+  #handler: ConnectionHandler | undefined;
 
   constructor(private readonly conn: DenoConn) {
     this.remoteAddress = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
@@ -101,6 +104,7 @@ export class DenoTcpConnection implements Connection {
         while (offset < data.byteLength) {
           offset += await this.conn.write(data.subarray(offset));
           this.#inFlightBytes = data.byteLength - offset;
+          if (this.#resumed && !this.#closed) this.#handler?.onDrain?.();
         }
       }
     } catch {
@@ -126,6 +130,7 @@ export class DenoTcpConnection implements Connection {
 
   /** Feed the handler until the peer goes away; then tell it, once. */
   async readLoop(handler: ConnectionHandler): Promise<void> {
+    this.#handler = handler;
     let buffer = new Uint8Array(MIN_READ);
     try {
       for (;;) {

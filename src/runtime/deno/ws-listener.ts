@@ -3,6 +3,9 @@ import type { Accept, Listener } from "../listener.ts";
 import { WriteCoalescer } from "../bytes.ts";
 import { deno } from "./deno-api.ts";
 
+/** How often a paused connection looks whether Deno has written its output (it has no drain event). */
+const DRAIN_POLL_MS = 50;
+
 /** MQTT over WebSocket [MQTT-6.0.0-1..4] on a Deno WebSocket: binary frames only. */
 class DenoWsConnection implements Connection {
   readonly transport = "ws";
@@ -17,28 +20,49 @@ class DenoWsConnection implements Connection {
   });
 
   handler: ConnectionHandler | undefined;
-  /** Messages that arrived while paused, in order. */
+  /** Messages that arrived while paused, in order, and their size. */
   #held: Uint8Array[] | undefined;
+  #heldBytes = 0;
+  #poll: ReturnType<typeof setInterval> | undefined;
 
-  constructor(private readonly socket: WebSocket, readonly remoteAddress: string) {}
+  /** @param maxHeld bytes a paused connection may receive before it is closed (see pause) */
+  constructor(private readonly socket: WebSocket, readonly remoteAddress: string, private readonly maxHeld: number) {}
 
   /** A binary frame arrived. */
   receive(bytes: Uint8Array): void {
-    if (this.#held) this.#held.push(bytes);
-    else this.handler?.onData(bytes);
+    if (this.#held) {
+      this.#held.push(bytes);
+      this.#heldBytes += bytes.byteLength;
+      // Nothing stops the peer sending: past this it is closed rather than buffered.
+      if (this.#heldBytes > this.maxHeld) {
+        console.error(`ferry: closing WebSocket ${this.remoteAddress}: it sent ${this.#heldBytes} bytes while paused`);
+        this.close();
+      }
+    } else this.handler?.onData(bytes);
   }
 
   /**
    * Deno's WebSocket cannot stop reading its socket, so a paused connection holds the
-   * frames that still arrive here and hands them over on `resume()`.
+   * frames that still arrive here, up to `maxHeld` bytes, and hands them over on
+   * `resume()`. Deno reports no drain either: while paused, its buffered amount is
+   * looked at every DRAIN_POLL_MS.
    */
   pause(): void {
-    this.#held ??= [];
+    if (this.#held || this.#closed) return;
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#poll = setInterval(() => {
+      if (this.#closed) clearInterval(this.#poll);
+      else this.handler?.onDrain?.();
+    }, DRAIN_POLL_MS);
   }
 
   resume(): void {
+    clearInterval(this.#poll);
+    this.#poll = undefined;
     const held = this.#held;
     this.#held = undefined;
+    this.#heldBytes = 0;
     // A handler may pause again meanwhile: `receive` then keeps the rest, in order.
     for (const bytes of held ?? []) this.receive(bytes);
   }
@@ -65,6 +89,8 @@ class DenoWsConnection implements Connection {
   markClosed(): void {
     this.#closed = true;
     this.#out.clear();
+    clearInterval(this.#poll);
+    this.#held = undefined;
   }
 }
 
@@ -77,7 +103,7 @@ export async function listenWebSocket(
   host: string,
   port: number,
   accept: Accept,
-  _maxPacketSize: number,
+  maxPacketSize: number,
 ): Promise<Listener> {
   const open = new Set<DenoWsConnection>();
   let bound!: (addr: { hostname: string; port: number }) => void;
@@ -95,7 +121,7 @@ export async function listenWebSocket(
       const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
       const { socket, response } = deno.upgradeWebSocket(req, protocol ? { protocol } : {});
       socket.binaryType = "arraybuffer";
-      const conn = new DenoWsConnection(socket, remote);
+      const conn = new DenoWsConnection(socket, remote, Math.max(maxPacketSize, 1024 * 1024) + 64 * 1024);
       socket.onopen = () => {
         open.add(conn);
         conn.handler = accept(conn);

@@ -1,0 +1,266 @@
+/**
+ * What one misbehaving client can make a broker hold, Ferry and Mosquitto side by side in
+ * the same run (issue 13, the rows about single connections):
+ *
+ *   flood    a client sends PINGREQs and never reads: the broker's RSS growth while the
+ *            client tries to send --flood-mb MB (for at most --flood-seconds), per 10 MB
+ *            it got to send
+ *   connect  --sockets sockets each send all but the last byte of a 1 MiB CONNECT: RSS
+ *            growth, and how many sockets the broker closed
+ *   trickle  a client sends a 1 MiB PUBLISH a byte every --trickle-every seconds after
+ *            login (keep alive --keepalive): how long until the broker closes it (gives up
+ *            after --trickle-max seconds)
+ *
+ * Usage: bun scripts/measure-connection-bounds.ts [--cmd "dist/ferry-linux-x64"] [--rounds 1]
+ *   [--cases flood,connect,trickle] [--flood-mb 100] [--flood-seconds 20] [--sockets 600]
+ *   [--keepalive 10] [--trickle-every 2] [--trickle-max 120]
+ *
+ * Both brokers get their defaults, except that the clients, all on loopback, are exempt
+ * from Ferry's per-address connection limits (`limits.exempt_loopback`; its memory bounds
+ * apply whatever it says) and the admin API is off. The executable is evicted from the page
+ * cache before each start (scripts/page-cache.ts). RSS from /proc/PID/status. Rounds
+ * alternate the brokers. Prints a Markdown table.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { dropFromPageCache } from "./page-cache.ts";
+
+const ROOT = join(import.meta.dir, "..");
+
+function option(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1]! : fallback;
+}
+const FERRY = option("cmd", join(ROOT, "dist", "ferry-linux-x64")).split(/\s+/).filter(Boolean);
+const MOSQUITTO = process.env.MOSQUITTO ?? "/usr/sbin/mosquitto";
+const ROUNDS = Number(option("rounds", "1"));
+const CASES = option("cases", "flood,connect,trickle").split(",");
+const FLOOD_MB = Number(option("flood-mb", "100"));
+const FLOOD_SECONDS = Number(option("flood-seconds", "20"));
+const SOCKETS = Number(option("sockets", "600"));
+const KEEPALIVE = Number(option("keepalive", "10"));
+const TRICKLE_EVERY = Number(option("trickle-every", "2"));
+const TRICKLE_MAX = Number(option("trickle-max", "120"));
+const MIB = 1024 * 1024;
+
+type Name = "ferry" | "mosquitto";
+
+interface Broker {
+  pid: number;
+  port: number;
+  stop(): Promise<void>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function rssMb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return (Number(m?.[1]) * 1024) / 1e6;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function start(name: Name): Promise<Broker> {
+  const dir = mkdtempSync(join(tmpdir(), `bounds-${name}-`));
+  const port = await freePort();
+  let cmd: string[];
+  if (name === "ferry") {
+    writeFileSync(join(dir, "ferry.json"), JSON.stringify({ limits: { exempt_loopback: true } }));
+    cmd = [
+      ...FERRY,
+      "serve",
+      "-c",
+      join(dir, "ferry.json"),
+      "--mqtt-port",
+      String(port),
+      "--admin-port",
+      "off",
+      "--data-dir",
+      join(dir, "data"),
+    ];
+  } else {
+    writeFileSync(join(dir, "mosquitto.conf"), `listener ${port} 127.0.0.1\nallow_anonymous true\n`);
+    cmd = [MOSQUITTO, "-c", join(dir, "mosquitto.conf")];
+  }
+  if (!dropFromPageCache(cmd[0]!)) console.error(`could not evict ${cmd[0]} from the page cache`);
+  const proc = Bun.spawn(cmd, { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  // Ready once it accepts a connection.
+  for (let i = 0;; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, "127.0.0.1", () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on("error", () => resolve(false));
+    });
+    if (ok) break;
+    if (i > 200 || proc.exitCode !== null) throw new Error(`${name} did not start`);
+    await sleep(50);
+  }
+  await sleep(500);
+  return {
+    pid: proc.pid,
+    port,
+    stop: async () => {
+      proc.kill("SIGTERM");
+      const guard = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+      await proc.exited;
+      clearTimeout(guard);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** MQTT 3.1.1 CONNECT, clean session, client id `id`. */
+function connectPacket(id: string, keepalive: number): Buffer {
+  const body = Buffer.from([
+    0,
+    4,
+    77,
+    81,
+    84,
+    84,
+    4,
+    2,
+    keepalive >> 8,
+    keepalive & 0xff,
+    0,
+    id.length,
+    ...Buffer.from(id),
+  ]);
+  return Buffer.concat([Buffer.from([0x10, body.length]), body]);
+}
+
+/** A fixed header claiming `total` bytes, then the start of a CONNECT, `n` bytes in all. */
+function partialConnect(total: number, n: number): Buffer {
+  const out = Buffer.alloc(n);
+  let rem = total - 4;
+  const head = [0x10];
+  for (let i = 0; i < 3; i++) {
+    head.push((rem & 0x7f) | (i < 2 ? 0x80 : 0));
+    rem >>= 7;
+  }
+  out.set([...head, 0, 4, 77, 81, 84, 84, 4, 2, 0, 0]);
+  return out;
+}
+
+async function loggedIn(port: number, id: string, keepalive = 0): Promise<net.Socket> {
+  const s = net.connect(port, "127.0.0.1");
+  s.on("error", () => {});
+  await new Promise((r) => s.once("connect", r));
+  s.write(connectPacket(id, keepalive));
+  await new Promise((r) => s.once("data", r));
+  return s;
+}
+
+async function flood(b: Broker): Promise<string> {
+  const before = rssMb(b.pid);
+  const s = await loggedIn(b.port, "flood");
+  s.pause(); // never reads again
+  const batch = Buffer.alloc(64 * 1024);
+  for (let i = 0; i < batch.length; i += 2) batch[i] = 0xc0;
+  let sent = 0;
+  let peak = before;
+  const end = Date.now() + FLOOD_SECONDS * 1000;
+  while (sent < FLOOD_MB * 1e6 && Date.now() < end) {
+    // Only what the kernel took counts as sent: keep a little queued in the client.
+    if (s.writableLength < 1024 * 1024) {
+      s.write(batch);
+      sent += batch.byteLength;
+    } else await sleep(5);
+    peak = Math.max(peak, rssMb(b.pid));
+  }
+  const taken = sent - s.writableLength;
+  await sleep(1000);
+  peak = Math.max(peak, rssMb(b.pid));
+  s.destroy();
+  const growth = peak - before;
+  return `${(taken / 1e6).toFixed(0)} MB sent; RSS ${before.toFixed(1)} → ${peak.toFixed(1)} MB (+${
+    growth.toFixed(1)
+  }, ${taken > 0 ? ((growth * 10e6) / taken).toFixed(2) : "-"} MB per 10 MB)`;
+}
+
+async function partialConnects(b: Broker): Promise<string> {
+  const before = rssMb(b.pid);
+  const part = partialConnect(MIB, MIB - 1);
+  const sockets: net.Socket[] = [];
+  let closed = 0;
+  for (let i = 0; i < SOCKETS; i++) {
+    const s = net.connect(b.port, "127.0.0.1");
+    s.on("error", () => {});
+    s.on("close", () => closed++);
+    s.write(part);
+    sockets.push(s);
+    if (i % 50 === 49) await sleep(20);
+  }
+  // Until every socket has written what it could, or the broker stopped reading them.
+  const end = Date.now() + 20_000;
+  while (Date.now() < end && sockets.some((s) => !s.closed && s.writableLength > 0)) await sleep(100);
+  await sleep(1000);
+  const after = rssMb(b.pid);
+  const text = `RSS ${before.toFixed(1)} → ${after.toFixed(1)} MB (+${
+    (after - before).toFixed(1)
+  }); ${closed} of ${SOCKETS} closed`;
+  for (const s of sockets) s.destroy();
+  return text;
+}
+
+async function trickle(b: Broker): Promise<string> {
+  const s = await loggedIn(b.port, "trickle", KEEPALIVE);
+  // A QoS 0 PUBLISH to "t" just under 1 MiB (Ferry's default mqtt.max_packet_size is 1 MiB).
+  const rem = MIB - 1024;
+  const head = [0x30, (rem & 0x7f) | 0x80, ((rem >> 7) & 0x7f) | 0x80, rem >> 14, 0, 1, 0x74];
+  const publish = Buffer.concat([Buffer.from(head), Buffer.alloc(rem - 3)]);
+  let closed = false;
+  s.on("close", () => (closed = true));
+  const t0 = Date.now();
+  for (let i = 0; !closed && Date.now() - t0 < TRICKLE_MAX * 1000; i++) {
+    s.write(publish.subarray(i, i + 1));
+    for (let w = 0; w < TRICKLE_EVERY * 10 && !closed; w++) await sleep(100);
+  }
+  const seconds = (Date.now() - t0) / 1000;
+  s.destroy();
+  return closed ? `closed after ${seconds.toFixed(0)} s` : `still open after ${seconds.toFixed(0)} s`;
+}
+
+const RUNNERS: Record<string, (b: Broker) => Promise<string>> = {
+  flood,
+  connect: partialConnects,
+  trickle,
+};
+
+async function main(): Promise<void> {
+  if (!existsSync(FERRY[0]!) && !Bun.which(FERRY[0]!)) throw new Error(`${FERRY[0]} not found: npm run build first`);
+  const rows: string[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const order: Name[] = round % 2 === 0 ? ["ferry", "mosquitto"] : ["mosquitto", "ferry"];
+    for (const c of CASES) {
+      for (const name of order) {
+        const b = await start(name);
+        try {
+          rows.push(`| ${c} | ${name} | ${round + 1} | ${await RUNNERS[c]!(b)} |`);
+        } finally {
+          await b.stop();
+        }
+      }
+    }
+  }
+  console.log(
+    `Connection bounds, ${
+      FERRY.join(" ")
+    } and ${MOSQUITTO}; flood ${FLOOD_MB} MB / ${FLOOD_SECONDS} s, ${SOCKETS} partial 1 MiB CONNECTs, a byte every ${TRICKLE_EVERY} s (keep alive ${KEEPALIVE} s)\n`,
+  );
+  console.log("| case | broker | round | result |\n| --- | --- | --- | --- |");
+  for (const r of rows) console.log(r);
+}
+
+await main();
+process.exit(0);

@@ -1,0 +1,111 @@
+/**
+ * Write-side backpressure on the real adapters (Bun TCP, TLS, WebSocket, secure
+ * WebSocket): a client that sends but never reads is paused once the output waiting for
+ * it passes `limits.max_output_bytes`, the output Ferry holds for it stays under that
+ * bound (plus the reply to the packet that crossed it), and once it reads again it gets every reply, in
+ * order. Without the pause, each PINGREQ's PINGRESP piles up in Ferry's memory.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { makeCerts, type TestCerts } from "./helpers/certs.ts";
+import { eventually } from "./helpers/clients.ts";
+import { openRawStream, type Transport } from "./helpers/raw-stream.ts";
+
+const BOUND = 64 * 1024;
+/**
+ * What the output may pass the bound by: the reply to the packet that crossed it (2 bytes),
+ * and on WebSocket the headers of frames Bun holds, which it counts as buffered too.
+ */
+const ONE_REPLY = 2 + 14;
+
+/** MQTT 3.1.1 CONNECT, clean session, keep alive 0, client id "f". */
+const CONNECT = Uint8Array.from([0x10, 13, 0, 4, 77, 81, 84, 84, 4, 2, 0, 0, 0, 1, 0x66]);
+
+let certs: TestCerts;
+let b: TestBroker;
+let ports: Record<Transport, number>;
+
+beforeAll(async () => {
+  certs = makeCerts();
+  b = await startBroker({
+    listeners: { tls_port: 0, wss_port: 0 },
+    tls: { cert: certs.serverCert, key: certs.serverKey },
+    limits: { max_output_bytes: BOUND },
+  });
+  ports = { tcp: b.port, ws: b.wsPort, tls: b.server.tls!.port, wss: b.server.wss!.port };
+});
+
+afterAll(async () => {
+  await b?.stop();
+});
+
+function pingreqs(n: number): Uint8Array {
+  const out = new Uint8Array(2 * n);
+  for (let i = 0; i < out.length; i += 2) out[i] = 0xc0;
+  return out;
+}
+
+describe("a client that sends and does not read is paused (limits.max_output_bytes)", () => {
+  for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
+    test(
+      `${transport}: a PINGREQ flood that is never read pauses the connection; the output held stays under the bound`,
+      async () => {
+        const broker = b.server.broker;
+        const pausesBefore = broker.metrics.pausedReading;
+        const s = await openRawStream(transport, ports[transport], certs.read(certs.ca));
+        try {
+          s.send(CONNECT);
+          await eventually(() => s.receivedBytes() >= 4, 3000, "CONNACK");
+          s.pause();
+          // Far more than the kernel's socket buffers take: the flood outruns them, and the
+          // client's own writes stay queued once Ferry stops reading.
+          const batch = pingreqs(32 * 1024);
+          let sent = 0;
+          let most = 0;
+          const sample = setInterval(() => {
+            most = Math.max(most, broker.connectionBytes.outputBytes());
+          }, 1);
+          try {
+            // Keep writing until Ferry has paused and has stopped reading: the bytes it
+            // received stay the same over several looks while the client still has bytes
+            // it cannot get rid of. Without the pause Ferry reads on and this never happens.
+            let last = -1;
+            let still = 0;
+            await eventually(
+              () => {
+                while (s.socket.writableLength < 1024 * 1024) {
+                  s.send(batch);
+                  sent += batch.byteLength / 2;
+                }
+                const received = broker.metrics.bytesReceived;
+                still = received === last && broker.connectionBytes.pausedConnections === 1 ? still + 1 : 0;
+                last = received;
+                return still >= 10;
+              },
+              30_000,
+              "Ferry to stop reading",
+            );
+          } finally {
+            clearInterval(sample);
+          }
+          most = Math.max(most, broker.connectionBytes.outputBytes());
+          expect(most).toBeGreaterThan(0);
+          expect(most).toBeLessThanOrEqual(BOUND + ONE_REPLY);
+          expect(broker.metrics.pausedReading).toBeGreaterThan(pausesBefore);
+
+          // It reads again: every PINGREQ gets its PINGRESP, and Ferry stops pausing it.
+          s.resume();
+          await eventually(() => s.receivedBytes() >= 4 + 2 * sent, 60_000, "every PINGRESP");
+          const replies = s.received().subarray(4);
+          expect(replies.byteLength).toBe(2 * sent);
+          expect(replies.every((byte, i) => byte === (i % 2 === 0 ? 0xd0 : 0))).toBe(true);
+          await eventually(() => broker.connectionBytes.pausedConnections === 0, 3000, "resumed");
+          expect(broker.connectionBytes.outputBytes()).toBe(0);
+        } finally {
+          s.close();
+        }
+      },
+      90_000,
+    );
+  }
+});
