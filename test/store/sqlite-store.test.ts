@@ -289,6 +289,33 @@ describe("SqliteStore log trimming", () => {
     expect((await store.readLog(base + accepted, 1)).map((m) => m.offset)).toEqual([base + accepted]);
   });
 
+  test("an append in the same batch as the acks that make room is accepted", async () => {
+    const maxBytes = 256 * 1024;
+    const { store, recovered } = await opened(join(scratch(), "same-batch.db"), { maxBytes });
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("slow") }]);
+    let accepted = 0;
+    for (; accepted < 2000; accepted++) {
+      const offset = base + accepted;
+      const list: Mutation[] = [
+        append(message(offset, kib(2))),
+        { op: "delivery-put", delivery: { clientId: "slow", offset, qos: 1, retain: false, phase: "queued" } },
+      ];
+      if (await rejection(store.commit(list))) break;
+    }
+    expect(store.stats().full).toBe(true);
+    // Not awaited one by one: the acks and the publish behind them share one transaction.
+    const acks = Array.from(
+      { length: accepted },
+      (_, i) => store.commit([{ op: "delivery-delete-offset", clientId: "slow", offset: base + i }]),
+    );
+    const publish = store.commit([append(message(base + accepted, kib(2)))]);
+    const before = store.stats().transactions;
+    await Promise.all([...acks, publish]);
+    expect(store.stats().transactions).toBe(before + 1);
+    expect((await store.readLog(base + accepted, 1)).map((m) => m.offset)).toEqual([base + accepted]);
+  });
+
   test("periodic mode refuses appends at commit() once over quota with nothing to drop", async () => {
     const maxBytes = 256 * 1024;
     const { store, recovered } = await opened(join(scratch(), "pfull.db"), {

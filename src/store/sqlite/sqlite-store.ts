@@ -421,11 +421,22 @@ export class SqliteStore implements Store {
       refuseAppends = trimmer.usedBytes() > max;
     }
 
+    // Lists without appends (acks, session changes) may release messages: an append after
+    // them in the same batch is decided on what they left, as if they had their own
+    // transaction. Otherwise a publish arriving just behind the acks that make room was
+    // refused when both shared a batch.
+    let released = false;
     for (const queued of batch) {
+      if (queued.appends && refuseAppends && released) {
+        r.dropped += trimmer.trimToSize(this.#trimTarget(max!), r.highest);
+        refuseAppends = trimmer.usedBytes() > max!;
+        released = false;
+      }
       if (queued.appends && refuseAppends) {
         outcomes.push(this.#quotaError());
         continue;
       }
+      if (!queued.appends) released = true;
       const effect: MutationEffect = { added: 0, maxOffset: 0 };
       // A list of one single-statement mutation (most lists: one publish's append) is
       // atomic without a savepoint, since SQLite undoes a failed statement by itself.
