@@ -25,12 +25,13 @@ export function recover(db: SqliteDatabase, sink: RecoverySink): RecoveredScalar
   highest = Math.max(highest, Number(maxLogged?.max ?? 0));
   const messageCount = Number(maxLogged?.count ?? 0);
 
-  // length(payload) reads a BLOB's size from the record header, not its pages.
+  // In topic order (the primary key's index), which is the order the broker's index keeps
+  // them in; length(payload) reads a BLOB's size from the record header, not its pages.
   const retainedPage = db.prepare(
-    `SELECT rowid, topic, offset, qos, expires_at, length(payload) AS bytes
-       FROM retained WHERE rowid > ? ORDER BY rowid LIMIT ${PAGE}`,
+    `SELECT topic, offset, qos, expires_at, length(payload) AS bytes
+       FROM retained WHERE topic > ? ORDER BY topic LIMIT ${PAGE}`,
   );
-  for (let after = 0;;) {
+  for (let after = "";;) {
     const rows = retainedPage.all(after);
     for (const row of rows) {
       const expiresAt = row.expires_at === null || row.expires_at === undefined ? undefined : Number(row.expires_at);
@@ -38,7 +39,7 @@ export function recover(db: SqliteDatabase, sink: RecoverySink): RecoveredScalar
       sink.retained(String(row.topic), Number(row.qos) as QoS, Number(row.bytes), expiresAt);
     }
     if (rows.length < PAGE) break;
-    after = Number(rows.at(-1)!.rowid);
+    after = String(rows.at(-1)!.topic);
   }
 
   const sessionPage = db.prepare(
