@@ -212,6 +212,8 @@ class StubTable {
     // The levels before the first wildcard are a prefix of every match, so only that range
     // of the sorted topics is visited ("a/#" matches "a" too: the range is of "a", not "a/").
     const prefix = wildcard === 0 ? "" : filter.slice(0, wildcard - 1);
+    // "a/b/#" (the commonest wildcard filter): every topic of the range that is "a/b" or below it.
+    const below = wildcard > 0 && wildcard === filter.length - 1 && filter.endsWith("#") ? `${prefix}/` : undefined;
     const everything = filter === "#";
     const topics = this.#r.topics;
     for (let i = this.#lowerBound(prefix); i < topics.length; i++) {
@@ -219,7 +221,12 @@ class StubTable {
       if (!topic.startsWith(prefix)) break;
       if (this.#dead[i]) continue;
       // [MQTT-4.7.2-1] a filter starting with a wildcard matches no $-topic (topicMatches checks too).
-      if (everything ? topic.charCodeAt(0) !== 36 : topicMatches(filter, topic)) out.push(retainedStub(this.#r, i));
+      const matches = below !== undefined
+        ? topic.length === prefix.length || topic.startsWith(below)
+        : everything
+        ? topic.charCodeAt(0) !== 36
+        : topicMatches(filter, topic);
+      if (matches) out.push(retainedStub(this.#r, i));
     }
   }
 
