@@ -11,6 +11,7 @@
  *     100,000 messages queued for a persistent session.
  *
  *   npx bun scripts/bench-durability.ts [--dir DIR] [--messages 20000] [--window 100] [--stored 100000]
+ *                                       [--parts bytes,throughput,startup]
  *
  * Put --dir on the filesystem the appliance will use. /proc/PID/io (Linux only):
  * `write_bytes` is what the kernel accounted to the broker for the block device
@@ -35,6 +36,7 @@ const baseDir = mkdtempSync(join(args.get("dir") ?? tmpdir(), "ferry-bench-durab
 const count = Number(args.get("messages") ?? 20_000);
 const window = Number(args.get("window") ?? 100);
 const stored = Number(args.get("stored") ?? 100_000);
+const parts = (args.get("parts") ?? "bytes,throughput,startup").split(",");
 const payload = Buffer.alloc(64, 0x42);
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits });
 
@@ -289,9 +291,9 @@ console.log(
   `# Ferry durability benchmark — bun ${Bun.version}, ${process.platform}/${process.arch}, data under ${baseDir}`,
 );
 try {
-  await bytesPerMessage();
-  await throughput();
-  await startup();
+  if (parts.includes("bytes")) await bytesPerMessage();
+  if (parts.includes("throughput")) await throughput();
+  if (parts.includes("startup")) await startup();
 } finally {
   rmSync(baseDir, { recursive: true, force: true });
 }

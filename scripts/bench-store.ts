@@ -205,9 +205,9 @@ async function openTime(): Promise<void> {
     const o0 = performance.now();
     const recovered = await again.open();
     const ms = performance.now() - o0;
-    const owed = recovered.sessions.reduce((n, s) => n + s.deliveries.length, 0);
+    const owed = recovered.sessions.reduce((n, s) => n + s.inflight.length + s.queued.length, 0);
     console.log(
-      `open() run ${run}: ${fmt(ms, 1)} ms — ${fmt(recovered.retained.length)} retained, ` +
+      `open() run ${run}: ${fmt(ms, 1)} ms — ${fmt(recovered.retained.topics.length)} retained, ` +
         `${fmt(recovered.sessions.length)} sessions, ${fmt(owed)} deliveries`,
     );
     await again.close();

@@ -9,7 +9,7 @@ import { payloadView } from "./encoding.ts";
 
 const NEVER_EXPIRES = 0xffffffff;
 /** Queued messages listed in a session's detail; the count is always exact. */
-const QUEUED_SHOWN = 100;
+export const QUEUED_SHOWN = 100;
 
 export const iso = (ms: number | undefined): string | null => (ms === undefined ? null : new Date(ms).toISOString());
 
@@ -83,13 +83,11 @@ function outboundView(o: Outbound) {
   };
 }
 
-export function sessionDetailView(s: Session) {
-  const queued: Outbound[] = [];
-  for (const o of s.queue) {
-    if (o === undefined) continue; // already dequeued slots
-    queued.push(o);
-    if (queued.length >= QUEUED_SHOWN) break;
-  }
+/**
+ * A session in detail. `queued` is its first queued deliveries with their messages
+ * (`queuedShown`): bodies that wait in the store are read for the view, not kept.
+ */
+export function sessionDetailView(s: Session, queued: Outbound[]) {
   return {
     ...sessionView(s),
     subscription_list: [...s.subscriptions.values()].map((sub) => subscriptionView(s.clientId, sub)),

@@ -13,9 +13,9 @@ import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
 import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
 import { PublisherFlow } from "./publisher-flow.ts";
-import { RetainedIndex } from "./retained-index.ts";
+import { isResident, RetainedIndex } from "./retained-index.ts";
 import { Router } from "./router.ts";
-import type { Outbound, Session } from "./session.ts";
+import { type Outbound, Pending, type Session } from "./session.ts";
 import { SessionRegistry } from "./session-registry.ts";
 import { publishSysTopics } from "./sys-topics.ts";
 import { WillHandler } from "./will.ts";
@@ -144,7 +144,8 @@ export class Broker {
     this.#nextOffset = rec.nextOffset;
     this.#recoveredCursors = rec.cursors;
     this.#recoveredCounters = rec.counters ?? {};
-    for (const m of rec.retained) this.retained.set(m.topic, m);
+    // Stubs: bodies are read from the store when a subscription matches them.
+    this.retained.load(rec.retained);
     this.registry.recover(rec.sessions);
     this.logger.info(
       `store ${this.store.kind}: ${rec.sessions.length} sessions, ${this.retained.size} retained, next offset ${this.#nextOffset}`,
@@ -226,7 +227,12 @@ export class Broker {
     return undefined;
   }
 
-  /** Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11]. */
+  /**
+   * Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11].
+   * Those whose body is only in the store (recovered) are queued as pending entries, read
+   * a page at a time as the session drains; messages published meanwhile queue behind
+   * them, so a subscriber never gets an older retained value after a newer live one.
+   */
   sendRetained(s: Session, filter: string, isNew: boolean): void {
     const sub = s.subscriptions.get(filter);
     if (!sub || sub.group !== undefined) return; // shared subscriptions get no retained messages
@@ -234,6 +240,8 @@ export class Broker {
     const now = this.clock.now();
     const mutations: Mutation[] = [];
     const outbounds: Outbound[] = [];
+    const pending: Pending[] = [];
+    const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
     for (const m of this.retained.match(sub.plainFilter)) {
       if (m.expiresAt !== undefined && m.expiresAt <= now) {
         this.retained.set(m.topic, undefined);
@@ -241,6 +249,21 @@ export class Broker {
         continue;
       }
       const qos = Math.min(m.qos, sub.qos) as QoS;
+      if (!isResident(m)) {
+        if (qos > 0 && s.persistent) {
+          // The store copies the body into the log itself, as it holds it when the copy is applied.
+          const offset = this.#nextOffset++;
+          const delivery = { clientId: s.clientId, offset, qos, retain: true, phase: "queued" as const };
+          mutations.push({
+            op: "retained-copy",
+            topic: m.topic,
+            offset,
+            delivery: subIds ? { ...delivery, subscriptionIds: subIds } : delivery,
+          });
+          pending.push(new Pending(offset, undefined, m.bytes, qos, true, subIds));
+        } else pending.push(new Pending(0, m.topic, m.bytes, qos, true, subIds));
+        continue;
+      }
       let message = m;
       if (qos > 0 && s.persistent) {
         // The log may have trimmed the original; log a copy so the delivery has a body to
@@ -253,7 +276,7 @@ export class Broker {
         message,
         qos,
         retain: true, // [MQTT-3.3.1-9] retained messages sent on subscribe keep RETAIN=1
-        subscriptionIds: sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined,
+        subscriptionIds: subIds,
         packetId: 0,
         phase: "queued",
         shareKey: undefined,
@@ -275,6 +298,12 @@ export class Broker {
       });
     }
     for (const o of outbounds) this.outbound.deliver(s, o);
+    // Pending entries are read after that commit (a read sees every commit made before it),
+    // so their records are durable by the time they are sent.
+    if (pending.length > 0 && !s.ended) {
+      for (const p of pending) s.enqueue(p);
+      this.outbound.pump(s);
+    }
   }
 
   // ---- publishing -----------------------------------------------------------------------

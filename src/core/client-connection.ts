@@ -465,7 +465,9 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
         broker.sendRetained(session, s.topic, isNew);
       }
     };
-    const commit = accepted.length > 0 ? broker.registry.persistSession(session) : undefined;
+    // One write per accepted filter, never the session's other subscriptions (issue 13).
+    const changed = accepted.map(({ index }) => p.subscriptions[index]!.topic);
+    const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, changed) : undefined;
     if (commit) commit.then(finish, (err: unknown) => this.fault(err));
     else finish();
   }
@@ -483,7 +485,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       if (this.isV5) packet.granted = codes;
       this.write(encode(packet as unknown as Packet, this.version));
     };
-    const commit = this.broker.registry.persistSession(this.session!);
+    const commit = this.broker.registry.persistSubscriptions(this.session!, p.unsubscriptions);
     if (commit) commit.then(finish, (err: unknown) => this.fault(err));
     else finish();
   }

@@ -273,10 +273,7 @@ export class OutboundFlow {
    */
   redistributeShared(s: Session): void {
     this.publishers.offline(s);
-    const moved: Outbound[] = [];
-    const kept: Outbound[] = [];
-    for (const o of s.drainQueue()) (o.shareKey !== undefined ? moved : kept).push(o);
-    for (const o of kept) s.enqueue(o);
+    const moved = s.takeShared();
     for (const [id, o] of s.inflight) {
       // QoS 2 in flight must complete with the same client [MQTT-4.8.2-4]; QoS 1 may move.
       if (o.shareKey !== undefined && o.qos === 1) {

@@ -6,7 +6,8 @@ import type { Logger } from "./logger.ts";
 import type { OutboundFlow } from "./outbound-flow.ts";
 import type { Peer } from "./peer.ts";
 import type { Router } from "./router.ts";
-import { type Outbound, Session } from "./session.ts";
+import { StoreQueueLoader } from "./queue-loader.ts";
+import { type Outbound, Session, subscriptionRecord } from "./session.ts";
 import type { Will, WillHandler } from "./will.ts";
 
 const NEVER_EXPIRES = 0xffffffff;
@@ -17,6 +18,8 @@ const NEVER_EXPIRES = 0xffffffff;
  */
 export class SessionRegistry {
   readonly sessions = new Map<string, Session>();
+  /** Reads the bodies of queued messages that wait in the store (see Session.dequeue). */
+  readonly loader: StoreQueueLoader;
   /** Sessions whose record is in the store, so ending them must delete it. */
   #stored = new Set<Session>();
 
@@ -27,14 +30,21 @@ export class SessionRegistry {
     private readonly router: Router,
     private readonly flow: OutboundFlow,
     private readonly wills: WillHandler,
-  ) {}
+  ) {
+    this.loader = new StoreQueueLoader(store, logger, (s) => flow.pump(s));
+  }
 
-  /** Restore the sessions a store recovered, exactly as they were. */
+  /**
+   * Restore the sessions a store recovered, exactly as they were. Queued messages come
+   * back as the store's columns of offsets and sizes: their bodies are read a page at a
+   * time when the session drains. In-flight ones, bounded by the window, come with their
+   * message.
+   */
   recover(recovered: RecoveredSession[]): void {
     const now = this.clock.now();
     for (const rs of recovered) {
       const r = rs.session;
-      const s = new Session(r.clientId, r.protocolVersion, r.expiryInterval);
+      const s = this.#newSession(r.clientId, r.protocolVersion, r.expiryInterval);
       s.owner = r.owner;
       this.sessions.set(s.clientId, s);
       this.#stored.add(s);
@@ -43,24 +53,20 @@ export class SessionRegistry {
         if (typeof parsed === "string") continue;
         this.router.subscribe(s, { ...sub, plainFilter: parsed.filter, group: parsed.group });
       }
-      for (const { delivery: d, message } of rs.deliveries) {
+      s.queue.adopt(rs.queued);
+      for (const { delivery: d, message } of rs.inflight) {
         const o: Outbound = {
           message,
           qos: d.qos,
           retain: d.retain,
           subscriptionIds: d.subscriptionIds,
-          packetId: d.packetId ?? 0,
+          packetId: d.packetId!,
           phase: d.phase,
           shareKey: undefined,
           cache: undefined,
         };
-        if (d.phase === "queued" || d.packetId === undefined) {
-          o.phase = "queued";
-          s.enqueue(o);
-        } else {
-          s.inflight.set(d.packetId, o);
-          s.notePacketId(d.packetId);
-        }
+        s.inflight.set(o.packetId, o);
+        s.notePacketId(o.packetId);
       }
       for (const id of rs.qos2Incoming) s.qos2Incoming.add(id);
       // A session that was connected when Ferry stopped counts as disconnected now.
@@ -99,16 +105,13 @@ export class SessionRegistry {
       s.expiryInterval = expiry;
       s.disconnectedAt = undefined;
     } else {
-      s = new Session(clientId, version, expiry);
+      s = this.#newSession(clientId, version, expiry);
       this.sessions.set(clientId, s);
     }
     s.client = peer;
     // Whoever opens it owns it from now on; AuthPort.claim decided before that it may.
     s.owner = owner;
-    if (s.persistent) {
-      mutations.push({ op: "session-put", session: s.toRecord() });
-      this.#stored.add(s);
-    }
+    if (s.persistent) mutations.push(this.#stateMutation(s));
     if (mutations.length > 0) await this.store.commit(mutations);
     return { session: s, present };
   }
@@ -132,16 +135,53 @@ export class SessionRegistry {
       if (mutations.length > 0) this.#persist(mutations);
       return;
     }
-    this.#persist([{ op: "session-put", session: s.toRecord() }]);
-    this.#stored.add(s);
+    this.#persist([this.#stateMutation(s)]);
+    s.setAsideQueue();
     this.#scheduleExpiry(s);
   }
 
-  /** Persist a session's record if it must survive restarts; resolves when durable. */
+  /** Persist a session's own fields if it must survive restarts; resolves when durable. */
   persistSession(s: Session): Promise<void> | undefined {
     if (!s.persistent) return undefined;
+    return this.store.commit([this.#stateMutation(s)]);
+  }
+
+  /**
+   * Persist what SUBSCRIBE or UNSUBSCRIBE changed: one write per filter, of the
+   * subscription as the session now has it (or its removal), never the session's other
+   * subscriptions. Resolves when durable; undefined when the session is not persistent.
+   */
+  persistSubscriptions(s: Session, filters: readonly string[]): Promise<void> | undefined {
+    if (!s.persistent) return undefined;
+    if (!this.#stored.has(s)) return this.store.commit([this.#stateMutation(s)]);
+    const mutations: Mutation[] = [];
+    for (const filter of filters) {
+      const sub = s.subscriptions.get(filter);
+      mutations.push(
+        sub
+          ? { op: "subscription-put", clientId: s.clientId, subscription: subscriptionRecord(sub) }
+          : { op: "subscription-delete", clientId: s.clientId, filter },
+      );
+    }
+    return this.store.commit(mutations);
+  }
+
+  /**
+   * The write that stores `s`'s own fields: the whole record with its subscriptions the
+   * first time (a session that became persistent on a takeover already has some), its
+   * fields only afterwards (connects and disconnects leave the subscriptions alone).
+   */
+  #stateMutation(s: Session): Mutation {
+    if (this.#stored.has(s)) return { op: "session-update", session: s.toState() };
     this.#stored.add(s);
-    return this.store.commit([{ op: "session-put", session: s.toRecord() }]);
+    return { op: "session-put", session: s.toRecord() };
+  }
+
+  #newSession(clientId: string, version: 3 | 4 | 5, expiry: number): Session {
+    const s = new Session(clientId, version, expiry);
+    s.loader = this.loader;
+    s.offload = this.store.offloadsBodies;
+    return s;
   }
 
   /** The broker stops: no session timer may fire after it. */

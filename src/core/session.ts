@@ -1,40 +1,33 @@
-import type { Message, QoS, SessionRecord, SubscriptionRecord } from "../store/store.ts";
-import type { EncodeCache } from "./outbound-encoder.ts";
+import type { SessionRecord, SessionState, SubscriptionRecord } from "../store/store.ts";
+import { DeliveryQueue, type Outbound, PAGE, Pending, type Queued } from "./delivery-queue.ts";
 import { InflightTable } from "./inflight-table.ts";
 import type { Peer } from "./peer.ts";
 import type { RoomHold } from "./publisher-flow.ts";
 
-/** One message owed to a session, in its queue or in flight. */
-export interface Outbound {
-  message: Message;
-  qos: QoS;
-  /** RETAIN flag to send (retain-as-published already applied). */
-  retain: boolean;
-  subscriptionIds: number[] | undefined;
-  packetId: number;
-  phase: "queued" | "sent" | "pubrel";
-  /** `group\0filter` of the shared subscription it came through, for redistribution. */
-  shareKey: string | undefined;
-  /**
-   * The message's encodings, shared with the other deliveries of the same publish, so a
-   * copy sent later from the queue is patched, not encoded again. Dropped once sent.
-   */
-  cache?: EncodeCache | undefined;
-  /**
-   * The commit that writes this delivery's record, when it was made outside a publish's
-   * commit (a retained message on SUBSCRIBE, a shared message handed over) and may not be
-   * durable yet. A QoS 2 PUBLISH to a persistent session waits for it (OutboundFlow#transmit).
-   */
-  recordCommit?: Promise<void> | undefined;
-  /** Phase "pubrel" and its PUBREL still waiting for the commit that makes the phase durable. */
-  releasePending?: boolean;
-}
+export { type Outbound, Pending, type Queued } from "./delivery-queue.ts";
 
 export interface ActiveSubscription extends SubscriptionRecord {
   /** Filter without the $share prefix. */
   plainFilter: string;
   group: string | undefined;
 }
+
+/** Reads the bodies of a session's pending entries, then pumps the session (core/queue-loader.ts). */
+export interface QueueLoader {
+  load(s: Session): void;
+  /**
+   * Entries per read. Dequeuing within this many entries of an unread one starts the next
+   * read, so a page is read while the one before it drains.
+   */
+  readonly pageSize: number;
+}
+
+/**
+ * What an offline session keeps of its queue in memory when the store holds bodies outside
+ * the heap (entries, and payload bytes); the rest wait there, their delivery records
+ * durable, until it drains.
+ */
+export const RESIDENT_WHEN_OFFLINE = { entries: 1024, bytes: 1024 * 1024 };
 
 /**
  * The state MQTT calls a Session (spec 4.1): subscriptions, messages owed and QoS 2
@@ -43,10 +36,7 @@ export interface ActiveSubscription extends SubscriptionRecord {
 export class Session {
   subscriptions = new Map<string, ActiveSubscription>();
   /** Messages waiting for room in the in-flight window, oldest first. */
-  queue: Outbound[] = [];
-  #queueHead = 0;
-  /** Payload bytes of the queued messages, for `maxQueuedBytes`. */
-  #queuedBytes = 0;
+  readonly queue = new DeliveryQueue();
   /** Sent and not yet acknowledged, by packet id (not a Map: see InflightTable). */
   inflight = new InflightTable<Outbound>();
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A); made on first use. */
@@ -73,6 +63,17 @@ export class Session {
    */
   routeMark = 0;
   routeIndex = 0;
+  /** Reads pending entries' bodies; set by the registry. */
+  loader: QueueLoader | undefined;
+  /** A read for this session's pending entries is under way (see QueueLoader). */
+  loading = false;
+  /**
+   * The store keeps bodies outside the heap (Store.offloadsBodies), so an offline
+   * persistent session may leave its queue's bodies there.
+   */
+  offload = false;
+  /** See RESIDENT_WHEN_OFFLINE (tests lower it). */
+  residentWhenOffline = RESIDENT_WHEN_OFFLINE;
   /**
    * Persistent sessions: packet ids whose last message completed but whose completion is
    * not durable yet; see takePacketId. Not a Set, for the reason InflightTable gives.
@@ -102,42 +103,88 @@ export class Session {
   }
 
   get queuedCount(): number {
-    return this.queue.length - this.#queueHead;
+    return this.queue.length;
   }
 
   get queuedBytes(): number {
-    return this.#queuedBytes;
+    return this.queue.bytes;
   }
 
-  enqueue(o: Outbound): void {
-    this.queue.push(o);
-    this.#queuedBytes += o.message.payload.byteLength;
-  }
-
-  peek(): Outbound | undefined {
-    return this.queue[this.#queueHead];
-  }
-
-  dequeue(): Outbound | undefined {
-    const o = this.queue[this.#queueHead];
-    if (o === undefined) return undefined;
-    this.queue[this.#queueHead++] = undefined as unknown as Outbound; // free the reference
-    this.#queuedBytes -= o.message.payload.byteLength;
-    // Compact now and then so the array does not grow without bound.
-    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.queue.length) {
-      this.queue = this.queue.slice(this.#queueHead);
-      this.#queueHead = 0;
+  /**
+   * Queue `e`. An offline persistent session whose queue already holds
+   * RESIDENT_WHEN_OFFLINE entries keeps only a Pending: the message and its delivery
+   * record are in the store's commit already, and a read comes after it.
+   */
+  enqueue(e: Queued): void {
+    if (!(e instanceof Pending) && this.client === undefined && this.offload && this.#storedDelivery(e)) {
+      const limit = this.residentWhenOffline;
+      if (this.queue.length >= limit.entries || this.queue.bytes >= limit.bytes) e = pendingOf(e);
     }
+    this.queue.push(e);
+  }
+
+  /**
+   * Whether `o`'s message and delivery record are in the store: a QoS>0 delivery to a
+   * persistent session always is (Broker.publish writes both). Shared-subscription
+   * deliveries stay in memory: they move between members (OutboundFlow.redistributeShared).
+   */
+  #storedDelivery(o: Outbound): boolean {
+    return this.persistent && o.qos > 0 && o.message.offset > 0 && o.shareKey === undefined && o.phase === "queued";
+  }
+
+  /**
+   * The next delivery whose message is in memory, or undefined: when the head of the queue
+   * is a pending entry, the loader is asked for its page and pumps the session once it
+   * has it. Entries whose message the loader did not find are skipped.
+   */
+  dequeue(): Outbound | undefined {
+    const o = this.peek();
+    if (o === undefined) return undefined;
+    this.queue.shift();
+    if (this.queue.unreadAt(this.loader?.pageSize ?? PAGE)) this.loader?.load(this);
     return o;
   }
 
-  /** Remove and return everything queued (for redistribution or discard). */
-  drainQueue(): Outbound[] {
-    const rest = this.queue.slice(this.#queueHead);
-    this.queue = [];
-    this.#queueHead = 0;
-    this.#queuedBytes = 0;
-    return rest;
+  /**
+   * The delivery `dequeue` would return, without taking it (the outbound flow checks its
+   * packet id first). Entries whose message the loader did not find are dropped here.
+   */
+  peek(): Outbound | undefined {
+    for (;;) {
+      const e = this.queue.peek();
+      if (e === undefined) return undefined;
+      if (!(e instanceof Pending)) return e;
+      if (e.unread) {
+        this.loader?.load(this);
+        return undefined;
+      }
+      if (e.loaded !== undefined) return e.loaded;
+      this.queue.shift(); // gone
+    }
+  }
+
+  /**
+   * The session went offline: beyond its first RESIDENT_WHEN_OFFLINE entries, queued
+   * messages whose delivery records are stored stay in the store only.
+   */
+  setAsideQueue(): void {
+    if (!this.offload || !this.persistent) return;
+    const limit = this.residentWhenOffline;
+    this.queue.setAside(limit.entries, limit.bytes, (e) => {
+      // Only log entries: a retained message read by topic has no delivery record of its own.
+      if (e instanceof Pending) {
+        return e.loaded !== undefined && e.topic === undefined ? pendingOf(e.loaded) : undefined;
+      }
+      return this.#storedDelivery(e) ? pendingOf(e) : undefined;
+    });
+  }
+
+  /**
+   * Remove and return the queued deliveries of shared subscriptions (they move to other
+   * members when this one leaves, spec 4.8.2); the rest keep their order.
+   */
+  takeShared(): Outbound[] {
+    return this.queue.take((e): e is Outbound => !(e instanceof Pending) && e.shareKey !== undefined);
   }
 
   /**
@@ -197,27 +244,39 @@ export class Session {
     if (id >= this.#nextPacketId) this.#nextPacketId = id === 65535 ? 1 : id + 1;
   }
 
-  toRecord(): SessionRecord {
-    const rec: SessionRecord = {
+  /** The session's own fields, without subscriptions (stored one by one, see subscriptionRecord). */
+  toState(): SessionState {
+    const state: SessionState = {
       clientId: this.clientId,
       expiryInterval: this.expiryInterval,
       protocolVersion: this.protocolVersion,
-      subscriptions: [...this.subscriptions.values()].map((s) => {
-        const r: SubscriptionRecord = {
-          filter: s.filter,
-          qos: s.qos,
-          noLocal: s.noLocal,
-          retainAsPublished: s.retainAsPublished,
-          retainHandling: s.retainHandling,
-        };
-        if (s.subscriptionId !== undefined) r.subscriptionId = s.subscriptionId;
-        return r;
-      }),
     };
-    if (this.disconnectedAt !== undefined) rec.disconnectedAt = this.disconnectedAt;
-    if (this.owner !== undefined) rec.owner = this.owner;
-    return rec;
+    if (this.disconnectedAt !== undefined) state.disconnectedAt = this.disconnectedAt;
+    if (this.owner !== undefined) state.owner = this.owner;
+    return state;
   }
+
+  /** The whole record, every subscription included. */
+  toRecord(): SessionRecord {
+    return { ...this.toState(), subscriptions: [...this.subscriptions.values()].map(subscriptionRecord) };
+  }
+}
+
+/** The stored form of a subscription. */
+export function subscriptionRecord(s: ActiveSubscription): SubscriptionRecord {
+  const r: SubscriptionRecord = {
+    filter: s.filter,
+    qos: s.qos,
+    noLocal: s.noLocal,
+    retainAsPublished: s.retainAsPublished,
+    retainHandling: s.retainHandling,
+  };
+  if (s.subscriptionId !== undefined) r.subscriptionId = s.subscriptionId;
+  return r;
+}
+
+function pendingOf(o: Outbound): Pending {
+  return new Pending(o.message.offset, undefined, o.message.payload.byteLength, o.qos, o.retain, o.subscriptionIds);
 }
 
 /** The packet id of the delivery of the message at log `offset` to a persistent session (1..65535). */

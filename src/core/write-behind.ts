@@ -68,6 +68,22 @@ export class WriteBehind implements Store {
     return this.store.readLog(from, limit);
   }
 
+  /**
+   * Bodies by offset. Writes waiting here are only "sent" marks and deletions of deliveries,
+   * which a body read does not depend on; so they stay behind (a read does not cost a flush).
+   */
+  readMessages(offsets: readonly number[]): Promise<Message[]> {
+    return this.store.readMessages(offsets);
+  }
+
+  readRetained(topics: readonly string[]): Promise<Message[]> {
+    return this.store.readRetained(topics);
+  }
+
+  get offloadsBodies(): boolean {
+    return this.store.offloadsBodies;
+  }
+
   stats(): StoreStats {
     return this.store.stats();
   }

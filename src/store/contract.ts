@@ -2,10 +2,15 @@ import {
   type DeliveryRecord,
   type Message,
   type Mutation,
+  queuedDelivery,
   type Recovered,
+  RETAINED_COPY_ORIGIN,
+  type RetainedStub,
+  retainedStub,
   type SessionRecord,
   type Store,
   StoreFullError,
+  type SubscriptionRecord,
 } from "./store.ts";
 
 /**
@@ -100,10 +105,52 @@ function delivery(clientId: string, offset: number, overrides: Partial<DeliveryR
 
 const appendAll = (messages: Message[]): Mutation[] => messages.map((m) => ({ op: "append", message: m }));
 
-const byTopic = (a: Message, b: Message) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0);
+const byTopic = (a: { topic: string }, b: { topic: string }) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : 0);
 
+/**
+ * The recovered session `clientId`, with its queued and in-flight deliveries merged into
+ * one list by offset (queued ones without a message) and its subscriptions in filter order.
+ */
 function sessionOf(recovered: Recovered, clientId: string) {
-  return recovered.sessions.find((s) => s.session.clientId === clientId);
+  const found = recovered.sessions.find((s) => s.session.clientId === clientId);
+  if (!found) return undefined;
+  const q = found.queued;
+  const queued = Array.from({ length: q.length }, (_, i) => ({
+    delivery: queuedDelivery(q, i, clientId),
+    bytes: q.bytes[i]!,
+    message: undefined as Message | undefined,
+  }));
+  const inflight = found.inflight.map(({ delivery, message }) => ({
+    delivery,
+    bytes: message.payload.byteLength,
+    message: message as Message | undefined,
+  }));
+  const deliveries = [...queued, ...inflight].sort((a, b) => a.delivery.offset - b.delivery.offset);
+  return { ...found, session: sortedSubscriptions(found.session), deliveries };
+}
+
+/** The recovered retained stubs as objects. */
+function stubsOf(recovered: Recovered): RetainedStub[] {
+  return recovered.retained.topics.map((_, i) => retainedStub(recovered.retained, i));
+}
+
+/** Stores return a session's subscriptions in no particular order. */
+function sortedSubscriptions(record: SessionRecord): SessionRecord {
+  const subscriptions = [...record.subscriptions].sort((
+    a,
+    b,
+  ) => (a.filter < b.filter ? -1 : a.filter > b.filter ? 1 : 0));
+  return { ...record, subscriptions };
+}
+
+/** What recovery says of a retained message: no body, its size. */
+function stubOf(m: Message): RetainedStub {
+  return {
+    topic: m.topic,
+    qos: m.qos,
+    bytes: m.payload.byteLength,
+    ...(m.expiresAt !== undefined ? { expiresAt: m.expiresAt } : {}),
+  };
 }
 
 /** Copies into a plain Uint8Array, so comparisons do not depend on Buffer vs Uint8Array. */
@@ -153,7 +200,7 @@ export function runStoreContract(
     test("a fresh store recovers nothing", async () => {
       const { recovered } = await fresh();
       expect(recovered.nextOffset).toBeGreaterThan(0);
-      expect(recovered.retained).toEqual([]);
+      expect(stubsOf(recovered)).toEqual([]);
       expect(recovered.sessions).toEqual([]);
     });
 
@@ -210,16 +257,18 @@ export function runStoreContract(
         { op: "retain", topic: "home/a", message: a2 },
         { op: "retain", topic: "home/b", message: null },
       ]);
-      const { recovered } = await reopen();
-      expect([...recovered.retained].sort(byTopic)).toEqual([a2, c]);
-      expect(bytes(recovered.retained.find((m) => m.topic === "home/a")!.payload)).toEqual(bytes(a2.payload));
+      const { store: reopened, recovered } = await reopen();
+      // Recovery gives the index only; the bodies are read by topic.
+      expect(stubsOf(recovered).sort(byTopic)).toEqual([stubOf(a2), stubOf(c)]);
+      expect(await reopened.readRetained(["home/c", "home/b", "home/a"])).toEqual([c, a2]);
+      expect(bytes((await reopened.readRetained(["home/a"]))[0]!.payload)).toEqual(bytes(a2.payload));
     });
 
     test("clearing a retained topic that has none is harmless", async () => {
       const { store, reopen } = await fresh();
       await store.commit([{ op: "retain", topic: "nothing/here", message: null }]);
       const { recovered } = await reopen();
-      expect(recovered.retained).toEqual([]);
+      expect(stubsOf(recovered)).toEqual([]);
     });
 
     test("sessions are put, replaced and deleted, and survive reopen", async () => {
@@ -247,10 +296,68 @@ export function runStoreContract(
       await store.commit([{ op: "session-delete", clientId: "three" }]);
 
       const { recovered } = await reopen();
-      const sessions = recovered.sessions.map((s) => s.session).sort((a, b) => a.clientId.localeCompare(b.clientId));
+      const sessions = recovered.sessions.map((s) => sortedSubscriptions(s.session))
+        .sort((a, b) => a.clientId.localeCompare(b.clientId));
       expect(sessions).toEqual([oneReplaced, two]);
       expect(sessionOf(recovered, "two")!.deliveries).toEqual([]);
       expect(sessionOf(recovered, "two")!.qos2Incoming).toEqual([]);
+    });
+
+    test("subscriptions change one at a time; a session update keeps them; a session put replaces them", async () => {
+      const { store, reopen } = await fresh();
+      const sub = (filter: string, overrides: Partial<SubscriptionRecord> = {}): SubscriptionRecord => ({
+        filter,
+        qos: 1,
+        noLocal: false,
+        retainAsPublished: false,
+        retainHandling: 0,
+        ...overrides,
+      });
+      await store.commit([{ op: "session-put", session: session("c", { subscriptions: [sub("a/#"), sub("b/#")] }) }]);
+      await store.commit([
+        { op: "subscription-put", clientId: "c", subscription: sub("c/+", { qos: 2, subscriptionId: 9 }) },
+        { op: "subscription-put", clientId: "c", subscription: sub("a/#", { qos: 0, noLocal: true }) },
+        { op: "subscription-delete", clientId: "c", filter: "b/#" },
+        // Removing a subscription the session does not have is harmless.
+        { op: "subscription-delete", clientId: "c", filter: "never/subscribed" },
+      ]);
+      // Connect and disconnect write the session's own fields; its subscriptions stay.
+      await store.commit([{
+        op: "session-update",
+        session: {
+          clientId: "c",
+          expiryInterval: 60,
+          protocolVersion: 4,
+          disconnectedAt: 1_700_000_000_999,
+          owner: "bob",
+        },
+      }]);
+      let again = await reopen();
+      expect(sessionOf(again.recovered, "c")!.session).toEqual({
+        clientId: "c",
+        expiryInterval: 60,
+        protocolVersion: 4,
+        disconnectedAt: 1_700_000_000_999,
+        owner: "bob",
+        subscriptions: [sub("a/#", { qos: 0, noLocal: true }), sub("c/+", { qos: 2, subscriptionId: 9 })],
+      });
+
+      // A whole record replaces the subscriptions; a delete takes them with the session.
+      await again.store.commit([{ op: "session-put", session: session("c", { subscriptions: [sub("z")] }) }]);
+      again = await reopen();
+      expect(sessionOf(again.recovered, "c")!.session.subscriptions).toEqual([sub("z")]);
+      await again.store.commit([{ op: "session-delete", clientId: "c" }]);
+      await again.store.commit([{
+        op: "session-update",
+        session: { clientId: "c", expiryInterval: 5, protocolVersion: 5 },
+      }]);
+      again = await reopen();
+      expect(sessionOf(again.recovered, "c")!.session).toEqual({
+        clientId: "c",
+        expiryInterval: 5,
+        protocolVersion: 5,
+        subscriptions: [],
+      });
     });
 
     test("deleting a session removes its deliveries and QoS 2 state, not other sessions'", async () => {
@@ -292,7 +399,9 @@ export function runStoreContract(
       let owed = sessionOf(again.recovered, "c")!.deliveries;
       expect(owed).toHaveLength(1);
       expect(owed[0]!.delivery).toEqual(delivery("c", base, { qos: 2, subscriptionIds: [3, 7] }));
-      expect(owed[0]!.message).toEqual(m);
+      // Queued: its size, not its body.
+      expect(owed[0]!.message).toBeUndefined();
+      expect(owed[0]!.bytes).toBe(m.payload.byteLength);
 
       await store.commit([{ op: "delivery-sent", clientId: "c", offset: base, packetId: 11 }]);
       again = await made.reopen();
@@ -301,6 +410,8 @@ export function runStoreContract(
       expect(owed[0]!.delivery).toEqual(
         delivery("c", base, { qos: 2, subscriptionIds: [3, 7], packetId: 11, phase: "sent" }),
       );
+      // In flight: it comes with its message, to be re-sent at once.
+      expect(owed[0]!.message).toEqual(m);
 
       await store.commit([{ op: "delivery-pubrel", clientId: "c", offset: base }]);
       again = await made.reopen();
@@ -308,6 +419,7 @@ export function runStoreContract(
       owed = sessionOf(again.recovered, "c")!.deliveries;
       expect(owed[0]!.delivery.phase).toBe("pubrel");
       expect(owed[0]!.delivery.packetId).toBe(11);
+      expect(owed[0]!.message).toEqual(m);
 
       await store.commit([{ op: "delivery-delete-offset", clientId: "c", offset: base }]);
       again = await made.reopen();
@@ -316,7 +428,7 @@ export function runStoreContract(
       expect((await again.store.readLog(base, 1)).map((x) => x.offset)).toEqual([base]);
     });
 
-    test("deliveries are recovered in offset order with their message bodies", async () => {
+    test("deliveries are recovered in offset order with their sizes, and readMessages gives their bodies", async () => {
       const { store, recovered: first, reopen } = await fresh();
       const base = first.nextOffset;
       const messages = Array.from({ length: 6 }, (_, i) => message(base + i, { topic: `t/${i}` }));
@@ -330,12 +442,68 @@ export function runStoreContract(
       await store.commit([{ op: "delivery-sent", clientId: "c", offset: base + 5, packetId: 1 }]);
       await store.commit([{ op: "delivery-delete-offset", clientId: "c", offset: base + 5 }]);
 
-      const { recovered } = await reopen();
+      const { store: reopened, recovered } = await reopen();
       const owed = sessionOf(recovered, "c")!.deliveries;
       expect(owed.map((d) => d.delivery.offset)).toEqual([base, base + 1, base + 2, base + 4]);
-      expect(owed.map((d) => d.message)).toEqual([messages[0], messages[1], messages[2], messages[4]]);
+      expect(owed.map((d) => d.bytes)).toEqual([0, 1, 2, 4].map((i) => messages[i]!.payload.byteLength));
+      expect(owed.map((d) => d.message)).toEqual([undefined, undefined, undefined, undefined]);
+      expect(await reopened.readMessages(owed.map((d) => d.delivery.offset))).toEqual([
+        messages[0],
+        messages[1],
+        messages[2],
+        messages[4],
+      ]);
       expect(owed[0]!.delivery.retain).toBe(true);
       expect(owed[1]!.delivery.retain).toBe(false);
+    });
+
+    test("readMessages and readRetained give bodies in the order asked, without those missing, and see lists committed just before", async () => {
+      const { store, recovered } = await fresh();
+      const base = recovered.nextOffset;
+      const m = (i: number) => message(base + i, { topic: `r/${i}` });
+      await store.commit(appendAll([m(0), m(1), m(2)]));
+      expect(await store.readMessages([base + 2, base + 99, base])).toEqual([m(2), m(0)]);
+      expect(await store.readMessages([])).toEqual([]);
+      // Not awaited: a read made after commit() sees the list, durable or not yet.
+      void store.commit([
+        { op: "append", message: m(3) },
+        { op: "retain", topic: "r/3", message: { ...m(3), retain: true } },
+      ]);
+      expect(await store.readMessages([base + 3, base + 1])).toEqual([m(3), m(1)]);
+      expect(await store.readRetained(["r/3", "r/0"])).toEqual([{ ...m(3), retain: true }]);
+      void store.commit([{ op: "retain", topic: "r/3", message: null }]);
+      expect(await store.readRetained(["r/3"])).toEqual([]);
+      expect(await store.readRetained([])).toEqual([]);
+    });
+
+    test("retained-copy logs the retained message as it is when applied, with its delivery; nothing for a topic without one", async () => {
+      const { store, recovered: first, reopen } = await fresh();
+      const base = first.nextOffset;
+      const retained = message(0, { topic: "state/a", retain: true, qos: 1, origin: "device" });
+      const newer = { ...retained, payload: encoder.encode("newer") };
+      await store.commit([
+        { op: "retain", topic: "state/a", message: retained },
+        { op: "session-put", session: session("c") },
+      ]);
+      const copyAt = (offset: number, topic: string): Mutation => ({
+        op: "retained-copy",
+        topic,
+        offset,
+        delivery: delivery("c", offset, { retain: true }),
+      });
+      // The retain replaced in the same list comes first: the copy is of the newer one.
+      void store.commit([{ op: "retain", topic: "state/a", message: newer }, copyAt(base, "state/a")]);
+      const copy = { ...newer, offset: base, origin: RETAINED_COPY_ORIGIN };
+      expect(await store.readMessages([base])).toEqual([copy]);
+      await store.commit([copyAt(base + 1, "state/none")]);
+      const again = await reopen();
+      expect(await again.store.readMessages([base, base + 1])).toEqual([copy]);
+      expect(sessionOf(again.recovered, "c")!.deliveries.map((d) => d.delivery)).toEqual([
+        delivery("c", base, { retain: true }),
+      ]);
+      expect(again.recovered.nextOffset).toBeGreaterThan(base);
+      // The original stays retained; the copy is an ordinary log entry.
+      expect(await again.store.readRetained(["state/a"])).toEqual([newer]);
     });
 
     test("a delivery put again with a packet id and phase replaces the queued one", async () => {
@@ -403,6 +571,7 @@ export function runStoreContract(
       const { store: reopened, recovered } = await reopen();
       const logged = await reopened.readLog(base, 10);
       expect(logged).toEqual(all);
+      expect(await reopened.readMessages(all.map((x) => x.offset))).toEqual(all);
       const props = logged[0]!.properties!;
       expect(props.correlationData).toBeInstanceOf(Uint8Array);
       expect(bytes(props.correlationData!)).toEqual(bytes(correlationData));
@@ -412,9 +581,11 @@ export function runStoreContract(
       expect(logged[2]!.properties).toEqual({});
       expect(logged[3]!.properties!.correlationData).toBeInstanceOf(Uint8Array);
       expect(logged[3]!.properties!.correlationData).toHaveLength(0);
-      expect(recovered.retained).toEqual([{ ...full, retain: true }]);
-      expect(bytes(recovered.retained[0]!.properties!.correlationData!)).toEqual(bytes(correlationData));
-      expect(sessionOf(recovered, "c")!.deliveries[0]!.message).toEqual(full);
+      expect(stubsOf(recovered)).toEqual([stubOf(full)]);
+      const retained = await reopened.readRetained([full.topic]);
+      expect(retained).toEqual([{ ...full, retain: true }]);
+      expect(bytes(retained[0]!.properties!.correlationData!)).toEqual(bytes(correlationData));
+      expect(sessionOf(recovered, "c")!.deliveries[0]!.bytes).toBe(full.payload.byteLength);
     });
 
     test("payload bytes round-trip exactly: empty, every byte value, large, and a view into a larger buffer", async () => {
@@ -435,17 +606,19 @@ export function runStoreContract(
         },
       ]);
 
-      const { store: reopened, recovered } = await reopen();
+      const { store: reopened } = await reopen();
       const logged = await reopened.readLog(base, 10);
       expect(logged).toHaveLength(payloads.length);
+      expect(await reopened.readMessages(messages.map((x) => x.offset))).toHaveLength(payloads.length);
       logged.forEach((m, i) => {
         expect(m.payload).toBeInstanceOf(Uint8Array);
         expect(m.payload.byteLength).toBe(payloads[i]!.byteLength);
         expect(bytes(m.payload)).toEqual(bytes(payloads[i]!));
       });
       expect(bytes(logged[3]!.payload)).toEqual([1, 2, 3]);
-      expect(recovered.retained[0]!.payload).toBeInstanceOf(Uint8Array);
-      expect(recovered.retained[0]!.payload.byteLength).toBe(0);
+      const [empty] = await reopened.readRetained(["empty/retained"]);
+      expect(empty!.payload).toBeInstanceOf(Uint8Array);
+      expect(empty!.payload.byteLength).toBe(0);
     });
 
     test("a message owed to a session is never trimmed from the log", async () => {
@@ -470,7 +643,8 @@ export function runStoreContract(
       // Trimming did happen, right behind the owed message.
       expect(head[1]!.offset).toBeGreaterThan(base + 1);
       expect(reopened.stats().messages).toBeLessThan(2001);
-      expect(sessionOf(recovered, "slow")!.deliveries.map((d) => d.message)).toEqual([message(base)]);
+      expect(sessionOf(recovered, "slow")!.deliveries.map((d) => d.delivery.offset)).toEqual([base]);
+      expect(await reopened.readMessages([base])).toEqual([message(base)]);
       expect(recovered.nextOffset).toBeGreaterThan(last);
       const tail = await reopened.readLog(last, 10);
       expect(tail.map((m) => m.offset)).toEqual([last]);
@@ -589,9 +763,10 @@ export function runStoreContract(
       const log = await reopened.readLog(base, count + 10);
       expect(log.map((m) => m.offset)).toEqual(Array.from({ length: count }, (_, i) => base + i));
       expect(recovered.sessions).toHaveLength(10);
-      for (const s of recovered.sessions) {
-        expect(s.deliveries).toHaveLength(count / 10);
-        const offsets = s.deliveries.map((d) => d.delivery.offset);
+      for (const { session: { clientId } } of recovered.sessions) {
+        const owed = sessionOf(recovered, clientId)!.deliveries;
+        expect(owed).toHaveLength(count / 10);
+        const offsets = owed.map((d) => d.delivery.offset);
         expect(offsets).toEqual([...offsets].sort((a, b) => a - b));
       }
     });

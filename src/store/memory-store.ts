@@ -1,5 +1,16 @@
 import { MinHeap } from "./min-heap.ts";
-import type { DeliveryRecord, Message, Mutation, Recovered, SessionRecord, Store, StoreStats } from "./store.ts";
+import { RecoveryBuilder } from "./recovery-builder.ts";
+import {
+  type DeliveryRecord,
+  type Message,
+  type Mutation,
+  type Recovered,
+  RETAINED_COPY_ORIGIN,
+  type SessionState,
+  type Store,
+  type StoreStats,
+  type SubscriptionRecord,
+} from "./store.ts";
 
 const key = (clientId: string, offset: number) => `${clientId}\u0000${offset}`;
 
@@ -12,10 +23,12 @@ const key = (clientId: string, offset: number) => `${clientId}\u0000${offset}`;
  */
 export class MemoryStore implements Store {
   readonly kind = "memory";
+  readonly offloadsBodies = false;
   #log = new Map<number, Message>();
   #refs = new Map<number, number>();
   #retained = new Map<string, Message>();
-  #sessions = new Map<string, SessionRecord>();
+  #sessions = new Map<string, SessionState>();
+  #subscriptions = new Map<string, Map<string, SubscriptionRecord>>();
   #deliveries = new Map<string, DeliveryRecord>();
   #qos2 = new Map<string, Set<number>>();
   #cursors = new Map<string, number>();
@@ -38,27 +51,28 @@ export class MemoryStore implements Store {
 
   open(): Promise<Recovered> {
     this.#dropped = 0; // stats count "since open", as in the SQLite store
-    const sessions = [...this.#sessions.values()].map((session) => {
-      const deliveries = [...this.#deliveries.values()]
-        .filter((d) => d.clientId === session.clientId)
-        .sort((a, b) => a.offset - b.offset)
-        .flatMap((delivery) => {
-          const message = this.#log.get(delivery.offset);
-          return message ? [{ delivery: { ...delivery }, message }] : [];
-        });
-      return {
-        session: structuredClone(session),
-        deliveries,
-        qos2Incoming: [...(this.#qos2.get(session.clientId) ?? [])],
-      };
-    });
-    return Promise.resolve({
+    const out = new RecoveryBuilder();
+    for (const m of this.#retained.values()) out.retained(m.topic, m.qos, m.payload.byteLength, m.expiresAt);
+    const owed = new Map<string, DeliveryRecord[]>();
+    for (const d of this.#deliveries.values()) {
+      const list = owed.get(d.clientId);
+      if (list) list.push(d);
+      else owed.set(d.clientId, [d]);
+    }
+    for (const [clientId, state] of this.#sessions) {
+      const subscriptions = [...(this.#subscriptions.get(clientId)?.values() ?? [])];
+      out.session(structuredClone({ ...state, subscriptions }), [...(this.#qos2.get(clientId) ?? [])]);
+      for (const d of (owed.get(clientId) ?? []).sort((a, b) => a.offset - b.offset)) {
+        const message = this.#log.get(d.offset);
+        if (!message) continue;
+        out.delivery({ ...d }, message.payload.byteLength, message);
+      }
+    }
+    return Promise.resolve(out.finish({
       nextOffset: this.#nextOffset,
-      retained: [...this.#retained.values()],
-      sessions,
       cursors: Object.fromEntries(this.#cursors),
       counters: Object.fromEntries(this.#counters),
-    });
+    }));
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
@@ -70,21 +84,42 @@ export class MemoryStore implements Store {
   #apply(m: Mutation): void {
     switch (m.op) {
       case "append":
-        if (m.message.offset < this.#nextOffset - 1 && !this.#log.has(m.message.offset)) this.#unordered = true;
-        this.#log.set(m.message.offset, m.message);
-        this.#pushCandidate(m.message.offset);
-        this.#bytes += m.message.payload.byteLength + m.message.topic.length;
-        if (m.message.offset >= this.#nextOffset) this.#nextOffset = m.message.offset + 1;
+        this.#append(m.message);
         return;
+      case "retained-copy": {
+        const source = this.#retained.get(m.topic);
+        if (!source) return;
+        this.#append({ ...source, offset: m.offset, origin: RETAINED_COPY_ORIGIN });
+        this.#apply({ op: "delivery-put", delivery: m.delivery });
+        return;
+      }
       case "retain":
         if (m.message) this.#retained.set(m.topic, m.message);
         else this.#retained.delete(m.topic);
         return;
-      case "session-put":
-        this.#sessions.set(m.session.clientId, structuredClone(m.session));
+      case "session-put": {
+        const { subscriptions, ...state } = structuredClone(m.session);
+        this.#sessions.set(state.clientId, state);
+        this.#subscriptions.set(state.clientId, new Map(subscriptions.map((sub) => [sub.filter, sub])));
+        return;
+      }
+      case "session-update": {
+        const { subscriptions: _, ...state } = structuredClone(m.session) as SessionState & { subscriptions?: unknown };
+        this.#sessions.set(state.clientId, state);
+        return;
+      }
+      case "subscription-put": {
+        let subs = this.#subscriptions.get(m.clientId);
+        if (!subs) this.#subscriptions.set(m.clientId, subs = new Map());
+        subs.set(m.subscription.filter, { ...m.subscription });
+        return;
+      }
+      case "subscription-delete":
+        this.#subscriptions.get(m.clientId)?.delete(m.filter);
         return;
       case "session-delete":
         this.#sessions.delete(m.clientId);
+        this.#subscriptions.delete(m.clientId);
         for (const [k, d] of this.#deliveries) {
           if (d.clientId === m.clientId) this.#dropDelivery(k, d);
         }
@@ -136,6 +171,14 @@ export class MemoryStore implements Store {
         this.#counters.set(m.name, m.value);
         return;
     }
+  }
+
+  #append(message: Message): void {
+    if (message.offset < this.#nextOffset - 1 && !this.#log.has(message.offset)) this.#unordered = true;
+    this.#log.set(message.offset, message);
+    this.#pushCandidate(message.offset);
+    this.#bytes += message.payload.byteLength + message.topic.length;
+    if (message.offset >= this.#nextOffset) this.#nextOffset = message.offset + 1;
   }
 
   #dropDelivery(k: string, d: DeliveryRecord): void {
@@ -192,6 +235,24 @@ export class MemoryStore implements Store {
       if (offset < from) continue;
       out.push(message);
       if (out.length >= limit) break;
+    }
+    return Promise.resolve(out);
+  }
+
+  readMessages(offsets: readonly number[]): Promise<Message[]> {
+    const out: Message[] = [];
+    for (const offset of offsets) {
+      const message = this.#log.get(offset);
+      if (message) out.push(message);
+    }
+    return Promise.resolve(out);
+  }
+
+  readRetained(topics: readonly string[]): Promise<Message[]> {
+    const out: Message[] = [];
+    for (const topic of topics) {
+      const message = this.#retained.get(topic);
+      if (message) out.push(message);
     }
     return Promise.resolve(out);
   }

@@ -74,6 +74,9 @@ export interface SessionRecord {
   owner?: string | null;
 }
 
+/** A session's own fields: its record without the subscriptions (those are stored one by one). */
+export type SessionState = Omit<SessionRecord, "subscriptions">;
+
 /**
  * One message owed to one session. `packetId` is set once it was sent; `phase`
  * 'pubrel' means PUBREC arrived for an outbound QoS 2 message and only PUBREL/PUBCOMP
@@ -93,9 +96,26 @@ export interface DeliveryRecord {
 export type Mutation =
   | { op: "append"; message: Message }
   | { op: "retain"; topic: string; message: Message | null }
+  /** The session and exactly these subscriptions (any stored before are replaced). */
   | { op: "session-put"; session: SessionRecord }
+  /**
+   * The session's own fields; its stored subscriptions stay as they are. A SUBSCRIBE
+   * writes one subscription, not the whole record: rewriting every subscription per
+   * SUBSCRIBE made a session of 20,000 filters quadratic (issue 13).
+   */
+  | { op: "session-update"; session: SessionState }
+  | { op: "subscription-put"; clientId: string; subscription: SubscriptionRecord }
+  | { op: "subscription-delete"; clientId: string; filter: string }
   | { op: "session-delete"; clientId: string }
   | { op: "delivery-put"; delivery: DeliveryRecord }
+  /**
+   * Copies the retained message of `topic`, as the store holds it when this list is
+   * applied, into the log at `offset` (origin RETAINED_COPY_ORIGIN), and puts `delivery`
+   * (whose offset is `offset`); nothing when the topic has no retained message. For a
+   * retained message sent on SUBSCRIBE to a persistent session whose body the broker
+   * does not hold in memory.
+   */
+  | { op: "retained-copy"; topic: string; offset: number; delivery: DeliveryRecord }
   | { op: "delivery-sent"; clientId: string; offset: number; packetId: number }
   /**
    * Deliveries are named by offset, never by packet id: (client_id, offset) is the key, so
@@ -118,11 +138,18 @@ export type Mutation =
    */
   | { op: "counter-put"; name: string; value: number };
 
-/** What a store hands back when it opens: enough to resume exactly. */
+/**
+ * What a store hands back when it opens: enough to resume exactly, without message
+ * bodies. Retained messages and queued deliveries come as an index in columns (topics,
+ * offsets, sizes; no object per message); the broker reads bodies with `readRetained`
+ * and `readMessages` when it needs them, so a large backlog is never in memory at once
+ * (issue 13: loading every body made a start with 100,000 retained and 100,000 queued
+ * messages take 476 MB).
+ */
 export interface Recovered {
   /** The next log offset to assign (greater than every offset in the log). */
   nextOffset: number;
-  retained: Message[];
+  retained: RecoveredRetained;
   sessions: RecoveredSession[];
   /** Log readers' positions by name (see the cursor-put mutation). */
   cursors: Record<string, number>;
@@ -130,12 +157,72 @@ export interface Recovered {
   counters?: Record<string, number>;
 }
 
+/** Retained messages without bodies, one per index, in no particular order. */
+export interface RecoveredRetained {
+  readonly topics: readonly string[];
+  readonly qos: Uint8Array;
+  /** Payload bytes. */
+  readonly bytes: Uint32Array;
+  /** Absolute expiry (ms since epoch); NaN for none. */
+  readonly expiresAt: Float64Array;
+}
+
+/** A retained message without its body: what matching a subscription needs. */
+export interface RetainedStub {
+  topic: string;
+  qos: QoS;
+  /** Payload bytes. */
+  bytes: number;
+  expiresAt?: number;
+}
+
 export interface RecoveredSession {
+  /** The record, with every stored subscription (in no particular order). */
   session: SessionRecord;
-  /** Owed messages in delivery order (by offset), with their bodies. */
-  deliveries: Array<{ delivery: DeliveryRecord; message: Message }>;
+  /**
+   * Deliveries sent and not completed (phase sent or pubrel, with a packet id), oldest
+   * first, with their messages: bounded by the in-flight window, and re-sent at once.
+   */
+  inflight: Array<{ delivery: DeliveryRecord; message: Message }>;
+  /** Deliveries not sent yet, oldest first, without bodies (read them with `readMessages`). */
+  queued: QueuedDeliveries;
   /** QoS 2 packet ids received but not yet released (PUBREL). */
   qos2Incoming: number[];
+}
+
+/** One session's queued deliveries in columns, oldest first: index i is one delivery. */
+export interface QueuedDeliveries {
+  readonly length: number;
+  readonly offsets: Float64Array;
+  /** Payload bytes of each message. */
+  readonly bytes: Uint32Array;
+  /** The QoS to send in bits 0-1; bit 2 the RETAIN flag to send. */
+  readonly flags: Uint8Array;
+  /** Subscription identifiers by index, for the deliveries that carry any. */
+  readonly subscriptionIds: ReadonlyMap<number, number[]>;
+}
+
+export const QUEUED_RETAIN = 0x04;
+
+/** Delivery `i` of `q` as a record of session `clientId`. */
+export function queuedDelivery(q: QueuedDeliveries, i: number, clientId: string): DeliveryRecord {
+  const d: DeliveryRecord = {
+    clientId,
+    offset: q.offsets[i]!,
+    qos: (q.flags[i]! & 3) as QoS,
+    retain: (q.flags[i]! & QUEUED_RETAIN) !== 0,
+    phase: "queued",
+  };
+  const ids = q.subscriptionIds.get(i);
+  if (ids !== undefined) d.subscriptionIds = ids;
+  return d;
+}
+
+/** Retained message `i` of `r`. */
+export function retainedStub(r: RecoveredRetained, i: number): RetainedStub {
+  const stub: RetainedStub = { topic: r.topics[i]!, qos: (r.qos[i]! & 3) as QoS, bytes: r.bytes[i]! };
+  if (!Number.isNaN(r.expiresAt[i]!)) stub.expiresAt = r.expiresAt[i]!;
+  return stub;
 }
 
 export interface StoreStats {
@@ -166,7 +253,25 @@ export interface Store {
   commit(mutations: readonly Mutation[]): Promise<void>;
   /** Messages from the log with offset >= `from`, oldest first, at most `limit`. */
   readLog(from: number, limit: number): Promise<Message[]>;
+  /**
+   * The messages of the log at `offsets`, in that order, leaving out those not in it. Like
+   * every read, it sees the lists passed to `commit` before it was called, durable or not.
+   */
+  readMessages(offsets: readonly number[]): Promise<Message[]>;
+  /** The retained messages of `topics`, in that order, leaving out topics without one. */
+  readRetained(topics: readonly string[]): Promise<Message[]>;
+  /**
+   * True when message bodies live outside the JavaScript heap (a file): the broker may
+   * then drop its references to bodies it queued and read them back when needed. False
+   * for the memory store, whose bodies stay in the heap anyway.
+   */
+  readonly offloadsBodies: boolean;
   stats(): StoreStats;
   /** Flush everything pending and release resources. */
   close(): Promise<void>;
+}
+
+/** Whether `m` adds a message to the log: what a full store refuses. */
+export function addsToLog(m: Mutation): boolean {
+  return m.op === "append" || m.op === "retained-copy";
 }

@@ -88,6 +88,19 @@ export class GatedStore implements Store {
     return this.disk.readLog(from, limit);
   }
 
+  /** Reads see the disk only: what was flushed (the tests read recovered, durable bodies). */
+  readMessages(offsets: readonly number[]): Promise<Message[]> {
+    return this.disk.readMessages(offsets);
+  }
+
+  readRetained(topics: readonly string[]): Promise<Message[]> {
+    return this.disk.readRetained(topics);
+  }
+
+  get offloadsBodies(): boolean {
+    return this.disk.offloadsBodies;
+  }
+
   stats(): StoreStats {
     return this.disk.stats();
   }

@@ -77,3 +77,30 @@ export function createV1Store(path: string, fill: (db: Database) => void = () =>
     db.close(true); // finalizes fill's prepared statements, so the file is released now
   }
 }
+
+/**
+ * The migrations to version 3 as released (frozen copies of 1 → 2 and 2 → 3 in
+ * src/store/sqlite/schema.ts): sessions still carry their subscriptions in the record.
+ */
+const V1_TO_V3 = `
+  CREATE TABLE cursors (
+    name TEXT PRIMARY KEY,
+    offset INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  DROP INDEX deliveries_by_packet;
+`;
+
+/** Creates a version 3 Ferry store at `path` and lets `fill` write rows into it. */
+export function createV3Store(path: string, fill: (db: Database) => void = () => {}): void {
+  createV1Store(path);
+  const db = new Database(path);
+  try {
+    db.transaction(() => {
+      db.exec(V1_TO_V3);
+      db.exec("PRAGMA user_version = 3");
+    })();
+    db.transaction(() => fill(db))();
+  } finally {
+    db.close(true);
+  }
+}

@@ -19,9 +19,15 @@ import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
 import { migrate, SCHEMA_VERSION } from "../../src/store/sqlite/schema.ts";
 import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
-import { PER_MESSAGE_SQL, UNREFERENCED_SQL, UNREFERENCED_UP_TO_SQL } from "../../src/store/sqlite/statements.ts";
+import {
+  BODY_READ_SQL,
+  PER_MESSAGE_SQL,
+  PER_SUBSCRIPTION_SQL,
+  UNREFERENCED_SQL,
+  UNREFERENCED_UP_TO_SQL,
+} from "../../src/store/sqlite/statements.ts";
 import { type Message, type Mutation, type SessionRecord, StoreFullError } from "../../src/store/store.ts";
-import { createV1Store } from "./schema-v1.ts";
+import { createV1Store, createV3Store } from "./schema-v1.ts";
 import { fileStoreFactory, sqliteStore, tempDir } from "./sqlite-helpers.ts";
 
 // bun:sqlite in both durability modes, and the node:sqlite driver (meant for Deno) on
@@ -283,6 +289,33 @@ describe("SqliteStore log trimming", () => {
     expect((await store.readLog(base + accepted, 1)).map((m) => m.offset)).toEqual([base + accepted]);
   });
 
+  test("an append in the same batch as the acks that make room is accepted", async () => {
+    const maxBytes = 256 * 1024;
+    const { store, recovered } = await opened(join(scratch(), "same-batch.db"), { maxBytes });
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("slow") }]);
+    let accepted = 0;
+    for (; accepted < 2000; accepted++) {
+      const offset = base + accepted;
+      const list: Mutation[] = [
+        append(message(offset, kib(2))),
+        { op: "delivery-put", delivery: { clientId: "slow", offset, qos: 1, retain: false, phase: "queued" } },
+      ];
+      if (await rejection(store.commit(list))) break;
+    }
+    expect(store.stats().full).toBe(true);
+    // Not awaited one by one: the acks and the publish behind them share one transaction.
+    const acks = Array.from(
+      { length: accepted },
+      (_, i) => store.commit([{ op: "delivery-delete-offset", clientId: "slow", offset: base + i }]),
+    );
+    const publish = store.commit([append(message(base + accepted, kib(2)))]);
+    const before = store.stats().transactions;
+    await Promise.all([...acks, publish]);
+    expect(store.stats().transactions).toBe(before + 1);
+    expect((await store.readLog(base + accepted, 1)).map((m) => m.offset)).toEqual([base + accepted]);
+  });
+
   test("periodic mode refuses appends at commit() once over quota with nothing to drop", async () => {
     const maxBytes = 256 * 1024;
     const { store, recovered } = await opened(join(scratch(), "pfull.db"), {
@@ -439,21 +472,22 @@ describe("SqliteStore schema migration", () => {
     const { store, recovered } = await opened(path);
     expect(recovered.nextOffset).toBe(43);
     expect(recovered.cursors).toEqual({});
-    expect(recovered.retained).toEqual([
-      {
-        offset: 0,
-        topic: "plant/status",
-        payload: encoder.encode("on"),
-        qos: 0,
-        retain: true,
-        receivedAt: 1_699_999_999_000,
-        origin: "",
-      },
-    ]);
-    expect(recovered.sessions).toEqual([
+    const status: Message = {
+      offset: 0,
+      topic: "plant/status",
+      payload: encoder.encode("on"),
+      qos: 0,
+      retain: true,
+      receivedAt: 1_699_999_999_000,
+      origin: "",
+    };
+    expect(recovered.retained.topics).toEqual(["plant/status"]);
+    expect([...recovered.retained.bytes]).toEqual([2]);
+    expect(await store.readRetained(["plant/status"])).toEqual([status]);
+    expect(recovered.sessions.map((s) => ({ ...s, queued: s.queued.length }))).toEqual([
       {
         session,
-        deliveries: [
+        inflight: [
           {
             delivery: {
               clientId: "dev-1",
@@ -467,6 +501,7 @@ describe("SqliteStore schema migration", () => {
             message: m40,
           },
         ],
+        queued: 0,
         qos2Incoming: [9],
       },
     ]);
@@ -479,7 +514,55 @@ describe("SqliteStore schema migration", () => {
     const again = await opened(path);
     expect(again.recovered.cursors).toEqual({ uplink: 40 });
     expect((await again.store.readLog(0, 10)).map((m) => m.offset)).toEqual([40, 41, 43]);
-    expect(again.recovered.sessions[0]!.deliveries[0]!.message).toEqual(m40);
+    expect(again.recovered.sessions[0]!.inflight[0]!.message).toEqual(m40);
+  });
+
+  test("a version 3 store migrates: each session's subscriptions move to rows of their own", async () => {
+    const path = join(scratch(), "v3.db");
+    const subs = [
+      { filter: "plant/#", qos: 1, noLocal: false, retainAsPublished: true, retainHandling: 0, subscriptionId: 7 },
+      { filter: "$share/g/cmd/+", qos: 2, noLocal: false, retainAsPublished: false, retainHandling: 2 },
+      { filter: "echo", qos: 0, noLocal: true, retainAsPublished: false, retainHandling: 1 },
+    ] as const;
+    const withSubs: SessionRecord = { ...session, subscriptions: [...subs] };
+    const bare: SessionRecord = { clientId: "dev-2", expiryInterval: 60, protocolVersion: 4, subscriptions: [] };
+    createV3Store(path, (db) => {
+      const put = db.prepare("INSERT INTO sessions (client_id, record) VALUES (?, ?)");
+      put.run("dev-1", JSON.stringify(withSubs));
+      put.run("dev-2", JSON.stringify(bare));
+      db.prepare("INSERT INTO cursors (name, offset) VALUES (?, ?)").run("uplink", 3);
+    });
+    expect(userVersion(path)).toBe(3);
+
+    const { store, recovered } = await opened(path);
+    const byFilter = (r: SessionRecord) => ({
+      ...r,
+      subscriptions: [...r.subscriptions].sort((a, b) => (a.filter < b.filter ? -1 : 1)),
+    });
+    const recoveredSessions = recovered.sessions.map((s) => byFilter(s.session));
+    expect(recoveredSessions.sort((a, b) => (a.clientId < b.clientId ? -1 : 1))).toEqual([byFilter(withSubs), bare]);
+    expect(recovered.cursors).toEqual({ uplink: 3 });
+    // From now on a SUBSCRIBE writes one row, and a connect leaves the subscriptions alone.
+    await store.commit([
+      { op: "subscription-delete", clientId: "dev-1", filter: "echo" },
+      { op: "session-update", session: { clientId: "dev-1", expiryInterval: 10, protocolVersion: 5 } },
+    ]);
+    await store.close();
+    expect(userVersion(path)).toBe(SCHEMA_VERSION);
+    const db = new Database(path);
+    try {
+      const records = db.prepare("SELECT record FROM sessions ORDER BY client_id").all() as Array<{ record: string }>;
+      expect(records.map((r) => "subscriptions" in JSON.parse(r.record))).toEqual([false, false]);
+    } finally {
+      db.close(true);
+    }
+    const again = await opened(path);
+    expect(byFilter(again.recovered.sessions.find((x) => x.session.clientId === "dev-1")!.session)).toEqual({
+      clientId: "dev-1",
+      expiryInterval: 10,
+      protocolVersion: 5,
+      subscriptions: [subs[1], subs[0]],
+    });
   });
 
   test("a migrated store has exactly the schema of a new one", async () => {
@@ -555,6 +638,38 @@ describe("SqliteStore trimming queries", () => {
     const want = WHOLE_KEY[name as keyof typeof PER_MESSAGE_SQL];
     if (want) expect(steps).toEqual([expect.stringMatching(want)]);
     else expect(steps).toEqual([]);
+  });
+});
+
+describe("SqliteStore subscription and body-read statements", () => {
+  function plan(sql: string): string[] {
+    const db = bunSqliteDriver.open(":memory:");
+    try {
+      migrate(db, 0);
+      return db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all().map((row) => String(row.detail));
+    } finally {
+      db.close();
+    }
+  }
+
+  // A SUBSCRIBE's write is one keyed row, whatever the session's other subscriptions
+  // (when it rewrote the whole record, 13,000 SUBSCRIBEs took 151 s: issue 13).
+  test.each(Object.entries(PER_SUBSCRIPTION_SQL))("%s is an insert or one lookup by its whole key", (_, sql) => {
+    const steps = plan(sql);
+    expect(steps.filter((s) => /\bSCAN\b|TEMP B-TREE/.test(s))).toEqual([]);
+    for (const step of steps) expect(step).toMatch(/USING PRIMARY KEY \(client_id=\? AND filter=\?\)$/);
+  });
+
+  // Reading a page of bodies costs a lookup per key, not a scan of the log or the retained set.
+  test.each(Object.entries(BODY_READ_SQL))("%s looks each key up", (_, sql) => {
+    const steps = plan(sql);
+    expect(steps.filter((s) => /\bSCAN (m|r)\b/.test(s))).toEqual([]);
+    expect(
+      steps.some((s) =>
+        /^SEARCH (m|r) USING (INTEGER PRIMARY KEY \(rowid=\?\)|INDEX sqlite_autoindex_retained_1 \(topic=\?\))/.test(s)
+      ),
+    )
+      .toBe(true);
   });
 });
 

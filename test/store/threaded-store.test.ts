@@ -2,6 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { spawnSqliteThread } from "../../src/runtime/bun/sqlite-thread-spawn.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
+import { RecoveryBuilder } from "../../src/store/recovery-builder.ts";
 import { type StoreThread, ThreadedSqliteStore } from "../../src/store/sqlite/threaded-store.ts";
 import { type Message, StoreFullError } from "../../src/store/store.ts";
 import { fileStoreFactory, tempDir } from "./sqlite-helpers.ts";
@@ -102,7 +103,7 @@ describe("sqlite on its own thread", () => {
     thread.onmessage!({
       data: {
         t: "opened",
-        recovered: { nextOffset: 1, retained: [], sessions: [], cursors: {} },
+        recovered: new RecoveryBuilder().finish({ nextOffset: 1, cursors: {} }),
         stats: store.stats(),
       },
     } as MessageEvent);
@@ -135,7 +136,7 @@ describe("sqlite on its own thread", () => {
     const stats = { ...store.stats() };
     const opening = store.open();
     const reply = (data: unknown) => thread.onmessage!({ data } as MessageEvent);
-    reply({ t: "opened", recovered: { nextOffset: 1, retained: [], sessions: [], cursors: {} }, stats });
+    reply({ t: "opened", recovered: new RecoveryBuilder().finish({ nextOffset: 1, cursors: {} }), stats });
     await opening;
     await store.commit([{ op: "append", message: message(1) }]); // no answer needed
     reply({ t: "flushed", error: { name: "Error", message: "disk I/O error" }, stats });

@@ -68,6 +68,33 @@ const lists: Mutation[][] = [
     },
     { op: "session-delete", clientId: "c1" },
     { op: "cursor-delete", name: "uplink" },
+    { op: "session-update", session: { clientId: "c1", expiryInterval: 5, protocolVersion: 4, owner: null } },
+    {
+      op: "retained-copy",
+      topic: "r",
+      offset: 77,
+      delivery: { clientId: "c1", offset: 77, qos: 1, retain: true, phase: "queued" },
+    },
+  ],
+  [
+    {
+      op: "subscription-put",
+      clientId: "c1",
+      subscription: { filter: "a/+/ü", qos: 2, noLocal: true, retainAsPublished: false, retainHandling: 2 },
+    },
+    {
+      op: "subscription-put",
+      clientId: "ç2",
+      subscription: {
+        filter: "$share/g/#",
+        qos: 0,
+        noLocal: false,
+        retainAsPublished: true,
+        retainHandling: 1,
+        subscriptionId: 268435455,
+      },
+    },
+    { op: "subscription-delete", clientId: "c1", filter: "a/+/ü" },
   ],
 ];
 

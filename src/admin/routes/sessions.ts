@@ -5,7 +5,7 @@ import { notFound } from "../errors.ts";
 import { paginate } from "../pagination.ts";
 import { sessionsQuery } from "../schemas.ts";
 import { parseQuery } from "../validate.ts";
-import { sessionDetailView, sessionView } from "../views.ts";
+import { QUEUED_SHOWN, sessionDetailView, sessionView } from "../views.ts";
 
 export function sessionRoutes(ctx: AdminContext): Hono {
   return new Hono()
@@ -17,10 +17,12 @@ export function sessionRoutes(ctx: AdminContext): Hono {
       );
       return c.json(paginate(list, (s) => s.clientId, q, sessionView));
     })
-    .get("/:id", (c) => {
+    .get("/:id", async (c) => {
       const id = c.req.param("id");
       const s = ctx.broker.sessions.get(id);
       if (!s) throw notFound(`no session ${JSON.stringify(id)}`);
-      return c.json(sessionDetailView(s));
+      // Queued messages whose bodies wait in the store are read for the view (not kept).
+      const queued = await ctx.broker.registry.loader.peek(s, QUEUED_SHOWN);
+      return c.json(sessionDetailView(s, queued));
     });
 }

@@ -1,53 +1,87 @@
-import type { Message, Recovered, RecoveredSession, SessionRecord } from "../store.ts";
-import type { SqliteDatabase } from "./driver.ts";
+import type { RecoveredTail, RecoverySink } from "../recovery-builder.ts";
+import type { QoS, SessionRecord, SessionState, SubscriptionRecord } from "../store.ts";
+import type { SqliteDatabase, SqlRow } from "./driver.ts";
 import { MESSAGE_COLUMNS, rowToDelivery, rowToMessage } from "./message-codec.ts";
 
-/** Everything `open()` hands back, plus the log size the store tracks from then on. */
-export interface RecoveredState extends Recovered {
+/** Everything `open()` hands back besides what went to the sink, plus the log size the store tracks. */
+export interface RecoveredScalars extends RecoveredTail {
   messageCount: number;
 }
 
+/** Rows per query: recovery holds one page of rows at a time, never a whole table. */
+const PAGE = 1000;
+
 /**
- * Reads the durable state in a handful of ordered scans. Deliveries come back in
- * primary-key order (client_id, offset), which is delivery order, so nothing sorts;
- * a message owed to several sessions is decoded once and shared.
+ * Reads the durable state into `sink` page by page: the retained index (topics and sizes,
+ * no bodies), then every session with its subscriptions, QoS 2 state and owed deliveries
+ * in delivery order. Only deliveries in flight (bounded by the window) come with their
+ * message; queued ones carry their size, and the broker reads their bodies when the
+ * session drains (issue 13: loading every body made a start with 100,000 retained and
+ * 100,000 queued take 476 MB).
  */
-export function recover(db: SqliteDatabase): RecoveredState {
+export function recover(db: SqliteDatabase, sink: RecoverySink): RecoveredScalars {
   let highest = Number(db.prepare("SELECT value FROM meta WHERE key = 'next_offset'").get()?.value ?? 1) - 1;
   const maxLogged = db.prepare("SELECT max(offset) AS max, count(*) AS count FROM messages").get();
   highest = Math.max(highest, Number(maxLogged?.max ?? 0));
   const messageCount = Number(maxLogged?.count ?? 0);
 
-  const retained = db
-    .prepare(`SELECT ${MESSAGE_COLUMNS} FROM retained ORDER BY topic`)
-    .all()
-    .map(rowToMessage);
-  for (const message of retained) highest = Math.max(highest, message.offset);
-
-  const sessions = new Map<string, RecoveredSession>();
-  for (const row of db.prepare("SELECT record FROM sessions ORDER BY client_id").all()) {
-    const session = JSON.parse(String(row.record)) as SessionRecord;
-    sessions.set(session.clientId, { session, deliveries: [], qos2Incoming: [] });
-  }
-
-  const bodies = new Map<number, Message>();
-  const deliveries = db.prepare(
-    `SELECT d.client_id, d.offset, d.qos AS d_qos, d.retain AS d_retain, d.sub_ids, d.packet_id, d.phase,
-            m.topic, m.payload, m.qos, m.retain, m.received_at, m.expires_at, m.props, m.origin
-       FROM deliveries d JOIN messages m ON m.offset = d.offset
-      ORDER BY d.client_id, d.offset`,
+  // In topic order (the primary key's index), which is the order the broker's index keeps
+  // them in; length(payload) reads a BLOB's size from the record header, not its pages.
+  const retainedPage = db.prepare(
+    `SELECT topic, offset, qos, expires_at, length(payload) AS bytes
+       FROM retained WHERE topic > ? ORDER BY topic LIMIT ${PAGE}`,
   );
-  for (const row of deliveries.all()) {
-    const owner = sessions.get(String(row.client_id));
-    if (!owner) continue; // a queue without a session is unreachable; session-delete removes both
-    const delivery = rowToDelivery(row);
-    let message = bodies.get(delivery.offset);
-    if (!message) bodies.set(delivery.offset, message = rowToMessage(row));
-    owner.deliveries.push({ delivery, message });
+  for (let after = "";;) {
+    const rows = retainedPage.all(after);
+    for (const row of rows) {
+      const expiresAt = row.expires_at === null || row.expires_at === undefined ? undefined : Number(row.expires_at);
+      highest = Math.max(highest, Number(row.offset));
+      sink.retained(String(row.topic), Number(row.qos) as QoS, Number(row.bytes), expiresAt);
+    }
+    if (rows.length < PAGE) break;
+    after = String(rows.at(-1)!.topic);
   }
 
-  for (const row of db.prepare("SELECT client_id, packet_id FROM qos2_in ORDER BY client_id, packet_id").all()) {
-    sessions.get(String(row.client_id))?.qos2Incoming.push(Number(row.packet_id));
+  const sessionPage = db.prepare(
+    `SELECT rowid, client_id, record FROM sessions WHERE rowid > ? ORDER BY rowid LIMIT ${PAGE}`,
+  );
+  const subscriptionsOf = db.prepare(
+    `SELECT filter, qos, no_local, retain_as_published, retain_handling, subscription_id
+       FROM subscriptions WHERE client_id = ?`,
+  );
+  const qos2Of = db.prepare("SELECT packet_id FROM qos2_in WHERE client_id = ? ORDER BY packet_id");
+  // Only what a queue entry needs; a delivery whose message is gone is unreachable and skipped.
+  const deliveryPage = db.prepare(
+    `SELECT d.client_id, d.offset, d.qos AS d_qos, d.retain AS d_retain, d.sub_ids, d.packet_id, d.phase,
+            length(m.payload) AS bytes
+       FROM deliveries d JOIN messages m ON m.offset = d.offset
+      WHERE d.client_id = ? AND d.offset > ? ORDER BY d.offset LIMIT ${PAGE}`,
+  );
+  const messageAt = db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE offset = ?`);
+
+  for (let after = 0;;) {
+    const rows = sessionPage.all(after);
+    for (const row of rows) {
+      const clientId = String(row.client_id);
+      const state = JSON.parse(String(row.record)) as SessionState & { subscriptions?: unknown };
+      // Records written before schema 4 carried their subscriptions; the migration moved them out.
+      delete state.subscriptions;
+      const record: SessionRecord = { ...state, subscriptions: subscriptionsOf.all(clientId).map(rowToSubscription) };
+      sink.session(record, qos2Of.all(clientId).map((r) => Number(r.packet_id)));
+      for (let from = 0;;) {
+        const page = deliveryPage.all(clientId, from);
+        for (const d of page) {
+          const delivery = rowToDelivery(d);
+          const inFlight = delivery.phase !== "queued" && delivery.packetId !== undefined;
+          const body = inFlight ? messageAt.get(delivery.offset) : undefined;
+          sink.delivery(delivery, Number(d.bytes), body ? rowToMessage(body) : undefined);
+        }
+        if (page.length < PAGE) break;
+        from = Number(page.at(-1)!.offset);
+      }
+    }
+    if (rows.length < PAGE) break;
+    after = Number(rows.at(-1)!.rowid);
   }
 
   // fromEntries defines own properties, so a reader named "__proto__" is just a name.
@@ -63,5 +97,19 @@ export function recover(db: SqliteDatabase): RecoveredState {
     ) => [String(row.key).slice("counter:".length), Number(row.value)]),
   );
 
-  return { nextOffset: highest + 1, retained, sessions: [...sessions.values()], cursors, counters, messageCount };
+  return { nextOffset: highest + 1, cursors, counters, messageCount };
+}
+
+function rowToSubscription(row: SqlRow): SubscriptionRecord {
+  const sub: SubscriptionRecord = {
+    filter: String(row.filter),
+    qos: Number(row.qos) as QoS,
+    noLocal: Number(row.no_local) === 1,
+    retainAsPublished: Number(row.retain_as_published) === 1,
+    retainHandling: Number(row.retain_handling) as 0 | 1 | 2,
+  };
+  if (row.subscription_id !== null && row.subscription_id !== undefined) {
+    sub.subscriptionId = Number(row.subscription_id);
+  }
+  return sub;
 }

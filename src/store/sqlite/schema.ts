@@ -94,6 +94,33 @@ const MIGRATIONS: readonly string[] = [
   -- an offset in memory. The index only cost a write per message sent.
   DROP INDEX deliveries_by_packet;
   `,
+
+  /* 3 → 4: one row per subscription. */ `
+  -- A SUBSCRIBE writes the subscription it changes, not the session's whole record: with
+  -- every subscription in the record, a session's 20,000th SUBSCRIBE rewrote 20,000 of
+  -- them (issue 13). The session's record keeps its own fields only.
+  CREATE TABLE subscriptions (
+    client_id TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    no_local INTEGER NOT NULL,
+    retain_as_published INTEGER NOT NULL,
+    retain_handling INTEGER NOT NULL,
+    subscription_id INTEGER,
+    PRIMARY KEY (client_id, filter)
+  ) WITHOUT ROWID;
+  INSERT OR REPLACE INTO subscriptions
+    (client_id, filter, qos, no_local, retain_as_published, retain_handling, subscription_id)
+    SELECT s.client_id,
+           json_extract(j.value, '$.filter'),
+           json_extract(j.value, '$.qos'),
+           coalesce(json_extract(j.value, '$.noLocal'), 0),
+           coalesce(json_extract(j.value, '$.retainAsPublished'), 0),
+           coalesce(json_extract(j.value, '$.retainHandling'), 0),
+           json_extract(j.value, '$.subscriptionId')
+      FROM sessions s, json_each(s.record, '$.subscriptions') j;
+  UPDATE sessions SET record = json_remove(record, '$.subscriptions');
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,4 +1,14 @@
-import { type Message, type Mutation, type Recovered, type Store, StoreFullError, type StoreStats } from "../store.ts";
+import { type RecoveredTail, RecoveryBuilder, type RecoverySink } from "../recovery-builder.ts";
+import {
+  addsToLog,
+  type Message,
+  type Mutation,
+  type Recovered,
+  RETAINED_COPY_ORIGIN,
+  type Store,
+  StoreFullError,
+  type StoreStats,
+} from "../store.ts";
 import {
   SQLITE_BUSY,
   SQLITE_CORRUPT,
@@ -12,7 +22,7 @@ import { LogTrimmer } from "./log-trimmer.ts";
 import { rowToMessage } from "./message-codec.ts";
 import { recover } from "./recover.ts";
 import { inspectSchema, migrate } from "./schema.ts";
-import { type MutationEffect, Statements } from "./statements.ts";
+import { type MutationEffect, runsSeveralStatements, Statements } from "./statements.ts";
 
 export interface SqliteStoreOptions {
   /** The database file. Created if missing; never overwritten if it is not Ferry's. */
@@ -109,6 +119,7 @@ const defer: (fn: () => void) => void = typeof setImmediate === "function"
  */
 export class SqliteStore implements Store {
   readonly kind = "sqlite";
+  readonly offloadsBodies = true;
   readonly #driver: SqliteDriver;
   readonly #options: SqliteStoreOptions;
   readonly #path: string;
@@ -143,6 +154,15 @@ export class SqliteStore implements Store {
   }
 
   open(): Promise<Recovered> {
+    const builder = new RecoveryBuilder();
+    return this.openInto(builder).then((tail) => builder.finish(tail));
+  }
+
+  /**
+   * Opens the store and hands what it recovers to `sink` as it reads it, page by page (the
+   * storage thread builds it in columns whose buffers it transfers to the event loop).
+   */
+  openInto(sink: RecoverySink): Promise<RecoveredTail> {
     if (this.#db || this.#closed) {
       return Promise.reject(new Error(`SQLite store ${this.#path}: open() may be called once per instance`));
     }
@@ -167,7 +187,7 @@ export class SqliteStore implements Store {
       db.exec("PRAGMA journal_size_limit = 8388608");
       migrate(db, version);
 
-      const state = recover(db);
+      const state = recover(db, sink);
       const s = new Statements(db);
       const pageSize = Number(db.prepare("PRAGMA page_size").get()?.page_size ?? 4096);
       this.#trimmer = new LogTrimmer(s, pageSize);
@@ -201,7 +221,7 @@ export class SqliteStore implements Store {
   commit(mutations: readonly Mutation[]): Promise<void> {
     if (!this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
     let appendCount = 0;
-    for (const m of mutations) if (m.op === "append") appendCount++;
+    for (const m of mutations) if (addsToLog(m)) appendCount++;
     const appends = appendCount > 0;
     if (this.#options.durability === "periodic") {
       // The promise resolves now, so a refusal has to be decided now, from the state
@@ -227,17 +247,72 @@ export class SqliteStore implements Store {
     if (!s || !this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
     if (limit <= 0) return Promise.resolve([]);
     const logged = s.readLog.all(from, limit).map(rowToMessage);
-    if (this.#queuedAppends === 0) return Promise.resolve(logged);
-    // Periodic: acknowledged appends still waiting for the flush are part of the log.
+    const queued = this.#unflushed();
+    if (!queued || queued.appends.size === 0) return Promise.resolve(logged);
+    // Lists waiting for the flush (periodic: acknowledged already) are part of the log.
     const byOffset = new Map<number, Message>();
     for (const message of logged) byOffset.set(message.offset, message);
-    for (const queued of this.#queue) {
-      for (const m of queued.mutations) {
-        if (m.op === "append" && m.message.offset >= from) byOffset.set(m.message.offset, m.message);
-      }
-    }
+    for (const [offset, message] of queued.appends) if (offset >= from) byOffset.set(offset, message);
     const merged = [...byOffset.values()].sort((a, b) => a.offset - b.offset).slice(0, limit);
     return Promise.resolve(merged);
+  }
+
+  readMessages(offsets: readonly number[]): Promise<Message[]> {
+    const s = this.#s;
+    if (!s || !this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
+    if (offsets.length === 0) return Promise.resolve([]);
+    const logged = s.messagesAt.all(JSON.stringify(offsets)).map(rowToMessage);
+    const queued = this.#unflushed();
+    if (!queued || queued.appends.size === 0) return Promise.resolve(logged);
+    const found = new Map<number, Message>();
+    for (const message of logged) found.set(message.offset, message);
+    const out: Message[] = [];
+    for (const offset of offsets) {
+      const message = queued.appends.get(offset) ?? found.get(offset);
+      if (message) out.push(message);
+    }
+    return Promise.resolve(out);
+  }
+
+  readRetained(topics: readonly string[]): Promise<Message[]> {
+    const s = this.#s;
+    if (!s || !this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
+    if (topics.length === 0) return Promise.resolve([]);
+    const stored = s.retainedOf.all(JSON.stringify(topics)).map(rowToMessage);
+    const queued = this.#unflushed();
+    if (!queued || queued.retained.size === 0) return Promise.resolve(stored);
+    const found = new Map<string, Message>();
+    for (const message of stored) found.set(message.topic, message);
+    const out: Message[] = [];
+    for (const topic of topics) {
+      const message = queued.retained.has(topic) ? queued.retained.get(topic) : found.get(topic);
+      if (message) out.push(message);
+    }
+    return Promise.resolve(out);
+  }
+
+  /**
+   * What the lists waiting for a flush add to the log and change in the retained set: a
+   * read sees every list committed before it, written yet or not (commit mode flushes on
+   * the next turn; periodic mode every interval). Undefined when nothing waits.
+   */
+  #unflushed(): { appends: Map<number, Message>; retained: Map<string, Message | null> } | undefined {
+    if (this.#queue.length === 0) return undefined;
+    const appends = new Map<number, Message>();
+    const retained = new Map<string, Message | null>();
+    for (const queued of this.#queue) {
+      for (const m of queued.mutations) {
+        if (m.op === "append") appends.set(m.message.offset, m.message);
+        else if (m.op === "retain") retained.set(m.topic, m.message);
+        else if (m.op === "retained-copy") {
+          const source = retained.has(m.topic)
+            ? retained.get(m.topic)
+            : this.#s!.retainedOf.all(JSON.stringify([m.topic])).map(rowToMessage)[0];
+          if (source) appends.set(m.offset, { ...source, offset: m.offset, origin: RETAINED_COPY_ORIGIN });
+        }
+      }
+    }
+    return { appends, retained };
   }
 
   stats(): SqliteStoreStats {
@@ -346,16 +421,27 @@ export class SqliteStore implements Store {
       refuseAppends = trimmer.usedBytes() > max;
     }
 
+    // Lists without appends (acks, session changes) may release messages: an append after
+    // them in the same batch is decided on what they left, as if they had their own
+    // transaction. Otherwise a publish arriving just behind the acks that make room was
+    // refused when both shared a batch.
+    let released = false;
     for (const queued of batch) {
+      if (queued.appends && refuseAppends && released) {
+        r.dropped += trimmer.trimToSize(this.#trimTarget(max!), r.highest);
+        refuseAppends = trimmer.usedBytes() > max!;
+        released = false;
+      }
       if (queued.appends && refuseAppends) {
         outcomes.push(this.#quotaError());
         continue;
       }
+      if (!queued.appends) released = true;
       const effect: MutationEffect = { added: 0, maxOffset: 0 };
       // A list of one single-statement mutation (most lists: one publish's append) is
       // atomic without a savepoint, since SQLite undoes a failed statement by itself.
       // Two statements fewer per message.
-      const single = queued.mutations.length === 1 && queued.mutations[0]!.op !== "session-delete";
+      const single = queued.mutations.length === 1 && !runsSeveralStatements(queued.mutations[0]!);
       if (!single) s.savepoint.run();
       try {
         for (const m of queued.mutations) s.apply(m, effect);

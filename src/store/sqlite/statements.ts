@@ -1,4 +1,10 @@
-import type { Mutation } from "../store.ts";
+import {
+  type DeliveryRecord,
+  type Mutation,
+  RETAINED_COPY_ORIGIN,
+  type SessionState,
+  type SubscriptionRecord,
+} from "../store.ts";
 import type { SqliteDatabase, SqliteStatement } from "./driver.ts";
 import { MESSAGE_COLUMNS, messageParams, phaseCode } from "./message-codec.ts";
 
@@ -39,6 +45,30 @@ export const PER_MESSAGE_SQL = {
   deleteMessage: "DELETE FROM messages WHERE offset = ?",
 } as const;
 
+/**
+ * The statements a SUBSCRIBE or UNSUBSCRIBE runs: one keyed write of the subscription it
+ * changes, whatever the number of the session's other subscriptions (a test pins their
+ * plans, and the broker's test counts what one SUBSCRIBE hands the store).
+ */
+export const PER_SUBSCRIPTION_SQL = {
+  putSubscription: `REPLACE INTO subscriptions
+      (client_id, filter, qos, no_local, retain_as_published, retain_handling, subscription_id)
+      VALUES (?, ?, ?, ?, ?, ?, ?)`,
+  deleteSubscription: "DELETE FROM subscriptions WHERE client_id = ? AND filter = ?",
+  /** Connect and disconnect write the session's own fields only. */
+  putSession: "REPLACE INTO sessions (client_id, record) VALUES (?, ?)",
+} as const;
+
+/**
+ * The bodies the broker reads back (queued messages as a session drains, retained ones as
+ * a subscription matches them): one lookup by key per value of a JSON array bound as the
+ * only parameter, so one prepared statement serves any number of keys.
+ */
+export const BODY_READ_SQL = {
+  messagesAt: `SELECT ${MESSAGE_COLUMNS} FROM json_each(?) j JOIN messages m ON m.offset = j.value ORDER BY j.key`,
+  retainedOf: `SELECT ${MESSAGE_COLUMNS} FROM json_each(?) j JOIN retained r ON r.topic = j.value ORDER BY j.key`,
+} as const;
+
 /** What applying mutations changed that the store mirrors in memory. */
 export interface MutationEffect {
   /** Messages added to the log (a re-append of an existing offset adds none). */
@@ -58,6 +88,10 @@ export class Statements {
   readonly deleteRetained: SqliteStatement;
   readonly putSession: SqliteStatement;
   readonly deleteSession: SqliteStatement;
+  readonly putSubscription: SqliteStatement;
+  readonly deleteSubscription: SqliteStatement;
+  readonly deleteSessionSubscriptions: SqliteStatement;
+  readonly retainedCopy: SqliteStatement;
   readonly deleteSessionDeliveries: SqliteStatement;
   readonly deleteSessionQos2: SqliteStatement;
   readonly putDelivery: SqliteStatement;
@@ -75,6 +109,8 @@ export class Statements {
   readonly rollbackTo: SqliteStatement;
 
   readonly readLog: SqliteStatement;
+  readonly messagesAt: SqliteStatement;
+  readonly retainedOf: SqliteStatement;
   readonly maxOffset: SqliteStatement;
   readonly raiseNextOffset: SqliteStatement;
   /** Oldest unreferenced messages with their approximate size in bytes. */
@@ -93,8 +129,15 @@ export class Statements {
     this.replaceMessage = p(`REPLACE INTO messages (${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.putRetained = p(`REPLACE INTO retained (topic, ${MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     this.deleteRetained = p("DELETE FROM retained WHERE topic = ?");
-    this.putSession = p("REPLACE INTO sessions (client_id, record) VALUES (?, ?)");
+    this.putSession = p(PER_SUBSCRIPTION_SQL.putSession);
     this.deleteSession = p("DELETE FROM sessions WHERE client_id = ?");
+    this.putSubscription = p(PER_SUBSCRIPTION_SQL.putSubscription);
+    this.deleteSubscription = p(PER_SUBSCRIPTION_SQL.deleteSubscription);
+    this.deleteSessionSubscriptions = p("DELETE FROM subscriptions WHERE client_id = ?");
+    this.retainedCopy = p(
+      `INSERT OR IGNORE INTO messages (${MESSAGE_COLUMNS})
+         SELECT ?, topic, payload, qos, retain, received_at, expires_at, props, ? FROM retained WHERE topic = ?`,
+    );
     this.deleteSessionDeliveries = p("DELETE FROM deliveries WHERE client_id = ?");
     this.deleteSessionQos2 = p("DELETE FROM qos2_in WHERE client_id = ?");
     this.putDelivery = p(PER_MESSAGE_SQL.putDelivery);
@@ -113,6 +156,8 @@ export class Statements {
     this.rollbackTo = p("ROLLBACK TO list");
 
     this.readLog = p(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE offset >= ? ORDER BY offset LIMIT ?`);
+    this.messagesAt = p(BODY_READ_SQL.messagesAt);
+    this.retainedOf = p(BODY_READ_SQL.retainedOf);
     this.maxOffset = p("SELECT max(offset) AS max FROM messages");
     this.raiseNextOffset = p("UPDATE meta SET value = ? WHERE key = 'next_offset' AND value < ?");
     this.unreferenced = p(UNREFERENCED_SQL);
@@ -140,26 +185,35 @@ export class Statements {
         else this.deleteRetained.run(m.topic);
         return;
       case "session-put":
-        this.putSession.run(m.session.clientId, JSON.stringify(m.session));
+        this.putSession.run(m.session.clientId, sessionStateJson(m.session));
+        this.deleteSessionSubscriptions.run(m.session.clientId);
+        for (const sub of m.session.subscriptions) this.#putSubscription(m.session.clientId, sub);
+        return;
+      case "session-update":
+        this.putSession.run(m.session.clientId, sessionStateJson(m.session));
+        return;
+      case "subscription-put":
+        this.#putSubscription(m.clientId, m.subscription);
+        return;
+      case "subscription-delete":
+        this.deleteSubscription.run(m.clientId, m.filter);
         return;
       case "session-delete":
         this.deleteSession.run(m.clientId);
+        this.deleteSessionSubscriptions.run(m.clientId);
         this.deleteSessionDeliveries.run(m.clientId);
         this.deleteSessionQos2.run(m.clientId);
         return;
-      case "delivery-put": {
-        const d = m.delivery;
-        this.putDelivery.run(
-          d.clientId,
-          d.offset,
-          d.qos,
-          d.retain ? 1 : 0,
-          d.subscriptionIds === undefined ? null : JSON.stringify(d.subscriptionIds),
-          d.packetId ?? null,
-          phaseCode(d.phase),
-        );
+      case "delivery-put":
+        this.#putDelivery(m.delivery);
         return;
-      }
+      case "retained-copy":
+        if (this.retainedCopy.run(m.offset, RETAINED_COPY_ORIGIN, m.topic).changes > 0) {
+          effect.added++;
+          if (m.offset > effect.maxOffset) effect.maxOffset = m.offset;
+          this.#putDelivery(m.delivery);
+        }
+        return;
       case "delivery-sent":
         this.markSent.run(m.packetId, m.clientId, m.offset);
         return;
@@ -186,4 +240,38 @@ export class Statements {
         return;
     }
   }
+
+  #putDelivery(d: DeliveryRecord): void {
+    this.putDelivery.run(
+      d.clientId,
+      d.offset,
+      d.qos,
+      d.retain ? 1 : 0,
+      d.subscriptionIds === undefined ? null : JSON.stringify(d.subscriptionIds),
+      d.packetId ?? null,
+      phaseCode(d.phase),
+    );
+  }
+
+  #putSubscription(clientId: string, sub: SubscriptionRecord): void {
+    this.putSubscription.run(
+      clientId,
+      sub.filter,
+      sub.qos,
+      sub.noLocal ? 1 : 0,
+      sub.retainAsPublished ? 1 : 0,
+      sub.retainHandling,
+      sub.subscriptionId ?? null,
+    );
+  }
+}
+
+/** Mutations that run more than one statement, so a list of one still needs a savepoint. */
+export function runsSeveralStatements(m: Mutation): boolean {
+  return m.op === "session-delete" || m.op === "session-put" || m.op === "retained-copy";
+}
+
+/** The sessions row's record: the session's own fields; its subscriptions have their own rows. */
+function sessionStateJson(session: SessionState): string {
+  return JSON.stringify(session, (key, value: unknown) => (key === "subscriptions" ? undefined : value));
 }

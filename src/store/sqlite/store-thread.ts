@@ -1,4 +1,5 @@
 import { decodeMutationLists, MutationWriter } from "../mutation-codec.ts";
+import { RecoveryBuilder } from "../recovery-builder.ts";
 import type { Mutation } from "../store.ts";
 import type { SqliteDriver } from "./driver.ts";
 import { SqliteStore } from "./sqlite-store.ts";
@@ -36,8 +37,16 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
             : {}),
         });
         store = opened;
-        opened.open().then(
-          (recovered) => post({ t: "opened", recovered, stats: opened.stats() }),
+        // Built in columns as it is read; their buffers are transferred, not copied.
+        const builder = new RecoveryBuilder();
+        opened.openInto(builder).then(
+          (tail) => {
+            const recovered = builder.finish(tail);
+            port.postMessage(
+              { t: "opened", recovered, stats: opened.stats() } satisfies FromStoreThread,
+              builder.transferables(),
+            );
+          },
           (error: unknown) => post({ t: "open-failed", error: toWireError(error) }),
         );
         return;
@@ -56,7 +65,15 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
         return;
       }
       case "read":
-        store!.readLog(request.from, request.limit).then(
+      case "read-messages":
+      case "read-retained": {
+        const s = store!;
+        const reading = request.t === "read"
+          ? s.readLog(request.from, request.limit)
+          : request.t === "read-messages"
+          ? s.readMessages(request.offsets)
+          : s.readRetained(request.topics);
+        reading.then(
           (messages) => {
             // The same binary form as commits, transferred: a page of the log for the uplink
             // is thousands of messages, and decoding it is cheaper than a structured clone.
@@ -68,6 +85,7 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
           (error: unknown) => post({ t: "read-failed", id: request.id, error: toWireError(error) }),
         );
         return;
+      }
       case "close": {
         // close() flushes what is queued; its lists' answers go out before "closed".
         const closing = (store?.close() ?? Promise.resolve()).then(

@@ -21,14 +21,18 @@ export type ToStoreThread =
   | { t: "open"; options: ThreadStoreOptions }
   | { t: "commit"; seq: number; encoded: EncodedLists }
   | { t: "read"; id: number; from: number; limit: number }
+  /** Bodies for the broker: messages of the log by offset, or retained messages by topic. */
+  | { t: "read-messages"; id: number; offsets: readonly number[] }
+  | { t: "read-retained"; id: number; topics: readonly string[] }
   | { t: "close" };
 
 export type FromStoreThread =
+  /** The recovered state; its columns' buffers are transferred (see recovery-builder.ts). */
   | { t: "opened"; recovered: Recovered; stats: SqliteStoreStats }
   | { t: "open-failed"; error: WireError }
   /** `outcomes` is null when every list committed; otherwise one entry per list. */
   | { t: "committed"; seq: number; outcomes: Array<WireError | null> | null; stats: SqliteStoreStats }
-  /** The messages read, encoded as one list of appends. */
+  /** The messages read (by any read request), encoded as one list of appends. */
   | { t: "read"; id: number; encoded: EncodedLists }
   | { t: "read-failed"; id: number; error: WireError }
   /** Periodic mode: a flush committed (fresh figures), or failed with `error`. */

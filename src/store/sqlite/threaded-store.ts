@@ -1,5 +1,5 @@
 import { decodeMutationLists, type EncodedLists, MutationWriter } from "../mutation-codec.ts";
-import { type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
+import { addsToLog, type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
 import type { SqliteStoreStats } from "./sqlite-store.ts";
 import type { FromStoreThread, ThreadPort, ThreadStoreOptions, ToStoreThread, WireError } from "./thread-protocol.ts";
 
@@ -51,6 +51,7 @@ const EMPTY_STATS: SqliteStoreStats = {
  */
 export class ThreadedSqliteStore implements Store {
   readonly kind = "sqlite";
+  readonly offloadsBodies = true;
   readonly #thread: StoreThread;
   readonly #options: ThreadedStoreOptions;
   #writer = new MutationWriter();
@@ -119,7 +120,7 @@ export class ThreadedSqliteStore implements Store {
    * from its last flush.
    */
   #commitPeriodic(mutations: readonly Mutation[]): Promise<void> {
-    const appends = mutations.some((m) => m.op === "append");
+    const appends = mutations.some(addsToLog);
     if (appends && this.#flushFailure) return Promise.reject(this.#flushFailure);
     if (appends && this.#stats.full) {
       return Promise.reject(
@@ -148,17 +149,31 @@ export class ThreadedSqliteStore implements Store {
   }
 
   readLog(from: number, limit: number): Promise<Message[]> {
+    if (limit <= 0) return this.#dead ? Promise.reject(this.#dead) : Promise.resolve([]);
+    return this.#read((id) => ({ t: "read", id, from, limit }));
+  }
+
+  readMessages(offsets: readonly number[]): Promise<Message[]> {
+    if (offsets.length === 0) return this.#dead ? Promise.reject(this.#dead) : Promise.resolve([]);
+    return this.#read((id) => ({ t: "read-messages", id, offsets }));
+  }
+
+  readRetained(topics: readonly string[]): Promise<Message[]> {
+    if (topics.length === 0) return this.#dead ? Promise.reject(this.#dead) : Promise.resolve([]);
+    return this.#read((id) => ({ t: "read-retained", id, topics }));
+  }
+
+  #read(request: (id: number) => ToStoreThread): Promise<Message[]> {
     if (this.#dead) return Promise.reject(this.#dead);
     if (!this.#opened || this.#closed) {
       return Promise.reject(new Error(`SQLite store ${this.#options.path} is not open`));
     }
-    if (limit <= 0) return Promise.resolve([]);
     // Lists committed before this read go first, so the thread sees them in order.
     this.#send();
     const id = this.#nextReadId++;
     return new Promise<Message[]>((resolve, reject) => {
       this.#reads.set(id, { resolve, reject });
-      this.#post({ t: "read", id, from, limit });
+      this.#post(request(id));
     });
   }
 
