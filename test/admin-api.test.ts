@@ -16,7 +16,7 @@ import { validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { type Serving, spawnServe } from "./helpers/broker-process.ts";
-import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
+import { barrier, connect, eventually, type TestClient } from "./helpers/clients.ts";
 import { createCloud } from "./helpers/cloud-broker.ts";
 
 setDefaultTimeout(30_000);
@@ -348,7 +348,7 @@ describe("admin API: retained, publish, history", () => {
     const sub = await client(b, "ret-sub");
     await sub.client.subscribeAsync("r/#", { qos: 1 });
     await sub.waitFor(1);
-    await sleep(200);
+    await barrier(sub);
     expect(sub.messages.map((m) => m.topic)).toEqual(["r/with space"]);
   });
 
@@ -636,7 +636,8 @@ describe("admin API: uplinks", () => {
     expect(metric(text, 'ferry_uplink_connected{uplink="cloud"}')).toBe(0);
     expect(metric(text, 'ferry_uplink_paused{uplink="cloud"}')).toBe(1);
     expect(metric(text, 'ferry_uplink_backlog_messages{uplink="cloud"}')).toBe(3);
-    await sleep(200);
+    // Not connected (above), so it cannot have sent; the cloud's subscriber has nothing either.
+    await barrier(cloudSub);
     expect(cloudSub.messages).toHaveLength(0);
 
     const resumed = await post(app, "/api/v1/uplinks/cloud/resume", {});
