@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { type Browser, chromium } from "playwright-core";
 import type { FerryConfig } from "../src/config/schema.ts";
 import { startBroker } from "./helpers/broker.ts";
-import { connect, type TestClient } from "./helpers/clients.ts";
+import { connect, eventually, type TestClient } from "./helpers/clients.ts";
 import { freePort } from "./helpers/cloud-broker.ts";
 
 setDefaultTimeout(60_000);
@@ -115,7 +115,13 @@ describe("dashboard", () => {
         { timeout: 10_000 },
       );
       // A few more samples, so the charts have a shape.
-      await page.waitForTimeout(6000);
+      await page.waitForFunction(
+        () =>
+          (document.querySelector("#chart-in polyline")?.getAttribute("points")?.split(" ").length ?? 0) > 3 &&
+          Number(document.getElementById("rate-out")?.textContent ?? "0") > 0,
+        null,
+        { timeout: 15_000 },
+      );
       expect(Number(await page.textContent("#rate-in"))).toBeGreaterThan(10);
       expect(Number(await page.textContent("#rate-out"))).toBeGreaterThan(0);
       const points = await page.evaluate(() =>
@@ -162,7 +168,17 @@ describe("dashboard", () => {
         for (let k = 0; k < 5; k++) sensor.client.publish(`factory/line9/m${k}`, String(n++), { qos: 1 });
       }, 20);
       cleanups.push(() => clearInterval(publisher));
-      await Bun.sleep(4500);
+      // A few history points with traffic in them (one a second), kept by the server.
+      await eventually(
+        async () => {
+          const { points } = (await (await fetch(`${base}/api/v1/metrics/history`)).json()) as {
+            points: Array<{ in: number }>;
+          };
+          return points.length >= 3 && points.some((p) => p.in > 10);
+        },
+        15_000,
+        "three history points",
+      );
 
       // A tab opened now draws the history at its first poll: the server kept it.
       const page = await browser.newPage({ viewport: { width: 1400, height: 1300 } });
@@ -230,7 +246,12 @@ describe("dashboard", () => {
       await page.waitForFunction(() => document.getElementById("rate-in")?.textContent === "0.0", null, {
         timeout: 10_000,
       });
-      await page.waitForTimeout(2500); // a history point without traffic
+      // A history point without traffic.
+      await page.waitForFunction(
+        () => document.getElementById("hist-rates-now")?.textContent?.startsWith("in 0.0") ?? false,
+        null,
+        { timeout: 10_000 },
+      );
       await page.screenshot({ path: join(dir, "after-traffic.png"), fullPage: true });
       console.log(`dashboard screenshots: ${dir}/with-traffic.png, ${dir}/after-traffic.png`);
       expect(pageErrors).toEqual([]);
