@@ -308,11 +308,14 @@ describe("certificate reload", () => {
       // Key first, then certificate: the check in between sees a mismatched pair and keeps the old one.
       writeFileSync(key, certs.read(certs.renewedKey));
       writeFileSync(cert, certs.read(certs.renewedCert));
-      const deadline = Date.now() + 5000;
+      // A TLS handshake per check: every 100 ms.
       let cn = "";
-      while (Date.now() < deadline && (cn = await serverCn(b.server.tls!.port)) !== "ferry-renewed") {
-        await Bun.sleep(100);
-      }
+      await eventually(
+        async () => (cn = await serverCn(b.server.tls!.port)) === "ferry-renewed",
+        5000,
+        () => `still serving ${cn}`,
+        100,
+      );
       expect(cn).toBe("ferry-renewed");
     } finally {
       await b.stop();

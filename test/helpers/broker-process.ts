@@ -90,21 +90,28 @@ export async function spawnServe(
   return { proc, out, stderr: () => log, kill };
 }
 
-/** Spawn `ferry serve` and resolve once it prints `listening mqtt://HOST:PORT`. */
-export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess> {
-  const args = [
-    process.execPath,
-    MAIN,
+/**
+ * The CLI arguments for `serve` on 127.0.0.1, MQTT on a free port, on `dataDir`; with `ws`
+ * WebSocket on a free port too, with `admin` the admin API on one (otherwise it is off).
+ */
+export function serveArgs(dataDir: string, listeners: { ws?: boolean; admin?: boolean } = {}): string[] {
+  return [
     "serve",
     "--host",
     "127.0.0.1",
     "--mqtt-port",
     "0",
+    ...(listeners.ws ? ["--ws-port", "0"] : []),
     "--admin-port",
-    "0",
+    listeners.admin ? "0" : "off",
     "--data-dir",
-    options.dataDir,
+    dataDir,
   ];
+}
+
+/** Spawn `ferry serve` and resolve once it prints `listening mqtt://HOST:PORT`. */
+export async function spawnBroker(options: SpawnOptions): Promise<BrokerProcess> {
+  const args = [process.execPath, MAIN, ...serveArgs(options.dataDir, { admin: true })];
   // Every test client comes from 127.0.0.1, so per-address limits are off unless the test sets them.
   const config = { ...options.config, limits: { exempt_loopback: true, ...(options.config?.limits as object) } };
   const path = options.configPath ?? `${options.dataDir.replace(/\/$/, "")}.config.json`;

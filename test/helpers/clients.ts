@@ -95,17 +95,19 @@ export async function barrier(...clients: Array<TestClient | MqttClient>): Promi
 /**
  * Poll `cond` until true (for state not signalled by an event: another process's output
  * or HTTP answers, counters); the one polling helper of the suite. `what` names it in the
- * timeout error (a function: the error describes the state at the timeout).
+ * timeout error (a function: the error describes the state at the timeout); `everyMs` is
+ * the pause between checks, for a condition that costs something to check.
  */
 export async function eventually(
   cond: () => boolean | Promise<boolean>,
   ms = 5000,
   what: string | (() => string) = "condition",
+  everyMs = 10,
 ): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(typeof what === "string" ? `timed out waiting for ${what}` : what());
-    await Bun.sleep(10);
+    await Bun.sleep(everyMs);
   }
 }
 
