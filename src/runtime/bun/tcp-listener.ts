@@ -7,7 +7,7 @@ interface SocketData {
   handler: ConnectionHandler;
 }
 
-/** How long a closing connection waits, reading and discarding, before it sends FIN. */
+/** How long a closing connection keeps reading and discarding after its FIN, before it closes. */
 const LINGER_MS = 100;
 
 /** Connections with writes waiting for the end of this event-loop turn, in first-write order. */
@@ -149,13 +149,15 @@ export class BunSocketConnection implements Connection {
   }
 
   /**
-   * Close after a short linger. Closing at once while the peer is still sending (acks for
-   * packets it has not yet read past) makes the kernel answer with RST, and the peer then
-   * loses our last packets, the DISCONNECT with its reason code among them. Meanwhile its
-   * input is discarded (the core has stopped listening).
+   * Send FIN now, so the peer sees the end at once, and close after a short linger. Closing
+   * at once while the peer is still sending (acks for packets it has not yet read past)
+   * makes the kernel answer with RST, and the peer then loses our last packets, the
+   * DISCONNECT with its reason code among them. Meanwhile its input is discarded (the core
+   * has stopped listening).
    */
   #endSoon(): void {
     if (this.#closed || this.#linger !== undefined) return;
+    this.socket.shutdown();
     this.#linger = setTimeout(() => this.#end(), LINGER_MS);
     this.#linger.unref?.();
   }
