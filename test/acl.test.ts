@@ -12,7 +12,7 @@ import { parseAclFile } from "../src/auth/acl-file.ts";
 import { resolveAclDefault } from "../src/config/security-options.ts";
 import { validateConfig } from "../src/config/load.ts";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect, type TestClient } from "./helpers/clients.ts";
+import { barrier, connect, type TestClient } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
@@ -56,8 +56,9 @@ async function grants(c: TestClient, topics: string | string[], qos: 0 | 1 | 2 =
   }
 }
 
-async function collect(c: TestClient, ms = 150): Promise<string[]> {
-  await Bun.sleep(ms);
+/** What `c` received once everything `senders` sent before has been routed (see barrier). */
+async function collect(c: TestClient, ...senders: TestClient[]): Promise<string[]> {
+  await barrier(...senders, c);
   return c.messages.map((m) => `${m.topic}=${m.payload}`);
 }
 
@@ -103,7 +104,7 @@ describe("ACL rules with %u and %c", () => {
     await reader.client.subscribeAsync("clients/#");
     await c.client.publishAsync("clients/sensor-7/out", "mine", { qos: 1 });
     await c.client.publishAsync("clients/sensor-8/out", "not mine", { qos: 0 });
-    expect(await collect(reader)).toEqual(["clients/sensor-7/out=mine"]);
+    expect(await collect(reader, c)).toEqual(["clients/sensor-7/out=mine"]);
     await Promise.all([c.end(), reader.end()]);
   });
 
@@ -268,7 +269,7 @@ test("a raw 3.1.1 subscriber never sees a denied publish (no PUBLISH on the wire
   expect((await raw.next("suback")).granted).toEqual([1]);
   const alice = await as("alice", "a", { protocolVersion: 4 });
   await alice.client.publishAsync("devices/bob/lock", "open", { qos: 1 });
-  await Bun.sleep(150);
+  await raw.roundTrip();
   expect(raw.packets.filter((p) => p.cmd === "publish" && p.topic === "devices/bob/lock")).toHaveLength(0);
   raw.close();
   await alice.end();

@@ -14,9 +14,9 @@ import { TopTopics } from "../src/admin/top-topics.ts";
 import { AdminConfigError, listenAdmin } from "../src/admin/serve.ts";
 import { validateConfig } from "../src/config/load.ts";
 import type { FerryConfig } from "../src/config/schema.ts";
-import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { type Serving, spawnServe } from "./helpers/broker-process.ts";
-import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
+import { type DeepPartial, startBroker, type TestBroker } from "./helpers/broker.ts";
+import { serveArgs, type Serving, spawnServe } from "./helpers/broker-process.ts";
+import { barrier, connect, eventually, type TestClient } from "./helpers/clients.ts";
 import { createCloud } from "./helpers/cloud-broker.ts";
 
 setDefaultTimeout(30_000);
@@ -37,7 +37,6 @@ async function spawnAdminServe(cmd: string[]): Promise<{ url: string; out: strin
   return { url: /listening (http:\/\/\S+)/.exec(s.out)![1]!, out: s.out, proc: s.proc };
 }
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
@@ -348,7 +347,7 @@ describe("admin API: retained, publish, history", () => {
     const sub = await client(b, "ret-sub");
     await sub.client.subscribeAsync("r/#", { qos: 1 });
     await sub.waitFor(1);
-    await sleep(200);
+    await barrier(sub);
     expect(sub.messages.map((m) => m.topic)).toEqual(["r/with space"]);
   });
 
@@ -636,7 +635,8 @@ describe("admin API: uplinks", () => {
     expect(metric(text, 'ferry_uplink_connected{uplink="cloud"}')).toBe(0);
     expect(metric(text, 'ferry_uplink_paused{uplink="cloud"}')).toBe(1);
     expect(metric(text, 'ferry_uplink_backlog_messages{uplink="cloud"}')).toBe(3);
-    await sleep(200);
+    // Not connected (above), so it cannot have sent; the cloud's subscriber has nothing either.
+    await barrier(cloudSub);
     expect(cloudSub.messages).toHaveLength(0);
 
     const resumed = await post(app, "/api/v1/uplinks/cloud/resume", {});
@@ -706,21 +706,11 @@ describe("admin API over a real socket", () => {
 
   test("ferry serve --admin-port 0 prints listening http://HOST:PORT and serves /healthz", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ferry-admin-cli-"));
-    const { url, out, proc } = await spawnAdminServe(
-      [
-        process.execPath,
-        MAIN,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--mqtt-port",
-        "0",
-        "--admin-port",
-        "0",
-        "--data-dir",
-        join(dir, "data"),
-      ],
-    );
+    const { url, out, proc } = await spawnAdminServe([
+      process.execPath,
+      MAIN,
+      ...serveArgs(join(dir, "data"), { admin: true }),
+    ]);
     expect(out).toMatch(
       /^listening mqtt:\/\/127\.0\.0\.1:\d+\nlistening http:\/\/127\.0\.0\.1:\d+ \(dashboard; admin API \/api\/v1, \/metrics\)\n$/,
     );
@@ -740,15 +730,7 @@ describe("admin API over a real socket", () => {
       "--allow-write",
       "--allow-env",
       MAIN,
-      "serve",
-      "--host",
-      "127.0.0.1",
-      "--mqtt-port",
-      "0",
-      "--admin-port",
-      "0",
-      "--data-dir",
-      join(dir, "data"),
+      ...serveArgs(join(dir, "data"), { admin: true }),
     ]);
     expect((await fetch(`${url}/healthz`)).status).toBe(200);
     const info = await (await fetch(`${url}/api/v1/broker`)).json() as Json;

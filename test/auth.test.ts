@@ -16,7 +16,6 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import net from "node:net";
 import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
 import { Authenticator, dummyFor } from "../src/auth/authenticator.ts";
 import { PasswordFile } from "../src/auth/password-file.ts";
@@ -33,7 +32,8 @@ import type { Logger } from "../src/core/logger.ts";
 import { startServer } from "../src/runtime/bun/server.ts";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { spawnBroker } from "./helpers/broker-process.ts";
-import { connect } from "./helpers/clients.ts";
+import { freePort, MOSQUITTO_LOG, spawnMosquitto } from "./helpers/cloud-broker.ts";
+import { barrier, connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
 import { RawClient, rawConnect } from "./helpers/raw-client.ts";
 
@@ -100,7 +100,7 @@ describe("password file authentication", () => {
     expect(
       code(await connackFor(broker.port, 5, { clientId: "owned", username: "alice", password: Buffer.from("nope") })),
     ).toBe(0x86);
-    await Bun.sleep(100);
+    await barrier(owner); // a taken-over connection would not answer
     expect(kicked).toBe(false);
     expect(owner.client.connected).toBe(true);
     await owner.end();
@@ -307,8 +307,11 @@ describe("password hashes", () => {
     chmodSync(path, 0o644);
     const port = await freePort();
     const conf = join(mdir, "mosquitto.conf");
-    writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous false\npassword_file ${path}\n`);
-    const mosq = Bun.spawn(["mosquitto", "-c", conf], { stdout: "ignore", stderr: "pipe" });
+    writeFileSync(
+      conf,
+      [`listener ${port} 127.0.0.1`, "allow_anonymous false", `password_file ${path}`, ...MOSQUITTO_LOG, ""].join("\n"),
+    );
+    const mosq = await spawnMosquitto(conf);
     try {
       const pub = (pw: string) =>
         Bun.spawn([
@@ -329,13 +332,10 @@ describe("password hashes", () => {
           stdout: "ignore",
           stderr: "ignore",
         }).exited;
-      // Wait until it listens.
-      for (let i = 0; i < 50 && (await pub("ferry-pw")) !== 0; i++) await Bun.sleep(100);
       expect(await pub("ferry-pw")).toBe(0);
       expect(await pub("wrong")).not.toBe(0);
     } finally {
-      mosq.kill();
-      await mosq.exited;
+      await mosq.kill("SIGTERM");
     }
   });
 });
@@ -351,15 +351,6 @@ async function passwd(args: string[], stdin: string): Promise<{ exitCode: number
   await proc.stdin.end();
   const [stdout, stderr] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   return { exitCode: await proc.exited, stdout, stderr };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 describe("ferry passwd", () => {
@@ -387,15 +378,8 @@ describe("ferry passwd", () => {
       expect((await passwd(["-D", path, "dave"], "")).exitCode).toBe(0);
       expect(readFileSync(path, "utf8")).not.toContain("dave:");
       proc.proc.kill("SIGHUP");
-      const deadline = Date.now() + 5000;
-      let c: number | undefined = 0;
-      while (
-        Date.now() < deadline &&
-        (c = code(await connackFor(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))) === 0
-      ) {
-        await Bun.sleep(50);
-      }
-      expect(c).toBe(4);
+      await eventually(() => proc.stderr().includes("auth: reloaded 1 users"), 5000, "the reload");
+      expect(code(await connackFor(proc.port, 4, { username: "dave", password: Buffer.from("dave-1") }))).toBe(4);
       // No password, and no hash, in the broker's log, even at debug level.
       const log = proc.stderr();
       expect(log).toContain("reloaded 1 users");

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { spawnServe } from "./helpers/broker-process.ts";
+import { serveArgs, spawnServe } from "./helpers/broker-process.ts";
 import { connect } from "./helpers/clients.ts";
 
 const DIST = join(import.meta.dir, "..", "dist");
@@ -90,21 +90,7 @@ interface Serving {
 
 async function serve(v: Variant, dataDir: string): Promise<Serving> {
   const { proc, out, stderr } = await spawnServe(
-    [
-      ...v.launcher,
-      v.file,
-      "serve",
-      "--host",
-      "127.0.0.1",
-      "--mqtt-port",
-      "0",
-      "--ws-port",
-      "0",
-      "--admin-port",
-      "0",
-      "--data-dir",
-      dataDir,
-    ],
+    [...v.launcher, v.file, ...serveArgs(dataDir, { ws: true, admin: true })],
     { until: [/listening mqtt:\/\/\S+\n/, /listening ws:\/\/\S+\n/], timeoutMs: v.timeoutMs / 2 },
   );
   children.add(proc);

@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
-import { spawnServe } from "./helpers/broker-process.ts";
+import { serveArgs, spawnServe } from "./helpers/broker-process.ts";
 import { validateConfig } from "../src/config/load.ts";
 import { connect } from "./helpers/clients.ts";
 import { makeCerts } from "./helpers/certs.ts";
@@ -45,22 +45,7 @@ interface Served {
 async function serve(...extra: string[]): Promise<Served> {
   const dataDir = mkdtempSync(join(tmp, "data-"));
   const { proc, out, stderr } = await spawnServe(
-    [
-      process.execPath,
-      MAIN,
-      "serve",
-      "--host",
-      "127.0.0.1",
-      "--mqtt-port",
-      "0",
-      "--ws-port",
-      "0",
-      "--admin-port",
-      "0",
-      "--data-dir",
-      dataDir,
-      ...extra,
-    ],
+    [process.execPath, MAIN, ...serveArgs(dataDir, { ws: true, admin: true }), ...extra],
     { until: [/listening mqtt:\/\/\S+\n/, /listening ws:\/\/\S+\n/], timeoutMs: 15_000 },
   );
   children.add(proc);

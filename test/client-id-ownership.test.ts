@@ -8,12 +8,11 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
 import { validateConfig } from "../src/config/load.ts";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect } from "./helpers/clients.ts";
+import { barrier, connect } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
-import { RawClient } from "./helpers/raw-client.ts";
+import { rawConnect } from "./helpers/raw-client.ts";
 
 setDefaultTimeout(20_000);
 
@@ -22,24 +21,6 @@ beforeAll(async () => {
   passwordFile = await writePasswordFile({ alice: "a", bob: "b" });
 });
 
-async function rawConnect(
-  port: number,
-  version: 4 | 5,
-  c: Partial<IConnectPacket>,
-): Promise<{ raw: RawClient; ack: IConnackPacket; code: number | undefined }> {
-  const raw = await RawClient.open(port, version);
-  raw.send({
-    cmd: "connect",
-    protocolId: "MQTT",
-    protocolVersion: version,
-    clean: true,
-    keepalive: 60,
-    clientId: "",
-    ...c,
-  }, version);
-  const ack = await raw.next("connack");
-  return { raw, ack, code: ack.reasonCode ?? ack.returnCode };
-}
 const alice = { username: "alice", password: Buffer.from("a") };
 const bob = { username: "bob", password: Buffer.from("b") };
 
@@ -68,7 +49,7 @@ describe("auth.bind_client_ids", () => {
     expect(v4.code).toBe(5);
     const anonymous = await rawConnect(b.port, 4, { clientId: "sensor-1" });
     expect(anonymous.code).toBe(5);
-    await Bun.sleep(100);
+    await barrier(owner, watcher); // a taken-over connection would not answer; a Will would be here
     expect(kicked).toBe(false);
     expect(owner.client.connected).toBe(true);
     expect(watcher.messages).toEqual([]); // no Will fired
@@ -142,7 +123,7 @@ describe("auth.use_username_as_clientid", () => {
     // Bob, claiming alice's id, gets his own session and does not kick her.
     const two = await rawConnect(b.port, 4, { clientId: "alice", ...bob });
     expect(two.code).toBe(0);
-    await Bun.sleep(100);
+    await one.raw.roundTrip(); // a taken-over connection would not answer
     expect(one.raw.closed).toBe(false);
     expect([...b.server.broker.clients].map((c) => c.clientId).sort()).toEqual(["alice", "bob"]);
     one.raw.close();

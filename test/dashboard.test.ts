@@ -10,8 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Browser, chromium } from "playwright-core";
 import type { FerryConfig } from "../src/config/schema.ts";
-import { startBroker } from "./helpers/broker.ts";
-import { connect, type TestClient } from "./helpers/clients.ts";
+import { type DeepPartial, startBroker } from "./helpers/broker.ts";
+import { connect, eventually, type TestClient } from "./helpers/clients.ts";
 import { freePort } from "./helpers/cloud-broker.ts";
 
 setDefaultTimeout(60_000);
@@ -34,29 +34,35 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+/**
+ * A broker `edgeId` with the admin API (`admin`) and an uplink whose cloud is down, so the
+ * uplink table has a backlog and the log has warnings; and a headless browser.
+ */
+async function dashboardAndBrowser(edgeId: string, admin: DeepPartial<FerryConfig["admin"]>) {
+  const deadCloud = `mqtt://127.0.0.1:${await freePort()}`;
+  const b = await startBroker({
+    edge_id: edgeId,
+    admin,
+    uplinks: [{
+      name: "cloud",
+      url: deadCloud,
+      forward: [{ filter: "factory/#", qos: 1 }],
+      backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
+    }] as FerryConfig["uplinks"],
+  });
+  cleanups.push(() => b.stop());
+  const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  cleanups.push(() => browser.close());
+  return { b, base: `http://127.0.0.1:${b.server.admin!.port}`, browser };
+}
+
 describe("dashboard", () => {
   if (!HAVE_CHROMIUM) console.warn(`dashboard tests skipped: ${CHROMIUM} not found (apt-get install chromium)`);
 
   test.skipIf(!HAVE_CHROMIUM)(
     "asks for the token, then live connection count and message rate follow MQTT traffic; screenshot saved",
     async () => {
-      // An uplink whose cloud is down, so the uplink table has a backlog and the log has warnings.
-      const deadCloud = `mqtt://127.0.0.1:${await freePort()}`;
-      const b = await startBroker({
-        edge_id: "line-7",
-        admin: { port: 0, token: TOKEN },
-        uplinks: [{
-          name: "cloud",
-          url: deadCloud,
-          forward: [{ filter: "factory/#", qos: 1 }],
-          backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
-        }] as FerryConfig["uplinks"],
-      });
-      cleanups.push(() => b.stop());
-      const base = `http://127.0.0.1:${b.server.admin!.port}`;
-
-      const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
-      cleanups.push(() => browser.close());
+      const { b, base, browser } = await dashboardAndBrowser("line-7", { port: 0, token: TOKEN });
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       const pageErrors: string[] = [];
       page.on("pageerror", (e) => pageErrors.push(e.message));
@@ -115,7 +121,13 @@ describe("dashboard", () => {
         { timeout: 10_000 },
       );
       // A few more samples, so the charts have a shape.
-      await page.waitForTimeout(6000);
+      await page.waitForFunction(
+        () =>
+          (document.querySelector("#chart-in polyline")?.getAttribute("points")?.split(" ").length ?? 0) > 3 &&
+          Number(document.getElementById("rate-out")?.textContent ?? "0") > 0,
+        null,
+        { timeout: 15_000 },
+      );
       expect(Number(await page.textContent("#rate-in"))).toBeGreaterThan(10);
       expect(Number(await page.textContent("#rate-out"))).toBeGreaterThan(0);
       const points = await page.evaluate(() =>
@@ -134,21 +146,7 @@ describe("dashboard", () => {
   test.skipIf(!HAVE_CHROMIUM)(
     "charts of the last hour with axes, kept server-side (a fresh tab shows them at once), the drain estimate and the clients table; screenshots saved",
     async () => {
-      const deadCloud = `mqtt://127.0.0.1:${await freePort()}`;
-      const b = await startBroker({
-        edge_id: "line-9",
-        admin: { port: 0, history_interval_seconds: 1 },
-        uplinks: [{
-          name: "cloud",
-          url: deadCloud,
-          forward: [{ filter: "factory/#", qos: 1 }],
-          backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
-        }] as FerryConfig["uplinks"],
-      });
-      cleanups.push(() => b.stop());
-      const base = `http://127.0.0.1:${b.server.admin!.port}`;
-      const browser: Browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
-      cleanups.push(() => browser.close());
+      const { b, base, browser } = await dashboardAndBrowser("line-9", { port: 0, history_interval_seconds: 1 });
       const pageErrors: string[] = [];
 
       const sensor = await connect(b.url, { protocolVersion: 5, clientId: "sensor-a", username: "alice" });
@@ -162,7 +160,17 @@ describe("dashboard", () => {
         for (let k = 0; k < 5; k++) sensor.client.publish(`factory/line9/m${k}`, String(n++), { qos: 1 });
       }, 20);
       cleanups.push(() => clearInterval(publisher));
-      await Bun.sleep(4500);
+      // A few history points with traffic in them (one a second), kept by the server.
+      await eventually(
+        async () => {
+          const { points } = (await (await fetch(`${base}/api/v1/metrics/history`)).json()) as {
+            points: Array<{ in: number }>;
+          };
+          return points.length >= 3 && points.some((p) => p.in > 10);
+        },
+        15_000,
+        "three history points",
+      );
 
       // A tab opened now draws the history at its first poll: the server kept it.
       const page = await browser.newPage({ viewport: { width: 1400, height: 1300 } });
@@ -230,7 +238,12 @@ describe("dashboard", () => {
       await page.waitForFunction(() => document.getElementById("rate-in")?.textContent === "0.0", null, {
         timeout: 10_000,
       });
-      await page.waitForTimeout(2500); // a history point without traffic
+      // A history point without traffic.
+      await page.waitForFunction(
+        () => document.getElementById("hist-rates-now")?.textContent?.startsWith("in 0.0") ?? false,
+        null,
+        { timeout: 10_000 },
+      );
       await page.screenshot({ path: join(dir, "after-traffic.png"), fullPage: true });
       console.log(`dashboard screenshots: ${dir}/with-traffic.png, ${dir}/after-traffic.png`);
       expect(pageErrors).toEqual([]);

@@ -11,7 +11,7 @@ import { BanList, ipOf, isLoopback, TokenBucket } from "../src/auth/limits.ts";
 import { validateConfig } from "../src/config/load.ts";
 import { startBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
-import { connect, eventually } from "./helpers/clients.ts";
+import { barrier, connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
 import { rawConnect } from "./helpers/raw-client.ts";
 
@@ -264,7 +264,7 @@ describe("per-client rates and memory", () => {
       expect(core.metrics.droppedQueueBytes).toBe(6);
       const back = await connect(b.url, opts);
       await back.waitFor(4);
-      await Bun.sleep(100);
+      await barrier(back);
       expect(back.messages.map((m) => m.topic)).toEqual(["bulk/0", "bulk/1", "bulk/2", "bulk/3"]);
       await back.end();
       await pub.client.publishAsync("bulk/again", kb, { qos: 1 });

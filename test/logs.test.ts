@@ -3,7 +3,7 @@
  * and disconnects in Mosquitto's words, log injection through client ids and usernames,
  * JSON lines, and syslog priority prefixes when stderr is the journal.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, jest, test } from "bun:test";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -196,28 +196,34 @@ describe("log output", () => {
     })).toBe("New client connected from [::1]:5 as c (p1, c0, k0).");
   });
 
-  test("a full store is logged once when it fills and once when it has room again", async () => {
+  test("a full store is logged once when it fills and once when it has room again", () => {
     const out: string[] = [];
     const log = createLogger({ level: "debug", format: "text", journal: true, write: (l) => out.push(l) });
     let full = false;
     let refused = 0;
-    const stop = watchStorage(
-      { full: () => full, refused: () => refused, size: () => ({ messages: 10, bytes: 4096 }) },
-      log,
-      { everyMs: 5, maxBytes: 4096 },
-    );
-    await Bun.sleep(20);
-    full = true;
-    refused = 3;
-    await Bun.sleep(30);
-    refused = 250;
-    await Bun.sleep(30);
-    full = false;
-    await Bun.sleep(30);
-    // Full and free again between two checks: the refusals say it was full; logged all the same.
-    refused = 260;
-    await Bun.sleep(30);
-    stop();
+    // Bun's fake timers run the watch's checks (every 5 ms) as time is advanced, without sleeping.
+    jest.useFakeTimers();
+    try {
+      const stop = watchStorage(
+        { full: () => full, refused: () => refused, size: () => ({ messages: 10, bytes: 4096 }) },
+        log,
+        { everyMs: 5, maxBytes: 4096 },
+      );
+      jest.advanceTimersByTime(20);
+      full = true;
+      refused = 3;
+      jest.advanceTimersByTime(30);
+      refused = 250;
+      jest.advanceTimersByTime(30);
+      full = false;
+      jest.advanceTimersByTime(30);
+      // Full and free again between two checks: the refusals say it was full; logged all the same.
+      refused = 260;
+      jest.advanceTimersByTime(30);
+      stop();
+    } finally {
+      jest.useRealTimers();
+    }
     expect(out).toHaveLength(4);
     expect(out[2]).toStartWith("<3>error storage full:");
     expect(out[3]).toMatch(/room again after \d+ s; accepting publishes \(10 refused while it was full\)$/);

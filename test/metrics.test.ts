@@ -55,16 +55,24 @@ describe("metrics snapshot", () => {
     const sub = await connect(b.url, { protocolVersion: 5 });
     await sub.client.subscribeAsync("$SYS/#");
     const sys = new Map<string, string>();
-    sub.client.on("message", (topic, payload) => sys.set(topic, payload.toString()));
-    // Counters grow with this connection and subscription; wait until a publish has every value.
-    const deadline = Date.now() + 5000;
-    let missingSys: string[] = [];
-    do {
-      await Bun.sleep(200);
+    // Some counters grow meanwhile (bytes sent grows with every $SYS message): any value from the one set on.
+    const missing = () => {
       const seen = [...sys.values()].map(Number);
-      // Some counters grow meanwhile (bytes sent grows with every $SYS message): any value from the one set on.
-      missingSys = [...values].filter(([k, v]) => !seen.some((x) => x >= v && x <= m[k]!)).map(([k]) => k);
-    } while (missingSys.length > 0 && Date.now() < deadline);
+      return [...values].filter(([k, v]) => !seen.some((x) => x >= v && x <= m[k]!)).map(([k]) => k);
+    };
+    // Counters grow with this connection and subscription; wait until a publish has every value.
+    let missingSys = missing();
+    await new Promise<void>((resolve) => {
+      const deadline = setTimeout(resolve, 5000);
+      sub.client.on("message", (topic, payload) => {
+        sys.set(topic, payload.toString());
+        missingSys = missing();
+        if (missingSys.length === 0) {
+          clearTimeout(deadline);
+          resolve();
+        }
+      });
+    });
     expect(missingSys).toEqual([]);
 
     // Mosquitto's names where they mean the same.

@@ -35,6 +35,11 @@ function spawn(cmd: string[]): Subprocess<"ignore", "pipe", "pipe"> {
   return proc;
 }
 
+/** mosquitto_pub/sub arguments for this broker, protocol `version`, `topic` at `qos`. */
+function target(version: Version, topic: string, qos: number): string[] {
+  return ["-h", "127.0.0.1", "-p", String(broker.port), "-V", version, "-t", topic, "-q", String(qos)];
+}
+
 interface Subscriber {
   /** The protocol level the broker saw in its CONNECT (unset when not waited for). */
   level: number | undefined;
@@ -58,16 +63,7 @@ async function subscribe(
 ): Promise<Subscriber> {
   const proc = spawn([
     "mosquitto_sub",
-    "-h",
-    "127.0.0.1",
-    "-p",
-    String(broker.port),
-    "-V",
-    version,
-    "-t",
-    topic,
-    "-q",
-    String(qos),
+    ...target(version, topic, qos),
     "-C",
     String(count),
     "-W",
@@ -108,16 +104,7 @@ async function publish(
 ): Promise<void> {
   const proc = spawn([
     "mosquitto_pub",
-    "-h",
-    "127.0.0.1",
-    "-p",
-    String(broker.port),
-    "-V",
-    version,
-    "-t",
-    topic,
-    "-q",
-    String(qos),
+    ...target(version, topic, qos),
     "-m",
     message,
     ...extra,

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import type { MemoryClient } from "./helpers/memory-client.ts";
-import { connect, sleep } from "./helpers/clients.ts";
+import { barrier, connect } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
 let broker: TestBroker;
@@ -106,7 +106,7 @@ describe("MQTT 5 subscription options", () => {
     await c.client.publishAsync("nl/t", "own");
     await other.client.publishAsync("nl/t", "other");
     await c.waitFor(1);
-    await sleep(100);
+    await barrier(c, other);
     expect(c.messages.map((m) => m.payload)).toEqual(["other"]);
     await Promise.all([c.end(), other.end()]);
   });
@@ -128,7 +128,7 @@ describe("MQTT 5 subscription options", () => {
     await sub.client.subscribeAsync("ovl/#", { qos: 1, properties: { subscriptionIdentifier: 2 } });
     await pub.client.publishAsync("ovl/x", "once", { qos: 1 });
     await sub.waitFor(1);
-    await sleep(150);
+    await barrier(sub);
     expect(sub.messages).toHaveLength(1);
     expect(sub.messages[0]!.packet.qos).toBe(1);
     const ids = sub.messages[0]!.packet.properties!.subscriptionIdentifier;
@@ -143,7 +143,7 @@ describe("MQTT 5 subscription options", () => {
     await sub.client.subscribeAsync("rep/t", { qos: 1 });
     await pub.client.publishAsync("rep/t", "x", { qos: 1 });
     await sub.waitFor(1);
-    await sleep(150);
+    await barrier(sub);
     expect(sub.messages).toHaveLength(1);
     expect(sub.messages[0]!.packet.qos).toBe(1);
     await Promise.all([sub.end(), pub.end()]);

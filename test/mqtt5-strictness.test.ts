@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect } from "./helpers/clients.ts";
+import { barrier, connect } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
 let broker: TestBroker;
@@ -95,7 +95,7 @@ describe("v5 property blocks are checked on every packet type [MQTT 5.0 2.2.2.2]
     const reply = await replyTo(5, hex("32 12 0005 746F706963 1234 01 09 7061796C6F6164"));
     expect(reply).toBe(MALFORMED);
     expect(broker.server.broker.metrics.protocolErrors - errorsBefore).toBe(1);
-    await Bun.sleep(100);
+    await barrier(sub);
     expect(sub.messages).toEqual([]);
     await sub.end();
   });
@@ -357,7 +357,7 @@ describe("QoS 2 towards a v5 client", () => {
       await pub.client.publishAsync("q2/refused", "one", { qos: 2 });
       const first = await c.next("publish");
       c.sendBytes(pubrec(first.messageId!));
-      await Bun.sleep(300);
+      await c.roundTrip();
       expect(c.packets.filter((p) => p.cmd === "pubrel")).toEqual([]);
       // The flow is over: its in-flight slot is free and the next message flows normally.
       await pub.client.publishAsync("q2/refused", "two", { qos: 2 });

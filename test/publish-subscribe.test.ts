@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect, sleep } from "./helpers/clients.ts";
+import { barrier, connect } from "./helpers/clients.ts";
 
 let broker: TestBroker;
 beforeAll(async () => {
@@ -48,7 +48,7 @@ for (const protocolVersion of [4, 5] as const) {
       await pub.client.publishAsync(`${root}/house/a/b`, "3");
       await pub.client.publishAsync(`${root}/kitchen/hum`, "no");
       await sub.waitFor(3);
-      await sleep(100);
+      await barrier(pub, sub);
       expect(sub.messages.map((m) => m.payload).sort()).toEqual(["1", "2", "3"]);
       await sub.end();
       await pub.end();
@@ -61,7 +61,7 @@ for (const protocolVersion of [4, 5] as const) {
       await pub.client.publishAsync("$internal/x", "hidden");
       await pub.client.publishAsync(`visible${protocolVersion}/x`, "seen");
       await sub.waitFor(1);
-      await sleep(100);
+      await barrier(pub, sub);
       expect(sub.messages.map((m) => m.topic)).toEqual([`visible${protocolVersion}/x`]);
       await sub.end();
       await pub.end();
@@ -95,7 +95,7 @@ for (const protocolVersion of [4, 5] as const) {
       await sub.waitFor(1);
       await sub.client.unsubscribeAsync(topic);
       await pub.client.publishAsync(topic, "after");
-      await sleep(150);
+      await barrier(pub, sub);
       expect(sub.messages.map((m) => m.payload)).toEqual(["before"]);
       await sub.end();
       await pub.end();
@@ -123,7 +123,7 @@ describe("retained messages", () => {
     const sub = await connect(broker.url);
     await sub.client.subscribeAsync("ret/replace");
     await sub.waitFor(1);
-    await sleep(100);
+    await barrier(sub);
     expect(sub.messages.map((m) => m.payload)).toEqual(["new"]);
     await sub.end();
     await pub.end();
@@ -135,7 +135,7 @@ describe("retained messages", () => {
     await pub.client.publishAsync("ret/clear", "", { retain: true, qos: 1 });
     const sub = await connect(broker.url);
     await sub.client.subscribeAsync("ret/clear");
-    await sleep(200);
+    await barrier(sub); // retained messages follow the SUBACK
     expect(sub.messages).toHaveLength(0);
     await sub.end();
     await pub.end();
@@ -169,7 +169,7 @@ describe("retained messages", () => {
     await rh0.waitFor(1);
     await rh0.client.subscribeAsync("ret/rh", { qos: 0, rh: 0 }); // re-subscribe: sent again
     await rh0.waitFor(2);
-    await sleep(150);
+    await barrier(rh1, rh2, rh0);
     expect(rh1.messages).toHaveLength(1);
     expect(rh2.messages).toHaveLength(0);
     expect(rh0.messages).toHaveLength(2);

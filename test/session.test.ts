@@ -3,7 +3,7 @@ import type { IPublishPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import type { MemoryClient } from "./helpers/memory-client.ts";
-import { connect, eventually, sleep } from "./helpers/clients.ts";
+import { barrier, connect, eventually } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
 // Longer than the helpers' 5 s waits, so a missing message fails with their message, not a timeout.
@@ -72,7 +72,7 @@ for (const version of [4, 5] as const) {
       const back = await connect(broker.url, { protocolVersion: version, ...persistent(version, id) });
       expect(back.client.connected).toBe(true);
       await back.waitFor(2);
-      await sleep(150);
+      await barrier(back);
       expect(back.messages.map((m) => [m.payload, m.packet.qos])).toEqual([["one", 1], ["two", 2]]);
       await back.end();
     });
@@ -99,7 +99,7 @@ for (const version of [4, 5] as const) {
 
       // Acknowledged now: a third connection gets nothing.
       const third = await RawClient.connected(broker.port, version, persistent(version, id));
-      await sleep(150);
+      await third.roundTrip();
       expect(third.packets.filter((p) => p.cmd === "publish")).toHaveLength(0);
       third.close();
       await pub.end();
@@ -128,7 +128,7 @@ for (const version of [4, 5] as const) {
       await rawDisconnect(again, version);
 
       const third = await RawClient.connected(broker.port, version, persistent(version, id));
-      await sleep(150);
+      await third.roundTrip();
       expect(third.packets.filter((x) => x.cmd === "pubrel" || x.cmd === "publish")).toHaveLength(0);
       third.close();
       await pub.end();
@@ -147,7 +147,7 @@ for (const version of [4, 5] as const) {
 
       const fresh = await connect(broker.url, { protocolVersion: version, clientId: id, clean: true });
       await pub.client.publishAsync(topic, "after", { qos: 1 });
-      await sleep(200);
+      await barrier(pub, fresh);
       expect(fresh.messages).toHaveLength(0);
       await fresh.end();
       await pub.end();
@@ -195,7 +195,7 @@ describe("takeover and resumption", () => {
       properties: { sessionExpiryInterval: 60, receiveMaximum: 1 },
     });
     const one = await again.next("publish");
-    await sleep(200);
+    await again.roundTrip();
     expect(again.packets.filter((p) => p.cmd === "publish")).toHaveLength(0);
     const seen = [one];
     for (let i = 1; i < 3; i++) {
@@ -283,7 +283,7 @@ describe("queue limits", () => {
 
       const back = await connect(b.url, { protocolVersion: 5, ...persistent(5, id) });
       await back.waitFor(3);
-      await sleep(150);
+      await barrier(back);
       expect(back.messages.map((m) => m.payload)).toEqual(["0", "1", "2"]);
       await back.end();
     } finally {
@@ -301,7 +301,7 @@ describe("queue limits", () => {
     for (let i = 0; i < 5; i++) await pub.client.publishAsync("recvmax/t", String(i), { qos: 1 });
 
     const firstTwo = await rawPublishes(raw, 2);
-    await sleep(200);
+    await raw.roundTrip();
     expect(raw.packets.filter((p) => p.cmd === "publish")).toHaveLength(0); // window full
     expect(firstTwo.map((p) => String(p.payload))).toEqual(["0", "1"]);
 
@@ -310,7 +310,7 @@ describe("queue limits", () => {
       raw.send({ cmd: "puback", messageId: seen[i - 2]!.messageId! });
       const next = await raw.next("publish");
       seen.push(next);
-      await sleep(50);
+      await raw.roundTrip();
       // Each ack frees exactly one slot.
       expect(raw.packets.filter((p) => p.cmd === "publish")).toHaveLength(0);
     }
@@ -375,7 +375,7 @@ describe("QoS 2 receiver state", () => {
     raw.send({ cmd: "pubrel", messageId: 7 });
     expect((await raw.next("pubcomp")).reasonCode).toBe(0);
     await sub.waitFor(1);
-    await sleep(200);
+    await barrier(sub);
     expect(sub.messages.map((m) => m.payload)).toEqual(["only once"]);
     raw.close();
     await sub.end();

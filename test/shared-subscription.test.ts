@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
+import { barrier, connect, eventually, type TestClient } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
 // Longer than the helpers' 5 s waits, so a missing message fails with their message, not a timeout.
@@ -40,7 +40,7 @@ describe("shared subscriptions", () => {
       const b = await member(`$share/g/${topic}`, version);
       const sent = await publishMany(topic, 20);
       await eventuallyCount(() => a.messages.length + b.messages.length, 20);
-      await sleep(150);
+      await barrier(a, b);
       expect(sorted(payloads(a, b))).toEqual(sent); // none lost, none twice
       expect(a.messages.length).toBeGreaterThan(0);
       expect(b.messages.length).toBeGreaterThan(0);
@@ -56,7 +56,7 @@ describe("shared subscriptions", () => {
     const sent = await publishMany(topic, 10);
     await g2.waitFor(10);
     await eventuallyCount(() => g1a.messages.length + g1b.messages.length, 10);
-    await sleep(150);
+    await barrier(g1a, g1b, g2);
     expect(sorted(payloads(g1a, g1b))).toEqual(sent);
     expect(payloads(g2)).toEqual(sent);
     await Promise.all([g1a.end(), g1b.end(), g2.end()]);
@@ -81,7 +81,7 @@ describe("shared subscriptions", () => {
     await publishMany("wild/kitchen/humidity", 1);
     const [m] = await only.waitFor(1);
     expect(m!.topic).toBe("wild/kitchen/temp");
-    await sleep(150);
+    await barrier(only);
     expect(only.messages).toHaveLength(1);
     await only.end();
   });
@@ -156,7 +156,7 @@ describe("shared subscriptions", () => {
     const plain = await member("shared/retained"); // control: the retained message is there
     const [m] = await plain.waitFor(1);
     expect(m!.payload).toBe("kept");
-    await sleep(200);
+    await barrier(shared);
     expect(shared.messages).toHaveLength(0);
     await Promise.all([shared.end(), plain.end()]);
   });
@@ -168,7 +168,7 @@ describe("shared subscriptions", () => {
     await a.client.unsubscribeAsync(`$share/g/${topic}`);
     const sent = await publishMany(topic, 6);
     await b.waitFor(6);
-    await sleep(150);
+    await barrier(a, b);
     expect(payloads(b)).toEqual(sent);
     expect(a.messages).toHaveLength(0);
     await Promise.all([a.end(), b.end()]);
@@ -195,7 +195,7 @@ describe("shared subscriptions", () => {
       clean: false,
       properties: { sessionExpiryInterval: 60 },
     });
-    await sleep(200);
+    await barrier(back);
     expect(back.messages).toHaveLength(0);
     await back.client.endAsync(false, { properties: { sessionExpiryInterval: 0 } });
     await here.end();
@@ -233,14 +233,14 @@ describe("shared subscriptions", () => {
 
     const sent = await publishMany(topic, 10);
     const held = await stuck.next("publish");
-    await sleep(150);
+    await stuck.roundTrip();
     // Its window of one is full: the rest of its share waits in its queue.
     expect(stuck.packets.filter((p) => p.cmd === "publish")).toHaveLength(0);
     expect(other.messages.length).toBeLessThan(10);
 
     stuck.close();
     await other.waitFor(10);
-    await sleep(150);
+    await barrier(other);
     expect(sorted(payloads(other))).toEqual(sent);
     expect(payloads(other)).toContain(String(held.payload)); // the unacknowledged one too
     await other.end();

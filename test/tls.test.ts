@@ -14,7 +14,7 @@ import type { Logger } from "../src/core/logger.ts";
 import { type RunningServer, startServer } from "../src/runtime/bun/server.ts";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { makeCerts, type TestCerts } from "./helpers/certs.ts";
-import { connect } from "./helpers/clients.ts";
+import { connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
 
 setDefaultTimeout(20_000);
@@ -117,9 +117,11 @@ describe("mqtts and wss", () => {
     );
     // Wait until the subscriber is connected and subscribed.
     const core = broker.server.broker;
-    for (let i = 0; i < 100 && ![...core.sessions.values()].some((s) => s.subscriptions.has("mosq/tls")); i++) {
-      await Bun.sleep(20);
-    }
+    await eventually(
+      () => [...core.sessions.values()].some((s) => s.subscriptions.has("mosq/tls")),
+      5000,
+      "mosquitto_sub",
+    );
     // Not spawnSync: the broker runs in this process and must keep serving meanwhile.
     const pub = Bun.spawn(
       [
@@ -306,11 +308,14 @@ describe("certificate reload", () => {
       // Key first, then certificate: the check in between sees a mismatched pair and keeps the old one.
       writeFileSync(key, certs.read(certs.renewedKey));
       writeFileSync(cert, certs.read(certs.renewedCert));
-      const deadline = Date.now() + 5000;
+      // A TLS handshake per check: every 100 ms.
       let cn = "";
-      while (Date.now() < deadline && (cn = await serverCn(b.server.tls!.port)) !== "ferry-renewed") {
-        await Bun.sleep(100);
-      }
+      await eventually(
+        async () => (cn = await serverCn(b.server.tls!.port)) === "ferry-renewed",
+        5000,
+        () => `still serving ${cn}`,
+        100,
+      );
       expect(cn).toBe("ferry-renewed");
     } finally {
       await b.stop();

@@ -7,29 +7,14 @@
  * MQTT 3.1.1 (QoS 0/1), so the uplink runs protocol_version 4 here; MQTT 5 features are
  * tested against mosquitto (test/uplink-endpoints.test.ts).
  */
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
-import type { FerryConfig } from "../src/config/schema.ts";
-import { startBroker } from "./helpers/broker.ts";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { connect, eventually, type Received, sleep, type TestClient } from "./helpers/clients.ts";
 import { NATS_SERVER, NatsCluster } from "./helpers/nats-cluster.ts";
+import { firstArrivals as arrivals, publishMany, uplinkKit } from "./helpers/uplink-kit.ts";
 
 setDefaultTimeout(150_000);
 
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function publishMany(c: TestClient, items: Array<[string, string]>, window = 100): Promise<void> {
-  let i = 0;
-  const worker = async () => {
-    while (i < items.length) {
-      const [topic, payload] = items[i++]!;
-      await c.client.publishAsync(topic, payload, { qos: 1 });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(window, items.length) }, worker));
-}
+const kit = uplinkKit();
 
 /** What `envelope: "json"` wraps around a payload (NATS speaks 3.1.1: no properties). */
 interface Enveloped {
@@ -38,27 +23,15 @@ interface Enveloped {
 }
 const opened = (m: Received) => JSON.parse(m.payload) as Enveloped;
 
-function firstArrivals(messages: Received[]): Map<string, number[]> {
-  const byTopic = new Map<string, number[]>();
-  const seen = new Set<string>();
-  for (const m of messages) {
-    const payload = opened(m).payload;
-    const key = `${m.topic}\u0000${payload}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    let list = byTopic.get(m.topic);
-    if (!list) byTopic.set(m.topic, list = []);
-    list.push(Number(payload));
-  }
-  return byTopic;
-}
+/** Per topic, the payload numbers in order of first arrival (of the enveloped payloads). */
+const firstArrivals = (messages: Received[]) => arrivals(messages, (m) => opened(m).payload).byTopic;
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 describe.skipIf(!NATS_SERVER)("uplink to a NATS cluster", () => {
   test("the node in use is SIGKILLed mid-drain: the uplink fails over and a subscriber on another node gets every acknowledged message, in order per topic", async () => {
     const cluster = await NatsCluster.start();
-    cleanups.push(() => cluster.stop());
+    kit.defer(() => cluster.stop());
     const [n1, n2, n3] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0], typeof cluster.nodes[0]];
     // A persistent QoS 1 session on node 3, made before anything is forwarded.
     let sub: TestClient | undefined;
@@ -67,36 +40,29 @@ describe.skipIf(!NATS_SERVER)("uplink to a NATS cluster", () => {
       // (A CONNACK that never comes closes the client without an error: race a timer.)
       const attemptOnce = connect(n3.url, { protocolVersion: 4, clientId: "cloud-sub", clean: false });
       attemptOnce.then((c) => (sub === undefined ? undefined : c.end(true)), () => {});
-      sub = await Promise.race([attemptOnce, sleep(4000).then(() => Promise.reject(new Error("no CONNACK")))])
-        .catch(async (err) => {
-          if (attempt > 20) throw err;
-          await sleep(500);
-          return undefined;
-        });
+      const noConnack = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no CONNACK")), 4000));
+      sub = await Promise.race([attemptOnce, noConnack]).catch(async (err) => {
+        if (attempt > 20) throw err;
+        await sleep(250);
+        return undefined;
+      });
     }
-    cleanups.push(() => sub.end(true));
+    kit.defer(() => sub.end(true));
     await sub.client.subscribeAsync("site/#", { qos: 1 });
 
-    const edge = await startBroker({
-      edge_id: "edge1",
-      uplinks: [{
-        name: "cloud",
-        urls: [n1.url, n2.url, n3.url],
-        protocol_version: 4,
-        envelope: "json",
-        forward: [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
-        rate: { messages_per_second: 300 },
-        ack_timeout_seconds: 5,
-        backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
-      }] as FerryConfig["uplinks"],
+    const edge = await kit.edge({
+      urls: [n1.url, n2.url, n3.url],
+      protocol_version: 4,
+      envelope: "json",
+      rate: { messages_per_second: 300 },
+      ack_timeout_seconds: 5,
+      backoff: { min_ms: 200, max_ms: 1000, jitter: 0 },
     });
-    cleanups.push(() => edge.stop());
     const link = edge.server.uplinks.links[0]!;
     await eventually(() => link.state === "connected", 20_000, "uplink connected");
     expect(link.status().url).toBe(n1.url);
 
-    const pub = await connect(edge.url, { protocolVersion: 5 });
-    cleanups.push(() => pub.end(true));
+    const pub = await kit.client(edge.url);
     const items: Array<[string, string]> = [];
     for (let i = 0; i < 750; i++) for (const t of ["sensors/a", "sensors/b"]) items.push([t, String(i)]);
     await publishMany(pub, items); // every one acknowledged by the edge

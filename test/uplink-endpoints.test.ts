@@ -4,71 +4,22 @@
  * Maximum, the oldest-pending age during an outage, buffer drops that survive a
  * restart, connection attempts, and a client id that renders an invalid remote topic.
  */
-import { afterAll, afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import mqttPacket, { type Packet } from "mqtt-packet";
-import { mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { FerryConfig } from "../src/config/schema.ts";
 import type { Logger } from "../src/core/logger.ts";
-import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect, eventually, type Received, sleep, type TestClient } from "./helpers/clients.ts";
-import { type CloudBroker, type CloudOptions, createCloud, freePort } from "./helpers/cloud-broker.ts";
+import type { DeepPartial, TestBroker } from "./helpers/broker.ts";
+import { barrier, connect, eventually, type Received } from "./helpers/clients.ts";
+import { type CloudBroker, freePort } from "./helpers/cloud-broker.ts";
+import { link, uplinkKit } from "./helpers/uplink-kit.ts";
 
 setDefaultTimeout(30_000);
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
-type UplinkOverrides = DeepPartial<FerryConfig["uplinks"][number]>;
-
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-const scratch: string[] = [];
-afterAll(() => {
-  for (const d of scratch) rmSync(d, { recursive: true, force: true });
-});
-
-async function cloud(opts: CloudOptions = {}): Promise<CloudBroker> {
-  const c = await createCloud(opts);
-  cleanups.push(() => c.stop());
-  return c;
-}
-
-async function edge(
-  uplink: UplinkOverrides,
-  extra: DeepPartial<FerryConfig> = {},
-  logger?: Logger,
-): Promise<TestBroker> {
-  const b = await startBroker({
-    edge_id: "edge1",
-    ...extra,
-    uplinks: [{
-      name: "cloud",
-      forward: [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
-      backoff: { min_ms: 50, max_ms: 200, jitter: 0 },
-      ...uplink,
-    }] as FerryConfig["uplinks"],
-  }, logger);
-  cleanups.push(() => b.stop());
-  return b;
-}
-
-async function subscriber(c: CloudBroker, filter = "site/#"): Promise<TestClient> {
-  const s = await connect(c.url, { protocolVersion: 5 });
-  await s.client.subscribeAsync(filter, { qos: 1 });
-  cleanups.push(() => s.end(true));
-  return s;
-}
-
-async function local(b: TestBroker, opts = {}): Promise<TestClient> {
-  const c = await connect(b.url, { protocolVersion: 5, ...opts });
-  cleanups.push(() => c.end(true));
-  return c;
-}
-
-const link = (b: TestBroker) => b.server.uplinks.links[0]!;
+const kit = uplinkKit();
+const { cloud, edge } = kit;
+const subscriber = (c: CloudBroker, filter?: string) => kit.cloudSubscriber(c, filter);
+const local = (b: TestBroker, opts = {}) => kit.client(b.url, opts);
 const prop = (m: Received, name: string) => m.packet.properties?.userProperties?.[name];
 
 /**
@@ -105,7 +56,7 @@ async function redirectingCloud(mode: "connack" | "disconnect", reference: strin
       for (const s of sockets) s.destroy();
       server.close(() => r());
     });
-  cleanups.push(close);
+  kit.defer(close);
   return { url: `mqtt://127.0.0.1:${port}`, connections: () => connections };
 }
 
@@ -149,7 +100,7 @@ describe("uplink endpoints and failover", () => {
     await a.stop();
     await eventually(() => link(b).status().url === c.url && link(b).state === "connected", 10_000, "failed over");
     await eventually(() => link(b).status().backlogEntries === 0, 15_000, "drained");
-    await sleep(200);
+    await barrier(subC); // cloud A is gone; C acknowledged all, so has routed all to its subscriber
     const seen = new Set<number>();
     const first: number[] = [];
     for (const m of [...subA.messages, ...subC.messages]) {
@@ -195,8 +146,7 @@ describe("Server Reference (MQTT 5)", () => {
 describe("what a cloud consumer sees (MQTT 5)", () => {
   test("dedup key: ferry-edge-id, ferry-log-id and ferry-offset, one log id across an edge restart, offsets increasing; ferry-replay on the backlog only", async () => {
     const c = await cloud();
-    const dataDir = mkdtempSync(join(tmpdir(), "ferry-dedup-"));
-    scratch.push(dataDir);
+    const dataDir = kit.tempDir("ferry-dedup-");
     const extra: DeepPartial<FerryConfig> = { data_dir: dataDir, storage: { durability: "commit" } };
     let b = await edge({ url: c.url }, extra);
     const pub = await local(b);
@@ -256,12 +206,14 @@ describe("downlink safety", () => {
     const watcher = await local(b);
     await watcher.client.subscribeAsync("#", { qos: 1 });
     const cloudPub = await connect(c.url, { protocolVersion: 5 });
-    cleanups.push(() => cloudPub.end(true));
+    kit.defer(() => cloudPub.end(true));
     for (const t of ["cmd/edge1/secret/door", "cmd/edge1/$SYS/broker/uptime", "cmd/edge1/lamp"]) {
       await cloudPub.client.publishAsync(t, "1", { qos: 1 });
     }
     await watcher.waitFor(1);
-    await sleep(200);
+    // The link hands downlink messages to the broker in the order the cloud sent them: the
+    // refused ones came before "lamp".
+    await barrier(watcher);
     expect(watcher.messages.map((m) => m.topic)).toEqual(["lamp"]);
     const s = link(b).status();
     expect(s.downlinkRefused).toBe(2);
@@ -287,8 +239,7 @@ describe("uplink counters over real sockets", () => {
 
   test("buffer.max_messages drops are logged with their offsets and still counted after a restart", async () => {
     const c = await cloud();
-    const dataDir = mkdtempSync(join(tmpdir(), "ferry-drops-"));
-    scratch.push(dataDir);
+    const dataDir = kit.tempDir("ferry-drops-");
     const extra: DeepPartial<FerryConfig> = { data_dir: dataDir, storage: { durability: "commit" } };
     const log = recordingLogger();
     let b = await edge({ url: c.url, buffer: { max_messages: 50 } }, extra, log);

@@ -11,150 +11,43 @@
  * checks are on first occurrences (per topic, in order, without gaps) and on how many
  * duplicates a cut may cause, never on exact timing.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import mqttPacket, { type Packet } from "mqtt-packet";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, readFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { FerryConfig } from "../src/config/schema.ts";
-import { startBroker, type TestBroker } from "./helpers/broker.ts";
+import { type DeepPartial, startBroker, type TestBroker } from "./helpers/broker.ts";
 import { type BrokerProcess, spawnBroker } from "./helpers/broker-process.ts";
 import { makeCerts, type TestCerts } from "./helpers/certs.ts";
-import { connect, eventually, type Received, sleep, type TestClient } from "./helpers/clients.ts";
-import { type CloudBroker, type CloudOptions, createCloud, freePort } from "./helpers/cloud-broker.ts";
+import { barrier, connect, eventually, type Received, type TestClient } from "./helpers/clients.ts";
+import { type CloudBroker, freePort } from "./helpers/cloud-broker.ts";
+import {
+  drainedTo,
+  firstArrivals,
+  link,
+  numbered,
+  publishMany,
+  uplinkConfig,
+  uplinkKit,
+  type UplinkOverrides,
+} from "./helpers/uplink-kit.ts";
 
 setDefaultTimeout(15_000);
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
-type UplinkOverrides = DeepPartial<FerryConfig["uplinks"][number]>;
+const kit = uplinkKit();
+const { cloud, cloudSubscriber, persistentCloudSubscriber, tempDir } = kit;
+const edge = (url: string, uplink: UplinkOverrides = {}, extra: DeepPartial<FerryConfig> = {}) =>
+  kit.edge({ url, ...uplink }, extra);
+const localClient = (url: string, opts = {}) => kit.client(url, opts);
 
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-const scratch: string[] = [];
-afterAll(() => {
-  for (const d of scratch) rmSync(d, { recursive: true, force: true });
-});
-
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  scratch.push(d);
-  return d;
-}
-
-async function cloud(opts: CloudOptions = {}): Promise<CloudBroker> {
-  const c = await createCloud(opts);
-  cleanups.push(() => c.stop());
-  return c;
-}
-
-const FORWARD = [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 as const }];
-
-function uplinkConfig(cloudUrl: string, uplink: UplinkOverrides = {}): Record<string, unknown> {
-  return {
-    name: "cloud",
-    url: cloudUrl,
-    forward: FORWARD,
-    backoff: { min_ms: 50, max_ms: 200, jitter: 0 },
-    ...uplink,
-  };
-}
-
-async function edge(
-  cloudUrl: string,
-  uplink: UplinkOverrides = {},
-  extra: DeepPartial<FerryConfig> = {},
-): Promise<TestBroker> {
-  const b = await startBroker({
-    edge_id: "edge1",
-    ...extra,
-    uplinks: [uplinkConfig(cloudUrl, uplink)] as FerryConfig["uplinks"],
-  });
-  cleanups.push(() => b.stop());
-  return b;
-}
-
-const link = (b: TestBroker) => b.server.uplinks.links[0]!;
-
-async function cloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promise<TestClient> {
-  const s = await connect(c.url, { protocolVersion: 5, ...opts });
-  await s.client.subscribeAsync(filter, { qos: 1 });
-  cleanups.push(() => s.end(true));
-  return s;
-}
-
-/**
- * A cloud subscriber whose session exists before the uplink first connects, so no
- * forwarded message can arrive before anyone listens (and messages survive a restart
- * of a persistent cloud). Returns a function that (re)connects it.
- */
-async function persistentCloudSubscriber(
-  c: CloudBroker,
-  filter: string,
-  opts = {},
-): Promise<() => Promise<TestClient>> {
-  const clientId = `cloud-sub-${Math.random().toString(36).slice(2, 8)}`;
-  const o = {
-    protocolVersion: 5 as const,
-    clientId,
-    clean: false,
-    properties: { sessionExpiryInterval: 600 },
-    ...opts,
-  };
-  const first = await connect(c.url, o);
-  await first.client.subscribeAsync(filter, { qos: 1 });
-  await first.end();
-  return async () => {
-    const s = await connect(c.url, o);
-    cleanups.push(() => s.end(true));
-    return s;
-  };
-}
-
-async function localClient(url: string, opts = {}): Promise<TestClient> {
-  const c = await connect(url, { protocolVersion: 5, ...opts });
-  cleanups.push(() => c.end(true));
-  return c;
-}
-
-/** Publish QoS 1 in this order with up to `window` unacknowledged; resolves when all are acknowledged. */
-async function publishMany(c: TestClient, items: Array<[string, string]>, window = 100): Promise<void> {
-  let i = 0;
-  const worker = async () => {
-    while (i < items.length) {
-      const [topic, payload] = items[i++]!;
-      await c.client.publishAsync(topic, payload, { qos: 1 });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(window, items.length) }, worker));
-}
-
-/** `n` numbered messages on each topic, interleaved: a/0, b/0, a/1, b/1, … */
-function numbered(topics: string[], n: number, from = 0): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = from; i < from + n; i++) for (const t of topics) out.push([t, String(i)]);
-  return out;
-}
-
-/** Per remote topic, the payload numbers in order of first arrival, and how many arrivals repeated one. */
-function firstArrivals(messages: Received[]): { byTopic: Map<string, number[]>; duplicates: number } {
-  const byTopic = new Map<string, number[]>();
-  const seen = new Set<string>();
-  let duplicates = 0;
-  for (const m of messages) {
-    const key = `${m.topic}\u0000${m.payload}`;
-    if (seen.has(key)) {
-      duplicates++;
-      continue;
-    }
-    seen.add(key);
-    let list = byTopic.get(m.topic);
-    if (!list) byTopic.set(m.topic, list = []);
-    list.push(Number(m.payload));
-  }
-  return { byTopic, duplicates };
+/** A failed connect, and a retry that failed too (a third attempt has begun): it stays refused. */
+async function refusedTwice(b: TestBroker): Promise<void> {
+  await eventually(
+    () => link(b).status().lastError !== undefined && link(b).status().connectAttempts >= 3,
+    5000,
+    "two failed connects",
+  );
 }
 
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
@@ -183,7 +76,7 @@ describe("uplink resilience", () => {
 
     const sub = await resume();
     await sub.waitFor(3000, 10_000);
-    await sleep(200);
+    await barrier(sub); // drained (above): the cloud has routed every re-send to it
     const { byTopic, duplicates } = firstArrivals(sub.messages);
     for (const t of topics) expect(byTopic.get(remote(t))).toEqual(range(0, 1000));
     // Only what was in flight when the connection was cut can arrive twice.
@@ -200,10 +93,10 @@ describe("uplink resilience", () => {
       log_level: "error",
       storage: { durability: "commit" },
       mqtt: { sys_interval: 0 },
-      uplinks: [uplinkConfig(c.url, { rate: { messages_per_second: 500 }, max_inflight: 50 })],
+      uplinks: [uplinkConfig({ url: c.url, rate: { messages_per_second: 500 }, max_inflight: 50 })],
     };
     const procs: BrokerProcess[] = [];
-    cleanups.push(async () => {
+    kit.defer(async () => {
       for (const p of procs) await p.kill();
     });
     const first = await spawnBroker({ dataDir, config });
@@ -213,7 +106,7 @@ describe("uplink resilience", () => {
     const acked = new Map<string, number[]>(topics.map((t) => [t, []]));
     let sent = 0;
     const pub = await connect(`mqtt://127.0.0.1:${first.port}`, { protocolVersion: 5, clientId: "pub" });
-    cleanups.push(() => pub.end(true));
+    kit.defer(() => pub.end(true));
     let stop = false;
     const publishing = (async () => {
       const inflight = new Set<Promise<unknown>>();
@@ -235,15 +128,15 @@ describe("uplink resilience", () => {
     const ackedAtKill = topics.reduce((n, t) => n + acked.get(t)!.length, 0);
     const deliveredAtKill = sub.messages.length;
     await first.kill("SIGKILL");
-    stop = true;
-    await Promise.race([publishing, sleep(500)]);
+    stop = true; // the loop sends nothing after its next step: `sent` is final
+    void publishing;
     expect(deliveredAtKill).toBeLessThan(ackedAtKill); // killed with a backlog left
 
     const second = await spawnBroker({ dataDir, config });
     procs.push(second);
     // New messages after the restart continue each topic's numbering.
     const after = await connect(`mqtt://127.0.0.1:${second.port}`, { protocolVersion: 5, clientId: "pub2" });
-    cleanups.push(() => after.end(true));
+    kit.defer(() => after.end(true));
     const next = sent + 1;
     await publishMany(after, numbered(topics, 50, next));
     for (const t of topics) acked.get(t)!.push(...range(next, 50));
@@ -309,7 +202,7 @@ describe("uplink resilience", () => {
     await eventually(() => link(b).status().backlogEntries === 0, 12_000, "backlog drained");
     const sub = await resume();
     await sub.waitFor(2020, 10_000);
-    await sleep(200);
+    await barrier(sub);
     return sub.messages;
   }
 
@@ -342,7 +235,7 @@ describe("uplink resilience", () => {
     const resume = await persistentCloudSubscriber(real, "site/#");
     await real.stop();
     const fake = await silentCloud(port);
-    cleanups.push(() => fake.close());
+    kit.defer(() => fake.close());
     const b = await edge(`mqtt://127.0.0.1:${port}`, { ack_timeout_seconds: 1 });
     const pub = await localClient(b.url);
     await publishMany(pub, numbered(["sensors/w"], 30));
@@ -363,7 +256,7 @@ describe("uplink resilience", () => {
     await eventually(() => link(b).status().backlogEntries === 0, 10_000, "drained into the real cloud");
     const sub = await resume();
     await sub.waitFor(30);
-    await sleep(200);
+    await barrier(sub);
     expect(sub.messages.map((m) => Number(m.payload))).toEqual(range(0, 30));
   });
 
@@ -393,7 +286,7 @@ describe("uplink resilience", () => {
 
   test("ws:// reaches a cloud's MQTT-over-WebSocket listener", async () => {
     const wsCloud = await startBroker({ listeners: { ws_port: 0 } }); // a second Ferry, whatever the cloud kind
-    cleanups.push(() => wsCloud.stop());
+    kit.defer(() => wsCloud.stop());
     const sub = await localClient(wsCloud.url);
     await sub.client.subscribeAsync("site/#", { qos: 1 });
     const b = await edge(wsCloud.wsUrl);
@@ -424,7 +317,7 @@ describe("uplink resilience", () => {
     // The next message makes the link read the log past the copy.
     await pub.client.publishAsync("sensors/other", "1", { qos: 1 });
     await sub.waitFor(2);
-    await sleep(300);
+    await drainedTo(b, sub);
     expect(sub.messages.map((m) => `${m.topic} ${m.payload}`)).toEqual([
       `${remote("sensors/state")} on`,
       `${remote("sensors/other")} 1`,
@@ -447,7 +340,7 @@ describe("uplink resilience", () => {
     b = await edge(c.url, uplink, extra);
     await eventually(() => link(b).status().backlogEntries === 0, 12_000, "drained after the restart");
     await sub.waitFor(1500, 5000);
-    await sleep(200);
+    await barrier(sub);
     let { byTopic, duplicates } = firstArrivals(sub.messages);
     expect(byTopic.get(remote("sensors/g"))).toEqual(range(0, 1500));
     expect(duplicates).toBeLessThanOrEqual(20); // at most the in-flight window
@@ -459,7 +352,7 @@ describe("uplink resilience", () => {
     const pub2 = await localClient(b.url);
     await pub2.client.publishAsync("sensors/g", "1500", { qos: 1 });
     await sub.waitFor(before + 1);
-    await sleep(300);
+    await drainedTo(b, sub);
     expect(sub.messages.length).toBe(before + 1);
     ({ byTopic, duplicates } = firstArrivals(sub.messages));
     expect(byTopic.get(remote("sensors/g"))).toEqual(range(0, 1501));
@@ -499,8 +392,7 @@ describe("uplink over TLS", () => {
     const c = await cloud({ tls: serverTls() });
     await c.start();
     const b = await edge(c.url, { tls: { ca: certs.badCert } });
-    await eventually(() => link(b).status().lastError !== undefined, 5000, "connect error");
-    await sleep(300);
+    await refusedTwice(b);
     const s = link(b).status();
     expect(s.state).not.toBe("connected");
     expect(s.lastError).toMatch(/^connect: TLS: the cloud's certificate is not trusted \(check tls\.ca\)/);
@@ -510,8 +402,7 @@ describe("uplink over TLS", () => {
     const c = await cloud({ tls: { ...serverTls(), ca: certs.ca, requireClientCert: true } });
     await c.start();
     const without = await edge(c.url, { tls: { ca: certs.ca } });
-    await eventually(() => link(without).status().lastError !== undefined, 5000, "connect error");
-    await sleep(300);
+    await refusedTwice(without);
     expect(link(without).status().state).not.toBe("connected");
     expect(link(without).status().lastError).toMatch(/^connect: TLS: the cloud requires a client certificate/);
 

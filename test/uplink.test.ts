@@ -1,77 +1,16 @@
-import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { FerryConfig } from "../src/config/schema.ts";
-import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
-import { type CloudBroker, createCloud } from "./helpers/cloud-broker.ts";
+import type { DeepPartial, TestBroker } from "./helpers/broker.ts";
+import { barrier, connect, eventually } from "./helpers/clients.ts";
+import { link, uplinkKit, type UplinkOverrides } from "./helpers/uplink-kit.ts";
 
 setDefaultTimeout(30_000);
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
-type UplinkOverrides = DeepPartial<FerryConfig["uplinks"][number]>;
-
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
-
-async function cloud(opts = {}): Promise<CloudBroker> {
-  const c = await createCloud(opts);
-  cleanups.push(() => c.stop());
-  return c;
-}
-
-async function edge(
-  cloudUrl: string,
-  uplink: UplinkOverrides = {},
-  extra: DeepPartial<FerryConfig> = {},
-): Promise<TestBroker> {
-  const b = await startBroker({
-    edge_id: "edge1",
-    ...extra,
-    uplinks: [{
-      name: "cloud",
-      url: cloudUrl,
-      forward: [{ filter: "sensors/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
-      backoff: { min_ms: 50, max_ms: 200, jitter: 0 },
-      ...uplink,
-    }] as FerryConfig["uplinks"],
-  });
-  cleanups.push(() => b.stop());
-  return b;
-}
-
-async function cloudSubscriber(c: CloudBroker, filter: string, opts = {}): Promise<TestClient> {
-  const s = await connect(c.url, { protocolVersion: 5, ...opts });
-  await s.client.subscribeAsync(filter, { qos: 1 });
-  cleanups.push(() => s.end(true));
-  return s;
-}
-
-/**
- * A cloud subscriber whose session exists before the uplink first connects, so no
- * forwarded message can arrive before anyone listens. Returns a function that
- * (re)connects it and collects what was queued.
- */
-async function persistentCloudSubscriber(c: CloudBroker, filter: string): Promise<() => Promise<TestClient>> {
-  const clientId = `cloud-sub-${Math.random().toString(36).slice(2, 8)}`;
-  const opts = { protocolVersion: 5 as const, clientId, clean: false, properties: { sessionExpiryInterval: 600 } };
-  const first = await connect(c.url, opts);
-  await first.client.subscribeAsync(filter, { qos: 1 });
-  await first.end();
-  return async () => {
-    const s = await connect(c.url, opts);
-    cleanups.push(() => s.end(true));
-    return s;
-  };
-}
-
-async function localClient(b: TestBroker): Promise<TestClient> {
-  const c = await connect(b.url, { protocolVersion: 5 });
-  cleanups.push(() => c.end(true));
-  return c;
-}
-
-const link = (b: TestBroker) => b.server.uplinks.links[0]!;
+const kit = uplinkKit();
+const { cloud, cloudSubscriber, persistentCloudSubscriber } = kit;
+const edge = (url: string, uplink: UplinkOverrides = {}, extra: DeepPartial<FerryConfig> = {}) =>
+  kit.edge({ url, ...uplink }, extra);
+const localClient = (b: TestBroker) => kit.client(b.url);
 
 describe("cloud uplink", () => {
   test("a matching local message reaches the cloud on the mapped topic with edge id and receive time", async () => {
@@ -90,8 +29,10 @@ describe("cloud uplink", () => {
     expect(up.unit).toBe("C");
     expect(up["ferry-edge-id"]).toBe("edge1");
     expect(Number.isNaN(Date.parse(up["ferry-received-at"]!))).toBe(false);
-    await sleep(200);
-    expect(sub.messages).toHaveLength(1);
+    // The link forwards in log order: once a later message is there, "other/t1" would be too.
+    await pub.client.publishAsync("sensors/last", "", { qos: 1 });
+    await sub.waitFor(2);
+    expect(sub.messages.map((m) => m.topic)).toEqual(["site/edge1/sensors/t1", "site/edge1/sensors/last"]);
   });
 
   test("QoS 0 local messages are logged and forwarded too", async () => {
@@ -136,7 +77,9 @@ describe("cloud uplink", () => {
     await c.start();
     const sub = await resume();
     await sub.waitFor(50, 10_000);
-    await sleep(300);
+    // All acknowledged by the cloud, so routed to the subscriber: nothing more is on its way.
+    await eventually(() => link(b).status().backlogEntries === 0, 5000, "drained");
+    await barrier(sub);
     expect(sub.messages.map((m) => Number(m.payload))).toEqual([...Array(50).keys()].map((i) => i + 150));
   });
 
@@ -152,13 +95,15 @@ describe("cloud uplink", () => {
     const local = await localClient(b);
     await local.client.subscribeAsync("cmd/#", { qos: 1 });
     const cloudPub = await connect(c.url, { protocolVersion: 5 });
-    cleanups.push(() => cloudPub.end(true));
+    kit.defer(() => cloudPub.end(true));
     await cloudPub.client.publishAsync("cmd/edge1/valve/open", "1", { qos: 1 });
     const [m] = await local.waitFor(1);
     expect(m!.topic).toBe("cmd/valve/open");
     expect(m!.payload).toBe("1");
-    await sleep(300);
-    expect(up.messages).toHaveLength(0); // the command did not loop back to the cloud
+    // The link forwards in log order: once a later local message is up, the command would be too.
+    await local.client.publishAsync("marker", "", { qos: 1 });
+    await up.waitFor(1);
+    expect(up.messages.map((m) => m.topic)).toEqual(["up/marker"]); // the command did not loop back to the cloud
     expect(link(b).status().downlinkReceived).toBe(1);
   });
 

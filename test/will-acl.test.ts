@@ -7,11 +7,11 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { IConnackPacket, IConnectPacket } from "mqtt-packet";
+import type { IConnectPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect, eventually } from "./helpers/clients.ts";
+import { barrier, connect, eventually } from "./helpers/clients.ts";
 import { writePasswordFile } from "./helpers/password-file.ts";
-import { RawClient } from "./helpers/raw-client.ts";
+import { rawConnect } from "./helpers/raw-client.ts";
 
 setDefaultTimeout(20_000);
 
@@ -31,21 +31,8 @@ beforeAll(async () => {
 });
 afterAll(() => broker.stop());
 
-async function connectWithWill(version: 4 | 5, will: IConnectPacket["will"], clientId: string) {
-  const raw = await RawClient.open(broker.port, version);
-  raw.send({
-    cmd: "connect",
-    protocolId: "MQTT",
-    protocolVersion: version,
-    clientId,
-    clean: true,
-    keepalive: 60,
-    username: "alice",
-    password: Buffer.from("a"),
-    will,
-  }, version);
-  const ack: IConnackPacket = await raw.next("connack");
-  return { raw, code: ack.reasonCode ?? ack.returnCode };
+function connectWithWill(version: 4 | 5, will: IConnectPacket["will"], clientId: string) {
+  return rawConnect(broker.port, version, { clientId, username: "alice", password: Buffer.from("a"), will });
 }
 
 const willOn = (topic: string) => ({ topic, payload: Buffer.from("alarm!"), qos: 1 as const, retain: true });
@@ -88,7 +75,7 @@ describe("Will topic and the publish ACL", () => {
     const before = broker.server.broker.metrics.aclDeniedPublish;
     raw.close();
     await eventually(() => broker.server.broker.metrics.aclDeniedPublish > before, 3000, "the Will to be refused");
-    await Bun.sleep(100);
+    await barrier(watcher);
     expect(watcher.messages).toEqual([]);
     expect(broker.server.broker.retained.get("alice/late")).toBeUndefined();
     await watcher.end();

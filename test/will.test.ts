@@ -3,7 +3,7 @@ import type { IConnectPacket } from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import type { MemoryClient } from "./helpers/memory-client.ts";
-import { connect, eventually, sleep, type TestClient } from "./helpers/clients.ts";
+import { barrier, connect, eventually, type TestClient } from "./helpers/clients.ts";
 import { RawClient } from "./helpers/raw-client.ts";
 
 // Longer than the helpers' 5 s waits, so a missing message fails with their message, not a timeout.
@@ -54,7 +54,7 @@ describe("Will Message on abnormal disconnect", () => {
       });
       c.send({ cmd: "disconnect" }, version);
       await c.waitClosed();
-      await sleep(300);
+      await barrier(sub);
       expect(sub.messages).toHaveLength(0);
       await sub.end();
     });

@@ -56,20 +56,58 @@ function waitUntil(cond: () => boolean, ms: number, waiters: Array<() => void>):
   });
 }
 
+/** One PINGREQ → PINGRESP round trip on `client`'s connection. */
+export function pingPong(client: MqttClient, ms = 5000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off("packetreceive", onPacket);
+      reject(new Error(`no PINGRESP within ${ms} ms`));
+    }, ms);
+    const onPacket = (packet: mqtt.Packet) => {
+      if (packet.cmd !== "pingresp") return;
+      clearTimeout(timer);
+      client.off("packetreceive", onPacket);
+      resolve();
+    };
+    client.on("packetreceive", onPacket);
+    client.sendPing();
+  });
+}
+
 /**
- * Poll `cond` until true (for state not signalled by an event); the one polling helper
- * of the suite. `what` names it in the timeout error (a function: the error describes
- * the state at the timeout).
+ * Resolve once every client has handled what the broker sent it in answer to what was
+ * sent before: how a test shows that nothing (else) arrives, without sleeping. List the
+ * senders first, then the receivers. The broker reads each connection's packets in order
+ * and writes to each in order, and routes a message as it reads it (in memory storage),
+ * so a sender's PINGRESP comes after its earlier publishes were routed, and a receiver's
+ * after every message routed to it before. Each client makes two round trips: mqtt.js
+ * reports a QoS 2 message only at its PUBREL, which the broker sends after the PUBREC
+ * the client wrote while handling the PUBLISH.
+ */
+export async function barrier(...clients: Array<TestClient | MqttClient>): Promise<void> {
+  for (const c of clients) {
+    const client = "waitFor" in c ? c.client : c;
+    await pingPong(client);
+    await pingPong(client);
+  }
+}
+
+/**
+ * Poll `cond` until true (for state not signalled by an event: another process's output
+ * or HTTP answers, counters); the one polling helper of the suite. `what` names it in the
+ * timeout error (a function: the error describes the state at the timeout); `everyMs` is
+ * the pause between checks, for a condition that costs something to check.
  */
 export async function eventually(
-  cond: () => boolean,
+  cond: () => boolean | Promise<boolean>,
   ms = 5000,
   what: string | (() => string) = "condition",
+  everyMs = 10,
 ): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > end) throw new Error(typeof what === "string" ? `timed out waiting for ${what}` : what());
-    await Bun.sleep(10);
+    await Bun.sleep(everyMs);
   }
 }
 

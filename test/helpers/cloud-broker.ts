@@ -9,10 +9,29 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { startBroker, type TestBroker } from "./broker.ts";
+import { type Serving, spawnServe } from "./broker-process.ts";
 
-export const MOSQUITTO = process.env.FERRY_TEST_CLOUD === "ferry"
-  ? undefined
-  : ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find((p) => existsSync(p));
+/** Debian's mosquitto binary, if installed. */
+export const MOSQUITTO_BIN = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"].find((p) => existsSync(p));
+export const MOSQUITTO = process.env.FERRY_TEST_CLOUD === "ferry" ? undefined : MOSQUITTO_BIN;
+
+/**
+ * mosquitto.conf lines for `spawnMosquitto`: the log on stdout, where "… running" says it
+ * listens (no port polling).
+ */
+export const MOSQUITTO_LOG = ["log_dest stdout", "log_type error", "log_type warning", "log_type information"];
+
+/**
+ * Start mosquitto on `conf` (which has the MOSQUITTO_LOG lines) and resolve once it
+ * listens. stdbuf makes its stdout line-buffered, so the line arrives as it is written.
+ */
+export function spawnMosquitto(conf: string): Promise<Serving> {
+  if (!MOSQUITTO_BIN) throw new Error("mosquitto is not installed");
+  return spawnServe(["stdbuf", "-oL", MOSQUITTO_BIN, "-c", conf], {
+    until: [/mosquitto version \S+ running/],
+    timeoutMs: 5000,
+  });
+}
 
 export interface CloudBroker {
   readonly kind: "mosquitto" | "ferry";
@@ -57,22 +76,6 @@ function allowRead(file: string): void {
   for (let dir = dirname(file); dir.startsWith(`${tmpdir()}/`); dir = dirname(dir)) chmodSync(dir, 0o755);
 }
 
-async function waitForPort(port: number, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = net.connect(port, "127.0.0.1", () => {
-        s.destroy();
-        r(true);
-      });
-      s.once("error", () => r(false));
-    });
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`nothing listening on ${port}`);
-    await Bun.sleep(25);
-  }
-}
-
 /** Create (not start) a cloud broker on a fixed free port, so it can be started later. */
 export async function createCloud(opts: CloudOptions = {}): Promise<CloudBroker> {
   const port = opts.port ?? await freePort();
@@ -83,7 +86,7 @@ export async function createCloud(opts: CloudOptions = {}): Promise<CloudBroker>
 class MosquittoCloud implements CloudBroker {
   readonly kind = "mosquitto" as const;
   readonly url: string;
-  #proc: ReturnType<typeof Bun.spawn> | undefined;
+  #proc: Serving | undefined;
   #conf: string;
 
   constructor(readonly port: number, opts: CloudOptions) {
@@ -123,23 +126,21 @@ class MosquittoCloud implements CloudBroker {
         `max_inflight_messages ${opts.receiveMaximum ?? 0}`,
         `persistence ${opts.persistent ? "true" : "false"}`,
         `persistence_location ${dir}/`,
-        "log_dest none",
+        ...MOSQUITTO_LOG,
         "",
       ].join("\n"),
     );
   }
 
   async start(): Promise<void> {
-    this.#proc = Bun.spawn([MOSQUITTO!, "-c", this.#conf], { stdout: "ignore", stderr: "ignore" });
-    await waitForPort(this.port);
+    this.#proc = await spawnMosquitto(this.#conf);
   }
 
   async stop(): Promise<void> {
     const p = this.#proc;
     if (!p) return;
     this.#proc = undefined;
-    p.kill("SIGTERM");
-    await p.exited;
+    await p.kill("SIGTERM");
   }
 
   async restart(): Promise<void> {

@@ -15,6 +15,7 @@ import { type DeepPartial, testConfig } from "./broker.ts";
 import { ManualClock, settle } from "./manual-clock.ts";
 import { MemoryClient } from "./memory-client.ts";
 import { memoryConnectionPair } from "./memory-connection.ts";
+import { connectPacket } from "./raw-client.ts";
 
 export interface InProcessBroker {
   broker: Broker;
@@ -52,15 +53,7 @@ export async function inProcessBroker(overrides: DeepPartial<FerryConfig> = {}):
   };
   const attempt = async (version: 4 | 5, connect: Partial<IConnectPacket> = {}, address?: string) => {
     const raw = open(version, address);
-    raw.send({
-      cmd: "connect",
-      protocolId: "MQTT",
-      protocolVersion: version,
-      clientId: "",
-      clean: true,
-      keepalive: 60,
-      ...connect,
-    }, version);
+    raw.send(connectPacket(version, connect), version);
     return { raw, ack: await raw.next("connack") };
   };
   return {

@@ -8,6 +8,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Serving, spawnServe } from "./broker-process.ts";
 import { freePort } from "./cloud-broker.ts";
 
 export const NATS_SERVER = ["/usr/sbin/nats-server", "/usr/bin/nats-server"].find((p) => existsSync(p));
@@ -21,7 +22,7 @@ export interface NatsNode {
 
 export class NatsCluster {
   readonly nodes: NatsNode[] = [];
-  #procs: Array<ReturnType<typeof Bun.spawn> | undefined> = [];
+  #procs: Array<Serving | undefined> = [];
   #dir = mkdtempSync(join(tmpdir(), "ferry-nats-"));
 
   /** Start three nodes and wait until each has its MQTT listener up. */
@@ -46,9 +47,21 @@ export class NatsCluster {
       );
       const mqttPort = ports[6 + i]!;
       c.nodes.push({ name, mqttPort, url: `mqtt://127.0.0.1:${mqttPort}`, alive: true });
-      c.#procs.push(Bun.spawn([NATS_SERVER!, "-c", conf], { stdout: "ignore", stderr: "ignore" }));
     }
-    await Promise.all(c.nodes.map((n) => waitForPort(n.mqttPort)));
+    // Each node logs (to stderr) when its MQTT listener is up and when it is ready.
+    const started = await Promise.allSettled(
+      c.nodes.map((n, i) =>
+        spawnServe([NATS_SERVER!, "-c", join(c.#dir, `${n.name}.conf`)], {
+          from: "stderr",
+          until: [/Listening for MQTT clients/, /Server is ready/],
+        }).then((s) => (c.#procs[i] = s))
+      ),
+    );
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) {
+      await c.stop();
+      throw (failed as PromiseRejectedResult).reason;
+    }
     return c;
   }
 
@@ -58,31 +71,11 @@ export class NatsCluster {
     if (!p) return;
     this.#procs[i] = undefined;
     this.nodes[i]!.alive = false;
-    p.kill("SIGKILL");
-    await p.exited;
+    await p.kill("SIGKILL");
   }
 
   async stop(): Promise<void> {
     for (let i = 0; i < this.#procs.length; i++) await this.kill(i);
     rmSync(this.#dir, { recursive: true, force: true });
-  }
-}
-
-async function waitForPort(port: number, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const ok = await Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        data() {},
-        open(s) {
-          s.end();
-        },
-      },
-    }).then(() => true, () => false);
-    if (ok) return;
-    if (Date.now() > end) throw new Error(`nats-server: nothing listening on ${port}`);
-    await Bun.sleep(50);
   }
 }

@@ -34,6 +34,8 @@ export async function listenNotifySocket(path: string): Promise<NotifySocket> {
     stderr: "pipe",
   });
   const messages: string[] = [];
+  /** Called after each datagram (waitFor's checks). */
+  const listeners = new Set<() => void>();
   let bound: () => void;
   const isBound = new Promise<void>((resolve) => (bound = resolve));
   void (async () => {
@@ -48,7 +50,10 @@ export async function listenNotifySocket(path: string): Promise<NotifySocket> {
         buffered = buffered.slice(nl + 1);
         if (line === "bound") bound!();
         // Python's repr of a str: single-quoted, with \\n and \\' escapes.
-        else messages.push(line.slice(1, -1).replace(/\\n/g, "\n").replace(/\\'/g, "'"));
+        else {
+          messages.push(line.slice(1, -1).replace(/\\n/g, "\n").replace(/\\'/g, "'"));
+          for (const l of listeners) l();
+        }
       }
     }
   })();
@@ -63,14 +68,25 @@ export async function listenNotifySocket(path: string): Promise<NotifySocket> {
   return {
     path,
     messages: () => [...messages],
-    async waitFor(match, ms = 10_000, from = 0) {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        const found = messages.slice(from).find(match);
-        if (found !== undefined) return found;
-        if (Date.now() > deadline) throw new Error(`no such notification; got ${JSON.stringify(messages)}`);
-        await Bun.sleep(20);
-      }
+    waitFor(match, ms = 10_000, from = 0) {
+      return new Promise<string>((resolve, reject) => {
+        const check = () => {
+          const found = messages.slice(from).find(match);
+          if (found === undefined) return;
+          done();
+          resolve(found);
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`no such notification; got ${JSON.stringify(messages)}`));
+        }, ms);
+        const done = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
+        listeners.add(check);
+        check();
+      });
     },
     async close() {
       proc.kill("SIGKILL");

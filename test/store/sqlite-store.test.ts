@@ -27,6 +27,7 @@ import {
   UNREFERENCED_UP_TO_SQL,
 } from "../../src/store/sqlite/statements.ts";
 import { type Message, type Mutation, type SessionRecord, StoreFullError } from "../../src/store/store.ts";
+import { eventually } from "../helpers/clients.ts";
 import { createV1Store, createV3Store } from "./schema-v1.ts";
 import { fileStoreFactory, sqliteStore, tempDir } from "./sqlite-helpers.ts";
 
@@ -140,7 +141,7 @@ describe("SqliteStore periodic durability", () => {
     await store.commit([append(message(base))]);
     expect(store.stats().transactions).toBe(0);
     expect((await store.readLog(base, 10)).map((m) => m.offset)).toEqual([base]);
-    await Bun.sleep(100);
+    await eventually(() => store.stats().transactions > 0, 5000, "the periodic flush");
     expect(store.stats().transactions).toBe(1);
     await store.commit([append(message(base + 1))]);
     expect((await store.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
@@ -338,8 +339,7 @@ describe("SqliteStore log trimming", () => {
     }
     expect(error).toBeInstanceOf(StoreFullError);
     await store.commit([{ op: "session-delete", clientId: "slow" }]);
-    await Bun.sleep(40);
-    expect(store.stats().full).toBe(false);
+    await eventually(() => store.stats().full === false, 5000, "room after the flush");
     await store.commit([append(message(base + 1000))]);
   });
 

@@ -3,7 +3,7 @@
  * acknowledgements when commits settle out of order, the per-topic match cache, shared
  * encodings, and the TCP adapter's one send per event-loop turn.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, jest, test } from "bun:test";
 import mqttPacket from "mqtt-packet";
 import { Broker } from "../../src/core/broker.ts";
 import { brokerOptionsFrom, validateConfig } from "../../src/config/load.ts";
@@ -342,5 +342,30 @@ describe("BunSocketConnection", () => {
     expect(out).toEqual(expected);
     // Joined blocks never exceed the scratch buffer; only a single large write goes out whole.
     expect(sizes.filter((n) => n > 256 * 1024)).toEqual([300_000]);
+  });
+
+  test("close sends FIN at once and closes only after the linger, so the peer sees the end without a reset", () => {
+    const calls: string[] = [];
+    const socket = {
+      write: (data: Uint8Array) => data.byteLength,
+      shutdown: () => void calls.push("shutdown"),
+      end: () => void calls.push("end"),
+    };
+    const conn = new BunSocketConnection(
+      socket as unknown as ConstructorParameters<typeof BunSocketConnection>[0],
+      "127.0.0.1",
+    );
+    // Bun's fake timers run the linger timer when told, without waiting for it.
+    jest.useFakeTimers();
+    try {
+      conn.close();
+      expect(calls).toEqual(["shutdown"]); // the write side ends now; reading goes on
+      jest.advanceTimersByTime(99);
+      expect(calls).toEqual(["shutdown"]);
+      jest.advanceTimersByTime(1);
+      expect(calls).toEqual(["shutdown", "end"]);
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });

@@ -1,7 +1,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import type { Connection, ConnectionHandler } from "../../core/connection.ts";
 
-/** How long a closing connection waits, reading and discarding, before it sends FIN. */
+/** How long a closing connection keeps reading and discarding after its FIN, before it closes. */
 const LINGER_MS = 100;
 
 /** Connections with writes waiting for the end of this event-loop turn, in first-write order. */
@@ -228,14 +228,16 @@ export class BunSocketConnection implements Connection {
   }
 
   /**
-   * Close after a short linger. Closing at once while the peer is still sending (acks for
-   * packets it has not yet read past) makes the kernel answer with RST, and the peer then
-   * loses our last packets, the DISCONNECT with its reason code among them. Meanwhile its
-   * input is discarded (the core has stopped listening). Replaces the close guard.
+   * Send FIN now, so the peer sees the end at once, and close after a short linger. Closing
+   * at once while the peer is still sending (acks for packets it has not yet read past)
+   * makes the kernel answer with RST, and the peer then loses our last packets, the
+   * DISCONNECT with its reason code among them. Meanwhile its input is discarded (the core
+   * has stopped listening). Replaces the close guard.
    */
   #endSoon(): void {
     if ((this.#state & (CLOSED | LINGERING)) !== 0) return;
     this.#state |= LINGERING;
+    this.socket.shutdown();
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => this.#end(), LINGER_MS);
     this.#timer.unref?.();
