@@ -8,7 +8,9 @@
  *
  * Usage: bun scripts/measure-binary.ts [--connections N] [--starts N] [--cmd "CMD ARGS"]
  *   --cmd  measure another way of running Ferry instead of dist/ferry-linux-x64, e.g.
- *          --cmd "bun edge/main.ts" or --cmd "node_modules/.bin/deno run -A edge/main.ts"
+ *          --cmd "bun edge/main.ts" or --cmd "node_modules/.bin/deno run -A edge/main.ts";
+ *          leading NAME=VALUE words set environment variables for it, e.g.
+ *          --cmd "BUN_OPTIONS=--smol dist/ferry-linux-x64"
  *
  * Memory is measured with the executable first evicted from the page cache, as after a
  * reboot (scripts/page-cache.ts): right after a build it would read 4-5 MB higher.
@@ -21,6 +23,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket, Subprocess } from "bun";
+import { splitCommand } from "./command-env.ts";
 import { dropFromPageCache } from "./page-cache.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -32,8 +35,7 @@ function option(name: string): string | undefined {
 
 const CONNECTIONS = Number(option("--connections") ?? 10_000);
 const STARTS = Number(option("--starts") ?? 5);
-const CMD = option("--cmd")?.split(/\s+/).filter(Boolean) ??
-  [join(ROOT, "dist", "ferry-linux-x64")];
+const { env: CMD_ENV, argv: CMD } = splitCommand(option("--cmd") ?? join(ROOT, "dist", "ferry-linux-x64"));
 
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 const gzipSize = (path: string) => Bun.gzipSync(readFileSync(path), { level: 9 }).byteLength;
@@ -85,6 +87,7 @@ async function start(): Promise<Started> {
     dataDir,
   ], {
     cwd: ROOT,
+    env: { ...process.env, ...CMD_ENV },
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -256,7 +259,9 @@ async function main(): Promise<void> {
   }
 
   console.log(
-    `Measured ${CMD.join(" ")} on ${process.platform}-${process.arch}; open files limit ${nofileLimit()}\n`,
+    `Measured ${
+      option("--cmd") ?? CMD.join(" ")
+    } on ${process.platform}-${process.arch}; open files limit ${nofileLimit()}\n`,
   );
   console.log("| what | measured |\n| --- | --- |");
   for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);

@@ -7,7 +7,9 @@
  * Usage: bun scripts/measure-idle.ts [--runs N] [--wait MS] [--cmd "CMD ARGS"]... [--config FILE]
  *                                    [--args "SERVE ARGS"]
  *   --cmd     a way of running Ferry (repeatable). Default: `bun edge/main.ts` from source
- *             and dist/ferry-linux-x64 when it exists (`npm run build`).
+ *             and dist/ferry-linux-x64 when it exists (`npm run build`). Leading NAME=VALUE
+ *             words set environment variables for that command only, e.g.
+ *             --cmd "BUN_JSC_useJIT=0 dist/ferry-linux-x64".
  *   --config  pass -c FILE to each broker (e.g. one with `storage.writer_thread: false`).
  *   --args    more `serve` options, after the default ones (so they win), e.g. "--admin-port off".
  *   --admin   GET this admin API path once after start (e.g. /healthz, as a health probe
@@ -22,6 +24,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { splitCommand } from "./command-env.ts";
 import { dropFromPageCache } from "./page-cache.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -41,9 +44,9 @@ const EXTRA = (options("--args")[0] ?? "").split(/\s+/).filter(Boolean);
 const ADMIN_PATH = options("--admin")[0];
 const COLD = !process.argv.includes("--warm");
 const BINARY = join(ROOT, "dist", "ferry-linux-x64");
-const COMMANDS: string[][] = options("--cmd").length > 0
-  ? options("--cmd").map((c) => c.split(/\s+/).filter(Boolean))
-  : [[process.execPath, "edge/main.ts"], ...(existsSync(BINARY) ? [[BINARY]] : [])];
+const COMMANDS: string[] = options("--cmd").length > 0
+  ? options("--cmd")
+  : [`${process.execPath} edge/main.ts`, ...(existsSync(BINARY) ? [BINARY] : [])];
 
 interface Reading {
   rss: number;
@@ -64,7 +67,8 @@ function read(pid: number): Reading {
   return { rss: mb("VmRSS"), anon: mb("RssAnon"), file: mb("RssFile"), threads: field("Threads") };
 }
 
-async function measureOnce(cmd: string[]): Promise<Reading> {
+async function measureOnce(command: string): Promise<Reading> {
+  const { env, argv: cmd } = splitCommand(command);
   if (COLD && !dropFromPageCache(cmd[0]!)) console.error(`could not evict ${cmd[0]} from the page cache`);
   const dataDir = mkdtempSync(join(tmpdir(), "ferry-idle-"));
   const proc = Bun.spawn(
@@ -82,7 +86,7 @@ async function measureOnce(cmd: string[]): Promise<Reading> {
       ...(CONFIG ? ["-c", CONFIG] : []),
       ...EXTRA,
     ],
-    { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" },
+    { cwd: ROOT, env: { ...process.env, ...env }, stdin: "ignore", stdout: "pipe", stderr: "pipe" },
   );
   try {
     const reader = proc.stdout.getReader();
@@ -139,7 +143,7 @@ for (let i = 0; i < RUNS; i++) {
 for (const [j, cmd] of COMMANDS.entries()) {
   const readings = all[j]!;
   const runs = readings.map((r) => `${f(r.rss)} (${f(r.anon)}+${f(r.file)})`).join(", ");
-  const name = cmd.map((c) => (c === process.execPath ? "bun" : c.replace(`${ROOT}/`, ""))).join(" ");
+  const name = cmd.split(/\s+/).map((c) => (c === process.execPath ? "bun" : c.replace(`${ROOT}/`, ""))).join(" ");
   console.log(`| ${name} | ${runs} | ${f(median(readings.map((r) => r.rss)))} | ${readings[0]!.threads} |`);
 }
 process.exit(0);
