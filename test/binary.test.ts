@@ -10,7 +10,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pkg from "../package.json" with { type: "json" };
@@ -183,6 +183,37 @@ for (const name of ["linux-x64", "linux-arm64"]) {
         }
       },
       v.timeoutMs * 2,
+    );
+
+    // Bun reads a Bun.file() on a thread pool whose two threads then stay for the life of
+    // the process (about 0.8 MB of idle RSS); the files Ferry reads at start (config,
+    // password and ACL files, the clock probe's markers) are read synchronously instead
+    // (src/runtime/bun/read-file.ts). From source Bun's module loader starts the pool
+    // anyway, so only the executable can show it. Native only: qemu's threads are its own.
+    test.skipIf(v.skip !== undefined || v.launcher.length > 0)(
+      "an idle broker has not started Bun's file-reading thread pool",
+      async () => {
+        const dataDir = mkdtempSync(join(tmp, `threads-${name}-`));
+        const s = await serve(v, dataDir);
+        try {
+          const sub = await connect(s.mqttUrl, { clientId: `threads-${name}` });
+          await sub.end();
+          const tasks = readdirSync(`/proc/${s.proc.pid}/task`);
+          const names = tasks.map((t) => {
+            try {
+              return readFileSync(`/proc/${s.proc.pid}/task/${t}/comm`, "utf8").trim();
+            } catch {
+              return ""; // the thread ended meanwhile
+            }
+          });
+          expect(names.filter((n) => n.startsWith("Bun Pool"))).toEqual([]);
+          // The storage thread is there: the check above looked at the right process.
+          expect(names).toContain("Worker");
+        } finally {
+          expect(await stop(s)).toBe(0);
+        }
+      },
+      v.timeoutMs,
     );
   });
 }

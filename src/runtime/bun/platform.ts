@@ -1,5 +1,6 @@
 import type { Platform } from "../platform.ts";
 import { fstatSync } from "node:fs";
+import { readFileBytes, readTextIfExists } from "./read-file.ts";
 import { stderrIsJournal } from "../log-output.ts";
 import { startServer } from "./server.ts";
 import { bunNotifier, monotonicUsec } from "./sd-notify.ts";
@@ -12,11 +13,8 @@ export const bunPlatform: Platform = {
   target,
   // argv: [bun, script] from source; [bun, /$bunfs/root/ferry] in a compiled executable.
   args: process.argv.slice(2),
-  async readTextFile(path) {
-    const file = Bun.file(path);
-    return (await file.exists()) ? await file.text() : undefined;
-  },
-  readFile: (path) => Bun.file(path).bytes(),
+  readTextFile: readTextIfExists,
+  readFile: readFileBytes,
   async startServer(config, version, logger, build) {
     const server = await startServer(config, version, logger, build);
     // The executable starts with the JIT reluctant (`--compile-jit-policy` in

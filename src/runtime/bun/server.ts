@@ -7,6 +7,7 @@ import { listenTcp } from "./tcp-listener.ts";
 import { listenSecureWebSocket, listenWebSocket } from "./ws-listener.ts";
 import { listenTls } from "./tls-listener.ts";
 import { listenHttp } from "./http-listener.ts";
+import { readFileBytes } from "./read-file.ts";
 
 export type { RunningServer } from "../start-server.ts";
 
@@ -19,7 +20,7 @@ export const bunAdapters: ServerAdapters = {
   listenHttp,
   sqlite: bunSqliteDriver,
   spawnSqliteThread,
-  readFile: (path) => Bun.file(path).bytes(),
+  readFile: readFileBytes,
 };
 
 /**
