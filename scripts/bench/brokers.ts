@@ -155,6 +155,11 @@ export interface StartOptions {
   ferryRoot?: string;
   /** Extra arguments for bun before the script (e.g. --cpu-prof). */
   bunArgs?: string[];
+  /**
+   * Run Ferry with this command instead of `bun edge/main.ts` from `ferryRoot` (e.g. a
+   * compiled executable); `serve` and its options follow it.
+   */
+  ferryCommand?: string[];
   /** Extra Ferry config keys. */
   ferryExtra?: Record<string, unknown>;
   /** Extra environment variables for Ferry (e.g. MIMALLOC_* or BUN_JSC_* settings read at start-up). */
@@ -203,9 +208,8 @@ async function launch(
       JSON.stringify({ ...ferryConfig(name === "ferry" ? "commit" : "memory", opts.ferryRoot), ...opts.ferryExtra }),
     );
     const cmd = [
-      process.execPath,
-      ...(opts.bunArgs ?? []),
-      join(opts.ferryRoot ?? ROOT, "edge/main.ts"),
+      ...(opts.ferryCommand ??
+        [process.execPath, ...(opts.bunArgs ?? []), join(opts.ferryRoot ?? ROOT, "edge/main.ts")]),
       "serve",
       "--host",
       "127.0.0.1",
