@@ -35,8 +35,15 @@ export const RESIDENT_WHEN_OFFLINE = { entries: 1024, bytes: 1024 * 1024 };
  */
 export class Session {
   subscriptions = new Map<string, ActiveSubscription>();
-  /** Messages waiting for room in the in-flight window, oldest first. */
-  readonly queue = new DeliveryQueue();
+  /**
+   * Messages waiting for room in the in-flight window, oldest first; made on first use.
+   * Most connected sessions never queue (deliveries go straight out while the window has
+   * room), and an idle one then holds neither the queue nor its two arrays (112 bytes).
+   */
+  get queue(): DeliveryQueue {
+    return this.#queue ??= new DeliveryQueue();
+  }
+  #queue: DeliveryQueue | undefined;
   /** Sent and not yet acknowledged, by packet id (not a Map: see InflightTable). */
   inflight = new InflightTable<Outbound>();
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A); made on first use. */
@@ -103,11 +110,11 @@ export class Session {
   }
 
   get queuedCount(): number {
-    return this.queue.length;
+    return this.#queue?.length ?? 0;
   }
 
   get queuedBytes(): number {
-    return this.queue.bytes;
+    return this.#queue?.bytes ?? 0;
   }
 
   /**
@@ -118,7 +125,7 @@ export class Session {
   enqueue(e: Queued): void {
     if (!(e instanceof Pending) && this.client === undefined && this.offload && this.#storedDelivery(e)) {
       const limit = this.residentWhenOffline;
-      if (this.queue.length >= limit.entries || this.queue.bytes >= limit.bytes) e = pendingOf(e);
+      if (this.queuedCount >= limit.entries || this.queuedBytes >= limit.bytes) e = pendingOf(e);
     }
     this.queue.push(e);
   }
@@ -140,8 +147,9 @@ export class Session {
   dequeue(): Outbound | undefined {
     const o = this.peek();
     if (o === undefined) return undefined;
-    this.queue.shift();
-    if (this.queue.unreadAt(this.loader?.pageSize ?? PAGE)) this.loader?.load(this);
+    const queue = this.#queue!; // peek found o there
+    queue.shift();
+    if (queue.unreadAt(this.loader?.pageSize ?? PAGE)) this.loader?.load(this);
     return o;
   }
 
@@ -150,8 +158,10 @@ export class Session {
    * packet id first). Entries whose message the loader did not find are dropped here.
    */
   peek(): Outbound | undefined {
+    const queue = this.#queue;
+    if (queue === undefined) return undefined;
     for (;;) {
-      const e = this.queue.peek();
+      const e = queue.peek();
       if (e === undefined) return undefined;
       if (!(e instanceof Pending)) return e;
       if (e.unread) {
@@ -159,7 +169,7 @@ export class Session {
         return undefined;
       }
       if (e.loaded !== undefined) return e.loaded;
-      this.queue.shift(); // gone
+      queue.shift(); // gone
     }
   }
 
@@ -168,9 +178,9 @@ export class Session {
    * messages whose delivery records are stored stay in the store only.
    */
   setAsideQueue(): void {
-    if (!this.offload || !this.persistent) return;
+    if (!this.offload || !this.persistent || this.#queue === undefined) return;
     const limit = this.residentWhenOffline;
-    this.queue.setAside(limit.entries, limit.bytes, (e) => {
+    this.#queue.setAside(limit.entries, limit.bytes, (e) => {
       // Only log entries: a retained message read by topic has no delivery record of its own.
       if (e instanceof Pending) {
         return e.loaded !== undefined && e.topic === undefined ? pendingOf(e.loaded) : undefined;
@@ -184,7 +194,7 @@ export class Session {
    * members when this one leaves, spec 4.8.2); the rest keep their order.
    */
   takeShared(): Outbound[] {
-    return this.queue.take((e): e is Outbound => !(e instanceof Pending) && e.shareKey !== undefined);
+    return this.#queue?.take((e): e is Outbound => !(e instanceof Pending) && e.shareKey !== undefined) ?? [];
   }
 
   /**

@@ -1,0 +1,74 @@
+/**
+ * What an idle connection keeps on the JavaScript heap (issue 13, part 7): objects a
+ * connection only needs once it does something are made then, not at CONNECT. Counted by
+ * class in a heap snapshot after a full collection (bun:jsc's heapStats counts instances
+ * of JavaScript classes as "Object"), on the in-process tier: no sockets, so the figures
+ * are Ferry's own objects.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { type InProcessBroker, inProcessBroker } from "./helpers/in-process-broker.ts";
+import type { MemoryClient } from "./helpers/memory-client.ts";
+
+const N = 400;
+
+/** Live objects by class name. */
+function liveByClass(): Record<string, number> {
+  Bun.gc(true);
+  const snapshot = Bun.generateHeapSnapshot() as unknown as { nodes: number[]; nodeClassNames: string[] };
+  const counts: Record<string, number> = {};
+  // JavaScriptCore's snapshot: four numbers per node (id, size, class name index, flags).
+  for (let i = 2; i < snapshot.nodes.length; i += 4) {
+    const name = snapshot.nodeClassNames[snapshot.nodes[i]!]!;
+    counts[name] = (counts[name] ?? 0) + 1;
+  }
+  return counts;
+}
+
+describe("an idle connection", () => {
+  let b: InProcessBroker;
+  const clients: MemoryClient[] = [];
+  let before: Record<string, number>;
+  let after: Record<string, number>;
+  const grew = (name: string) => (after[name] ?? 0) - (before[name] ?? 0);
+
+  beforeAll(async () => {
+    b = await inProcessBroker();
+    before = liveByClass();
+    for (let i = 0; i < N; i++) {
+      clients.push(await b.connected(i % 2 === 0 ? 4 : 5, { clientId: `idle-${i}`, clean: true }));
+    }
+    after = liveByClass();
+  });
+  afterAll(() => b.stop());
+
+  test("has its connection and session, and they are the ones counted", () => {
+    expect(b.broker.clients.size).toBe(N);
+    expect(grew("ClientConnection")).toBe(N);
+    expect(grew("Session")).toBe(N);
+  });
+
+  test("holds no delivery queue until a message waits for room in its window", async () => {
+    expect(grew("DeliveryQueue")).toBeLessThan(N / 10);
+    // The first message that waits makes one: a QoS 1 subscriber that does not
+    // acknowledge, and one message more than its in-flight window.
+    const sub = await b.subscriber("footprint/t", 1);
+    const pub = await b.connected(4, { clientId: "footprint-pub" });
+    const window = b.config.mqtt.max_inflight;
+    for (let i = 1; i <= window + 1; i++) {
+      pub.send({
+        cmd: "publish",
+        topic: "footprint/t",
+        payload: Buffer.from("x"),
+        qos: 1,
+        messageId: i,
+        dup: false,
+        retain: false,
+      }, 4);
+    }
+    for (let i = 0; i < window; i++) await sub.next("publish");
+    await pub.roundTrip();
+    const waiting = [...b.broker.sessions.values()].filter((s) => s.queuedCount > 0);
+    expect(waiting.map((s) => s.queuedCount)).toEqual([1]);
+    expect(liveByClass().DeliveryQueue ?? 0).toBe((before.DeliveryQueue ?? 0) + 1);
+  });
+});
