@@ -6,6 +6,8 @@
  * are Ferry's own objects.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { estimateShallowMemoryUsageOf } from "bun:jsc";
+import { type BunSocketConnection, listenTcp } from "../src/runtime/bun/tcp-listener.ts";
 import { type InProcessBroker, inProcessBroker } from "./helpers/in-process-broker.ts";
 import type { MemoryClient } from "./helpers/memory-client.ts";
 
@@ -70,5 +72,28 @@ describe("an idle connection", () => {
     const waiting = [...b.broker.sessions.values()].filter((s) => s.queuedCount > 0);
     expect(waiting.map((s) => s.queuedCount)).toEqual([1]);
     expect(liveByClass().DeliveryQueue ?? 0).toBe((before.DeliveryQueue ?? 0) + 1);
+  });
+});
+
+describe("Bun's TCP adapter", () => {
+  // Eight slots: JavaScriptCore's 80-byte cell. One slot more and it takes a 112-byte one
+  // (its size classes step from 80 to 112), as it did with the port and the write queue's
+  // four fields in slots of their own.
+  test("keeps an idle connection in an 80-byte object", async () => {
+    const accepted = Promise.withResolvers<BunSocketConnection>();
+    const listener = listenTcp("127.0.0.1", 0, (c) => {
+      accepted.resolve(c as BunSocketConnection);
+      return { onData() {}, onClose() {} };
+    });
+    const socket = await Bun.connect({ hostname: "127.0.0.1", port: listener.port, socket: { data() {} } });
+    try {
+      const conn = await accepted.promise;
+      expect(estimateShallowMemoryUsageOf(conn)).toBeLessThanOrEqual(80);
+      // The port folded into the state number still names the peer.
+      expect(conn.remoteAddress).toBe(`127.0.0.1:${socket.localPort}`);
+    } finally {
+      socket.end();
+      listener.stop();
+    }
   });
 });

@@ -44,46 +44,64 @@ function scheduleFlush(c: BunSocketConnection): void {
   }
 }
 
-/** BunSocketConnection's states, as bits of one field (one slot per connection instead of six). */
+/**
+ * BunSocketConnection's states, as bits of one field (one slot per connection instead of
+ * six); the bits above them hold the peer's port.
+ */
 const SCHEDULED = 1; // a flush is queued for the end of this turn
 const BLOCKED = 2; // a partial write: waiting for Bun's drain
 const PAUSED = 4;
 const CLOSING = 8;
 const CLOSED = 16;
 const LINGERING = 32; // the linger timer runs (see #endSoon)
+const PORT_SHIFT = 6;
+
+/**
+ * The writes waiting behind a connection's first one: made when a second write waits, and
+ * kept while the connection lives (a busy socket reuses it every turn).
+ */
+class WaitingWrites {
+  /** The writes, oldest first; entries before `head` are sent. */
+  readonly items: Uint8Array[] = [];
+  head = 0;
+  /**
+   * Small writes copied together behind `items` once it holds many entries (see write),
+   * and how much of it is used; it becomes an entry of `items` when full or flushed.
+   */
+  tail: Uint8Array | undefined;
+  tailLength = 0;
+
+  /** The small writes gathered so far become one entry. */
+  closeTail(): void {
+    this.items.push(this.tail!.subarray(0, this.tailLength));
+    this.tail = undefined;
+    this.tailLength = 0;
+  }
+}
 
 /**
  * A Bun TCP socket as a core Connection. Writes made in one event-loop turn are coalesced
  * into one syscall; a partial write parks the rest until Bun reports `drain`, and later
  * writes queue behind it so bytes never reorder. `pause()` stops Bun reading the socket
  * (the peer meets TCP backpressure), and while paused every flush tells the handler
- * (`onDrain`). The socket's `data` is this object; it holds the handler. Kept small: an
- * idle connection holds no array and no timer, and its states are bits of one number.
+ * (`onDrain`). The socket's `data` is this object; it holds the handler. Kept small (80
+ * bytes, eight slots): an idle connection holds no array and no timer, and its states and
+ * the peer's port are one number.
  */
 export class BunSocketConnection implements Connection {
   /** Who gets what arrives; set right after `accept`. */
   handler: ConnectionHandler | undefined;
-  /** The first write waiting to go out, and the ones after it (an array only once there are two). */
+  /** The first write waiting to go out, and the ones after it (made once there are two). */
   #first: Uint8Array | undefined;
-  #more: Uint8Array[] | undefined;
-  /** Entries of #more before this one are sent. */
-  #moreHead = 0;
-  /**
-   * Small writes copied together behind #more once it holds many entries (see write), and
-   * how much of it is used; it becomes an entry of #more when full or flushed.
-   */
-  #tail: Uint8Array | undefined;
-  #tailLength = 0;
+  #more: WaitingWrites | undefined;
   #pendingBytes = 0;
-  #state = 0;
+  /** State bits, and the peer's port above them (read at accept: once the socket closed Bun no longer says). */
+  #state: number;
   /** The close guard or the linger timer, only while closing. */
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  /** The peer's port, read at accept: once the socket closed Bun no longer says. */
-  readonly #port: number;
-
   constructor(private readonly socket: Socket<unknown>, readonly remoteIp: string) {
-    this.#port = socket.remotePort;
+    this.#state = (socket.remotePort & 0xffff) << PORT_SHIFT;
   }
 
   get transport(): string {
@@ -94,7 +112,7 @@ export class BunSocketConnection implements Connection {
   get remoteAddress(): string {
     // Made when asked (logs, refusals), not kept: one string less per idle connection.
     const ip = this.remoteIp;
-    const port = this.#port;
+    const port = this.#state >>> PORT_SHIFT;
     return port ? (ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`) : ip;
   }
 
@@ -104,18 +122,18 @@ export class BunSocketConnection implements Connection {
     const n = bytes.byteLength;
     if (this.#first === undefined) this.#first = bytes;
     else {
-      const more = this.#more ??= [];
-      if (n <= SMALL_WRITE && (this.#tail !== undefined || more.length - this.#moreHead >= MANY_WRITES)) {
+      const more = this.#more ??= new WaitingWrites();
+      if (n <= SMALL_WRITE && (more.tail !== undefined || more.items.length - more.head >= MANY_WRITES)) {
         // Many small writes waiting (a client that does not read, its acks piling up):
         // their bytes are copied together, so what waits costs its size rather than an
         // entry and a reference per packet.
-        if (this.#tail !== undefined && this.#tailLength + n > TAIL_SIZE) this.#closeTail();
-        this.#tail ??= new Uint8Array(TAIL_SIZE);
-        this.#tail.set(bytes, this.#tailLength);
-        this.#tailLength += n;
+        if (more.tail !== undefined && more.tailLength + n > TAIL_SIZE) more.closeTail();
+        more.tail ??= new Uint8Array(TAIL_SIZE);
+        more.tail.set(bytes, more.tailLength);
+        more.tailLength += n;
       } else {
-        if (this.#tail !== undefined) this.#closeTail();
-        more.push(bytes);
+        if (more.tail !== undefined) more.closeTail();
+        more.items.push(bytes);
       }
     }
     this.#pendingBytes += n;
@@ -137,30 +155,31 @@ export class BunSocketConnection implements Connection {
   flush(): void {
     this.#state &= ~(SCHEDULED | BLOCKED);
     if ((this.#state & CLOSED) !== 0) return;
-    if (this.#tail !== undefined) this.#closeTail();
+    const waiting = this.#more;
+    if (waiting?.tail !== undefined) waiting.closeTail();
+    const more = waiting?.items;
     while (this.#pendingBytes > 0) {
-      const more = this.#more;
       let data: Uint8Array;
       let shared = false;
-      // Entries of #more (from #moreHead) joined behind #first in this block.
+      // Entries of `more` (from waiting.head) joined behind #first in this block.
       let joined = 0;
-      if (more === undefined || this.#moreHead === more.length || this.#first!.byteLength >= SCRATCH_MAX) {
+      if (more === undefined || waiting!.head === more.length || this.#first!.byteLength >= SCRATCH_MAX) {
         data = this.#first!;
       } else {
         let n = this.#first!.byteLength;
-        let i = this.#moreHead;
+        let i = waiting!.head;
         while (i < more.length && n + more[i]!.byteLength <= SCRATCH_MAX) n += more[i++]!.byteLength;
         if (scratch.byteLength < n) {
           scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(n, scratch.byteLength * 2)));
         }
         scratch.set(this.#first!, 0);
         let at = this.#first!.byteLength;
-        for (let j = this.#moreHead; j < i; j++) {
+        for (let j = waiting!.head; j < i; j++) {
           scratch.set(more[j]!, at);
           at += more[j]!.byteLength;
           more[j] = undefined as unknown as Uint8Array; // sent (or about to be kept below): free it
         }
-        joined = i - this.#moreHead;
+        joined = i - waiting!.head;
         // A view (no backing store of its own) of just the joined bytes.
         data = scratch.subarray(0, n);
         shared = true;
@@ -168,7 +187,7 @@ export class BunSocketConnection implements Connection {
       const n = this.socket.write(data);
       const written = n < 0 ? 0 : n;
       this.#pendingBytes -= written;
-      this.#moreHead += joined;
+      if (waiting !== undefined) waiting.head += joined;
       if (written < data.byteLength) {
         // The scratch buffer is the next flush's: what is left is copied out of it.
         this.#first = shared ? data.slice(written) : data.subarray(written);
@@ -177,25 +196,18 @@ export class BunSocketConnection implements Connection {
         return;
       }
       // The block went out: the next entry (if any) leads.
-      if (more !== undefined && this.#moreHead < more.length) {
-        this.#first = more[this.#moreHead]!;
-        more[this.#moreHead++] = undefined as unknown as Uint8Array;
+      if (more !== undefined && waiting!.head < more.length) {
+        this.#first = more[waiting!.head]!;
+        more[waiting!.head++] = undefined as unknown as Uint8Array;
       } else this.#first = undefined;
-      if (more !== undefined && this.#moreHead === more.length) {
+      if (more !== undefined && waiting!.head === more.length) {
         // The array is reused rather than replaced: one less allocation per busy socket per turn.
         more.length = 0;
-        this.#moreHead = 0;
+        waiting!.head = 0;
       }
     }
     if ((this.#state & CLOSING) !== 0) this.#endSoon();
     else if ((this.#state & PAUSED) !== 0) this.handler?.onDrain?.();
-  }
-
-  /** The small writes gathered so far become one entry of #more. */
-  #closeTail(): void {
-    this.#more!.push(this.#tail!.subarray(0, this.#tailLength));
-    this.#tail = undefined;
-    this.#tailLength = 0;
   }
 
   pause(): void {
@@ -250,9 +262,6 @@ export class BunSocketConnection implements Connection {
     this.#state |= CLOSED;
     this.#first = undefined;
     this.#more = undefined;
-    this.#moreHead = 0;
-    this.#tail = undefined;
-    this.#tailLength = 0;
     this.#pendingBytes = 0;
     this.socket.end();
   }
