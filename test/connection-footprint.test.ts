@@ -49,6 +49,14 @@ describe("an idle connection", () => {
     expect(grew("Session")).toBe(N);
   });
 
+  // JavaScriptCore gives an object of 19 to 26 slots a 224-byte cell, of 27 to 30 a
+  // 256-byte one: ClientConnection's boolean flags share one number to stay in the former.
+  test("keeps its connection and session in 224-byte objects", () => {
+    const c = [...b.broker.clients][0]!;
+    expect(estimateShallowMemoryUsageOf(c)).toBeLessThanOrEqual(224);
+    expect(estimateShallowMemoryUsageOf(c.session!)).toBeLessThanOrEqual(224);
+  });
+
   test("holds no delivery queue until a message waits for room in its window", async () => {
     expect(grew("DeliveryQueue")).toBeLessThan(N / 10);
     // The first message that waits makes one: a QoS 1 subscriber that does not
