@@ -15,9 +15,11 @@
  * The bytecode is laid out by a profile (`--bytecode-order`): a first executable for this
  * machine is built and run once (cross-build/record-profile.ts), then every target is
  * built with the order that run recorded. `--no-profile` skips that (a quicker build that
- * starts with more of itself resident).
+ * starts with more of itself resident); `--no-bytecode` carries the code as source (an
+ * executable 4.9 MB smaller that idles about 2 MB higher).
  *
- * Usage: bun cross-build/build.ts [--target linux-x64|linux-arm64 ...] [--outdir DIR] [--no-profile]
+ * Usage: bun cross-build/build.ts [--target linux-x64|linux-arm64 ...] [--outdir DIR]
+ *                                 [--no-profile] [--no-bytecode]
  * FERRY_COMMIT in the environment overrides the commit read from git (for builds from a
  * source tarball).
  */
@@ -159,15 +161,17 @@ function sha256(path: string): string {
   return createHash("sha256").update(readFileSync(path)).digest("hex");
 }
 
-function parseArgs(argv: string[]): { targets: Target[]; outdir: string; profile: boolean } {
+function parseArgs(argv: string[]): { targets: Target[]; outdir: string; bytecode: boolean; profile: boolean } {
   const names: string[] = [];
   let outdir = join(ROOT, "dist");
+  let bytecode = true;
   let profile = true;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--target") names.push(argv[++i] ?? "");
     else if (a === "--outdir") outdir = argv[++i] ?? outdir;
     else if (a === "--no-profile") profile = false;
+    else if (a === "--no-bytecode") bytecode = false;
     else throw new Error(`unknown argument ${a}`);
   }
   const targets = names.length === 0 ? TARGETS : names.map((n) => {
@@ -175,11 +179,17 @@ function parseArgs(argv: string[]): { targets: Target[]; outdir: string; profile
     if (!t) throw new Error(`unknown target ${n}; known: ${TARGETS.map((t) => t.name).join(", ")}`);
     return t;
   });
-  return { targets, outdir, profile };
+  return { targets, outdir, bytecode, profile };
 }
 
-/** `bun build --compile` of Ferry for `target` into `outfile`, with the bytecode laid out by `order` if given. */
-function compile(target: Target, runtime: string | undefined, commit: string, outfile: string, order?: string): void {
+/**
+ * How the executable carries its code: as source, or as bytecode (laid out by an order file
+ * when there is one).
+ */
+type CodeForm = { bytecode: false } | { bytecode: true; order?: string };
+
+/** `bun build --compile` of Ferry for `target` into `outfile`. */
+function compile(target: Target, runtime: string | undefined, commit: string, outfile: string, form: CodeForm): void {
   run([
     process.execPath,
     "build",
@@ -194,10 +204,10 @@ function compile(target: Target, runtime: string | undefined, commit: string, ou
     // Functions precompiled into the executable: nothing is parsed at start (less heap),
     // and with an order file (cross-build/record-profile.ts) the bytecode a start uses lies
     // together (fewer pages of the executable resident). Idle RSS 35.4 MB without, 34.5 with
-    // --bytecode alone, 33.4 with the order (scripts/measure-idle.ts, 5 runs each, same run).
-    "--bytecode",
-    "--format=esm",
-    ...(order ? [`--bytecode-order=${order}`] : []),
+    // --bytecode alone, 33.4 with the order (scripts/measure-idle.ts, 5 runs each, same
+    // run), for 4.9 MB more executable (--no-bytecode builds without).
+    ...(form.bytecode ? ["--bytecode", "--format=esm"] : []),
+    ...(form.bytecode && form.order ? [`--bytecode-order=${form.order}`] : []),
     // Start-up code runs once: with the JIT's thresholds 1000 times higher it stays in the
     // interpreter, and the idle broker does not carry its machine code (about 5 MB of RSS).
     // src/runtime/bun/platform.ts sets the normal policy back once the broker listens.
@@ -229,30 +239,31 @@ async function recordOrder(version: string, commit: string): Promise<string | un
   const dir = join(CACHE, "profile");
   mkdirSync(dir, { recursive: true });
   const probe = join(dir, `ferry-${host.name}`);
-  compile(host, runtimeFor(host, version), commit, probe);
+  compile(host, runtimeFor(host, version), commit, probe, { bytecode: true });
   const order = await recordBytecodeOrder(probe, dir);
   rmSync(probe);
   return order;
 }
 
 async function main(): Promise<void> {
-  const { targets, outdir, profile } = parseArgs(process.argv.slice(2));
+  const { targets, outdir, bytecode, profile } = parseArgs(process.argv.slice(2));
   const version = bunVersion();
   const commit = buildCommit();
   mkdirSync(outdir, { recursive: true });
-  const order = profile ? await recordOrder(version, commit) : undefined;
+  const order = bytecode && profile ? await recordOrder(version, commit) : undefined;
+  const form: CodeForm = bytecode ? { bytecode, ...(order ? { order } : {}) } : { bytecode };
   const sums: string[] = [];
   for (const target of targets) {
     const runtime = runtimeFor(target, version);
     const outfile = join(outdir, `ferry-${target.name}`);
     const tmp = `${outfile}.tmp`;
-    compile(target, runtime, commit, tmp, order);
+    compile(target, runtime, commit, tmp, form);
     renameSync(tmp, outfile);
     const size = statSync(outfile).size;
     sums.push(`${sha256(outfile)}  ${relative(outdir, outfile)}`);
     console.log(
       `${relative(ROOT, outfile)}  ${(size / 1e6).toFixed(1)} MB  (bun ${version}, commit ${commit}${
-        order ? "" : ", no bytecode order"
+        !bytecode ? ", source" : order ? "" : ", no bytecode order"
       })`,
     );
   }
