@@ -337,7 +337,7 @@ export const configSchema = z.object({
       ),
     writer_thread: z.boolean().default(true)
       .describe(
-        "run SQLite (statements and fsync) on a thread of its own, so the event loop never waits for the disk; about 8 MB more RSS",
+        "run SQLite (statements and fsync) on a thread of its own, so the event loop never waits for the disk; about 5 MB more RSS",
       ),
     max_bytes: z.number().int().min(0).default(1024 * 1024 * 1024)
       .describe(
