@@ -7,6 +7,10 @@
  * CPU time still drifts with contention (caches, frequency), so compare medians of rounds.
  *
  *   npx bun scripts/bench/cpu-per-message.ts --roots /tmp/before,/tmp/after --rounds 3
+ *   npx bun scripts/bench/cpu-per-message.ts --payload 65536 --cases fanin-q1 --env FERRY_X=1 --config '{"storage":{...}}'
+ *
+ * `--env` and `--config` (merged into Ferry's config; a top-level key replaces the default's)
+ * apply to every tree; to compare two settings of one tree, run the script once per setting.
  */
 import { resolve } from "node:path";
 import { ROOT, startBroker } from "./brokers.ts";
@@ -19,17 +23,28 @@ function flag(name: string, fallback: string): string {
 
 const roots = flag("roots", ROOT).split(",").map((r) => resolve(r));
 const rounds = Number(flag("rounds", "3"));
-const cases = [
+const payload = Number(flag("payload", "64"));
+const extra = JSON.parse(flag("config", "{}")) as Record<string, unknown>;
+const env = Object.fromEntries(
+  process.argv.flatMap((a, i) => (process.argv[i - 1] === "--env" ? [a.split("=") as [string, string]] : [])),
+);
+const ALL_CASES = [
   { id: "fanin-q1", pubs: 4, subs: 1, qos: 1 as const },
   { id: "fanout-q1", pubs: 1, subs: 8, qos: 1 as const },
   { id: "q2", pubs: 1, subs: 1, qos: 2 as const },
 ];
+const wanted = flag("cases", ALL_CASES.map((c) => c.id).join(",")).split(",");
+const cases = ALL_CASES.filter((c) => wanted.includes(c.id));
 
 const results = new Map<string, number[]>();
 for (let r = 0; r < rounds; r++) {
   for (const c of cases) {
     for (const root of roots) {
-      const broker = await startBroker("ferry", { ferryRoot: root });
+      const broker = await startBroker("ferry", {
+        ferryRoot: root,
+        ...(Object.keys(extra).length > 0 ? { ferryExtra: extra } : {}),
+        ...(Object.keys(env).length > 0 ? { ferryEnv: env } : {}),
+      });
       try {
         const t = await throughput({
           host: "127.0.0.1",
@@ -37,7 +52,7 @@ for (let r = 0; r < rounds; r++) {
           pubs: c.pubs,
           subs: c.subs,
           qos: c.qos,
-          payload: 64,
+          payload,
           duration: 5,
           warmup: 1,
           window: 2000,
