@@ -9,7 +9,9 @@
  *   npx bun scripts/bench/commit-window.ts --windows 0,20 --cases disk-200,cpu-200x1 --roots /tmp/before,.
  *   npx bun scripts/bench/commit-window.ts --windows 0 --env FERRY_X=1      # extra environment for Ferry
  *
- * A root without the key (a tree before it existed) ignores it: give such a root one window.
+ * `--windows d` leaves the key out (the tree's default): a tree from before the key existed
+ * refuses it (the config schema is strict): `--variants /tmp/before:d,.:0,.:50` names each
+ * tree's windows instead of every root with every window.
  * Cases (the device set's rows, same loads): disk-1, disk-10, disk-200 (1 device at 1/10/200
  * msg/s, 64 B), cpu-200x1 (200 devices × 1 msg/s, 100 B), cpu-50x100 (50 × 100 msg/s), latency
  * (10 × 1,000 msg/s, 64 B, window 64), sync-1 and sync-10 (one publisher, closed loop, 1 or 10
@@ -48,7 +50,7 @@ const CASES: Case[] = [
   { id: "sync-10", pubs: 1, ratePerPub: 0, pubWindow: 10, payload: 64, warmup: 1, duration: 5 },
 ];
 
-const windows = flag("windows", "0,5,10,20,50").split(",").map(Number);
+const windows = flag("windows", "0,5,10,20,50").split(",").map((w) => (w === "d" ? "d" : Number(w)));
 const roots = flag("roots", ROOT).split(",").map((r) => resolve(r));
 const rounds = Number(flag("rounds", "1"));
 const ids = flag("cases", "disk-1,disk-10,disk-200,cpu-200x1,latency").split(",");
@@ -71,7 +73,13 @@ interface Row {
   other: number;
 }
 const results = new Map<string, Row[]>();
-const variants = roots.flatMap((root) => windows.map((w) => ({ root, w })));
+const variants = process.argv.includes("--variants")
+  ? flag("variants", "").split(",").map((v) => {
+    const at = v.lastIndexOf(":");
+    const w = v.slice(at + 1);
+    return { root: resolve(v.slice(0, at)), w: w === "d" ? "d" as const : Number(w) };
+  })
+  : roots.flatMap((root) => windows.map((w) => ({ root, w })));
 
 for (let r = 0; r < rounds; r++) {
   for (const c of cases) {
@@ -79,7 +87,7 @@ for (let r = 0; r < rounds; r++) {
     for (const v of order) {
       const broker = await startBroker("ferry", {
         ferryRoot: v.root,
-        ferryExtra: { storage: { durability: "commit", commit_window_ms: v.w } },
+        ferryExtra: { storage: { durability: "commit", ...(v.w === "d" ? {} : { commit_window_ms: v.w }) } },
         ...(Object.keys(env).length > 0 ? { ferryEnv: env } : {}),
       });
       try {
