@@ -9,6 +9,7 @@
  *   npx bun scripts/bench-drain.ts --sizes 10000,40000 --mixes q2 --brokers ferry,mosquitto
  *   npx bun scripts/bench-drain.ts --repeat 3 --ferry-roots /tmp/before,.   # best and median of 3, two trees
  *   npx bun scripts/bench-drain.ts --durability periodic                     # Ferry without an fsync per commit
+ *   npx bun scripts/bench-drain.ts --inflight 128 --commit-window 0          # both brokers' window; Ferry's commit window
  *
  * On a busy machine, read the best of several repeats: other load only ever slows a drain down.
  *
@@ -37,6 +38,10 @@ const TIMEOUT_S = Number(flag("timeout", "300"));
 const REPEAT = Number(flag("repeat", "1"));
 const ROOTS = flag("ferry-roots", ROOT).split(",").map((r) => resolve(r));
 const DURABILITY = flag("durability", "commit");
+/** The in-flight window toward the subscriber, both brokers (default: Ferry's default, 64). */
+const INFLIGHT = process.argv.includes("--inflight") ? Number(flag("inflight", "64")) : undefined;
+/** Ferry's storage.commit_window_ms (default: the tree's default; a tree without the key refuses it). */
+const COMMIT_WINDOW = process.argv.includes("--commit-window") ? Number(flag("commit-window", "0")) : undefined;
 const TOPIC = "drain/t";
 const SUB_ID = "drain-sub";
 
@@ -136,10 +141,26 @@ async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Pro
   const broker: RunningBroker = await startBroker(name, {
     ferryRoot: root,
     ferryExtra: {
-      mqtt: { max_queued_messages: n + 1000, max_queued_bytes: 1024 * 1024 * 1024 },
-      ...(name === "ferry" ? { storage: { durability: DURABILITY } } : {}),
+      mqtt: {
+        max_queued_messages: n + 1000,
+        max_queued_bytes: 1024 * 1024 * 1024,
+        ...(INFLIGHT !== undefined ? { max_inflight: INFLIGHT } : {}),
+      },
+      ...(name === "ferry"
+        ? {
+          storage: {
+            durability: DURABILITY,
+            ...(COMMIT_WINDOW !== undefined ? { commit_window_ms: COMMIT_WINDOW } : {}),
+          },
+        }
+        : {}),
     },
-    mosquittoLines: ["persistence true", "persistence_location {dir}/", "autosave_interval 1800"],
+    mosquittoLines: [
+      "persistence true",
+      "persistence_location {dir}/",
+      "autosave_interval 1800",
+      ...(INFLIGHT !== undefined ? [`max_inflight_messages ${INFLIGHT}`] : []),
+    ],
   });
   try {
     const seen = new Uint8Array(n);

@@ -4,6 +4,16 @@
  * is down, then a local mosquitto comes up and the link drains the backlog into it.
  *
  *   npx bun scripts/bench-uplink.ts [--messages 1000000] [--inflight N] [--no-subscriber] [--profile DIR]
+ *       [--ferry-root DIR] [--bridge]
+ *
+ * `--ferry-root` runs Ferry from another tree (before and after, side by side). `--bridge`
+ * measures a Mosquitto bridge instead of Ferry, for comparison: an edge mosquitto
+ * (persistence on, `max_queued_messages 0`, the same in-flight window as the uplink's
+ * `max_inflight`, default 100) whose bridge (`cleansession false`, `topic bench/# out 1`,
+ * MQTT 3.1.1) holds the backlog while the cloud is down and drains it when it comes up. It
+ * is not restarted before the drain (what it holds is not safe from kill -9 anyway: mosquitto
+ * saves its persistence file on exit or every `autosave_interval`); the drain rate counted at
+ * the cloud subscriber is the figure to compare.
  *
  * Ferry is then stopped (SIGTERM) and started again on the same data directory, so the
  * drain starts from the saved cursor in a fresh process.
@@ -29,7 +39,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Conn } from "./bench/loadgen.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
+const SCRIPTS_ROOT = resolve(import.meta.dir, "..");
 const MOSQUITTO = process.env.MOSQUITTO ?? "/usr/sbin/mosquitto";
 
 const args = new Map<string, string>();
@@ -47,6 +57,9 @@ const INFLIGHT = args.has("inflight") ? Number(args.get("inflight")) : undefined
 const SUBSCRIBER = !args.has("no-subscriber");
 /** Directory for a CPU profile of Ferry (Bun --cpu-prof, markdown too); Ferry then stops with SIGTERM. */
 const PROFILE = args.get("profile");
+/** The Ferry tree to run (default: this one). */
+const ROOT = resolve(args.get("ferry-root") || SCRIPTS_ROOT);
+const BRIDGE = args.has("bridge");
 const TOPICS = 100;
 const PAYLOAD = 64;
 
@@ -231,6 +244,93 @@ async function watchSys(port: number): Promise<{ get(name: string): number; clos
   return { get: (name) => Number(values.get(name) ?? NaN), close: () => client.end(true) };
 }
 
+/**
+ * The same drain through a Mosquitto bridge: an edge mosquitto takes the backlog while the
+ * cloud is down, then the cloud comes up and the bridge forwards it.
+ */
+async function bridgeMain(dir: string, cloudPort: number): Promise<void> {
+  const edgePort = await freePort();
+  const inflight = INFLIGHT ?? 100;
+  writeFileSync(
+    join(dir, "edge.conf"),
+    [
+      `listener ${edgePort} 127.0.0.1`,
+      "allow_anonymous true",
+      "persistence true",
+      `persistence_location ${dir}/`,
+      "max_queued_messages 0",
+      `max_inflight_messages ${inflight}`,
+      "set_tcp_nodelay true",
+      "log_dest none",
+      "connection cloud",
+      `address 127.0.0.1:${cloudPort}`,
+      'topic bench/# out 1 "" site/edge/',
+      "cleansession false",
+      "restart_timeout 1",
+      "bridge_protocol_version mqttv311",
+      "",
+    ].join("\n"),
+  );
+  const edge = Bun.spawn([MOSQUITTO, "-c", join(dir, "edge.conf")], { stdout: "ignore", stderr: "ignore" });
+  let cloud: Subprocess | undefined;
+  let counter: Awaited<ReturnType<typeof cloudCounter>> | undefined;
+  try {
+    await waitForPort(edgePort);
+    const idleRss = rssKb(edge.pid);
+    log(`edge mosquitto pid ${edge.pid} on ${edgePort}, idle RSS ${fmt(idleRss / 1024)} MiB; filling ${fmt(N)}`);
+    const fillRate = await fill(edgePort, N);
+    log(`filled at ${fmt(fillRate)} msg/s`);
+    await sleep(2500);
+    const backlogRss = rssKb(edge.pid);
+    cloud = Bun.spawn([MOSQUITTO, "-c", join(dir, "mosquitto.conf")], { stdout: "ignore", stderr: "ignore" });
+    await waitForPort(cloudPort);
+    counter = await cloudCounter(cloudPort);
+    const start = performance.now();
+    const edgeCpu0 = cpuSeconds(edge.pid);
+    let peakRss = backlogRss;
+    let lastCount = -1;
+    let stillSince = performance.now();
+    for (;;) {
+      await sleep(250);
+      peakRss = Math.max(peakRss, rssKb(edge.pid));
+      const c = counter.count();
+      if (c !== lastCount) {
+        lastCount = c;
+        stillSince = performance.now();
+        log(`cloud counted ${fmt(c)}, edge RSS ${fmt(peakRss / 1024)} MiB`);
+      }
+      if (c >= N) break;
+      // The QoS 0 counter may miss a few; a count that stopped moving for 3 s is the end.
+      if (c > 0 && performance.now() - stillSince > 3000) break;
+      if (performance.now() - start > 600_000) throw new Error("drain did not finish within 10 minutes");
+    }
+    const cloudRate = (counter.count() - 1) / ((counter.last() - counter.first()) / 1000);
+    const drainSecs = (counter.last() - start) / 1000;
+    const result = {
+      edge: "mosquitto bridge",
+      messages: N,
+      payloadBytes: PAYLOAD,
+      maxInflight: inflight,
+      fillRatePerSec: Math.round(fillRate),
+      idleRssMiB: +(idleRss / 1024).toFixed(1),
+      backlogRssMiB: +(backlogRss / 1024).toFixed(1),
+      peakDrainRssMiB: +(peakRss / 1024).toFixed(1),
+      drainRateAtCloudPerSec: Math.round(cloudRate),
+      cloudCounted: counter.count(),
+      drainSeconds: +drainSecs.toFixed(1),
+      edgeCpuCores: +((cpuSeconds(edge.pid) - edgeCpu0) / drainSecs).toFixed(2),
+    };
+    log(`drain: ${fmt(cloudRate)} msg/s at the cloud`);
+    console.log(JSON.stringify(result));
+  } finally {
+    counter?.close();
+    edge.kill("SIGKILL");
+    await edge.exited;
+    cloud?.kill("SIGTERM");
+    await cloud?.exited;
+  }
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "ferry-bench-uplink-"));
   const cloudPort = await freePort();
@@ -247,6 +347,14 @@ async function main(): Promise<void> {
       "",
     ].join("\n"),
   );
+  if (BRIDGE) {
+    try {
+      await bridgeMain(dir, cloudPort);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    return;
+  }
   const uplink: Record<string, unknown> = {
     name: "bench",
     url: `mqtt://127.0.0.1:${cloudPort}`,

@@ -4,8 +4,12 @@
  * here), with Mosquitto's $SYS names, the standard process_* metrics and ferry_build_info.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
-import { connect } from "./helpers/clients.ts";
+import { connect, eventually } from "./helpers/clients.ts";
+import { threadWrittenBytes } from "../src/runtime/thread-io.ts";
 import { BrokerMetrics } from "../src/core/metrics.ts";
 import { MetricsHistory } from "../src/admin/metrics-history.ts";
 import type { MetricsSnapshot } from "../src/admin/metrics-snapshot.ts";
@@ -116,6 +120,54 @@ describe("metrics snapshot", () => {
     expect(text).toMatch(/^# TYPE process_cpu_seconds_total counter$/m);
     expect(text).toMatch(/^ferry_build_info\{version="test",commit="[^"]+",runtime="[^"]+"\} 1$/m);
   });
+});
+
+describe("flash wear", () => {
+  test.skipIf(threadWrittenBytes() === undefined)(
+    "the bytes the store wrote show in /metrics, GET /api/v1/broker and $SYS, and grow with commits",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "ferry-wear-"));
+      const broker = await startBroker({
+        data_dir: dir,
+        storage: { durability: "commit" },
+        admin: { port: 0 },
+        mqtt: { sys_interval: 1 },
+      });
+      try {
+        const base = `http://127.0.0.1:${broker.server.admin!.port}`;
+        const written = async () => {
+          const text = await (await fetch(`${base}/metrics`)).text();
+          return Number(/^ferry_store_written_bytes_total (\d+)$/m.exec(text)?.[1]);
+        };
+        const atStart = await written(); // creating the schema wrote some already
+        expect(atStart).toBeGreaterThanOrEqual(0);
+        const pub = await connect(broker.url, { protocolVersion: 5 });
+        // The storage thread reads its count at most once a second, with a commit's answer.
+        await eventually(
+          async () => {
+            await pub.client.publishAsync("wear/t", "x", { qos: 1 });
+            return (await written()) >= atStart + 4096;
+          },
+          10_000,
+          "ferry_store_written_bytes_total to count a commit",
+        );
+        const api = await (await fetch(`${base}/api/v1/broker`)).json();
+        expect(api.store.written_bytes).toBeGreaterThanOrEqual(atStart + 4096);
+        const sub = await connect(broker.url, { protocolVersion: 5 });
+        const values: number[] = [];
+        sub.client.on("message", (_topic, payload) => values.push(Number(payload.toString())));
+        await sub.client.subscribeAsync("$SYS/broker/store/bytes_written");
+        // The retained value may be from before the commits; a later one has them.
+        await eventually(() => values.some((v) => v >= atStart + 4096), 5000, "$SYS/broker/store/bytes_written");
+        await sub.end();
+        await pub.end();
+      } finally {
+        await broker.stop();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    20_000,
+  );
 });
 
 describe("metrics history and the drain estimate", () => {

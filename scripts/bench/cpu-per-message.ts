@@ -16,6 +16,11 @@
  *   --variant "dist/ferry-linux-x64 | {\"storage\":{\"writer_thread\":false}}"
  *
  * `--cases fanin-q1,q2` runs only those cases.
+ *
+ *   npx bun scripts/bench/cpu-per-message.ts --payload 65536 --cases fanin-q1 --env FERRY_X=1 --config '{"storage":{...}}'
+ *
+ * `--payload` sets the message size; `--env` and `--config` (merged into Ferry's config; a
+ * top-level key replaces the default's) apply to every tree or variant, under a variant's own.
  */
 import { resolve } from "node:path";
 import { splitCommand } from "../command-env.ts";
@@ -58,6 +63,11 @@ function variantsFromFlags(): Variant[] {
 const variants = variantsFromFlags();
 const rounds = Number(flag("rounds", "3"));
 const only = flag("cases", "").split(",").filter(Boolean);
+const payload = Number(flag("payload", "64"));
+const extra = JSON.parse(flag("config", "{}")) as Record<string, unknown>;
+const env = Object.fromEntries(
+  process.argv.flatMap((a, i) => (process.argv[i - 1] === "--env" ? [a.split("=") as [string, string]] : [])),
+);
 const allCases = [
   { id: "fanin-q1", pubs: 4, subs: 1, qos: 1 as const },
   { id: "fanout-q1", pubs: 1, subs: 8, qos: 1 as const },
@@ -70,7 +80,15 @@ const rates = new Map<string, number[]>();
 for (let r = 0; r < rounds; r++) {
   for (const c of cases) {
     for (const variant of variants) {
-      const broker = await startBroker("ferry", variant.start);
+      const broker = await startBroker("ferry", {
+        ...variant.start,
+        ...(Object.keys(extra).length > 0 || variant.start.ferryExtra
+          ? { ferryExtra: { ...extra, ...variant.start.ferryExtra } }
+          : {}),
+        ...(Object.keys(env).length > 0 || variant.start.ferryEnv
+          ? { ferryEnv: { ...env, ...variant.start.ferryEnv } }
+          : {}),
+      });
       try {
         const t = await throughput({
           host: "127.0.0.1",
@@ -78,7 +96,7 @@ for (let r = 0; r < rounds; r++) {
           pubs: c.pubs,
           subs: c.subs,
           qos: c.qos,
-          payload: 64,
+          payload,
           duration: 5,
           warmup: 1,
           window: 2000,

@@ -187,6 +187,14 @@ export function renderMetrics(snap: MetricsSnapshot): string {
   );
   out.add("ferry_store_expired_messages_total", "counter", "Log messages trimmed for age", b.store.expiredMessages);
   out.add("ferry_store_transactions_total", "counter", "Store transactions committed", b.store.transactions);
+  if (b.store.bytesWritten !== null) {
+    out.add(
+      "ferry_store_written_bytes_total",
+      "counter",
+      "Bytes the store caused to be written to storage (whole pages, as the kernel counts them): flash wear",
+      b.store.bytesWritten,
+    );
+  }
   out.add("ferry_log_next_offset", "gauge", "Offset the next logged message gets", g.logNextOffset);
 
   const links = snap.uplinks;

@@ -51,6 +51,8 @@ export interface BrokerSnapshot {
     droppedMessages: number;
     expiredMessages: number;
     transactions: number;
+    /** Bytes the store caused to be written to storage since start (flash wear); null where unknown. */
+    bytesWritten: number | null;
   };
 }
 
@@ -101,6 +103,7 @@ export function brokerSnapshot(broker: Broker): BrokerSnapshot {
       droppedMessages: store.droppedMessages ?? 0,
       expiredMessages: store.expiredMessages ?? 0,
       transactions: store.transactions ?? 0,
+      bytesWritten: store.bytesWritten ?? null,
     },
   };
 }

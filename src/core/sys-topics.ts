@@ -64,6 +64,7 @@ export function sysValues(s: BrokerSnapshot, loads: Array<[string, number]> = []
     ["store/full", s.store.full ? 1 : 0],
     ["store/dropped", s.store.droppedMessages],
     ["store/expired", s.store.expiredMessages],
+    ...(s.store.bytesWritten !== null ? [["store/bytes_written", s.store.bytesWritten] as [string, number]] : []),
     ["security/auth/bad_credentials", c.authBadCredentials],
     ["security/auth/not_authorized", c.authNotAuthorized],
     ["security/auth/busy", c.authBusy],

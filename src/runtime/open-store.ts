@@ -65,6 +65,7 @@ export function openSqliteStoreWith(adapters: SqliteAdapters, config: FerryConfi
     path: databasePath(config),
     durability: s.durability === "periodic" ? "periodic" : "commit",
     flushIntervalMs: s.flush_interval_ms,
+    commitWindowMs: s.commit_window_ms,
     ...(s.max_bytes > 0 ? { maxBytes: s.max_bytes } : {}),
     ...(s.message_ttl_seconds > 0 ? { messageTtlMs: s.message_ttl_seconds * 1000 } : {}),
     onError: (err) => logger.error(`storage flush failed: ${err.message}`),

@@ -83,9 +83,30 @@ export class MutationWriter {
     for (const m of mutations) this.#mutation(m);
   }
 
-  /** The encoded lists; the writer must not be used afterwards. */
+  /** Bytes encoded so far. */
+  get length(): number {
+    return this.#pos;
+  }
+
+  /**
+   * The encoded lists. The buffer then belongs to the caller (it is transferred to the
+   * storage thread); the writer must not be used again until `restart`.
+   */
   finish(): EncodedLists {
     return { buffer: this.#bytes.buffer as ArrayBuffer, length: this.#pos, lists: this.#lists, side: this.#side };
+  }
+
+  /**
+   * Empty again, writing into `buffer` (one that came back from the storage thread) or,
+   * without one, into a new buffer of `bytes`. A writer per batch cost ~6 % of the event
+   * loop at 200 messages per second, one batch per message (issue 14).
+   */
+  restart(buffer: ArrayBuffer | undefined, bytes = 16 * 1024): void {
+    this.#bytes = buffer !== undefined ? new Uint8Array(buffer) : new Uint8Array(bytes);
+    this.#view = new DataView(this.#bytes.buffer);
+    this.#pos = 0;
+    this.#lists = 0;
+    this.#side = [];
   }
 
   #mutation(m: Mutation): void {

@@ -238,6 +238,12 @@ export interface StoreStats {
   transactions?: number;
   /** True while the store refuses appends (quota reached with nothing to drop, or disk full). */
   full?: boolean;
+  /**
+   * Bytes the store has caused to be written to storage since it opened, as the kernel
+   * counts them (whole pages, WAL and checkpoints): the flash wear it costs. Absent where
+   * the runtime cannot tell (not Linux) and for the memory store.
+   */
+  bytesWritten?: number;
 }
 
 /** Raised by `commit` when the store cannot take more (quota or disk full). */

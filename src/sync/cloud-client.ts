@@ -6,6 +6,7 @@
  * its durable cursor, so MQTT.js's in-memory stores never hold anything that matters.
  */
 import type { IClientOptions, IClientPublishOptions, MqttClient } from "mqtt";
+import { nonRetainingStore, writeWholePackets } from "./mqtt-js-writes.ts";
 
 type Mqtt = typeof import("mqtt").default;
 let mqttLoaded: Promise<Mqtt> | undefined;
@@ -95,6 +96,8 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
       queueQoSZero: false,
       // MQTT.js traces every packet through `debug`; even disabled, that costs per message.
       log: () => {},
+      // Its copy of each PUBLISH for re-sending after a reconnect is never used (mqtt-js-writes.ts).
+      outgoingStore: nonRetainingStore(new mqtt.Store()),
       customHandleAcks: (
         topic,
         message,
@@ -121,6 +124,7 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
     let client: MqttClient;
     try {
       client = mqtt.connect(o.url, options);
+      writeWholePackets(client, o.protocolVersion);
     } catch (err) {
       reject(err instanceof Error ? err : new Error(String(err)));
       return;

@@ -1,7 +1,8 @@
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, jest, test } from "bun:test";
 import { join } from "node:path";
 import { spawnSqliteThread } from "../../src/runtime/bun/sqlite-thread-spawn.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
+import { decodeMutationLists, type EncodedLists } from "../../src/store/mutation-codec.ts";
 import { RecoveryBuilder } from "../../src/store/recovery-builder.ts";
 import { type StoreThread, ThreadedSqliteStore } from "../../src/store/sqlite/threaded-store.ts";
 import { type Message, StoreFullError } from "../../src/store/store.ts";
@@ -154,5 +155,92 @@ describe("sqlite on its own thread", () => {
     await new Promise((r) => setTimeout(r, 5));
     // The lists did go to the thread, batched per turn.
     expect(posted.filter((m) => m.t === "commit").length).toBeGreaterThan(0);
+  });
+
+  /** A store on a stand-in thread that records what is posted and answers only when told. */
+  async function standIn(options: { commitWindowMs?: number } = {}) {
+    const posted: Array<{ t: string; seq?: number; encoded?: EncodedLists }> = [];
+    const thread: StoreThread = {
+      onmessage: null,
+      onerror: null,
+      postMessage: (m: unknown) => posted.push(m as { t: string }),
+      terminate: () => {},
+    };
+    const store = new ThreadedSqliteStore(thread, { path: "/x/ferry.db", durability: "commit", ...options });
+    const stats = { ...store.stats() };
+    const reply = (data: unknown) => thread.onmessage!({ data } as MessageEvent);
+    const opening = store.open();
+    reply({ t: "opened", recovered: new RecoveryBuilder().finish({ nextOffset: 1, cursors: {} }), stats });
+    await opening;
+    const commits = () => posted.filter((m) => m.t === "commit");
+    /** Answers batch `i` as committed, giving its buffer back as the thread does. */
+    const answer = (i: number) => {
+      const batch = commits()[i]!;
+      reply({ t: "committed", seq: batch.seq, outcomes: null, stats, buffer: batch.encoded!.buffer });
+    };
+    return { store, posted, commits, answer };
+  }
+  const nextTurn = () => new Promise<void>((r) => setImmediate(r));
+  const offsets = (encoded: EncodedLists) =>
+    decodeMutationLists(encoded).map((list) => list.map((m) => (m.op === "append" ? m.message.offset : -1)));
+
+  test("one batch is in flight at a time: lists from later turns go together once it is answered, in its buffer", async () => {
+    const { store, commits, answer } = await standIn();
+    const first = store.commit([{ op: "append", message: message(1) }]);
+    await nextTurn();
+    expect(commits().length).toBe(1);
+    const later = [2, 3, 4].map((n) => store.commit([{ op: "append", message: message(n) }]));
+    await nextTurn();
+    await nextTurn();
+    expect(commits().length).toBe(1); // waiting for the answer, not posted turn by turn
+    answer(0);
+    await first;
+    expect(commits().length).toBe(2);
+    expect(offsets(commits()[1]!.encoded!)).toEqual([[2], [3], [4]]);
+    const fifth = store.commit([{ op: "append", message: message(5) }]);
+    answer(1);
+    await Promise.all(later);
+    expect(commits().length).toBe(3);
+    // The first batch's buffer came back with its answer and carries the third: two buffers
+    // take turns, none is made per batch.
+    expect(commits()[2]!.encoded!.buffer).toBe(commits()[0]!.encoded!.buffer);
+    answer(2);
+    await fifth;
+  });
+
+  test("a read sends what has gathered even while a batch is in flight, so the thread applies it before the read", async () => {
+    const { store, posted, commits, answer } = await standIn();
+    void store.commit([{ op: "append", message: message(1) }]);
+    await nextTurn();
+    void store.commit([{ op: "append", message: message(2) }]);
+    void store.readMessages([2]);
+    expect(posted.map((m) => m.t).slice(-3)).toEqual(["commit", "commit", "read-messages"]);
+    expect(offsets(commits()[1]!.encoded!)).toEqual([[2]]);
+    answer(0);
+    answer(1);
+  });
+
+  test("with a commit window, lists arriving within it after a commit wait for its end (fake timers)", async () => {
+    const { store, commits, answer } = await standIn({ commitWindowMs: 50 });
+    jest.useFakeTimers();
+    try {
+      const first = store.commit([{ op: "append", message: message(1) }]);
+      await nextTurn();
+      expect(commits().length).toBe(1); // no commit before it: no window to wait for
+      answer(0);
+      await first;
+      const second = store.commit([{ op: "append", message: message(2) }]);
+      await nextTurn();
+      jest.advanceTimersByTime(40);
+      await nextTurn();
+      expect(commits().length).toBe(1);
+      jest.advanceTimersByTime(10);
+      expect(commits().length).toBe(2);
+      expect(offsets(commits()[1]!.encoded!)).toEqual([[2]]);
+      answer(1);
+      await second;
+    } finally {
+      jest.useRealTimers();
+    }
   });
 });

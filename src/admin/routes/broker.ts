@@ -75,6 +75,7 @@ export function brokerRoutes(ctx: AdminContext): Hono {
         dropped_messages: b.store.droppedMessages,
         expired_messages: b.store.expiredMessages,
         transactions: b.store.transactions,
+        written_bytes: b.store.bytesWritten,
       },
       process: {
         resident_bytes: snap.process.residentBytes ?? null,

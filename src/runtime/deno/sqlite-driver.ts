@@ -7,6 +7,7 @@ import {
   type SqlRow,
   type SqlValue,
 } from "../../store/sqlite/driver.ts";
+import { threadWrittenBytes } from "../thread-io.ts";
 
 /**
  * The SQLite driver over `node:sqlite` (DatabaseSync), which Deno provides. Only
@@ -37,6 +38,8 @@ export const nodeSqliteDriver: SqliteDriver = {
       },
     };
   },
+
+  writtenBytes: threadWrittenBytes,
 
   resultCode(error: unknown): number | undefined {
     // node:sqlite throws Error{ code: "ERR_SQLITE_ERROR", errcode, errstr }, where

@@ -41,6 +41,12 @@ export interface SqliteDriver {
    * SQLite. Each library shapes its errors differently; the store only needs this.
    */
   resultCode(error: unknown): number | undefined;
+  /**
+   * Bytes the calling thread has caused to be written to storage so far (Linux: write_bytes
+   * of /proc/thread-self/io, counted as pages are dirtied), or undefined where unknown. The
+   * store reports the difference since it opened as its flash wear.
+   */
+  writtenBytes?(): number | undefined;
 }
 
 /** Primary result codes the store reacts to (https://sqlite.org/rescode.html). */

@@ -18,6 +18,7 @@ import {
   type SqliteDatabase,
   type SqliteDriver,
 } from "./driver.ts";
+import { CommitWindow } from "./commit-window.ts";
 import { LogTrimmer } from "./log-trimmer.ts";
 import { rowToMessage } from "./message-codec.ts";
 import { recover } from "./recover.ts";
@@ -40,6 +41,12 @@ export interface SqliteStoreOptions {
   durability: "commit" | "periodic";
   /** Flush period for `periodic`. Default 1000. */
   flushIntervalMs?: number;
+  /**
+   * `commit`: the least time from the start of one transaction to the start of the next,
+   * unless EARLY_COMMIT_LISTS lists wait (see commit-window.ts); 0 starts the next on the
+   * turn after its first list. Default 0.
+   */
+  commitWindowMs?: number;
   /**
    * Quota on the pages in use. Above it the oldest unreferenced messages are
    * dropped (counted in stats().droppedMessages), even those above a log reader's
@@ -72,11 +79,39 @@ export interface SqliteStoreStats extends StoreStats {
   full: boolean;
 }
 
+/**
+ * Lists that arrived together (one batch from the event loop) and are answered together:
+ * one callback for all of them instead of a promise per list.
+ */
+interface CommitGroup {
+  readonly outcomes: Array<Error | undefined>;
+  left: number;
+  failed: boolean;
+  readonly done: (outcomes: Array<Error | undefined> | undefined) => void;
+}
+
 interface Queued {
   mutations: readonly Mutation[];
   appends: boolean;
   /** Commit mode: settles the caller's promise. Periodic lists have none. */
   settle?: (error?: Error) => void;
+  /** Commit mode, from `commitLists`: the batch this list is answered with, and its place in it. */
+  group?: CommitGroup;
+  index?: number;
+}
+
+/** Settles one list of a CommitGroup; the group's callback runs once all of them are settled. */
+function settleQueued(queued: Queued, error: Error | undefined): boolean {
+  if (queued.settle) {
+    queued.settle(error);
+    return true;
+  }
+  const group = queued.group;
+  if (!group) return false;
+  group.outcomes[queued.index!] = error;
+  if (error) group.failed = true;
+  if (--group.left === 0) group.done(group.failed ? group.outcomes : undefined);
+  return true;
 }
 
 interface BatchResult {
@@ -131,6 +166,12 @@ export class SqliteStore implements Store {
   #queue: Queued[] = [];
   #scheduled = false;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** Commit mode with `commitWindowMs`: lists that come while it runs wait for its end. */
+  readonly #window: CommitWindow | undefined;
+  /** writtenBytes() of the driver at open, and the latest reading (see stats). */
+  #writtenAtOpen: number | undefined;
+  #written = 0;
+  #writtenReadAt = -Infinity;
   /** Highest offset in a committed transaction (or recovered). */
   #highest = 0;
   #messages = 0;
@@ -151,6 +192,12 @@ export class SqliteStore implements Store {
     this.#options = options;
     this.#path = options.path;
     this.#now = options.now ?? Date.now;
+    const ms = options.durability === "commit" ? options.commitWindowMs ?? 0 : 0;
+    this.#window = ms > 0 ? new CommitWindow(ms, this.#windowPassed) : undefined;
+  }
+
+  get durability(): "commit" | "periodic" {
+    return this.#options.durability;
   }
 
   open(): Promise<Recovered> {
@@ -167,6 +214,7 @@ export class SqliteStore implements Store {
       return Promise.reject(new Error(`SQLite store ${this.#path}: open() may be called once per instance`));
     }
     let db: SqliteDatabase;
+    this.#writtenAtOpen = this.#driver.writtenBytes?.();
     try {
       db = this.#driver.open(this.#path);
     } catch (error) {
@@ -235,11 +283,63 @@ export class SqliteStore implements Store {
     return new Promise<void>((resolve, reject) => {
       const settle = (error?: Error) => (error ? reject(error) : resolve());
       this.#queue.push({ mutations, appends, settle });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        defer(() => this.#flush());
-      }
+      this.#scheduleFlush();
     });
+  }
+
+  /**
+   * Commit mode: the next turn, unless the commit window of the last flush still runs (its
+   * end flushes) and fewer than EARLY_COMMIT_LISTS lists wait.
+   */
+  #scheduleFlush(): void {
+    if (this.#scheduled || this.#window?.admit(this.#queue.length)) return;
+    this.#scheduled = true;
+    defer(() => this.#flush());
+  }
+
+  readonly #windowPassed = (): void => {
+    if (this.#queue.length > 0 && !this.#scheduled) this.#flush();
+  };
+
+  /**
+   * The storage thread's way in: the lists of one batch from the event loop (which waited
+   * out the commit window itself), answered together through `done`, with an outcome per
+   * list or undefined when all of them committed. Commit mode applies them at once, in one
+   * transaction with anything else waiting; periodic mode queues them for the next flush
+   * and answers at once, refusing appends as `commit` does.
+   */
+  commitLists(
+    lists: readonly (readonly Mutation[])[],
+    done: (outcomes: Array<Error | undefined> | undefined) => void,
+  ): void {
+    if (!this.#db) {
+      const error = new Error(`SQLite store ${this.#path} is not open`);
+      done(lists.map(() => error));
+      return;
+    }
+    if (lists.length === 0) {
+      done(undefined);
+      return;
+    }
+    const group: CommitGroup = { outcomes: new Array(lists.length), left: lists.length, failed: false, done };
+    const periodic = this.#options.durability === "periodic";
+    for (let i = 0; i < lists.length; i++) {
+      const mutations = lists[i]!;
+      let appendCount = 0;
+      for (const m of mutations) if (addsToLog(m)) appendCount++;
+      const appends = appendCount > 0;
+      if (!periodic) {
+        this.#queue.push({ mutations, appends, group, index: i });
+        continue;
+      }
+      const refusal = appends ? (this.#failure ?? (this.#overQuota ? this.#quotaError() : undefined)) : undefined;
+      if (!refusal) {
+        this.#queue.push({ mutations, appends });
+        this.#queuedAppends += appendCount;
+      }
+      settleQueued({ mutations, appends, group, index: i }, refusal);
+    }
+    if (!periodic) this.#flush();
   }
 
   readLog(from: number, limit: number): Promise<Message[]> {
@@ -316,7 +416,7 @@ export class SqliteStore implements Store {
   }
 
   stats(): SqliteStoreStats {
-    return {
+    const stats: SqliteStoreStats = {
       // Periodic: appends acknowledged but not yet flushed are in the log as far as
       // callers can tell (readLog returns them too).
       messages: this.#messages + this.#queuedAppends,
@@ -326,12 +426,34 @@ export class SqliteStore implements Store {
       transactions: this.#transactions,
       full: this.#overQuota || this.#failure instanceof StoreFullError,
     };
+    const written = this.#bytesWritten();
+    if (written !== undefined) stats.bytesWritten = written;
+    return stats;
+  }
+
+  /**
+   * Bytes this thread caused to be written to storage since open (the driver reads the
+   * kernel's count; undefined where it cannot). Read at most once a second: the storage
+   * thread reports stats with every commit, and an operator's counter needs no more.
+   */
+  #bytesWritten(): number | undefined {
+    const atOpen = this.#writtenAtOpen;
+    if (atOpen === undefined) return undefined;
+    const now = this.#now();
+    if (now - this.#writtenReadAt >= 1000 || now < this.#writtenReadAt) {
+      const total = this.#driver.writtenBytes?.();
+      if (total === undefined) return undefined;
+      this.#written = Math.max(0, total - atOpen);
+      this.#writtenReadAt = now;
+    }
+    return this.#written;
   }
 
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#window?.stop();
     const db = this.#db;
     if (!db) return Promise.resolve();
     const failure = this.#queue.length > 0 ? this.#flush() : undefined;
@@ -357,6 +479,7 @@ export class SqliteStore implements Store {
     if (!db) return undefined;
     const ttlDue = this.#options.messageTtlMs !== undefined && this.#now() >= this.#nextTtlCheck;
     if (this.#queue.length === 0 && !ttlDue) return undefined;
+    if (this.#queue.length > 0) this.#window?.sent(this.#queue.length);
     const batch = this.#queue;
     this.#queue = [];
     const outcomes: Array<Error | undefined> = [];
@@ -371,7 +494,7 @@ export class SqliteStore implements Store {
         // Already acknowledged: keep them, in order, for the next attempt.
         this.#queue = batch.concat(this.#queue);
       } else {
-        for (const queued of batch) queued.settle?.(failure);
+        for (const queued of batch) settleQueued(queued, failure);
       }
       return failure;
     }
@@ -389,11 +512,10 @@ export class SqliteStore implements Store {
       const every = Math.min(60_000, Math.max(1000, ttl / 10));
       this.#nextTtlCheck = result.moreExpired ? 0 : this.#now() + every;
     }
-    batch.forEach((queued, i) => {
+    for (let i = 0; i < batch.length; i++) {
       const error = outcomes[i];
-      if (queued.settle) queued.settle(error);
-      else if (error) this.#options.onError?.(error);
-    });
+      if (!settleQueued(batch[i]!, error) && error) this.#options.onError?.(error);
+    }
     this.#options.onFlush?.();
     return undefined;
   }

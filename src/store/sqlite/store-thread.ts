@@ -7,17 +7,15 @@ import { type FromStoreThread, type ThreadPort, type ToStoreThread, toWireError 
 
 /**
  * The storage thread's side: a plain SqliteStore driven by messages from the event
- * loop. Lists that arrive while a transaction (and its fsync) runs queue up in the
- * thread's message queue and join the next transaction, so group commit grows with
- * load exactly as it does in-thread, but the event loop never waits for the disk.
+ * loop. The event loop keeps one batch in flight and gathers what arrives meanwhile into
+ * the next (ThreadedSqliteStore), so each batch here is one transaction, applied as it
+ * arrives, and group commit grows with load while the event loop never waits for the disk.
  *
  * Requests are handled in arrival order, so a read posted after a commit sees what
  * that commit wrote once it has settled.
  */
 export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
   let store: SqliteStore | undefined;
-  /** Commit answers not yet posted: "closed" must come after all of them. */
-  const answering = new Set<Promise<void>>();
   const post = (message: FromStoreThread) => port.postMessage(message);
 
   port.onmessage = (event: MessageEvent) => {
@@ -53,15 +51,21 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
       }
       case "commit": {
         const s = store!;
-        const settled = decodeMutationLists(request.encoded).map((list) =>
-          s.commit(list).then(() => null, (error: unknown) => toWireError(error))
-        );
-        const answer = Promise.all(settled).then((outcomes) => {
-          const failed = outcomes.some((o) => o !== null);
-          post({ t: "committed", seq: request.seq, outcomes: failed ? outcomes : null, stats: s.stats() });
-          answering.delete(answer);
+        const { seq, encoded } = request;
+        // Commit mode keeps nothing of a batch once it is answered, so its buffer goes back
+        // to the event loop for the next batch. Periodic mode keeps the lists (payloads are
+        // views into the buffer) until its flush.
+        const giveBack = s.durability === "commit";
+        s.commitLists(decodeMutationLists(encoded), (outcomes) => {
+          const reply: FromStoreThread = {
+            t: "committed",
+            seq,
+            outcomes: outcomes ? outcomes.map((o) => (o ? toWireError(o) : null)) : null,
+            stats: s.stats(),
+            ...(giveBack ? { buffer: encoded.buffer } : {}),
+          };
+          port.postMessage(reply, giveBack ? [encoded.buffer] : undefined);
         });
-        answering.add(answer);
         return;
       }
       case "read":
@@ -87,12 +91,9 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
         return;
       }
       case "close": {
-        // close() flushes what is queued; its lists' answers go out before "closed".
-        const closing = (store?.close() ?? Promise.resolve()).then(
-          () => Promise.all([...answering]),
-          (error: unknown) => Promise.all([...answering]).then(() => Promise.reject(error)),
-        );
-        closing.then(
+        // Every commit was answered when it was handled (commit mode) or queued (periodic);
+        // close() flushes what periodic mode still holds.
+        (store?.close() ?? Promise.resolve()).then(
           () => post({ t: "closed" }),
           (error: unknown) => post({ t: "closed", error: toWireError(error) }),
         );

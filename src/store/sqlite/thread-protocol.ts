@@ -30,8 +30,17 @@ export type FromStoreThread =
   /** The recovered state; its columns' buffers are transferred (see recovery-builder.ts). */
   | { t: "opened"; recovered: Recovered; stats: SqliteStoreStats }
   | { t: "open-failed"; error: WireError }
-  /** `outcomes` is null when every list committed; otherwise one entry per list. */
-  | { t: "committed"; seq: number; outcomes: Array<WireError | null> | null; stats: SqliteStoreStats }
+  /**
+   * `outcomes` is null when every list committed; otherwise one entry per list. `buffer`, in
+   * commit mode, is the batch's own buffer, transferred back for the next batch to reuse.
+   */
+  | {
+    t: "committed";
+    seq: number;
+    outcomes: Array<WireError | null> | null;
+    stats: SqliteStoreStats;
+    buffer?: ArrayBuffer;
+  }
   /** The messages read (by any read request), encoded as one list of appends. */
   | { t: "read"; id: number; encoded: EncodedLists }
   | { t: "read-failed"; id: number; error: WireError }

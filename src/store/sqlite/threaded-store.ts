@@ -1,5 +1,6 @@
 import { decodeMutationLists, type EncodedLists, MutationWriter } from "../mutation-codec.ts";
 import { addsToLog, type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
+import { CommitWindow } from "./commit-window.ts";
 import type { SqliteStoreStats } from "./sqlite-store.ts";
 import type { FromStoreThread, ThreadPort, ThreadStoreOptions, ToStoreThread, WireError } from "./thread-protocol.ts";
 
@@ -26,6 +27,9 @@ const defer: (fn: () => void) => void = typeof setImmediate === "function"
   ? (fn) => setImmediate(fn)
   : (fn) => setTimeout(fn, 0);
 
+/** The largest batch buffer kept for reuse; a bigger one (a burst of large messages) is let go. */
+const SPARE_MAX_BYTES = 1 << 20;
+
 const EMPTY_STATS: SqliteStoreStats = {
   messages: 0,
   bytes: 0,
@@ -41,10 +45,18 @@ const EMPTY_STATS: SqliteStoreStats = {
  * Why: bun:sqlite and node:sqlite are synchronous. In-thread, every group commit
  * stopped the event loop for its statements and its fsync — a third of the broker's
  * time under QoS 1 load — and no socket was read or written meanwhile. Here the event
- * loop only encodes each turn's mutation lists into one buffer (`mutation-codec.ts`)
- * and transfers it; the thread applies them with the same SqliteStore, one
- * transaction per batch, and answers per list. A list's promise still resolves only
- * after its transaction is durable, so PUBACK/PUBREC keep waiting for the disk.
+ * loop only encodes mutation lists into one buffer (`mutation-codec.ts`) and transfers
+ * it; the thread applies them with the same SqliteStore, one transaction per batch, and
+ * answers per list. A list's promise still resolves only after its transaction is
+ * durable, so PUBACK/PUBREC keep waiting for the disk.
+ *
+ * At most one batch is in flight: lists that arrive while the thread commits gather in
+ * the next batch, which goes as soon as the answer comes (issue 14: posting every turn's
+ * lists put 3-7 batches in the thread's queue per transaction, and postMessage was the
+ * largest JavaScript cost at low rates). The answer brings the batch's buffer back for
+ * the one after. With `commitWindowMs`, a batch goes no sooner than that after the one
+ * before it, unless EARLY_COMMIT_LISTS lists wait (commit-window.ts). Reads and close() send
+ * what is gathered at once, since they must see it.
  *
  * `stats()` is synchronous for the broker, so it returns the thread's figures as of
  * its latest answer.
@@ -56,7 +68,12 @@ export class ThreadedSqliteStore implements Store {
   readonly #options: ThreadedStoreOptions;
   #writer = new MutationWriter();
   #waiting: Waiting[] = [];
+  /** A send on the next turn is scheduled. */
   #scheduled = false;
+  /** Commit mode with `commitWindowMs`: lists that come while it runs wait for its end. */
+  readonly #window: CommitWindow | undefined;
+  /** The buffer of an answered batch, for the next one. */
+  #spare: ArrayBuffer | undefined;
   #seq = 0;
   /**
    * Batches sent and not yet answered, oldest first, as parallel queues (seq, then its
@@ -80,6 +97,8 @@ export class ThreadedSqliteStore implements Store {
   constructor(thread: StoreThread, options: ThreadedStoreOptions) {
     this.#thread = thread;
     this.#options = options;
+    const ms = options.durability === "commit" ? options.commitWindowMs ?? 0 : 0;
+    this.#window = ms > 0 ? new CommitWindow(ms, this.#windowPassed) : undefined;
     thread.onmessage = (event) => this.#onMessage(event.data as FromStoreThread);
     thread.onerror = (event) => {
       // An uncaught error in the thread ends it; nothing more will be committed.
@@ -93,7 +112,8 @@ export class ThreadedSqliteStore implements Store {
       return Promise.reject(new Error(`SQLite store ${this.#options.path}: open() may be called once per instance`));
     }
     if (this.#dead) return Promise.reject(this.#dead);
-    const { onFatal: _f, onError: _e, ...options } = this.#options;
+    // The window is this side's business: the thread commits each batch as it comes.
+    const { onFatal: _f, onError: _e, commitWindowMs: _w, ...options } = this.#options;
     return new Promise<Recovered>((resolve, reject) => {
       this.#opening = { resolve, reject };
       this.#post({ t: "open", options });
@@ -142,11 +162,25 @@ export class ThreadedSqliteStore implements Store {
   #enqueue(mutations: readonly Mutation[], waiting: Waiting): void {
     this.#writer.add(mutations);
     this.#waiting.push(waiting);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      defer(() => this.#send());
-    }
+    // Sent later: with the next turn, or when the batch in flight is answered, or at the end
+    // of the window.
+    if (this.#scheduled) return;
+    const held = this.#window?.admit(this.#waiting.length) ?? false;
+    if (held || this.#inFlightSeqs.length > 0) return;
+    this.#scheduled = true;
+    defer(this.#sendScheduled);
   }
+
+  readonly #windowPassed = (): void => {
+    if (this.#waiting.length > 0 && this.#inFlightSeqs.length === 0 && !this.#scheduled) this.#send();
+  };
+
+  /** The end of the turn in which lists were gathered; unless a batch went out meanwhile. */
+  readonly #sendScheduled = (): void => {
+    if (!this.#scheduled) return;
+    this.#scheduled = false;
+    if (this.#inFlightSeqs.length === 0) this.#send();
+  };
 
   readLog(from: number, limit: number): Promise<Message[]> {
     if (limit <= 0) return this.#dead ? Promise.reject(this.#dead) : Promise.resolve([]);
@@ -195,15 +229,17 @@ export class ThreadedSqliteStore implements Store {
     });
   }
 
-  /** Hands the lists gathered this turn to the thread as one transferred buffer. */
+  /** Hands the lists gathered so far to the thread as one transferred buffer. */
   #send(): void {
     this.#scheduled = false;
     if (this.#waiting.length === 0 || this.#dead) return;
+    this.#window?.sent(this.#waiting.length);
     const encoded = this.#writer.finish();
     const seq = this.#seq++;
     this.#inFlightSeqs.push(seq);
     this.#inFlightWaiting.push(this.#waiting);
-    this.#writer = new MutationWriter(Math.max(1024, Math.min(encoded.length * 2, 1 << 20)));
+    this.#writer.restart(this.#spare, Math.max(1024, Math.min(encoded.length * 2, SPARE_MAX_BYTES)));
+    this.#spare = undefined;
     this.#waiting = [];
     this.#post({ t: "commit", seq, encoded }, [encoded.buffer]);
   }
@@ -240,6 +276,14 @@ export class ThreadedSqliteStore implements Store {
           this.#inFlightSeqs.splice(at, 1);
           this.#inFlightWaiting.splice(at, 1);
         }
+        // A buffer that grew for a burst is not kept (the memory it holds would stay).
+        if (reply.buffer !== undefined && reply.buffer.byteLength <= SPARE_MAX_BYTES) this.#spare = reply.buffer;
+        // The thread is free: what gathered meanwhile starts its transaction before the
+        // callers below run (their lists go with the batch after).
+        if (
+          this.#waiting.length > 0 && this.#inFlightSeqs.length === 0 && !this.#scheduled &&
+          !this.#window?.holds(this.#waiting.length)
+        ) this.#send();
         const outcomes = reply.outcomes;
         for (let i = 0; i < waiting.length; i++) {
           const error = outcomes?.[i];
@@ -287,6 +331,7 @@ export class ThreadedSqliteStore implements Store {
     this.#inFlightWaiting = [];
     this.#waiting = [];
     this.#reads.clear();
+    this.#window?.stop();
     this.#options.onFatal?.(error);
   }
 }

@@ -1,0 +1,121 @@
+/**
+ * When a group commit starts (commit durability). Every acknowledgement still waits for the
+ * fsync of the transaction that holds its message; what the window changes is how many
+ * messages share that transaction.
+ *
+ * Why (issue 14): a commit rewrites at least the WAL page it appends to, and with SQLite's
+ * 4,096-byte pages each 4,120-byte WAL frame straddles two pages of the file, so a commit
+ * costs the flash about 8 KiB however little it holds. At low rates every message was its
+ * own commit: 8 KiB written per 64-byte message, and an fsync, a transaction and two thread
+ * hand-overs of CPU each.
+ *
+ * The window runs from the start of each commit: lists that arrive while it runs wait for
+ * its end, then go together. So a commit starts at most once per window, and messages that
+ * arrive further apart than the window wait for nothing (at 1 or 10 msg/s nothing could be
+ * shared anyway). It ends early once EARLY_COMMIT_LISTS lists wait, since by then a commit's
+ * fixed cost is spread thin and waiting longer would only hold back busy clients (a publisher
+ * keeping 64 messages in flight would otherwise be paced by the window).
+ *
+ * Waiting is only worth it while it gathers company, and while company is still coming:
+ * - A lone client that waits for each acknowledgement before sending its next message would
+ *   get one message per window and gain nothing, only lose speed. So the window is used only
+ *   while the commits that waited for it gathered at least WORTH lists on average; otherwise
+ *   commits start on the next turn, and once a second one window probes whether waiting
+ *   pays again.
+ * - A client that keeps a few messages in flight and sends the next as soon as an ack comes
+ *   (Paho keeps 10) sends its burst right after each commit and then nothing until the next:
+ *   held for the whole window, it would be paced at 10 messages per window. So a window also
+ *   ends once nothing has come for IDLE_GAPS times the mean gap between the lists it gathered
+ *   (at least MIN_IDLE_MS): a burst that has stopped ends it, while steady traffic (200 devices
+ *   at 1 msg/s each, one device at 200 msg/s) keeps arriving and fills it.
+ */
+
+export const EARLY_COMMIT_LISTS = 16;
+/** Lists per commit that waited for the window, on average, for the window to stay in use. */
+const WORTH = 2;
+/** How often an unused window is tried again, ms. */
+const PROBE_MS = 1000;
+/** A window ends once no list came for this many mean gaps between the lists it gathered… */
+const IDLE_GAPS = 4;
+/** …but not before this many ms of quiet. */
+const MIN_IDLE_MS = 1;
+
+export class CommitWindow {
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Checks whether the lists gathered have stopped coming (see IDLE_GAPS). */
+  #idleTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Lists that arrived while this window ran: how many, the first's and the last's time. */
+  #arrived = 0;
+  #firstAt = 0;
+  #lastAt = 0;
+  /** Some list waiting now arrived while the window ran. */
+  #held = false;
+  /** Lists per commit that waited, smoothed (each new count weighs a quarter). */
+  #gathered = WORTH;
+  #probeAt = 0;
+
+  /** `onEnd` runs when a window ends (not when it is cut short by `sent`). */
+  constructor(private readonly ms: number, private readonly onEnd: () => void) {}
+
+  /**
+   * A list arrived and `waiting` lists (it included) wait: whether they must wait for the
+   * window's end, which calls `onEnd`.
+   */
+  admit(waiting: number): boolean {
+    if (!this.holds(waiting)) return false;
+    this.#held = true;
+    const now = performance.now();
+    if (this.#arrived++ === 0) this.#firstAt = now;
+    this.#lastAt = now;
+    if (this.#arrived === 2) this.#idleTimer = setTimeout(this.#idleCheck, this.#idleLimit());
+    return true;
+  }
+
+  /** Whether `waiting` lists must still wait for the window's end. */
+  holds(waiting: number): boolean {
+    return this.#timer !== undefined && waiting < EARLY_COMMIT_LISTS;
+  }
+
+  /** A commit of `lists` lists starts: the next window starts with it, if waiting pays. */
+  sent(lists: number): void {
+    const now = performance.now();
+    if (this.#held) {
+      const worth = this.#gathered >= WORTH;
+      this.#gathered = 0.75 * this.#gathered + 0.25 * lists;
+      this.#held = false;
+      if (worth && this.#gathered < WORTH) this.#probeAt = now + PROBE_MS;
+    }
+    this.stop();
+    if (this.#gathered < WORTH) {
+      if (now < this.#probeAt) return;
+      this.#probeAt = now + PROBE_MS;
+    }
+    this.#timer = setTimeout(this.#ended, this.ms);
+  }
+
+  /** No window runs after this (until the next `sent`). */
+  stop(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#idleTimer !== undefined) clearTimeout(this.#idleTimer);
+    this.#timer = undefined;
+    this.#idleTimer = undefined;
+    this.#arrived = 0;
+  }
+
+  #idleLimit(): number {
+    return Math.max(MIN_IDLE_MS, (IDLE_GAPS * (this.#lastAt - this.#firstAt)) / (this.#arrived - 1));
+  }
+
+  readonly #idleCheck = (): void => {
+    this.#idleTimer = undefined;
+    const left = this.#idleLimit() - (performance.now() - this.#lastAt);
+    // Re-armed rather than moved at every arrival: one timer per window, not per list.
+    if (left > 0) this.#idleTimer = setTimeout(this.#idleCheck, left);
+    else this.#ended();
+  };
+
+  readonly #ended = (): void => {
+    this.stop();
+    this.onEnd();
+  };
+}
