@@ -256,10 +256,11 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     this.#unpause();
     // The incomplete packet could not progress while unread: its deadline starts again.
     if (this.partialSince !== 0) this.partialSince = now;
-    // Still held by the inbound flow: its release picks up what waits (holdInput).
-    if (!this.#syncReading()) return;
-    // What was read before the pause and not handled yet comes first.
-    this.#readPackets(now);
+    // What was read before the pause and not handled yet comes first (unless the inbound
+    // flow still holds reading: its release picks up what waits, see holdInput)...
+    if (this.#syncReading()) this.#readPackets(now);
+    // ...then deliveries the output bound held back (OutboundFlow.pump stops above it).
+    if (this.state === "connected" && this.session !== undefined) this.broker.outbound.pump(this.session);
   }
 
   #unpause(): void {

@@ -22,7 +22,7 @@ export class OutboundFlow {
   #resendBacklog = new WeakMap<Peer, Outbound[]>();
 
   constructor(
-    private readonly options: { readonly maxBufferedBytes: number },
+    private readonly options: { readonly maxBufferedBytes: number; readonly maxOutputBytes: number },
     private readonly metrics: BrokerMetrics,
     private readonly store: WriteBehind,
     private readonly logger: Logger,
@@ -46,7 +46,7 @@ export class OutboundFlow {
       } else s.enqueue(o);
       return;
     }
-    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) {
+    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow && !this.#outputFull(c)) {
       const id = s.takePacketId(o);
       if (id !== 0) {
         this.#transmit(s, c, o, id);
@@ -126,7 +126,18 @@ export class OutboundFlow {
     this.pump(s);
   }
 
-  /** Send queued messages while the client's window has room. */
+  /**
+   * Whether `c`'s output is over `limits.max_output_bytes`: deliveries then wait in the
+   * queue (as for a full window) instead of piling up in the adapter's buffer, and the
+   * connection's drain pumps them (ClientConnection.onDrain). What is held for a client that
+   * does not read is then its queue, under the queue bounds and publisher flow control,
+   * plus at most one packet over the output bound.
+   */
+  #outputFull(c: Peer): boolean {
+    return c.outputBytes() > this.options.maxOutputBytes;
+  }
+
+  /** Send queued messages while the client's window has room and its output is under its bound. */
   pump(s: Session): void {
     const c = s.client;
     if (!c || c.state !== "connected") return;
@@ -134,7 +145,7 @@ export class OutboundFlow {
     if (backlog) {
       // Still in flight but not yet re-sent on this connection, so not counted against its window.
       const held = backlog.filter((o) => s.inflight.get(o.packetId) === o); // acked or moved meanwhile
-      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow) {
+      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow && !this.#outputFull(c)) {
         const o = held.shift()!;
         if (this.#recordMayBeMissing(o)) {
           const sent: Mutation = {
@@ -154,7 +165,7 @@ export class OutboundFlow {
       this.#resendBacklog.delete(c);
     }
     const before = s.queuedCount;
-    while (s.inflight.size < c.inflightWindow) {
+    while (s.inflight.size < c.inflightWindow && !this.#outputFull(c)) {
       const o = s.peek();
       if (!o) break;
       if (o.qos === 0) {
