@@ -219,7 +219,9 @@ export const configSchema = z.object({
       "connected clients at most; more are refused (v5 0x97, 3.1.1 code 3)",
     ),
     max_buffered_bytes: z.number().int().min(1024).default(8 * 1024 * 1024)
-      .describe("bytes waiting to be written to one client before QoS 0 messages to it are dropped"),
+      .describe(
+        "bytes waiting to be written to one client before QoS 0 messages to it are dropped (counted as slow_consumer); limits.max_output_bytes caps it",
+      ),
     connect_timeout_ms: z.number().int().min(100).default(10_000)
       .describe("a connection that has not sent CONNECT within this many milliseconds is closed"),
     retain_available: z.boolean().default(true).describe(

@@ -35,7 +35,7 @@ export interface BrokerOptions {
   /** Largest Session Expiry Interval granted, in seconds. */
   maxSessionExpiry: number;
   maxConnections: number;
-  /** Bytes a connection may have waiting to be written before QoS 0 messages to it are dropped. */
+  /** Bytes a connection may have waiting to be written before QoS 0 messages to it are dropped (capped by maxOutputBytes). */
   maxBufferedBytes: number;
   /** A connection that has not sent CONNECT within this many milliseconds is closed. */
   connectTimeoutMs: number;

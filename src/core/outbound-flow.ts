@@ -20,6 +20,8 @@ export class OutboundFlow {
    * because the new connection's Receive Maximum is smaller than what was in flight.
    */
   #resendBacklog = new WeakMap<Peer, Outbound[]>();
+  /** Output above which QoS 0 messages to a client are dropped (see deliver). */
+  readonly #qos0Bound: number;
 
   constructor(
     private readonly options: { readonly maxBufferedBytes: number; readonly maxOutputBytes: number },
@@ -28,7 +30,9 @@ export class OutboundFlow {
     private readonly logger: Logger,
     private readonly router: Router,
     private readonly publishers: PublisherFlow,
-  ) {}
+  ) {
+    this.#qos0Bound = Math.min(options.maxBufferedBytes, options.maxOutputBytes);
+  }
 
   /** Send `o` to `s` now if its connection and window allow, otherwise queue it. */
   deliver(s: Session, o: Outbound): void {
@@ -38,7 +42,10 @@ export class OutboundFlow {
     if (o.qos === 0) {
       // Behind queued QoS>0 messages it waits its turn, so a topic's order holds [MQTT-4.6.0-6].
       if (live && s.queuedCount === 0) {
-        if (c.conn.bufferedBytes() > this.options.maxBufferedBytes) {
+        // A client that does not keep up loses QoS 0 messages (at most once) rather than have
+        // them pile up: past `mqtt.max_buffered_bytes` of output, or the output bound if lower
+        // (a flood at a subscriber that never read kept 8 MiB of encodings and their garbage).
+        if (c.outputBytes() > this.#qos0Bound) {
           this.metrics.droppedSlowConsumer++;
           return;
         }
