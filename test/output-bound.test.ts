@@ -95,6 +95,9 @@ describe("a client that sends and does not read is paused (limits.max_output_byt
           expect(most).toBeGreaterThan(0);
           expect(most).toBeLessThanOrEqual(BOUND + ONE_REPLY);
           expect(broker.metrics.pausedReading).toBeGreaterThan(pausesBefore);
+          // The memory budget counts the same output.
+          broker.budget.recount();
+          expect(broker.budget.output).toBe(broker.connectionBytes.outputBytes());
 
           // It reads again: every PINGREQ gets its PINGRESP, and Ferry stops pausing it.
           s.resume();

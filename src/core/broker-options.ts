@@ -52,6 +52,12 @@ export interface BrokerOptions {
   maxPreAuthBytes: number;
   /** The same per IP address; 0 = no limit. */
   maxPreAuthBytesPerIp: number;
+  /**
+   * The memory budget, in bytes (`limits.max_memory`): what Ferry holds for clients (output,
+   * unread input, queued, in-flight and retained message bodies, connections, sessions and
+   * subscriptions) is counted against it; 0 counts without enforcing (see MemoryBudget).
+   */
+  maxMemory: number;
   /** Publish $SYS topics every this many seconds; 0 disables. */
   sysInterval: number;
   retainAvailable: boolean;

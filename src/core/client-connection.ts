@@ -1,6 +1,7 @@
 import { encode, encodeAck, encodeDisconnect, PacketReader } from "../mqtt/codec.ts";
 import { CONNACK_OPTIONAL_PROPERTIES, encodeWithin, REASON_PROPERTIES } from "../mqtt/encode-within.ts";
 import type { DisconnectPacket, Packet, ProtocolVersion, SubscribePacket, UnsubscribePacket } from "../mqtt/packets.ts";
+import type { Message } from "../store/store.ts";
 import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
 import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
 import type { AccessSubject, Refusal } from "./auth-ports.ts";
@@ -49,6 +50,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   refusal: number | undefined;
   /** Reading from the socket is paused by the inbound flow (too many acks owed; see InboundFlow). */
   inputHeld = false;
+  /** Reading from the socket is paused by the memory budget (see throttle). */
+  memoryHeld = false;
   /**
    * When reading from it was paused because its output was over `maxOutputBytes` (0: not
    * paused), and when its output last made progress meanwhile (see #checkOutput, onDrain).
@@ -57,8 +60,15 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   progressAt = 0;
   /** When the first byte of the incomplete packet held for it arrived (0: none held). */
   partialSince = 0;
-  /** Whether the adapter was told to stop reading (for either reason above; see #syncReading). */
+  /** Whether the adapter was told to stop reading (for any reason above; see #syncReading). */
   #connPaused = false;
+  /** Slowed by the memory budget now (see throttle). */
+  #throttled = false;
+  /** Its output and unread input as the memory budget counts them now (see countOutput, #countInput). */
+  #outCounted = 0;
+  #inCounted = 0;
+  /** Its Will's message as the memory budget counts it (see countWill). */
+  #willCounted: Message | undefined;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -145,7 +155,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     const reader = this.#reader;
     let handled = false;
     for (;;) {
-      if (this.pausedAt !== 0 || this.inputHeld) {
+      if (this.pausedAt !== 0 || this.inputHeld || this.memoryHeld) {
         reader.stop();
         break;
       }
@@ -164,7 +174,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     // The packet deadline (limits.packet_timeout) runs from the first byte of the packet now incomplete.
     if (reader.bufferedBytes === 0) this.partialSince = 0;
     else if (handled || this.partialSince === 0) this.partialSince = now;
-    if (this.state !== "connected") this.#countPreAuth();
+    if (this.state !== "connected" && !this.#countPreAuth()) return;
+    this.#countInput();
   }
 
   /**
@@ -193,7 +204,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
    * side's resume never undoes the other's pause. True when reading is (now) on.
    */
   #syncReading(): boolean {
-    const paused = this.pausedAt !== 0 || this.inputHeld;
+    const paused = this.pausedAt !== 0 || this.inputHeld || this.memoryHeld;
     if (paused !== this.#connPaused && this.state !== "closed") {
       this.#connPaused = paused;
       if (paused) this.conn.pause();
@@ -204,7 +215,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
 
   /** Reading was resumed: handle what was read before the pause first. */
   #resumeReading(): void {
-    if (this.state === "closed" || this.pausedAt !== 0 || this.inputHeld) return;
+    if (this.state === "closed" || this.pausedAt !== 0 || this.inputHeld || this.memoryHeld) return;
     this.#readPackets(this.broker.clock.now());
   }
 
@@ -227,6 +238,71 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     return this.#reader.bufferedBytes;
   }
 
+  /** Tell the memory budget what its output is now (see MemoryBudget.output). */
+  countOutput(): void {
+    if (this.state === "closed") return;
+    const out = this.outputBytes();
+    const delta = out - this.#outCounted;
+    if (delta === 0) return;
+    this.#outCounted = out;
+    this.broker.budget.addOutput(delta);
+  }
+
+  /** The CONNECT set a Will: its message counts in the memory budget while the connection holds it. */
+  countWill(): void {
+    const m = this.will?.message;
+    if (m === undefined || m === this.#willCounted || this.state === "closed") return;
+    if (this.#willCounted !== undefined) this.broker.budget.release(this.#willCounted);
+    this.#willCounted = m;
+    this.broker.budget.hold(m);
+  }
+
+  /** Tell the memory budget what it holds of what it read: unread bytes, packets held before CONNACK. */
+  #countInput(): void {
+    if (this.state === "closed") return;
+    const held = this.#reader.bufferedBytes + (this.#pre?.earlyBytes ?? 0);
+    const delta = held - this.#inCounted;
+    if (delta === 0) return;
+    this.#inCounted = held;
+    this.broker.budget.addInput(delta);
+  }
+
+  /**
+   * The memory budget is past its full level and this client published: slow it until the
+   * total is below the high level again (MemoryBudget.whenBelowHigh). Its acks wait
+   * (InboundFlow), and its socket is no longer read — unless messages are in flight to it:
+   * their acknowledgements, which free memory, come on the same socket, so such a client is
+   * slowed by its held acks alone (its window of unacknowledged publishes).
+   */
+  throttle(): void {
+    if (this.state === "closed") return;
+    const budget = this.broker.budget;
+    if (!this.#throttled) {
+      this.#throttled = true;
+      budget.throttled++;
+      this.broker.metrics.throttledPublishers++;
+      budget.whenBelowHigh(() => this.#unthrottle());
+    }
+    if (!this.memoryHeld && (this.session === undefined || this.session.inflight.size === 0)) {
+      this.memoryHeld = true;
+      this.#syncReading();
+    }
+  }
+
+  #unthrottle(): void {
+    if (!this.#throttled) return;
+    this.#throttled = false;
+    this.broker.budget.throttled--;
+    if (!this.memoryHeld) return;
+    this.memoryHeld = false;
+    if (this.state === "closed") return;
+    const now = this.broker.clock.now();
+    // As for the inbound flow's pause (holdInput): the time unread does not count against it.
+    this.lastActivity = now;
+    if (this.partialSince !== 0) this.partialSince = now;
+    if (this.#syncReading()) queueMicrotask(() => this.#resumeReading());
+  }
+
   /**
    * Output went over the bound (see write): Ferry stops reading from the client until it
    * has read enough of it (onDrain), so one that sends but does not read (PINGREQs, QoS 1
@@ -247,6 +323,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   /** The adapter wrote some of what waited (it calls this only while paused). */
   onDrain(): void {
     if (this.pausedAt === 0 || this.state === "closed") return;
+    this.countOutput();
     const now = this.broker.clock.now();
     this.progressAt = now;
     // The client is reading, and its packets wait unread because Ferry is not reading:
@@ -293,10 +370,24 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     return false;
   }
 
-  /** Give back what this connection counted: at CONNACK, and when it closes. */
+  /** Give back what this connection counted, when it closes. */
   releaseAccounts(): void {
     this.#releasePreAuth();
     this.#unpause();
+    const budget = this.broker.budget;
+    budget.addOutput(-this.#outCounted);
+    budget.addInput(-this.#inCounted);
+    this.#outCounted = 0;
+    this.#inCounted = 0;
+    if (this.#willCounted !== undefined) {
+      // A delayed Will waits in the WillHandler from here on, uncounted (at most one per session).
+      budget.release(this.#willCounted);
+      this.#willCounted = undefined;
+    }
+    if (this.#throttled) {
+      this.#throttled = false;
+      budget.throttled--;
+    }
   }
 
   #releasePreAuth(): void {
@@ -385,6 +476,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     this.#releasePreAuth();
     const early = this.#pre?.early;
     this.#pre = undefined;
+    this.#countInput();
     if (early === undefined) return;
     for (const packet of early) {
       if (this.closed) return;
@@ -552,9 +644,15 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       hold.chunks.push(bytes);
       hold.bytes += bytes.byteLength;
     } else this.conn.write(bytes);
-    // limits.max_output_bytes: checked on the way out, whatever the output is (replies,
-    // deliveries, acks after a commit); a field read per write.
-    if (this.pausedAt === 0 && this.outputBytes() > this.broker.options.maxOutputBytes && !this.closed) this.#pause();
+    if (this.state === "closed") return;
+    // The memory budget's count, and limits.max_output_bytes: checked on the way out,
+    // whatever the output is (replies, deliveries, acks after a commit).
+    const out = this.outputBytes();
+    if (out !== this.#outCounted) {
+      this.broker.budget.addOutput(out - this.#outCounted);
+      this.#outCounted = out;
+    }
+    if (this.pausedAt === 0 && out > this.broker.options.maxOutputBytes) this.#pause();
   }
 
   /**

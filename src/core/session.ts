@@ -1,6 +1,7 @@
 import type { SessionRecord, SessionState, SubscriptionRecord } from "../store/store.ts";
 import { DeliveryQueue, type Outbound, PAGE, Pending, type Queued } from "./delivery-queue.ts";
 import { InflightTable } from "./inflight-table.ts";
+import { type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { Peer } from "./peer.ts";
 import type { RoomHold } from "./publisher-flow.ts";
 
@@ -36,9 +37,9 @@ export const RESIDENT_WHEN_OFFLINE = { entries: 1024, bytes: 1024 * 1024 };
 export class Session {
   subscriptions = new Map<string, ActiveSubscription>();
   /** Messages waiting for room in the in-flight window, oldest first. */
-  readonly queue = new DeliveryQueue();
+  readonly queue: DeliveryQueue;
   /** Sent and not yet acknowledged, by packet id (not a Map: see InflightTable). */
-  inflight = new InflightTable<Outbound>();
+  readonly inflight: InflightDeliveries;
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A); made on first use. */
   get qos2Incoming(): Set<number> {
     return this.#qos2Incoming ??= new Set<number>();
@@ -95,7 +96,18 @@ export class Session {
     public protocolVersion: 3 | 4 | 5,
     /** Session Expiry Interval in seconds. */
     public expiryInterval: number,
-  ) {}
+    /** Where what its queue and in-flight table hold in memory is counted (the memory budget). */
+    account: MemoryAccount = UNCOUNTED,
+  ) {
+    this.queue = new DeliveryQueue(account);
+    this.inflight = new InflightDeliveries(account);
+  }
+
+  /** The session ended: what its queue and in-flight table held no longer counts. */
+  releaseMemory(): void {
+    this.queue.release();
+    this.inflight.release();
+  }
 
   /** Whether its state must survive a broker restart. */
   get persistent(): boolean {
@@ -259,6 +271,39 @@ export class Session {
   /** The whole record, every subscription included. */
   toRecord(): SessionRecord {
     return { ...this.toState(), subscriptions: [...this.subscriptions.values()].map(subscriptionRecord) };
+  }
+}
+
+/**
+ * A session's in-flight deliveries, each counted in the memory budget (an entry and its
+ * message's body) while it is in the table.
+ */
+export class InflightDeliveries extends InflightTable<Outbound> {
+  constructor(private account: MemoryAccount) {
+    super();
+  }
+
+  override set(id: number, o: Outbound): this {
+    const old = this.get(id);
+    if (old !== o) {
+      this.account.holdEntry(o.message);
+      if (old !== undefined) this.account.releaseEntry(old.message);
+    }
+    return super.set(id, o);
+  }
+
+  override delete(id: number): boolean {
+    const old = this.get(id);
+    if (old === undefined) return false;
+    this.account.releaseEntry(old.message);
+    return super.delete(id);
+  }
+
+  /** Gives back what the table holds to its account, which it then stops reporting to (the session ended). */
+  release(): void {
+    const account = this.account;
+    this.account = UNCOUNTED;
+    for (const o of this.values()) account.releaseEntry(o.message);
   }
 }
 
