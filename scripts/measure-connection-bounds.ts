@@ -5,6 +5,8 @@
  *   flood    a client sends PINGREQs and never reads: the broker's RSS growth while the
  *            client tries to send --flood-mb MB (for at most --flood-seconds), per 10 MB
  *            it got to send
+ *   floodq1  the same with QoS 1 PUBLISHes (64 B, to a topic nobody subscribes to) whose
+ *            PUBACKs the client never reads
  *   connect  --sockets sockets each send all but the last byte of a 1 MiB CONNECT: RSS
  *            growth, and how many sockets the broker closed
  *   trickle  a client sends a 1 MiB PUBLISH a byte every --trickle-every seconds after
@@ -178,12 +180,23 @@ interface Outcome {
   figures: Record<string, number>;
 }
 
-async function flood(b: Broker): Promise<Outcome> {
+/** 64 KiB of PINGREQs, or of QoS 1 PUBLISHes (64 B payload, packet id 1) to "flood". */
+function floodBatch(kind: "pingreq" | "qos1"): Buffer {
+  if (kind === "pingreq") {
+    const batch = Buffer.alloc(64 * 1024);
+    for (let i = 0; i < batch.length; i += 2) batch[i] = 0xc0;
+    return batch;
+  }
+  const one = Buffer.concat([Buffer.from([0x32, 2 + 5 + 2 + 64, 0, 5]), Buffer.from("flood"), Buffer.from([0, 1])]);
+  const packet = Buffer.concat([one, Buffer.alloc(64, 0x61)]);
+  return Buffer.concat(Array.from({ length: Math.floor((64 * 1024) / packet.length) }, () => packet));
+}
+
+async function flood(b: Broker, kind: "pingreq" | "qos1" = "pingreq"): Promise<Outcome> {
   const before = rssMb(b.pid);
   const s = await loggedIn(b.port, "flood");
   s.pause(); // never reads again
-  const batch = Buffer.alloc(64 * 1024);
-  for (let i = 0; i < batch.length; i += 2) batch[i] = 0xc0;
+  const batch = floodBatch(kind);
   let sent = 0;
   let peak = before;
   const end = Date.now() + FLOOD_SECONDS * 1000;
@@ -309,7 +322,8 @@ async function qos0Flood(b: Broker, subscriber: boolean): Promise<Outcome> {
 }
 
 const RUNNERS: Record<string, (b: Broker) => Promise<Outcome>> = {
-  flood,
+  flood: (b) => flood(b, "pingreq"),
+  floodq1: (b) => flood(b, "qos1"),
   connect: partialConnects,
   trickle,
   stuck: (b) => qos0Flood(b, true),

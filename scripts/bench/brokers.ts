@@ -7,6 +7,7 @@ import type { Subprocess } from "bun";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { dropFromPageCache } from "../page-cache.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const MOSQUITTO = process.env.MOSQUITTO ?? "/usr/sbin/mosquitto";
@@ -153,6 +154,13 @@ export function ferryRevision(root = ROOT): string {
 export interface StartOptions {
   /** Where Ferry's sources are (default: this repository). */
   ferryRoot?: string;
+  /**
+   * Run this command instead of Ferry's sources (an executable from `npm run build`, or any
+   * command that takes `serve` and its options); `ferryRoot` still decides the config's keys.
+   */
+  ferryCmd?: string[];
+  /** Evict the broker's executable from the page cache before it starts (scripts/page-cache.ts). */
+  cold?: boolean;
   /** Extra arguments for bun before the script (e.g. --cpu-prof). */
   bunArgs?: string[];
   /** Extra Ferry config keys. */
@@ -190,6 +198,7 @@ async function launch(
     const conf = join(dir, "mosquitto.conf");
     const extra = (opts.mosquittoLines ?? []).map((l) => l.replaceAll("{dir}", dir));
     writeFileSync(conf, mosquittoConfig(port) + extra.map((l) => `${l}\n`).join(""));
+    if (opts.cold) dropFromPageCache(MOSQUITTO);
     proc = Bun.spawn(withNofile([MOSQUITTO, "-c", conf]), {
       stdout: Bun.file(join(dir, "stdout.log")),
       stderr: Bun.file(join(dir, "stderr.log")),
@@ -202,10 +211,11 @@ async function launch(
       conf,
       JSON.stringify({ ...ferryConfig(name === "ferry" ? "commit" : "memory", opts.ferryRoot), ...opts.ferryExtra }),
     );
+    const base = opts.ferryCmd ??
+      [process.execPath, ...(opts.bunArgs ?? []), join(opts.ferryRoot ?? ROOT, "edge/main.ts")];
+    if (opts.cold && opts.ferryCmd) dropFromPageCache(opts.ferryCmd[0]!);
     const cmd = [
-      process.execPath,
-      ...(opts.bunArgs ?? []),
-      join(opts.ferryRoot ?? ROOT, "edge/main.ts"),
+      ...base,
       "serve",
       "--host",
       "127.0.0.1",
