@@ -11,7 +11,11 @@
  *   npx bun scripts/bench-fanin-slow.ts                       # Ferry (commit, periodic, memory) and Mosquitto
  *   npx bun scripts/bench-fanin-slow.ts --brokers ferry,mosquitto --rate 15000 --duration 5 --rounds 2
  *   npx bun scripts/bench-fanin-slow.ts --ferry-roots /tmp/before,.   # two Ferry trees, side by side
+ *   npx bun scripts/bench-fanin-slow.ts --ferry-cmd dist/ferry-linux-x64 --cold --json out.json   # the executable
  *
+ * --ferry-cmd runs that command (`serve` and its options appended) instead of a tree's sources;
+ * --cold evicts each broker's executable from the page cache before it starts; --json writes
+ * the rows as JSON too.
  * Both brokers on their defaults for queues except: Mosquitto `max_queued_messages 0` (no
  * limit: its default of 1,000 drops), `max_inflight_messages 64` (Ferry's `max_inflight`),
  * `set_tcp_nodelay true`. Ferry keeps `mqtt.max_queued_messages` 10,000. MQTT 3.1.1 clients
@@ -29,6 +33,9 @@ function flag(name: string, fallback: string): string {
 type Target = "ferry" | "ferry-periodic" | "ferry-memory" | "mosquitto";
 const TARGETS = flag("brokers", "ferry,ferry-periodic,ferry-memory,mosquitto").split(",") as Target[];
 const ROOTS = flag("ferry-roots", ROOT).split(",").map((r) => resolve(r));
+const FERRY_CMD = flag("ferry-cmd", "").split(/\s+/).filter(Boolean);
+const COLD = process.argv.includes("--cold");
+const JSON_OUT = flag("json", "");
 const RATE = Number(flag("rate", "15000"));
 const DURATION = Number(flag("duration", "5"));
 const ROUNDS = Number(flag("rounds", "1"));
@@ -55,6 +62,8 @@ async function runCase(target: Target, root: string): Promise<Result> {
   const name: BrokerName = target === "ferry-periodic" ? "ferry" : target;
   const broker = await startBroker(name, {
     ferryRoot: root,
+    ...(FERRY_CMD.length > 0 ? { ferryCommand: FERRY_CMD } : {}),
+    cold: COLD,
     ...(target === "ferry-periodic" ? { ferryExtra: { storage: { durability: "periodic" } } } : {}),
   });
   try {
@@ -217,6 +226,7 @@ async function main(): Promise<void> {
     );
   }
   console.log(JSON.stringify(rows));
+  if (JSON_OUT) await Bun.write(JSON_OUT, JSON.stringify(rows, null, 1));
 }
 
 await main();

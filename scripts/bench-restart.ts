@@ -16,7 +16,7 @@
  *
  *   npx bun scripts/bench-restart.ts [--retained 100000] [--queued 100000] [--subscribes 20000]
  *        [--rounds 3] [--cases restart,subscribe] [--sequential] [--cold]
- *        [--ferry LABEL=COMMAND]... [--no-mosquitto]
+ *        [--ferry LABEL=COMMAND]... [--no-mosquitto] [--json FILE]
  *
  * Ferry: commit durability (SQLite, the default), `mqtt.max_queued_messages` raised past M.
  * Mosquitto: `persistence true` (it writes its database at SIGTERM and loads it at start),
@@ -25,7 +25,8 @@
  * --ferry after=dist/ferry-linux-x64` (a command whose first word is a .ts file runs under
  * this bun); without any, `ferry` is this tree's edge/main.ts. Brokers take turns in each
  * round, in alternating order. With --cold an executable is evicted from the page cache
- * before each start (scripts/page-cache.ts), as after a reboot.
+ * before each start (scripts/page-cache.ts), as after a reboot. --json writes every figure
+ * as JSON too (scripts/bench-memory.ts reads it).
  */
 import { type Subprocess } from "bun";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -50,6 +51,13 @@ const ROUNDS = Number(flag("rounds", "3"));
 const CASES = flag("cases", "restart,subscribe").split(",");
 const SEQUENTIAL = process.argv.includes("--sequential");
 const COLD = process.argv.includes("--cold");
+const JSON_OUT = flag("json", "");
+/** Every figure measured, by case and broker (for --json). */
+const results: {
+  restart: Record<string, Array<{ ms: number; rssKb: number; hwmKb: number }>>;
+  afterRestart: Record<string, { drainMs: number; drainPeakKb: number; retainedMs: number; retainedPeakKb: number }>;
+  subscribe: Record<string, Array<{ ms: number; growthKb: number; laterKb: number; peakKb: number; stallMs: number }>>;
+} = { restart: {}, afterRestart: {}, subscribe: {} };
 const PAYLOAD = Buffer.alloc(64, 0x42);
 
 /** A broker's name in the tables; "mosquitto", or a Ferry's label. */
@@ -298,6 +306,7 @@ async function restartCase(): Promise<void> {
       const list = rows.get(name) ?? [];
       list.push({ ms: b.startMs, rss: b.atListen.rssKb, hwm: b.atListen.hwmKb });
       rows.set(name, list);
+      (results.restart[name] ??= []).push({ ms: b.startMs, rssKb: b.atListen.rssKb, hwmKb: b.atListen.hwmKb });
       log(`${name} round ${round + 1}: ${fmt(b.startMs)} ms, ${mb(b.atListen.rssKb)} MB`);
     }
   }
@@ -326,6 +335,12 @@ async function restartCase(): Promise<void> {
       stopSampling = rssSampler(b.proc.pid);
       const ret = await receive(b.port, RETAINED, { clientId: "reader" }, "retained/#");
       const retPeak = stopSampling();
+      results.afterRestart[name] = {
+        drainMs: drain.ms,
+        drainPeakKb: drainPeak,
+        retainedMs: ret.ms,
+        retainedPeakKb: retPeak,
+      };
       console.log(
         `| ${name} | ${fmt(drain.got)} in ${fmt(drain.ms)} ms | ${mb(drainPeak)} MB | ${fmt(ret.got)} in ${
           fmt(ret.ms)
@@ -420,6 +435,13 @@ async function subscribeCase(): Promise<void> {
   for (let round = 0; round < ROUNDS; round++) {
     for (const name of round % 2 === 0 ? BROKERS : [...BROKERS].reverse()) {
       const r = await subscribeOnce(name, SUBSCRIBES, SEQUENTIAL);
+      (results.subscribe[name] ??= []).push({
+        ms: r.ms,
+        growthKb: r.growthKb,
+        laterKb: r.laterKb,
+        peakKb: r.peakKb,
+        stallMs: r.stall,
+      });
       console.log(
         `| ${name} | ${round + 1} | ${fmt(r.ms)} ms | ${mb(r.beforeKb)} â†’ ${mb(r.beforeKb + r.growthKb)} MB (+${
           mb(r.growthKb)
@@ -441,3 +463,4 @@ for (const [label, cmd] of FERRIES) console.log(`- ${label}: ${cmd.join(" ")} â€
 console.log(`- mosquitto ${/mosquitto version (\S+)/.exec(mosq)?.[1] ?? "?"}`);
 if (CASES.includes("restart")) await restartCase();
 if (CASES.includes("subscribe")) await subscribeCase();
+if (JSON_OUT) await Bun.write(JSON_OUT, JSON.stringify(results, null, 1));

@@ -10,6 +10,8 @@ import { join } from "node:path";
 import type { Packet } from "mqtt-packet";
 import { brokerOptionsFrom } from "../src/config/load.ts";
 import { Broker } from "../src/core/broker.ts";
+import { PAGE as MADE_AT_ONCE } from "../src/core/delivery-queue.ts";
+import { COSTS } from "../src/core/memory-budget.ts";
 import { silentLogger } from "../src/core/logger.ts";
 import type { Session } from "../src/core/session.ts";
 import { bunAdapters } from "../src/runtime/bun/server.ts";
@@ -209,6 +211,13 @@ async function drain(client: MemoryClient, n: number, resident: () => number, ma
 /** Bodies a session holds: in flight, and loaded or resident in its queue. */
 const bodiesHeld = (s: Session) => s.inflight.size + s.queue.resident();
 
+/**
+ * The most the memory budget may count for a session's queue of `queued` messages while
+ * `resident` of their bodies (payloads under 16 bytes, topics under 16 characters) are in
+ * memory: every entry as an object, every resident body.
+ */
+const budgetBound = (queued: number, resident: number) => queued * COSTS.entry + resident * (COSTS.message + 16 + 32);
+
 describe("restart with a backlog holds the index, not the bodies (issue 13)", () => {
   test("recovery holds no bodies; a resuming session holds at most its window and a page or two while it drains", async () => {
     const dataDir = await preparedDataDir(RETAINED, QUEUED);
@@ -219,13 +228,26 @@ describe("restart with a backlog holds the index, not the bodies (issue 13)", ()
     expect(s.queuedCount).toBe(QUEUED);
     expect(s.queue.resident()).toBe(0);
     expect(store.bodiesRead).toBe(0);
+    // The memory budget counts the backlog as the store's columns, and no bodies.
+    expect(broker.budget.messages).toBe(QUEUED * COSTS.column);
 
     const client = await connect(SLEEPER);
-    const got = await drain(client, QUEUED, () => bodiesHeld(s), RESIDENT_BOUND);
+    let budgetHighest = 0;
+    const got = await drain(client, QUEUED, () => {
+      budgetHighest = Math.max(budgetHighest, broker.budget.messages);
+      return bodiesHeld(s);
+    }, RESIDENT_BOUND);
     // Every queued message, once and in order.
     expect(got).toEqual(Array.from({ length: QUEUED }, (_, i) => `q${i}`));
     expect(s.queuedCount).toBe(0);
     expect(store.bodiesRead).toBe(QUEUED);
+    // Draining, it counted the columns, a page of them made into entries, and the bodies it
+    // read (not the backlog's); drained, nothing.
+    expect(budgetHighest).toBeLessThanOrEqual(
+      QUEUED * COSTS.column + MADE_AT_ONCE * COSTS.entry + budgetBound(RESIDENT_BOUND, RESIDENT_BOUND),
+    );
+    await settle();
+    expect(broker.budget.messages).toBe(0);
   });
 
   test("a subscription matching recovered retained messages reads them a page at a time", async () => {
@@ -308,11 +330,16 @@ describe("restart with a backlog holds the index, not the bodies (issue 13)", ()
     const s = broker.sessions.get("sleeper")!;
     expect(s.queuedCount).toBe(n);
     expect(s.queue.resident()).toBe(RESIDENT_WHEN_OFFLINE);
+    // The memory budget counts an entry for each, and only the resident bodies.
+    expect(broker.budget.messages).toBeGreaterThan(n * COSTS.entry);
+    expect(broker.budget.messages).toBeLessThanOrEqual(budgetBound(n, RESIDENT_WHEN_OFFLINE));
 
     const client = await connect(SLEEPER);
     const got = await drain(client, n, () => bodiesHeld(s), RESIDENT_BOUND);
     expect(got).toEqual(Array.from({ length: n }, (_, i) => `live${i}`));
     expect(store.bodiesRead).toBe(n - RESIDENT_WHEN_OFFLINE);
+    await settle();
+    expect(broker.budget.messages).toBe(0);
   });
 
   test("a session that goes offline with a long queue sets aside all but a page of it", async () => {
@@ -340,10 +367,14 @@ describe("restart with a backlog holds the index, not the bodies (issue 13)", ()
     await settle();
     expect(s.client).toBeUndefined();
     expect(s.queue.resident()).toBe(RESIDENT_WHEN_OFFLINE);
+    // Set aside: the budget no longer counts those bodies (the window in flight stays).
+    expect(broker.budget.messages).toBeLessThanOrEqual(budgetBound(n, RESIDENT_WHEN_OFFLINE + WINDOW));
 
     const back = await connect(SLEEPER);
     const got = await drain(back, n, () => bodiesHeld(s), RESIDENT_BOUND + WINDOW);
     // The window that was in flight comes again first (DUP), then the queue in order.
     expect(got).toEqual(Array.from({ length: n }, (_, i) => `m${i}`));
+    await settle();
+    expect(broker.budget.messages).toBe(0);
   });
 });

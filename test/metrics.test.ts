@@ -120,6 +120,28 @@ describe("metrics snapshot", () => {
     expect(text).toMatch(/^# TYPE process_cpu_seconds_total counter$/m);
     expect(text).toMatch(/^ferry_build_info\{version="test",commit="[^"]+",runtime="[^"]+"\} 1$/m);
   });
+
+  test("the memory budget: limit, used, peak and parts in /metrics and GET /api/v1/broker", async () => {
+    const base = `http://127.0.0.1:${b.server.admin!.port}`;
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+    expect(value("ferry_memory_limit_bytes")).toBe(128 * 1024 * 1024);
+    expect(value("ferry_memory_used_bytes")).toBeGreaterThan(0);
+    expect(value("ferry_memory_peak_bytes")).toBeGreaterThanOrEqual(value("ferry_memory_used_bytes"));
+    for (const part of ["messages", "clients", "output", "input"]) {
+      expect(text).toMatch(new RegExp(`^ferry_memory_bytes\\{part="${part}"\\} \\d+$`, "m"));
+    }
+    expect(text).toMatch(/^ferry_memory_publishers_slowed 0$/m);
+    const api = (await (await fetch(`${base}/api/v1/broker`)).json()) as {
+      memory: { limit_bytes: number; used_bytes: number; parts: Record<string, number> };
+    };
+    expect(api.memory.limit_bytes).toBe(128 * 1024 * 1024);
+    expect(api.memory.used_bytes).toBeGreaterThan(0);
+    expect(Object.keys(api.memory.parts).sort()).toEqual(["clients", "input", "messages", "output"]);
+    const snapshot = (await (await fetch(`${base}/api/v1/metrics`)).json()) as MetricsSnapshot;
+    expect(snapshot.broker.memory.limit).toBe(128 * 1024 * 1024);
+    expect(snapshot.broker.memory.residentBytes).toBeGreaterThan(10_000_000);
+  });
 });
 
 describe("flash wear", () => {

@@ -3,12 +3,15 @@
  * WebSocket): a client that sends but never reads is paused once the output waiting for
  * it passes `limits.max_output_bytes`, the output Ferry holds for it stays under that
  * bound (plus the reply to the packet that crossed it), and once it reads again it gets every reply, in
- * order. Without the pause, each PINGREQ's PINGRESP piles up in Ferry's memory.
+ * order. Without the pause, each PINGREQ's PINGRESP piles up in Ferry's memory. The same
+ * bound holds back QoS 1 deliveries to a subscriber that does not read: they wait in its
+ * queue rather than in the adapter's buffer.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import mqttPacket from "mqtt-packet";
 import { startBroker, type TestBroker } from "./helpers/broker.ts";
 import { makeCerts, type TestCerts } from "./helpers/certs.ts";
-import { eventually } from "./helpers/clients.ts";
+import { connect, eventually } from "./helpers/clients.ts";
 import { openRawStream, type Transport } from "./helpers/raw-stream.ts";
 
 const BOUND = 64 * 1024;
@@ -92,6 +95,9 @@ describe("a client that sends and does not read is paused (limits.max_output_byt
           expect(most).toBeGreaterThan(0);
           expect(most).toBeLessThanOrEqual(BOUND + ONE_REPLY);
           expect(broker.metrics.pausedReading).toBeGreaterThan(pausesBefore);
+          // The memory budget counts the same output.
+          broker.budget.recount();
+          expect(broker.budget.output).toBe(broker.connectionBytes.outputBytes());
 
           // It reads again: every PINGREQ gets its PINGRESP, and Ferry stops pausing it.
           s.resume();
@@ -108,4 +114,116 @@ describe("a client that sends and does not read is paused (limits.max_output_byt
       90_000,
     );
   }
+});
+
+describe("deliveries to a subscriber that does not read wait in its queue, not in its output", () => {
+  test(
+    "QoS 1: the output held for the subscriber stays under limits.max_output_bytes plus one packet; it gets every message, in order, once it reads",
+    async () => {
+      // A window far larger than the bound and than what the kernel's socket buffers take, so
+      // only the output bound can hold the deliveries back.
+      const bound = 256 * 1024;
+      const big = await startBroker({ limits: { max_output_bytes: bound }, mqtt: { max_inflight: 2000 } });
+      const N = 400;
+      const payload = Buffer.alloc(64 * 1024, 0x61);
+      const packet = mqttPacket.generate({
+        cmd: "publish",
+        topic: "big",
+        payload,
+        qos: 1,
+        messageId: 1,
+        dup: false,
+        retain: false,
+      }).byteLength;
+      const sub = await openRawStream("tcp", big.port);
+      const pub = await connect(big.url, { clientId: "big-pub" });
+      try {
+        sub.send(
+          mqttPacket.generate({ cmd: "connect", clientId: "big-sub", protocolVersion: 4, clean: true, keepalive: 0 }),
+        );
+        sub.send(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "big", qos: 1 }] }));
+        await eventually(() => sub.receivedBytes() >= 4 + 5, 3000, "CONNACK and SUBACK");
+        sub.pause();
+        const broker = big.server.broker;
+        const session = broker.sessions.get("big-sub")!;
+        for (let i = 0; i < N; i++) {
+          const p = Buffer.from(payload);
+          p.writeUInt32BE(i, 0);
+          pub.client.publish("big", p, { qos: 1 });
+        }
+        // Every message routed to the subscriber: sent (in flight) or queued.
+        await eventually(
+          () => session.inflight.size + session.queuedCount === N,
+          30_000,
+          () => `all ${N} routed (in flight ${session.inflight.size}, queued ${session.queuedCount})`,
+        );
+        const held = broker.connectionBytes.outputBytes();
+        expect(held).toBeGreaterThan(0);
+        expect(held).toBeLessThanOrEqual(bound + packet);
+        // Not the window: the bound held them.
+        expect(session.queuedCount).toBeGreaterThan(0);
+
+        // It reads again: every message arrives, in order, each once.
+        sub.resume();
+        const parser = mqttPacket.parser({ protocolVersion: 4 });
+        const seqs: number[] = [];
+        parser.on("packet", (p) => {
+          if (p.cmd === "publish") seqs.push((p.payload as Buffer).readUInt32BE(0));
+        });
+        let parsed = 0;
+        await eventually(
+          () => {
+            const all = sub.received();
+            parser.parse(all.subarray(parsed));
+            parsed = all.byteLength;
+            return seqs.length >= N;
+          },
+          30_000,
+          () => `every message (got ${seqs.length})`,
+        );
+        expect(seqs).toEqual(Array.from({ length: N }, (_, i) => i));
+      } finally {
+        sub.close();
+        await pub.end(true);
+        await big.stop();
+      }
+    },
+    90_000,
+  );
+});
+
+describe("QoS 0 to a subscriber that does not read", () => {
+  test(
+    "is dropped once its output passes limits.max_output_bytes, below mqtt.max_buffered_bytes (8 MiB): it holds the bound plus one message",
+    async () => {
+      const broker = b.server.broker;
+      expect(broker.options.maxBufferedBytes).toBeGreaterThan(8 * BOUND);
+      const sub = await openRawStream("tcp", ports.tcp);
+      const pub = await connect(b.url, { clientId: "q0-pub" });
+      try {
+        sub.send(
+          mqttPacket.generate({ cmd: "connect", clientId: "q0-sub", protocolVersion: 4, clean: true, keepalive: 0 }),
+        );
+        sub.send(mqttPacket.generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "q0", qos: 0 }] }));
+        await eventually(() => sub.receivedBytes() >= 4 + 5, 3000, "CONNACK and SUBACK");
+        sub.pause();
+        const dropped = broker.metrics.droppedSlowConsumer;
+        // Far more than the kernel's socket buffers and mqtt.max_buffered_bytes together.
+        const chunk = Buffer.alloc(16 * 1024, 0x42);
+        for (let i = 0; i < 2048; i++) {
+          pub.client.publish("q0", chunk, { qos: 0 });
+          if (i % 256 === 255) await new Promise<void>((r) => setImmediate(r));
+        }
+        // QoS 1 to a topic nobody reads: acknowledged once every earlier publish was routed.
+        await pub.client.publishAsync("marker", "done", { qos: 1 });
+        const conn = [...broker.clients].find((c) => c.clientId === "q0-sub")!;
+        expect(conn.outputBytes()).toBeLessThanOrEqual(BOUND + chunk.byteLength + 64);
+        expect(broker.metrics.droppedSlowConsumer).toBeGreaterThan(dropped);
+      } finally {
+        sub.close();
+        await pub.end(true);
+      }
+    },
+    60_000,
+  );
 });

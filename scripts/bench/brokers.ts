@@ -7,6 +7,7 @@ import type { Subprocess } from "bun";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { dropFromPageCache } from "../page-cache.ts";
 
 export const ROOT = resolve(import.meta.dir, "../..");
 export const MOSQUITTO = process.env.MOSQUITTO ?? "/usr/sbin/mosquitto";
@@ -153,11 +154,14 @@ export function ferryRevision(root = ROOT): string {
 export interface StartOptions {
   /** Where Ferry's sources are (default: this repository). */
   ferryRoot?: string;
+  /** Evict the broker's executable from the page cache before it starts (scripts/page-cache.ts). */
+  cold?: boolean;
   /** Extra arguments for bun before the script (e.g. --cpu-prof). */
   bunArgs?: string[];
   /**
    * Run Ferry with this command instead of `bun edge/main.ts` from `ferryRoot` (e.g. a
-   * compiled executable); `serve` and its options follow it.
+   * compiled executable); `serve` and its options follow it. `ferryRoot` still decides the
+   * config's keys.
    */
   ferryCommand?: string[];
   /** Extra Ferry config keys. */
@@ -195,6 +199,7 @@ async function launch(
     const conf = join(dir, "mosquitto.conf");
     const extra = (opts.mosquittoLines ?? []).map((l) => l.replaceAll("{dir}", dir));
     writeFileSync(conf, mosquittoConfig(port) + extra.map((l) => `${l}\n`).join(""));
+    if (opts.cold) dropFromPageCache(MOSQUITTO);
     proc = Bun.spawn(withNofile([MOSQUITTO, "-c", conf]), {
       stdout: Bun.file(join(dir, "stdout.log")),
       stderr: Bun.file(join(dir, "stderr.log")),
@@ -207,9 +212,11 @@ async function launch(
       conf,
       JSON.stringify({ ...ferryConfig(name === "ferry" ? "commit" : "memory", opts.ferryRoot), ...opts.ferryExtra }),
     );
+    const base = opts.ferryCommand ??
+      [process.execPath, ...(opts.bunArgs ?? []), join(opts.ferryRoot ?? ROOT, "edge/main.ts")];
+    if (opts.cold && opts.ferryCommand) dropFromPageCache(opts.ferryCommand[0]!);
     const cmd = [
-      ...(opts.ferryCommand ??
-        [process.execPath, ...(opts.bunArgs ?? []), join(opts.ferryRoot ?? ROOT, "edge/main.ts")]),
+      ...base,
       "serve",
       "--host",
       "127.0.0.1",

@@ -130,6 +130,34 @@ export function renderMetrics(snap: MetricsSnapshot): string {
     "Bytes held for connections without a CONNACK (limits.max_preauth_bytes)",
     g.preAuthBytes,
   );
+  const mem = b.memory;
+  out.add("ferry_memory_limit_bytes", "gauge", "The memory budget, limits.max_memory (0: not enforced)", mem.limit);
+  out.add("ferry_memory_used_bytes", "gauge", "What the memory budget counts now", mem.used);
+  out.add("ferry_memory_peak_bytes", "gauge", "The most the memory budget counted since start", mem.peak);
+  out.add(
+    "ferry_memory_bytes",
+    "gauge",
+    "What the memory budget counts, by part",
+    labelled("part", { messages: mem.messages, clients: mem.clients, output: mem.output, input: mem.input }),
+  );
+  out.add(
+    "ferry_memory_publishers_slowed",
+    "gauge",
+    "Publishing connections the memory budget slows now (acks held, reading paused)",
+    mem.slowedPublishers,
+  );
+  out.add(
+    "ferry_memory_publishers_slowed_total",
+    "counter",
+    "Times the memory budget slowed a publishing connection",
+    c.throttledPublishers,
+  );
+  out.add(
+    "ferry_memory_refused_total",
+    "counter",
+    "CONNECTs and QoS 1/2 publishes the memory budget refused",
+    labelled("what", { connections: c.refusedMemoryConnections, publishes: c.refusedMemoryPublishes }),
+  );
   out.add(
     "ferry_auth_refused_total",
     "counter",

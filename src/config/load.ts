@@ -92,6 +92,7 @@ export function brokerOptionsFrom(config: FerryConfig, version: string): BrokerO
     packetTimeoutMs: config.limits.packet_timeout * 1000,
     maxPreAuthBytes: config.limits.max_preauth_bytes,
     maxPreAuthBytesPerIp: config.limits.max_preauth_bytes_per_ip,
+    maxMemory: config.limits.max_memory,
     sysInterval: m.sys_interval,
     retainAvailable: m.retain_available,
     aclDenyCode: config.acl.deny_reason === "unspecified" ? 0x80 : 0x87,

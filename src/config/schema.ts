@@ -219,7 +219,9 @@ export const configSchema = z.object({
       "connected clients at most; more are refused (v5 0x97, 3.1.1 code 3)",
     ),
     max_buffered_bytes: z.number().int().min(1024).default(8 * 1024 * 1024)
-      .describe("bytes waiting to be written to one client before QoS 0 messages to it are dropped"),
+      .describe(
+        "bytes waiting to be written to one client before QoS 0 messages to it are dropped (counted as slow_consumer); limits.max_output_bytes caps it",
+      ),
     connect_timeout_ms: z.number().int().min(100).default(10_000)
       .describe("a connection that has not sent CONNECT within this many milliseconds is closed"),
     retain_available: z.boolean().default(true).describe(
@@ -308,6 +310,12 @@ export const configSchema = z.object({
       ),
     max_preauth_bytes_per_ip: z.number().int().min(0).default(4 * 1024 * 1024)
       .describe("the same for the connections from one IP address (loopback too); 0 = no limit"),
+    max_memory: z.number().int().min(0)
+      .refine((n) => n === 0 || n >= 8 * 1024 * 1024, "at least 8388608 (8 MiB), or 0 for no budget")
+      .default(128 * 1024 * 1024)
+      .describe(
+        "memory budget for what Ferry holds for clients (output, unread input, queued, in-flight and retained messages, connections, sessions, subscriptions): at 3/4 new connections are refused and offline-queue additions dropped, at 7/8 publishers are slowed, at the budget publishes are refused (see MQTT behaviour, Memory budget); 0 = counted, not enforced",
+      ),
     flapping: z.object({
       max_connects: z.number().int().min(0).default(30)
         .describe(

@@ -35,7 +35,7 @@ export interface BrokerOptions {
   /** Largest Session Expiry Interval granted, in seconds. */
   maxSessionExpiry: number;
   maxConnections: number;
-  /** Bytes a connection may have waiting to be written before QoS 0 messages to it are dropped. */
+  /** Bytes a connection may have waiting to be written before QoS 0 messages to it are dropped (capped by maxOutputBytes). */
   maxBufferedBytes: number;
   /** A connection that has not sent CONNECT within this many milliseconds is closed. */
   connectTimeoutMs: number;
@@ -52,6 +52,12 @@ export interface BrokerOptions {
   maxPreAuthBytes: number;
   /** The same per IP address; 0 = no limit. */
   maxPreAuthBytesPerIp: number;
+  /**
+   * The memory budget, in bytes (`limits.max_memory`): what Ferry holds for clients (output,
+   * unread input, queued, in-flight and retained message bodies, connections, sessions and
+   * subscriptions) is counted against it; 0 counts without enforcing (see MemoryBudget).
+   */
+  maxMemory: number;
   /** Publish $SYS topics every this many seconds; 0 disables. */
   sysInterval: number;
   retainAvailable: boolean;

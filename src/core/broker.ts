@@ -9,6 +9,7 @@ import type { Connection, ConnectionHandler } from "./connection.ts";
 import { ConnectionBytes } from "./connection-bytes.ts";
 import { sweepConnections } from "./housekeeping.ts";
 import type { Logger } from "./logger.ts";
+import { COSTS, MemoryBudget } from "./memory-budget.ts";
 import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
 import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
@@ -67,6 +68,12 @@ export interface BrokerDeps {
   acl?: AclPort;
   /** Counters, when the wiring shares them with the auth ports; default: new ones. */
   metrics?: BrokerMetrics;
+  /**
+   * The process's resident memory in bytes, from the runtime (undefined where it cannot
+   * tell): a sanity check of the memory budget against what the OS sees, for metrics and a
+   * warning (see #checkResident).
+   */
+  residentBytes?: () => number | undefined;
 }
 
 /**
@@ -85,8 +92,10 @@ export class Broker {
   readonly metrics: BrokerMetrics;
   readonly auth: AuthPort;
   readonly acl: AclPort;
-  readonly retained = new RetainedIndex();
+  readonly retained: RetainedIndex;
   readonly clients = new Set<ClientConnection>();
+  /** What Ferry holds for clients, against `limits.max_memory` (memory-budget.ts). */
+  readonly budget: MemoryBudget;
   /** Bytes held for connections: output, partial packets, the pre-auth budget (connection-bytes.ts). */
   readonly connectionBytes: ConnectionBytes;
   readonly router: Router;
@@ -112,6 +121,11 @@ export class Broker {
   readonly sysSources: Array<() => Array<[string, string | number]>> = [];
   /** Observers of every message `publish` routes (the admin API's top-topics counter); keep them cheap. */
   readonly publishHooks: Array<(message: Message) => void> = [];
+  /** The process's resident memory, when the runtime can tell (BrokerDeps.residentBytes). */
+  readonly residentBytes: () => number | undefined;
+  /** RSS when the broker started, and whether the RSS warning is out (see #checkResident). */
+  #residentAtStart: number | undefined;
+  #residentWarned = false;
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
@@ -122,8 +136,17 @@ export class Broker {
     this.metrics = deps.metrics ?? new BrokerMetrics(deps.clock.now());
     this.auth = deps.auth ?? openAccess;
     this.acl = deps.acl ?? openAccess;
+    this.residentBytes = deps.residentBytes ?? (() => undefined);
+    this.budget = new MemoryBudget(deps.options.maxMemory, deps.clock, {
+      recountOutput: () => {
+        for (const c of this.clients) c.countOutput();
+      },
+      maxWaitMs: deps.options.stalledSubscriberMs,
+      logger: deps.logger,
+    });
+    this.retained = new RetainedIndex(this.budget);
     this.connectionBytes = new ConnectionBytes(deps.options, this.clients);
-    this.router = new Router(deps.options);
+    this.router = new Router(deps.options, this.budget);
     this.publisherFlow = new PublisherFlow(deps.options, deps.clock, this.metrics, deps.logger);
     this.outbound = new OutboundFlow(
       deps.options,
@@ -134,7 +157,15 @@ export class Broker {
       this.publisherFlow,
     );
     this.#wills = new WillHandler(deps.clock, deps.logger, this, this.acl, () => this.metrics.aclDeniedPublish++);
-    this.registry = new SessionRegistry(deps.clock, this.store, deps.logger, this.router, this.outbound, this.#wills);
+    this.registry = new SessionRegistry(
+      deps.clock,
+      this.store,
+      deps.logger,
+      this.router,
+      this.outbound,
+      this.#wills,
+      this.budget,
+    );
     this.sessions = this.registry.sessions;
   }
 
@@ -150,6 +181,7 @@ export class Broker {
     this.logger.info(
       `store ${this.store.kind}: ${rec.sessions.length} sessions, ${this.retained.size} retained, next offset ${this.#nextOffset}`,
     );
+    this.#residentAtStart = this.residentBytes();
     this.#timers.push(this.clock.setInterval(() => this.#sweep(), 1000));
     if (this.options.sysInterval > 0) {
       publishSysTopics(this);
@@ -167,6 +199,7 @@ export class Broker {
       c.disconnect(RC.SERVER_SHUTTING_DOWN, "server shutting down");
     }
     this.registry.stopTimers();
+    this.budget.close();
     await this.store.close();
   }
 
@@ -174,6 +207,7 @@ export class Broker {
   accept(conn: Connection): ConnectionHandler {
     const client = new ClientConnection(conn, this);
     this.clients.add(client);
+    this.budget.addClients(COSTS.connection);
     this.metrics.connectionsTotal++;
     if (this.#closing) client.disconnect(RC.SERVER_SHUTTING_DOWN);
     else {
@@ -207,6 +241,7 @@ export class Broker {
   clientClosed(client: ClientConnection, abnormal: boolean): void {
     this.clients.delete(client);
     client.releaseAccounts();
+    this.budget.addClients(-COSTS.connection);
     this.auth.release(client);
     if (client.counted) {
       client.counted = false;
@@ -332,6 +367,9 @@ export class Broker {
     this.router.route(message, sessions, outbounds);
     const matched = sessions.length > 0;
     let waitFor: Session[] | undefined;
+    // Past the memory budget's high level nothing waits for a client that is not taking
+    // messages (memory-budget.ts): read once per publish.
+    const overHigh = matched && this.budget.overHigh;
     // Keep the accepted deliveries, compacting both arrays in place.
     let kept = 0;
     for (let i = 0; i < sessions.length; i++) {
@@ -341,6 +379,13 @@ export class Broker {
       if (o.qos === 0 && !online && !(this.options.queueQos0 && s.persistent)) continue;
       // Whatever will wait in the queue counts against its bounds, QoS 0 behind a backlog too.
       if (!online || o.qos > 0 || s.queuedCount > 0) {
+        if (overHigh && (!online || s.stalled || o.qos === 0)) {
+          // An offline or stalled session's queue, or a QoS 0 message queued (at most once):
+          // dropped and counted, like a full queue. An online one's queue still takes QoS 1/2
+          // messages; their publishers are slowed instead (ClientConnection.throttle).
+          this.metrics.droppedMemory++;
+          continue;
+        }
         // A memory bound per slow or offline subscriber; one message always fits an empty queue.
         const full = s.queuedCount >= this.options.maxQueuedMessages ||
           (s.queuedCount > 0 && s.queuedBytes + message.payload.byteLength > this.options.maxQueuedBytes);
@@ -442,9 +487,13 @@ export class Broker {
    */
   publishDurably(message: Message): Promise<void> {
     const routed = this.publish(message);
-    const room = routed.waitFor === undefined
-      ? undefined
-      : new Promise<void>((resolve) => this.publisherFlow.hold(routed.waitFor!, resolve));
+    const waits: Array<Promise<void>> = [];
+    if (routed.waitFor !== undefined) {
+      waits.push(new Promise<void>((resolve) => this.publisherFlow.hold(routed.waitFor!, resolve)));
+    }
+    // Slowed like a client's publisher while the memory budget is past its full level.
+    if (this.budget.overFull) waits.push(new Promise<void>((resolve) => this.budget.whenBelowHigh(resolve)));
+    const room = waits.length === 0 ? undefined : Promise.all(waits);
     const delivered = routed.commit === undefined
       ? (this.deliver(routed), Promise.resolve())
       : routed.commit.then(() => this.deliver(routed));
@@ -486,6 +535,36 @@ export class Broker {
   }
 
   #sweep(): void {
-    sweepConnections(this.clients, this.clock.now(), this.options, this.metrics);
+    const now = this.clock.now();
+    sweepConnections(this.clients, now, this.options, this.metrics);
+    // Output that drained without the connection telling counts until looked at again.
+    this.budget.recount(now);
+    this.#checkResident();
+  }
+
+  /**
+   * A sanity check of the budget against the process as the OS sees it: the budget counts
+   * what Ferry holds for clients, not the runtime, its code, the storage thread or garbage
+   * not collected yet. A resident size that grew by more than twice the budget since start
+   * means something outside the budget grows; it is logged once (until it falls back).
+   */
+  #checkResident(): void {
+    const limit = this.options.maxMemory;
+    const start = this.#residentAtStart;
+    if (limit === 0 || start === undefined) return;
+    const rss = this.residentBytes();
+    if (rss === undefined) return;
+    const over = rss - start > 2 * limit;
+    if (over && !this.#residentWarned) {
+      this.logger.warn(
+        `resident memory ${mib(rss)} MiB grew by more than twice limits.max_memory (${mib(limit)} MiB) since start ` +
+          `(${mib(start)} MiB), while the budget counts ${
+            mib(this.budget.used)
+          } MiB: memory outside the budget is growing`,
+      );
+    }
+    this.#residentWarned = over;
   }
 }
+
+const mib = (bytes: number) => (bytes / (1024 * 1024)).toFixed(1);

@@ -28,6 +28,9 @@ const COUNTED = 2;
 const INPUT_HELD = 4;
 const CONN_PAUSED = 8;
 const REQUEST_PROBLEM_INFO = 16;
+const MEMORY_HELD = 32;
+const THROTTLED = 64;
+const WILL_COUNTED = 128;
 
 /**
  * The protocol state machine for one network connection: decodes packets and dispatches
@@ -42,7 +45,18 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   clientId = "";
   username: string | undefined;
   session: Session | undefined;
-  will: Will | undefined;
+  /** Its Will while the connection holds it; replacing or dropping it gives back its count (see countWill). */
+  get will(): Will | undefined {
+    return this.#will;
+  }
+  set will(w: Will | undefined) {
+    if (w !== this.#will && (this.#bits & WILL_COUNTED) !== 0) {
+      this.#setBit(WILL_COUNTED, false);
+      this.broker.budget.release(this.#will!.message);
+    }
+    this.#will = w;
+  }
+  #will: Will | undefined;
   keepAlive = 0;
   lastActivity: number;
   readonly connectedAt: number;
@@ -71,6 +85,13 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   set inputHeld(on: boolean) {
     this.#setBit(INPUT_HELD, on);
   }
+  /** Reading from the socket is paused by the memory budget (see throttle). */
+  get memoryHeld(): boolean {
+    return (this.#bits & MEMORY_HELD) !== 0;
+  }
+  set memoryHeld(on: boolean) {
+    this.#setBit(MEMORY_HELD, on);
+  }
   /**
    * When reading from it was paused because its output was over `maxOutputBytes` (0: not
    * paused), and when its output last made progress meanwhile (see #checkOutput, onDrain).
@@ -80,12 +101,17 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   /** When the first byte of the incomplete packet held for it arrived (0: none held). */
   partialSince = 0;
   /**
-   * The flags above, the v5 client's Request Problem Information, and whether the adapter
-   * was told to stop reading (CONN_PAUSED, for either reason above; see #syncReading), as
-   * bits of one number: five slots fewer put an idle connection in a 224-byte cell instead
-   * of a 256-byte one.
+   * The flags above, the v5 client's Request Problem Information, whether the adapter
+   * was told to stop reading (CONN_PAUSED, for any reason above; see #syncReading) and
+   * whether the memory budget slows it now (THROTTLED, see throttle), as bits of one
+   * number: fewer slots put an idle connection in a smaller cell.
    */
   #bits = CLEAN_START | REQUEST_PROBLEM_INFO;
+  /**
+   * Its output as the memory budget counts it now (see countOutput; its unread input's count
+   * is kept on its reader, see #countInput).
+   */
+  #outCounted = 0;
 
   /** Client's Receive Maximum: how many QoS>0 messages we may have in flight to it. */
   clientReceiveMaximum = 65535;
@@ -181,7 +207,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     const reader = this.#reader;
     let handled = false;
     for (;;) {
-      if (this.pausedAt !== 0 || this.inputHeld) {
+      if (this.pausedAt !== 0 || this.inputHeld || this.memoryHeld) {
         reader.stop();
         break;
       }
@@ -200,7 +226,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     // The packet deadline (limits.packet_timeout) runs from the first byte of the packet now incomplete.
     if (reader.bufferedBytes === 0) this.partialSince = 0;
     else if (handled || this.partialSince === 0) this.partialSince = now;
-    if (this.state !== "connected") this.#countPreAuth();
+    if (this.state !== "connected" && !this.#countPreAuth()) return;
+    this.#countInput();
   }
 
   /**
@@ -229,7 +256,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
    * side's resume never undoes the other's pause. True when reading is (now) on.
    */
   #syncReading(): boolean {
-    const paused = this.pausedAt !== 0 || this.inputHeld;
+    const paused = this.pausedAt !== 0 || this.inputHeld || this.memoryHeld;
     if (paused !== ((this.#bits & CONN_PAUSED) !== 0) && this.state !== "closed") {
       this.#setBit(CONN_PAUSED, paused);
       if (paused) this.conn.pause();
@@ -240,7 +267,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
 
   /** Reading was resumed: handle what was read before the pause first. */
   #resumeReading(): void {
-    if (this.state === "closed" || this.pausedAt !== 0 || this.inputHeld) return;
+    if (this.state === "closed" || this.pausedAt !== 0 || this.inputHeld || this.memoryHeld) return;
     this.#readPackets(this.broker.clock.now());
   }
 
@@ -263,6 +290,70 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     return this.#reader.bufferedBytes;
   }
 
+  /** Tell the memory budget what its output is now (see MemoryBudget.output). */
+  countOutput(): void {
+    if (this.state === "closed") return;
+    const out = this.outputBytes();
+    const delta = out - this.#outCounted;
+    if (delta === 0) return;
+    this.#outCounted = out;
+    this.broker.budget.addOutput(delta);
+  }
+
+  /** The CONNECT set a Will: its message counts in the memory budget while the connection holds it. */
+  countWill(): void {
+    const m = this.#will?.message;
+    if (m === undefined || (this.#bits & WILL_COUNTED) !== 0 || this.state === "closed") return;
+    this.#setBit(WILL_COUNTED, true);
+    this.broker.budget.hold(m);
+  }
+
+  /** Tell the memory budget what it holds of what it read: unread bytes, packets held before CONNACK. */
+  #countInput(): void {
+    if (this.state === "closed") return;
+    const held = this.#reader.bufferedBytes + (this.#pre?.earlyBytes ?? 0);
+    const delta = held - this.#reader.counted;
+    if (delta === 0) return;
+    this.#reader.counted = held;
+    this.broker.budget.addInput(delta);
+  }
+
+  /**
+   * The memory budget is past its full level and this client published: slow it until the
+   * total is below the high level again (MemoryBudget.whenBelowHigh). Its acks wait
+   * (InboundFlow), and its socket is no longer read — unless messages are in flight to it:
+   * their acknowledgements, which free memory, come on the same socket, so such a client is
+   * slowed by its held acks alone (its window of unacknowledged publishes).
+   */
+  throttle(): void {
+    if (this.state === "closed") return;
+    const budget = this.broker.budget;
+    if ((this.#bits & THROTTLED) === 0) {
+      this.#setBit(THROTTLED, true);
+      budget.throttled++;
+      this.broker.metrics.throttledPublishers++;
+      budget.whenBelowHigh(() => this.#unthrottle());
+    }
+    if (!this.memoryHeld && (this.session === undefined || this.session.inflight.size === 0)) {
+      this.memoryHeld = true;
+      this.#syncReading();
+    }
+  }
+
+  #unthrottle(): void {
+    if ((this.#bits & THROTTLED) === 0) return;
+    this.#setBit(THROTTLED, false);
+    this.broker.budget.throttled--;
+    if (!this.memoryHeld) return;
+    this.memoryHeld = false;
+    if (this.state === "closed") return;
+    const now = this.broker.clock.now();
+    // As for the inbound flow's pause (holdInput): the time unread does not count against it.
+    this.lastActivity = now;
+    if (this.partialSince !== 0) this.partialSince = now;
+    if (this.#syncReading()) queueMicrotask(() => this.#resumeReading());
+  }
+
   /**
    * Output went over the bound (see write): Ferry stops reading from the client until it
    * has read enough of it (onDrain), so one that sends but does not read (PINGREQs, QoS 1
@@ -283,6 +374,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   /** The adapter wrote some of what waited (it calls this only while paused). */
   onDrain(): void {
     if (this.pausedAt === 0 || this.state === "closed") return;
+    this.countOutput();
     const now = this.broker.clock.now();
     this.progressAt = now;
     // The client is reading, and its packets wait unread because Ferry is not reading:
@@ -292,10 +384,11 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     this.#unpause();
     // The incomplete packet could not progress while unread: its deadline starts again.
     if (this.partialSince !== 0) this.partialSince = now;
-    // Still held by the inbound flow: its release picks up what waits (holdInput).
-    if (!this.#syncReading()) return;
-    // What was read before the pause and not handled yet comes first.
-    this.#readPackets(now);
+    // What was read before the pause and not handled yet comes first (unless the inbound
+    // flow still holds reading: its release picks up what waits, see holdInput)...
+    if (this.#syncReading()) this.#readPackets(now);
+    // ...then deliveries the output bound held back (OutboundFlow.pump stops above it).
+    if (this.state === "connected" && this.session !== undefined) this.broker.outbound.pump(this.session);
   }
 
   #unpause(): void {
@@ -328,10 +421,24 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     return false;
   }
 
-  /** Give back what this connection counted: at CONNACK, and when it closes. */
+  /** Give back what this connection counted, when it closes. */
   releaseAccounts(): void {
     this.#releasePreAuth();
     this.#unpause();
+    const budget = this.broker.budget;
+    budget.addOutput(-this.#outCounted);
+    budget.addInput(-this.#reader.counted);
+    this.#outCounted = 0;
+    this.#reader.counted = 0;
+    if ((this.#bits & WILL_COUNTED) !== 0) {
+      // A delayed Will waits in the WillHandler from here on, uncounted (at most one per session).
+      this.#setBit(WILL_COUNTED, false);
+      budget.release(this.#will!.message);
+    }
+    if ((this.#bits & THROTTLED) !== 0) {
+      this.#setBit(THROTTLED, false);
+      budget.throttled--;
+    }
   }
 
   #releasePreAuth(): void {
@@ -420,6 +527,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     this.#releasePreAuth();
     const early = this.#pre?.early;
     this.#pre = undefined;
+    this.#countInput();
     if (early === undefined) return;
     for (const packet of early) {
       if (this.closed) return;
@@ -587,9 +695,15 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       hold.chunks.push(bytes);
       hold.bytes += bytes.byteLength;
     } else this.conn.write(bytes);
-    // limits.max_output_bytes: checked on the way out, whatever the output is (replies,
-    // deliveries, acks after a commit); a field read per write.
-    if (this.pausedAt === 0 && this.outputBytes() > this.broker.options.maxOutputBytes && !this.closed) this.#pause();
+    if (this.state === "closed") return;
+    // The memory budget's count, and limits.max_output_bytes: checked on the way out,
+    // whatever the output is (replies, deliveries, acks after a commit).
+    const out = this.outputBytes();
+    if (out !== this.#outCounted) {
+      this.broker.budget.addOutput(out - this.#outCounted);
+      this.#outCounted = out;
+    }
+    if (this.pausedAt === 0 && out > this.broker.options.maxOutputBytes) this.#pause();
   }
 
   /**

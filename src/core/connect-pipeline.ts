@@ -109,13 +109,21 @@ const clientId: ConnectStep = {
   },
 };
 
-/** `mqtt.max_connections`; a client taking over its own session replaces a connection, so needs no free slot. */
+/**
+ * `mqtt.max_connections` and the memory budget's high level; a client taking over its own
+ * session replaces a connection, so needs no free slot.
+ */
 const capacity: ConnectStep = {
   name: "capacity",
   run({ c, broker }) {
     const replacing = broker.sessions.get(c.clientId)?.client !== undefined;
     if (!replacing && broker.connectedCount >= broker.options.maxConnections) {
       return { code: RC.QUOTA_EXCEEDED, why: "too many connections" };
+    }
+    // The memory budget past its high level: new clients are the first thing refused.
+    if (!replacing && broker.budget.overHigh) {
+      broker.metrics.refusedMemoryConnections++;
+      return { code: RC.QUOTA_EXCEEDED, why: "memory budget (limits.max_memory) nearly used" };
     }
     return undefined;
   },
@@ -149,6 +157,7 @@ const willAcl: ConnectStep = {
       return { code: RC.NOT_AUTHORIZED, why: `will topic ${p.will.topic} not authorized` };
     }
     c.will = willFromConnect(p.will, c, broker.clock.now());
+    c.countWill();
     return undefined;
   },
 };

@@ -1,4 +1,5 @@
 import { type Message, type QoS, QUEUED_RETAIN, type QueuedDeliveries } from "../store/store.ts";
+import { COSTS, type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { EncodeCache } from "./outbound-encoder.ts";
 
 /** One message owed to a session, in its queue or in flight. */
@@ -86,7 +87,9 @@ export const PAGE = 1024;
 /**
  * A session's queue, oldest first, in three parts: a page of the recovered backlog made into
  * entries, the rest of that backlog still in the store's columns (13 bytes per message, no
- * object), then everything queued since. Byte and count totals cover all three.
+ * object), then everything queued since. Byte and count totals cover all three. What it
+ * holds in memory is reported to `account` (the memory budget): each entry, each body in
+ * memory, and the columns.
  */
 export class DeliveryQueue {
   /** Entries made from the recovered backlog, not yet taken. */
@@ -99,6 +102,8 @@ export class DeliveryQueue {
   #back: Queued[] = [];
   #backHead = 0;
   #bytes = 0;
+
+  constructor(public account: MemoryAccount = UNCOUNTED) {}
 
   get length(): number {
     return this.#front.length - this.#frontHead + this.#runLeft() + this.#back.length - this.#backHead;
@@ -116,11 +121,19 @@ export class DeliveryQueue {
     this.#run = run;
     this.#runNext = 0;
     for (let i = 0; i < run.length; i++) this.#bytes += run.bytes[i]!;
+    this.account.addMessages(run.length * COSTS.column);
   }
 
   push(e: Queued): void {
     this.#back.push(e);
     this.#bytes += sizeOf(e);
+    this.account.holdEntry(bodyOf(e));
+  }
+
+  /** The loader read pending entry `p`'s message: `o` is its delivery, in memory from now on. */
+  fill(p: Pending, o: Outbound): void {
+    p.loaded = o;
+    this.account.hold(o.message);
   }
 
   /** The oldest entry, or undefined when empty. */
@@ -145,7 +158,10 @@ export class DeliveryQueue {
         this.#backHead = 0;
       }
     }
-    if (e !== undefined) this.#bytes -= sizeOf(e);
+    if (e !== undefined) {
+      this.#bytes -= sizeOf(e);
+      this.account.releaseEntry(bodyOf(e));
+    }
   }
 
   /** Whether the entry `distance` places behind the oldest is a pending one not read yet. */
@@ -221,7 +237,12 @@ export class DeliveryQueue {
         continue;
       }
       const pending = setAside(e);
-      if (pending) this.#back[i] = pending;
+      if (pending) {
+        this.#back[i] = pending;
+        // An entry for an entry; the body goes back to the store.
+        const body = bodyOf(e);
+        if (body !== undefined) this.account.release(body);
+      }
     }
   }
 
@@ -237,8 +258,23 @@ export class DeliveryQueue {
     if (taken.length === 0) return taken;
     this.#back = kept;
     this.#backHead = 0;
-    for (const e of taken) this.#bytes -= sizeOf(e);
+    for (const e of taken) {
+      this.#bytes -= sizeOf(e);
+      this.account.releaseEntry(e.message);
+    }
     return taken;
+  }
+
+  /**
+   * Gives back what the queue holds to its account, which it then stops reporting to: the
+   * session ended, and the queue goes with it.
+   */
+  release(): void {
+    const account = this.account;
+    this.account = UNCOUNTED;
+    for (let i = this.#frontHead; i < this.#front.length; i++) account.releaseEntry(bodyOf(this.#front[i]!));
+    account.addMessages(-this.#runLeft() * COSTS.column);
+    for (let i = this.#backHead; i < this.#back.length; i++) account.releaseEntry(bodyOf(this.#back[i]!));
   }
 
   #runLeft(): number {
@@ -255,6 +291,8 @@ export class DeliveryQueue {
     }
     const end = Math.min(run.length, this.#runNext + n);
     for (let i = this.#runNext; i < end; i++) this.#front.push(entryOf(run, i));
+    // From the columns into objects.
+    this.account.addMessages((end - this.#runNext) * (COSTS.entry - COSTS.column));
     this.#runNext = end;
     if (end === run.length) this.#run = undefined; // its buffers can go
   }
@@ -270,6 +308,11 @@ function entryOf(run: QueuedDeliveries, i: number): Pending {
     (flags & QUEUED_RETAIN) !== 0,
     run.subscriptionIds.get(i),
   );
+}
+
+/** The message body `e` holds in memory, if any. */
+function bodyOf(e: Queued): Message | undefined {
+  return e instanceof Pending ? e.loaded?.message : e.message;
 }
 
 export function sizeOf(e: Queued): number {

@@ -25,7 +25,7 @@ export function sweepConnections(
         continue;
       }
     } else if (
-      options.packetTimeoutMs > 0 && !c.inputHeld && c.partialSince !== 0 &&
+      options.packetTimeoutMs > 0 && !c.inputHeld && !c.memoryHeld && c.partialSince !== 0 &&
       now - c.partialSince > options.packetTimeoutMs
     ) {
       // A packet trickling in (a byte every few seconds keeps keep alive happy) must not
@@ -39,8 +39,8 @@ export function sweepConnections(
       if (now - c.connectedAt > options.connectTimeoutMs) c.disconnect(RC.MAXIMUM_CONNECT_TIME);
       continue;
     }
-    // A connection Ferry stopped reading (InboundFlow) may have sent packets it has not seen.
-    if (c.inputHeld) continue;
+    // A connection Ferry stopped reading (InboundFlow, the memory budget) may have sent packets it has not seen.
+    if (c.inputHeld || c.memoryHeld) continue;
     if (c.state === "connected" && c.keepAlive > 0 && now - c.lastActivity > c.keepAlive * 1500) {
       metrics.keepaliveTimeouts++;
       c.disconnect(RC.KEEP_ALIVE_TIMEOUT, "keep alive timeout");

@@ -22,6 +22,8 @@ class OrderedStep {
   held = false;
   /** "publish": waits for room in full online queues it went to (PublisherFlow). */
   roomPending = false;
+  /** "publish": waits for the memory budget to fall below its high level (ClientConnection.throttle). */
+  budgetPending = false;
 
   constructor(
     /** "publish": deliver `routed`, then acknowledge; "ack": PUBACK/PUBREC `id` with `code`; "pubcomp": PUBCOMP with `code`. */
@@ -132,6 +134,25 @@ export class InboundFlow {
       return;
     }
 
+    // The memory budget at its limit: refused before it is routed, so nothing of it stays
+    // (memory-budget.ts). As when storage is full: v5 learns why, 3.1.1 keeps the message
+    // for its next connection.
+    const budget = broker.budget;
+    if (budget.overLimit) {
+      if (qos === 0) {
+        broker.metrics.droppedMemory++;
+        return;
+      }
+      broker.metrics.refusedMemoryPublishes++;
+      if (c.isV5) {
+        this.#enqueue(new OrderedStep("ack", false, qos, id, RC.QUOTA_EXCEEDED, undefined), undefined);
+        return;
+      }
+      this.#incomingInflight = Math.max(0, this.#incomingInflight - 1);
+      c.disconnect(RC.QUOTA_EXCEEDED, "memory budget full");
+      return;
+    }
+
     let extra: Mutation | undefined;
     if (qos === 2) {
       // Owned from now on: a re-send arriving before the commit is recognised as a duplicate.
@@ -141,6 +162,8 @@ export class InboundFlow {
     // Routed and handed to the store now, in arrival order, so that a client's window of
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
     const routed = broker.publish(message, extra);
+    // Its body counts against the memory budget until its step has run.
+    budget.hold(message);
     const step = new OrderedStep("publish", true, qos, id, 0, routed);
     if (routed.waitFor !== undefined) {
       // An online subscriber's queue is full: the message is queued for it all the same, and
@@ -150,6 +173,18 @@ export class InboundFlow {
         step.roomPending = false;
         this.#runSteps();
       });
+    }
+    if (budget.overFull) {
+      // Past the memory budget's full level: this publisher is slowed, its ack held until the
+      // total is below the high level again (ClientConnection.throttle).
+      if (qos > 0) {
+        step.budgetPending = true;
+        budget.whenBelowHigh(() => {
+          step.budgetPending = false;
+          this.#runSteps();
+        });
+      }
+      c.throttle();
     }
     // QoS 0/1 reach connected subscribers now, unless an earlier message of this client is
     // still held back (a QoS 2 one: its duplicate detection must be durable first), so that
@@ -209,7 +244,7 @@ export class InboundFlow {
       this.#owed++;
       this.#owedChanged();
     }
-    if (!step.waiting && !step.roomPending) this.#runSteps();
+    if (!step.waiting && !step.roomPending && !step.budgetPending) this.#runSteps();
   }
 
   /**
@@ -234,7 +269,7 @@ export class InboundFlow {
     try {
       for (
         let step = this.#stepsHead;
-        step !== undefined && !step.waiting && !step.roomPending;
+        step !== undefined && !step.waiting && !step.roomPending && !step.budgetPending;
         step = this.#stepsHead
       ) {
         this.#stepsHead = step.next;
@@ -262,6 +297,7 @@ export class InboundFlow {
     switch (step.kind) {
       case "publish": {
         if (step.held) this.#heldDeliveries--;
+        this.broker.budget.release(step.routed!.message);
         if (step.failed) {
           if (qos === 2) this.c.session?.qos2Incoming.delete(id);
           this.#publishFailed(qos, id, step.error);

@@ -43,6 +43,26 @@ export interface BrokerSnapshot {
     /** The part of those held for connections without a CONNACK (the pre-auth budget's count), plus packets behind their CONNECT. */
     preAuthBytes: number;
   };
+  /** The memory budget (limits.max_memory; memory-budget.ts), in bytes. */
+  memory: {
+    /** The budget; 0 when counted but not enforced. */
+    limit: number;
+    used: number;
+    /** The highest `used` since start. */
+    peak: number;
+    /** Message bodies in memory and queued or in-flight deliveries. */
+    messages: number;
+    /** Connections, sessions and subscriptions. */
+    clients: number;
+    /** Output waiting for clients, as last counted. */
+    output: number;
+    /** Bytes read and not handled yet. */
+    input: number;
+    /** Publishing connections slowed by the budget now. */
+    slowedPublishers: number;
+    /** The process's resident memory as the OS sees it, when the runtime can tell. */
+    residentBytes: number | undefined;
+  };
   store: {
     kind: string;
     messages: number;
@@ -72,6 +92,7 @@ export function brokerSnapshot(broker: Broker): BrokerSnapshot {
     if (typeof value === "number" && key !== "startedAt") counters[key] = value;
   }
   const store = broker.store.stats();
+  const budget = broker.budget;
   return {
     version: broker.options.version,
     at: now,
@@ -95,6 +116,17 @@ export function brokerSnapshot(broker: Broker): BrokerSnapshot {
       partialBytes: broker.connectionBytes.partialBytes(),
       preAuthBytes: broker.connectionBytes.preAuthBytes,
     },
+    memory: {
+      limit: budget.limit,
+      used: budget.used,
+      peak: budget.peak,
+      messages: budget.messages,
+      clients: budget.clients,
+      output: budget.output,
+      input: budget.input,
+      slowedPublishers: budget.throttled,
+      residentBytes: broker.residentBytes(),
+    },
     store: {
       kind: broker.store.kind,
       messages: store.messages,
@@ -116,6 +148,7 @@ export function droppedByReason(c: BrokerCounters): Record<string, number> {
     slow_consumer: c.droppedSlowConsumer,
     expired: c.droppedExpired,
     too_large: c.droppedTooLarge,
+    memory: c.droppedMemory,
   };
 }
 

@@ -34,6 +34,14 @@ export class BrokerMetrics {
   disconnectedPacketTimeout = 0;
   /** Connections closed before CONNACK because they held more than the pre-auth byte budget. */
   refusedPreAuthBytes = 0;
+  /** Messages the memory budget dropped: additions to offline or stalled sessions' queues, QoS 0 queued or refused. */
+  droppedMemory = 0;
+  /** CONNECTs refused because the memory budget was past its high level (0x97, 3.1.1 code 3). */
+  refusedMemoryConnections = 0;
+  /** QoS 1/2 publishes refused because the memory budget was at its limit (v5 0x97; 3.1.1 closed). */
+  refusedMemoryPublishes = 0;
+  /** Times a publishing connection was slowed by the memory budget (acks held, reading paused). */
+  throttledPublishers = 0;
 
   // ---- security (src/auth) ----
   /** CONNECTs refused with a wrong password or an unknown username (0x86 / 4). */

@@ -20,15 +20,19 @@ export class OutboundFlow {
    * because the new connection's Receive Maximum is smaller than what was in flight.
    */
   #resendBacklog = new WeakMap<Peer, Outbound[]>();
+  /** Output above which QoS 0 messages to a client are dropped (see deliver). */
+  readonly #qos0Bound: number;
 
   constructor(
-    private readonly options: { readonly maxBufferedBytes: number },
+    private readonly options: { readonly maxBufferedBytes: number; readonly maxOutputBytes: number },
     private readonly metrics: BrokerMetrics,
     private readonly store: WriteBehind,
     private readonly logger: Logger,
     private readonly router: Router,
     private readonly publishers: PublisherFlow,
-  ) {}
+  ) {
+    this.#qos0Bound = Math.min(options.maxBufferedBytes, options.maxOutputBytes);
+  }
 
   /** Send `o` to `s` now if its connection and window allow, otherwise queue it. */
   deliver(s: Session, o: Outbound): void {
@@ -38,7 +42,10 @@ export class OutboundFlow {
     if (o.qos === 0) {
       // Behind queued QoS>0 messages it waits its turn, so a topic's order holds [MQTT-4.6.0-6].
       if (live && s.queuedCount === 0) {
-        if (c.conn.bufferedBytes() > this.options.maxBufferedBytes) {
+        // A client that does not keep up loses QoS 0 messages (at most once) rather than have
+        // them pile up: past `mqtt.max_buffered_bytes` of output, or the output bound if lower
+        // (a flood at a subscriber that never read kept 8 MiB of encodings and their garbage).
+        if (c.outputBytes() > this.#qos0Bound) {
           this.metrics.droppedSlowConsumer++;
           return;
         }
@@ -46,7 +53,7 @@ export class OutboundFlow {
       } else s.enqueue(o);
       return;
     }
-    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow) {
+    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow && !this.#outputFull(c)) {
       const id = s.takePacketId(o);
       if (id !== 0) {
         this.#transmit(s, c, o, id);
@@ -126,7 +133,18 @@ export class OutboundFlow {
     this.pump(s);
   }
 
-  /** Send queued messages while the client's window has room. */
+  /**
+   * Whether `c`'s output is over `limits.max_output_bytes`: deliveries then wait in the
+   * queue (as for a full window) instead of piling up in the adapter's buffer, and the
+   * connection's drain pumps them (ClientConnection.onDrain). What is held for a client that
+   * does not read is then its queue, under the queue bounds and publisher flow control,
+   * plus at most one packet over the output bound.
+   */
+  #outputFull(c: Peer): boolean {
+    return c.outputBytes() > this.options.maxOutputBytes;
+  }
+
+  /** Send queued messages while the client's window has room and its output is under its bound. */
   pump(s: Session): void {
     const c = s.client;
     if (!c || c.state !== "connected") return;
@@ -134,7 +152,7 @@ export class OutboundFlow {
     if (backlog) {
       // Still in flight but not yet re-sent on this connection, so not counted against its window.
       const held = backlog.filter((o) => s.inflight.get(o.packetId) === o); // acked or moved meanwhile
-      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow) {
+      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow && !this.#outputFull(c)) {
         const o = held.shift()!;
         if (this.#recordMayBeMissing(o)) {
           const sent: Mutation = {
@@ -154,7 +172,7 @@ export class OutboundFlow {
       this.#resendBacklog.delete(c);
     }
     const before = s.queuedCount;
-    while (s.inflight.size < c.inflightWindow) {
+    while (s.inflight.size < c.inflightWindow && !this.#outputFull(c)) {
       const o = s.peek();
       if (!o) break;
       if (o.qos === 0) {

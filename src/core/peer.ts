@@ -16,6 +16,8 @@ export interface Peer {
   readonly conn: Connection;
   /** How many QoS>0 messages may be in flight to it: its Receive Maximum, capped by ours. */
   readonly inflightWindow: number;
+  /** Output waiting for it (adapter and held for a commit): deliveries wait while over `maxOutputBytes`. */
+  outputBytes(): number;
   /** Send an application message; false when it was dropped instead (too large, expired, denied). */
   sendPublish(o: Outbound, dup: boolean): boolean;
   sendPubrel(packetId: number): void;

@@ -36,7 +36,7 @@ export class StoreQueueLoader implements QueueLoader {
       ([messages, retained]) => {
         s.loading = false;
         if (s.ended) return;
-        const gone = fill(page, messages, retained);
+        const gone = fill(s, page, messages, retained);
         if (gone > 0) {
           this.logger.warn(
             `session ${s.clientId}: ${gone} queued messages were no longer in the store and are skipped`,
@@ -74,8 +74,8 @@ export class StoreQueueLoader implements QueueLoader {
   }
 }
 
-/** Hands each pending entry its message, or marks it gone; returns how many were gone. */
-function fill(page: Pending[], messages: Message[], retained: Message[]): number {
+/** Hands each pending entry of `s`'s queue its message, or marks it gone; returns how many were gone. */
+function fill(s: Session, page: Pending[], messages: Message[], retained: Message[]): number {
   const byOffset = new Map<number, Message>();
   for (const m of messages) byOffset.set(m.offset, m);
   const byTopic = new Map<string, Message>();
@@ -85,7 +85,7 @@ function fill(page: Pending[], messages: Message[], retained: Message[]): number
     // Loaded meanwhile (the admin view does not load), or emptied by a redistribution.
     if (p.loaded !== undefined || p.gone) continue;
     const message = p.topic === undefined ? byOffset.get(p.offset) : byTopic.get(p.topic);
-    if (message) p.loaded = p.deliveryOf(message);
+    if (message) s.queue.fill(p, p.deliveryOf(message));
     else {
       p.gone = true;
       // A retained message cleared since the SUBSCRIBE is simply no longer there.

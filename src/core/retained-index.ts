@@ -1,5 +1,6 @@
 import { topicMatches } from "../mqtt/topic.ts";
 import { type Message, type RecoveredRetained, type RetainedStub, retainedStub } from "../store/store.ts";
+import { type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 
 /**
  * A retained message as the index holds it: the message itself, or, for one recovered from
@@ -31,6 +32,9 @@ export class RetainedIndex {
   #size = 0;
   #resident = 0;
   #stubs: StubTable | undefined;
+
+  /** @param account where the bodies it holds are counted (the memory budget) */
+  constructor(private readonly account: MemoryAccount = UNCOUNTED) {}
 
   get size(): number {
     return this.#size + (this.#stubs?.live ?? 0);
@@ -74,7 +78,10 @@ export class RetainedIndex {
     this.#forget(node);
     node.entry = entry;
     this.#size++;
-    if (isResident(entry)) this.#resident++;
+    if (isResident(entry)) {
+      this.#resident++;
+      this.account.hold(entry);
+    }
   }
 
   /** Every retained entry whose topic matches `filter`. */
@@ -117,7 +124,10 @@ export class RetainedIndex {
   #forget(node: Node): void {
     if (!node.entry) return;
     this.#size--;
-    if (isResident(node.entry)) this.#resident--;
+    if (isResident(node.entry)) {
+      this.#resident--;
+      this.account.release(node.entry);
+    }
     node.entry = undefined;
   }
 

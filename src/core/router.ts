@@ -1,4 +1,5 @@
 import type { Message, QoS } from "../store/store.ts";
+import { COSTS, type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { ActiveSubscription, Outbound, Session } from "./session.ts";
 import { TopicTree } from "./topic-tree.ts";
 
@@ -20,7 +21,11 @@ export class Router {
   #shareCursor = new Map<string, number>();
   #shareGroups = new Map<string, Map<string, SubEntry>>();
 
-  constructor(private readonly options: { readonly maxQueuedMessages: number }) {}
+  constructor(
+    private readonly options: { readonly maxQueuedMessages: number },
+    /** Where subscriptions are counted (the memory budget). */
+    private readonly account: MemoryAccount = UNCOUNTED,
+  ) {}
 
   /** Add or replace a subscription [MQTT-3.8.4-3]; returns whether it is new. */
   subscribe(s: Session, sub: ActiveSubscription): boolean {
@@ -35,6 +40,7 @@ export class Router {
       if (!members) this.#shareGroups.set(key, members = new Map());
       members.set(s.clientId, entry);
     }
+    if (old === undefined) this.account.addClients(subscriptionCost(sub));
     return old === undefined;
   }
 
@@ -43,12 +49,16 @@ export class Router {
     if (!sub) return false;
     this.#remove(s, sub);
     s.subscriptions.delete(filter);
+    this.account.addClients(-subscriptionCost(sub));
     return true;
   }
 
   /** The session ends: every subscription of it goes. */
   unsubscribeAll(s: Session): void {
-    for (const sub of [...s.subscriptions.values()]) this.#remove(s, sub);
+    for (const sub of [...s.subscriptions.values()]) {
+      this.#remove(s, sub);
+      this.account.addClients(-subscriptionCost(sub));
+    }
     s.subscriptions.clear();
   }
 
@@ -165,4 +175,9 @@ function subKey(s: Session, sub: ActiveSubscription): string {
 
 function shareKey(sub: ActiveSubscription): string {
   return `${sub.group}\u0000${sub.plainFilter}`;
+}
+
+/** What a subscription is charged in the memory budget: a fixed cost and its filter, stored twice (full and plain). */
+function subscriptionCost(sub: ActiveSubscription): number {
+  return COSTS.subscription + 2 * (sub.filter.length + sub.plainFilter.length);
 }

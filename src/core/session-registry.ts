@@ -3,6 +3,7 @@ import { parseSubscriptionFilter } from "../mqtt/topic.ts";
 import type { Mutation, RecoveredSession, Store } from "../store/store.ts";
 import type { Clock } from "./clock.ts";
 import type { Logger } from "./logger.ts";
+import { COSTS, type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { OutboundFlow } from "./outbound-flow.ts";
 import type { Peer } from "./peer.ts";
 import type { Router } from "./router.ts";
@@ -30,6 +31,8 @@ export class SessionRegistry {
     private readonly router: Router,
     private readonly flow: OutboundFlow,
     private readonly wills: WillHandler,
+    /** Where sessions and what they hold are counted (the memory budget). */
+    private readonly account: MemoryAccount = UNCOUNTED,
   ) {
     this.loader = new StoreQueueLoader(store, logger, (s) => flow.pump(s));
   }
@@ -178,7 +181,8 @@ export class SessionRegistry {
   }
 
   #newSession(clientId: string, version: 3 | 4 | 5, expiry: number): Session {
-    const s = new Session(clientId, version, expiry);
+    const s = new Session(clientId, version, expiry, this.account);
+    this.account.addClients(COSTS.session + 2 * clientId.length);
     s.loader = this.loader;
     s.offload = this.store.offloadsBodies;
     return s;
@@ -211,6 +215,8 @@ export class SessionRegistry {
     this.sessions.delete(s.clientId);
     this.clock.clearTimeout(s.expiryTimer);
     this.router.unsubscribeAll(s);
+    s.releaseMemory();
+    this.account.addClients(-(COSTS.session + 2 * s.clientId.length));
     this.wills.sessionEnded(s);
     if (this.#stored.delete(s)) mutations.push({ op: "session-delete", clientId: s.clientId });
   }

@@ -1,6 +1,7 @@
 import type { SessionRecord, SessionState, SubscriptionRecord } from "../store/store.ts";
 import { DeliveryQueue, type Outbound, PAGE, Pending, type Queued } from "./delivery-queue.ts";
 import { InflightTable } from "./inflight-table.ts";
+import { type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { Peer } from "./peer.ts";
 import type { RoomHold } from "./publisher-flow.ts";
 
@@ -41,11 +42,12 @@ export class Session {
    * room), and an idle one then holds neither the queue nor its two arrays (112 bytes).
    */
   get queue(): DeliveryQueue {
-    return this.#queue ??= new DeliveryQueue();
+    // Counted where the in-flight table counts (the memory budget; nothing once released).
+    return this.#queue ??= new DeliveryQueue(this.inflight.account);
   }
   #queue: DeliveryQueue | undefined;
   /** Sent and not yet acknowledged, by packet id (not a Map: see InflightTable). */
-  inflight = new InflightTable<Outbound>();
+  readonly inflight: InflightDeliveries;
   /** QoS 2 packet ids received and not yet released (spec 4.3.3, method A); made on first use. */
   get qos2Incoming(): Set<number> {
     return this.#qos2Incoming ??= new Set<number>();
@@ -102,7 +104,17 @@ export class Session {
     public protocolVersion: 3 | 4 | 5,
     /** Session Expiry Interval in seconds. */
     public expiryInterval: number,
-  ) {}
+    /** Where what its queue and in-flight table hold in memory is counted (the memory budget). */
+    account: MemoryAccount = UNCOUNTED,
+  ) {
+    this.inflight = new InflightDeliveries(account);
+  }
+
+  /** The session ended: what its queue and in-flight table held no longer counts. */
+  releaseMemory(): void {
+    this.#queue?.release();
+    this.inflight.release();
+  }
 
   /** Whether its state must survive a broker restart. */
   get persistent(): boolean {
@@ -269,6 +281,40 @@ export class Session {
   /** The whole record, every subscription included. */
   toRecord(): SessionRecord {
     return { ...this.toState(), subscriptions: [...this.subscriptions.values()].map(subscriptionRecord) };
+  }
+}
+
+/**
+ * A session's in-flight deliveries, each counted in the memory budget (an entry and its
+ * message's body) while it is in the table.
+ */
+export class InflightDeliveries extends InflightTable<Outbound> {
+  /** Where the table's entries are counted (the session's queue counts there too). */
+  constructor(public account: MemoryAccount) {
+    super();
+  }
+
+  override set(id: number, o: Outbound): this {
+    const old = this.get(id);
+    if (old !== o) {
+      this.account.holdEntry(o.message);
+      if (old !== undefined) this.account.releaseEntry(old.message);
+    }
+    return super.set(id, o);
+  }
+
+  override delete(id: number): boolean {
+    const old = this.get(id);
+    if (old === undefined) return false;
+    this.account.releaseEntry(old.message);
+    return super.delete(id);
+  }
+
+  /** Gives back what the table holds to its account, which it then stops reporting to (the session ended). */
+  release(): void {
+    const account = this.account;
+    this.account = UNCOUNTED;
+    for (const o of this.values()) account.releaseEntry(o.message);
   }
 }
 

@@ -113,6 +113,11 @@ export class PacketReader {
   #need = 0;
 
   #fastPath: boolean;
+  /**
+   * For the reader's owner: what it last reported of this reader's bytes (the memory
+   * budget's count of unread input). Kept here to keep the connection object small.
+   */
+  counted = 0;
 
   /** @param maxPacketSize largest whole packet (fixed header included) accepted, in bytes */
   constructor(public maxPacketSize: number, options: PacketReaderOptions = {}) {

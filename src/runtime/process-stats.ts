@@ -39,3 +39,12 @@ export function processStats(): ProcessStats {
   if (maxFds !== undefined) out.maxFds = maxFds;
   return out;
 }
+
+/** Resident memory in bytes, alone and cheaply (the memory budget's sanity check); undefined where unknown. */
+export function residentBytes(): number | undefined {
+  try {
+    return process.memoryUsage.rss();
+  } catch {
+    return undefined;
+  }
+}

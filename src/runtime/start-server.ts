@@ -18,7 +18,7 @@ import { accessFromConfig } from "./access-from-config.ts";
 import { adminToken } from "./admin-token.ts";
 import { listenOrExplain } from "./listen-error.ts";
 import { watchStorage } from "./storage-watch.ts";
-import { processStats } from "./process-stats.ts";
+import { processStats, residentBytes } from "./process-stats.ts";
 
 export interface RunningServer {
   broker: Broker;
@@ -82,6 +82,7 @@ export async function buildBroker(
     metrics,
     auth: access.security,
     acl: access.acl,
+    residentBytes,
   });
   // Password and ACL files before anything listens: a bad one stops the start.
   const security = await SecurityWiring.load(adapters, config, access, log);

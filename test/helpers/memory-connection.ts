@@ -1,7 +1,8 @@
 /**
  * An in-memory connection pair implementing the kernel's `Connection`: what one end
  * writes the other end's handler receives (on a later microtask, as from a socket),
- * `pause()` holds incoming bytes until `resume()`, and `close()` ends both sides. What
+ * `pause()` holds incoming bytes until `resume()` (which hands them over one write at a
+ * time, and stops when the handler pauses again), and `close()` ends both sides. What
  * one end wrote counts as its `bufferedBytes()` until the other end's handler took it,
  * and a paused end hears `onDrain` when the other end takes some, as from an adapter.
  * Kernel tests hand one end to `broker.accept` and drive the other; no socket, no port.
@@ -42,10 +43,14 @@ export class MemoryConnection implements Connection {
 
   resume(): void {
     this.#paused = false;
-    const held = this.#inbox;
-    this.#inbox = [];
-    for (const bytes of held) this.handler?.onData(bytes);
-    if (held.length > 0) this.peer.#drained();
+    let delivered = false;
+    // One write at a time, as a socket hands over one read at a time: a handler that pauses
+    // again leaves the rest here.
+    while (!this.#paused && this.#inbox.length > 0 && !this.#ended) {
+      this.handler?.onData(this.#inbox.shift()!);
+      delivered = true;
+    }
+    if (delivered) this.peer.#drained();
   }
 
   /** The written bytes were taken by the other end. */

@@ -55,6 +55,21 @@ export function brokerRoutes(ctx: AdminContext): Hono {
         partial_bytes: g.partialBytes,
         preauth_bytes: g.preAuthBytes,
       },
+      memory: {
+        limit_bytes: b.memory.limit,
+        used_bytes: b.memory.used,
+        peak_bytes: b.memory.peak,
+        parts: {
+          messages: b.memory.messages,
+          clients: b.memory.clients,
+          output: b.memory.output,
+          input: b.memory.input,
+        },
+        publishers_slowed: b.memory.slowedPublishers,
+        publishers_slowed_total: m.throttledPublishers,
+        refused_connections: m.refusedMemoryConnections,
+        refused_publishes: m.refusedMemoryPublishes,
+      },
       security: {
         auth: { bad_credentials: m.authBadCredentials, not_authorized: m.authNotAuthorized, busy: m.authBusy },
         acl_denied: { publish: m.aclDeniedPublish, subscribe: m.aclDeniedSubscribe, delivery: m.aclDeniedDelivery },
