@@ -10,6 +10,7 @@ import { ConnectionBytes } from "./connection-bytes.ts";
 import { sweepConnections } from "./housekeeping.ts";
 import type { Logger } from "./logger.ts";
 import { COSTS, MemoryBudget } from "./memory-budget.ts";
+import { ResidentWatch } from "./resident-watch.ts";
 import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
 import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
@@ -123,9 +124,8 @@ export class Broker {
   readonly publishHooks: Array<(message: Message) => void> = [];
   /** The process's resident memory, when the runtime can tell (BrokerDeps.residentBytes). */
   readonly residentBytes: () => number | undefined;
-  /** RSS when the broker started, and whether the RSS warning is out (see #checkResident). */
-  #residentAtStart: number | undefined;
-  #residentWarned = false;
+  /** RSS against the memory budget: the warning when something outside it grows (resident-watch.ts). */
+  readonly residentWatch: ResidentWatch;
 
   constructor(deps: BrokerDeps) {
     this.options = deps.options;
@@ -144,6 +144,7 @@ export class Broker {
       maxWaitMs: deps.options.stalledSubscriberMs,
       logger: deps.logger,
     });
+    this.residentWatch = new ResidentWatch(this.residentBytes, this.budget, deps.logger);
     this.retained = new RetainedIndex(this.budget);
     this.connectionBytes = new ConnectionBytes(deps.options, this.clients);
     this.router = new Router(deps.options, this.budget);
@@ -181,7 +182,7 @@ export class Broker {
     this.logger.info(
       `store ${this.store.kind}: ${rec.sessions.length} sessions, ${this.retained.size} retained, next offset ${this.#nextOffset}`,
     );
-    this.#residentAtStart = this.residentBytes();
+    this.residentWatch.start();
     this.#timers.push(this.clock.setInterval(() => this.#sweep(), 1000));
     if (this.options.sysInterval > 0) {
       publishSysTopics(this);
@@ -539,32 +540,6 @@ export class Broker {
     sweepConnections(this.clients, now, this.options, this.metrics);
     // Output that drained without the connection telling counts until looked at again.
     this.budget.recount(now);
-    this.#checkResident();
-  }
-
-  /**
-   * A sanity check of the budget against the process as the OS sees it: the budget counts
-   * what Ferry holds for clients, not the runtime, its code, the storage thread or garbage
-   * not collected yet. A resident size that grew by more than twice the budget since start
-   * means something outside the budget grows; it is logged once (until it falls back).
-   */
-  #checkResident(): void {
-    const limit = this.options.maxMemory;
-    const start = this.#residentAtStart;
-    if (limit === 0 || start === undefined) return;
-    const rss = this.residentBytes();
-    if (rss === undefined) return;
-    const over = rss - start > 2 * limit;
-    if (over && !this.#residentWarned) {
-      this.logger.warn(
-        `resident memory ${mib(rss)} MiB grew by more than twice limits.max_memory (${mib(limit)} MiB) since start ` +
-          `(${mib(start)} MiB), while the budget counts ${
-            mib(this.budget.used)
-          } MiB: memory outside the budget is growing`,
-      );
-    }
-    this.#residentWarned = over;
+    this.residentWatch.check();
   }
 }
-
-const mib = (bytes: number) => (bytes / (1024 * 1024)).toFixed(1);

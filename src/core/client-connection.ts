@@ -1,11 +1,11 @@
 import { encode, encodeAck, encodeDisconnect, PacketReader } from "../mqtt/codec.ts";
 import { CONNACK_OPTIONAL_PROPERTIES, encodeWithin, REASON_PROPERTIES } from "../mqtt/encode-within.ts";
-import type { DisconnectPacket, Packet, ProtocolVersion, SubscribePacket, UnsubscribePacket } from "../mqtt/packets.ts";
+import type { DisconnectPacket, Packet, ProtocolVersion } from "../mqtt/packets.ts";
 import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
-import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
 import type { AccessSubject, Refusal } from "./auth-ports.ts";
 import type { Broker } from "./broker.ts";
 import { runConnect } from "./connect-pipeline.ts";
+import { handleSubscribe, handleUnsubscribe } from "./subscribe-handler.ts";
 import type { ByteHolder } from "./connection-bytes.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import { InboundFlow } from "./inbound-flow.ts";
@@ -503,9 +503,9 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       case "pubcomp":
         return this.broker.outbound.onPubcomp(this.session!, packet.messageId ?? 0);
       case "subscribe":
-        return this.#onSubscribe(packet);
+        return handleSubscribe(this, this.broker, packet);
       case "unsubscribe":
-        return this.#onUnsubscribe(packet);
+        return handleUnsubscribe(this, this.broker, packet);
       case "pingreq":
         // One shared, never-written buffer: a flood of PINGREQs costs no allocation per reply.
         this.write(PINGRESP);
@@ -552,86 +552,6 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       this.write(encode({ cmd: "connack", returnCode: v5ToV3Connack(code), sessionPresent }, this.version));
     }
     return true;
-  }
-
-  // ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------------------
-
-  #onSubscribe(p: SubscribePacket): void {
-    const broker = this.broker;
-    const opts = broker.options;
-    const subId = p.properties?.subscriptionIdentifier;
-    if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Subscription Identifier of 0"); // spec 3.8.2.1.2
-    // The codec lets a filter-less SUBSCRIBE through; it is a protocol error [MQTT-3.8.3-2].
-    if (p.subscriptions.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, "SUBSCRIBE without a topic filter");
-    // Check the whole packet for this protocol error first, so a refused SUBSCRIBE
-    // leaves no partial subscriptions behind.
-    for (const s of p.subscriptions) {
-      if (s.nl && s.topic.startsWith("$share/")) {
-        throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
-      }
-    }
-    const granted: number[] = [];
-    const accepted: Array<{ index: number; isNew: boolean }> = [];
-    for (let i = 0; i < p.subscriptions.length; i++) {
-      const s = p.subscriptions[i]!;
-      const parsed = parseSubscriptionFilter(s.topic);
-      const problem = typeof parsed === "string" ? parsed : topicFilterProblem(parsed.filter, opts);
-      if (typeof parsed === "string" || problem) {
-        granted.push(this.isV5 ? RC.TOPIC_FILTER_INVALID : 0x80);
-        continue;
-      }
-      // A shared subscription is checked on its filter, without the $share/group/ prefix.
-      if (!broker.acl.allows(this, "subscribe", parsed.filter)) {
-        broker.metrics.aclDeniedSubscribe++;
-        granted.push(this.isV5 ? opts.aclDenyCode : 0x80);
-        continue;
-      }
-      const isNew = broker.router.subscribe(this.session!, {
-        filter: s.topic,
-        plainFilter: parsed.filter,
-        group: parsed.group,
-        qos: s.qos,
-        noLocal: s.nl ?? false,
-        retainAsPublished: s.rap ?? false,
-        retainHandling: (s.rh ?? 0) as 0 | 1 | 2,
-        ...(subId !== undefined ? { subscriptionId: subId } : {}),
-      });
-      granted.push(s.qos);
-      accepted.push({ index: i, isNew });
-    }
-    const session = this.session!;
-    const finish = () => {
-      if (this.state === "closed") return;
-      this.write(encode({ cmd: "suback", messageId: p.messageId ?? 0, granted }, this.version));
-      // Retained messages follow the SUBACK [MQTT-3.3.1-9].
-      for (const { index, isNew } of accepted) {
-        const s = p.subscriptions[index]!;
-        broker.sendRetained(session, s.topic, isNew);
-      }
-    };
-    // One write per accepted filter, never the session's other subscriptions (issue 13).
-    const changed = accepted.map(({ index }) => p.subscriptions[index]!.topic);
-    const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, changed) : undefined;
-    if (commit) commit.then(finish, (err: unknown) => this.fault(err));
-    else finish();
-  }
-
-  #onUnsubscribe(p: UnsubscribePacket): void {
-    if (p.unsubscriptions.length === 0) {
-      throw new MqttError(RC.PROTOCOL_ERROR, "UNSUBSCRIBE without a topic filter"); // [MQTT-3.10.3-2]
-    }
-    const codes = p.unsubscriptions.map((filter) =>
-      this.broker.router.unsubscribe(this.session!, filter) ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED
-    );
-    const finish = () => {
-      if (this.state === "closed") return;
-      const packet: Record<string, unknown> = { cmd: "unsuback", messageId: p.messageId ?? 0 };
-      if (this.isV5) packet.granted = codes;
-      this.write(encode(packet as unknown as Packet, this.version));
-    };
-    const commit = this.broker.registry.persistSubscriptions(this.session!, p.unsubscriptions);
-    if (commit) commit.then(finish, (err: unknown) => this.fault(err));
-    else finish();
   }
 
   // ---- DISCONNECT -------------------------------------------------------------------

@@ -1,0 +1,90 @@
+import type { Packet, SubscribePacket, UnsubscribePacket } from "../mqtt/packets.ts";
+import { encode } from "../mqtt/codec.ts";
+import { MqttError, RC } from "../mqtt/reason-codes.ts";
+import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
+import type { Broker } from "./broker.ts";
+import type { ClientConnection } from "./client-connection.ts";
+
+/**
+ * SUBSCRIBE and UNSUBSCRIBE from a connected client: filters checked, ACL asked, the
+ * router changed, one store write per changed filter (never the session's other
+ * subscriptions), then SUBACK/UNSUBACK once that write is durable and, after a SUBACK,
+ * the retained messages [MQTT-3.3.1-9]. A protocol error throws MqttError; the connection
+ * closes on it.
+ */
+export function handleSubscribe(c: ClientConnection, broker: Broker, p: SubscribePacket): void {
+  const opts = broker.options;
+  const subId = p.properties?.subscriptionIdentifier;
+  if (subId === 0) throw new MqttError(RC.PROTOCOL_ERROR, "Subscription Identifier of 0"); // spec 3.8.2.1.2
+  // The codec lets a filter-less SUBSCRIBE through; it is a protocol error [MQTT-3.8.3-2].
+  if (p.subscriptions.length === 0) throw new MqttError(RC.PROTOCOL_ERROR, "SUBSCRIBE without a topic filter");
+  // Check the whole packet for this protocol error first, so a refused SUBSCRIBE
+  // leaves no partial subscriptions behind.
+  for (const s of p.subscriptions) {
+    if (s.nl && s.topic.startsWith("$share/")) {
+      throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
+    }
+  }
+  const granted: number[] = [];
+  const accepted: Array<{ index: number; isNew: boolean }> = [];
+  for (let i = 0; i < p.subscriptions.length; i++) {
+    const s = p.subscriptions[i]!;
+    const parsed = parseSubscriptionFilter(s.topic);
+    const problem = typeof parsed === "string" ? parsed : topicFilterProblem(parsed.filter, opts);
+    if (typeof parsed === "string" || problem) {
+      granted.push(c.isV5 ? RC.TOPIC_FILTER_INVALID : 0x80);
+      continue;
+    }
+    // A shared subscription is checked on its filter, without the $share/group/ prefix.
+    if (!broker.acl.allows(c, "subscribe", parsed.filter)) {
+      broker.metrics.aclDeniedSubscribe++;
+      granted.push(c.isV5 ? opts.aclDenyCode : 0x80);
+      continue;
+    }
+    const isNew = broker.router.subscribe(c.session!, {
+      filter: s.topic,
+      plainFilter: parsed.filter,
+      group: parsed.group,
+      qos: s.qos,
+      noLocal: s.nl ?? false,
+      retainAsPublished: s.rap ?? false,
+      retainHandling: (s.rh ?? 0) as 0 | 1 | 2,
+      ...(subId !== undefined ? { subscriptionId: subId } : {}),
+    });
+    granted.push(s.qos);
+    accepted.push({ index: i, isNew });
+  }
+  const session = c.session!;
+  const finish = () => {
+    if (c.state === "closed") return;
+    c.write(encode({ cmd: "suback", messageId: p.messageId ?? 0, granted }, c.version));
+    // Retained messages follow the SUBACK [MQTT-3.3.1-9].
+    for (const { index, isNew } of accepted) {
+      const s = p.subscriptions[index]!;
+      broker.sendRetained(session, s.topic, isNew);
+    }
+  };
+  // One write per accepted filter, never the session's other subscriptions (issue 13).
+  const changed = accepted.map(({ index }) => p.subscriptions[index]!.topic);
+  const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, changed) : undefined;
+  if (commit) commit.then(finish, (err: unknown) => c.fault(err));
+  else finish();
+}
+
+export function handleUnsubscribe(c: ClientConnection, broker: Broker, p: UnsubscribePacket): void {
+  if (p.unsubscriptions.length === 0) {
+    throw new MqttError(RC.PROTOCOL_ERROR, "UNSUBSCRIBE without a topic filter"); // [MQTT-3.10.3-2]
+  }
+  const codes = p.unsubscriptions.map((filter) =>
+    broker.router.unsubscribe(c.session!, filter) ? RC.SUCCESS : RC.NO_SUBSCRIPTION_EXISTED
+  );
+  const finish = () => {
+    if (c.state === "closed") return;
+    const packet: Record<string, unknown> = { cmd: "unsuback", messageId: p.messageId ?? 0 };
+    if (c.isV5) packet.granted = codes;
+    c.write(encode(packet as unknown as Packet, c.version));
+  };
+  const commit = broker.registry.persistSubscriptions(c.session!, p.unsubscriptions);
+  if (commit) commit.then(finish, (err: unknown) => c.fault(err));
+  else finish();
+}
