@@ -1,6 +1,6 @@
 import { connectedLine, disconnectedLine } from "./client-log.ts";
 import { RC } from "../mqtt/reason-codes.ts";
-import { type Message, type Mutation, type QoS, RETAINED_COPY_ORIGIN, type Store } from "../store/store.ts";
+import { type Message, type Mutation, type Store } from "../store/store.ts";
 import { type AclPort, type AuthPort, openAccess } from "./auth-ports.ts";
 import type { BrokerOptions } from "./broker-options.ts";
 import { ClientConnection } from "./client-connection.ts";
@@ -11,13 +11,14 @@ import { sweepConnections } from "./housekeeping.ts";
 import type { Logger } from "./logger.ts";
 import { COSTS, MemoryBudget } from "./memory-budget.ts";
 import { ResidentWatch } from "./resident-watch.ts";
+import { sendRetained } from "./retained-on-subscribe.ts";
 import { BrokerMetrics } from "./metrics.ts";
 import { MessageEncodings } from "./outbound-encoder.ts";
 import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
 import { PublisherFlow } from "./publisher-flow.ts";
-import { isResident, RetainedIndex } from "./retained-index.ts";
+import { RetainedIndex } from "./retained-index.ts";
 import { Router } from "./router.ts";
-import { type Outbound, Pending, type Session } from "./session.ts";
+import { type Outbound, type Session } from "./session.ts";
 import { SessionRegistry } from "./session-registry.ts";
 import { publishSysTopics } from "./sys-topics.ts";
 import { WillHandler } from "./will.ts";
@@ -263,83 +264,14 @@ export class Broker {
     return undefined;
   }
 
-  /**
-   * Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11].
-   * Those whose body is only in the store (recovered) are queued as pending entries, read
-   * a page at a time as the session drains; messages published meanwhile queue behind
-   * them, so a subscriber never gets an older retained value after a newer live one.
-   */
+  /** Retained messages for a new subscription, per its Retain Handling (retained-on-subscribe.ts). */
   sendRetained(s: Session, filter: string, isNew: boolean): void {
-    const sub = s.subscriptions.get(filter);
-    if (!sub || sub.group !== undefined) return; // shared subscriptions get no retained messages
-    if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
-    const now = this.clock.now();
-    const mutations: Mutation[] = [];
-    const outbounds: Outbound[] = [];
-    const pending: Pending[] = [];
-    const subIds = sub.subscriptionId !== undefined ? [sub.subscriptionId] : undefined;
-    for (const m of this.retained.match(sub.plainFilter)) {
-      if (m.expiresAt !== undefined && m.expiresAt <= now) {
-        this.retained.set(m.topic, undefined);
-        mutations.push({ op: "retain", topic: m.topic, message: null });
-        continue;
-      }
-      const qos = Math.min(m.qos, sub.qos) as QoS;
-      if (!isResident(m)) {
-        if (qos > 0 && s.persistent) {
-          // The store copies the body into the log itself, as it holds it when the copy is applied.
-          const offset = this.#nextOffset++;
-          const delivery = { clientId: s.clientId, offset, qos, retain: true, phase: "queued" as const };
-          mutations.push({
-            op: "retained-copy",
-            topic: m.topic,
-            offset,
-            delivery: subIds ? { ...delivery, subscriptionIds: subIds } : delivery,
-          });
-          pending.push(new Pending(offset, undefined, m.bytes, qos, true, subIds));
-        } else pending.push(new Pending(0, m.topic, m.bytes, qos, true, subIds));
-        continue;
-      }
-      let message = m;
-      if (qos > 0 && s.persistent) {
-        // The log may have trimmed the original; log a copy so the delivery has a body to
-        // point to. Marked as a copy, so the uplink does not forward it a second time.
-        message = { ...m, offset: this.#nextOffset++, origin: RETAINED_COPY_ORIGIN };
-        mutations.push({ op: "append", message });
-        mutations.push({ op: "delivery-put", delivery: deliveryRecord(s, message, qos, true, sub.subscriptionId) });
-      }
-      outbounds.push({
-        message,
-        qos,
-        retain: true, // [MQTT-3.3.1-9] retained messages sent on subscribe keep RETAIN=1
-        subscriptionIds: subIds,
-        packetId: 0,
-        phase: "queued",
-        shareKey: undefined,
-        cache: undefined,
-      });
-    }
-    // Committed before delivery, so that a QoS 2 copy to a persistent session can wait for
-    // its record (Outbound.recordCommit); QoS 0/1 ones go at once.
-    const commit = mutations.length > 0 ? this.store.commit(mutations) : undefined;
-    if (commit !== undefined) {
-      const copies = s.persistent ? outbounds.filter((o) => o.qos > 0) : [];
-      for (const o of copies) o.recordCommit = commit;
-      const settled = () => {
-        for (const o of copies) if (o.recordCommit === commit) o.recordCommit = undefined;
-      };
-      commit.then(settled, (err: unknown) => {
-        this.logger.error(`store commit failed: ${String(err)}`);
-        settled();
-      });
-    }
-    for (const o of outbounds) this.outbound.deliver(s, o);
-    // Pending entries are read after that commit (a read sees every commit made before it),
-    // so their records are durable by the time they are sent.
-    if (pending.length > 0 && !s.ended) {
-      for (const p of pending) s.enqueue(p);
-      this.outbound.pump(s);
-    }
+    sendRetained(this, s, filter, isNew);
+  }
+
+  /** The next offset of the log, taken (a message or a retained copy appended outside `publish`). */
+  takeOffset(): number {
+    return this.#nextOffset++;
   }
 
   // ---- publishing -----------------------------------------------------------------------
