@@ -4,7 +4,7 @@ import type { Message } from "../store/store.ts";
 
 /**
  * What the budget charges for the things it counts, in bytes, besides their payloads and
- * strings. Measured on Bun 1.4.4 (x64) with `bun:jsc` heapStats after a full collection
+ * strings. Measured on Bun 1.4.4 (x64) with the runtime's heap statistics after a full collection
  * (test/memory-budget-costs.test.ts, which fails when a charge falls below what it
  * measures), then rounded up: a 64-byte message measured about 200 bytes with its payload,
  * a queued delivery about 90, an offline persistent session with one subscription about

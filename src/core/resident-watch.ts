@@ -10,9 +10,9 @@ import type { MemoryBudget } from "./memory-budget.ts";
  *
  * Known gap (bench-memory's budget row): under a flood of 4 KiB publishes at a stalled
  * subscriber, whose messages are stored and then dropped, the garbage outruns the collector
- * and RSS peaks at 430-500 MB while the budget counts under 80 MiB of 128. A full collection
- * once a second from here (Bun.gc(true)) and Bun's --smol were both tried and changed nothing
- * measurable, so neither is done.
+ * and RSS peaks at 430-500 MB while the budget counts under 80 MiB of 128. A synchronous full
+ * collection once a second from here, and the runtime's smaller-heap mode, were both tried
+ * and changed nothing measurable, so neither is done (BENCHMARKS.md, issue 13's rows).
  */
 export class ResidentWatch {
   /** RSS when the broker started. */
