@@ -7,7 +7,7 @@
  * a packet and its commit, including a crash there.
  */
 import { describe, expect, test } from "bun:test";
-import type { IPublishPacket, Packet } from "mqtt-packet";
+import mqttPacket, { type IPublishPacket, type Packet } from "mqtt-packet";
 import { packetIdFor } from "../src/core/session.ts";
 import { brokerOn, type GatedBroker, GatedStore } from "./helpers/gated-store.ts";
 import { settle } from "./helpers/manual-clock.ts";
@@ -109,12 +109,43 @@ describe("QoS 2 to a persistent session (commit durability)", () => {
     await b.clock.advance(10); // the "sent" marks are written
     b.store.gated = true;
     const order = [ids[2]!, ids[0]!, ids[1]!];
-    for (const id of order) sub.send({ cmd: "pubrec", messageId: id });
-    await settle();
+    // One at a time: each turn's PUBRECs make one commit.
+    for (const id of order) {
+      sub.send({ cmd: "pubrec", messageId: id });
+      await settle();
+    }
     expect(b.store.pending).toBe(3);
     b.store.flush(1);
     await settle();
     expect(sub.packets.filter((p) => p.cmd === "pubrel").map((p) => p.messageId)).toEqual([order[0]]);
+    b.store.flush();
+    await settle();
+    expect(sub.packets.filter((p) => p.cmd === "pubrel").map((p) => p.messageId)).toEqual(order);
+  });
+
+  test("the PUBRECs of one read go to the store after the read, in PUBREC order, without the 'sent' marks they supersede", async () => {
+    const b = await brokerOn(new GatedStore());
+    const { sub, pub } = await setup(b);
+    for (const [i, id] of [[1, 11], [2, 12], [3, 13]] as const) {
+      pub.send({
+        cmd: "publish",
+        topic: "t/x",
+        payload: Buffer.from(`m${i}`),
+        qos: 2,
+        messageId: id,
+        dup: false,
+        retain: false,
+      });
+    }
+    await settle();
+    const ids = publishes(sub).map((p) => p.messageId!);
+    b.store.gated = true;
+    const order = [ids[1]!, ids[2]!, ids[0]!];
+    // In one chunk, as one socket read brings them.
+    sub.sendBytes(Buffer.concat(order.map((id) => mqttPacket.generate({ cmd: "pubrec", messageId: id }))));
+    await settle();
+    expect(b.store.pendingMutations().map((m) => m.op === "delivery-pubrel" ? m.packetId : m.op)).toEqual(order);
+    expect(has(sub, "pubrel")).toBe(false);
     b.store.flush();
     await settle();
     expect(sub.packets.filter((p) => p.cmd === "pubrel").map((p) => p.messageId)).toEqual(order);
@@ -152,6 +183,84 @@ describe("QoS 2 to a persistent session (commit durability)", () => {
     // the re-send as the duplicate it is [MQTT-4.3.3-9].
     expect(again.messageId).toBe(first!.messageId);
     expect(text(again)).toBe("m1");
+  });
+
+  test("a 'sent' mark still waiting at PUBREC is never written: the 'pubrel' phase records the packet id, and a crash after it re-sends the PUBREL", async () => {
+    const store = new GatedStore();
+    const b = await brokerOn(store);
+    const { sub, pub } = await setup(b);
+    pub.send({
+      cmd: "publish",
+      topic: "t/1",
+      payload: Buffer.from("m1"),
+      qos: 2,
+      messageId: 1,
+      dup: false,
+      retain: false,
+    });
+    const p = await sub.next("publish");
+    // Answered before WriteBehind wrote the "sent" mark (the clock has not moved).
+    sub.send({ cmd: "pubrec", messageId: p.messageId! });
+    expect((await sub.next("pubrel")).messageId).toBe(p.messageId);
+    await b.clock.advance(10);
+    const ops = store.committed.flat();
+    expect(ops.map((m) => m.op)).not.toContain("delivery-sent");
+    expect(ops.filter((m) => m.op === "delivery-pubrel")).toEqual([
+      { op: "delivery-pubrel", clientId: "sub", offset: b.broker.nextOffset - 1, packetId: p.messageId! },
+    ]);
+    // No PUBCOMP yet: after a crash the delivery is in flight past PUBREC, under its id.
+    sub.close();
+    pub.close();
+    const b2 = await brokerOn(store.crash());
+    const sub2 = b2.open(5);
+    expect(await b2.connect(sub2, "sub", 5)).toBe(true);
+    expect((await sub2.next("pubrel")).messageId).toBe(p.messageId);
+    await settle();
+    expect(publishes(sub2)).toHaveLength(0);
+  });
+
+  test("a QoS 1 delivery acknowledged before its 'sent' mark was written costs only its deletion", async () => {
+    const store = new GatedStore();
+    const b = await brokerOn(store);
+    const { sub, pub } = await setup(b);
+    pub.send({
+      cmd: "publish",
+      topic: "t/1",
+      payload: Buffer.from("m1"),
+      qos: 1,
+      messageId: 1,
+      dup: false,
+      retain: false,
+    });
+    const p = await sub.next("publish");
+    sub.send({ cmd: "puback", messageId: p.messageId! });
+    await settle();
+    await b.clock.advance(10);
+    const ops = store.committed.flat().map((m) => m.op);
+    expect(ops).toContain("delivery-delete-offset");
+    expect(ops).not.toContain("delivery-sent");
+    // One acknowledged later than that: its mark was written first, then its deletion.
+    pub.send({
+      cmd: "publish",
+      topic: "t/2",
+      payload: Buffer.from("m2"),
+      qos: 1,
+      messageId: 2,
+      dup: false,
+      retain: false,
+    });
+    const p2 = await sub.next("publish");
+    await b.clock.advance(10);
+    sub.send({ cmd: "puback", messageId: p2.messageId! });
+    await settle();
+    await b.clock.advance(10);
+    expect(store.committed.flat().map((m) => m.op).filter((op) => op.startsWith("delivery-"))).toEqual([
+      "delivery-put",
+      "delivery-delete-offset",
+      "delivery-put",
+      "delivery-sent",
+      "delivery-delete-offset",
+    ]);
   });
 
   test("a queued message whose packet id is taken waits; the id is reused only once its last completion is durable", async () => {

@@ -1,4 +1,4 @@
-import { type Message, type QoS, QUEUED_RETAIN, type QueuedDeliveries } from "../store/store.ts";
+import { type Message, type Mutation, type QoS, QUEUED_RETAIN, type QueuedDeliveries } from "../store/store.ts";
 import { COSTS, type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { EncodeCache } from "./outbound-encoder.ts";
 
@@ -27,6 +27,11 @@ export interface Outbound {
   recordCommit?: Promise<void> | undefined;
   /** Phase "pubrel" and its PUBREL still waiting for the commit that makes the phase durable. */
   releasePending?: boolean;
+  /**
+   * Its "sent" mark, while it may still wait in WriteBehind: the deletion or the "pubrel"
+   * phase that follows makes it unnecessary (WriteBehind.supersede).
+   */
+  sentMark?: Mutation | undefined;
 }
 
 /**

@@ -22,6 +22,8 @@ export class OutboundFlow {
   #resendBacklog = new WeakMap<Peer, Outbound[]>();
   /** Output above which QoS 0 messages to a client are dropped (see deliver). */
   readonly #qos0Bound: number;
+  /** "pubrel" phases of this turn's PUBRECs, not yet handed to the store (#commitReleases). */
+  #releases: { marks: Mutation[]; sessions: Session[]; outbounds: Outbound[] } | undefined;
 
   constructor(
     private readonly options: { readonly maxBufferedBytes: number; readonly maxOutputBytes: number },
@@ -89,6 +91,7 @@ export class OutboundFlow {
       return;
     }
     // Only for DUP on a re-send after a restart; nothing waits for it.
+    o.sentMark = sent;
     this.#persistLater([sent]);
   }
 
@@ -198,6 +201,7 @@ export class OutboundFlow {
     s.inflight.delete(id);
     s.progress++;
     if (!s.persistent) return;
+    this.#dropSentMark(o);
     // The id is free for another message only once this completion is durable (Session.takePacketId).
     s.idSettling(id);
     this.store.later([{ op: "delivery-delete-offset", clientId: s.clientId, offset: o.message.offset }]).then(
@@ -217,6 +221,17 @@ export class OutboundFlow {
     s.idSettled(id);
     const head = s.peek();
     if (head !== undefined && head.qos > 0 && packetIdFor(head.message.offset) === id) this.pump(s);
+  }
+
+  /**
+   * `o`'s row gets a newer write now (its deletion, or its "pubrel" phase with the packet
+   * id), so its "sent" mark need not be written if it still waits.
+   */
+  #dropSentMark(o: Outbound): void {
+    const mark = o.sentMark;
+    if (mark === undefined) return;
+    o.sentMark = undefined;
+    this.store.supersede(mark);
   }
 
   onPuback(s: Session, id: number): void {
@@ -250,15 +265,41 @@ export class OutboundFlow {
     // PUBRELs leave in the order their PUBRECs came [MQTT-4.6.0-4] (pendingReleases).
     o.releasePending = true;
     s.pendingReleases.push(o);
-    this.store.commit([{ op: "delivery-pubrel", clientId: s.clientId, offset: o.message.offset }]).then(
-      () => this.#releaseSettled(s, o),
-      (err: unknown) => {
-        // As before this change: logged, and the flow goes on rather than stall.
-        this.logger.error(`store commit failed: ${String(err)}`);
-        this.#releaseSettled(s, o);
-      },
-    );
+    this.#dropSentMark(o);
+    const mark: Mutation = { op: "delivery-pubrel", clientId: s.clientId, offset: o.message.offset, packetId: id };
+    if (this.#releases === undefined) {
+      this.#releases = { marks: [], sessions: [], outbounds: [] };
+      queueMicrotask(this.#commitReleases);
+    }
+    this.#releases.marks.push(mark);
+    this.#releases.sessions.push(s);
+    this.#releases.outbounds.push(o);
   }
+
+  /**
+   * The "pubrel" phases of the PUBRECs read in one turn go to the store once the turn's
+   * packets are handled, so that every PUBREC of the turn has superseded its message's "sent"
+   * mark before WriteBehind writes what waits (a commit per PUBREC, made at once, wrote the
+   * marks of the PUBRECs behind it in the same read; issue 19). Still a list each: the
+   * commit window counts lists as the acknowledgements waiting for a commit.
+   */
+  readonly #commitReleases = (): void => {
+    const batch = this.#releases;
+    this.#releases = undefined;
+    if (batch === undefined) return;
+    for (let i = 0; i < batch.marks.length; i++) {
+      const s = batch.sessions[i]!;
+      const o = batch.outbounds[i]!;
+      this.store.commit([batch.marks[i]!]).then(
+        () => this.#releaseSettled(s, o),
+        (err: unknown) => {
+          // As before this change: logged, and the flow goes on rather than stall.
+          this.logger.error(`store commit failed: ${String(err)}`);
+          this.#releaseSettled(s, o);
+        },
+      );
+    }
+  };
 
   /**
    * `o`'s "pubrel" phase is durable: send the PUBRELs at the head of the session's list
@@ -325,7 +366,14 @@ export class OutboundFlow {
       }
       handed.push({
         to: to.session,
-        o: { ...o, packetId: 0, phase: "queued", recordCommit: undefined, releasePending: undefined },
+        o: {
+          ...o,
+          packetId: 0,
+          phase: "queued",
+          recordCommit: undefined,
+          releasePending: undefined,
+          sentMark: undefined,
+        },
       });
     }
     // Written before the messages are handed on, so a QoS 2 one can wait for its new record.

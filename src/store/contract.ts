@@ -413,7 +413,7 @@ export function runStoreContract(
       // In flight: it comes with its message, to be re-sent at once.
       expect(owed[0]!.message).toEqual(m);
 
-      await store.commit([{ op: "delivery-pubrel", clientId: "c", offset: base }]);
+      await store.commit([{ op: "delivery-pubrel", clientId: "c", offset: base, packetId: 11 }]);
       again = await made.reopen();
       store = again.store;
       owed = sessionOf(again.recovered, "c")!.deliveries;
@@ -426,6 +426,23 @@ export function runStoreContract(
       expect(sessionOf(again.recovered, "c")!.deliveries).toEqual([]);
       // The message itself stays in the log: deliveries only refer to it.
       expect((await again.store.readLog(base, 1)).map((x) => x.offset)).toEqual([base]);
+    });
+
+    test("a delivery that goes from queued straight to pubrel is recovered in flight under the pubrel's packet id", async () => {
+      // Its "sent" mark was never written (WriteBehind.supersede): the pubrel carries the id.
+      const made = await fresh();
+      const base = made.recovered.nextOffset;
+      const m = message(base, { qos: 2 });
+      await made.store.commit([
+        { op: "append", message: m },
+        { op: "session-put", session: session("c") },
+        { op: "delivery-put", delivery: delivery("c", base, { qos: 2 }) },
+      ]);
+      await made.store.commit([{ op: "delivery-pubrel", clientId: "c", offset: base, packetId: 4242 }]);
+      const again = await made.reopen();
+      const owed = sessionOf(again.recovered, "c")!.deliveries;
+      expect(owed[0]!.delivery).toEqual(delivery("c", base, { qos: 2, packetId: 4242, phase: "pubrel" }));
+      expect(owed[0]!.message).toEqual(m);
     });
 
     test("deliveries are recovered in offset order with their sizes, and readMessages gives their bodies", async () => {

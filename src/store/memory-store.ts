@@ -143,7 +143,10 @@ export class MemoryStore implements Store {
       }
       case "delivery-pubrel": {
         const d = this.#deliveries.get(key(m.clientId, m.offset));
-        if (d) d.phase = "pubrel";
+        if (d) {
+          d.packetId = m.packetId;
+          d.phase = "pubrel";
+        }
         return;
       }
       case "delivery-delete-offset": {

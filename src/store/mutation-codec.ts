@@ -144,6 +144,7 @@ export class MutationWriter {
         this.#u8(TAG_DELIVERY_PUBREL);
         this.#str(m.clientId);
         this.#f64(m.offset);
+        this.#u16(m.packetId);
         return;
       case "delivery-delete-offset":
         this.#u8(TAG_DELIVERY_DELETE_OFFSET);
@@ -345,9 +346,12 @@ export function decodeMutationLists(encoded: EncodedLists): Mutation[][] {
           list.push({ op: "delivery-sent", clientId, offset, packetId: u16() });
           break;
         }
-        case TAG_DELIVERY_PUBREL:
-          list.push({ op: "delivery-pubrel", clientId: str(), offset: f64() });
+        case TAG_DELIVERY_PUBREL: {
+          const clientId = str();
+          const offset = f64();
+          list.push({ op: "delivery-pubrel", clientId, offset, packetId: u16() });
           break;
+        }
         case TAG_QOS2_IN_PUT:
           list.push({ op: "qos2-in-put", clientId: str(), packetId: u16() });
           break;

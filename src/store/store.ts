@@ -120,9 +120,10 @@ export type Mutation =
   /**
    * Deliveries are named by offset, never by packet id: (client_id, offset) is the key, so
    * each such change is one keyed lookup however long the session's queue (a lookup by
-   * packet id scanned the whole queue per QoS 2 message: issue 19).
+   * packet id scanned the whole queue per QoS 2 message: issue 19). It records the packet id
+   * too, so it stands in for a "sent" mark that has not been written yet (WriteBehind.supersede).
    */
-  | { op: "delivery-pubrel"; clientId: string; offset: number }
+  | { op: "delivery-pubrel"; clientId: string; offset: number; packetId: number }
   | { op: "delivery-delete-offset"; clientId: string; offset: number }
   | { op: "qos2-in-put"; clientId: string; packetId: number }
   | { op: "qos2-in-delete"; clientId: string; packetId: number }

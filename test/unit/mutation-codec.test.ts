@@ -52,7 +52,7 @@ const lists: Mutation[][] = [
       },
     },
     { op: "delivery-sent", clientId: "c1", offset: 42, packetId: 1 },
-    { op: "delivery-pubrel", clientId: "c1", offset: 2 ** 40 + 3 },
+    { op: "delivery-pubrel", clientId: "c1", offset: 2 ** 40 + 3, packetId: 65535 },
     { op: "delivery-delete-offset", clientId: "c1", offset: 43 },
     { op: "qos2-in-put", clientId: "c1", packetId: 4 },
     { op: "qos2-in-delete", clientId: "c1", packetId: 5 },

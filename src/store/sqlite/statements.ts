@@ -38,7 +38,7 @@ export const PER_MESSAGE_SQL = {
   putDelivery:
     "REPLACE INTO deliveries (client_id, offset, qos, retain, sub_ids, packet_id, phase) VALUES (?, ?, ?, ?, ?, ?, ?)",
   markSent: "UPDATE deliveries SET packet_id = ?, phase = 1 WHERE client_id = ? AND offset = ?",
-  markPubrel: "UPDATE deliveries SET phase = 2 WHERE client_id = ? AND offset = ?",
+  markPubrel: "UPDATE deliveries SET packet_id = ?, phase = 2 WHERE client_id = ? AND offset = ?",
   deleteDeliveryByOffset: "DELETE FROM deliveries WHERE client_id = ? AND offset = ?",
   putQos2: "INSERT OR IGNORE INTO qos2_in (client_id, packet_id) VALUES (?, ?)",
   deleteQos2: "DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?",
@@ -218,7 +218,7 @@ export class Statements {
         this.markSent.run(m.packetId, m.clientId, m.offset);
         return;
       case "delivery-pubrel":
-        this.markPubrel.run(m.clientId, m.offset);
+        this.markPubrel.run(m.packetId, m.clientId, m.offset);
         return;
       case "delivery-delete-offset":
         this.deleteDeliveryByOffset.run(m.clientId, m.offset);
