@@ -10,6 +10,8 @@
  *   npx bun scripts/bench-drain.ts --repeat 3 --ferry-roots /tmp/before,.   # best and median of 3, two trees
  *   npx bun scripts/bench-drain.ts --durability periodic                     # Ferry without an fsync per commit
  *   npx bun scripts/bench-drain.ts --inflight 128 --commit-window 0          # both brokers' window; Ferry's commit window
+ *   npx bun scripts/bench-drain.ts --threads                                 # the broker's CPU per thread during each drain
+ *   npx bun scripts/bench-drain.ts --brokers ferry --cpu-prof /tmp/prof      # then: bun scripts/bench/profile.ts --analyse FILE
  *
  * On a busy machine, read the best of several repeats: other load only ever slows a drain down.
  *
@@ -21,7 +23,8 @@
  */
 import { resolve } from "node:path";
 import { type BrokerName, ROOT, type RunningBroker, startBroker, versions } from "./bench/brokers.ts";
-import { Conn, gen, PUBACK, PUBCOMP, PUBREC, PUBREL } from "./bench/loadgen.ts";
+import { Conn, gen, PUBACK, PUBCOMP, PUBREC, PUBREL, schedSeconds } from "./bench/loadgen.ts";
+import { readdirSync, readFileSync } from "node:fs";
 
 type Mix = "q1" | "q2" | "mixed";
 
@@ -42,6 +45,10 @@ const DURABILITY = flag("durability", "commit");
 const INFLIGHT = process.argv.includes("--inflight") ? Number(flag("inflight", "64")) : undefined;
 /** Ferry's storage.commit_window_ms (default: the tree's default; a tree without the key refuses it). */
 const COMMIT_WINDOW = process.argv.includes("--commit-window") ? Number(flag("commit-window", "0")) : undefined;
+/** Write a CPU profile of each Ferry run into this directory (bun --cpu-prof; read it with profile.ts --analyse). */
+const CPU_PROF = process.argv.includes("--cpu-prof") ? resolve(flag("cpu-prof", ".")) : undefined;
+/** Print the broker's CPU during each drain by thread name. */
+const THREADS = process.argv.includes("--threads");
 const TOPIC = "drain/t";
 const SUB_ID = "drain-sub";
 
@@ -135,11 +142,45 @@ interface Result {
   distinct: number;
   duplicates: number;
   complete: boolean;
+  /** Broker CPU during the drain, seconds: all threads, and the event loop's thread alone. */
+  cpu: number;
+  cpuMain: number;
+}
+
+/** CPU seconds of each thread by name, summed (ns resolution): where the CPU goes, with --threads. */
+function byThreadName(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    try {
+      const name = Number(t) === pid ? "event loop" : readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim();
+      const s = Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ", 1)[0]) / 1e9;
+      out.set(name, (out.get(name) ?? 0) + s);
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** CPU seconds of one thread so far (ns resolution). */
+function threadSeconds(pid: number, tid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ", 1)[0]) / 1e9;
+  } catch {
+    return NaN;
+  }
 }
 
 async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Promise<Result> {
   const broker: RunningBroker = await startBroker(name, {
     ferryRoot: root,
+    ...(CPU_PROF !== undefined ? { bunArgs: ["--cpu-prof", `--cpu-prof-dir=${CPU_PROF}`] } : {}),
     ferryExtra: {
       mqtt: {
         max_queued_messages: n + 1000,
@@ -175,12 +216,22 @@ async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Pro
     // 2. The backlog.
     await publishAll(broker.port, n, mix);
     // 3. Back online: time until it has every message.
+    const cpu0 = schedSeconds(broker.pid);
+    const main0 = threadSeconds(broker.pid, broker.pid);
+    const threads0 = THREADS ? byThreadName(broker.pid) : undefined;
     const t0 = performance.now();
     const sub2 = await Conn.open("127.0.0.1", broker.port, subscriberEvents(seen, counts), "sub");
     await sub2.connect(SUB_ID, 5, 0, { expiry: 3600 });
     const end = t0 + TIMEOUT_S * 1000;
     while (counts.distinct < n && performance.now() < end && !sub2.closed) await Bun.sleep(5);
     const seconds = (performance.now() - t0) / 1000;
+    const cpu = schedSeconds(broker.pid) - cpu0;
+    const cpuMain = threadSeconds(broker.pid, broker.pid) - main0;
+    if (threads0 !== undefined) {
+      const parts = [...byThreadName(broker.pid)].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const)
+        .filter(([, v]) => v > 0.005).sort((a, b) => b[1] - a[1]);
+      log(`${name} ${mix} ${n} CPU by thread: ${parts.map(([k, v]) => `${k} ${v.toFixed(2)} s`).join(", ")}`);
+    }
     sub2.close();
     const complete = counts.distinct === n;
     return {
@@ -193,6 +244,8 @@ async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Pro
       distinct: counts.distinct,
       duplicates: counts.dup,
       complete,
+      cpu,
+      cpuMain,
     };
   } finally {
     await broker.stop();
@@ -217,7 +270,8 @@ async function main(): Promise<void> {
         for (const c of columns) {
           const r = await runCase(c.b, n, mix, c.root || ROOTS[0]!);
           log(
-            `${label(c)} ${mix} ${n}: ${r.seconds.toFixed(2)} s, ${Math.round(r.rate)} msg/s` +
+            `${label(c)} ${mix} ${n}: ${r.seconds.toFixed(2)} s, ${Math.round(r.rate)} msg/s, ` +
+              `CPU ${(r.cpu * 1e6 / n).toFixed(1)} µs/msg (event loop ${(r.cpuMain * 1e6 / n).toFixed(1)})` +
               (r.complete ? "" : ` INCOMPLETE (${r.distinct}/${n})`) + (r.duplicates ? `, ${r.duplicates} dup` : ""),
           );
           results.push(r);
