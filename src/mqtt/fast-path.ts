@@ -302,7 +302,16 @@ function encodePublish(packet: PublishIn, version: ProtocolVersion): Buffer | un
   if (qos !== 0 && qos !== 1 && qos !== 2) return undefined;
   const messageId: unknown = packet.messageId;
   if (qos > 0 && !isUint16(messageId)) return undefined;
-  if (version === 5 && !noProperties(packet.properties)) return undefined;
+  // v5: no properties (Property Length 0), or ones publishPropertiesLength can write.
+  let propsLength = 0;
+  let props: Record<string, unknown> | undefined;
+  if (version === 5 && !noProperties(packet.properties)) {
+    const given: unknown = packet.properties;
+    if (typeof given !== "object" || given === null || Array.isArray(given)) return undefined;
+    props = given as Record<string, unknown>;
+    propsLength = publishPropertiesLength(props);
+    if (propsLength < 0) return undefined;
+  }
 
   // The payload as generate takes it: falsy is empty, a string is UTF-8, bytes as they are.
   const raw: unknown = packet.payload;
@@ -330,7 +339,8 @@ function encodePublish(packet: PublishIn, version: ProtocolVersion): Buffer | un
   const topicLength = ascii ? topic.length : Buffer.byteLength(topic, "utf8");
   if (topicLength > 0xffff) return undefined; // no two-byte length for it; generate's output is broken
 
-  const rem = 2 + topicLength + (qos > 0 ? 2 : 0) + (version === 5 ? 1 : 0) + payloadLength;
+  const rem = 2 + topicLength + (qos > 0 ? 2 : 0) + (version === 5 ? varIntSize(propsLength) + propsLength : 0) +
+    payloadLength;
   if (rem > MAX_REMAINING_LENGTH) return undefined; // generate throws
   const out = Buffer.allocUnsafe(1 + varIntSize(rem) + rem);
   // Fixed header (spec 3.3.1): DUP, QoS and RETAIN as given. generate sets DUP even at
@@ -350,10 +360,181 @@ function encodePublish(packet: PublishIn, version: ProtocolVersion): Buffer | un
     out[pos++] = id >> 8;
     out[pos++] = id & 0xff;
   }
-  if (version === 5) out[pos++] = 0; // Property Length 0 (spec 3.3.2.3.1)
+  if (version === 5) {
+    pos = writeVarInt(out, pos, propsLength); // Property Length (spec 3.3.2.3.1)
+    if (props !== undefined) pos = writePublishProperties(out, pos, props);
+  }
   if (payload) out.set(payload, pos);
   else if (payloadText !== undefined) out.write(payloadText, pos, payloadLength, "utf8");
   return out;
+}
+
+/**
+ * The bytes of `props` as PUBLISH properties (spec 3.3.2.3), or -1 when the fast path leaves
+ * them to mqtt-packet: a name it does not write here, a value of a type or range mqtt-packet
+ * refuses or converts, an empty User Property set. Written in the order the object lists
+ * them, as mqtt-packet does, so the bytes match its own.
+ *
+ * Why (issue 14): every PUBLISH the uplink forwards carries Ferry's User Properties, and a
+ * v5 subscriber's deliveries carry Subscription Identifiers and the publisher's properties;
+ * mqtt-packet writes each field through a stream (and a debug call per field), which was a
+ * quarter of the uplink's CPU.
+ */
+function publishPropertiesLength(props: Record<string, unknown>): number {
+  let length = 0;
+  for (const name in props) {
+    const value = props[name];
+    if (value === undefined) continue;
+    if (Array.isArray(value)) {
+      // Repeated only where the spec allows it on a PUBLISH (spec 3.3.2.3.8).
+      if (name !== "subscriptionIdentifier" || value.length === 0) return -1;
+      for (const v of value) {
+        const n = propertyLength(name, v);
+        if (n < 0) return -1;
+        length += n;
+      }
+    } else {
+      const n = propertyLength(name, value);
+      if (n < 0) return -1;
+      length += n;
+    }
+  }
+  return length;
+}
+
+function propertyLength(name: string, value: unknown): number {
+  switch (name) {
+    case "payloadFormatIndicator":
+      return typeof value === "boolean" ? 2 : -1;
+    case "messageExpiryInterval":
+      return isUint(value, 0xffffffff) ? 5 : -1;
+    case "topicAlias":
+      return isUint(value, 0xffff) ? 3 : -1;
+    case "subscriptionIdentifier":
+      return isUint(value, 0x0fffffff) ? 1 + varIntSize(value) : -1;
+    case "contentType":
+    case "responseTopic":
+      return typeof value === "string" ? stringLength(value) : -1;
+    case "correlationData":
+      if (value instanceof Uint8Array) return value.byteLength <= 0xffff ? 3 + value.byteLength : -1;
+      return typeof value === "string" ? stringLength(value) : -1;
+    case "userProperties":
+      return userPropertiesLength(value);
+    default:
+      return -1;
+  }
+}
+
+function isUint(n: unknown, max: number): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 0 && n <= max;
+}
+
+/** Identifier, two length bytes and the UTF-8 bytes of `s`; -1 past a two-byte length. */
+function stringLength(s: string): number {
+  const n = utf8Length(s);
+  return n <= 0xffff ? 3 + n : -1;
+}
+
+function userPropertiesLength(value: unknown): number {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return -1;
+  let length = 0;
+  const pairs = value as Record<string, unknown>;
+  for (const key of Object.getOwnPropertyNames(pairs)) {
+    const v = pairs[key];
+    const keyLength = utf8Length(key);
+    if (keyLength > 0xffff) return -1;
+    if (typeof v === "string") {
+      const n = utf8Length(v);
+      if (n > 0xffff) return -1;
+      length += 5 + keyLength + n;
+    } else if (Array.isArray(v)) {
+      for (const item of v) {
+        if (typeof item !== "string") return -1;
+        const n = utf8Length(item);
+        if (n > 0xffff) return -1;
+        length += 5 + keyLength + n;
+      }
+    } else return -1;
+  }
+  // mqtt-packet refuses a User Property set that writes nothing.
+  return length > 0 ? length : -1;
+}
+
+/** Writes what publishPropertiesLength measured, in the same order; returns the offset after it. */
+function writePublishProperties(out: Buffer, pos: number, props: Record<string, unknown>): number {
+  for (const name in props) {
+    const value = props[name];
+    if (value === undefined) continue;
+    if (Array.isArray(value)) {
+      for (const v of value) pos = writeProperty(out, pos, name, v);
+    } else pos = writeProperty(out, pos, name, value);
+  }
+  return pos;
+}
+
+function writeProperty(out: Buffer, pos: number, name: string, value: unknown): number {
+  switch (name) {
+    case "payloadFormatIndicator":
+      out[pos++] = 0x01;
+      out[pos++] = value ? 1 : 0;
+      return pos;
+    case "messageExpiryInterval":
+      out[pos++] = 0x02;
+      out.writeUInt32BE(value as number, pos);
+      return pos + 4;
+    case "contentType":
+      out[pos++] = 0x03;
+      return writeString(out, pos, value as string);
+    case "responseTopic":
+      out[pos++] = 0x08;
+      return writeString(out, pos, value as string);
+    case "correlationData": {
+      out[pos++] = 0x09;
+      if (typeof value === "string") return writeString(out, pos, value);
+      const bytes = value as Uint8Array;
+      out[pos++] = bytes.byteLength >> 8;
+      out[pos++] = bytes.byteLength & 0xff;
+      out.set(bytes, pos);
+      return pos + bytes.byteLength;
+    }
+    case "subscriptionIdentifier":
+      out[pos++] = 0x0b;
+      return writeVarInt(out, pos, value as number);
+    case "topicAlias":
+      out[pos++] = 0x23;
+      out[pos++] = (value as number) >> 8;
+      out[pos++] = (value as number) & 0xff;
+      return pos;
+    default: {
+      // userProperties: the only other name publishPropertiesLength lets through.
+      const pairs = value as Record<string, string | string[]>;
+      for (const key of Object.getOwnPropertyNames(pairs)) {
+        const v = pairs[key]!;
+        for (const item of typeof v === "string" ? [v] : v) {
+          out[pos++] = 0x26;
+          pos = writeString(out, writeString(out, pos, key), item);
+        }
+      }
+      return pos;
+    }
+  }
+}
+
+/** UTF-8 length of `s`: counted in JavaScript while it is ASCII (most property strings are). */
+function utf8Length(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, "utf8");
+  return s.length;
+}
+
+/** A two-byte length and the UTF-8 bytes of `s` at `pos`; returns the offset after them. */
+function writeString(out: Buffer, pos: number, s: string): number {
+  const n = utf8Length(s);
+  out[pos++] = n >> 8;
+  out[pos++] = n & 0xff;
+  if (n === s.length) {
+    for (let i = 0; i < n; i++) out[pos + i] = s.charCodeAt(i);
+  } else out.write(s, pos, n, "utf8");
+  return pos + n;
 }
 
 function encodeAck(packet: AckIn, version: ProtocolVersion): Buffer | undefined {

@@ -675,7 +675,7 @@ describe("fast-path encoding is byte-identical to mqtt-packet.generate", () => {
     }
   });
 
-  test("v5 PUBLISH: absent or all-undefined properties are covered; real properties go to mqtt-packet", () => {
+  test("v5 PUBLISH: absent or all-undefined properties are covered; what the fast path does not write goes to mqtt-packet", () => {
     const base = {
       cmd: "publish",
       topic: "a",
@@ -688,10 +688,91 @@ describe("fast-path encoding is byte-identical to mqtt-packet.generate", () => {
     expectSameEncoding(() => ({ ...base }), 5);
     expectSameEncoding(() => ({ ...base, properties: {} }), 5);
     expectSameEncoding(() => ({ ...base, properties: { contentType: undefined } }), 5);
-    expectSameEncoding(() => ({ ...base, properties: { contentType: "text/plain" } }), 5, false);
-    expectSameEncoding(() => ({ ...base, properties: { topicAlias: 3, messageExpiryInterval: 10 } }), 5, false);
+    expectSameEncoding(() => ({ ...base, properties: { contentType: "text/plain" } }), 5);
+    expectSameEncoding(() => ({ ...base, properties: { topicAlias: 3, messageExpiryInterval: 10 } }), 5);
+    // Left to mqtt-packet: names a PUBLISH does not carry, values it refuses or converts.
+    const left: Record<string, unknown>[] = [
+      { reasonString: "r" },
+      { payloadFormatIndicator: 1 },
+      { messageExpiryInterval: -1 },
+      { messageExpiryInterval: 1.5 },
+      { topicAlias: 65536 },
+      { subscriptionIdentifier: [] },
+      { subscriptionIdentifier: 0x10000000 },
+      { contentType: ["a", "b"] },
+      { contentType: 7 },
+      { contentType: null },
+      { userProperties: {} },
+      { userProperties: { k: 1 } },
+      { userProperties: { k: [1] } },
+      { userProperties: [{ k: "v" }] },
+      { correlationData: 5 },
+    ];
+    for (const properties of left) {
+      expect({ properties, fast: encodeFast({ ...base, properties } as Packet, 5) }).toEqual({
+        properties,
+        fast: undefined,
+      });
+    }
     // v3.1.1 has no properties: generate ignores them, and so does the fast path.
     expectSameEncoding(() => ({ ...base, properties: { contentType: "text/plain" } }), 4);
+  });
+
+  test("v5 PUBLISH properties are written by hand, byte for byte as mqtt-packet writes them, in the object's order", () => {
+    const base = {
+      cmd: "publish",
+      topic: "t/ü",
+      payload: Buffer.from("p"),
+      qos: 1,
+      messageId: 300,
+      dup: false,
+      retain: true,
+    };
+    const cases: Record<string, unknown>[] = [
+      // What the uplink stamps on every forwarded message (src/sync/cloud-properties.ts).
+      {
+        userProperties: {
+          "ferry-received-at": "2026-12-07T11:00:00.000Z",
+          "ferry-clock": "synced",
+          "ferry-edge-id": "edge-1",
+          "ferry-log-id": "9f2c",
+          "ferry-offset": "123456",
+        },
+      },
+      // A delivery to a v5 subscriber: the publisher's properties, then Ferry's.
+      {
+        payloadFormatIndicator: true,
+        contentType: "application/json",
+        responseTopic: "reply/é",
+        correlationData: Buffer.from([0, 1, 2, 255]),
+        userProperties: { a: "1", "ключ": ["значение", "😀", ""], b: "" },
+        messageExpiryInterval: 4294967295,
+        subscriptionIdentifier: [1, 127, 128, 16383, 16384, 2097151, 2097152, 268435455],
+        topicAlias: 65535,
+      },
+      { topicAlias: 1, subscriptionIdentifier: 42, payloadFormatIndicator: false, messageExpiryInterval: 0 },
+      { correlationData: "text as bytes", contentType: "" },
+      { userProperties: { ["k".repeat(300)]: "v".repeat(70_000 >> 2) }, contentType: undefined },
+    ];
+    for (const properties of cases) {
+      for (const payload of [Buffer.alloc(0), Buffer.from("x"), randomBytes(20_000)]) {
+        expectSameEncoding(() => ({ ...base, payload, properties } as Packet), 5);
+      }
+    }
+    // Correlation Data as a plain Uint8Array, as the core holds it (mqtt-packet needs a Buffer).
+    const u8 = encodeFast({ ...base, properties: { correlationData: new Uint8Array([9, 8, 7]) } } as Packet, 5)!;
+    const reference = mqttPacket.generate(
+      { ...base, properties: { correlationData: Buffer.from([9, 8, 7]) } } as Packet,
+      {
+        protocolVersion: 5,
+      },
+    );
+    expect(Buffer.compare(u8, reference)).toBe(0);
+    // Property lengths on both sides of a Variable Byte Integer step (127/128, 16383/16384 bytes).
+    for (const n of [120, 121, 122, 123, 16_370, 16_376, 16_377, 16_378]) {
+      expectSameEncoding(() => ({ ...base, properties: { contentType: "c".repeat(n) } } as Packet), 5);
+      expectSameEncoding(() => ({ ...base, properties: { userProperties: { k: "v".repeat(n) } } } as Packet), 5);
+    }
   });
 
   test("PUBACK/PUBREC/PUBREL/PUBCOMP in every version, with and without a reason code", () => {
