@@ -96,6 +96,9 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
       queueQoSZero: false,
       // MQTT.js traces every packet through `debug`; even disabled, that costs per message.
       log: () => {},
+      // By default it moves its keep-alive timer on every packet it sends (a clearInterval and
+      // a setInterval per forwarded message). A PINGREQ on a busy link costs two bytes.
+      reschedulePings: false,
       // Its copy of each PUBLISH for re-sending after a reconnect is never used (mqtt-js-writes.ts).
       outgoingStore: nonRetainingStore(new mqtt.Store()),
       customHandleAcks: (
