@@ -8,6 +8,7 @@
  *       [--duration 8] [--interval-us 500] [--top 25] [--out DIR]
  *   npx bun scripts/bench/profile.ts --analyse FILE.cpuprofile [--top 25]
  *   npx bun scripts/bench/profile.ts --perf [--scenarios dev-cpu-200x1] [--duration 20] [--env K=V,K2=V2]
+ *       [--ferry-cmd "[NAME=VALUE ...] dist/ferry-linux-x64"]
  *
  * "self" = samples whose innermost frame is that function; a native frame (no source
  * file: Buffer methods, typed-array slice, socket write) is listed under its name
@@ -22,12 +23,16 @@
  * thread, between system calls (by name), other kernel work, JIT-compiled JavaScript and
  * native code in the bun binary (JSC, SQLite, uSockets; the binary is stripped, so no
  * finer). It runs `perf record -F 999 -g -p PID` over the measured window, without
- * --cpu-prof, and reads `perf script`.
+ * --cpu-prof, and reads `perf script`. `--ferry-cmd` profiles another command than
+ * `bun edge/main.ts`, e.g. the compiled executable as users run it (its leading NAME=VALUE
+ * words are its environment, as in scripts/measure-idle.ts); perf mode only, since
+ * --cpu-prof is a flag of bun's command line.
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
-import { type BrokerName, ferryRevision, ROOT, snapshotFerry, startBroker } from "./brokers.ts";
+import { type BrokerName, ferryRevision, ROOT, snapshotFerry, startBroker, type StartOptions } from "./brokers.ts";
+import { splitCommand } from "../command-env.ts";
 import { runLoadgen, SCENARIOS } from "./run.ts";
 
 interface CallFrame {
@@ -132,7 +137,9 @@ export function analyse(p: CpuProfile, top: number, fromUs = -Infinity, toUs = I
 function threadOf(comm: string, tid: number, pid: number): string {
   if (tid === pid) return "event loop (main thread)";
   if (comm === "Worker") return "storage thread (Worker: SQLite, fsync)";
-  if (/^(JITWorker|JSCWarmUp)/.test(comm)) return "JIT compiler threads";
+  if (/^JITWorker/.test(comm)) return "JIT compiler threads";
+  // JavaScriptCore's heap-block warm-up (BUN_JSC_useWarmUpMarkedBlocks), not a compiler: 1-2 ms/s at 200 msg/s.
+  if (/^JSCWarmUp/.test(comm)) return "heap warm-up (JSCWarmUp)";
   if (/HeapHelper|ollector/.test(comm)) return "garbage collector threads";
   if (/^mi-/.test(comm)) return "allocator (mimalloc scavenger)";
   return `other: ${comm}`;
@@ -194,10 +201,10 @@ async function perfRun(
   ferryRoot: string,
   duration: number,
   dir: string,
-  env: Record<string, string>,
+  start: StartOptions,
 ): Promise<void> {
   mkdirSync(dir, { recursive: true });
-  const b = await startBroker(broker, { ferryRoot, ferryEnv: env });
+  const b = await startBroker(broker, { ferryRoot, ...start });
   const warmup = s.warmup ?? 1;
   const data = join(dir, "perf.data");
   const hz = 999;
@@ -245,6 +252,11 @@ async function main(): Promise<void> {
       kv,
     ) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
   );
+  const cmd = f.get("ferry-cmd");
+  const custom = cmd === undefined ? undefined : splitCommand(cmd);
+  if (custom && !f.has("perf")) {
+    throw new Error("--ferry-cmd needs --perf (--cpu-prof is a flag of bun's own command line)");
+  }
   if (f.has("analyse")) {
     console.log(analyse(JSON.parse(readFileSync(f.get("analyse")!, "utf8")) as CpuProfile, top));
     return;
@@ -254,14 +266,17 @@ async function main(): Promise<void> {
   const duration = Number(f.get("duration") ?? 8);
   const out = f.get("out") ?? mkdtempSync(join(tmpdir(), "ferry-profile-"));
   const ferryRoot = snapshotFerry();
-  console.log(`ferry ${ferryRevision(ferryRoot)}; bun ${Bun.version}`);
+  console.log(`ferry ${cmd ?? ferryRevision(ferryRoot)}; bun ${Bun.version}`);
   roots.push(ferryRoot);
   for (const id of ids) {
     const s = SCENARIOS.find((x) => x.id === id);
     if (!s || s.mode !== "throughput") throw new Error(`no throughput scenario ${id}`);
     const dir = join(out, id);
     if (f.has("perf")) {
-      await perfRun(s, broker, ferryRoot, duration, dir, env);
+      await perfRun(s, broker, ferryRoot, duration, dir, {
+        ferryEnv: { ...env, ...custom?.env },
+        ...(custom ? { ferryCommand: custom.argv } : {}),
+      });
       continue;
     }
     const b = await startBroker(broker, {

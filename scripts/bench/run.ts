@@ -21,6 +21,18 @@
  * and prints a table of per-round ranges and Ferry ÷ Mosquitto ratios round by round.
  * Scenarios with their own warmup/duration (the low-rate rows) keep them whatever
  * --duration says, so that a re-run measures exactly the same thing.
+ *
+ * `--variant SPEC` (repeatable) runs Ferry (commit) another way instead of `bun edge/main.ts`
+ * from the source snapshot, e.g. the compiled executable as users run it, or that executable
+ * under a runtime setting read at start-up; each variant is one more broker of every round,
+ * next to Mosquitto, and the device table gives each its column and its ratio:
+ *
+ *   npm run bench -- --scenarios dev-cpu-200x1,dev-cpu-50x100 --rounds 3 \
+ *       --variant "$PWD/dist/ferry-linux-x64" --variant "BUN_JSC_useFTLJIT=0 $PWD/dist/ferry-linux-x64"
+ *
+ * SPEC is a command (leading NAME=VALUE words are its environment, as in
+ * scripts/measure-idle.ts), optionally followed by ` | ` and JSON merged into its config
+ * file. The config's keys still come from the source tree (`ferryConfig`).
  */
 import { cpus } from "node:os";
 import {
@@ -47,10 +59,12 @@ import {
   sleep,
   snapshotFerry,
   startBroker,
+  type StartOptions,
   versions,
   withNofile,
 } from "./brokers.ts";
 import { systemCpu } from "./loadgen.ts";
+import { splitCommand } from "../command-env.ts";
 
 export interface Scenario {
   id: string;
@@ -170,6 +184,26 @@ export const SCENARIOS: Scenario[] = [
     goal: "CPU ≤ 2×",
   },
   {
+    id: "dev-cpu-200x1-steady",
+    title: "200 devices × 1 msg/s × 100 B QoS 1 → 1 subscriber, after 2 minutes",
+    mode: "throughput",
+    args: [
+      ...DEVICE,
+      ...["--pubs", "200", "--subs", "1", "--qos", "1", "--payload", "100", "--rate-per-pub", "1"],
+    ],
+    brokers: DEFAULT,
+    rate: 200,
+    metric: "cpu",
+    // The steady state of a broker that runs for days: at 200 msg/s JavaScriptCore's FTL
+    // tier keeps compiling the long tail of the hot path for about 90 s after the load
+    // starts (10-25 ms/s of CPU on its JIT threads), then falls to ~1 ms/s (per-thread CPU
+    // every 10 s over 4 minutes, BENCHMARKS.md "CPU at low rates"). Not in the device set:
+    // a run takes 2.5 minutes.
+    warmup: 120,
+    duration: 20,
+    goal: "CPU ≤ 2×",
+  },
+  {
     id: "dev-cpu-50x100",
     title: "50 publishers × 100 msg/s × 100 B QoS 1 → 1 subscriber",
     mode: "throughput",
@@ -246,12 +280,47 @@ export const SETS: Record<string, string[]> = {
 /** Scenarios in a set only run when asked for (by set or id). */
 const DEFAULT_RUN = SCENARIOS.filter((s) => !s.metric);
 
+/**
+ * A way of running Ferry (commit) given with `--variant`: its key in the records
+ * ("ferry" when there is one variant, "ferry#1", "ferry#2", … when there are several), the
+ * spec as given, and how brokers.ts starts it.
+ */
+export interface Variant {
+  key: string;
+  spec: string;
+  start: StartOptions;
+}
+
+/** `--variant` specs: `[NAME=VALUE ...] COMMAND [| JSON config]`. */
+export function parseVariants(specs: string[]): Variant[] {
+  return specs.map((spec, i) => {
+    const bar = spec.indexOf(" | ");
+    const command = bar < 0 ? spec : spec.slice(0, bar);
+    const { env, argv } = splitCommand(command);
+    if (argv.length === 0) throw new Error(`--variant ${spec}: no command`);
+    return {
+      key: specs.length === 1 ? "ferry" : `ferry#${i + 1}`,
+      spec,
+      start: {
+        ferryCommand: argv,
+        ...(Object.keys(env).length > 0 ? { ferryEnv: env } : {}),
+        ...(bar >= 0 ? { ferryExtra: JSON.parse(spec.slice(bar + 3)) as Record<string, unknown> } : {}),
+      },
+    };
+  });
+}
+
+/** Which kind of broker a run key is: "ferry#2" runs as "ferry". */
+const kindOf = (key: string): BrokerName => key.replace(/#\d+$/, "") as BrokerName;
+
 interface Options {
   rounds: number;
   duration: number;
   warmup: number;
   scenarios: Scenario[];
-  brokers: BrokerName[];
+  /** Run keys: broker names, with "ferry" replaced by the variants' keys when there are several. */
+  brokers: string[];
+  variants: Variant[];
   json: string;
   markdown: string | undefined;
   quietWait: number;
@@ -260,7 +329,8 @@ interface Options {
 
 interface RunRecord {
   scenario: string;
-  broker: BrokerName;
+  /** The run key: a broker name, or a variant's key ("ferry#2"). */
+  broker: string;
   round: number;
   idleRssKb: number;
   /** Background CPU (% of one core) just before the run. */
@@ -273,10 +343,17 @@ interface RunRecord {
 
 function parseOptions(argv: string[]): Options {
   const f = new Map<string, string>();
+  const variantSpecs: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (!a.startsWith("--")) continue;
     const next = argv[i + 1];
+    if (a === "--variant") {
+      if (next === undefined) fail("--variant needs a command");
+      variantSpecs.push(next);
+      i++;
+      continue;
+    }
     if (next === undefined || next.startsWith("--")) f.set(a.slice(2), "true");
     else {
       f.set(a.slice(2), next);
@@ -301,8 +378,21 @@ function parseOptions(argv: string[]): Options {
     ? ids.map((id) => SCENARIOS.find((s) => s.id === id) ?? fail(`unknown scenario ${id} (see --list)`))
     : DEFAULT_RUN;
   // The device set compares Ferry on its defaults with Mosquitto.
-  const brokers = (f.get("brokers")?.split(",") ?? (set !== undefined ? DEFAULT : ALL)) as BrokerName[];
-  for (const b of brokers) if (!ALL.includes(b)) fail(`unknown broker ${b}; use ${ALL.join(", ")}`);
+  const named =
+    (f.get("brokers")?.split(",") ?? (set !== undefined || variantSpecs.length > 0 ? DEFAULT : ALL)) as BrokerName[];
+  for (const b of named) if (!ALL.includes(b)) fail(`unknown broker ${b}; use ${ALL.join(", ")}`);
+  let variants: Variant[] = [];
+  try {
+    variants = parseVariants(variantSpecs);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+  if (variants.length > 0 && named.includes("ferry-memory")) {
+    fail("--variant runs Ferry (commit) only; drop ferry-memory");
+  }
+  const brokers = variants.length > 1
+    ? named.flatMap((b) => (b === "ferry" ? variants.map((v) => v.key) : [b]))
+    : named;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   return {
     rounds: Number(f.get("rounds") ?? (quick ? 1 : 3)),
@@ -310,6 +400,7 @@ function parseOptions(argv: string[]): Options {
     warmup: Number(f.get("warmup") ?? (quick ? 0.5 : 1)),
     scenarios,
     brokers,
+    variants,
     json: f.get("json") ?? join("/tmp", `ferry-bench-${stamp}.json`),
     markdown: f.get("markdown"),
     // The device set has 51 runs and fixed lengths; on a busy machine waiting for quiet only
@@ -406,10 +497,17 @@ const LABEL: Record<BrokerName, string> = {
   "ferry-memory": "Ferry (memory)",
   mosquitto: "Mosquitto",
 };
+/** A run key's name in tables: "Ferry (commit)", or "Ferry #2" for the second of several variants. */
+const labelOf = (
+  key: string,
+): string => (key.includes("#") ? `Ferry ${key.slice(key.indexOf("#"))}` : LABEL[key as BrokerName]);
+/** The run keys of scenario `s` in this run. */
+const keysFor = (s: Scenario, o: Pick<Options, "brokers">): string[] =>
+  o.brokers.filter((b) => s.brokers.includes(kindOf(b)));
 
 interface Summary {
   scenario: Scenario;
-  broker: BrokerName;
+  broker: string;
   runs: RunRecord[];
   valid: RunRecord[];
   /** The headline number: msg/s for throughput, p99 ms for latency, MB for idle, seconds for retained. */
@@ -417,7 +515,7 @@ interface Summary {
   note: string;
 }
 
-function summarise(s: Scenario, b: BrokerName, records: RunRecord[]): Summary {
+function summarise(s: Scenario, b: string, records: RunRecord[]): Summary {
   const runs = records.filter((r) => r.scenario === s.id && r.broker === b);
   const ok = runs.filter((r) => !r.error);
   const lossy = ok.filter((r) => (r.result.lost ?? 0) > 0 || (s.mode === "idle" && r.result.failed > 0));
@@ -463,7 +561,8 @@ function ratio(a: Summary | undefined, m: Summary | undefined): string {
 }
 
 function tables(o: Options, records: RunRecord[], took: Map<string, number>): string {
-  if (!o.scenarios.some((s) => s.metric)) return generalTables(o, records);
+  // Several variants only fit the device table's layout (a column and a ratio each).
+  if (!o.scenarios.some((s) => s.metric) && o.variants.length < 2) return generalTables(o, records);
   const thr = o.scenarios.filter((s) => s.mode === "throughput");
   const rest = o.scenarios.filter((s) => s.mode !== "throughput");
   const device = deviceTables({ ...o, scenarios: thr }, records, took);
@@ -485,16 +584,27 @@ const range = (xs: number[], digits: number): string => {
 function deviceTables(o: Options, records: RunRecord[], took: Map<string, number>): string {
   // deno-lint-ignore no-explicit-any -- loadgen's JSON result
   type Get = (r: Record<string, any>) => number;
-  const valid = (s: Scenario, b: BrokerName) => summarise(s, b, records).valid;
-  const byRound = (s: Scenario, b: BrokerName, get: Get) => new Map(valid(s, b).map((r) => [r.round, get(r.result)]));
+  const valid = (s: Scenario, b: string) => summarise(s, b, records).valid;
+  const byRound = (s: Scenario, b: string, get: Get) => new Map(valid(s, b).map((r) => [r.round, get(r.result)]));
+  const ferries = o.brokers.filter((b) => kindOf(b) === "ferry");
+  const many = ferries.length > 1;
   const figures: { label: string; get: Get; digits: number }[] = [];
   const out: string[] = [];
   out.push("### Device-like traffic and the batched rows (issue 14)\n");
   out.push(
     "Median over rounds, with the range in brackets. Ratio = Ferry ÷ Mosquitto, computed within each round, then the median and range of those ratios. CPU: utime+stime of the whole broker process from /proc/PID/stat over the measured window; µs per message = CPU time ÷ messages published in that window. Disk: write_bytes of the whole process from /proc/PID/io ÷ messages published, from the first publish to the last delivery.\n",
   );
-  out.push("| scenario | figure | Ferry (commit) | Mosquitto | Ferry ÷ Mosquitto | goal |");
-  out.push("|---|---|--:|--:|--:|---|");
+  if (many) {
+    out.push("Ferry variants (`--variant`), each started from its own command:\n");
+    for (const v of o.variants) out.push(`- ${labelOf(v.key)}: \`${v.spec}\``);
+    out.push("");
+  }
+  out.push(
+    `| scenario | figure | ${ferries.map(labelOf).join(" | ")} | Mosquitto | ${
+      ferries.map((b) => `${many ? labelOf(b) : "Ferry"} ÷ Mosquitto`).join(" | ")
+    } | goal |`,
+  );
+  out.push(`|---|---|${"--:|".repeat(ferries.length * 2 + 1)}---|`);
   for (const s of o.scenarios) {
     figures.length = 0;
     const metric = s.metric ?? "throughput";
@@ -516,15 +626,20 @@ function deviceTables(o: Options, records: RunRecord[], took: Map<string, number
       figures.push({ label: "delivery latency p99, ms", get: (r) => r.latencyMs.p99, digits: 2 });
     }
     figures.forEach((f, i) => {
-      const cell = (b: BrokerName) =>
-        s.brokers.includes(b) && o.brokers.includes(b) ? range([...byRound(s, b, f.get).values()], f.digits) : "n/a";
-      const fr = byRound(s, "ferry", f.get);
+      const cell = (b: string) =>
+        s.brokers.includes(kindOf(b)) && o.brokers.includes(b)
+          ? range([...byRound(s, b, f.get).values()], f.digits)
+          : "n/a";
       const mo = byRound(s, "mosquitto", f.get);
-      const ratios = [...fr].filter(([k]) => mo.has(k)).map(([k, v]) => v / mo.get(k)!);
+      const ratio = (b: string) => {
+        const fr = byRound(s, b, f.get);
+        const ratios = [...fr].filter(([k]) => mo.has(k)).map(([k, v]) => v / mo.get(k)!);
+        return ratios.length > 0 ? `${range(ratios, 2)}×` : "–";
+      };
       const name = s.metric ? s.title : `batched ${s.title}`;
       out.push(
-        `| ${i === 0 ? name : ""} | ${f.label} | ${cell("ferry")} | ${cell("mosquitto")} | ${
-          ratios.length > 0 ? `${range(ratios, 2)}×` : "–"
+        `| ${i === 0 ? name : ""} | ${f.label} | ${ferries.map(cell).join(" | ")} | ${cell("mosquitto")} | ${
+          ferries.map(ratio).join(" | ")
         } | ${i === 0 ? s.goal ?? "" : ""} |`,
       );
     });
@@ -539,13 +654,12 @@ function deviceTables(o: Options, records: RunRecord[], took: Map<string, number
   );
   out.push("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
   for (const s of o.scenarios) {
-    for (const b of s.brokers) {
-      if (!o.brokers.includes(b)) continue;
+    for (const b of keysFor(s, o)) {
       const x = summarise(s, b, records);
       const v = x.valid.map((r) => r.result);
       const m = (get: Get, d = 0) => fmt(median(v.map(get)), d);
       out.push(
-        `| ${s.id} | ${LABEL[b]} | ${v.length}/${x.runs.length} | ${m((r) => r.deliveredPerSec)} | ${
+        `| ${s.id} | ${labelOf(b)} | ${v.length}/${x.runs.length} | ${m((r) => r.deliveredPerSec)} | ${
           m((r) => r.brokerCpuPct, 1)
         } | ${m((r) => r.brokerCpuUsPerMsg, 1)} | ${m((r) => r.brokerCpuSchedUsPerMsg, 1)} | ${
           m((r) => r.brokerWriteBytes / Math.max(1, r.sent))
@@ -564,19 +678,18 @@ function deviceTables(o: Options, records: RunRecord[], took: Map<string, number
     o.scenarios.map((s) => `${s.id} ${fmt(took.get(s.id) ?? NaN)} s`).join(" · ") +
       ` · total ${fmt([...took.values()].reduce((a, b) => a + b, 0))} s`,
   );
-  const notes = o.scenarios.flatMap((s) =>
-    s.brokers.filter((b) => o.brokers.includes(b)).map((b) => summarise(s, b, records)).filter((x) => x.note)
-  );
+  const notes = o.scenarios.flatMap((s) => keysFor(s, o).map((b) => summarise(s, b, records)).filter((x) => x.note));
   if (notes.length > 0) {
     out.push("\n### Notes\n");
-    for (const x of notes) out.push(`- ${x.scenario.id} / ${LABEL[x.broker]}: ${x.note}`);
+    for (const x of notes) out.push(`- ${x.scenario.id} / ${labelOf(x.broker)}: ${x.note}`);
   }
   return out.join("\n");
 }
 
 function generalTables(o: Options, records: RunRecord[]): string {
   const out: string[] = [];
-  const brokers = o.brokers;
+  // At most one variant here, keyed "ferry".
+  const brokers = o.brokers as BrokerName[];
   const sums = new Map<string, Summary>();
   for (const s of o.scenarios) {
     for (const b of s.brokers) if (brokers.includes(b)) sums.set(`${s.id}/${b}`, summarise(s, b, records));
@@ -715,7 +828,7 @@ function generalTables(o: Options, records: RunRecord[]): string {
   const notes = [...sums.values()].filter((x) => x.note);
   if (notes.length > 0) {
     out.push("\n### Notes\n");
-    for (const x of notes) out.push(`- ${x.scenario.id} / ${LABEL[x.broker]}: ${x.note}`);
+    for (const x of notes) out.push(`- ${x.scenario.id} / ${labelOf(x.broker)}: ${x.note}`);
   }
   return out.join("\n");
 }
@@ -753,7 +866,10 @@ function header(o: Options, started: Date, ferryRoot: string): string {
     `date: ${started.toISOString()}`,
     `command: npm run bench -- ${process.argv.slice(2).join(" ")}`.trimEnd(),
     `machine: ${cpus().length} CPUs, ${cpuModel}; bun ${v.bun}; mosquitto ${v.mosquitto}`,
-    `ferry: ${ferryRevision(ferryRoot)} (sources copied at start; every run uses that copy)`,
+    `ferry: ${ferryRevision(ferryRoot)} (sources copied at start; every run uses that copy${
+      o.variants.length > 0 ? " for the config's keys" : ""
+    })`,
+    ...o.variants.map((v) => `ferry variant ${labelOf(v.key)}: ${v.spec}`),
     `disk: fdatasync of a 4 KiB overwrite under ${tmpdir()}: ${fsyncLatency()} (the floor under commit-mode acks)`,
     `open files limit (RLIMIT_NOFILE soft/hard) inherited by brokers and loadgen: ${nofileLimits().soft}/${nofileLimits().hard}${
       nofileLimits().hard < NOFILE_NEEDED ? ` — below ${NOFILE_NEEDED}, so idle-10k will fail` : ""
@@ -787,7 +903,7 @@ async function main(): Promise<void> {
   const took = new Map<string, number>();
   for (const s of o.scenarios) {
     const ts = performance.now();
-    const brokers = s.brokers.filter((b) => o.brokers.includes(b));
+    const brokers = keysFor(s, o);
     console.log(`\n== ${s.id}: ${s.title}`);
     for (let round = 1; round <= o.rounds; round++) {
       const order = round % 2 === 1 ? brokers : [...brokers].reverse();
@@ -805,7 +921,8 @@ async function main(): Promise<void> {
           seconds: 0,
         };
         try {
-          current = await startBroker(b, { ferryRoot });
+          const variant = o.variants.find((v) => v.key === b);
+          current = await startBroker(kindOf(b), { ferryRoot, ...variant?.start });
           rec.idleRssKb = current.idleRssKb;
           rec.result = await runLoadgen(s, current, o);
         } catch (err) {
@@ -816,7 +933,7 @@ async function main(): Promise<void> {
         }
         rec.seconds = (performance.now() - r0) / 1000;
         records.push(rec);
-        console.log(`  round ${round} ${LABEL[b].padEnd(15)} ${line(s, rec)}`);
+        console.log(`  round ${round} ${labelOf(b).padEnd(15)} ${line(s, rec)}`);
       }
     }
     took.set(s.id, (performance.now() - ts) / 1000);
@@ -827,7 +944,7 @@ async function main(): Promise<void> {
         {
           started,
           header: head,
-          options: { ...o, scenarios: o.scenarios.map((x) => x.id) },
+          options: { ...o, scenarios: o.scenarios.map((x) => x.id), variants: o.variants.map((v) => v.spec) },
           secondsPerScenario: Object.fromEntries(took),
           records,
         },
