@@ -243,4 +243,29 @@ describe("sqlite on its own thread", () => {
       jest.useRealTimers();
     }
   });
+
+  test("with a commit window, bookkeeping (sent marks, deletions) neither ends the window nor counts as company (fake timers)", async () => {
+    const { store, commits, answer } = await standIn({ commitWindowMs: 50 });
+    jest.useFakeTimers();
+    try {
+      const first = store.commit([{ op: "append", message: message(1) }]);
+      await nextTurn();
+      answer(0);
+      await first;
+      const held = [store.commit([{ op: "append", message: message(2) }])];
+      for (let i = 0; i < 40; i++) {
+        held.push(store.commit([{ op: "delivery-delete-offset", clientId: "s", offset: i }]));
+      }
+      await nextTurn();
+      jest.advanceTimersByTime(49);
+      await nextTurn();
+      expect(commits().length).toBe(1); // 41 lists wait, 40 of them bookkeeping: no early commit
+      jest.advanceTimersByTime(1);
+      expect(commits().length).toBe(2);
+      answer(1);
+      await Promise.all(held);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
 });

@@ -18,7 +18,7 @@ import {
   type SqliteDatabase,
   type SqliteDriver,
 } from "./driver.ts";
-import { CommitWindow } from "./commit-window.ts";
+import { CommitWindow, isBookkeeping } from "./commit-window.ts";
 import { LogTrimmer } from "./log-trimmer.ts";
 import { rowToMessage } from "./message-codec.ts";
 import { recover } from "./recover.ts";
@@ -283,7 +283,7 @@ export class SqliteStore implements Store {
     return new Promise<void>((resolve, reject) => {
       const settle = (error?: Error) => (error ? reject(error) : resolve());
       this.#queue.push({ mutations, appends, settle });
-      this.#scheduleFlush();
+      this.#scheduleFlush(isBookkeeping(mutations));
     });
   }
 
@@ -291,8 +291,8 @@ export class SqliteStore implements Store {
    * Commit mode: the next turn, unless the commit window of the last flush still runs (its
    * end flushes) and fewer than EARLY_COMMIT_LISTS lists wait.
    */
-  #scheduleFlush(): void {
-    if (this.#scheduled || this.#window?.admit(this.#queue.length)) return;
+  #scheduleFlush(bookkeeping: boolean): void {
+    if (this.#scheduled || this.#window?.admit(bookkeeping)) return;
     this.#scheduled = true;
     defer(() => this.#flush());
   }
@@ -479,7 +479,7 @@ export class SqliteStore implements Store {
     if (!db) return undefined;
     const ttlDue = this.#options.messageTtlMs !== undefined && this.#now() >= this.#nextTtlCheck;
     if (this.#queue.length === 0 && !ttlDue) return undefined;
-    if (this.#queue.length > 0) this.#window?.sent(this.#queue.length);
+    if (this.#queue.length > 0) this.#window?.sent();
     const batch = this.#queue;
     this.#queue = [];
     const outcomes: Array<Error | undefined> = [];

@@ -1,6 +1,6 @@
 import { decodeMutationLists, type EncodedLists, MutationWriter } from "../mutation-codec.ts";
 import { addsToLog, type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
-import { CommitWindow } from "./commit-window.ts";
+import { CommitWindow, isBookkeeping } from "./commit-window.ts";
 import type { SqliteStoreStats } from "./sqlite-store.ts";
 import type { FromStoreThread, ThreadPort, ThreadStoreOptions, ToStoreThread, WireError } from "./thread-protocol.ts";
 
@@ -165,7 +165,7 @@ export class ThreadedSqliteStore implements Store {
     // Sent later: with the next turn, or when the batch in flight is answered, or at the end
     // of the window.
     if (this.#scheduled) return;
-    const held = this.#window?.admit(this.#waiting.length) ?? false;
+    const held = this.#window?.admit(isBookkeeping(mutations)) ?? false;
     if (held || this.#inFlightSeqs.length > 0) return;
     this.#scheduled = true;
     defer(this.#sendScheduled);
@@ -233,7 +233,7 @@ export class ThreadedSqliteStore implements Store {
   #send(): void {
     this.#scheduled = false;
     if (this.#waiting.length === 0 || this.#dead) return;
-    this.#window?.sent(this.#waiting.length);
+    this.#window?.sent();
     const encoded = this.#writer.finish();
     const seq = this.#seq++;
     this.#inFlightSeqs.push(seq);
@@ -282,7 +282,7 @@ export class ThreadedSqliteStore implements Store {
         // callers below run (their lists go with the batch after).
         if (
           this.#waiting.length > 0 && this.#inFlightSeqs.length === 0 && !this.#scheduled &&
-          !this.#window?.holds(this.#waiting.length)
+          !this.#window?.holds()
         ) this.#send();
         const outcomes = reply.outcomes;
         for (let i = 0; i < waiting.length; i++) {
