@@ -19,7 +19,7 @@ import { threadWrittenBytes } from "../../src/runtime/thread-io.ts";
 import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
 import { migrate, SCHEMA_VERSION } from "../../src/store/sqlite/schema.ts";
-import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
+import { NEW_STORE_PAGE_SIZE, SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
 import {
   BODY_READ_SQL,
   PER_MESSAGE_SQL,
@@ -172,6 +172,59 @@ describe("SqliteStore flash wear and the commit window", () => {
     }
     await Promise.all(later);
     expect(store.stats().transactions - before).toBe(1);
+  });
+});
+
+/** What a closed store file holds: page size, the deliveries table's and index's root pages, its deliveries. */
+function inspectFile(path: string) {
+  const db = new Database(path, { readonly: true });
+  try {
+    const roots = db.prepare("SELECT name, rootpage FROM sqlite_master WHERE name LIKE 'deliveries%'").all() as Array<{
+      name: string;
+      rootpage: number;
+    }>;
+    return {
+      pageSize: Number((db.prepare("PRAGMA page_size").get() as { page_size: number }).page_size),
+      deliveryPages: roots.map((r) => r.rootpage),
+      deliveries:
+        (db.prepare("SELECT client_id, offset, phase FROM deliveries ORDER BY client_id, offset").all() as Array<
+          { client_id: string; offset: number; phase: number }
+        >).map((r) => `${r.client_id}@${r.offset}:${r.phase}`),
+    };
+  } finally {
+    db.close(true);
+  }
+}
+
+describe("SqliteStore page size (flash wear)", () => {
+  test(`a new store is made with ${NEW_STORE_PAGE_SIZE}-byte pages`, async () => {
+    const path = join(scratch(), "new.db");
+    const { store, recovered } = await opened(path);
+    await store.commit([append(message(recovered.nextOffset))]);
+    await store.close();
+    expect(NEW_STORE_PAGE_SIZE).toBeLessThan(4096);
+    expect(inspectFile(path).pageSize).toBe(NEW_STORE_PAGE_SIZE);
+  });
+
+  test("a store made with 4,096-byte pages keeps them, opens, migrates and takes writes", async () => {
+    const path = join(scratch(), "old.db");
+    createV1Store(path, (db) => {
+      db.prepare(
+        `INSERT INTO messages (offset, topic, payload, qos, retain, received_at, origin) VALUES (?, ?, ?, 1, 0, ?, 'p')`,
+      )
+        .run(1, "t/1", encoder.encode("m1"), 1_700_000_000_000);
+      db.exec("UPDATE meta SET value = 2 WHERE key = 'next_offset'");
+    });
+    expect(inspectFile(path).pageSize).toBe(4096);
+    const { store, recovered } = await opened(path);
+    expect(recovered.nextOffset).toBe(2);
+    for (let i = 0; i < 200; i++) await store.commit([append(message(2 + i, new Uint8Array(100)))]);
+    await store.close();
+    expect(inspectFile(path).pageSize).toBe(4096);
+    const again = await opened(path);
+    expect((await again.store.readLog(0, 1000)).map((m) => m.offset)).toEqual(
+      Array.from({ length: 201 }, (_, i) => 1 + i),
+    );
   });
 });
 
