@@ -19,6 +19,7 @@ import {
   type SqliteDriver,
 } from "./driver.ts";
 import { CommitWindow, isBookkeeping } from "./commit-window.ts";
+import { undoneInBatch } from "./completed-deliveries.ts";
 import { LogTrimmer } from "./log-trimmer.ts";
 import { rowToMessage } from "./message-codec.ts";
 import { recover } from "./recover.ts";
@@ -437,6 +438,11 @@ export class SqliteStore implements Store {
     return { appends, retained };
   }
 
+  /** Commit mode: a list committed now waits for the window's end or the next turn. */
+  gathering(): boolean {
+    return this.#options.durability === "commit" && (this.#scheduled || (this.#window?.holds() ?? false));
+  }
+
   stats(): SqliteStoreStats {
     const stats: SqliteStoreStats = {
       // Periodic: appends acknowledged but not yet flushed are in the log as far as
@@ -570,6 +576,8 @@ export class SqliteStore implements Store {
     // transaction. Otherwise a publish arriving just behind the acks that make room was
     // refused when both shared a batch.
     let released = false;
+    // Writes of deliveries that complete within this batch (completed-deliveries.ts).
+    const undone = undoneInBatch(batch);
     for (const queued of batch) {
       if (queued.appends && refuseAppends && released) {
         r.dropped += trimmer.trimToSize(this.#trimTarget(max!), r.highest);
@@ -585,10 +593,11 @@ export class SqliteStore implements Store {
       // A list of one single-statement mutation (most lists: one publish's append) is
       // atomic without a savepoint, since SQLite undoes a failed statement by itself.
       // Two statements fewer per message.
-      const single = queued.mutations.length === 1 && !runsSeveralStatements(queued.mutations[0]!);
+      const mutations = undone ? queued.mutations.filter((m) => !undone.has(m)) : queued.mutations;
+      const single = mutations.length <= 1 && !(mutations.length === 1 && runsSeveralStatements(mutations[0]!));
       if (!single) s.savepoint.run();
       try {
-        for (const m of queued.mutations) s.apply(m, effect);
+        for (const m of mutations) s.apply(m, effect);
         if (!single) s.release.run();
       } catch (error) {
         if (!this.#isListLocal(error)) throw error;

@@ -215,6 +215,15 @@ export class ThreadedSqliteStore implements Store {
     return this.#stats;
   }
 
+  /**
+   * A list committed now joins a batch that goes anyway: the window's, or the one scheduled
+   * for the end of this turn. (Not merely one behind a batch in flight: with no window, that
+   * batch goes when the answer comes, possibly with nothing else in it.)
+   */
+  gathering(): boolean {
+    return this.#scheduled || (this.#window?.holds() ?? false);
+  }
+
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
