@@ -25,7 +25,8 @@ import type { Mutation } from "../store.ts";
 export function undoneInBatch(
   lists: readonly { readonly mutations: readonly Mutation[] }[],
 ): Set<Mutation> | undefined {
-  let deleted: Set<string> | undefined;
+  /** Offsets deleted later in the batch, by client (no key string made per mutation). */
+  let deleted: Map<string, Set<number>> | undefined;
   let undone: Set<Mutation> | undefined;
   // Backwards, so that a write is checked against the deletions that follow it only.
   for (let l = lists.length - 1; l >= 0; l--) {
@@ -33,22 +34,22 @@ export function undoneInBatch(
     for (let i = mutations.length - 1; i >= 0; i--) {
       const m = mutations[i]!;
       switch (m.op) {
-        case "delivery-delete-offset":
-          (deleted ??= new Set()).add(key(m.clientId, m.offset));
+        case "delivery-delete-offset": {
+          deleted ??= new Map();
+          const offsets = deleted.get(m.clientId);
+          if (offsets) offsets.add(m.offset);
+          else deleted.set(m.clientId, new Set([m.offset]));
           break;
+        }
         case "delivery-put":
-          if (deleted?.has(key(m.delivery.clientId, m.delivery.offset))) (undone ??= new Set()).add(m);
+          if (deleted?.get(m.delivery.clientId)?.has(m.delivery.offset)) (undone ??= new Set()).add(m);
           break;
         case "delivery-sent":
         case "delivery-pubrel":
-          if (deleted?.has(key(m.clientId, m.offset))) (undone ??= new Set()).add(m);
+          if (deleted?.get(m.clientId)?.has(m.offset)) (undone ??= new Set()).add(m);
           break;
       }
     }
   }
   return undone;
-}
-
-function key(clientId: string, offset: number): string {
-  return `${offset} ${clientId}`;
 }

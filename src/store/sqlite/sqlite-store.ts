@@ -593,11 +593,10 @@ export class SqliteStore implements Store {
       // A list of one single-statement mutation (most lists: one publish's append) is
       // atomic without a savepoint, since SQLite undoes a failed statement by itself.
       // Two statements fewer per message.
-      const mutations = undone ? queued.mutations.filter((m) => !undone.has(m)) : queued.mutations;
-      const single = mutations.length <= 1 && !(mutations.length === 1 && runsSeveralStatements(mutations[0]!));
+      const single = queued.mutations.length === 1 && !runsSeveralStatements(queued.mutations[0]!);
       if (!single) s.savepoint.run();
       try {
-        for (const m of mutations) s.apply(m, effect);
+        for (const m of queued.mutations) if (!undone?.has(m)) s.apply(m, effect);
         if (!single) s.release.run();
       } catch (error) {
         if (!this.#isListLocal(error)) throw error;
