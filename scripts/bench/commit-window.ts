@@ -15,7 +15,10 @@
  * Cases (the device set's rows, same loads): disk-1, disk-10, disk-200 (1 device at 1/10/200
  * msg/s, 64 B), cpu-200x1 (200 devices × 1 msg/s, 100 B), cpu-50x100 (50 × 100 msg/s), latency
  * (10 × 1,000 msg/s, 64 B, window 64), sync-1 and sync-10 (one publisher, closed loop, 1 or 10
- * in flight: a client that waits for its acknowledgements).
+ * in flight: a client that waits for its acknowledgements), disk-200-long (disk-200 for 60 s:
+ * the WAL checkpoints, which the 5 s run never reaches, write each page into the database file
+ * once more), disk-200-session (disk-200 for 20 s to a persistent subscriber: its deliveries
+ * are written, and deleted once acknowledged).
  */
 import { resolve } from "node:path";
 import { ROOT, startBroker } from "./brokers.ts";
@@ -35,12 +38,16 @@ interface Case {
   payload: number;
   warmup: number;
   duration: number;
+  /** The subscriber has a persistent session (clean session 0). */
+  persistent?: boolean;
 }
 
 const CASES: Case[] = [
   { id: "disk-1", pubs: 1, ratePerPub: 1, payload: 64, warmup: 1, duration: 10 },
   { id: "disk-10", pubs: 1, ratePerPub: 10, payload: 64, warmup: 1, duration: 5 },
   { id: "disk-200", pubs: 1, ratePerPub: 200, payload: 64, warmup: 1, duration: 5 },
+  { id: "disk-200-long", pubs: 1, ratePerPub: 200, payload: 64, warmup: 1, duration: 60 },
+  { id: "disk-200-session", pubs: 1, ratePerPub: 200, payload: 64, warmup: 1, duration: 20, persistent: true },
   { id: "cpu-200x1", pubs: 200, ratePerPub: 1, payload: 100, warmup: 10, duration: 10 },
   { id: "cpu-50x100", pubs: 50, ratePerPub: 100, payload: 100, warmup: 10, duration: 5 },
   { id: "latency", pubs: 10, ratePerPub: 1000, payload: 64, warmup: 3, duration: 5 },
@@ -110,6 +117,7 @@ for (let r = 0; r < rounds; r++) {
           brokerPid: broker.pid,
           version: 4,
           drainTimeout: 10,
+          ...(c.persistent ? { persistentSubs: true } : {}),
         };
         const t = await throughput(o);
         const row: Row = {

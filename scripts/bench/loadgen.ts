@@ -584,6 +584,8 @@ export interface ThroughputOptions {
   version: 4 | 5;
   /** Seconds to wait for missing messages after publishing stopped. */
   drainTimeout: number;
+  /** Subscribers connect with a persistent session (clean session 0; v5: expiry 1 h), so a durable broker stores their deliveries. */
+  persistentSubs?: boolean;
 }
 
 export interface Latency {
@@ -798,7 +800,7 @@ export async function throughput(o: ThroughputOptions): Promise<ThroughputResult
     const c = await Conn.open(o.host, o.port, subDrained, `sub${i}`);
     device(c);
     c.lastSeq = new Int32Array(o.pubs).fill(-1);
-    await c.connect(`bench-${tag}-s${i}`, o.version, o.keepalive);
+    await c.connect(`bench-${tag}-s${i}`, o.version, o.keepalive, o.persistentSubs ? { expiry: 3600 } : undefined);
     await c.subscribe(`bench/${tag}/+`, o.qos);
     subs.push(c);
   }

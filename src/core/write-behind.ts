@@ -25,6 +25,14 @@ import type { Clock } from "./clock.ts";
  * "a commit has settled, so everything handed in before it is durable" still holds.
  * `delayMs` 0 writes at once (memory and periodic durability, where nothing waits for a
  * transaction anyway).
+ *
+ * While the store is `gathering` (its commit window runs, or a batch goes at the end of this
+ * turn), `later` lists go as soon as the task that made them is done: they wait there for a
+ * transaction that is coming anyway. Why
+ * (issue 14, flash wear): a completed delivery's deletion that waited here missed the
+ * window's transaction, which then wrote the delivery its message had just created, and the
+ * next one deleted it: two pages of the deliveries table and its index in every commit, for
+ * rows that, handed over in time, cancel out in one transaction (completed-deliveries.ts).
  */
 export class WriteBehind implements Store {
   #pending: Mutation[] = [];
@@ -32,6 +40,8 @@ export class WriteBehind implements Store {
   #superseded: Set<Mutation> | undefined;
   #settle: ReturnType<typeof Promise.withResolvers<void>> | undefined;
   #timer: unknown;
+  /** A hand-over at the end of this task is queued (the store is gathering). */
+  #soon = false;
 
   constructor(private readonly store: Store, private readonly clock: Clock, private readonly delayMs: number) {}
 
@@ -53,10 +63,20 @@ export class WriteBehind implements Store {
     if (this.delayMs <= 0) return this.store.commit(mutations);
     for (const m of mutations) this.#pending.push(m);
     this.#settle ??= Promise.withResolvers<void>();
-    this.#timer ??= this.clock.setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#pending.length > 0) this.#flush();
-    }, this.delayMs);
+    if (this.store.gathering?.() === true) {
+      // Once the task that made it is done: all the bookkeeping of one socket read (a
+      // subscriber's PUBACKs arrive many to a read while it drains) goes as one list, not a
+      // list (and a promise to settle) per acknowledgement.
+      if (!this.#soon) {
+        this.#soon = true;
+        queueMicrotask(this.#handOver);
+      }
+    } else {
+      this.#timer ??= this.clock.setTimeout(() => {
+        this.#timer = undefined;
+        this.#handOver();
+      }, this.delayMs);
+    }
     return this.#settle.promise;
   }
 
@@ -70,6 +90,11 @@ export class WriteBehind implements Store {
     if (this.#pending.length === 0) return;
     (this.#superseded ??= new Set()).add(m);
   }
+
+  readonly #handOver = (): void => {
+    this.#soon = false;
+    if (this.#pending.length > 0) this.#flush();
+  };
 
   #flush(): void {
     let mutations = this.#pending;
@@ -112,6 +137,10 @@ export class WriteBehind implements Store {
 
   stats(): StoreStats {
     return this.store.stats();
+  }
+
+  gathering(): boolean {
+    return this.store.gathering?.() === true;
   }
 
   close(): Promise<void> {

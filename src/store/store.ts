@@ -274,6 +274,12 @@ export interface Store {
    */
   readonly offloadsBodies: boolean;
   stats(): StoreStats;
+  /**
+   * True while a list handed to `commit` now would wait for a transaction that is coming
+   * anyway (a commit window runs, or a batch goes at the end of this turn): bookkeeping
+   * handed over now costs no transaction of its own (WriteBehind). Absent: never.
+   */
+  gathering?(): boolean;
   /** Flush everything pending and release resources. */
   close(): Promise<void>;
 }

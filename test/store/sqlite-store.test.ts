@@ -19,7 +19,7 @@ import { threadWrittenBytes } from "../../src/runtime/thread-io.ts";
 import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
 import { migrate, SCHEMA_VERSION } from "../../src/store/sqlite/schema.ts";
-import { SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
+import { NEW_STORE_PAGE_SIZE, SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
 import {
   BODY_READ_SQL,
   PER_MESSAGE_SQL,
@@ -172,6 +172,126 @@ describe("SqliteStore flash wear and the commit window", () => {
     }
     await Promise.all(later);
     expect(store.stats().transactions - before).toBe(1);
+  });
+});
+
+/** The page numbers of the WAL frames in `wal` from byte `from` on (a frame: 24-byte header, then the page). */
+function walPages(wal: Uint8Array, pageSize: number, from = 32): number[] {
+  const view = new DataView(wal.buffer, wal.byteOffset, wal.byteLength);
+  const pages: number[] = [];
+  for (let at = from; at + 24 + pageSize <= wal.byteLength; at += 24 + pageSize) pages.push(view.getUint32(at));
+  return pages;
+}
+
+/** What a closed store file holds: page size, the deliveries table's and index's root pages, its deliveries. */
+function inspectFile(path: string) {
+  const db = new Database(path, { readonly: true });
+  try {
+    const roots = db.prepare("SELECT name, rootpage FROM sqlite_master WHERE name LIKE 'deliveries%'").all() as Array<{
+      name: string;
+      rootpage: number;
+    }>;
+    return {
+      pageSize: Number((db.prepare("PRAGMA page_size").get() as { page_size: number }).page_size),
+      deliveryPages: roots.map((r) => r.rootpage),
+      deliveries:
+        (db.prepare("SELECT client_id, offset, phase FROM deliveries ORDER BY client_id, offset").all() as Array<
+          { client_id: string; offset: number; phase: number }
+        >).map((r) => `${r.client_id}@${r.offset}:${r.phase}`),
+    };
+  } finally {
+    db.close(true);
+  }
+}
+
+describe("SqliteStore page size (flash wear)", () => {
+  test(`a new store is made with ${NEW_STORE_PAGE_SIZE}-byte pages`, async () => {
+    const path = join(scratch(), "new.db");
+    const { store, recovered } = await opened(path);
+    await store.commit([append(message(recovered.nextOffset))]);
+    await store.close();
+    expect(NEW_STORE_PAGE_SIZE).toBeLessThan(4096);
+    expect(inspectFile(path).pageSize).toBe(NEW_STORE_PAGE_SIZE);
+  });
+
+  test("a store made with 4,096-byte pages keeps them, opens, migrates and takes writes", async () => {
+    const path = join(scratch(), "old.db");
+    createV1Store(path, (db) => {
+      db.prepare(
+        `INSERT INTO messages (offset, topic, payload, qos, retain, received_at, origin) VALUES (?, ?, ?, 1, 0, ?, 'p')`,
+      )
+        .run(1, "t/1", encoder.encode("m1"), 1_700_000_000_000);
+      db.exec("UPDATE meta SET value = 2 WHERE key = 'next_offset'");
+    });
+    expect(inspectFile(path).pageSize).toBe(4096);
+    const { store, recovered } = await opened(path);
+    expect(recovered.nextOffset).toBe(2);
+    for (let i = 0; i < 200; i++) await store.commit([append(message(2 + i, new Uint8Array(100)))]);
+    await store.close();
+    expect(inspectFile(path).pageSize).toBe(4096);
+    const again = await opened(path);
+    expect((await again.store.readLog(0, 1000)).map((m) => m.offset)).toEqual(
+      Array.from({ length: 201 }, (_, i) => 1 + i),
+    );
+  });
+});
+
+describe("SqliteStore deliveries completed within one transaction", () => {
+  const put = (clientId: string, offset: number): Mutation => ({
+    op: "delivery-put",
+    delivery: { clientId, offset, qos: 1, retain: false, phase: "queued" },
+  });
+  const sent = (clientId: string, offset: number): Mutation => ({ op: "delivery-sent", clientId, offset, packetId: 1 });
+  const done = (clientId: string, offset: number): Mutation => ({ op: "delivery-delete-offset", clientId, offset });
+
+  test("a delivery written and deleted in the same transaction touches no page of the deliveries table or its index", async () => {
+    const path = join(scratch(), "d.db");
+    const { store, recovered } = await opened(path);
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("sub") }]);
+    await store.commit([append(message(base)), put("sub", base)]); // still owed after this
+    const wal = path + "-wal";
+    const walBefore = readFileSync(wal).byteLength;
+    // One transaction: a publish queued for the subscriber, its "sent" mark and, acknowledged
+    // before the commit, its deletion (the lists of one turn share a transaction).
+    await Promise.all([
+      store.commit([append(message(base + 1)), put("sub", base + 1)]),
+      store.commit([sent("sub", base + 1)]),
+      store.commit([done("sub", base + 1)]),
+    ]);
+    const written = readFileSync(wal);
+    await store.close();
+    const file = inspectFile(path);
+    const pages = walPages(written, file.pageSize, walBefore);
+    expect(pages.length).toBeGreaterThan(0); // the message's leaf, at least
+    for (const page of file.deliveryPages) expect(pages).not.toContain(page);
+    expect(file.deliveries).toEqual([`sub@${base}:0`]);
+  });
+
+  test("the deletion still removes a row an earlier transaction wrote, and a delivery queued again after it stays", async () => {
+    const path = join(scratch(), "d.db");
+    const { store, recovered } = await opened(path);
+    const base = recovered.nextOffset;
+    await store.commit([{ op: "session-put", session: sessionRecord("sub") }]);
+    await store.commit([append(message(base)), put("sub", base), append(message(base + 1)), put("sub", base + 1)]);
+    await Promise.all([
+      // Written before, rewritten and deleted now: gone.
+      store.commit([sent("sub", base)]),
+      store.commit([put("sub", base)]),
+      store.commit([done("sub", base)]),
+      // Deleted, then queued again in the same transaction: kept, as queued.
+      store.commit([done("sub", base + 1)]),
+      store.commit([put("sub", base + 1)]),
+      // A delivery of a message refused by nothing, completed at once: never written.
+      store.commit([append(message(base + 2)), put("sub", base + 2), put("other", base + 2)]),
+      store.commit([done("sub", base + 2)]),
+    ]);
+    await store.close();
+    expect(inspectFile(path).deliveries).toEqual([`other@${base + 2}:0`, `sub@${base + 1}:0`]);
+    const again = await opened(path);
+    expect(again.recovered.sessions.map((s) => [s.session.clientId, s.inflight.length + s.queued.length])).toEqual([
+      ["sub", 1],
+    ]);
   });
 });
 

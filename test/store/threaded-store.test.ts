@@ -243,4 +243,35 @@ describe("sqlite on its own thread", () => {
       jest.useRealTimers();
     }
   });
+
+  test("it gathers while its commit window runs, and bookkeeping (sent marks, deletions) neither ends the window nor counts as company (fake timers)", async () => {
+    const { store, commits, answer } = await standIn({ commitWindowMs: 50 });
+    jest.useFakeTimers();
+    try {
+      expect(store.gathering()).toBe(false);
+      const first = store.commit([{ op: "append", message: message(1) }]);
+      expect(store.gathering()).toBe(true); // going at the end of this turn
+      await nextTurn();
+      answer(0);
+      await first;
+      expect(store.gathering()).toBe(true); // the window started with the first commit
+      const held = [store.commit([{ op: "append", message: message(2) }])];
+      for (let i = 0; i < 40; i++) {
+        held.push(store.commit([{ op: "delivery-delete-offset", clientId: "s", offset: i }]));
+      }
+      await nextTurn();
+      jest.advanceTimersByTime(49);
+      await nextTurn();
+      expect(commits().length).toBe(1); // 41 lists wait, 40 of them bookkeeping: no early commit
+      jest.advanceTimersByTime(1);
+      expect(commits().length).toBe(2);
+      // One list of company in that window (the 40 bookkeeping lists are none): waiting did
+      // not pay, so no window starts with this commit.
+      expect(store.gathering()).toBe(false);
+      answer(1);
+      await Promise.all(held);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
 });

@@ -1,6 +1,6 @@
 import { decodeMutationLists, type EncodedLists, MutationWriter } from "../mutation-codec.ts";
 import { addsToLog, type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
-import { CommitWindow } from "./commit-window.ts";
+import { CommitWindow, isBookkeeping } from "./commit-window.ts";
 import type { SqliteStoreStats } from "./sqlite-store.ts";
 import type { FromStoreThread, ThreadPort, ThreadStoreOptions, ToStoreThread, WireError } from "./thread-protocol.ts";
 
@@ -165,7 +165,7 @@ export class ThreadedSqliteStore implements Store {
     // Sent later: with the next turn, or when the batch in flight is answered, or at the end
     // of the window.
     if (this.#scheduled) return;
-    const held = this.#window?.admit(this.#waiting.length) ?? false;
+    const held = this.#window?.admit(isBookkeeping(mutations)) ?? false;
     if (held || this.#inFlightSeqs.length > 0) return;
     this.#scheduled = true;
     defer(this.#sendScheduled);
@@ -215,6 +215,15 @@ export class ThreadedSqliteStore implements Store {
     return this.#stats;
   }
 
+  /**
+   * A list committed now joins a batch that goes anyway: the window's, or the one scheduled
+   * for the end of this turn. (Not merely one behind a batch in flight: with no window, that
+   * batch goes when the answer comes, possibly with nothing else in it.)
+   */
+  gathering(): boolean {
+    return this.#scheduled || (this.#window?.holds() ?? false);
+  }
+
   close(): Promise<void> {
     if (this.#closed) return Promise.resolve();
     this.#closed = true;
@@ -233,7 +242,7 @@ export class ThreadedSqliteStore implements Store {
   #send(): void {
     this.#scheduled = false;
     if (this.#waiting.length === 0 || this.#dead) return;
-    this.#window?.sent(this.#waiting.length);
+    this.#window?.sent();
     const encoded = this.#writer.finish();
     const seq = this.#seq++;
     this.#inFlightSeqs.push(seq);
@@ -282,7 +291,7 @@ export class ThreadedSqliteStore implements Store {
         // callers below run (their lists go with the batch after).
         if (
           this.#waiting.length > 0 && this.#inFlightSeqs.length === 0 && !this.#scheduled &&
-          !this.#window?.holds(this.#waiting.length)
+          !this.#window?.holds()
         ) this.#send();
         const outcomes = reply.outcomes;
         for (let i = 0; i < waiting.length; i++) {
