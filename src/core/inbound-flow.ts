@@ -5,7 +5,7 @@ import { type Message, type Mutation, type QoS, StoreFullError } from "../store/
 import type { Broker, Routed } from "./broker.ts";
 import type { ClientConnection } from "./client-connection.ts";
 import { pickMessageProperties, toBytes } from "./message-properties.ts";
-import { qos0Refusals, TAKEN } from "./qos0-shed.ts";
+import { LIVE, qos0Refusals } from "./qos0-shed.ts";
 import { unpinnedBytes } from "../mqtt/unpinned-bytes.ts";
 
 /**
@@ -157,11 +157,13 @@ export class InboundFlow {
 
     // The time its bytes arrived (set in onData): one clock reading per read, not per message.
     const now = c.lastActivity;
+    let live = false;
     if (qos === 0 && !p.retain && this.#stepsHead === undefined) {
       // Nothing of this client waits to be delivered before it, so its fate is decided now,
       // as delivery would decide it: dropped before it becomes a message if nobody can take it.
       const refused = qos0Refusals(broker, c.clientId, topic);
-      if (refused !== TAKEN) {
+      live = refused === LIVE;
+      if (refused >= 0) {
         broker.metrics.droppedSlowConsumer += refused;
         if (broker.publishHooks.length > 0) {
           const seen: Message = {
@@ -182,7 +184,8 @@ export class InboundFlow {
     const message: Message = {
       offset: 0,
       topic,
-      payload: keptBytes(p.payload),
+      // Delivered now and kept by nobody (LIVE): the view of the bytes read will do.
+      payload: live ? toBytes(p.payload) : keptBytes(p.payload),
       qos,
       retain: p.retain,
       receivedAt: now,
@@ -203,6 +206,12 @@ export class InboundFlow {
     // Routed and handed to the store now, in arrival order, so that a client's window of
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
     const routed = broker.publish(message, extra);
+    if (live) {
+      // Nothing to wait for and nothing before it: delivered now, without a step in the flow.
+      if (budget.overFull) c.throttle();
+      broker.deliver(routed);
+      return;
+    }
     // Its body counts against the memory budget until its step has run.
     budget.hold(message);
     const step = new OrderedStep("publish", true, qos, id, 0, routed);

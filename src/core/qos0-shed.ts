@@ -3,14 +3,20 @@ import type { Broker } from "./broker.ts";
 /** More matching subscriptions than this go the full way (see qos0Refusals). */
 const MAX_MATCHES = 16;
 
-/** `qos0Refusals`: somebody may take the message, or routing has to decide (see there). */
+/** `qos0Refusals`: routing has to decide (see there). */
 export const TAKEN = -1;
+/**
+ * `qos0Refusals`: every subscriber takes the message or drops it now, while it is delivered:
+ * nothing keeps it past this call (no queue, no retained copy, no log, no shared group).
+ */
+export const LIVE = -2;
 
 /**
  * Whether a QoS 0 PUBLISH without RETAIN from `from` to `topic` can be dropped before it
  * becomes a message (issue 13: a message nobody can take should cost as little as possible).
  * Returns how many subscribers drop it as slow consumers, 0 when no subscriber and nothing
- * else wants it, or TAKEN when a subscriber may take it or the full path must decide.
+ * else wants it; LIVE when some connected subscriber takes it and every one decides now, as
+ * it is delivered; TAKEN when the full path must decide.
  *
  * It is the decision OutboundFlow.deliver makes for a QoS 0 delivery to a connected session
  * with nothing queued (past `mqtt.max_buffered_bytes` of output, or the output bound if
@@ -31,6 +37,7 @@ export function qos0Refusals(broker: Broker, from: string, topic: string): numbe
   const bound = Math.min(broker.options.maxBufferedBytes, broker.options.maxOutputBytes);
   const queueOffline = broker.options.queueQos0;
   let refused = 0;
+  let taken = false;
   for (let i = 0; i < matches.length; i++) {
     const { session: s, sub } = matches[i]!;
     if (sub.group !== undefined) return TAKEN;
@@ -42,11 +49,15 @@ export function qos0Refusals(broker: Broker, from: string, topic: string): numbe
       if (queueOffline && s.persistent) return TAKEN;
       continue;
     }
-    if (c.state !== "connected" || s.queuedCount > 0 || c.outputBytes() <= bound) return TAKEN;
+    if (c.state !== "connected" || s.queuedCount > 0) return TAKEN;
+    if (c.outputBytes() <= bound) {
+      taken = true;
+      continue;
+    }
     // Overlapping subscriptions of one session are one delivery, so one drop.
     let seen = false;
     for (let j = 0; j < i && !seen; j++) seen = matches[j]!.session === s;
     if (!seen) refused++;
   }
-  return refused;
+  return taken ? LIVE : refused;
 }
