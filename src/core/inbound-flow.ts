@@ -6,6 +6,8 @@ import type { Broker, Routed } from "./broker.ts";
 import type { ClientConnection } from "./client-connection.ts";
 import { pickMessageProperties, toBytes } from "./message-properties.ts";
 import { LIVE, qos0Refusals } from "./qos0-shed.ts";
+import { MessageEncodings } from "./outbound-encoder.ts";
+import type { Outbound, Session } from "./session.ts";
 import { unpinnedBytes } from "../mqtt/unpinned-bytes.ts";
 
 /**
@@ -15,6 +17,35 @@ import { unpinnedBytes } from "../mqtt/unpinned-bytes.ts";
  */
 function keptBytes(payload: string | Buffer): Uint8Array {
   return typeof payload === "string" ? toBytes(payload) : unpinnedBytes(payload, payload.buffer.byteLength);
+}
+
+/** Routing's scratch arrays for deliverNow (a fresh pair if one is ever re-entered). */
+let liveSessions: Session[] = [];
+let liveOutbounds: Outbound[] = [];
+
+/**
+ * Route `m` (QoS 0, no RETAIN, logged by nobody, every subscriber connected with nothing
+ * queued: qos0-shed.ts's LIVE) and hand it to each subscriber now, as Broker.publish and
+ * deliverLive would, without the arrays and record they make for what may wait or be stored.
+ */
+function deliverNow(broker: Broker, m: Message): void {
+  for (const hook of broker.publishHooks) hook(m);
+  const sessions = liveSessions.length === 0 ? liveSessions : [];
+  const outbounds = liveOutbounds.length === 0 ? liveOutbounds : [];
+  try {
+    broker.router.route(m, sessions, outbounds);
+    if (sessions.length === 1) broker.outbound.deliver(sessions[0]!, outbounds[0]!);
+    else if (sessions.length > 1) {
+      const cache = new MessageEncodings();
+      for (let i = 0; i < sessions.length; i++) {
+        outbounds[i]!.cache = cache;
+        broker.outbound.deliver(sessions[i]!, outbounds[i]!);
+      }
+    }
+  } finally {
+    sessions.length = 0;
+    outbounds.length = 0;
+  }
 }
 
 /** Bytes per second of messages nobody takes that one client may send before it is paced (see InboundFlow.#wasted). */
@@ -203,15 +234,17 @@ export class InboundFlow {
       c.session!.qos2Incoming.add(id);
       extra = { op: "qos2-in-put", clientId: c.clientId, packetId: id };
     }
+    if (live) {
+      // Nothing to write, wait for or keep, and nothing of this client before it: routed and
+      // delivered now, without a step in the flow or the Routed record (Broker.publish and
+      // deliverLive do the same for what they are given, plus what this message cannot need).
+      if (budget.overFull) c.throttle();
+      deliverNow(broker, message);
+      return;
+    }
     // Routed and handed to the store now, in arrival order, so that a client's window of
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
     const routed = broker.publish(message, extra);
-    if (live) {
-      // Nothing to wait for and nothing before it: delivered now, without a step in the flow.
-      if (budget.overFull) c.throttle();
-      broker.deliver(routed);
-      return;
-    }
     // Its body counts against the memory budget until its step has run.
     budget.hold(message);
     const step = new OrderedStep("publish", true, qos, id, 0, routed);
