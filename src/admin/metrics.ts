@@ -117,6 +117,12 @@ export function renderMetrics(snap: MetricsSnapshot): string {
     c.pausedReading,
   );
   out.add(
+    "ferry_publishers_paced_total",
+    "counter",
+    "Times Ferry paused reading a publisher whose QoS 0 messages slow consumers dropped (faster than 1 MiB/s)",
+    c.pacedPublishers,
+  );
+  out.add(
     "ferry_disconnected_total",
     "counter",
     "Connections Ferry closed for not reading (limits.send_timeout) or for a packet too slow to arrive (limits.packet_timeout)",

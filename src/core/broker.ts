@@ -462,6 +462,11 @@ export class Broker {
     this.#logReaders.push(reader);
   }
 
+  /** Whether a log reader (the uplink) wants messages on `topic`, whatever their QoS. */
+  logs(topic: string): boolean {
+    return this.#logReaders.length > 0 && this.#wantedByReader(topic);
+  }
+
   #wantedByReader(topic: string): boolean {
     for (const r of this.#logReaders) if (r.wants(topic)) return true;
     return false;

@@ -19,6 +19,12 @@ import type { Will } from "./will.ts";
 /** PINGRESP in every protocol version (spec 3.13): adapters only read what they are given. */
 const PINGRESP: Uint8Array = Uint8Array.of(0xd0, 0x00);
 
+/**
+ * PUBLISH payloads stay views of the bytes read until InboundFlow keeps them (it copies
+ * small ones then): a QoS 0 message nobody can take is dropped without a copy.
+ */
+const READER_OPTIONS = { copyPayloads: false } as const;
+
 /** Bytes beyond one maximum-size packet that a client may send before its CONNACK. */
 const EARLY_BYTES_SLACK = 64 * 1024;
 
@@ -31,6 +37,7 @@ const REQUEST_PROBLEM_INFO = 16;
 const MEMORY_HELD = 32;
 const THROTTLED = 64;
 const WILL_COUNTED = 128;
+const PACED = 256;
 
 /**
  * The protocol state machine for one network connection: decodes packets and dispatches
@@ -135,7 +142,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   #hold: OutputHold | undefined;
 
   constructor(readonly conn: Connection, private readonly broker: Broker) {
-    this.#reader = new PacketReader(broker.options.maxPacketSize);
+    this.#reader = new PacketReader(broker.options.maxPacketSize, READER_OPTIONS);
     this.lastActivity = broker.clock.now();
     this.connectedAt = this.lastActivity;
   }
@@ -256,7 +263,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
    * side's resume never undoes the other's pause. True when reading is (now) on.
    */
   #syncReading(): boolean {
-    const paused = this.pausedAt !== 0 || this.inputHeld || this.memoryHeld;
+    const paused = this.pausedAt !== 0 || this.inputHeld || this.memoryHeld || (this.#bits & PACED) !== 0;
     if (paused !== ((this.#bits & CONN_PAUSED) !== 0) && this.state !== "closed") {
       this.#setBit(CONN_PAUSED, paused);
       if (paused) this.conn.pause();
@@ -268,6 +275,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   /** Reading was resumed: handle what was read before the pause first. */
   #resumeReading(): void {
     if (this.state === "closed" || this.pausedAt !== 0 || this.inputHeld || this.memoryHeld) return;
+    if ((this.#bits & PACED) !== 0) return;
     this.#readPackets(this.broker.clock.now());
   }
 
@@ -338,6 +346,27 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       this.memoryHeld = true;
       this.#syncReading();
     }
+  }
+
+  /**
+   * Stop reading from its socket for `ms` (InboundFlow paces a client whose messages nobody
+   * takes). Unlike the other pauses, the packets already read are still handled: stopping
+   * in the middle of a read would copy its rest (up to 512 KiB on Bun) to keep it, the very
+   * turnover pacing is for. Keep alive does not count the time against it.
+   */
+  pace(ms: number): void {
+    if (this.state === "closed" || (this.#bits & PACED) !== 0) return;
+    this.#setBit(PACED, true);
+    this.broker.metrics.pacedPublishers++;
+    this.#syncReading();
+    this.broker.clock.setTimeout(() => {
+      this.#setBit(PACED, false);
+      if (this.state === "closed") return;
+      const now = this.broker.clock.now();
+      this.lastActivity = now;
+      if (this.partialSince !== 0) this.partialSince = now;
+      if (this.#syncReading()) this.#resumeReading();
+    }, ms);
   }
 
   #unthrottle(): void {

@@ -5,6 +5,53 @@ import { type Message, type Mutation, type QoS, StoreFullError } from "../store/
 import type { Broker, Routed } from "./broker.ts";
 import type { ClientConnection } from "./client-connection.ts";
 import { pickMessageProperties, toBytes } from "./message-properties.ts";
+import { LIVE, qos0Refusals } from "./qos0-shed.ts";
+import { MessageEncodings } from "./outbound-encoder.ts";
+import type { Outbound, Session } from "./session.ts";
+import { unpinnedBytes } from "../mqtt/unpinned-bytes.ts";
+
+/**
+ * A payload as a message keeps it: the reader leaves it a view of the bytes read
+ * (ClientConnection's READER_OPTIONS), so a small one is copied out of them here, where it
+ * is known to be kept, and a large one stays the view (see unpinnedBytes).
+ */
+function keptBytes(payload: string | Buffer): Uint8Array {
+  return typeof payload === "string" ? toBytes(payload) : unpinnedBytes(payload, payload.buffer.byteLength);
+}
+
+/** Routing's scratch arrays for deliverNow (a fresh pair if one is ever re-entered). */
+let liveSessions: Session[] = [];
+let liveOutbounds: Outbound[] = [];
+
+/**
+ * Route `m` (QoS 0, no RETAIN, logged by nobody, every subscriber connected with nothing
+ * queued: qos0-shed.ts's LIVE) and hand it to each subscriber now, as Broker.publish and
+ * deliverLive would, without the arrays and record they make for what may wait or be stored.
+ */
+function deliverNow(broker: Broker, m: Message): void {
+  for (const hook of broker.publishHooks) hook(m);
+  const sessions = liveSessions.length === 0 ? liveSessions : [];
+  const outbounds = liveOutbounds.length === 0 ? liveOutbounds : [];
+  try {
+    broker.router.route(m, sessions, outbounds);
+    if (sessions.length === 1) broker.outbound.deliver(sessions[0]!, outbounds[0]!);
+    else if (sessions.length > 1) {
+      const cache = new MessageEncodings();
+      for (let i = 0; i < sessions.length; i++) {
+        outbounds[i]!.cache = cache;
+        broker.outbound.deliver(sessions[i]!, outbounds[i]!);
+      }
+    }
+  } finally {
+    sessions.length = 0;
+    outbounds.length = 0;
+  }
+}
+
+/** Bytes per second of messages nobody takes that one client may send before it is paced (see InboundFlow.#wasted). */
+export const WASTE_RATE = 1024 * 1024;
+/** What it may send at once before the rate applies. */
+export const WASTE_BURST = 256 * 1024;
 
 /**
  * One step of a client's ordered publish flow: what to do once the commit it waits for
@@ -56,6 +103,9 @@ export class InboundFlow {
   #heldDeliveries = 0;
   /** QoS>0 publishes whose PUBACK/PUBREC has not been sent yet (see #owedChanged). */
   #owed = 0;
+  /** Bytes of messages nobody took that this client may still send before it is paced, and when that was so (see #wasted). */
+  #wasteCredit = WASTE_BURST;
+  #wasteAt = 0;
 
   constructor(private readonly c: ClientConnection, private readonly broker: Broker) {}
 
@@ -109,23 +159,6 @@ export class InboundFlow {
       this.#incomingInflight++;
     }
 
-    // The time its bytes arrived (set in onData): one clock reading per read, not per message.
-    const now = c.lastActivity;
-    const message: Message = {
-      offset: 0,
-      topic,
-      payload: toBytes(p.payload),
-      qos,
-      retain: p.retain,
-      receivedAt: now,
-      origin: c.clientId,
-    };
-    if (props) {
-      const mp = pickMessageProperties(props);
-      if (mp) message.properties = mp;
-      if (props.messageExpiryInterval !== undefined) message.expiresAt = now + props.messageExpiryInterval * 1000;
-    }
-
     if (!broker.acl.allows(c, "publish", topic)) {
       broker.metrics.aclDeniedPublish++;
       broker.logger.debug(`publish by ${c.clientId} to ${topic} denied`);
@@ -153,11 +186,61 @@ export class InboundFlow {
       return;
     }
 
+    // The time its bytes arrived (set in onData): one clock reading per read, not per message.
+    const now = c.lastActivity;
+    let live = false;
+    if (qos === 0 && !p.retain && this.#stepsHead === undefined) {
+      // Nothing of this client waits to be delivered before it, so its fate is decided now,
+      // as delivery would decide it: dropped before it becomes a message if nobody can take it.
+      const refused = qos0Refusals(broker, c.clientId, topic);
+      live = refused === LIVE;
+      if (refused >= 0) {
+        broker.metrics.droppedSlowConsumer += refused;
+        if (broker.publishHooks.length > 0) {
+          const seen: Message = {
+            offset: 0,
+            topic,
+            payload: toBytes(p.payload),
+            qos,
+            retain: false,
+            receivedAt: now,
+            origin: c.clientId,
+          };
+          for (const hook of broker.publishHooks) hook(seen);
+        }
+        if (refused > 0) this.#wasted((p.length ?? 0) + 2, now);
+        return;
+      }
+    }
+    const message: Message = {
+      offset: 0,
+      topic,
+      // Delivered now and kept by nobody (LIVE): the view of the bytes read will do.
+      payload: live ? toBytes(p.payload) : keptBytes(p.payload),
+      qos,
+      retain: p.retain,
+      receivedAt: now,
+      origin: c.clientId,
+    };
+    if (props) {
+      const mp = pickMessageProperties(props);
+      if (mp) message.properties = mp;
+      if (props.messageExpiryInterval !== undefined) message.expiresAt = now + props.messageExpiryInterval * 1000;
+    }
+
     let extra: Mutation | undefined;
     if (qos === 2) {
       // Owned from now on: a re-send arriving before the commit is recognised as a duplicate.
       c.session!.qos2Incoming.add(id);
       extra = { op: "qos2-in-put", clientId: c.clientId, packetId: id };
+    }
+    if (live) {
+      // Nothing to write, wait for or keep, and nothing of this client before it: routed and
+      // delivered now, without a step in the flow or the Routed record (Broker.publish and
+      // deliverLive do the same for what they are given, plus what this message cannot need).
+      if (budget.overFull) c.throttle();
+      deliverNow(broker, message);
+      return;
     }
     // Routed and handed to the store now, in arrival order, so that a client's window of
     // publishes shares group commits; only delivery and the ack wait for earlier publishes.
@@ -196,6 +279,26 @@ export class InboundFlow {
     }
     // Runs even if the connection closes meanwhile: a stored message must reach its subscribers.
     this.#enqueue(step, routed.commit);
+  }
+
+  /**
+   * A publish of `bytes` was dropped because every subscriber it was for is a slow consumer.
+   * Such a flood is garbage turned over as fast as the client can send it (a subscriber that
+   * never reads took 1.5-2.7 M messages/s of it, and the collector lagged behind by tens of
+   * MB); dropping costs little now, but reading it still does. So a client's messages that
+   * nobody takes are paced, a token bucket of WASTE_RATE bytes per second with WASTE_BURST
+   * to start: past it, its socket is not read for as long as the overdraft takes to earn back
+   * (ClientConnection.pace; what was read already is still handled). Messages that reach anyone never count, and neither does QoS 0
+   * to a topic with no subscriber at all (sensors nobody listens to yet are not a flood).
+   */
+  #wasted(bytes: number, now: number): void {
+    const earned = ((now - this.#wasteAt) * WASTE_RATE) / 1000;
+    this.#wasteAt = now;
+    const credit = Math.min(WASTE_BURST, this.#wasteCredit + earned) - bytes;
+    this.#wasteCredit = credit;
+    // Paused until half the burst is earned back, not just the overdraft: a pause per message
+    // would pause and resume the socket a thousand times a second.
+    if (credit < 0) this.c.pace(Math.ceil(((WASTE_BURST / 2 - credit) * 1000) / WASTE_RATE));
   }
 
   onPubrel(id: number): void {

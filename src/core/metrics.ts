@@ -42,6 +42,8 @@ export class BrokerMetrics {
   refusedMemoryPublishes = 0;
   /** Times a publishing connection was slowed by the memory budget (acks held, reading paused). */
   throttledPublishers = 0;
+  /** Times a publisher's reading was paused because slow consumers dropped its QoS 0 messages (InboundFlow). */
+  pacedPublishers = 0;
 
   // ---- security (src/auth) ----
   /** CONNECTs refused with a wrong password or an unknown username (0x86 / 4). */

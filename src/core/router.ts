@@ -72,6 +72,11 @@ export class Router {
     }
   }
 
+  /** Every subscription matching `topic` (shared with later calls: never modify it). */
+  matches(topic: string): readonly SubEntry[] {
+    return this.#subs.matchAll(topic);
+  }
+
   /**
    * Work out who gets `message`: one delivery per session (overlapping subscriptions merge),
    * one member per shared-subscription group. Appends to `sessions` and `outbounds` in step.

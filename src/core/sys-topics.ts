@@ -52,6 +52,7 @@ export function sysValues(s: BrokerSnapshot, loads: Array<[string, number]> = []
     ["connections/keepalive_timeouts", c.keepaliveTimeouts],
     ["connections/paused", g.pausedConnections],
     ["connections/reading_paused", c.pausedReading],
+    ["connections/paced", c.pacedPublishers],
     ["connections/disconnected/not_reading", c.disconnectedNotReading],
     ["connections/disconnected/packet_timeout", c.disconnectedPacketTimeout],
     ["connections/output_bytes", g.outputBytes],

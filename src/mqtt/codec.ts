@@ -74,6 +74,13 @@ export interface PacketReaderOptions {
    * instead of through mqtt-packet. On by default; off only to compare the two paths.
    */
   fastPath?: boolean;
+  /**
+   * Copy a small PUBLISH payload out of the bytes read (the default; see unpinnedBytes), or
+   * leave every payload decoded by the fast path a view of them, for a caller that copies
+   * only what it keeps (the broker drops a QoS 0 message nobody can take before copying).
+   * The view is valid until the next `feed`.
+   */
+  copyPayloads?: boolean;
 }
 
 /** Packets besides PUBLISH that must carry a non-zero Packet Identifier [MQTT-2.3.1-1]. */
@@ -113,6 +120,7 @@ export class PacketReader {
   #need = 0;
 
   #fastPath: boolean;
+  #copyPayloads: boolean;
   /**
    * For the reader's owner: what it last reported of this reader's bytes (the memory
    * budget's count of unread input). Kept here to keep the connection object small.
@@ -122,6 +130,7 @@ export class PacketReader {
   /** @param maxPacketSize largest whole packet (fixed header included) accepted, in bytes */
   constructor(public maxPacketSize: number, options: PacketReaderOptions = {}) {
     this.#fastPath = options.fastPath ?? true;
+    this.#copyPayloads = options.copyPayloads ?? true;
   }
 
   /**
@@ -195,7 +204,14 @@ export class PacketReader {
     let packet: Packet | undefined;
     if (this.#fastPath) {
       const view = this.#view ??= Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-      packet = decodeFast(view, buf[pos]!, body, pos + frame - body, this.#settings.protocolVersion);
+      packet = decodeFast(
+        view,
+        buf[pos]!,
+        body,
+        pos + frame - body,
+        this.#settings.protocolVersion,
+        this.#copyPayloads,
+      );
     }
     // What the fast path decodes needs no further check (fast-path.ts leaves anything
     // unusual to mqtt-packet); everything else is checked field by field after mqtt-packet.

@@ -59,12 +59,20 @@ const MAX_REMAINING_LENGTH = 268_435_455;
  *
  * The payload of a PUBLISH is a view of `buf` when it makes up at least half of the
  * memory `buf` is a view of, else a copy (PacketReader does the same to mqtt-packet's
- * payloads, which are views too): see `unpinnedBytes` in codec.ts.
+ * payloads, which are views too): see `unpinnedBytes` in codec.ts. Without `copyPayload`
+ * it is always a view, and the caller copies what it keeps.
  */
-export function decodeFast(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
+export function decodeFast(
+  buf: Buffer,
+  first: number,
+  body: number,
+  rem: number,
+  version: number,
+  copyPayload = true,
+): Packet | undefined {
   switch (first >> 4) {
     case 3:
-      return decodePublish(buf, first, body, rem, version);
+      return decodePublish(buf, first, body, rem, version, copyPayload);
     case 4:
     case 5:
     case 6:
@@ -96,7 +104,14 @@ function newPacket(cmd: string, first: number, rem: number): MqttPacketObject {
   return p;
 }
 
-function decodePublish(buf: Buffer, first: number, body: number, rem: number, version: number): Packet | undefined {
+function decodePublish(
+  buf: Buffer,
+  first: number,
+  body: number,
+  rem: number,
+  version: number,
+  copyPayload: boolean,
+): Packet | undefined {
   const end = body + rem;
   // Topic Name: a two-byte length then UTF-8 (spec 3.3.2.1). One that does not fit in
   // the packet is malformed; mqtt-packet says so ("Cannot parse topic").
@@ -131,7 +146,12 @@ function decodePublish(buf: Buffer, first: number, body: number, rem: number, ve
   // constructor already created payload, so the key order comes out the same.
   if (qos > 0) p.messageId = messageId;
   // An empty payload is a fresh zero-length Buffer in mqtt-packet (BufferList#slice).
-  p.payload = pos < end ? unpinnedBytes(buf.subarray(pos, end), buf.buffer.byteLength) : Buffer.alloc(0);
+  // Without `copyPayload` the caller copies what it keeps (PacketReaderOptions.copyPayloads).
+  p.payload = pos >= end
+    ? Buffer.alloc(0)
+    : copyPayload
+    ? unpinnedBytes(buf.subarray(pos, end), buf.buffer.byteLength)
+    : buf.subarray(pos, end);
   return p as Packet;
 }
 

@@ -49,6 +49,7 @@ export function brokerRoutes(ctx: AdminContext): Hono {
       backpressure: {
         paused_connections: g.pausedConnections,
         reading_paused: m.pausedReading,
+        publishers_paced: m.pacedPublishers,
         disconnected_not_reading: m.disconnectedNotReading,
         disconnected_packet_timeout: m.disconnectedPacketTimeout,
         output_bytes: g.outputBytes,
