@@ -20,8 +20,8 @@ function keptBytes(payload: string | Buffer): Uint8Array {
 }
 
 /** Routing's scratch arrays for deliverNow (a fresh pair if one is ever re-entered). */
-let liveSessions: Session[] = [];
-let liveOutbounds: Outbound[] = [];
+const liveSessions: Session[] = [];
+const liveOutbounds: Outbound[] = [];
 
 /**
  * Route `m` (QoS 0, no RETAIN, logged by nobody, every subscriber connected with nothing
