@@ -121,7 +121,11 @@ export class Broker {
   #recoveredCounters: Record<string, number> = {};
   /** Extra $SYS values (topic below $SYS/broker/, value) from components such as the uplink. */
   readonly sysSources: Array<() => Array<[string, string | number]>> = [];
-  /** Observers of every message `publish` routes (the admin API's top-topics counter); keep them cheap. */
+  /**
+   * Observers of every message routed (the admin API's top-topics counter); keep them cheap,
+   * and keep nothing of `message.payload`: a live QoS 0 message's payload is a view of the
+   * socket read it came in, reused after the call (inbound-flow.ts, deliverNow).
+   */
   readonly publishHooks: Array<(message: Message) => void> = [];
   /** The process's resident memory, when the runtime can tell (BrokerDeps.residentBytes). */
   readonly residentBytes: () => number | undefined;
