@@ -530,14 +530,18 @@ function writeProperty(out: Buffer, pos: number, name: string, value: unknown): 
       const pairs = value as Record<string, string | string[]>;
       for (const key of Object.getOwnPropertyNames(pairs)) {
         const v = pairs[key]!;
-        for (const item of typeof v === "string" ? [v] : v) {
-          out[pos++] = 0x26;
-          pos = writeString(out, writeString(out, pos, key), item);
-        }
+        if (typeof v === "string") pos = writeUserProperty(out, pos, key, v);
+        else for (const item of v) pos = writeUserProperty(out, pos, key, item);
       }
       return pos;
     }
   }
+}
+
+/** One User Property (spec 3.3.2.3.7): identifier, then the name and value strings. */
+function writeUserProperty(out: Buffer, pos: number, key: string, value: string): number {
+  out[pos++] = 0x26;
+  return writeString(out, writeString(out, pos, key), value);
 }
 
 /** UTF-8 length of `s`: counted in JavaScript while it is ASCII (most property strings are). */
