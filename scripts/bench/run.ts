@@ -87,6 +87,11 @@ const ALL: BrokerName[] = ["ferry", "ferry-memory", "mosquitto"];
 const DEFAULT: BrokerName[] = ["ferry", "mosquitto"];
 /** Device-like clients: one PUBLISH per write, one PUBACK per write, keepalive 60 s as devices use. */
 const DEVICE = ["--device", "--keepalive", "60"];
+/** 200 devices × 1 msg/s × 100 B QoS 1 → 1 subscriber: measured early (dev-cpu-200x1) and at steady state. */
+const DEVICES_200X1 = [
+  ...DEVICE,
+  ...["--pubs", "200", "--subs", "1", "--qos", "1", "--payload", "100", "--rate-per-pub", "1"],
+];
 
 export const SCENARIOS: Scenario[] = [
   {
@@ -169,10 +174,7 @@ export const SCENARIOS: Scenario[] = [
     id: "dev-cpu-200x1",
     title: "200 devices × 1 msg/s × 100 B QoS 1 → 1 subscriber",
     mode: "throughput",
-    args: [
-      ...DEVICE,
-      ...["--pubs", "200", "--subs", "1", "--qos", "1", "--payload", "100", "--rate-per-pub", "1"],
-    ],
+    args: DEVICES_200X1,
     brokers: DEFAULT,
     rate: 200,
     metric: "cpu",
@@ -187,10 +189,7 @@ export const SCENARIOS: Scenario[] = [
     id: "dev-cpu-200x1-steady",
     title: "200 devices × 1 msg/s × 100 B QoS 1 → 1 subscriber, after 2 minutes",
     mode: "throughput",
-    args: [
-      ...DEVICE,
-      ...["--pubs", "200", "--subs", "1", "--qos", "1", "--payload", "100", "--rate-per-pub", "1"],
-    ],
+    args: DEVICES_200X1,
     brokers: DEFAULT,
     rate: 200,
     metric: "cpu",
