@@ -23,8 +23,7 @@
  */
 import { resolve } from "node:path";
 import { type BrokerName, ROOT, type RunningBroker, startBroker, versions } from "./bench/brokers.ts";
-import { Conn, gen, PUBACK, PUBCOMP, PUBREC, PUBREL, schedSeconds } from "./bench/loadgen.ts";
-import { readdirSync, readFileSync } from "node:fs";
+import { Conn, gen, PUBACK, PUBCOMP, PUBREC, PUBREL, schedSeconds, schedSecondsByThread } from "./bench/loadgen.ts";
 
 type Mix = "q1" | "q2" | "mixed";
 
@@ -147,34 +146,18 @@ interface Result {
   cpuMain: number;
 }
 
-/** CPU seconds of each thread by name, summed (ns resolution): where the CPU goes, with --threads. */
+/** CPU seconds of each thread by name, summed (threads of one pool share a name): with --threads. */
 function byThreadName(pid: number): Map<string, number> {
   const out = new Map<string, number>();
-  let tasks: string[] = [];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const t of tasks) {
-    try {
-      const name = Number(t) === pid ? "event loop" : readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim();
-      const s = Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ", 1)[0]) / 1e9;
-      out.set(name, (out.get(name) ?? 0) + s);
-    } catch {
-      // the thread exited meanwhile
-    }
+  for (const { name, seconds } of schedSecondsByThread(pid)?.values() ?? []) {
+    out.set(name, (out.get(name) ?? 0) + seconds);
   }
   return out;
 }
 
-/** CPU seconds of one thread so far (ns resolution). */
-function threadSeconds(pid: number, tid: number): number {
-  try {
-    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ", 1)[0]) / 1e9;
-  } catch {
-    return NaN;
-  }
+/** CPU seconds of the event loop's thread so far. */
+function eventLoopSeconds(pid: number): number {
+  return schedSecondsByThread(pid)?.get(pid)?.seconds ?? NaN;
 }
 
 async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Promise<Result> {
@@ -217,7 +200,7 @@ async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Pro
     await publishAll(broker.port, n, mix);
     // 3. Back online: time until it has every message.
     const cpu0 = schedSeconds(broker.pid);
-    const main0 = threadSeconds(broker.pid, broker.pid);
+    const main0 = eventLoopSeconds(broker.pid);
     const threads0 = THREADS ? byThreadName(broker.pid) : undefined;
     const t0 = performance.now();
     const sub2 = await Conn.open("127.0.0.1", broker.port, subscriberEvents(seen, counts), "sub");
@@ -226,7 +209,7 @@ async function runCase(name: BrokerName, n: number, mix: Mix, root: string): Pro
     while (counts.distinct < n && performance.now() < end && !sub2.closed) await Bun.sleep(5);
     const seconds = (performance.now() - t0) / 1000;
     const cpu = schedSeconds(broker.pid) - cpu0;
-    const cpuMain = threadSeconds(broker.pid, broker.pid) - main0;
+    const cpuMain = eventLoopSeconds(broker.pid) - main0;
     if (threads0 !== undefined) {
       const parts = [...byThreadName(broker.pid)].map(([k, v]) => [k, v - (threads0.get(k) ?? 0)] as const)
         .filter(([, v]) => v > 0.005).sort((a, b) => b[1] - a[1]);

@@ -107,21 +107,36 @@ export function sampleProc(pid: number): ProcSample {
  * /proc/PID/stat's clock ticks, which matters at 1 % of a core; misses threads that exited.
  */
 export function schedSeconds(pid: number): number {
-  let ns = 0;
+  const threads = schedSecondsByThread(pid);
+  if (threads === undefined) return NaN;
+  let total = 0;
+  for (const t of threads.values()) total += t.seconds;
+  return total;
+}
+
+/**
+ * Time on CPU of each live thread of a process, by thread id, with its name (the event
+ * loop's thread, whose id is the pid, is named "event loop"); undefined once it has exited.
+ */
+export function schedSecondsByThread(pid: number): Map<number, { name: string; seconds: number }> | undefined {
   let tasks: string[];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return NaN;
+    return undefined;
   }
+  const out = new Map<number, { name: string; seconds: number }>();
   for (const t of tasks) {
     try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ", 1)[0]);
+      const tid = Number(t);
+      const ns = Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ", 1)[0]);
+      const name = tid === pid ? "event loop" : readFileSync(`/proc/${pid}/task/${t}/comm`, "utf8").trim();
+      out.set(tid, { name, seconds: ns / 1e9 });
     } catch {
       // the thread exited meanwhile
     }
   }
-  return ns / 1e9;
+  return out;
 }
 
 /** Busy and total CPU seconds of the whole machine, from /proc/stat. */
