@@ -19,7 +19,10 @@ import type { Clock } from "./clock.ts";
  * delivery's deletion once it is acknowledged, or its "pubrel" phase (which records the packet
  * id as well). `supersede` drops such a mark while it still waits here, so a drained message
  * costs one statement fewer on the storage thread (issue 19: a QoS 1 delivery acknowledged
- * within `delayMs` is one DELETE, a QoS 2 delivery one UPDATE and one DELETE).
+ * within `delayMs` is one DELETE, a QoS 2 delivery one UPDATE and one DELETE). A mark that
+ * has left already (handed over while the store gathers, below) is caught by the store
+ * instead, when the newer write shares its transaction (store/sqlite/completed-deliveries.ts);
+ * dropping it here also saves encoding it and carrying it to the storage thread.
  *
  * Order is kept: a `later` list goes to the store before any `commit` made after it, so
  * "a commit has settled, so everything handed in before it is durable" still holds.
