@@ -193,7 +193,9 @@ export const configSchema = z.object({
         "unacknowledged QoS>0 publishes a v5 client may send; more gets DISCONNECT 0x93 (3.1.1 clients are never told it)",
       ),
     max_inflight: z.number().int().min(1).max(65_535).default(64)
-      .describe("QoS>0 messages in flight to one client (also capped by its Receive Maximum)"),
+      .describe(
+        "QoS>0 PUBLISHes awaiting PUBACK/PUBREC per client (also capped by its Receive Maximum); a v5 client's QoS 2 messages past PUBREC count only against its Receive Maximum, up to 4 times this in all",
+      ),
     max_queued_bytes: z.number().int().min(1024).default(64 * 1024 * 1024)
       .describe(
         "payload bytes queued per session; past it, as for max_queued_messages: dropped and counted (offline or stalled session) or publishers held (online)",

@@ -25,6 +25,14 @@ const PINGRESP: Uint8Array = Uint8Array.of(0xd0, 0x00);
  */
 const READER_OPTIONS = { copyPayloads: false } as const;
 
+/**
+ * A v5 client's deliveries in flight in all, QoS 2 ones past PUBREC included, as a multiple
+ * of its window of PUBLISHes (inflightLimit). Each QoS 2 delivery to a persistent session
+ * spends a commit between PUBREC and PUBREL; with only the window for both phases, a drain
+ * moved the whole window in lockstep and waited for that commit every round (issue 19).
+ */
+const RELEASING_FACTOR = 4;
+
 /** Bytes beyond one maximum-size packet that a client may send before its CONNACK. */
 const EARLY_BYTES_SLACK = 64 * 1024;
 
@@ -171,6 +179,18 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
 
   get inflightWindow(): number {
     return Math.min(this.clientReceiveMaximum, this.broker.options.maxInflight);
+  }
+
+  /**
+   * A v5 client says in its Receive Maximum how many QoS>0 deliveries it takes at once,
+   * and those past PUBREC count there until PUBCOMP [MQTT-3.3.4-9]. Ferry holds no body for
+   * them, so they need not take room from the PUBLISHes: in all, up to RELEASING_FACTOR
+   * times the window, never past the client's word. A 3.1.1 client cannot say how many it
+   * takes, so it gets the window in all, as every broker's "max inflight" counts them.
+   */
+  get inflightLimit(): number {
+    const window = this.inflightWindow;
+    return this.isV5 ? Math.min(this.clientReceiveMaximum, RELEASING_FACTOR * window) : window;
   }
 
   get remoteAddress(): string {

@@ -55,7 +55,7 @@ export class OutboundFlow {
       } else s.enqueue(o);
       return;
     }
-    if (live && s.queuedCount === 0 && s.inflight.size < c.inflightWindow && !this.#outputFull(c)) {
+    if (live && s.queuedCount === 0 && this.#hasRoom(s, c, 0) && !this.#outputFull(c)) {
       const id = s.takePacketId(o);
       if (id !== 0) {
         this.#transmit(s, c, o, id);
@@ -147,6 +147,18 @@ export class OutboundFlow {
     return c.outputBytes() > this.options.maxOutputBytes;
   }
 
+  /**
+   * Whether another PUBLISH may go to `c`: fewer than its window await PUBACK/PUBREC, and
+   * its deliveries in flight in all (QoS 2 ones past PUBREC included) are under its limit
+   * [MQTT-3.3.4-9] (see ClientConnection.inflightLimit). `unsent`: entries of the table
+   * not re-sent on this connection yet, which take no room until they are.
+   */
+  #hasRoom(s: Session, c: Peer, unsent: number): boolean {
+    const inflight = s.inflight;
+    const total = inflight.size - unsent;
+    return total < c.inflightLimit && total - inflight.releasing < c.inflightWindow;
+  }
+
   /** Send queued messages while the client's window has room and its output is under its bound. */
   pump(s: Session): void {
     const c = s.client;
@@ -155,7 +167,7 @@ export class OutboundFlow {
     if (backlog) {
       // Still in flight but not yet re-sent on this connection, so not counted against its window.
       const held = backlog.filter((o) => s.inflight.get(o.packetId) === o); // acked or moved meanwhile
-      while (held.length > 0 && s.inflight.size - held.length < c.inflightWindow && !this.#outputFull(c)) {
+      while (held.length > 0 && this.#hasRoom(s, c, held.length) && !this.#outputFull(c)) {
         const o = held.shift()!;
         if (this.#recordMayBeMissing(o)) {
           const sent: Mutation = {
@@ -175,7 +187,7 @@ export class OutboundFlow {
       this.#resendBacklog.delete(c);
     }
     const before = s.queuedCount;
-    while (s.inflight.size < c.inflightWindow && !this.#outputFull(c)) {
+    while (this.#hasRoom(s, c, 0) && !this.#outputFull(c)) {
       const o = s.peek();
       if (!o) break;
       if (o.qos === 0) {
@@ -254,9 +266,10 @@ export class OutboundFlow {
       this.pump(s);
       return;
     }
-    o.phase = "pubrel";
+    s.inflight.released(o);
     if (!s.persistent) {
       c.sendPubrel(id);
+      this.pump(s);
       return;
     }
     // A crash after PUBREL left but before "pubrel" was stored would re-send the PUBLISH to a
@@ -274,6 +287,8 @@ export class OutboundFlow {
     this.#releases.marks.push(mark);
     this.#releases.sessions.push(s);
     this.#releases.outbounds.push(o);
+    // Past PUBREC it may no longer hold room in the window of PUBLISHes (#hasRoom).
+    this.pump(s);
   }
 
   /**

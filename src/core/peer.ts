@@ -14,8 +14,13 @@ export interface Peer {
   readonly version: 3 | 4 | 5;
   readonly isV5: boolean;
   readonly conn: Connection;
-  /** How many QoS>0 messages may be in flight to it: its Receive Maximum, capped by ours. */
+  /** How many PUBLISHes may await their PUBACK/PUBREC: its Receive Maximum, capped by ours (`mqtt.max_inflight`). */
   readonly inflightWindow: number;
+  /**
+   * How many QoS>0 deliveries may be in flight to it in all, QoS 2 ones past PUBREC included
+   * (OutboundFlow#hasRoom): at least `inflightWindow`, never more than its Receive Maximum.
+   */
+  readonly inflightLimit: number;
   /** Output waiting for it (adapter and held for a commit): deliveries wait while over `maxOutputBytes`. */
   outputBytes(): number;
   /** Send an application message; false when it was dropped instead (too large, expired, denied). */

@@ -1,4 +1,4 @@
-import type { SessionRecord, SessionState, SubscriptionRecord } from "../store/store.ts";
+import type { Message, SessionRecord, SessionState, SubscriptionRecord } from "../store/store.ts";
 import { DeliveryQueue, type Outbound, PAGE, Pending, type Queued } from "./delivery-queue.ts";
 import { InflightTable } from "./inflight-table.ts";
 import { type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
@@ -289,6 +289,13 @@ export class Session {
  * message's body) while it is in the table.
  */
 export class InflightDeliveries extends InflightTable<Outbound> {
+  /**
+   * How many entries are QoS 2 deliveries past PUBREC ("pubrel" phase): the client has the
+   * message, Ferry holds only its packet id and waits for PUBCOMP. They count against the
+   * client's Receive Maximum but not against the window of PUBLISHes (OutboundFlow#hasRoom).
+   */
+  releasing = 0;
+
   /** Where the table's entries are counted (the session's queue counts there too). */
   constructor(public account: MemoryAccount) {
     super();
@@ -298,7 +305,11 @@ export class InflightDeliveries extends InflightTable<Outbound> {
     const old = this.get(id);
     if (old !== o) {
       this.account.holdEntry(o.message);
-      if (old !== undefined) this.account.releaseEntry(old.message);
+      if (o.phase === "pubrel") this.releasing++;
+      if (old !== undefined) {
+        this.account.releaseEntry(old.message);
+        if (old.phase === "pubrel") this.releasing--;
+      }
     }
     return super.set(id, o);
   }
@@ -307,7 +318,22 @@ export class InflightDeliveries extends InflightTable<Outbound> {
     const old = this.get(id);
     if (old === undefined) return false;
     this.account.releaseEntry(old.message);
+    if (old.phase === "pubrel") this.releasing--;
     return super.delete(id);
+  }
+
+  /**
+   * `o`, an entry of this table, got its PUBREC: it moves to the "pubrel" phase and lets go
+   * of the message's body, which will never be sent again (a PUBREL carries only the id), so
+   * a client that withholds PUBCOMP holds ids, not payloads.
+   */
+  released(o: Outbound): void {
+    this.account.releaseEntry(o.message);
+    o.message = bodiless(o.message);
+    o.cache = undefined;
+    this.account.holdEntry(o.message);
+    o.phase = "pubrel";
+    this.releasing++;
   }
 
   /** Gives back what the table holds to its account, which it then stops reporting to (the session ended). */
@@ -329,6 +355,21 @@ export function subscriptionRecord(s: ActiveSubscription): SubscriptionRecord {
   };
   if (s.subscriptionId !== undefined) r.subscriptionId = s.subscriptionId;
   return r;
+}
+
+const NO_BODY = new Uint8Array(0);
+
+/** What a delivery past PUBREC still needs of its message: offset, topic and flags, no payload or properties. */
+function bodiless(m: Message): Message {
+  return {
+    offset: m.offset,
+    topic: m.topic,
+    payload: NO_BODY,
+    qos: m.qos,
+    retain: m.retain,
+    receivedAt: m.receivedAt,
+    origin: m.origin,
+  };
 }
 
 function pendingOf(o: Outbound): Pending {
