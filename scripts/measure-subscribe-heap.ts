@@ -1,0 +1,199 @@
+#!/usr/bin/env bun
+/**
+ * What a persistent session's SUBSCRIBEs leave in the event loop's JavaScript heap (issue 13,
+ * the 20,000 SUBSCRIBEs row): Ferry runs in this process on its SQLite store (commit
+ * durability, the storage thread on, as the executable runs), one MQTT 5 client with
+ * session expiry 1 h writes N SUBSCRIBEs of one filter each (`s/<i>/+`, pipelined, over a
+ * real TCP socket), and once the last SUBACK is in the script prints:
+ *
+ * - the heap (bun:jsc heapStats) before, right after and after a full collection, and RSS;
+ * - per object type, how many more there are after the full collection than before
+ *   (live objects per subscription), largest first;
+ * - with --idle N instead, the same for N idle 3.1.1 connections (keep alive 0), per
+ *   connection.
+ *
+ *   npx bun scripts/measure-subscribe-heap.ts [--subscribes 20000] [--idle 0] [--top 25]
+ *
+ * The client's own objects are few (it writes prebuilt bytes and counts SUBACK bytes), but
+ * they share the heap: read the per-subscription figures, not the totals, for what Ferry
+ * holds. Not a benchmark: the time printed is for orientation only.
+ */
+import { heapStats } from "bun:jsc";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mqttPacket from "mqtt-packet";
+import { validateConfig } from "../src/config/load.ts";
+import { silentLogger } from "../src/core/logger.ts";
+import { startServer } from "../src/runtime/bun/server.ts";
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+const SUBSCRIBES = Number(flag("subscribes", "20000"));
+const IDLE = Number(flag("idle", "0"));
+const TOP = Number(flag("top", "25"));
+
+const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits });
+const rssKb = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN);
+
+interface Snapshot {
+  heapSize: number;
+  objectCount: number;
+  types: Record<string, number>;
+  rssKb: number;
+}
+function snapshot(): Snapshot {
+  const s = heapStats();
+  return { heapSize: s.heapSize, objectCount: s.objectCount, types: { ...s.objectTypeCounts }, rssKb: rssKb() };
+}
+function fullGc(): void {
+  for (let i = 0; i < 3; i++) Bun.gc(true);
+}
+
+const dir = mkdtempSync(join(tmpdir(), "subscribe-heap-"));
+const config = validateConfig({
+  listeners: { host: "127.0.0.1", mqtt_port: 0, ws_port: null },
+  data_dir: dir,
+  log_level: "silent",
+  admin: { port: null },
+  limits: { exempt_loopback: true },
+});
+const server = await startServer(config, "heap", silentLogger);
+const port = server.mqtt.port;
+
+/** A raw TCP client: writes `bytes`, and resolves once `until(received bytes)` says so. */
+function client(
+  first: Uint8Array,
+): Promise<{ socket: net.Socket; received: () => number; wait: (n: number) => Promise<void> }> {
+  return new Promise((resolve, reject) => {
+    let got = 0;
+    let waiter: { n: number; done: () => void } | undefined;
+    const socket = net.connect(port, "127.0.0.1", () => {
+      socket.write(first);
+      resolve({
+        socket,
+        received: () => got,
+        wait: (n) =>
+          new Promise<void>((done) => {
+            if (got >= n) done();
+            else waiter = { n, done };
+          }),
+      });
+    });
+    socket.on("data", (b: Buffer) => {
+      got += b.byteLength;
+      if (waiter && got >= waiter.n) {
+        const w = waiter;
+        waiter = undefined;
+        w.done();
+      }
+    });
+    socket.on("error", reject);
+  });
+}
+
+function report(label: string, before: Snapshot, after: Snapshot, per: number, unit: string): void {
+  console.log(`\n## ${label}`);
+  console.log(`| | heap | objects | RSS |`);
+  console.log(`|---|---|---|---|`);
+  console.log(
+    `| before | ${fmt(before.heapSize / 1024)} KiB | ${fmt(before.objectCount)} | ${fmt(before.rssKb / 1024, 1)} MB |`,
+  );
+  console.log(
+    `| after, full GC | ${fmt(after.heapSize / 1024)} KiB | ${fmt(after.objectCount)} | ${
+      fmt(after.rssKb / 1024, 1)
+    } MB |`,
+  );
+  console.log(
+    `| per ${unit} | ${fmt((after.heapSize - before.heapSize) / per, 1)} B | ${
+      fmt((after.objectCount - before.objectCount) / per, 2)
+    } | ${fmt(((after.rssKb - before.rssKb) * 1024) / per, 0)} B |`,
+  );
+  const rows = Object.keys({ ...before.types, ...after.types })
+    .map((t) => ({ t, d: (after.types[t] ?? 0) - (before.types[t] ?? 0) }))
+    .filter((r) => r.d !== 0)
+    .sort((a, b) => Math.abs(b.d) - Math.abs(a.d))
+    .slice(0, TOP);
+  console.log(`\n| object type | more after | per ${unit} |`);
+  console.log(`|---|---|---|`);
+  for (const r of rows) console.log(`| ${r.t} | ${fmt(r.d)} | ${fmt(r.d / per, 2)} |`);
+}
+
+try {
+  if (IDLE > 0) {
+    fullGc();
+    const before = snapshot();
+    const connect = mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 0,
+      clientId: "",
+    });
+    const sockets: net.Socket[] = [];
+    for (let i = 0; i < IDLE; i++) {
+      const c = await client(connect);
+      await c.wait(4); // CONNACK
+      sockets.push(c.socket);
+    }
+    fullGc();
+    const after = snapshot();
+    report(
+      `${fmt(IDLE)} idle 3.1.1 connections (client sockets in this process too)`,
+      before,
+      after,
+      IDLE,
+      "connection",
+    );
+    for (const s of sockets) s.destroy();
+  } else {
+    const connect = mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 5,
+      clean: false,
+      keepalive: 0,
+      clientId: "many-subs",
+      properties: { sessionExpiryInterval: 3600 },
+    });
+    const c = await client(connect);
+    await c.wait(1);
+    await Bun.sleep(100);
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < SUBSCRIBES; i++) {
+      chunks.push(
+        mqttPacket.generate({
+          cmd: "subscribe",
+          messageId: (i % 65_535) + 1,
+          subscriptions: [{ topic: `s/${i}/+`, qos: 1 }],
+        }, { protocolVersion: 5 }),
+      );
+    }
+    const bytes = Buffer.concat(chunks);
+    chunks.length = 0;
+    const connackBytes = c.received();
+    fullGc();
+    const before = snapshot();
+    const t0 = performance.now();
+    c.socket.write(bytes);
+    // A v5 SUBACK of one granted QoS and no properties is 6 bytes.
+    await c.wait(connackBytes + 6 * SUBSCRIBES);
+    const ms = performance.now() - t0;
+    const right = snapshot();
+    fullGc();
+    const after = snapshot();
+    console.log(`# ${fmt(SUBSCRIBES)} SUBSCRIBEs in ${fmt(ms)} ms (in-process, for orientation)`);
+    console.log(
+      `right after the last SUBACK: heap ${fmt(right.heapSize / 1024)} KiB, RSS ${fmt(right.rssKb / 1024, 1)} MB`,
+    );
+    report(`${fmt(SUBSCRIBES)} SUBSCRIBEs of one persistent session`, before, after, SUBSCRIBES, "subscription");
+    c.socket.destroy();
+  }
+} finally {
+  await server.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
