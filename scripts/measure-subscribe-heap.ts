@@ -12,13 +12,17 @@
  * - with --idle N instead, the same for N idle 3.1.1 connections (keep alive 0), per
  *   connection.
  *
- *   npx bun scripts/measure-subscribe-heap.ts [--subscribes 20000] [--idle 0] [--top 25]
+ * - with --alloc K, then what K more SUBSCRIBEs allocate, garbage included (no collection
+ *   in between), per object type;
+ *
+ *   npx bun scripts/measure-subscribe-heap.ts [--subscribes 20000] [--alloc 0] [--idle 0] [--top 25]
+ *        [--durability commit|periodic|memory]
  *
  * The client's own objects are few (it writes prebuilt bytes and counts SUBACK bytes), but
  * they share the heap: read the per-subscription figures, not the totals, for what Ferry
  * holds. Not a benchmark: the time printed is for orientation only.
  */
-import { heapStats } from "bun:jsc";
+import { heapStats, memoryUsage } from "bun:jsc";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -35,19 +39,43 @@ function flag(name: string, fallback: string): string {
 const SUBSCRIBES = Number(flag("subscribes", "20000"));
 const IDLE = Number(flag("idle", "0"));
 const TOP = Number(flag("top", "25"));
+const ALLOC = Number(flag("alloc", "0"));
+/** storage.durability: commit (the default), periodic or memory. */
+const DURABILITY = flag("durability", "commit");
 
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits });
 const rssKb = () => Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? NaN);
 
 interface Snapshot {
   heapSize: number;
+  heapCapacity: number;
+  extraMemory: number;
+  /** What malloc (mimalloc) has handed out and holds committed, for every thread. */
+  mallocCurrent: number;
+  mallocCommit: number;
   objectCount: number;
   types: Record<string, number>;
   rssKb: number;
 }
 function snapshot(): Snapshot {
   const s = heapStats();
-  return { heapSize: s.heapSize, objectCount: s.objectCount, types: { ...s.objectTypeCounts }, rssKb: rssKb() };
+  const m = memoryUsage();
+  return {
+    heapSize: s.heapSize,
+    heapCapacity: s.heapCapacity,
+    extraMemory: s.extraMemorySize,
+    mallocCurrent: m.current,
+    mallocCommit: m.currentCommit,
+    objectCount: s.objectCount,
+    types: { ...s.objectTypeCounts },
+    rssKb: rssKb(),
+  };
+}
+const mib = (n: number) => fmt(n / 1048576, 1);
+function memoryLine(label: string, s: Snapshot): string {
+  return `| ${label} | ${mib(s.heapSize)} | ${mib(s.heapCapacity)} | ${mib(s.extraMemory)} | ${
+    mib(s.mallocCurrent)
+  } | ${mib(s.mallocCommit)} | ${fmt(s.rssKb / 1024, 1)} |`;
 }
 function fullGc(): void {
   for (let i = 0; i < 3; i++) Bun.gc(true);
@@ -60,6 +88,7 @@ const config = validateConfig({
   log_level: "silent",
   admin: { port: null },
   limits: { exempt_loopback: true },
+  storage: { durability: DURABILITY },
 });
 const server = await startServer(config, "heap", silentLogger);
 const port = server.mqtt.port;
@@ -187,10 +216,36 @@ try {
     fullGc();
     const after = snapshot();
     console.log(`# ${fmt(SUBSCRIBES)} SUBSCRIBEs in ${fmt(ms)} ms (in-process, for orientation)`);
-    console.log(
-      `right after the last SUBACK: heap ${fmt(right.heapSize / 1024)} KiB, RSS ${fmt(right.rssKb / 1024, 1)} MB`,
-    );
+    console.log("\n| MiB | JS heap | heap capacity | extra memory | malloc in use | malloc committed | RSS (MB) |");
+    console.log("|---|---|---|---|---|---|---|");
+    console.log(memoryLine("before", before));
+    console.log(memoryLine("right after the last SUBACK", right));
+    console.log(memoryLine("after a full collection", after));
     report(`${fmt(SUBSCRIBES)} SUBSCRIBEs of one persistent session`, before, after, SUBSCRIBES, "subscription");
+    if (ALLOC > 0) {
+      // Objects JavaScriptCore counts include those allocated since the last collection (live
+      // until swept), so with no collection in between the difference is what K more
+      // SUBSCRIBEs allocated, garbage included. A collection in between shows as a smaller
+      // or negative heap: run again, or lower --alloc.
+      const more: Buffer[] = [];
+      for (let i = 0; i < ALLOC; i++) {
+        more.push(
+          mqttPacket.generate({
+            cmd: "subscribe",
+            messageId: (i % 65_535) + 1,
+            subscriptions: [{ topic: `t/${i}/+`, qos: 1 }],
+          }, { protocolVersion: 5 }),
+        );
+      }
+      const moreBytes = Buffer.concat(more);
+      const start = c.received();
+      fullGc();
+      const a = snapshot();
+      c.socket.write(moreBytes);
+      await c.wait(start + 6 * ALLOC);
+      const b = snapshot();
+      report(`what ${fmt(ALLOC)} more SUBSCRIBEs allocated (no full collection in between)`, a, b, ALLOC, "SUBSCRIBE");
+    }
     c.socket.destroy();
   }
 } finally {

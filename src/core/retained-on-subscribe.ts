@@ -2,7 +2,7 @@ import { type Mutation, type QoS, RETAINED_COPY_ORIGIN } from "../store/store.ts
 import type { Broker } from "./broker.ts";
 import { deliveryRecord } from "./outbound-flow.ts";
 import { isResident } from "./retained-index.ts";
-import { type Outbound, Pending, type Session } from "./session.ts";
+import { type ActiveSubscription, type Outbound, Pending } from "./session.ts";
 
 /**
  * Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11].
@@ -10,10 +10,15 @@ import { type Outbound, Pending, type Session } from "./session.ts";
  * a page at a time as the session drains; messages published meanwhile queue behind
  * them, so a subscriber never gets an older retained value after a newer live one.
  */
-export function sendRetained(broker: Broker, s: Session, filter: string, isNew: boolean): void {
-  const sub = s.subscriptions.get(filter);
-  if (!sub || sub.group !== undefined) return; // shared subscriptions get no retained messages
+export function sendRetained(broker: Broker, sub: ActiveSubscription, isNew: boolean): void {
+  const s = sub.session;
+  // Replaced or removed since (a later SUBSCRIBE or UNSUBSCRIBE in the same read): the
+  // subscription now in place, if any, sends its own.
+  if (sub.index < 0 || s.ended) return;
+  if (sub.group !== undefined) return; // shared subscriptions get no retained messages
   if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
+  // Nothing retained: none of the arrays below (a persistent session's thousands of SUBSCRIBEs).
+  if (broker.retained.size === 0) return;
   const now = broker.clock.now();
   const mutations: Mutation[] = [];
   const outbounds: Outbound[] = [];

@@ -4,6 +4,7 @@ import { MqttError, RC } from "../mqtt/reason-codes.ts";
 import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { ClientConnection } from "./client-connection.ts";
+import { ActiveSubscription } from "./subscription.ts";
 
 /**
  * SUBSCRIBE and UNSUBSCRIBE from a connected client: filters checked, ACL asked, the
@@ -25,8 +26,11 @@ export function handleSubscribe(c: ClientConnection, broker: Broker, p: Subscrib
       throw new MqttError(RC.PROTOCOL_ERROR, "No Local on a shared subscription"); // [MQTT-3.8.3-4]
     }
   }
+  const session = c.session!;
   const granted: number[] = [];
-  const accepted: Array<{ index: number; isNew: boolean }> = [];
+  // The subscriptions made, and which of them are new (Retain Handling 1, [MQTT-3.3.1-10]).
+  const accepted: ActiveSubscription[] = [];
+  const isNew: boolean[] = [];
   for (let i = 0; i < p.subscriptions.length; i++) {
     const s = p.subscriptions[i]!;
     const parsed = parseSubscriptionFilter(s.topic);
@@ -41,33 +45,29 @@ export function handleSubscribe(c: ClientConnection, broker: Broker, p: Subscrib
       granted.push(c.isV5 ? opts.aclDenyCode : 0x80);
       continue;
     }
-    const isNew = broker.router.subscribe(c.session!, {
-      filter: s.topic,
-      plainFilter: parsed.filter,
-      group: parsed.group,
+    const sub = new ActiveSubscription(session, s.topic, parsed.filter, parsed.group, {
       qos: s.qos,
       noLocal: s.nl ?? false,
       retainAsPublished: s.rap ?? false,
       retainHandling: (s.rh ?? 0) as 0 | 1 | 2,
-      ...(subId !== undefined ? { subscriptionId: subId } : {}),
+      subscriptionId: subId,
     });
+    isNew.push(broker.router.subscribe(sub));
+    accepted.push(sub);
     granted.push(s.qos);
-    accepted.push({ index: i, isNew });
   }
-  const session = c.session!;
-  const finish = () => {
+  // Called with nothing when the write is durable, with the error when it failed: one
+  // function for both (a commit resolves with undefined and rejects with an Error).
+  const finish = (err?: unknown) => {
+    if (err !== undefined) return c.fault(err);
     if (c.state === "closed") return;
     c.write(encode({ cmd: "suback", messageId: p.messageId ?? 0, granted }, c.version));
     // Retained messages follow the SUBACK [MQTT-3.3.1-9].
-    for (const { index, isNew } of accepted) {
-      const s = p.subscriptions[index]!;
-      broker.sendRetained(session, s.topic, isNew);
-    }
+    for (let i = 0; i < accepted.length; i++) broker.sendRetained(accepted[i]!, isNew[i]!);
   };
   // One write per accepted filter, never the session's other subscriptions (issue 13).
-  const changed = accepted.map(({ index }) => p.subscriptions[index]!.topic);
-  const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, changed) : undefined;
-  if (commit) commit.then(finish, (err: unknown) => c.fault(err));
+  const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, accepted) : undefined;
+  if (commit) commit.then(finish, finish);
   else finish();
 }
 
