@@ -126,20 +126,20 @@ function client(
 
 function report(label: string, before: Snapshot, after: Snapshot, per: number, unit: string): void {
   console.log(`\n## ${label}`);
-  console.log(`| | heap | objects | RSS |`);
-  console.log(`|---|---|---|---|`);
-  console.log(
-    `| before | ${fmt(before.heapSize / 1024)} KiB | ${fmt(before.objectCount)} | ${fmt(before.rssKb / 1024, 1)} MB |`,
-  );
-  console.log(
-    `| after, full GC | ${fmt(after.heapSize / 1024)} KiB | ${fmt(after.objectCount)} | ${
-      fmt(after.rssKb / 1024, 1)
-    } MB |`,
-  );
+  console.log(`| | heap | heap capacity | objects | RSS |`);
+  console.log(`|---|---|---|---|---|`);
+  const line = (label: string, x: Snapshot) =>
+    `| ${label} | ${fmt(x.heapSize / 1024)} KiB | ${fmt(x.heapCapacity / 1024)} KiB | ${fmt(x.objectCount)} | ${
+      fmt(x.rssKb / 1024, 1)
+    } MB |`;
+  console.log(line("before", before));
+  console.log(line("after", after));
   console.log(
     `| per ${unit} | ${fmt((after.heapSize - before.heapSize) / per, 1)} B | ${
-      fmt((after.objectCount - before.objectCount) / per, 2)
-    } | ${fmt(((after.rssKb - before.rssKb) * 1024) / per, 0)} B |`,
+      fmt((after.heapCapacity - before.heapCapacity) / per, 1)
+    } B | ${fmt((after.objectCount - before.objectCount) / per, 2)} | ${
+      fmt(((after.rssKb - before.rssKb) * 1024) / per, 0)
+    } B |`,
   );
   const rows = Object.keys({ ...before.types, ...after.types })
     .map((t) => ({ t, d: (after.types[t] ?? 0) - (before.types[t] ?? 0) }))

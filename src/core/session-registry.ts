@@ -9,6 +9,7 @@ import type { Peer } from "./peer.ts";
 import type { Router } from "./router.ts";
 import { StoreQueueLoader } from "./queue-loader.ts";
 import { ActiveSubscription, type Outbound, Session, subscriptionRecord } from "./session.ts";
+import { subscriptionOptions } from "./subscription.ts";
 import type { Will, WillHandler } from "./will.ts";
 
 const NEVER_EXPIRES = 0xffffffff;
@@ -54,7 +55,10 @@ export class SessionRegistry {
       for (const sub of r.subscriptions) {
         const parsed = parseSubscriptionFilter(sub.filter);
         if (typeof parsed === "string") continue;
-        this.router.subscribe(new ActiveSubscription(s, sub.filter, parsed.filter, parsed.group, sub));
+        const options = subscriptionOptions(sub.qos, sub.noLocal, sub.retainAsPublished, sub.retainHandling);
+        this.router.subscribe(
+          new ActiveSubscription(s, sub.filter, parsed.filter, parsed.group, options, sub.subscriptionId),
+        );
       }
       s.queue.adopt(rs.queued);
       for (const { delivery: d, message } of rs.inflight) {

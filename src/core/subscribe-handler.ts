@@ -4,7 +4,7 @@ import { MqttError, RC } from "../mqtt/reason-codes.ts";
 import { parseSubscriptionFilter, topicFilterProblem } from "../mqtt/topic.ts";
 import type { Broker } from "./broker.ts";
 import type { ClientConnection } from "./client-connection.ts";
-import { ActiveSubscription } from "./subscription.ts";
+import { ActiveSubscription, subscriptionOptions } from "./subscription.ts";
 
 /**
  * SUBSCRIBE and UNSUBSCRIBE from a connected client: filters checked, ACL asked, the
@@ -45,13 +45,8 @@ export function handleSubscribe(c: ClientConnection, broker: Broker, p: Subscrib
       granted.push(c.isV5 ? opts.aclDenyCode : 0x80);
       continue;
     }
-    const sub = new ActiveSubscription(session, s.topic, parsed.filter, parsed.group, {
-      qos: s.qos,
-      noLocal: s.nl ?? false,
-      retainAsPublished: s.rap ?? false,
-      retainHandling: (s.rh ?? 0) as 0 | 1 | 2,
-      subscriptionId: subId,
-    });
+    const options = subscriptionOptions(s.qos, s.nl ?? false, s.rap ?? false, (s.rh ?? 0) as 0 | 1 | 2);
+    const sub = new ActiveSubscription(session, s.topic, parsed.filter, parsed.group, options, subId);
     isNew.push(broker.router.subscribe(sub));
     accepted.push(sub);
     granted.push(s.qos);

@@ -30,12 +30,11 @@ export class ActiveSubscription implements SubscriptionRecord {
     /** The filter without the $share prefix. */
     readonly plainFilter: string,
     readonly group: string | undefined,
-    options: Omit<SubscriptionRecord, "filter">,
+    /** Subscription Options as the wire has them (subscriptionOptions makes them from a record). */
+    options: number,
+    subscriptionId: number | undefined,
   ) {
-    let bits = options.qos | (options.retainHandling << RETAIN_HANDLING_SHIFT);
-    if (options.noLocal) bits |= NO_LOCAL;
-    if (options.retainAsPublished) bits |= RETAIN_AS_PUBLISHED;
-    this.#packed = bits + (options.subscriptionId ?? 0) * ID_FACTOR;
+    this.#packed = (options & 0x3f) + (subscriptionId ?? 0) * ID_FACTOR;
   }
 
   get qos(): QoS {
@@ -58,6 +57,17 @@ export class ActiveSubscription implements SubscriptionRecord {
     const id = Math.floor(this.#packed / ID_FACTOR);
     return id === 0 ? undefined : id;
   }
+}
+
+/** The Subscription Options byte (spec 3.8.3.1) of a stored subscription's fields. */
+export function subscriptionOptions(
+  qos: QoS,
+  noLocal: boolean,
+  retainAsPublished: boolean,
+  retainHandling: 0 | 1 | 2,
+): number {
+  return qos | (noLocal ? NO_LOCAL : 0) | (retainAsPublished ? RETAIN_AS_PUBLISHED : 0) |
+    (retainHandling << RETAIN_HANDLING_SHIFT);
 }
 
 /**
