@@ -28,7 +28,6 @@ export function handleSubscribe(c: ClientConnection, broker: Broker, p: Subscrib
   }
   const session = c.session!;
   const granted: number[] = [];
-  // The subscriptions made, and which of them are new (Retain Handling 1, [MQTT-3.3.1-10]).
   const accepted: ActiveSubscription[] = [];
   const isNew: boolean[] = [];
   for (let i = 0; i < p.subscriptions.length; i++) {
@@ -51,19 +50,83 @@ export function handleSubscribe(c: ClientConnection, broker: Broker, p: Subscrib
     accepted.push(sub);
     granted.push(s.qos);
   }
-  // Called with nothing when the write is durable, with the error when it failed: one
-  // function for both (a commit resolves with undefined and rejects with an Error).
-  const finish = (err?: unknown) => {
-    if (err !== undefined) return c.fault(err);
-    if (c.state === "closed") return;
-    c.write(encode({ cmd: "suback", messageId: p.messageId ?? 0, granted }, c.version));
-    // Retained messages follow the SUBACK [MQTT-3.3.1-9].
-    for (let i = 0; i < accepted.length; i++) broker.sendRetained(accepted[i]!, isNew[i]!);
-  };
-  // One write per accepted filter, never the session's other subscriptions (issue 13).
-  const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, accepted) : undefined;
-  if (commit) commit.then(finish, finish);
-  else finish();
+  const ack: Suback = { c, broker, messageId: p.messageId ?? 0, granted, accepted, isNew };
+  // One write per accepted filter, never the session's other subscriptions (issue 13). A
+  // persistent session's writes wait for the rest of the read, to go to the store as one
+  // list; a SUBACK waits behind the batch's earlier ones even when it has nothing to write.
+  const batch = open;
+  if (batch !== undefined && batch.c === c) {
+    for (const sub of accepted) batch.changes.push(sub);
+    batch.acks.push(ack);
+    return;
+  }
+  if (accepted.length === 0 || !session.persistent) {
+    const commit = accepted.length > 0 ? broker.registry.persistSubscriptions(session, accepted) : undefined;
+    if (commit) commit.then(() => sendSuback(ack), (err: unknown) => c.fault(err));
+    else sendSuback(ack);
+    return;
+  }
+  flushSubscribes();
+  open = { c, broker, changes: accepted.slice(), acks: [ack] };
+  // The end of this read: microtasks run before the next socket's data, timer or answer.
+  queueMicrotask(flushSubscribes);
+}
+
+/** A SUBACK to send once its subscriptions are durable, then the retained messages they get. */
+interface Suback {
+  c: ClientConnection;
+  broker: Broker;
+  messageId: number;
+  granted: number[];
+  /** The subscriptions made, and which of them are new (Retain Handling 1, [MQTT-3.3.1-10]). */
+  accepted: ActiveSubscription[];
+  isNew: boolean[];
+}
+
+function sendSuback(a: Suback): void {
+  const c = a.c;
+  if (c.state === "closed") return;
+  c.write(encode({ cmd: "suback", messageId: a.messageId, granted: a.granted }, c.version));
+  // Retained messages follow the SUBACK [MQTT-3.3.1-9].
+  for (let i = 0; i < a.accepted.length; i++) a.broker.sendRetained(a.accepted[i]!, a.isNew[i]!);
+}
+
+/**
+ * SUBSCRIBEs of one persistent session's connection handled in one read, whose writes go to
+ * the store as one list: a session that sends thousands of SUBSCRIBEs at once (issue 13) then
+ * costs one commit per read, not one per SUBSCRIBE with its promise, its callbacks and the
+ * storage thread's per-list work (about half of the memory the storm grew by was that
+ * garbage). Nothing else can run between the packets of one read, so the store gets the
+ * same writes in the same order as one commit per SUBSCRIBE would give it, in the same
+ * transaction (a group commit takes every list handed in during a turn).
+ */
+interface SubscribeBatch {
+  c: ClientConnection;
+  broker: Broker;
+  changes: ActiveSubscription[];
+  acks: Suback[];
+}
+let open: SubscribeBatch | undefined;
+
+/**
+ * Commit the open batch, if any: at the end of the read (a microtask), and before its
+ * connection's next packet that is not a SUBSCRIBE (ClientConnection), so that whatever that
+ * packet writes reaches the store after these subscriptions, as it did unbatched.
+ */
+export function flushSubscribes(): void {
+  const batch = open;
+  if (batch === undefined) return;
+  open = undefined;
+  const session = batch.c.session!;
+  const commit = batch.broker.registry.persistSubscriptions(session, batch.changes);
+  const acks = batch.acks;
+  if (commit === undefined) {
+    for (const a of acks) sendSuback(a);
+    return;
+  }
+  commit.then(() => {
+    for (const a of acks) sendSuback(a);
+  }, (err: unknown) => batch.c.fault(err));
 }
 
 export function handleUnsubscribe(c: ClientConnection, broker: Broker, p: UnsubscribePacket): void {
