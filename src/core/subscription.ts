@@ -78,26 +78,28 @@ export function subscriptionOptions(
  * the admin API.
  */
 export class SessionSubscriptions {
-  #list: ActiveSubscription[] = [];
+  /** Made with the first subscription: an idle connection's session has none. */
+  #list: ActiveSubscription[] | undefined;
 
   get size(): number {
-    return this.#list.length;
+    return this.#list?.length ?? 0;
   }
 
   values(): IterableIterator<ActiveSubscription> {
-    return this.#list.values();
+    return (this.#list ?? NONE).values();
   }
 
   add(sub: ActiveSubscription): void {
-    sub.index = this.#list.length;
-    this.#list.push(sub);
+    const list = this.#list ??= [];
+    sub.index = list.length;
+    list.push(sub);
   }
 
   /** Remove `sub` (the last entry takes its place). */
   remove(sub: ActiveSubscription): void {
     const list = this.#list;
     const i = sub.index;
-    if (list[i] !== sub) return;
+    if (list === undefined || list[i] !== sub) return;
     const last = list.pop()!;
     if (last !== sub) {
       list[i] = last;
@@ -108,15 +110,15 @@ export class SessionSubscriptions {
 
   /** Every subscription, removed from the list. */
   takeAll(): ActiveSubscription[] {
-    const all = this.#list;
-    this.#list = [];
+    const all = this.#list ?? [];
+    this.#list = undefined;
     for (const sub of all) sub.index = -1;
     return all;
   }
 
   /** The subscription to `filter` (as subscribed); linear. */
   get(filter: string): ActiveSubscription | undefined {
-    return this.#list.find((s) => s.filter === filter);
+    return this.#list?.find((s) => s.filter === filter);
   }
 
   /** Whether it has a subscription to `filter`; linear. */
@@ -124,3 +126,5 @@ export class SessionSubscriptions {
     return this.get(filter) !== undefined;
   }
 }
+
+const NONE: readonly ActiveSubscription[] = [];
