@@ -10,15 +10,17 @@ import { type ActiveSubscription, type Outbound, Pending } from "./session.ts";
  * a page at a time as the session drains; messages published meanwhile queue behind
  * them, so a subscriber never gets an older retained value after a newer live one.
  */
-export function sendRetained(broker: Broker, sub: ActiveSubscription, isNew: boolean): void {
-  const s = sub.session;
-  // Replaced or removed since (a later SUBSCRIBE or UNSUBSCRIBE in the same read): the
-  // subscription now in place, if any, sends its own.
-  if (sub.index < 0 || s.ended) return;
-  if (sub.group !== undefined) return; // shared subscriptions get no retained messages
-  if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
-  // Nothing retained: none of the arrays below (a persistent session's thousands of SUBSCRIBEs).
+export function sendRetained(broker: Broker, made: ActiveSubscription, isNew: boolean): void {
+  // Nothing retained: none of the work below (a persistent session's thousands of SUBSCRIBEs).
   if (broker.retained.size === 0) return;
+  const s = made.session;
+  if (s.ended) return;
+  // The subscription as it is now: one that a later SUBSCRIBE of the same filter replaced
+  // while this one's write was being committed sends by the replacement's options, one an
+  // UNSUBSCRIBE removed meanwhile sends nothing.
+  const sub = made.index >= 0 ? made : broker.router.subscriptionOf(s, made.filter);
+  if (!sub || sub.group !== undefined) return; // shared subscriptions get no retained messages
+  if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
   const now = broker.clock.now();
   const mutations: Mutation[] = [];
   const outbounds: Outbound[] = [];

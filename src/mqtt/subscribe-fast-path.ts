@@ -90,3 +90,14 @@ export function decodeSubscribe(
   p.messageId = (buf[body]! << 8) | buf[body + 1]!;
   return p as unknown as Packet;
 }
+
+/**
+ * A SUBACK with one Reason Code and no properties, as mqtt-packet.generate writes
+ * `{ cmd: "suback", messageId, granted: [code] }` (and fast-path.ts's encodeFast): the
+ * answer to a one-filter SUBSCRIBE without a packet object and an array for it.
+ */
+export function encodeSuback(messageId: number, code: number, version: number): Uint8Array {
+  return version === 5
+    ? Uint8Array.of(0x90, 4, messageId >> 8, messageId & 0xff, 0, code)
+    : Uint8Array.of(0x90, 3, messageId >> 8, messageId & 0xff, code);
+}

@@ -9,6 +9,7 @@ import mqttPacket from "mqtt-packet";
 import MqttPacketObject from "mqtt-packet/packet.js";
 import { PacketReader } from "../../src/mqtt/codec.ts";
 import { decodeFast } from "../../src/mqtt/fast-path.ts";
+import { encodeSuback } from "../../src/mqtt/subscribe-fast-path.ts";
 import type { Packet } from "../../src/mqtt/packets.ts";
 import { MqttError } from "../../src/mqtt/reason-codes.ts";
 import { prng } from "../helpers/fuzz-packets.ts";
@@ -137,5 +138,20 @@ describe("SUBSCRIBE on the fast path", () => {
   test("a packet id of 0 is refused as before [MQTT-2.3.1-1]", () => {
     const out = expectSame([connect(4), Uint8Array.of(0x82, 6, 0, 0, 0, 1, 0x61, 1)]);
     expect("error" in out).toBe(true);
+  });
+});
+
+describe("a one-code SUBACK encoded by hand", () => {
+  test("is byte for byte what mqtt-packet.generate writes, in every version", () => {
+    for (const version of [3, 4, 5] as const) {
+      for (const messageId of [1, 2, 255, 256, 4660, 65535]) {
+        for (const code of [0, 1, 2, 0x80, 0x87, 0x8f, 0x97]) {
+          const expected = mqttPacket.generate({ cmd: "suback", messageId, granted: [code] }, {
+            protocolVersion: version,
+          });
+          expect(Buffer.from(encodeSuback(messageId, code, version)).equals(expected)).toBe(true);
+        }
+      }
+    }
   });
 });
