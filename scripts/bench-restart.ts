@@ -23,7 +23,10 @@
  * `max_queued_messages 0` (no limit), `max_inflight_messages 64` as Ferry's default.
  * Each --ferry adds a Ferry to compare, e.g. `--ferry before=/tmp/old/ferry-linux-x64
  * --ferry after=dist/ferry-linux-x64` (a command whose first word is a .ts file runs under
- * this bun); without any, `ferry` is this tree's edge/main.ts. Brokers take turns in each
+ * this bun); without any, `ferry` is this tree's edge/main.ts. A command may start with
+ * `NAME=VALUE` words (environment for it alone) and end with ` | {json}` (config keys for it,
+ * top-level keys replacing this script's), e.g.
+ * `--ferry 'nothread=dist/ferry-linux-x64 | {"storage":{"writer_thread":false}}'`. Brokers take turns in each
  * round, in alternating order. With --cold an executable is evicted from the page cache
  * before each start (scripts/page-cache.ts), as after a reboot. --json writes every figure
  * as JSON too (scripts/bench-memory.ts reads it).
@@ -63,14 +66,27 @@ const PAYLOAD = Buffer.alloc(64, 0x42);
 /** A broker's name in the tables; "mosquitto", or a Ferry's label. */
 type BrokerName = string;
 
-/** The Ferries to compare: label → command (before `serve`). */
+/** The Ferries to compare: label → command (before `serve`), environment and config added. */
 const FERRIES = new Map<string, string[]>();
+const FERRY_ENV = new Map<string, Record<string, string>>();
+const FERRY_CONFIG = new Map<string, Record<string, unknown>>();
 for (let i = 0; i < process.argv.length - 1; i++) {
   if (process.argv[i] !== "--ferry") continue;
   const spec = process.argv[i + 1]!;
   const eq = spec.indexOf("=");
-  const cmd = spec.slice(eq + 1).split(/\s+/).filter(Boolean);
-  FERRIES.set(spec.slice(0, eq), cmd[0]!.endsWith(".ts") ? [process.execPath, ...cmd] : cmd);
+  const label = spec.slice(0, eq);
+  // `LABEL=[NAME=VALUE ...] COMMAND [| {config}]`: variables for that command only, and
+  // config keys merged over this script's (top-level keys replace).
+  const bar = spec.indexOf(" | ");
+  const words = spec.slice(eq + 1, bar < 0 ? undefined : bar).split(/\s+/).filter(Boolean);
+  const env: Record<string, string> = {};
+  while (/^[A-Z_][A-Z0-9_]*=/.test(words[0] ?? "")) {
+    const [name, ...value] = words.shift()!.split("=");
+    env[name!] = value.join("=");
+  }
+  FERRIES.set(label, words[0]!.endsWith(".ts") ? [process.execPath, ...words] : words);
+  FERRY_ENV.set(label, env);
+  if (bar >= 0) FERRY_CONFIG.set(label, JSON.parse(spec.slice(bar + 3)) as Record<string, unknown>);
 }
 if (FERRIES.size === 0) FERRIES.set("ferry", [process.execPath, join(ROOT, "edge/main.ts")]);
 const BROKERS: BrokerName[] = [...FERRIES.keys(), ...(process.argv.includes("--no-mosquitto") ? [] : ["mosquitto"])];
@@ -158,6 +174,7 @@ async function start(name: BrokerName, dir: string): Promise<Running> {
         storage: { durability: "commit" },
         mqtt: { sys_interval: 0, max_queued_messages: Math.max(10_000, 2 * QUEUED) },
         limits: { exempt_loopback: true },
+        ...FERRY_CONFIG.get(name),
       }),
     );
     const base = FERRIES.get(name)!;
@@ -167,6 +184,7 @@ async function start(name: BrokerName, dir: string): Promise<Running> {
   }
   const t0 = performance.now();
   const proc = Bun.spawn(cmd, {
+    env: { ...process.env, ...FERRY_ENV.get(name) },
     stdout: "ignore",
     stderr: Bun.file(join(dir, `stderr-${Date.now()}.log`)),
     cwd: ROOT,

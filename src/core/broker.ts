@@ -18,7 +18,7 @@ import { deliveryRecord, OutboundFlow } from "./outbound-flow.ts";
 import { PublisherFlow } from "./publisher-flow.ts";
 import { RetainedIndex } from "./retained-index.ts";
 import { Router } from "./router.ts";
-import { type Outbound, type Session } from "./session.ts";
+import { type ActiveSubscription, type Outbound, type Session } from "./session.ts";
 import { SessionRegistry } from "./session-registry.ts";
 import { publishSysTopics } from "./sys-topics.ts";
 import { WillHandler } from "./will.ts";
@@ -269,8 +269,8 @@ export class Broker {
   }
 
   /** Retained messages for a new subscription, per its Retain Handling (retained-on-subscribe.ts). */
-  sendRetained(s: Session, filter: string, isNew: boolean): void {
-    sendRetained(this, s, filter, isNew);
+  sendRetained(sub: ActiveSubscription, isNew: boolean): void {
+    sendRetained(this, sub, isNew);
   }
 
   /** The next offset of the log, taken (a message or a retained copy appended outside `publish`). */

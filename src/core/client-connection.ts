@@ -5,7 +5,7 @@ import { MqttError, RC, v5ToV3Connack } from "../mqtt/reason-codes.ts";
 import type { AccessSubject, Refusal } from "./auth-ports.ts";
 import type { Broker } from "./broker.ts";
 import { runConnect } from "./connect-pipeline.ts";
-import { handleSubscribe, handleUnsubscribe } from "./subscribe-handler.ts";
+import { flushSubscribes, handleSubscribe, handleUnsubscribe } from "./subscribe-handler.ts";
 import type { ByteHolder } from "./connection-bytes.ts";
 import type { Connection, ConnectionHandler } from "./connection.ts";
 import { InboundFlow } from "./inbound-flow.ts";
@@ -540,6 +540,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
       return;
     }
     if (this.state !== "connected") return;
+    // SUBSCRIBEs handled just before this packet commit first (see flushSubscribes).
+    if (packet.cmd !== "subscribe") flushSubscribes();
     switch (packet.cmd) {
       case "publish":
         return this.#flow.onPublish(packet);

@@ -39,7 +39,8 @@ export function qos0Refusals(broker: Broker, from: string, topic: string): numbe
   let refused = 0;
   let taken = false;
   for (let i = 0; i < matches.length; i++) {
-    const { session: s, sub } = matches[i]!;
+    const sub = matches[i]!;
+    const s = sub.session;
     if (sub.group !== undefined) return TAKEN;
     // [MQTT-3.8.3-3] No Local: not a target.
     if (sub.noLocal && s.clientId === from) continue;

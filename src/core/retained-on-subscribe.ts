@@ -2,7 +2,7 @@ import { type Mutation, type QoS, RETAINED_COPY_ORIGIN } from "../store/store.ts
 import type { Broker } from "./broker.ts";
 import { deliveryRecord } from "./outbound-flow.ts";
 import { isResident } from "./retained-index.ts";
-import { type Outbound, Pending, type Session } from "./session.ts";
+import { type ActiveSubscription, type Outbound, Pending } from "./session.ts";
 
 /**
  * Retained messages for a new subscription, per its Retain Handling [MQTT-3.3.1-9..11].
@@ -10,8 +10,15 @@ import { type Outbound, Pending, type Session } from "./session.ts";
  * a page at a time as the session drains; messages published meanwhile queue behind
  * them, so a subscriber never gets an older retained value after a newer live one.
  */
-export function sendRetained(broker: Broker, s: Session, filter: string, isNew: boolean): void {
-  const sub = s.subscriptions.get(filter);
+export function sendRetained(broker: Broker, made: ActiveSubscription, isNew: boolean): void {
+  // Nothing retained: none of the work below (a persistent session's thousands of SUBSCRIBEs).
+  if (broker.retained.size === 0) return;
+  const s = made.session;
+  if (s.ended) return;
+  // The subscription as it is now: one that a later SUBSCRIBE of the same filter replaced
+  // while this one's write was being committed sends by the replacement's options, one an
+  // UNSUBSCRIBE removed meanwhile sends nothing.
+  const sub = made.index >= 0 ? made : broker.router.subscriptionOf(s, made.filter);
   if (!sub || sub.group !== undefined) return; // shared subscriptions get no retained messages
   if (sub.retainHandling === 2 || (sub.retainHandling === 1 && !isNew)) return;
   const now = broker.clock.now();

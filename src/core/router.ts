@@ -1,13 +1,11 @@
 import type { Message, QoS } from "../store/store.ts";
 import { COSTS, type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
+import { parseSubscriptionFilter } from "../mqtt/topic.ts";
 import type { ActiveSubscription, Outbound, Session } from "./session.ts";
 import { TopicTree } from "./topic-tree.ts";
 
-/** One subscription in the tree: whose it is, and its options. */
-export interface SubEntry {
-  session: Session;
-  sub: ActiveSubscription;
-}
+/** One subscription in the tree: whose it is (`session`), and its options. */
+export type SubEntry = ActiveSubscription;
 
 /**
  * Who gets a message: the subscription tree, shared-subscription groups and their
@@ -27,42 +25,52 @@ export class Router {
     private readonly account: MemoryAccount = UNCOUNTED,
   ) {}
 
-  /** Add or replace a subscription [MQTT-3.8.4-3]; returns whether it is new. */
-  subscribe(s: Session, sub: ActiveSubscription): boolean {
-    const old = s.subscriptions.get(sub.filter);
+  /**
+   * Add or replace (same session and filter) a subscription [MQTT-3.8.4-3]; returns whether
+   * it is new. `sub.session` is the subscriber.
+   */
+  subscribe(sub: ActiveSubscription): boolean {
+    const s = sub.session;
+    const old = this.#subs.get(sub.plainFilter, subKey(s, sub));
     if (old) this.#remove(s, old);
-    s.subscriptions.set(sub.filter, sub);
-    const entry: SubEntry = { session: s, sub };
-    this.#subs.add(sub.plainFilter, subKey(s, sub), entry);
+    s.subscriptions.add(sub);
+    this.#subs.add(sub.plainFilter, subKey(s, sub), sub);
     if (sub.group !== undefined) {
       const key = shareKey(sub);
       let members = this.#shareGroups.get(key);
       if (!members) this.#shareGroups.set(key, members = new Map());
-      members.set(s.clientId, entry);
+      members.set(s.clientId, sub);
     }
     if (old === undefined) this.account.addClients(subscriptionCost(sub));
     return old === undefined;
   }
 
+  /** `s`'s subscription to `filter` (as subscribed, $share prefix included), found through the tree. */
+  subscriptionOf(s: Session, filter: string): ActiveSubscription | undefined {
+    const parsed = parseSubscriptionFilter(filter);
+    if (typeof parsed === "string") return undefined;
+    const key = parsed.group === undefined ? s.clientId : `${parsed.group}\u0000${s.clientId}`;
+    return this.#subs.get(parsed.filter, key);
+  }
+
   unsubscribe(s: Session, filter: string): boolean {
-    const sub = s.subscriptions.get(filter);
+    const sub = this.subscriptionOf(s, filter);
     if (!sub) return false;
     this.#remove(s, sub);
-    s.subscriptions.delete(filter);
     this.account.addClients(-subscriptionCost(sub));
     return true;
   }
 
   /** The session ends: every subscription of it goes. */
   unsubscribeAll(s: Session): void {
-    for (const sub of [...s.subscriptions.values()]) {
+    for (const sub of s.subscriptions.takeAll()) {
       this.#remove(s, sub);
       this.account.addClients(-subscriptionCost(sub));
     }
-    s.subscriptions.clear();
   }
 
   #remove(s: Session, sub: ActiveSubscription): void {
+    s.subscriptions.remove(sub);
     this.#subs.remove(sub.plainFilter, subKey(s, sub));
     if (sub.group !== undefined) {
       const key = shareKey(sub);
@@ -89,17 +97,16 @@ export class Router {
     let groups: Map<string, SubEntry[]> | undefined;
     for (let i = 0; i < n; i++) {
       const e = matches[i]!;
-      const sub = e.sub;
-      if (sub.group !== undefined) {
+      if (e.group !== undefined) {
         groups ??= new Map();
-        const key = shareKey(sub);
+        const key = shareKey(e);
         const list = groups.get(key);
         if (list) list.push(e);
         else groups.set(key, [e]);
         continue;
       }
       // [MQTT-3.8.3-3] No Local: not back to the connection that published it.
-      if (sub.noLocal && e.session.clientId === message.origin) continue;
+      if (e.noLocal && e.session.clientId === message.origin) continue;
       addTarget(pass, sessions, outbounds, e, message, undefined);
     }
     if (groups) {
@@ -145,7 +152,7 @@ function addTarget(
   m: Message,
   share: string | undefined,
 ): void {
-  const sub = e.sub;
+  const sub = e;
   const s = e.session;
   const qos = Math.min(m.qos, sub.qos) as QoS;
   // [MQTT-3.3.1-12/13] Retain As Published keeps the publisher's RETAIN flag; otherwise 0.

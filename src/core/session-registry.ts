@@ -8,7 +8,8 @@ import type { OutboundFlow } from "./outbound-flow.ts";
 import type { Peer } from "./peer.ts";
 import type { Router } from "./router.ts";
 import { StoreQueueLoader } from "./queue-loader.ts";
-import { type Outbound, Session, subscriptionRecord } from "./session.ts";
+import { ActiveSubscription, type Outbound, Session, subscriptionRecord } from "./session.ts";
+import { subscriptionOptions } from "./subscription.ts";
 import type { Will, WillHandler } from "./will.ts";
 
 const NEVER_EXPIRES = 0xffffffff;
@@ -54,7 +55,10 @@ export class SessionRegistry {
       for (const sub of r.subscriptions) {
         const parsed = parseSubscriptionFilter(sub.filter);
         if (typeof parsed === "string") continue;
-        this.router.subscribe(s, { ...sub, plainFilter: parsed.filter, group: parsed.group });
+        const options = subscriptionOptions(sub.qos, sub.noLocal, sub.retainAsPublished, sub.retainHandling);
+        this.router.subscribe(
+          new ActiveSubscription(s, sub.filter, parsed.filter, parsed.group, options, sub.subscriptionId),
+        );
       }
       s.queue.adopt(rs.queued);
       for (const { delivery: d, message } of rs.inflight) {
@@ -150,20 +154,19 @@ export class SessionRegistry {
   }
 
   /**
-   * Persist what SUBSCRIBE or UNSUBSCRIBE changed: one write per filter, of the
-   * subscription as the session now has it (or its removal), never the session's other
+   * Persist what SUBSCRIBE or UNSUBSCRIBE changed: one write per change, a subscription
+   * made (as `changes` holds it) or a filter removed, never the session's other
    * subscriptions. Resolves when durable; undefined when the session is not persistent.
    */
-  persistSubscriptions(s: Session, filters: readonly string[]): Promise<void> | undefined {
+  persistSubscriptions(s: Session, changes: ReadonlyArray<ActiveSubscription | string>): Promise<void> | undefined {
     if (!s.persistent) return undefined;
     if (!this.#stored.has(s)) return this.store.commit([this.#stateMutation(s)]);
     const mutations: Mutation[] = [];
-    for (const filter of filters) {
-      const sub = s.subscriptions.get(filter);
+    for (const change of changes) {
       mutations.push(
-        sub
-          ? { op: "subscription-put", clientId: s.clientId, subscription: subscriptionRecord(sub) }
-          : { op: "subscription-delete", clientId: s.clientId, filter },
+        typeof change === "string"
+          ? { op: "subscription-delete", clientId: s.clientId, filter: change }
+          : { op: "subscription-put", clientId: s.clientId, subscription: subscriptionRecord(change) },
       );
     }
     return this.store.commit(mutations);

@@ -4,14 +4,10 @@ import { InflightTable } from "./inflight-table.ts";
 import { type MemoryAccount, UNCOUNTED } from "./memory-budget.ts";
 import type { Peer } from "./peer.ts";
 import type { RoomHold } from "./publisher-flow.ts";
+import { type ActiveSubscription, SessionSubscriptions } from "./subscription.ts";
 
 export { type Outbound, Pending, type Queued } from "./delivery-queue.ts";
-
-export interface ActiveSubscription extends SubscriptionRecord {
-  /** Filter without the $share prefix. */
-  plainFilter: string;
-  group: string | undefined;
-}
+export { ActiveSubscription } from "./subscription.ts";
 
 /** Reads the bodies of a session's pending entries, then pumps the session (core/queue-loader.ts). */
 export interface QueueLoader {
@@ -35,7 +31,8 @@ export const RESIDENT_WHEN_OFFLINE = { entries: 1024, bytes: 1024 * 1024 };
  * receive state. It outlives connections when its expiry interval is above zero.
  */
 export class Session {
-  subscriptions = new Map<string, ActiveSubscription>();
+  /** Its subscriptions; the router adds and removes them (Router.subscribe). */
+  readonly subscriptions = new SessionSubscriptions();
   /**
    * Messages waiting for room in the in-flight window, oldest first; made on first use.
    * Most connected sessions never queue (deliveries go straight out while the window has

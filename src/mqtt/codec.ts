@@ -211,6 +211,7 @@ export class PacketReader {
         pos + frame - body,
         this.#settings.protocolVersion,
         this.#copyPayloads,
+        this.#settings.bridgeMode === true,
       );
     }
     // What the fast path decodes needs no further check (fast-path.ts leaves anything

@@ -1,6 +1,7 @@
 /**
  * Hand-written decoding and encoding of the packets that dominate a QoS 0/1 message
- * flow: PUBLISH, PUBACK/PUBREC/PUBREL/PUBCOMP and PINGREQ/PINGRESP. Profiles of the
+ * flow: PUBLISH, PUBACK/PUBREC/PUBREL/PUBCOMP and PINGREQ/PINGRESP (and SUBSCRIBE, in
+ * subscribe-fast-path.ts). Profiles of the
  * broker under fan-in QoS 1 load spent 10-12% of its CPU in mqtt-packet's streaming
  * parser (a BufferList per packet, its slicing and debug() calls) and 4-8% in its
  * generator (one small Buffer per field, then a concat) for just these packets.
@@ -20,6 +21,7 @@ import MqttPacketClass from "mqtt-packet/packet.js";
 import type { Packet, ProtocolVersion } from "./packets.ts";
 import { utf8Problem } from "./utf8.ts";
 import { unpinnedBytes } from "./unpinned-bytes.ts";
+import { decodeSubscribe } from "./subscribe-fast-path.ts";
 
 /** The fields of mqtt-packet's packet object that the decoder sets. */
 interface MqttPacketObject {
@@ -69,10 +71,13 @@ export function decodeFast(
   rem: number,
   version: number,
   copyPayload = true,
+  bridgeMode = false,
 ): Packet | undefined {
   switch (first >> 4) {
     case 3:
       return decodePublish(buf, first, body, rem, version, copyPayload);
+    case 8:
+      return decodeSubscribe(buf, first, body, rem, version, bridgeMode, newPacket);
     case 4:
     case 5:
     case 6:

@@ -15,13 +15,22 @@ export function topicNameProblem(topic: string, limits: TopicLimits): string | u
 /** Why a filter may not be subscribed to, or undefined if it is fine. */
 export function topicFilterProblem(filter: string, limits: TopicLimits): string | undefined {
   if (filter.length === 0) return "topic filter is empty"; // [MQTT-4.7.3-1]
-  const levels = filter.split("/");
-  for (let i = 0; i < levels.length; i++) {
-    const level = levels[i]!;
-    if (level.includes("#") && (level !== "#" || i !== levels.length - 1)) {
-      return "'#' must be alone in the last level"; // [MQTT-4.7.1-1]
+  // Level by level without split("/"): a persistent session may send thousands of
+  // SUBSCRIBEs at once, and each array of levels was garbage.
+  for (let start = 0; start <= filter.length;) {
+    let end = filter.indexOf("/", start);
+    if (end < 0) end = filter.length;
+    let hash = false;
+    let plus = false;
+    for (let i = start; i < end; i++) {
+      const c = filter.charCodeAt(i);
+      if (c === 35) hash = true; // '#'
+      else if (c === 43) plus = true; // '+'
     }
-    if (level.includes("+") && level !== "+") return "'+' must occupy a whole level"; // [MQTT-4.7.1-2]
+    const single = end - start === 1;
+    if (hash && (!single || end !== filter.length)) return "'#' must be alone in the last level"; // [MQTT-4.7.1-1]
+    if (plus && !single) return "'+' must occupy a whole level"; // [MQTT-4.7.1-2]
+    start = end + 1;
   }
   return commonProblem(filter, limits);
 }
