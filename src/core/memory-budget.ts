@@ -22,8 +22,12 @@ export const COSTS = {
   connection: 2048,
   /** A session: the Session object, its queue and tables, its expiry timer, its record in the memory store. */
   session: 2048,
-  /** A subscription: its record, its levels in the topic tree and the session's map. */
-  subscription: 1280,
+  /**
+   * A subscription: its one object, its levels in the topic tree and its place in the
+   * session's list (491 B of heap each at 20,000, `scripts/measure-subscribe-heap.ts`);
+   * its filter strings are charged by length (Router).
+   */
+  subscription: 512,
 };
 
 /** Bytes a message's body is charged (once, however many queues and tables hold it). */
