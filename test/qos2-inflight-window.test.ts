@@ -30,18 +30,25 @@ async function backlog(n: number, version: 4 | 5, receiveMaximum?: number) {
   await settle();
   const pub = b.open(5);
   await b.connect(pub, "pub", 5, { clean: true, properties: {} });
-  for (let i = 0; i < n; i++) {
-    pub.send({
-      cmd: "publish",
-      topic: `t/${i}`,
-      payload: Buffer.from(`m${i}`),
-      qos: 2,
-      messageId: i + 1,
-      dup: false,
-      retain: false,
-    });
+  // In rounds below Ferry's Receive Maximum towards publishers, each flow completed with PUBREL.
+  for (let from = 0; from < n; from += 500) {
+    const ids: number[] = [];
+    for (let i = from; i < Math.min(n, from + 500); i++) {
+      ids.push(i + 1);
+      pub.send({
+        cmd: "publish",
+        topic: `t/${i}`,
+        payload: Buffer.from(`m${i}`),
+        qos: 2,
+        messageId: i + 1,
+        dup: false,
+        retain: false,
+      });
+    }
+    await settle();
+    for (const id of ids) pub.send({ cmd: "pubrel", messageId: id });
+    await settle();
   }
-  await settle();
   const sub = b.open(version);
   const props = version === 5
     ? { properties: { sessionExpiryInterval: 3600, ...(receiveMaximum ? { receiveMaximum } : {}) } }
@@ -129,5 +136,46 @@ describe("QoS 2 deliveries past PUBREC and the in-flight window", () => {
     const texts = publishes(sub).map((p) => new TextDecoder().decode(p.payload as Uint8Array));
     expect(texts).toEqual(Array.from({ length: n }, (_, i) => `m${i}`));
     expect(inflight(b)).toEqual({ total: 0, releasing: 0 });
+  });
+
+  /** Drain `n` queued QoS 2 messages, answering every PUBLISH and PUBREL: store lists and mutations per message. */
+  async function drainCost(n: number) {
+    const { b, sub } = await backlog(n, 5);
+    const lists = b.store.committed.length;
+    const mutations = b.store.committed.reduce((a, l) => a + l.length, 0);
+    const answered = new Set<number>();
+    const completed = new Set<number>();
+    let seen = 0;
+    for (let guard = 0; guard < 10 * n && completed.size < n; guard++) {
+      const packets = sub.packets;
+      for (; seen < packets.length; seen++) {
+        const p = packets[seen]!;
+        if (p.cmd === "publish" && !answered.has(p.messageId!)) {
+          answered.add(p.messageId!);
+          sub.send({ cmd: "pubrec", messageId: p.messageId! }, 5);
+        } else if (p.cmd === "pubrel" && !completed.has(p.messageId!)) {
+          completed.add(p.messageId!);
+          sub.send({ cmd: "pubcomp", messageId: p.messageId! }, 5);
+        }
+      }
+      await settle();
+      await b.clock.advance(10); // WriteBehind's bookkeeping goes on its own after a few ms
+    }
+    expect(publishes(sub)).toHaveLength(n);
+    return {
+      lists: (b.store.committed.length - lists) / n,
+      mutations: (b.store.committed.reduce((a, l) => a + l.length, 0) - mutations) / n,
+    };
+  }
+
+  // A drain whose work per message grew with the backlog took 42 s for 40,000 QoS 2 messages
+  // (issue 19); the store work per message must not depend on how many are queued.
+  test("the store work per drained QoS 2 message does not grow with the backlog", async () => {
+    const small = await drainCost(200);
+    const large = await drainCost(1_600);
+    expect(large.mutations).toBeLessThanOrEqual(small.mutations * 1.1);
+    expect(large.lists).toBeLessThanOrEqual(small.lists * 1.1);
+    // A "pubrel" phase and a deletion per message at most, a "sent" mark when nothing supersedes it.
+    expect(large.mutations).toBeLessThanOrEqual(3);
   });
 });
