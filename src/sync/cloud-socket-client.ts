@@ -20,6 +20,7 @@ import { systemClock } from "../core/clock.ts";
 import { encode, encodeAck, encodeDisconnect } from "../mqtt/codec.ts";
 import type { ConnackPacket, DisconnectPacket, Packet, PublishPacket } from "../mqtt/packets.ts";
 import { MqttError, RC } from "../mqtt/reason-codes.ts";
+import { reasonName } from "../mqtt/reason-names.ts";
 import { ServerPacketReader } from "../mqtt/server-packet-reader.ts";
 import type {
   CloseDetail,
@@ -44,17 +45,6 @@ const V4_REFUSALS = [
   "Bad username or password",
   "Not authorized",
 ];
-
-/** "Not authorized" for 0x87: the reason code's name (reason-codes.ts) in words. */
-function reasonName(code: number): string {
-  for (const [name, value] of Object.entries(RC)) {
-    if (value === code && code !== 0) {
-      const words = name.toLowerCase().replace(/_/g, " ");
-      return words[0]!.toUpperCase() + words.slice(1);
-    }
-  }
-  return `reason code 0x${code.toString(16)}`;
-}
 
 /** An error carrying an MQTT 5 reason code, as the link reads it (`code`). */
 function reasonError(what: string, code: number): Error & { code: number } {

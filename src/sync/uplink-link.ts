@@ -43,8 +43,12 @@ export interface LinkDeps {
   readFile(path: string): Promise<Uint8Array>;
 }
 
-/** Reason codes with which a cloud refuses a message for good; anything else is retried. */
-const PERMANENT_REFUSALS = new Set([0x83, 0x87, 0x90, 0x99]);
+/**
+ * Reason codes with which a cloud refuses a message for good; anything else is retried.
+ * 0x95 Packet too large comes from the client itself: the message is over the cloud's
+ * Maximum Packet Size (CONNACK), so sending it again could never succeed.
+ */
+const PERMANENT_REFUSALS = new Set([0x83, 0x87, 0x90, 0x95, 0x99]);
 /** The cloud asks Ferry to slow down: 0x97 Quota exceeded, 0x96 Message rate too high. */
 const SLOW_DOWN = new Set([0x96, 0x97]);
 /** DISCONNECT reasons that send the client to another server. */
