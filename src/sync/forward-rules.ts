@@ -23,7 +23,7 @@ export class ForwardRules {
   #list: readonly ForwardRule[];
   #tree = new TopicTree<ForwardRule>();
   #ruleCache = new Map<string, ForwardRule | null>();
-  #topicCache = new Map<ForwardRule, Map<string, RemoteTopic>>();
+  #topicCache = new Map<ForwardRule, Map<string, RemoteTopic> | null>();
 
   constructor(rules: readonly ForwardRule[], private readonly origin: string, private readonly edgeId: string) {
     this.#list = rules;
@@ -64,14 +64,20 @@ export class ForwardRules {
    * block everything behind it.
    */
   remoteTopic(rule: ForwardRule, m: Message): RemoteTopic {
-    const values = { topic: m.topic, edgeId: this.edgeId, clientId: m.origin };
-    if (rule.topic.includes("${clientid}")) return checked(renderTopic(rule.topic, rule.strip, values));
+    // Per rule: the rendered topics by local topic, or null when the template names the
+    // client (then every message is rendered). Called for every forwarded message.
     let cache = this.#topicCache.get(rule);
-    if (!cache) this.#topicCache.set(rule, cache = new Map());
+    if (cache === undefined) {
+      cache = rule.topic.includes("${clientid}") ? null : new Map();
+      this.#topicCache.set(rule, cache);
+    }
+    if (cache === null) {
+      return checked(renderTopic(rule.topic, rule.strip, { topic: m.topic, edgeId: this.edgeId, clientId: m.origin }));
+    }
     let topic = cache.get(m.topic);
     if (topic === undefined) {
       if (cache.size >= CACHE_MAX) cache.clear();
-      topic = checked(renderTopic(rule.topic, rule.strip, values));
+      topic = checked(renderTopic(rule.topic, rule.strip, { topic: m.topic, edgeId: this.edgeId }));
       cache.set(m.topic, topic);
     }
     return topic;
