@@ -70,6 +70,11 @@ const SLOW_START = 8;
 /** Buffer skips are logged at most this often (each line names the whole range since the last). */
 const SKIP_LOG_MS = 10_000;
 
+/** An acknowledgement refills the window once this many slots are free (an eighth of it, at least one). */
+function refillBatch(window: number): number {
+  return Math.max(1, window >> 3);
+}
+
 export class UplinkLink {
   readonly name: string;
   state: LinkState = "stopped";
@@ -376,7 +381,11 @@ export class UplinkLink {
       }
     }
     this.#settle(p);
-    this.#pump();
+    // Refill in batches: each refill is a socket write (and a read and a write at the cloud),
+    // whose cost on a small gateway is like the per-message work; topping up the window one
+    // message per acknowledgement made a send per message during a drain. Live traffic
+    // keeps the window far from full, so it still goes at once.
+    if (this.#w.inflight <= this.#window - refillBatch(this.#window)) this.#pump();
   }
 
   /**

@@ -170,14 +170,42 @@ describe("uplink pacing (manual clock)", () => {
     });
     await settle();
     const c = h.cloud.current!;
-    const inFlight: number[] = [];
-    for (let round = 0; round < 4; round++) {
-      inFlight.push(c.unacked);
+    expect(c.unacked).toBe(8);
+    for (let acked = 1; acked <= 45; acked++) {
+      c.sent.find((s) => !s.acked)!.ack();
+      await settle();
+      expect(h.link.status().window).toBe(Math.min(50, 8 + acked));
+      expect(c.unacked).toBeLessThanOrEqual(h.link.status().window);
+    }
+    expect(h.link.status().window).toBe(50);
+  });
+
+  test("a full window is refilled once an eighth of it is free, in one go (one socket write, not one per acknowledgement)", async () => {
+    const h = uplinkHarness({ max_inflight: 80 }, {
+      backlog: Array.from({ length: 600 }, (_, i): [string, string] => ["sensors/s", String(i)]),
+    });
+    await settle();
+    const c = h.cloud.current!;
+    for (let round = 0; round < 6; round++) {
       c.ackAll();
       await settle();
     }
-    expect(inFlight).toEqual([8, 16, 32, 50]);
-    expect(h.link.status().window).toBe(50);
+    expect(h.link.status().window).toBe(80);
+    expect(c.unacked).toBe(80);
+    const sentBefore = c.sent.length;
+    for (let i = 0; i < 9; i++) {
+      c.sent.find((s) => !s.acked)!.ack();
+      await settle();
+    }
+    expect(c.sent.length).toBe(sentBefore); // 71 in flight: more than 80 - 80/8
+    c.sent.find((s) => !s.acked)!.ack();
+    await settle();
+    expect(c.sent.length).toBe(sentBefore + 10);
+    expect(c.unacked).toBe(80);
+    // In order all the same.
+    expect(c.sent.map((s) => new TextDecoder().decode(s.payload))).toEqual(
+      Array.from({ length: c.sent.length }, (_, i) => String(i)),
+    );
   });
 
   test("the cloud's Receive Maximum caps the messages in flight below max_inflight", async () => {

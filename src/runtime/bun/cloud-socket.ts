@@ -20,6 +20,30 @@ function connectFailure(err: Error, o: SocketOptions): Error {
   return Object.assign(new Error(`connect ${code} ${o.host}:${o.port}`), { code });
 }
 
+/**
+ * `conn`, written at the end of the current task (after its microtasks) rather than at
+ * the end of the event-loop turn where accepted connections flush: the uplink's PUBLISHes
+ * answer PUBACKs just read, and waiting for the turn's end delays the next round trip.
+ */
+function flushedAfterTask(conn: BunSocketConnection): CloudSocket {
+  let queued = false;
+  const flush = () => {
+    queued = false;
+    conn.flush();
+  };
+  return {
+    write(bytes) {
+      conn.write(bytes);
+      if (!queued) {
+        queued = true;
+        queueMicrotask(flush);
+      }
+    },
+    bufferedBytes: () => conn.bufferedBytes(),
+    close: () => conn.close(),
+  };
+}
+
 export function connectCloudSocket(o: SocketOptions, h: CloudSocketHandler): Promise<CloudSocket> {
   return new Promise((resolve, reject) => {
     let settled = false;
@@ -27,7 +51,7 @@ export function connectCloudSocket(o: SocketOptions, h: CloudSocketHandler): Pro
       const conn = new BunSocketConnection(socket as Socket<unknown>, o.host);
       socket.data.conn = conn;
       settled = true;
-      resolve(conn);
+      resolve(flushedAfterTask(conn));
     };
     const tls = o.tls;
     Bun.connect<Slot>({
