@@ -3,11 +3,11 @@
  * MQTT.js client of cloud-client.ts stays for ws:// and wss://, and for a runtime without
  * a socket port; cloud-connector.ts chooses).
  *
- * Why (issue 14): draining a backlog, MQTT.js spent most of the uplink's CPU outside the
- * work itself: its PUBACK parsing (mqtt-packet's streaming parser with a debug call per
+ * Why (issue 14): draining a backlog, much of the uplink's CPU went to MQTT.js's own
+ * machinery: its PUBACK parsing (mqtt-packet's streaming parser with a debug call per
  * field), a deep copy of every PUBLISH, Node stream machinery per write. Here a PUBLISH is
  * encoded once by the fast path (src/mqtt/fast-path.ts) and queued on the socket, whose
- * adapter writes a turn's packets in one send and keeps what the OS does not take until it
+ * adapter writes a task's packets in one send and keeps what the OS does not take until it
  * drains; acknowledgements are read by the fast path too (src/mqtt/server-packet-reader.ts).
  * The send window of the link bounds what is in flight, so what waits at the socket is
  * bounded too; a QoS 0 PUBLISH is reported written only once the socket is not backed up.

@@ -27,8 +27,8 @@ export interface SocketOptions {
 /** An open connection. */
 export interface CloudSocket {
   /**
-   * Queue bytes. Writes made in one event-loop turn go to the OS together, in order; what
-   * the OS does not take waits (bufferedBytes) until it drains.
+   * Queue bytes. Writes made in one task (or event-loop turn) go to the OS together, in
+   * order; what the OS does not take waits (bufferedBytes) until it drains.
    */
   write(bytes: Uint8Array): void;
   /** Bytes accepted by `write` and not yet taken by the OS. */

@@ -1,7 +1,8 @@
 /**
  * The uplink's connections out (src/sync/socket-port.ts) with `Bun.connect`: the same
- * write path as accepted connections (BunSocketConnection: a turn's writes in one send,
- * what the OS does not take kept until Bun's drain), TLS verified by BoringSSL.
+ * write path as accepted connections (BunSocketConnection: pending writes joined into one
+ * send, what the OS does not take kept until Bun's drain), flushed at the end of the task
+ * (flushedAfterTask), TLS verified by BoringSSL.
  */
 import type { Socket } from "bun";
 import type { CloudSocket, CloudSocketHandler, SocketOptions } from "../../sync/socket-port.ts";
