@@ -64,6 +64,12 @@ export interface CloudClient {
   readonly receiveMaximum: number;
   /** `done` gets undefined on acknowledgement (or on write, for QoS 0), else the error. */
   publish(p: CloudPublish, done: (err?: Error) => void): void;
+  /**
+   * The same, for a PUBLISH the link encoded itself (stamped-publish.ts) with Packet
+   * Identifier 0, which the client writes into `bytes` (they are the client's from then on).
+   * Only clients on Ferry's codec have it.
+   */
+  publishEncoded?(bytes: Uint8Array, qos: 0 | 1 | 2, done: (err?: Error) => void): void;
   subscribe(subs: Array<{ filter: string; qos: 0 | 1 | 2 }>): Promise<number[]>;
   /** Close now, dropping anything unacknowledged (the cursor still has it). */
   close(): void;

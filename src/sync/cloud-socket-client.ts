@@ -17,7 +17,7 @@
  */
 import type { Clock } from "../core/clock.ts";
 import { systemClock } from "../core/clock.ts";
-import { encode, encodeAck, encodeDisconnect } from "../mqtt/codec.ts";
+import { encode, encodeAck, encodeDisconnect, publishPacketIdOffset } from "../mqtt/codec.ts";
 import type { ConnackPacket, DisconnectPacket, Packet, PublishPacket } from "../mqtt/packets.ts";
 import { MqttError, RC } from "../mqtt/reason-codes.ts";
 import { reasonName } from "../mqtt/reason-names.ts";
@@ -393,24 +393,25 @@ class SocketSession implements CloudClient {
   // ---- CloudClient ----------------------------------------------------------------------
 
   publish(p: CloudPublish, done: (err?: Error) => void): void {
+    const packet = {
+      cmd: "publish",
+      topic: p.topic,
+      payload: p.payload,
+      qos: p.qos,
+      retain: p.retain,
+      dup: p.dup,
+      messageId: 0,
+      properties: this.#version === 5 ? p.properties : undefined,
+    } as unknown as PublishPacket;
+    this.publishEncoded(encode(packet, this.#version), p.qos, done);
+  }
+
+  publishEncoded(bytes: Uint8Array, qos: 0 | 1 | 2, done: (err?: Error) => void): void {
     const socket = this.#socket;
     if (this.#closed || socket === undefined) {
       done(new Error("connection closed"));
       return;
     }
-    const qos = p.qos;
-    const id = qos === 0 ? 0 : this.#takeId();
-    const packet = {
-      cmd: "publish",
-      topic: p.topic,
-      payload: p.payload,
-      qos,
-      retain: p.retain,
-      dup: p.dup,
-      messageId: id,
-      properties: this.#version === 5 ? p.properties : undefined,
-    } as unknown as PublishPacket;
-    const bytes = encode(packet, this.#version);
     if (bytes.byteLength > this.#maxPacketSize) {
       // [MQTT-3.2.2-15] never sent: the cloud would drop the connection at every attempt.
       done(
@@ -421,7 +422,14 @@ class SocketSession implements CloudClient {
       );
       return;
     }
-    if (qos !== 0) this.#outgoing.set(id, { done, qos });
+    if (qos !== 0) {
+      const id = this.#takeId();
+      // The Packet Identifier after the Topic Name (spec 3.3.2.2), written as 0 by the encoder.
+      const at = publishPacketIdOffset(bytes);
+      bytes[at] = id >> 8;
+      bytes[at + 1] = id & 0xff;
+      this.#outgoing.set(id, { done, qos });
+    }
     socket.write(bytes);
     if (qos === 0) {
       this.#written.push(done);

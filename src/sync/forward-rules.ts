@@ -16,8 +16,15 @@ const CACHE_MAX = 10_000;
 /** What any MQTT broker accepts as a topic name: at most 65,535 bytes [MQTT-1.5.4]; levels are not limited. */
 const REMOTE_LIMITS = { maxTopicLength: 65_535, maxTopicLevels: Number.POSITIVE_INFINITY };
 
-/** A remote topic, or why the rendered one cannot be published. */
-export type RemoteTopic = { topic: string; problem?: undefined } | { topic: string; problem: string };
+/**
+ * A remote topic, or why the rendered one cannot be published. `utf8`: its bytes, remembered
+ * on the cached object by the encoder (stamped-publish.ts) the first time it is sent.
+ */
+export type RemoteTopic = { topic: string; problem?: undefined; utf8?: Uint8Array } | {
+  topic: string;
+  problem: string;
+  utf8?: Uint8Array;
+};
 
 export class ForwardRules {
   #list: readonly ForwardRule[];

@@ -27,6 +27,7 @@ import { RateLimiter } from "./rate-limiter.ts";
 import type { LinkState, LinkStatus } from "./link-status.ts";
 import { LogIntake, READ_MIN } from "./log-intake.ts";
 import { INFLIGHT, type Pending, SendWindow, type SkippedRange } from "./send-window.ts";
+import { StampedPublishEncoder } from "./stamped-publish.ts";
 import { renderFilter } from "./topic-template.ts";
 
 export type { LinkState, LinkStatus } from "./link-status.ts";
@@ -86,6 +87,7 @@ export class UplinkLink {
   #origin: string;
   #w: SendWindow<ForwardRule>;
   #stamper = new PropertyStamper();
+  #encoder: StampedPublishEncoder;
   #endpoints: Endpoints;
   #intake: LogIntake;
   /** Buffer skips not logged yet, and when the last line was written. */
@@ -146,6 +148,7 @@ export class UplinkLink {
       this.#stats.droppedTtl++;
     });
     this.#window = config.max_inflight;
+    this.#encoder = new StampedPublishEncoder(config.protocol_version);
     const clock = deps.log.clock;
     this.#backoff = new Backoff(config.backoff.min_ms, config.backoff.max_ms, config.backoff.jitter);
     this.#rate = new RateLimiter(config.rate.messages_per_second, config.rate.bytes_per_second, () => clock.now());
@@ -336,21 +339,25 @@ export class UplinkLink {
       replay: m.offset < this.#liveFrom || p.sends > 0,
       clock: this.#d.clockAt?.(m.offset) ?? "unknown",
     };
-    const pub: CloudPublish = {
-      topic: remote.topic,
-      payload: this.#c.envelope === "json" ? envelope(m, stamp) : m.payload,
-      qos: rule.qos,
-      retain: rule.retain && m.retain,
-      // Sent before on a connection that was cut: the cloud may already have it.
-      dup: p.sends > 0,
-    };
-    if (this.#c.protocol_version === 5) {
-      pub.properties = this.#stamper.properties(m, now, stamp);
-    }
+    const payload = this.#c.envelope === "json" ? envelope(m, stamp) : m.payload;
+    const retain = rule.retain && m.retain;
+    // Sent before on a connection that was cut: the cloud may already have it.
+    const dup = p.sends > 0;
     const epoch = this.#epoch;
     this.#w.markSent(p, now);
     this.#stats.sent++;
-    client.publish(pub, (err) => this.#onAck(epoch, p, err));
+    const done = (err?: Error) => this.#onAck(epoch, p, err);
+    if (client.publishEncoded !== undefined) {
+      // Ferry's own client: the bytes straight from the message (stamped-publish.ts).
+      const bytes = this.#encoder.encode(remote, payload, rule.qos, retain, dup, m, now, stamp);
+      client.publishEncoded(bytes, rule.qos, done);
+      return;
+    }
+    const pub: CloudPublish = { topic: remote.topic, payload, qos: rule.qos, retain, dup };
+    if (this.#c.protocol_version === 5) {
+      pub.properties = this.#stamper.properties(m, now, stamp);
+    }
+    client.publish(pub, done);
   }
 
   #onAck(epoch: number, p: Pending<ForwardRule>, err: Error | undefined): void {
