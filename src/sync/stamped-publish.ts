@@ -85,12 +85,13 @@ function copy(out: Uint8Array, pos: number, src: Uint8Array): number {
 export class StampedPublishEncoder {
   readonly #version: 4 | 5;
   readonly #stamper = new PropertyStamper();
-  /** ferry-clock, ferry-edge-id and ferry-log-id, for the values they were made of. */
-  #middle: Uint8Array | undefined;
-  #middleOf: { clock: ClockState | ""; edgeId: string; logId: string } = { clock: "", edgeId: "", logId: "" };
-  /** ferry-received-at for one receive time. */
-  #receivedAt = Number.NaN;
-  #received: Uint8Array | undefined;
+  /**
+   * The User Properties before the offset's value: ferry-received-at, ferry-clock,
+   * ferry-edge-id, ferry-log-id and the name of ferry-offset, for the values they were made
+   * of (the messages of one millisecond share a receive time; the others change rarely).
+   */
+  #prefix: Uint8Array | undefined;
+  #prefixOf = { receivedAt: Number.NaN, clock: "" as ClockState | "", edgeId: "", logId: "" };
 
   constructor(version: 4 | 5) {
     this.#version = version;
@@ -113,8 +114,7 @@ export class StampedPublishEncoder {
     const t = topic.utf8 ??= utf8.encode(topic.topic);
     if (t.byteLength > 0xffff) return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
     let propsLength = 0;
-    let middle: Uint8Array | undefined;
-    let received: Uint8Array | undefined;
+    let prefix: Uint8Array | undefined;
     let digits = 0;
     let expiry = -1;
     if (this.#version === 5) {
@@ -122,14 +122,14 @@ export class StampedPublishEncoder {
       if (m.properties !== undefined || !(m.offset >= 0 && m.offset <= MAX_OFFSET_BY_HAND) || m.offset % 1 !== 0) {
         return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
       }
-      middle = this.#middleFor(stamp);
-      received = this.#receivedFor(m.receivedAt);
-      if (middle === undefined || received === undefined) {
-        return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
-      }
+      const of = this.#prefixOf;
+      prefix = of.receivedAt === m.receivedAt && of.clock === stamp.clock && of.logId === stamp.logId &&
+          of.edgeId === stamp.edgeId
+        ? this.#prefix
+        : this.#makePrefix(m.receivedAt, stamp);
+      if (prefix === undefined) return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
       digits = decimalDigits(m.offset);
-      propsLength = received.byteLength + middle.byteLength + OFFSET_PREFIX.byteLength + 2 + digits +
-        (stamp.replay ? REPLAY.byteLength : 0);
+      propsLength = prefix.byteLength + 2 + digits + (stamp.replay ? REPLAY.byteLength : 0);
       if (m.expiresAt !== undefined) {
         expiry = Math.max(1, Math.ceil((m.expiresAt - now) / 1000));
         if (!(expiry <= 0xffffffff)) return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
@@ -150,9 +150,8 @@ export class StampedPublishEncoder {
     if (this.#version === 5) {
       // Properties (spec 3.3.2.3) in the order of PropertyStamper's object: the User Properties, then the expiry.
       pos = writeVarInt(out, pos, propsLength);
-      pos = copy(out, pos, received!);
-      pos = copy(out, pos, middle!);
-      pos = copy(out, pos, OFFSET_PREFIX);
+      out.set(prefix!, pos);
+      pos += prefix!.byteLength;
       out[pos++] = 0;
       out[pos++] = digits;
       let n = m.offset;
@@ -191,30 +190,21 @@ export class StampedPublishEncoder {
     return encode(packet, this.#version);
   }
 
-  #middleFor(s: FerryStamp): Uint8Array | undefined {
-    const of = this.#middleOf;
-    if (this.#middle === undefined || of.clock !== s.clock || of.edgeId !== s.edgeId || of.logId !== s.logId) {
-      const parts = [
-        userProperty("ferry-clock", s.clock),
-        userProperty("ferry-edge-id", s.edgeId),
-        userProperty("ferry-log-id", s.logId),
-      ];
-      if (parts.some((p) => p === undefined)) return undefined;
-      this.#middle = concat(parts as Uint8Array[]);
-      this.#middleOf = { clock: s.clock, edgeId: s.edgeId, logId: s.logId };
-    }
-    return this.#middle;
-  }
-
-  #receivedFor(receivedAt: number): Uint8Array | undefined {
-    if (receivedAt !== this.#receivedAt) {
-      this.#receivedAt = receivedAt;
-      const iso = Number.isFinite(receivedAt) ? new Date(receivedAt) : undefined;
-      // An invalid date would throw in toISOString; the general path throws the same.
-      this.#received = iso && !Number.isNaN(iso.getTime())
-        ? userProperty("ferry-received-at", iso.toISOString())
-        : undefined;
-    }
-    return this.#received;
+  /** The prefix for these values, or undefined when one of them is too long for a UTF-8 string. */
+  #makePrefix(receivedAt: number, s: FerryStamp): Uint8Array | undefined {
+    this.#prefixOf = { receivedAt, clock: s.clock, edgeId: s.edgeId, logId: s.logId };
+    this.#prefix = undefined;
+    const at = new Date(receivedAt);
+    // An invalid time makes toISOString throw; the general path throws the same.
+    if (Number.isNaN(at.getTime())) return undefined;
+    const parts = [
+      userProperty("ferry-received-at", at.toISOString()),
+      userProperty("ferry-clock", s.clock),
+      userProperty("ferry-edge-id", s.edgeId),
+      userProperty("ferry-log-id", s.logId),
+    ];
+    if (parts.some((p) => p === undefined)) return undefined;
+    this.#prefix = concat([...parts as Uint8Array[], OFFSET_PREFIX]);
+    return this.#prefix;
   }
 }
