@@ -59,6 +59,8 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
+/** ferry-received-at's name, as the start of its User Property (the value's length and the time follow). */
+const RECEIVED_AT_NAME = userProperty("ferry-received-at", "")!.subarray(0, -2);
 /** ferry-offset's name, as the start of its User Property (the value's length and digits follow). */
 const OFFSET_PREFIX = userProperty("ferry-offset", "")!.subarray(0, -2);
 const REPLAY = userProperty("ferry-replay", "true")!;
@@ -92,6 +94,8 @@ export class StampedPublishEncoder {
    */
   #prefix: Uint8Array | undefined;
   #prefixOf = { receivedAt: Number.NaN, clock: "" as ClockState | "", edgeId: "", logId: "" };
+  /** The prefix past ferry-received-at, kept while clock state, edge id and log id stay (live traffic: a receive time per message). */
+  #rest: Uint8Array | undefined;
 
   constructor(version: 4 | 5) {
     this.#version = version;
@@ -192,19 +196,30 @@ export class StampedPublishEncoder {
 
   /** The prefix for these values, or undefined when one of them is too long for a UTF-8 string. */
   #makePrefix(receivedAt: number, s: FerryStamp): Uint8Array | undefined {
+    const of = this.#prefixOf;
+    if (this.#rest === undefined || of.clock !== s.clock || of.edgeId !== s.edgeId || of.logId !== s.logId) {
+      const parts = [
+        userProperty("ferry-clock", s.clock),
+        userProperty("ferry-edge-id", s.edgeId),
+        userProperty("ferry-log-id", s.logId),
+      ];
+      this.#rest = parts.some((p) => p === undefined) ? undefined : concat([...parts as Uint8Array[], OFFSET_PREFIX]);
+    }
     this.#prefixOf = { receivedAt, clock: s.clock, edgeId: s.edgeId, logId: s.logId };
     this.#prefix = undefined;
+    const rest = this.#rest;
     const at = new Date(receivedAt);
     // An invalid time makes toISOString throw; the general path throws the same.
-    if (Number.isNaN(at.getTime())) return undefined;
-    const parts = [
-      userProperty("ferry-received-at", at.toISOString()),
-      userProperty("ferry-clock", s.clock),
-      userProperty("ferry-edge-id", s.edgeId),
-      userProperty("ferry-log-id", s.logId),
-    ];
-    if (parts.some((p) => p === undefined)) return undefined;
-    this.#prefix = concat([...parts as Uint8Array[], OFFSET_PREFIX]);
-    return this.#prefix;
+    if (rest === undefined || Number.isNaN(at.getTime())) return undefined;
+    const iso = at.toISOString(); // ASCII: one byte per character
+    const n = RECEIVED_AT_NAME.byteLength;
+    const prefix = new Uint8Array(n + 2 + iso.length + rest.byteLength);
+    prefix.set(RECEIVED_AT_NAME);
+    prefix[n] = iso.length >> 8;
+    prefix[n + 1] = iso.length & 0xff;
+    for (let i = 0; i < iso.length; i++) prefix[n + 2 + i] = iso.charCodeAt(i);
+    prefix.set(rest, n + 2 + iso.length);
+    this.#prefix = prefix;
+    return prefix;
   }
 }
