@@ -4,7 +4,7 @@
  * is down, then a local mosquitto comes up and the link drains the backlog into it.
  *
  *   npx bun scripts/bench-uplink.ts [--messages 1000000] [--inflight N] [--no-subscriber] [--profile DIR]
- *       [--ferry-root DIR] [--bridge]
+ *       [--ferry-root DIR] [--bridge] [--protocol 4|5]
  *
  * `--ferry-root` runs Ferry from another tree (before and after, side by side). `--bridge`
  * measures a Mosquitto bridge instead of Ferry, for comparison: an edge mosquitto
@@ -14,6 +14,10 @@
  * is not restarted before the drain (what it holds is not safe from kill -9 anyway: mosquitto
  * saves its persistence file on exit or every `autosave_interval`); the drain rate counted at
  * the cloud subscriber is the figure to compare.
+ *
+ * `--protocol 4` has Ferry's uplink speak MQTT 3.1.1, as the bridge does: no MQTT 5 properties
+ * (Ferry's five User Properties per message, which the cloud parses and forwards too); the
+ * default is 5, the uplink's own default.
  *
  * Ferry is then stopped (SIGTERM) and started again on the same data directory, so the
  * drain starts from the saved cursor in a fresh process.
@@ -60,6 +64,8 @@ const PROFILE = args.get("profile");
 /** The Ferry tree to run (default: this one). */
 const ROOT = resolve(args.get("ferry-root") || SCRIPTS_ROOT);
 const BRIDGE = args.has("bridge");
+const PROTOCOL = Number(args.get("protocol") ?? 5);
+if (PROTOCOL !== 4 && PROTOCOL !== 5) throw new Error("--protocol takes 4 or 5");
 const TOPICS = 100;
 const PAYLOAD = 64;
 
@@ -358,7 +364,7 @@ async function main(): Promise<void> {
   const uplink: Record<string, unknown> = {
     name: "bench",
     url: `mqtt://127.0.0.1:${cloudPort}`,
-    protocol_version: 5,
+    protocol_version: PROTOCOL,
     forward: [{ filter: "bench/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
     backoff: { min_ms: 100, max_ms: 200, jitter: 0 },
   };
@@ -449,6 +455,7 @@ async function main(): Promise<void> {
       messages: N,
       payloadBytes: PAYLOAD,
       maxInflight: INFLIGHT ?? "default",
+      protocol: PROTOCOL,
       fillRatePerSec: Math.round(fillRate),
       idleRssMiB: +(idleRss / 1024).toFixed(1),
       /** The process that took the backlog in, 2.5 s after the last PUBACK. */

@@ -633,12 +633,13 @@ function writeAck(header: number, messageId: number, reasonCode: number): Buffer
   return out;
 }
 
-function varIntSize(n: number): number {
+/** Bytes of `n` as a Variable Byte Integer (spec 1.5.5). */
+export function varIntSize(n: number): number {
   return n < 0x80 ? 1 : n < 0x4000 ? 2 : n < 0x200000 ? 3 : 4;
 }
 
 /** Write a Variable Byte Integer (spec 1.5.5) at `pos`; returns the offset after it. */
-function writeVarInt(out: Uint8Array, pos: number, n: number): number {
+export function writeVarInt(out: Uint8Array, pos: number, n: number): number {
   do {
     let digit = n % 128;
     n = Math.floor(n / 128);

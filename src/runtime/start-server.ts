@@ -9,7 +9,8 @@ import type { SqliteDriver } from "../store/sqlite/driver.ts";
 import type { StoreThread } from "../store/sqlite/threaded-store.ts";
 import type { Listener, ListenerFactory } from "./listener.ts";
 import { openStoreWith } from "./open-store.ts";
-import { connectCloud } from "../sync/cloud-client.ts";
+import { cloudConnector } from "../sync/cloud-connector.ts";
+import type { ConnectSocket } from "../sync/socket-port.ts";
 import { UplinkManager } from "../sync/uplink-manager.ts";
 import { RecentLog } from "../admin/recent-log.ts";
 import { listenAdmin, type ListenHttp } from "../admin/serve.ts";
@@ -51,6 +52,8 @@ export interface ServerAdapters extends ListenerFactory {
   readFile(path: string): Promise<Uint8Array>;
   /** Serve HTTP with a fetch handler (the admin API). */
   listenHttp: ListenHttp;
+  /** TCP/TLS connections out, for the uplink's own MQTT client; without it uplinks use MQTT.js. */
+  connectSocket?: ConnectSocket;
 }
 
 /** This machine's names as a browser on the network may address it: hostname and its mDNS name. */
@@ -115,7 +118,7 @@ export async function startServerWith(
   await broker.start();
   const uplinks = new UplinkManager(broker, config.uplinks, {
     edgeId: config.edge_id,
-    connect: connectCloud,
+    connect: cloudConnector(adapters.connectSocket),
     readFile: adapters.readFile,
   });
   await uplinks.start();

@@ -7,6 +7,7 @@
  */
 import type { IClientOptions, IClientPublishOptions, MqttClient } from "mqtt";
 import { nonRetainingStore, writeWholePackets } from "./mqtt-js-writes.ts";
+import { describeError } from "./tls-error-hints.ts";
 
 type Mqtt = typeof import("mqtt").default;
 let mqttLoaded: Promise<Mqtt> | undefined;
@@ -63,6 +64,12 @@ export interface CloudClient {
   readonly receiveMaximum: number;
   /** `done` gets undefined on acknowledgement (or on write, for QoS 0), else the error. */
   publish(p: CloudPublish, done: (err?: Error) => void): void;
+  /**
+   * The same, for a PUBLISH the link encoded itself (stamped-publish.ts) with Packet
+   * Identifier 0, which the client writes into `bytes` (they are the client's from then on).
+   * Only clients on Ferry's codec have it.
+   */
+  publishEncoded?(bytes: Uint8Array, qos: 0 | 1 | 2, done: (err?: Error) => void): void;
   subscribe(subs: Array<{ filter: string; qos: 0 | 1 | 2 }>): Promise<number[]>;
   /** Close now, dropping anything unacknowledged (the cursor still has it). */
   close(): void;
@@ -199,26 +206,4 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
       });
     });
   });
-}
-
-/** TLS failures come as OpenSSL jargon; say which side's certificate is the problem. */
-const TLS_HINTS: Array<[RegExp, string]> = [
-  [
-    /unable to verify|self[- ]signed|unable to get (local )?issuer|CERT_UNTRUSTED|certificate has expired/i,
-    "the cloud's certificate is not trusted (check tls.ca)",
-  ],
-  [
-    /Hostname\/IP does not match|ERR_TLS_CERT_ALTNAME|altnames/i,
-    "the cloud's certificate is not for this host name (check the url)",
-  ],
-  [/CERTIFICATE_REQUIRED/i, "the cloud requires a client certificate (set tls.cert and tls.key)"],
-  [
-    /UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|DECRYPT_ERROR/i,
-    "the cloud refused the client certificate (tls.cert)",
-  ],
-];
-
-function describeError(err: Error): string {
-  for (const [pattern, hint] of TLS_HINTS) if (pattern.test(err.message)) return `TLS: ${hint}: ${err.message}`;
-  return err.message;
 }

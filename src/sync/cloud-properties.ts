@@ -61,18 +61,40 @@ export class PropertyStamper {
 
   properties(m: Message, now: number, s: FerryStamp): CloudPublish["properties"] {
     const mp = m.properties;
-    const user: Record<string, string | string[]> = mp?.userProperties ? { ...mp.userProperties } : {};
     if (m.receivedAt !== this.#isoAt) {
       this.#isoAt = m.receivedAt;
       this.#iso = new Date(m.receivedAt).toISOString();
     }
-    user["ferry-received-at"] = this.#iso;
-    user["ferry-clock"] = s.clock;
-    user["ferry-edge-id"] = s.edgeId;
-    user["ferry-log-id"] = s.logId;
-    user["ferry-offset"] = String(m.offset);
-    if (s.replay) user["ferry-replay"] = "true";
-    else delete user["ferry-replay"]; // a publisher cannot fake the marker
+    let user: Record<string, string | string[]>;
+    if (mp?.userProperties) {
+      user = { ...mp.userProperties };
+      user["ferry-received-at"] = this.#iso;
+      user["ferry-clock"] = s.clock;
+      user["ferry-edge-id"] = s.edgeId;
+      user["ferry-log-id"] = s.logId;
+      user["ferry-offset"] = String(m.offset);
+      if (s.replay) user["ferry-replay"] = "true";
+      else delete user["ferry-replay"]; // a publisher cannot fake the marker
+    } else {
+      // The common case (the publisher set none), once per forwarded message: one literal
+      // with the same keys in the same order as above, so the same bytes on the wire.
+      user = s.replay
+        ? {
+          "ferry-received-at": this.#iso,
+          "ferry-clock": s.clock,
+          "ferry-edge-id": s.edgeId,
+          "ferry-log-id": s.logId,
+          "ferry-offset": String(m.offset),
+          "ferry-replay": "true",
+        }
+        : {
+          "ferry-received-at": this.#iso,
+          "ferry-clock": s.clock,
+          "ferry-edge-id": s.edgeId,
+          "ferry-log-id": s.logId,
+          "ferry-offset": String(m.offset),
+        };
+    }
     const out: NonNullable<CloudPublish["properties"]> = { userProperties: user };
     if (mp) {
       if (mp.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = mp.payloadFormatIndicator;

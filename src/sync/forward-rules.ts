@@ -16,14 +16,21 @@ const CACHE_MAX = 10_000;
 /** What any MQTT broker accepts as a topic name: at most 65,535 bytes [MQTT-1.5.4]; levels are not limited. */
 const REMOTE_LIMITS = { maxTopicLength: 65_535, maxTopicLevels: Number.POSITIVE_INFINITY };
 
-/** A remote topic, or why the rendered one cannot be published. */
-export type RemoteTopic = { topic: string; problem?: undefined } | { topic: string; problem: string };
+/**
+ * A remote topic, or why the rendered one cannot be published. `utf8`: its bytes, remembered
+ * on the cached object by the encoder (stamped-publish.ts) the first time it is sent.
+ */
+export type RemoteTopic = { topic: string; problem?: undefined; utf8?: Uint8Array } | {
+  topic: string;
+  problem: string;
+  utf8?: Uint8Array;
+};
 
 export class ForwardRules {
   #list: readonly ForwardRule[];
   #tree = new TopicTree<ForwardRule>();
   #ruleCache = new Map<string, ForwardRule | null>();
-  #topicCache = new Map<ForwardRule, Map<string, RemoteTopic>>();
+  #topicCache = new Map<ForwardRule, Map<string, RemoteTopic> | null>();
 
   constructor(rules: readonly ForwardRule[], private readonly origin: string, private readonly edgeId: string) {
     this.#list = rules;
@@ -64,14 +71,20 @@ export class ForwardRules {
    * block everything behind it.
    */
   remoteTopic(rule: ForwardRule, m: Message): RemoteTopic {
-    const values = { topic: m.topic, edgeId: this.edgeId, clientId: m.origin };
-    if (rule.topic.includes("${clientid}")) return checked(renderTopic(rule.topic, rule.strip, values));
+    // Per rule: the rendered topics by local topic, or null when the template names the
+    // client (then every message is rendered). Called for every forwarded message.
     let cache = this.#topicCache.get(rule);
-    if (!cache) this.#topicCache.set(rule, cache = new Map());
+    if (cache === undefined) {
+      cache = rule.topic.includes("${clientid}") ? null : new Map();
+      this.#topicCache.set(rule, cache);
+    }
+    if (cache === null) {
+      return checked(renderTopic(rule.topic, rule.strip, { topic: m.topic, edgeId: this.edgeId, clientId: m.origin }));
+    }
     let topic = cache.get(m.topic);
     if (topic === undefined) {
       if (cache.size >= CACHE_MAX) cache.clear();
-      topic = checked(renderTopic(rule.topic, rule.strip, values));
+      topic = checked(renderTopic(rule.topic, rule.strip, { topic: m.topic, edgeId: this.edgeId }));
       cache.set(m.topic, topic);
     }
     return topic;

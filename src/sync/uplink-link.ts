@@ -27,6 +27,7 @@ import { RateLimiter } from "./rate-limiter.ts";
 import type { LinkState, LinkStatus } from "./link-status.ts";
 import { LogIntake, READ_MIN } from "./log-intake.ts";
 import { INFLIGHT, type Pending, SendWindow, type SkippedRange } from "./send-window.ts";
+import { StampedPublishEncoder } from "./stamped-publish.ts";
 import { renderFilter } from "./topic-template.ts";
 
 export type { LinkState, LinkStatus } from "./link-status.ts";
@@ -43,8 +44,12 @@ export interface LinkDeps {
   readFile(path: string): Promise<Uint8Array>;
 }
 
-/** Reason codes with which a cloud refuses a message for good; anything else is retried. */
-const PERMANENT_REFUSALS = new Set([0x83, 0x87, 0x90, 0x99]);
+/**
+ * Reason codes with which a cloud refuses a message for good; anything else is retried.
+ * 0x95 Packet too large comes from the client itself: the message is over the cloud's
+ * Maximum Packet Size (CONNACK), so sending it again could never succeed.
+ */
+const PERMANENT_REFUSALS = new Set([0x83, 0x87, 0x90, 0x95, 0x99]);
 /** The cloud asks Ferry to slow down: 0x97 Quota exceeded, 0x96 Message rate too high. */
 const SLOW_DOWN = new Set([0x96, 0x97]);
 /** DISCONNECT reasons that send the client to another server. */
@@ -66,6 +71,11 @@ const SLOW_START = 8;
 /** Buffer skips are logged at most this often (each line names the whole range since the last). */
 const SKIP_LOG_MS = 10_000;
 
+/** An acknowledgement refills the window once this many slots are free (an eighth of it, at least one). */
+function refillBatch(window: number): number {
+  return Math.max(1, window >> 3);
+}
+
 export class UplinkLink {
   readonly name: string;
   state: LinkState = "stopped";
@@ -77,6 +87,7 @@ export class UplinkLink {
   #origin: string;
   #w: SendWindow<ForwardRule>;
   #stamper = new PropertyStamper();
+  #encoder: StampedPublishEncoder;
   #endpoints: Endpoints;
   #intake: LogIntake;
   /** Buffer skips not logged yet, and when the last line was written. */
@@ -137,6 +148,7 @@ export class UplinkLink {
       this.#stats.droppedTtl++;
     });
     this.#window = config.max_inflight;
+    this.#encoder = new StampedPublishEncoder(config.protocol_version);
     const clock = deps.log.clock;
     this.#backoff = new Backoff(config.backoff.min_ms, config.backoff.max_ms, config.backoff.jitter);
     this.#rate = new RateLimiter(config.rate.messages_per_second, config.rate.bytes_per_second, () => clock.now());
@@ -327,21 +339,25 @@ export class UplinkLink {
       replay: m.offset < this.#liveFrom || p.sends > 0,
       clock: this.#d.clockAt?.(m.offset) ?? "unknown",
     };
-    const pub: CloudPublish = {
-      topic: remote.topic,
-      payload: this.#c.envelope === "json" ? envelope(m, stamp) : m.payload,
-      qos: rule.qos,
-      retain: rule.retain && m.retain,
-      // Sent before on a connection that was cut: the cloud may already have it.
-      dup: p.sends > 0,
-    };
-    if (this.#c.protocol_version === 5) {
-      pub.properties = this.#stamper.properties(m, now, stamp);
-    }
+    const payload = this.#c.envelope === "json" ? envelope(m, stamp) : m.payload;
+    const retain = rule.retain && m.retain;
+    // Sent before on a connection that was cut: the cloud may already have it.
+    const dup = p.sends > 0;
     const epoch = this.#epoch;
     this.#w.markSent(p, now);
     this.#stats.sent++;
-    client.publish(pub, (err) => this.#onAck(epoch, p, err));
+    const done = (err?: Error) => this.#onAck(epoch, p, err);
+    if (client.publishEncoded !== undefined) {
+      // Ferry's own client: the bytes straight from the message (stamped-publish.ts).
+      const bytes = this.#encoder.encode(remote, payload, rule.qos, retain, dup, m, now, stamp);
+      client.publishEncoded(bytes, rule.qos, done);
+      return;
+    }
+    const pub: CloudPublish = { topic: remote.topic, payload, qos: rule.qos, retain, dup };
+    if (this.#c.protocol_version === 5) {
+      pub.properties = this.#stamper.properties(m, now, stamp);
+    }
+    client.publish(pub, done);
   }
 
   #onAck(epoch: number, p: Pending<ForwardRule>, err: Error | undefined): void {
@@ -372,7 +388,11 @@ export class UplinkLink {
       }
     }
     this.#settle(p);
-    this.#pump();
+    // Refill in batches: each refill is a socket write (and a read and a write at the cloud),
+    // whose cost on a small gateway is like the per-message work; topping up the window one
+    // message per acknowledgement made a send per message during a drain. Live traffic
+    // keeps the window far from full, so it still goes at once.
+    if (this.#w.inflight <= this.#window - refillBatch(this.#window)) this.#pump();
   }
 
   /**

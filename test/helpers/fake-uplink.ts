@@ -4,6 +4,7 @@
  * timeout, rate limit, pacing, failover and cursor rules; the real-socket tests against
  * mosquitto stay in test/uplink*.test.ts.
  */
+import mqttPacket from "mqtt-packet";
 import { validateConfig } from "../../src/config/load.ts";
 import type { UplinkConfig } from "../../src/config/schema.ts";
 import type { Logger } from "../../src/core/logger.ts";
@@ -29,7 +30,24 @@ export interface SentPublish extends CloudPublish {
 export class FakeConnection implements CloudClient {
   readonly sent: SentPublish[] = [];
   closed = false;
-  constructor(readonly url: string, readonly handlers: CloudHandlers, readonly receiveMaximum: number) {}
+  /** Present when the fake stands for Ferry's own client (cloud-socket-client.ts): the link then encodes. */
+  readonly publishEncoded: ((bytes: Uint8Array, qos: 0 | 1 | 2, done: (err?: Error) => void) => void) | undefined;
+
+  constructor(
+    readonly url: string,
+    readonly handlers: CloudHandlers,
+    readonly receiveMaximum: number,
+    protocolVersion: 4 | 5,
+    encoded: boolean,
+  ) {
+    this.publishEncoded = encoded
+      ? (bytes, qos, done) => {
+        const p = parsePublish(bytes, protocolVersion);
+        if (p.qos !== qos) throw new Error(`publishEncoded: QoS ${qos} given for a QoS ${p.qos} PUBLISH`);
+        this.publish(p, done);
+      }
+      : undefined;
+  }
 
   publish(p: CloudPublish, done: (err?: Error) => void): void {
     const s: SentPublish = {
@@ -74,6 +92,28 @@ export class FakeConnection implements CloudClient {
   }
 }
 
+/** The PUBLISH in `bytes`, as mqtt-packet parses it (so as a cloud broker would see it). */
+function parsePublish(bytes: Uint8Array, protocolVersion: 4 | 5): CloudPublish {
+  const parser = mqttPacket.parser({ protocolVersion });
+  const packets: mqttPacket.Packet[] = [];
+  parser.on("packet", (p) => packets.push(p));
+  parser.on("error", (err) => {
+    throw err;
+  });
+  parser.parse(Buffer.from(bytes));
+  const p = packets[0];
+  if (packets.length !== 1 || p?.cmd !== "publish") throw new Error("publishEncoded: not one whole PUBLISH");
+  const out: CloudPublish = {
+    topic: p.topic,
+    payload: new Uint8Array(p.payload as Buffer),
+    qos: p.qos,
+    retain: p.retain,
+    dup: p.dup,
+  };
+  if (p.properties !== undefined) out.properties = p.properties as CloudPublish["properties"];
+  return out;
+}
+
 /** The cloud: which URLs accept connections, and every connection made. */
 export class FakeCloud {
   readonly attempts: string[] = [];
@@ -84,11 +124,17 @@ export class FakeCloud {
   /** Options of the last attempt. */
   lastOptions: CloudConnectOptions | undefined;
 
+  /**
+   * `encoded`: connections take PUBLISHes the link encoded (as Ferry's own client for mqtt://
+   * and mqtts:// does) rather than objects (the MQTT.js client, for ws:// and wss://).
+   */
+  constructor(private readonly encoded = true) {}
+
   connect = (o: CloudConnectOptions, h: CloudHandlers): Promise<CloudClient> => {
     this.attempts.push(o.url);
     this.lastOptions = o;
     if (this.down.has(o.url)) return Promise.reject(new Error("connect ECONNREFUSED"));
-    const c = new FakeConnection(o.url, h, this.receiveMaximum);
+    const c = new FakeConnection(o.url, h, this.receiveMaximum, o.protocolVersion, this.encoded);
     this.connections.push(c);
     return Promise.resolve(c);
   };
@@ -197,7 +243,13 @@ export interface Harness {
 
 export function uplinkHarness(
   uplink: Record<string, unknown> = {},
-  opts: { saved?: Record<string, number>; start?: boolean; backlog?: Array<[string, string]> } = {},
+  opts: {
+    saved?: Record<string, number>;
+    start?: boolean;
+    backlog?: Array<[string, string]>;
+    /** "objects": the cloud client takes PUBLISH objects (MQTT.js); by default it takes encoded bytes. */
+    client?: "encoded" | "objects";
+  } = {},
 ): Harness {
   const config = validateConfig({
     edge_id: "edge1",
@@ -211,7 +263,7 @@ export function uplinkHarness(
   }).uplinks[0]!;
   const clock = new ManualClock();
   const log = new MemoryLog(clock, opts.saved);
-  const cloud = new FakeCloud();
+  const cloud = new FakeCloud(opts.client !== "objects");
   const local = new FakeLocal();
   const link = new UplinkLink(config, {
     log,

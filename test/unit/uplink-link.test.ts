@@ -170,14 +170,42 @@ describe("uplink pacing (manual clock)", () => {
     });
     await settle();
     const c = h.cloud.current!;
-    const inFlight: number[] = [];
-    for (let round = 0; round < 4; round++) {
-      inFlight.push(c.unacked);
+    expect(c.unacked).toBe(8);
+    for (let acked = 1; acked <= 45; acked++) {
+      c.sent.find((s) => !s.acked)!.ack();
+      await settle();
+      expect(h.link.status().window).toBe(Math.min(50, 8 + acked));
+      expect(c.unacked).toBeLessThanOrEqual(h.link.status().window);
+    }
+    expect(h.link.status().window).toBe(50);
+  });
+
+  test("a full window is refilled once an eighth of it is free, in one go (one socket write, not one per acknowledgement)", async () => {
+    const h = uplinkHarness({ max_inflight: 80 }, {
+      backlog: Array.from({ length: 600 }, (_, i): [string, string] => ["sensors/s", String(i)]),
+    });
+    await settle();
+    const c = h.cloud.current!;
+    for (let round = 0; round < 6; round++) {
       c.ackAll();
       await settle();
     }
-    expect(inFlight).toEqual([8, 16, 32, 50]);
-    expect(h.link.status().window).toBe(50);
+    expect(h.link.status().window).toBe(80);
+    expect(c.unacked).toBe(80);
+    const sentBefore = c.sent.length;
+    for (let i = 0; i < 9; i++) {
+      c.sent.find((s) => !s.acked)!.ack();
+      await settle();
+    }
+    expect(c.sent.length).toBe(sentBefore); // 71 in flight: more than 80 - 80/8
+    c.sent.find((s) => !s.acked)!.ack();
+    await settle();
+    expect(c.sent.length).toBe(sentBefore + 10);
+    expect(c.unacked).toBe(80);
+    // In order all the same.
+    expect(c.sent.map((s) => new TextDecoder().decode(s.payload))).toEqual(
+      Array.from({ length: c.sent.length }, (_, i) => String(i)),
+    );
   });
 
   test("the cloud's Receive Maximum caps the messages in flight below max_inflight", async () => {
@@ -230,97 +258,103 @@ describe("uplink pacing (manual clock)", () => {
   });
 });
 
-describe("what a forwarded message carries (manual clock)", () => {
-  test("dedup key (edge id, log id, offset) is the same on a re-send; ferry-replay marks the backlog, not live messages", async () => {
-    const h = uplinkHarness({}, { start: false, backlog: [["sensors/old", "0"], ["sensors/old", "1"]] });
-    h.link.start(0);
-    await settle();
-    h.publish("sensors/new", "2");
-    const c = h.cloud.current!;
-    expect(c.sent.map((p) => [p.topic, user(p)["ferry-offset"], user(p)["ferry-replay"]])).toEqual([
-      ["site/edge1/sensors/old", "1", "true"],
-      ["site/edge1/sensors/old", "2", "true"],
-      ["site/edge1/sensors/new", "3", undefined],
-    ]);
-    for (const p of c.sent) {
-      expect(user(p)["ferry-edge-id"]).toBe("edge1");
-      expect(user(p)["ferry-log-id"]).toBe("log1");
-      expect(user(p)["ferry-clock"]).toBe("unknown");
-      expect(user(p)["ferry-received-at"]).toBe(new Date(h.clock.now()).toISOString());
-    }
-    c.drop();
-    await h.advance(200);
-    const again = h.cloud.current!.sent;
-    expect(again.map((p) => [user(p)["ferry-offset"], user(p)["ferry-replay"], p.dup])).toEqual([
-      ["1", "true", true],
-      ["2", "true", true],
-      ["3", "true", true],
-    ]);
-  });
+// Ferry's own client for mqtt:// takes the PUBLISH bytes the link encodes; MQTT.js (ws://) objects.
+for (const client of ["encoded", "objects"] as const) {
+  describe(`what a forwarded message carries (manual clock, ${client})`, () => {
+    const harness = (uplink: Record<string, unknown> = {}, opts: Parameters<typeof uplinkHarness>[1] = {}) =>
+      uplinkHarness(uplink, { ...opts, client });
 
-  test("envelope json (for 3.1.1): the payload is wrapped with the dedup key, capture time, clock state and replay marker; binary as base64", async () => {
-    const h = uplinkHarness({ protocol_version: 4, envelope: "json" }, {
-      start: false,
-      backlog: [["sensors/e", "21.5"]],
+    test("dedup key (edge id, log id, offset) is the same on a re-send; ferry-replay marks the backlog, not live messages", async () => {
+      const h = harness({}, { start: false, backlog: [["sensors/old", "0"], ["sensors/old", "1"]] });
+      h.link.start(0);
+      await settle();
+      h.publish("sensors/new", "2");
+      const c = h.cloud.current!;
+      expect(c.sent.map((p) => [p.topic, user(p)["ferry-offset"], user(p)["ferry-replay"]])).toEqual([
+        ["site/edge1/sensors/old", "1", "true"],
+        ["site/edge1/sensors/old", "2", "true"],
+        ["site/edge1/sensors/new", "3", undefined],
+      ]);
+      for (const p of c.sent) {
+        expect(user(p)["ferry-edge-id"]).toBe("edge1");
+        expect(user(p)["ferry-log-id"]).toBe("log1");
+        expect(user(p)["ferry-clock"]).toBe("unknown");
+        expect(user(p)["ferry-received-at"]).toBe(new Date(h.clock.now()).toISOString());
+      }
+      c.drop();
+      await h.advance(200);
+      const again = h.cloud.current!.sent;
+      expect(again.map((p) => [user(p)["ferry-offset"], user(p)["ferry-replay"], p.dup])).toEqual([
+        ["1", "true", true],
+        ["2", "true", true],
+        ["3", "true", true],
+      ]);
     });
-    h.link.start(0);
-    await settle();
-    const m = h.log.append(undefined, "sensors/e", "");
-    m.payload = new Uint8Array([0xff, 0x00, 0x80]);
-    h.link.onLogged(m);
-    const [first, second] = h.cloud.current!.sent.map((p) => JSON.parse(new TextDecoder().decode(p.payload)));
-    expect(first).toEqual({
-      ferry: {
-        edge_id: "edge1",
-        log_id: "log1",
-        offset: 1,
-        received_at: new Date(h.clock.now()).toISOString(),
-        clock: "unknown",
-        replay: true,
-      },
-      encoding: "utf8",
-      payload: "21.5",
+
+    test("envelope json (for 3.1.1): the payload is wrapped with the dedup key, capture time, clock state and replay marker; binary as base64", async () => {
+      const h = harness({ protocol_version: 4, envelope: "json" }, {
+        start: false,
+        backlog: [["sensors/e", "21.5"]],
+      });
+      h.link.start(0);
+      await settle();
+      const m = h.log.append(undefined, "sensors/e", "");
+      m.payload = new Uint8Array([0xff, 0x00, 0x80]);
+      h.link.onLogged(m);
+      const [first, second] = h.cloud.current!.sent.map((p) => JSON.parse(new TextDecoder().decode(p.payload)));
+      expect(first).toEqual({
+        ferry: {
+          edge_id: "edge1",
+          log_id: "log1",
+          offset: 1,
+          received_at: new Date(h.clock.now()).toISOString(),
+          clock: "unknown",
+          replay: true,
+        },
+        encoding: "utf8",
+        payload: "21.5",
+      });
+      expect(second.ferry.offset).toBe(2);
+      expect(second.ferry.replay).toBe(false);
+      expect(second.encoding).toBe("base64");
+      expect([...Buffer.from(second.payload, "base64")]).toEqual([0xff, 0x00, 0x80]);
+      expect(h.cloud.current!.sent[0]!.properties).toBeUndefined();
     });
-    expect(second.ferry.offset).toBe(2);
-    expect(second.ferry.replay).toBe(false);
-    expect(second.encoding).toBe("base64");
-    expect([...Buffer.from(second.payload, "base64")]).toEqual([0xff, 0x00, 0x80]);
-    expect(h.cloud.current!.sent[0]!.properties).toBeUndefined();
-  });
 
-  test("a publisher cannot fake the replay marker or the dedup key", async () => {
-    const h = uplinkHarness();
-    await settle();
-    const m = h.log.append(undefined, "sensors/x", "1");
-    m.properties = { userProperties: { "ferry-replay": "true", "ferry-offset": "999" } };
-    h.link.onLogged(m);
-    const p = h.cloud.current!.sent[0]!;
-    expect(user(p)["ferry-replay"]).toBeUndefined();
-    expect(user(p)["ferry-offset"]).toBe("1");
-  });
+    test("a publisher cannot fake the replay marker or the dedup key", async () => {
+      const h = harness();
+      await settle();
+      const m = h.log.append(undefined, "sensors/x", "1");
+      m.properties = { userProperties: { "ferry-replay": "true", "ferry-offset": "999" } };
+      h.link.onLogged(m);
+      const p = h.cloud.current!.sent[0]!;
+      expect(user(p)["ferry-replay"]).toBeUndefined();
+      expect(user(p)["ferry-offset"]).toBe("1");
+    });
 
-  test("MQTT 3.1.1: no properties at all", async () => {
-    const h = uplinkHarness({ protocol_version: 4 });
-    await settle();
-    h.publish("sensors/x", "1");
-    expect(h.cloud.current!.sent[0]!.properties).toBeUndefined();
-  });
+    test("MQTT 3.1.1: no properties at all", async () => {
+      const h = harness({ protocol_version: 4 });
+      await settle();
+      h.publish("sensors/x", "1");
+      expect(h.cloud.current!.sent[0]!.properties).toBeUndefined();
+    });
 
-  test("a remote topic that renders invalid (${clientid} = 'evil/#') is skipped, counted and logged; the queue moves on", async () => {
-    const h = uplinkHarness({ forward: [{ filter: "sensors/#", topic: "d/${clientid}/${topic}" }] });
-    await settle();
-    h.publish("sensors/a", "1", "evil/#");
-    h.publish("sensors/a", "2", "good");
-    const c = h.cloud.current!;
-    expect(c.sent.map((p) => p.topic)).toEqual(["d/good/sensors/a"]);
-    c.ackAll();
-    await settle();
-    const s = h.link.status();
-    expect(s.droppedInvalid).toBe(1);
-    expect(s.cursor).toBe(2);
-    expect(h.log.lines.some((l) => l.startsWith("warn") && l.includes("invalid"))).toBe(true);
+    test("a remote topic that renders invalid (${clientid} = 'evil/#') is skipped, counted and logged; the queue moves on", async () => {
+      const h = harness({ forward: [{ filter: "sensors/#", topic: "d/${clientid}/${topic}" }] });
+      await settle();
+      h.publish("sensors/a", "1", "evil/#");
+      h.publish("sensors/a", "2", "good");
+      const c = h.cloud.current!;
+      expect(c.sent.map((p) => p.topic)).toEqual(["d/good/sensors/a"]);
+      c.ackAll();
+      await settle();
+      const s = h.link.status();
+      expect(s.droppedInvalid).toBe(1);
+      expect(s.cursor).toBe(2);
+      expect(h.log.lines.some((l) => l.startsWith("warn") && l.includes("invalid"))).toBe(true);
+    });
   });
-});
+}
 
 describe("uplink counters (manual clock)", () => {
   test("oldest pending comes from the log: it climbs during an outage, when nothing is read ahead", async () => {

@@ -8,6 +8,7 @@ import { listenSecureWebSocket, listenWebSocket } from "./ws-listener.ts";
 import { listenTls } from "./tls-listener.ts";
 import { listenHttp } from "./http-listener.ts";
 import { readFileBytes } from "./read-file.ts";
+import { connectCloudSocket } from "./cloud-socket.ts";
 
 export type { RunningServer } from "../start-server.ts";
 
@@ -21,6 +22,7 @@ export const bunAdapters: ServerAdapters = {
   sqlite: bunSqliteDriver,
   spawnSqliteThread,
   readFile: readFileBytes,
+  connectSocket: connectCloudSocket,
 };
 
 /**

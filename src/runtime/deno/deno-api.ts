@@ -37,6 +37,10 @@ export interface DenoApi {
   readonly args: string[];
   readonly errors: { NotFound: new (...args: never[]) => Error };
   listen(options: { hostname: string; port: number; transport: "tcp" }): DenoListener;
+  connect(options: { hostname: string; port: number; transport: "tcp" }): Promise<DenoConn>;
+  connectTls(
+    options: { hostname: string; port: number; caCerts?: string[]; cert?: string; key?: string },
+  ): Promise<DenoConn & { handshake(): Promise<unknown> }>;
   listenTls(options: { hostname: string; port: number; cert: string; key: string; transport: "tcp" }): DenoListener;
   serve(
     options: { hostname: string; port: number; onListen?: (addr: DenoNetAddr) => void },

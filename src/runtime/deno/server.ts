@@ -8,6 +8,7 @@ import { listenWebSocket } from "./ws-listener.ts";
 import { listenTls } from "./tls-listener.ts";
 import { listenHttp } from "./http-listener.ts";
 import { deno } from "./deno-api.ts";
+import { connectCloudSocket } from "./cloud-socket.ts";
 
 export type { RunningServer } from "../start-server.ts";
 
@@ -20,6 +21,7 @@ export const denoAdapters: ServerAdapters = {
   sqlite: nodeSqliteDriver,
   spawnSqliteThread,
   readFile: (path) => deno.readFile(path),
+  connectSocket: connectCloudSocket,
 };
 
 /** Wire config → store → broker → listeners, on Deno (the wiring is shared with Bun). */

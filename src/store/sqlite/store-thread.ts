@@ -1,6 +1,6 @@
-import { decodeMutationLists, MutationWriter } from "../mutation-codec.ts";
+import { encodeMessagePage } from "../message-page-codec.ts";
+import { decodeMutationLists } from "../mutation-codec.ts";
 import { RecoveryBuilder } from "../recovery-builder.ts";
-import type { Mutation } from "../store.ts";
 import type { SqliteDriver } from "./driver.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import { type FromStoreThread, type ThreadPort, type ToStoreThread, toWireError } from "./thread-protocol.ts";
@@ -79,12 +79,10 @@ export function serveSqliteStore(port: ThreadPort, driver: SqliteDriver): void {
           : s.readRetained(request.topics);
         reading.then(
           (messages) => {
-            // The same binary form as commits, transferred: a page of the log for the uplink
-            // is thousands of messages, and decoding it is cheaper than a structured clone.
-            const writer = new MutationWriter(4096);
-            writer.add(messages.map((message): Mutation => ({ op: "append", message })));
-            const encoded = writer.finish();
-            port.postMessage({ t: "read", id: request.id, encoded } satisfies FromStoreThread, [encoded.buffer]);
+            // One transferred buffer (message-page-codec.ts): a page of the log for the uplink is
+            // up to a thousand messages, and decoding it is cheaper than a structured clone.
+            const page = encodeMessagePage(messages);
+            port.postMessage({ t: "read", id: request.id, page } satisfies FromStoreThread, [page.buffer]);
           },
           (error: unknown) => post({ t: "read-failed", id: request.id, error: toWireError(error) }),
         );

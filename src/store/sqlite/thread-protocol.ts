@@ -1,3 +1,4 @@
+import type { EncodedPage } from "../message-page-codec.ts";
 import type { EncodedLists } from "../mutation-codec.ts";
 import type { Recovered } from "../store.ts";
 import type { SqliteStoreOptions, SqliteStoreStats } from "./sqlite-store.ts";
@@ -41,8 +42,8 @@ export type FromStoreThread =
     stats: SqliteStoreStats;
     buffer?: ArrayBuffer;
   }
-  /** The messages read (by any read request), encoded as one list of appends. */
-  | { t: "read"; id: number; encoded: EncodedLists }
+  /** The messages read (by any read request), as one page (message-page-codec.ts). */
+  | { t: "read"; id: number; page: EncodedPage }
   | { t: "read-failed"; id: number; error: WireError }
   /** Periodic mode: a flush committed (fresh figures), or failed with `error`. */
   | { t: "flushed"; error?: WireError; stats: SqliteStoreStats }

@@ -1,4 +1,5 @@
-import { decodeMutationLists, type EncodedLists, MutationWriter } from "../mutation-codec.ts";
+import { decodeMessagePage } from "../message-page-codec.ts";
+import { MutationWriter } from "../mutation-codec.ts";
 import { addsToLog, type Message, type Mutation, type Recovered, type Store, StoreFullError } from "../store.ts";
 import { CommitWindow, isBookkeeping } from "./commit-window.ts";
 import type { SqliteStoreStats } from "./sqlite-store.ts";
@@ -301,10 +302,19 @@ export class ThreadedSqliteStore implements Store {
         }
         return;
       }
-      case "read":
-        this.#reads.get(reply.id)?.resolve(readMessages(reply.encoded));
+      case "read": {
+        const read = this.#reads.get(reply.id);
         this.#reads.delete(reply.id);
+        let messages: Message[];
+        try {
+          messages = decodeMessagePage(reply.page);
+        } catch (error) {
+          read?.reject(error instanceof Error ? error : new Error(String(error)));
+          return;
+        }
+        read?.resolve(messages);
         return;
+      }
       case "read-failed":
         this.#reads.get(reply.id)?.reject(fromWire(reply.error));
         this.#reads.delete(reply.id);
@@ -343,13 +353,6 @@ export class ThreadedSqliteStore implements Store {
     this.#window?.stop();
     this.#options.onFatal?.(error);
   }
-}
-
-/** The messages of a read answer (one list of appends). */
-function readMessages(encoded: EncodedLists): Message[] {
-  const messages: Message[] = [];
-  for (const m of decodeMutationLists(encoded)[0] ?? []) if (m.op === "append") messages.push(m.message);
-  return messages;
 }
 
 function fromWire(error: WireError): Error {
