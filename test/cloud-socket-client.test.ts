@@ -319,6 +319,27 @@ describe("cloud socket client against raw servers", () => {
     ]);
   });
 
+  for (const version of [4, 5] as const) {
+    test(`Ferry's own bound (maxPacketSize), MQTT ${version === 5 ? "5: announced in CONNECT" : "3.1.1"}; a larger packet from the cloud closes the link, never buffered whole`, async () => {
+      const cloud = await rawCloud(version, (p, send) => {
+        if (p.cmd === "connect") send(connack(version));
+        if (p.cmd !== "subscribe") return;
+        send({ cmd: "suback", messageId: p.messageId, granted: [0], ...(version === 5 ? { reasonCode: 0 } : {}) });
+        // Past the bound by a little: only its fixed header has to arrive for it to be refused.
+        send({ cmd: "publish", topic: "down/big", payload: Buffer.alloc(2_000, 0x61), qos: 0, retain: false });
+      });
+      const { client, heard } = await open(options(cloud.url, { protocolVersion: version, maxPacketSize: 1_024 }));
+      // The SUBACK and the oversized PUBLISH come in one read: the subscription fails with the link.
+      const subscribed = await client.subscribe([{ filter: "down/#", qos: 0 }]).then(() => undefined, (e: Error) => e);
+      expect(subscribed?.message ?? "").toContain("exceeds 1024");
+      await eventually(() => heard.closed.length > 0, 5_000, "closed");
+      expect(heard.closed[0]!.reason).toContain("exceeds 1024");
+      expect(heard.messages).toHaveLength(0);
+      const c = cloud.received.find((p) => p.cmd === "connect") as { properties?: { maximumPacketSize?: number } };
+      expect(c.properties?.maximumPacketSize).toBe(version === 5 ? 1_024 : undefined);
+    });
+  }
+
   test("DISCONNECT from the cloud: its reason code and Server Reference reach the link", async () => {
     let sock: net.Socket | undefined;
     const cloud = await rawCloud(5, (p, send, socket) => {

@@ -35,6 +35,12 @@ export interface CloudConnectOptions {
   key?: Uint8Array | undefined;
   rejectUnauthorized: boolean;
   connectTimeoutMs: number;
+  /**
+   * The largest packet Ferry takes from the cloud (`mqtt.max_packet_size`): announced as
+   * Maximum Packet Size in a v5 CONNECT [MQTT-3.1.2-24], enforced on read by Ferry's own
+   * client, so a cloud cannot make a small gateway buffer a 256 MB packet. Absent: the spec's largest.
+   */
+  maxPacketSize?: number | undefined;
 }
 
 export interface CloudPublish {
@@ -124,7 +130,10 @@ export async function connectCloud(o: CloudConnectOptions, h: CloudHandlers): Pr
         });
       },
     };
-    if (o.protocolVersion === 5) options.properties = { sessionExpiryInterval: o.sessionExpiry };
+    if (o.protocolVersion === 5) {
+      options.properties = { sessionExpiryInterval: o.sessionExpiry };
+      if (o.maxPacketSize !== undefined) options.properties.maximumPacketSize = o.maxPacketSize;
+    }
     if (o.username !== undefined) options.username = o.username;
     if (o.password !== undefined) options.password = Buffer.from(o.password);
     if (o.ca) options.ca = Buffer.from(o.ca);

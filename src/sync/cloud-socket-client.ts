@@ -141,7 +141,9 @@ class SocketSession implements CloudClient {
     private readonly clock: Clock,
   ) {
     this.#version = o.protocolVersion;
-    this.#reader = new ServerPacketReader(this.#version);
+    this.#reader = o.maxPacketSize !== undefined
+      ? new ServerPacketReader(this.#version, o.maxPacketSize)
+      : new ServerPacketReader(this.#version);
     this.#keepAliveMs = o.keepalive * 1000;
   }
 
@@ -177,7 +179,11 @@ class SocketSession implements CloudClient {
     };
     if (o.username !== undefined) packet.username = o.username;
     if (o.password !== undefined) packet.password = Buffer.from(o.password);
-    if (o.protocolVersion === 5) packet.properties = { sessionExpiryInterval: o.sessionExpiry };
+    if (o.protocolVersion === 5) {
+      packet.properties = o.maxPacketSize !== undefined
+        ? { sessionExpiryInterval: o.sessionExpiry, maximumPacketSize: o.maxPacketSize }
+        : { sessionExpiryInterval: o.sessionExpiry };
+    }
     return encode(packet as unknown as Packet, this.#version);
   }
 

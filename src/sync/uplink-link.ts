@@ -42,6 +42,8 @@ export interface LinkDeps {
   clockAt?: (offset: number) => ClockState;
   connect(o: CloudConnectOptions, h: CloudHandlers): Promise<CloudClient>;
   readFile(path: string): Promise<Uint8Array>;
+  /** The largest packet taken from the cloud (CloudConnectOptions.maxPacketSize). */
+  maxPacketSize?: number;
 }
 
 /**
@@ -466,6 +468,7 @@ export class UplinkLink {
     let client: CloudClient;
     try {
       const options = await cloudConnectOptions(this.#c, endpoint.url, this.#d.edgeId, this.#d.readFile);
+      options.maxPacketSize = this.#d.maxPacketSize;
       client = await this.#d.connect(options, {
         onMessage: (m) => {
           if (epoch !== this.#epoch) return;

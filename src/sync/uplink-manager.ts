@@ -49,6 +49,8 @@ export class UplinkManager {
         clockAt: (offset) => this.#marks.at(offset),
         connect: deps.connect,
         readFile: deps.readFile,
+        // What a local client may send is also what the cloud may: downlink messages go to them.
+        maxPacketSize: broker.options.maxPacketSize,
       })
     );
   }
