@@ -11,6 +11,7 @@ import { MutationWriter } from "../src/store/mutation-codec.ts";
 import type { Mutation } from "../src/store/store.ts";
 import { type InProcessBroker, inProcessBroker } from "./helpers/in-process-broker.ts";
 import type { MemoryClient } from "./helpers/memory-client.ts";
+import { recordCommits } from "./helpers/recorded-commits.ts";
 
 let running: InProcessBroker | undefined;
 afterEach(async () => {
@@ -29,13 +30,7 @@ function encodedSize(lists: readonly (readonly Mutation[])[]): number {
 /** A broker whose store records every list it is given. */
 async function countingBroker() {
   running = await inProcessBroker();
-  const store = running.broker.store;
-  const lists: Mutation[][] = [];
-  const commit = store.commit.bind(store);
-  store.commit = (mutations) => {
-    lists.push([...mutations]);
-    return commit(mutations);
-  };
+  const lists = recordCommits(running.broker.store);
   /** What `action` made the broker hand the store, in bytes. */
   const cost = async (action: () => Promise<unknown>): Promise<number> => {
     lists.length = 0;

@@ -11,6 +11,7 @@ import mqttPacket, { type IConnectPacket, type Packet } from "mqtt-packet";
 import type { Mutation } from "../src/store/store.ts";
 import { type InProcessBroker, inProcessBroker } from "./helpers/in-process-broker.ts";
 import type { MemoryClient } from "./helpers/memory-client.ts";
+import { recordCommits } from "./helpers/recorded-commits.ts";
 
 let running: InProcessBroker | undefined;
 afterEach(async () => {
@@ -86,14 +87,7 @@ describe("a read full of SUBSCRIBEs of a persistent session", () => {
   /** A broker whose store records every list it is given. */
   async function recordingBroker(): Promise<{ b: InProcessBroker; lists: Mutation[][] }> {
     running = await inProcessBroker();
-    const store = running.broker.store;
-    const lists: Mutation[][] = [];
-    const commit = store.commit.bind(store);
-    store.commit = (mutations) => {
-      lists.push([...mutations]);
-      return commit(mutations);
-    };
-    return { b: running, lists };
+    return { b: running, lists: recordCommits(running.broker.store) };
   }
 
   test("hands the store one list for the whole read, every SUBACK after it, in packet order", async () => {
