@@ -153,6 +153,12 @@ export function renderMetrics(snap: MetricsSnapshot): string {
     mem.slowedPublishers,
   );
   out.add(
+    "ferry_memory_collections_total",
+    "counter",
+    "Full garbage collections asked for because resident memory grew past the budget's headroom",
+    mem.collections,
+  );
+  out.add(
     "ferry_memory_publishers_slowed_total",
     "counter",
     "Times the memory budget slowed a publishing connection",

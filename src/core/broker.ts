@@ -76,6 +76,11 @@ export interface BrokerDeps {
    * warning (see #checkResident).
    */
   residentBytes?: () => number | undefined;
+  /**
+   * A full, synchronous collection of the runtime's heap (Bun.gc), for the resident watch's
+   * garbage bound (resident-watch.ts); undefined where the runtime offers none.
+   */
+  collectGarbage?: () => void;
 }
 
 /**
@@ -129,7 +134,7 @@ export class Broker {
   readonly publishHooks: Array<(message: Message) => void> = [];
   /** The process's resident memory, when the runtime can tell (BrokerDeps.residentBytes). */
   readonly residentBytes: () => number | undefined;
-  /** RSS against the memory budget: the warning when something outside it grows (resident-watch.ts). */
+  /** RSS against the memory budget: garbage collected before it piles up, and the warning when something outside it grows (resident-watch.ts). */
   readonly residentWatch: ResidentWatch;
 
   constructor(deps: BrokerDeps) {
@@ -149,7 +154,13 @@ export class Broker {
       maxWaitMs: deps.options.stalledSubscriberMs,
       logger: deps.logger,
     });
-    this.residentWatch = new ResidentWatch(this.residentBytes, this.budget, deps.logger);
+    this.residentWatch = new ResidentWatch(
+      this.residentBytes,
+      this.budget,
+      deps.logger,
+      deps.clock,
+      deps.collectGarbage,
+    );
     this.retained = new RetainedIndex(this.budget);
     this.connectionBytes = new ConnectionBytes(deps.options, this.clients);
     this.router = new Router(deps.options, this.budget);

@@ -219,7 +219,8 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     if (this.state === "closed") return;
     const now = this.broker.clock.now();
     this.lastActivity = now;
-    this.broker.metrics.bytesReceived += bytes.byteLength;
+    const received = this.broker.metrics.bytesReceived += bytes.byteLength;
+    this.broker.residentWatch.onRead(received);
     this.#reader.feed(bytes);
     this.#readPackets(now);
   }

@@ -62,6 +62,8 @@ export interface BrokerSnapshot {
     slowedPublishers: number;
     /** The process's resident memory as the OS sees it, when the runtime can tell. */
     residentBytes: number | undefined;
+    /** Full collections the resident watch asked for, since start (resident-watch.ts). */
+    collections: number;
   };
   store: {
     kind: string;
@@ -126,6 +128,7 @@ export function brokerSnapshot(broker: Broker): BrokerSnapshot {
       input: budget.input,
       slowedPublishers: budget.throttled,
       residentBytes: broker.residentBytes(),
+      collections: broker.residentWatch.collections,
     },
     store: {
       kind: broker.store.kind,

@@ -67,6 +67,7 @@ export function sysValues(s: BrokerSnapshot, loads: Array<[string, number]> = []
     ["memory/input", s.memory.input],
     ["memory/publishers/slowed", s.memory.slowedPublishers],
     ["memory/publishers/slowed_total", c.throttledPublishers],
+    ["memory/collections_total", s.memory.collections],
     ["memory/refused/connections", c.refusedMemoryConnections],
     ["memory/refused/publishes", c.refusedMemoryPublishes],
     ...(s.memory.residentBytes === undefined ? [] : [["memory/rss", s.memory.residentBytes] as [string, number]]),

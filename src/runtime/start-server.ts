@@ -54,6 +54,8 @@ export interface ServerAdapters extends ListenerFactory {
   listenHttp: ListenHttp;
   /** TCP/TLS connections out, for the uplink's own MQTT client; without it uplinks use MQTT.js. */
   connectSocket?: ConnectSocket;
+  /** A full, synchronous garbage collection (the memory budget's garbage bound); without it, none is asked for. */
+  collectGarbage?: () => void;
 }
 
 /** This machine's names as a browser on the network may address it: hostname and its mDNS name. */
@@ -86,6 +88,7 @@ export async function buildBroker(
     auth: access.security,
     acl: access.acl,
     residentBytes,
+    collectGarbage: adapters.collectGarbage,
   });
   // Password and ACL files before anything listens: a bad one stops the start.
   const security = await SecurityWiring.load(adapters, config, access, log);

@@ -68,6 +68,7 @@ export function brokerRoutes(ctx: AdminContext): Hono {
         },
         publishers_slowed: b.memory.slowedPublishers,
         publishers_slowed_total: m.throttledPublishers,
+        collections_total: b.memory.collections,
         refused_connections: m.refusedMemoryConnections,
         refused_publishes: m.refusedMemoryPublishes,
       },

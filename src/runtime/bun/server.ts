@@ -23,6 +23,7 @@ export const bunAdapters: ServerAdapters = {
   spawnSqliteThread,
   readFile: readFileBytes,
   connectSocket: connectCloudSocket,
+  collectGarbage: () => Bun.gc(true),
 };
 
 /**

@@ -12,6 +12,9 @@ import { connectCloudSocket } from "./cloud-socket.ts";
 
 export type { RunningServer } from "../start-server.ts";
 
+/** V8's collector, there only when Deno runs with `--v8-flags=--expose-gc`; without it the garbage bound is off. */
+const v8Gc = (globalThis as { gc?: () => void }).gc;
+
 /** Deno's adapters: `Deno.listen`, `Deno.serve` + `Deno.upgradeWebSocket`, `node:sqlite` on a storage thread. */
 export const denoAdapters: ServerAdapters = {
   listenTcp,
@@ -22,6 +25,7 @@ export const denoAdapters: ServerAdapters = {
   spawnSqliteThread,
   readFile: (path) => deno.readFile(path),
   connectSocket: connectCloudSocket,
+  ...(v8Gc === undefined ? {} : { collectGarbage: () => v8Gc() }),
 };
 
 /** Wire config → store → broker → listeners, on Deno (the wiring is shared with Bun). */
