@@ -129,7 +129,7 @@ describe("the garbage bound", () => {
     expect(state.collections).toBe(2);
   });
 
-  test("the broker's once-a-second sweep looks too", async () => {
+  test("the broker's once-a-second sweep looks too", () => {
     const { state, watch } = played(128 * MiB);
     state.rss = 100 * MiB;
     watch.check();
