@@ -299,6 +299,8 @@ async function budgetRow(seconds: number): Promise<void> {
           peak_bytes: number;
           publishers_slowed_total: number;
           refused_publishes: number;
+          /** Full collections the resident watch asked for (absent before it existed). */
+          collections_total?: number;
         };
       };
     const sub = await socketTo(
@@ -381,7 +383,9 @@ async function budgetRow(seconds: number): Promise<void> {
       mosquitto: "(no budget)",
       ferry: `${(b.memory.peak_bytes / MiB).toFixed(1)} MiB / ${
         rssPeak.toFixed(0)
-      } MB; publishers slowed ${b.memory.publishers_slowed_total} times, ${b.memory.refused_publishes} publishes refused, ${closed} of 4 publishers closed (3.1.1 at the budget)`,
+      } MB; publishers slowed ${b.memory.publishers_slowed_total} times, ${b.memory.refused_publishes} publishes refused, ${closed} of 4 publishers closed (3.1.1 at the budget), ${
+        b.memory.collections_total ?? "no"
+      } collections asked for`,
       goal: "counted ≤ the budget plus the margin",
       met: b.memory.peak_bytes <= b.memory.limit_bytes + 4 * MiB ? "yes" : "no",
     });
