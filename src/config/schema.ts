@@ -342,7 +342,7 @@ export const configSchema = z.object({
       ),
     flush_interval_ms: z.number().int().min(10).default(1000).describe("periodic mode: how often to flush"),
     commit_window_ms: z.number().int().min(0).max(1000).default(100).describe(
-      "commit mode: how long a message waits for others to share its transaction and fsync (fewer flash writes at low rates; each ack waits up to this much longer); a commit starts sooner once 16 changes wait. 0 = the next event-loop turn",
+      "commit mode: how long a message waits for others to share its transaction and fsync (fewer flash writes at low rates; each ack waits up to this much longer); a commit starts sooner once 32 changes wait. 0 = the next event-loop turn",
     ),
     live_delivery: z.enum(["immediate", "after_commit"]).default("immediate")
       .describe(
