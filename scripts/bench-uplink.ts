@@ -27,7 +27,11 @@
  * and after the drain (from /proc/PID/status), Ferry's and mosquitto's CPU use, and
  * the drain rate, measured two ways: at the link (the `acknowledged` counter Ferry
  * publishes under $SYS every second: PUBACKs from the cloud) and at the cloud (a live
- * QoS 0 subscriber on mosquitto counting arrivals, first to last).
+ * QoS 0 subscriber on mosquitto counting arrivals, first to last). Also Ferry's CPU per
+ * message (µs), the same CPU by thread name and the kernel's part of each (the main thread,
+ * the storage `Worker`, JavaScriptCore's JIT and heap threads, the allocator's scavenger),
+ * and the main thread's context switches per 1,000 messages; for `--bridge`, the edge's CPU
+ * per message and context switches and the cloud's CPU.
  *
  * With --profile DIR the restarted Ferry runs under Bun's CPU profiler (--cpu-prof,
  * --cpu-prof-md), so the profile covers the drain only; it is written to DIR when Ferry
