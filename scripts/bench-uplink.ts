@@ -27,7 +27,11 @@
  * and after the drain (from /proc/PID/status), Ferry's and mosquitto's CPU use, and
  * the drain rate, measured two ways: at the link (the `acknowledged` counter Ferry
  * publishes under $SYS every second: PUBACKs from the cloud) and at the cloud (a live
- * QoS 0 subscriber on mosquitto counting arrivals, first to last).
+ * QoS 0 subscriber on mosquitto counting arrivals, first to last). Also Ferry's CPU per
+ * message (µs), the same CPU by thread name and the kernel's part of each (the main thread,
+ * the storage `Worker`, JavaScriptCore's JIT and heap threads, the allocator's scavenger),
+ * and the main thread's context switches per 1,000 messages; for `--bridge`, the edge's CPU
+ * per message and context switches and the cloud's CPU.
  *
  * With --profile DIR the restarted Ferry runs under Bun's CPU profiler (--cpu-prof,
  * --cpu-prof-md), so the profile covers the drain only; it is written to DIR when Ferry
@@ -37,7 +41,7 @@
  */
 import type { Subprocess } from "bun";
 import mqttPacket from "mqtt-packet";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -83,6 +87,63 @@ function cpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** CPU seconds per thread (by thread id, with its name) of a process so far, from /proc/PID/task/TID/stat. */
+function threadCpu(pid: number): Map<number, { name: string; secs: number; sys: number }> {
+  const out = new Map<number, { name: string; secs: number; sys: number }>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.set(Number(tid), { name, secs: (Number(f[11]) + Number(f[12])) / 100, sys: Number(f[12]) / 100 });
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds per thread name between two threadCpu() readings (threads that started in
+ * between count from zero), the main thread as "main", and the part of each spent in the
+ * kernel as "NAME (system)".
+ */
+function threadCpuDelta(
+  pid: number,
+  before: Map<number, { name: string; secs: number; sys: number }>,
+  after: Map<number, { name: string; secs: number; sys: number }>,
+): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [tid, t] of after) {
+    const name = tid === pid ? "main" : t.name;
+    const was = before.get(tid);
+    out[name] = +((out[name] ?? 0) + t.secs - (was?.secs ?? 0)).toFixed(2);
+    const sys = `${name} (system)`;
+    out[sys] = +((out[sys] ?? 0) + t.sys - (was?.sys ?? 0)).toFixed(2);
+  }
+  return out;
+}
+
+/** Context switches of a process's main thread so far (voluntary: it blocked; involuntary: it was preempted). */
+function contextSwitches(pid: number): { voluntary: number; involuntary: number } {
+  const status = readFileSync(`/proc/${pid}/task/${pid}/status`, "utf8");
+  return {
+    voluntary: Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN),
+    involuntary: Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN),
+  };
+}
+
+/** Context switches of the main thread per 1,000 messages since `before`, as "voluntary/involuntary". */
+function switchesPerThousand(pid: number, before: { voluntary: number; involuntary: number }): string {
+  const now = contextSwitches(pid);
+  const per = (n: number) => ((n * 1000) / N).toFixed(1);
+  return `${per(now.voluntary - before.voluntary)}/${per(now.involuntary - before.involuntary)}`;
 }
 
 function freePort(): Promise<number> {
@@ -293,6 +354,8 @@ async function bridgeMain(dir: string, cloudPort: number): Promise<void> {
     counter = await cloudCounter(cloudPort);
     const start = performance.now();
     const edgeCpu0 = cpuSeconds(edge.pid);
+    const cloudCpu0 = cpuSeconds(cloud.pid);
+    const switches0 = contextSwitches(edge.pid);
     let peakRss = backlogRss;
     let lastCount = -1;
     let stillSince = performance.now();
@@ -325,6 +388,10 @@ async function bridgeMain(dir: string, cloudPort: number): Promise<void> {
       cloudCounted: counter.count(),
       drainSeconds: +drainSecs.toFixed(1),
       edgeCpuCores: +((cpuSeconds(edge.pid) - edgeCpu0) / drainSecs).toFixed(2),
+      /** The edge's CPU during the drain per message, in µs. */
+      edgeCpuUsPerMsg: +(((cpuSeconds(edge.pid) - edgeCpu0) * 1e6) / N).toFixed(1),
+      edgeSwitchesPer1k: switchesPerThousand(edge.pid, switches0),
+      mosquittoCpuCores: +((cpuSeconds(cloud.pid) - cloudCpu0) / drainSecs).toFixed(2),
     };
     log(`drain: ${fmt(cloudRate)} msg/s at the cloud`);
     console.log(JSON.stringify(result));
@@ -417,6 +484,8 @@ async function main(): Promise<void> {
     const ackedBefore = sys.get("acknowledged") || 0;
     const start = performance.now();
     const ferryCpu0 = cpuSeconds(ferry.proc.pid);
+    const threads0 = threadCpu(ferry.proc.pid);
+    const switches0 = contextSwitches(ferry.proc.pid);
     const cloudCpu0 = cpuSeconds(cloud.pid);
     let peakRss = restartedRss;
     const samples: Array<{ t: number; acked: number }> = [];
@@ -449,7 +518,9 @@ async function main(): Promise<void> {
     const cloudRate = counter ? (counter.count() - 1) / ((counter.last() - counter.first()) / 1000) : NaN;
     const afterRss = rssKb(ferry.proc.pid);
     const drainSecs = (end.t - start) / 1000;
-    const ferryCpu = (cpuSeconds(ferry.proc.pid) - ferryCpu0) / drainSecs;
+    const ferryCpuSecs = cpuSeconds(ferry.proc.pid) - ferryCpu0;
+    const ferryCpu = ferryCpuSecs / drainSecs;
+    const threads = threadCpuDelta(ferry.proc.pid, threads0, threadCpu(ferry.proc.pid));
     const cloudCpu = (cpuSeconds(cloud.pid) - cloudCpu0) / drainSecs;
     const result = {
       messages: N,
@@ -470,6 +541,12 @@ async function main(): Promise<void> {
       drainSeconds: +drainSecs.toFixed(1),
       /** CPU used during the drain, in cores (1 = one core busy all the time). */
       ferryCpuCores: +ferryCpu.toFixed(2),
+      /** Ferry's CPU during the drain per message acknowledged, in µs. */
+      ferryCpuUsPerMsg: +((ferryCpuSecs * 1e6) / N).toFixed(1),
+      /** The same CPU seconds by thread name (the storage Worker's thread among them). */
+      ferryThreadCpuSecs: threads,
+      /** The main thread's context switches per 1,000 messages, voluntary/involuntary. */
+      ferryMainSwitchesPer1k: switchesPerThousand(ferry.proc.pid, switches0),
       mosquittoCpuCores: +cloudCpu.toFixed(2),
     };
     log(`drain: ${fmt(linkRate)} msg/s at the link, ${fmt(cloudRate)} msg/s at the cloud`);

@@ -10,6 +10,7 @@
 import { afterEach, describe, expect, setDefaultTimeout, test } from "bun:test";
 import mqttPacket, { type Packet } from "mqtt-packet";
 import net from "node:net";
+import tls from "node:tls";
 import { readFileSync } from "node:fs";
 import { connectCloudSocket } from "../src/runtime/bun/cloud-socket.ts";
 import type { CloseDetail, CloudClient, CloudConnectOptions, CloudIncoming } from "../src/sync/cloud-client.ts";
@@ -392,6 +393,69 @@ describe("cloud socket client against raw servers", () => {
   });
 });
 
+describe("the Bun socket port (src/runtime/bun/cloud-socket.ts)", () => {
+  for (const secure of [false, true]) {
+    test(`holdReads (${secure ? "TLS" : "TCP"}): what the peer sends in separate segments during the hold comes in one read after it; a second hold meanwhile changes nothing`, async () => {
+      const port = await freePort();
+      const certs = secure ? makeCerts() : undefined;
+      let peer: net.Socket | undefined;
+      const accepted = new Promise<net.Socket>((resolve) => {
+        const onSocket = (s: net.Socket) => {
+          s.setNoDelay(true);
+          peer = s;
+          resolve(s);
+        };
+        const server = certs
+          ? tls.createServer({ cert: readFileSync(certs.serverCert), key: readFileSync(certs.serverKey) }, onSocket)
+          : net.createServer(onSocket);
+        server.listen(port, "127.0.0.1");
+        cleanups.push(() =>
+          new Promise<void>((r) => {
+            peer?.destroy();
+            server.close(() => r());
+          })
+        );
+      });
+      const reads: string[] = [];
+      let closed = false;
+      const socket = await connectCloudSocket({
+        host: "127.0.0.1",
+        port,
+        tls: certs
+          ? { ca: new Uint8Array(readFileSync(certs.ca)), rejectUnauthorized: true, serverName: "127.0.0.1" }
+          : undefined,
+      }, {
+        onData: (b) => void reads.push(new TextDecoder().decode(b)),
+        onDrain() {},
+        onClose: () => void (closed = true),
+      });
+      const s = await accepted;
+      const segment = (text: string) => new Promise<void>((r) => s.write(text, () => r()));
+      // Unheld, each segment is its own read (the loop runs between the writes).
+      await segment("a");
+      await eventually(() => reads.length === 1, 5000, "first read");
+      // Held long enough that three separate writes, each given time to be read (as "a"
+      // was) if nothing held them, all land during it.
+      socket.holdReads(1000);
+      socket.holdReads(5); // no-op: the first hold stands
+      for (const text of ["b", "c", "d"]) {
+        await segment(text);
+        await Bun.sleep(50);
+      }
+      expect(reads).toEqual(["a"]);
+      await eventually(() => reads.length === 2, 5000, "the held read");
+      expect(reads).toEqual(["a", "bcd"]);
+      // Reading goes on as before after the hold, and a close during a hold is still seen.
+      await segment("e");
+      await eventually(() => reads.length === 3, 5000, "read after the hold");
+      socket.holdReads(50);
+      s.end();
+      await eventually(() => closed, 5000, "close seen after the hold");
+      expect(reads).toEqual(["a", "bcd", "e"]);
+    });
+  }
+});
+
 describe("cloud socket client on a scripted socket", () => {
   /** A socket port whose socket records writes and reports whatever `buffered` says. */
   function scriptedPort() {
@@ -399,6 +463,7 @@ describe("cloud socket client on a scripted socket", () => {
     const socket: CloudSocket = {
       write: (b) => void state.writes.push(b),
       bufferedBytes: () => state.buffered,
+      holdReads: () => {},
       close: () => {},
     };
     return {

@@ -76,6 +76,12 @@ export interface CloudClient {
    * Only clients on Ferry's codec have it.
    */
   publishEncoded?(bytes: Uint8Array, qos: 0 | 1 | 2, done: (err?: Error) => void): void;
+  /**
+   * Read nothing from the cloud for about `ms`, then take what came meanwhile at once (the
+   * link asks while draining with a full window: see ACK_HOLD_MS in uplink-link.ts). Only
+   * Ferry's own client has it.
+   */
+  holdReads?(ms: number): void;
   subscribe(subs: Array<{ filter: string; qos: 0 | 1 | 2 }>): Promise<number[]>;
   /** Close now, dropping anything unacknowledged (the cursor still has it). */
   close(): void;

@@ -446,6 +446,10 @@ class SocketSession implements CloudClient {
     }
   }
 
+  holdReads(ms: number): void {
+    if (!this.#closed) this.#socket?.holdReads(ms);
+  }
+
   /** Report QoS 0 PUBLISHes written, unless the socket is backed up (then at its drain). */
   #releaseWritten(): void {
     this.#writtenScheduled = false;

@@ -33,6 +33,11 @@ export interface CloudSocket {
   write(bytes: Uint8Array): void;
   /** Bytes accepted by `write` and not yet taken by the OS. */
   bufferedBytes(): number;
+  /**
+   * Read nothing for about `ms` (what the peer sends meanwhile waits in the kernel), then
+   * read again: what arrived in between comes in one read. No-op while a hold is on.
+   */
+  holdReads(ms: number): void;
   /** Send what is queued, then close. */
   close(): void;
 }

@@ -77,6 +77,16 @@ const SKIP_LOG_MS = 10_000;
 function refillBatch(window: number): number {
   return Math.max(1, window >> 3);
 }
+/**
+ * While draining with a full window, the link has the client read nothing for this long
+ * after an acknowledgement that does not refill it: the cloud's PUBACKs come a few per TCP
+ * segment, and reading each as it arrives put Ferry to sleep and woke it again about every
+ * second message (553 context switches per 1,000 messages in the 200,000-message drain of
+ * scripts/bench-uplink.ts, most of Ferry's CPU in the kernel); held, one read takes what
+ * came in the meantime (33-43 per 1,000). It delays the acknowledgements the link sees by
+ * at most this, with the window full anyway; live traffic (no full window) is read at once.
+ */
+export const ACK_HOLD_MS = 1;
 
 export class UplinkLink {
   readonly name: string;
@@ -394,7 +404,15 @@ export class UplinkLink {
     // whose cost on a small gateway is like the per-message work; topping up the window one
     // message per acknowledgement made a send per message during a drain. Live traffic
     // keeps the window far from full, so it still goes at once.
-    if (this.#w.inflight <= this.#window - refillBatch(this.#window)) this.#pump();
+    const w = this.#w;
+    const batch = refillBatch(this.#window);
+    if (w.inflight <= this.#window - batch) this.#pump();
+    else if (batch > 1 && (w.queued > 0 || w.nextRead <= w.logEnd)) {
+      // Draining, and this acknowledgement freed too little to send: take the next ones
+      // together (ACK_HOLD_MS). Not for small windows (an eighth of them is one message),
+      // where the hold would be a large part of each round trip.
+      this.#client?.holdReads?.(ACK_HOLD_MS);
+    }
   }
 
   /**

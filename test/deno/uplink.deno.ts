@@ -118,3 +118,52 @@ Deno.test("uplink under deno: messages published at the edge reach the cloud on 
     await Deno.remove(edgeDir, { recursive: true });
   }
 });
+
+Deno.test("uplink under deno: the socket port's holdReads delivers what arrived during the hold in one read, and reading goes on after it", async () => {
+  const { connectCloudSocket } = await import("../../src/runtime/deno/cloud-socket.ts");
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const accepting = listener.accept();
+  const reads: string[] = [];
+  let closed = false;
+  const socket = await connectCloudSocket({ host: "127.0.0.1", port }, {
+    onData: (b) => void reads.push(new TextDecoder().decode(b)),
+    onDrain() {},
+    onClose: () => void (closed = true),
+  })!;
+  const peer = await accepting;
+  peer.setNoDelay(true);
+  const segment = (text: string) => peer.write(new TextEncoder().encode(text));
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const until = async (cond: () => boolean, what: string) => {
+    for (let i = 0; i < 500 && !cond(); i++) await sleep(10);
+    if (!cond()) throw new Error(`timed out waiting for ${what}; reads ${JSON.stringify(reads)}`);
+  };
+  try {
+    await segment("a");
+    await until(() => reads.length === 1, "the first read");
+    socket.holdReads(1000);
+    socket.holdReads(5); // no-op: the first hold stands
+    for (const text of ["b", "c", "d"]) {
+      await segment(text);
+      await sleep(50); // time enough for a read, were there no hold
+    }
+    // A read already waiting when the hold began takes the first segment ("b"); the loop
+    // then reads nothing until the hold ends, and takes "cd" at once.
+    await until(() => reads.join("") === "abcd", "the held read");
+    assertEquals(
+      reads.length <= 3,
+      true,
+      `at most one read past the first and the held one (${JSON.stringify(reads)})`,
+    );
+    const before = reads.length;
+    await segment("e");
+    await until(() => reads.length === before + 1, "a read after the hold");
+    assertEquals(reads.at(-1), "e", "the read after the hold");
+  } finally {
+    socket.close();
+    peer.close();
+    listener.close();
+  }
+  await until(() => closed, "the close");
+});

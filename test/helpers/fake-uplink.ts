@@ -30,6 +30,8 @@ export interface SentPublish extends CloudPublish {
 export class FakeConnection implements CloudClient {
   readonly sent: SentPublish[] = [];
   closed = false;
+  /** Each holdReads(ms) the link asked for, with how many PUBLISHes were sent by then. */
+  readonly holds: Array<{ ms: number; sent: number }> = [];
   /** Present when the fake stands for Ferry's own client (cloud-socket-client.ts): the link then encodes. */
   readonly publishEncoded: ((bytes: Uint8Array, qos: 0 | 1 | 2, done: (err?: Error) => void) => void) | undefined;
 
@@ -65,6 +67,10 @@ export class FakeConnection implements CloudClient {
 
   subscribe(subs: Array<{ filter: string; qos: 0 | 1 | 2 }>): Promise<number[]> {
     return Promise.resolve(subs.map((s) => s.qos));
+  }
+
+  holdReads(ms: number): void {
+    this.holds.push({ ms, sent: this.sent.length });
   }
 
   close(): void {

@@ -6,6 +6,7 @@
  * test here sleeps; the same behaviour over real sockets is in test/uplink*.test.ts.
  */
 import { describe, expect, test } from "bun:test";
+import { ACK_HOLD_MS } from "../../src/sync/uplink-link.ts";
 import { settle, uplinkHarness } from "../helpers/fake-uplink.ts";
 
 const user = (p: { properties?: { userProperties?: Record<string, string | string[]> } }) =>
@@ -206,6 +207,77 @@ describe("uplink pacing (manual clock)", () => {
     expect(c.sent.map((s) => new TextDecoder().decode(s.payload))).toEqual(
       Array.from({ length: c.sent.length }, (_, i) => String(i)),
     );
+  });
+
+  test("draining with a full window, an acknowledgement that frees too little to refill holds the cloud's reads (ACK_HOLD_MS); one that refills does not", async () => {
+    const h = uplinkHarness({ max_inflight: 80 }, {
+      backlog: Array.from({ length: 600 }, (_, i): [string, string] => ["sensors/s", String(i)]),
+    });
+    await settle();
+    const c = h.cloud.current!;
+    for (let round = 0; round < 6; round++) {
+      c.ackAll();
+      await settle();
+    }
+    expect(c.unacked).toBe(80);
+    c.holds.length = 0;
+    const sentBefore = c.sent.length;
+    // 79 and down to 71 in flight: no refill, so each of these asks for a hold.
+    for (let i = 0; i < 9; i++) {
+      c.sent.find((s) => !s.acked)!.ack();
+      await settle();
+      expect(c.holds.length).toBe(i + 1);
+    }
+    expect(c.holds.every((x) => x.ms === ACK_HOLD_MS && x.sent === sentBefore)).toBe(true);
+    // 70 in flight: this one refills (10 more go out) and asks for no hold.
+    c.sent.find((s) => !s.acked)!.ack();
+    await settle();
+    expect(c.sent.length).toBe(sentBefore + 10);
+    expect(c.holds.length).toBe(9);
+  });
+
+  test("no read hold once the backlog is sent (the last acknowledgements), for live traffic, or for a small window", async () => {
+    // The end of a drain: the window holds the last messages and nothing waits behind them.
+    const end = uplinkHarness({ max_inflight: 80 }, {
+      backlog: Array.from({ length: 80 }, (_, i): [string, string] => ["sensors/s", String(i)]),
+    });
+    await settle();
+    for (let round = 0; round < 6 && end.cloud.sent.length < 80; round++) {
+      end.cloud.current!.ackAll();
+      await settle();
+    }
+    const c = end.cloud.current!;
+    expect(c.sent.length).toBe(80);
+    c.holds.length = 0;
+    while (c.unacked > 0) {
+      c.sent.find((s) => !s.acked)!.ack();
+      await settle();
+    }
+    expect(c.holds).toEqual([]);
+    expect(end.log.messages.length).toBe(80);
+
+    // Live: messages one at a time, acknowledged as they go.
+    const live = uplinkHarness({ max_inflight: 80 });
+    await settle();
+    for (let i = 0; i < 50; i++) {
+      live.publish("sensors/s", String(i));
+      await settle();
+      live.cloud.current!.ackAll();
+      await settle();
+    }
+    expect(live.cloud.sent.length).toBe(50);
+    expect(live.cloud.current!.holds).toEqual([]);
+
+    // A window of 8: an eighth of it is one message, every acknowledgement refills.
+    const small = uplinkHarness({ max_inflight: 8 }, {
+      backlog: Array.from({ length: 100 }, (_, i): [string, string] => ["sensors/s", String(i)]),
+    });
+    await settle();
+    for (let i = 0; i < 40; i++) {
+      small.cloud.current!.sent.find((s) => !s.acked)!.ack();
+      await settle();
+    }
+    expect(small.cloud.current!.holds).toEqual([]);
   });
 
   test("the cloud's Receive Maximum caps the messages in flight below max_inflight", async () => {

@@ -28,9 +28,14 @@ function connectFailure(err: Error, o: SocketOptions): Error {
  */
 function flushedAfterTask(conn: BunSocketConnection): CloudSocket {
   let queued = false;
+  let held = false;
   const flush = () => {
     queued = false;
     conn.flush();
+  };
+  const release = () => {
+    held = false;
+    conn.resume(); // a no-op once closed
   };
   return {
     write(bytes) {
@@ -41,6 +46,13 @@ function flushedAfterTask(conn: BunSocketConnection): CloudSocket {
       }
     },
     bufferedBytes: () => conn.bufferedBytes(),
+    holdReads(ms) {
+      if (held) return;
+      held = true;
+      // Bun stops polling the socket for reads; writes and drains go on.
+      conn.pause();
+      setTimeout(release, ms);
+    },
     close: () => conn.close(),
   };
 }

@@ -81,6 +81,20 @@ export function connectCloudSocket(o: SocketOptions, h: CloudSocketHandler): Pro
     }
     const c = new DenoTcpConnection(reportingWrites(conn, h));
     void c.readLoop({ onData: (b) => h.onData(b), onClose: () => h.onClose() });
-    return c;
+    let held = false;
+    return {
+      write: (bytes) => c.write(bytes),
+      bufferedBytes: () => c.bufferedBytes(),
+      holdReads(ms) {
+        if (held) return;
+        held = true;
+        c.pause(); // the read loop waits before its next read
+        setTimeout(() => {
+          held = false;
+          c.resume();
+        }, ms);
+      },
+      close: () => c.close(),
+    };
   })();
 }
