@@ -181,8 +181,9 @@ describe("uplink pacing (manual clock)", () => {
     expect(h.link.status().window).toBe(50);
   });
 
-  test("a full window is refilled once an eighth of it is free, in one go (one socket write, not one per acknowledgement)", async () => {
-    const h = uplinkHarness({ max_inflight: 80 }, {
+  /** A link draining a backlog of 600, acknowledged until its window has grown to `maxInflight` and is full. */
+  async function drainingWithFullWindow(maxInflight: number) {
+    const h = uplinkHarness({ max_inflight: maxInflight }, {
       backlog: Array.from({ length: 600 }, (_, i): [string, string] => ["sensors/s", String(i)]),
     });
     await settle();
@@ -191,6 +192,11 @@ describe("uplink pacing (manual clock)", () => {
       c.ackAll();
       await settle();
     }
+    return { h, c };
+  }
+
+  test("a full window is refilled once an eighth of it is free, in one go (one socket write, not one per acknowledgement)", async () => {
+    const { h, c } = await drainingWithFullWindow(80);
     expect(h.link.status().window).toBe(80);
     expect(c.unacked).toBe(80);
     const sentBefore = c.sent.length;
@@ -210,15 +216,7 @@ describe("uplink pacing (manual clock)", () => {
   });
 
   test("draining with a full window, an acknowledgement that frees too little to refill holds the cloud's reads (ACK_HOLD_MS); one that refills does not", async () => {
-    const h = uplinkHarness({ max_inflight: 80 }, {
-      backlog: Array.from({ length: 600 }, (_, i): [string, string] => ["sensors/s", String(i)]),
-    });
-    await settle();
-    const c = h.cloud.current!;
-    for (let round = 0; round < 6; round++) {
-      c.ackAll();
-      await settle();
-    }
+    const { h, c } = await drainingWithFullWindow(80);
     expect(c.unacked).toBe(80);
     c.holds.length = 0;
     const sentBefore = c.sent.length;
