@@ -3,7 +3,8 @@
  * MQTT listener per node, MQTT streams replicated on all three; test/helpers/
  * nats-cluster.ts). Mid-drain, the node the uplink is connected to is SIGKILLed; the
  * uplink fails over to the next endpoint, and a subscriber on another node receives
- * every message the edge acknowledged, first arrivals in order per topic. NATS speaks
+ * every message the edge acknowledged, first arrivals in order per topic apart from what the
+ * cluster redelivers late (at most the uplink's in-flight window). NATS speaks
  * MQTT 3.1.1 (QoS 0/1), so the uplink runs protocol_version 4 here; MQTT 5 features are
  * tested against mosquitto (test/uplink-endpoints.test.ts).
  */
@@ -28,8 +29,19 @@ const firstArrivals = (messages: Received[]) => arrivals(messages, (m) => opened
 
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
+/** The values that arrived after a larger one. */
+function lateArrivals(values: number[]): number[] {
+  const late: number[] = [];
+  let highest = -1;
+  for (const v of values) {
+    if (v < highest) late.push(v);
+    else highest = v;
+  }
+  return late;
+}
+
 describe.skipIf(!NATS_SERVER)("uplink to a NATS cluster", () => {
-  test("the node in use is SIGKILLed mid-drain: the uplink fails over and a subscriber on another node gets every acknowledged message, in order per topic", async () => {
+  test("the node in use is SIGKILLed mid-drain: the uplink fails over and a subscriber on another node gets every acknowledged message, in order per topic but for what the cluster redelivers late", async () => {
     const cluster = await NatsCluster.start();
     kit.defer(() => cluster.stop());
     const [n1, n2, n3] = cluster.nodes as [typeof cluster.nodes[0], typeof cluster.nodes[0], typeof cluster.nodes[0]];
@@ -73,8 +85,17 @@ describe.skipIf(!NATS_SERVER)("uplink to a NATS cluster", () => {
     await eventually(() => link.status().backlogEntries === 0, 60_000, "drained after the failover");
     await eventually(() => firstArrivals(sub.messages).get("site/edge1/sensors/b")?.length === 750, 30_000, "all");
     const byTopic = firstArrivals(sub.messages);
-    expect(byTopic.get("site/edge1/sensors/a")).toEqual(range(750));
-    expect(byTopic.get("site/edge1/sensors/b")).toEqual(range(750));
+    for (const topic of ["site/edge1/sensors/a", "site/edge1/sensors/b"]) {
+      const got = byTopic.get(topic)!;
+      // Every acknowledged message, each once at least.
+      expect([...got].sort((x, y) => x - y)).toEqual(range(750));
+      // In order, but for what the cluster itself delivers late: Ferry sends its log in order
+      // and re-sends from its cursor after the cut (test/uplink-resilience.test.ts checks that
+      // order against one broker), while a message in flight through the killed node can reach
+      // this subscriber only when the cluster redelivers it, after later ones (one CI run saw
+      // b/152 arrive after b/749). Only the uplink's window (max_inflight, 100) can be in flight.
+      expect(lateArrivals(got).length).toBeLessThanOrEqual(100);
+    }
     // The dedup key in the envelope: each message keeps its offset at every arrival, one log id.
     const offsetOf = new Map<string, number>();
     for (const m of sub.messages) {
