@@ -216,7 +216,7 @@ describe("uplink pacing (manual clock)", () => {
   });
 
   test("draining with a full window, an acknowledgement that frees too little to refill holds the cloud's reads (ACK_HOLD_MS); one that refills does not", async () => {
-    const { h, c } = await drainingWithFullWindow(80);
+    const { c } = await drainingWithFullWindow(80);
     expect(c.unacked).toBe(80);
     c.holds.length = 0;
     const sentBefore = c.sent.length;
