@@ -77,7 +77,7 @@ export interface BrokerDeps {
    */
   residentBytes?: () => number | undefined;
   /**
-   * A full, synchronous collection of the runtime's heap (Bun.gc), for the resident watch's
+   * A full, synchronous collection of the runtime's heap (from the runtime adapter), for the resident watch's
    * garbage bound (resident-watch.ts); undefined where the runtime offers none.
    */
   collectGarbage?: () => void;

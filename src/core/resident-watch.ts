@@ -26,7 +26,7 @@ export function garbageHeadroom(limit: number): number {
  *    a message lives until its commit. So a flood of 4 KiB QoS 1 messages stored and then
  *    dropped for a stalled subscriber made RSS swing between 195 and 375 MB while the budget
  *    counted 77 MiB of 128 (bench-memory's row *budget*): on a 512 MB gateway, most of what
- *    the OOM killer sees is garbage. With `collectGarbage` (Bun.gc), the watch asks for a
+ *    the OOM killer sees is garbage. With `collectGarbage` (the runtime adapter's), the watch asks for a
  *    full collection whenever RSS has grown by `garbageHeadroom` over its lowest since the
  *    last one, looking every SAMPLE_EVERY_BYTES read from clients and at the broker's
  *    once-a-second sweep, and at most every MIN_COLLECTION_GAP_MS. At low rates RSS never
