@@ -4,7 +4,7 @@
  * is down, then a local mosquitto comes up and the link drains the backlog into it.
  *
  *   npx bun scripts/bench-uplink.ts [--messages 1000000] [--inflight N] [--no-subscriber] [--profile DIR]
- *       [--ferry-root DIR] [--bridge] [--protocol 4|5]
+ *       [--ferry-root DIR] [--bridge] [--protocol 4|5] [--stamp full|dedup|none]
  *
  * `--ferry-root` runs Ferry from another tree (before and after, side by side). `--bridge`
  * measures a Mosquitto bridge instead of Ferry, for comparison: an edge mosquitto
@@ -17,7 +17,8 @@
  *
  * `--protocol 4` has Ferry's uplink speak MQTT 3.1.1, as the bridge does: no MQTT 5 properties
  * (Ferry's five User Properties per message, which the cloud parses and forwards too); the
- * default is 5, the uplink's own default.
+ * default is 5, the uplink's own default. `--stamp` sets the uplink's `stamp` (default `full`,
+ * the five or six User Properties; `dedup` three or four; `none` none, the bytes a bridge sends).
  *
  * Ferry is then stopped (SIGTERM) and started again on the same data directory, so the
  * drain starts from the saved cursor in a fresh process.
@@ -70,6 +71,8 @@ const ROOT = resolve(args.get("ferry-root") || SCRIPTS_ROOT);
 const BRIDGE = args.has("bridge");
 const PROTOCOL = Number(args.get("protocol") ?? 5);
 if (PROTOCOL !== 4 && PROTOCOL !== 5) throw new Error("--protocol takes 4 or 5");
+const STAMP = args.get("stamp") ?? "full";
+if (!["full", "dedup", "none"].includes(STAMP)) throw new Error("--stamp takes full, dedup or none");
 const TOPICS = 100;
 const PAYLOAD = 64;
 
@@ -432,6 +435,7 @@ async function main(): Promise<void> {
     name: "bench",
     url: `mqtt://127.0.0.1:${cloudPort}`,
     protocol_version: PROTOCOL,
+    stamp: STAMP,
     forward: [{ filter: "bench/#", topic: "site/${edge_id}/${topic}", qos: 1 }],
     backoff: { min_ms: 100, max_ms: 200, jitter: 0 },
   };
@@ -527,6 +531,7 @@ async function main(): Promise<void> {
       payloadBytes: PAYLOAD,
       maxInflight: INFLIGHT ?? "default",
       protocol: PROTOCOL,
+      stamp: STAMP,
       fillRatePerSec: Math.round(fillRate),
       idleRssMiB: +(idleRss / 1024).toFixed(1),
       /** The process that took the backlog in, 2.5 s after the last PUBACK. */

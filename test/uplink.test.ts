@@ -35,6 +35,51 @@ describe("cloud uplink", () => {
     expect(sub.messages.map((m) => m.topic)).toEqual(["site/edge1/sensors/t1", "site/edge1/sensors/last"]);
   });
 
+  test("stamp dedup carries only the dedup key and replay marker; none carries only the publisher's own properties; a publisher's ferry-* never pass", async () => {
+    const c = await cloud();
+    await c.start();
+    const sub = await cloudSubscriber(c, "site/#");
+    const fake = { unit: "C", "ferry-offset": "999999", "ferry-replay": "true", "ferry-clock": "synced" };
+    const sizes: Record<string, number> = {};
+    for (const stamp of ["full", "dedup", "none"] as const) {
+      const b = await edge(c.url, { stamp });
+      await eventually(() => link(b).state === "connected", 5000, "uplink connected");
+      const pub = await localClient(b);
+      const before = sub.messages.length;
+      await pub.client.publishAsync(`sensors/${stamp}`, "21.5", { qos: 1, properties: { userProperties: fake } });
+      await pub.client.publishAsync(`sensors/${stamp}`, "21.6", { qos: 1 });
+      const got = await sub.waitFor(before + 2);
+      const [withProps, plain] = got.slice(-2).map((m) =>
+        m.packet.properties?.userProperties as Record<string, string>
+      );
+      const keys = (u: Record<string, string> | undefined) => Object.keys(u ?? {}).sort();
+      sizes[stamp] = got.at(-1)!.packet.length!;
+      if (stamp === "full") {
+        expect(keys(plain)).toEqual(
+          ["ferry-clock", "ferry-edge-id", "ferry-log-id", "ferry-offset", "ferry-received-at"],
+        );
+        expect(withProps!.unit).toBe("C");
+        expect(withProps!["ferry-offset"]).toBe(String(Number(plain!["ferry-offset"]) - 1));
+        expect(withProps!["ferry-replay"]).toBeUndefined(); // live, whatever the publisher said
+      } else if (stamp === "dedup") {
+        expect(keys(plain)).toEqual(["ferry-edge-id", "ferry-log-id", "ferry-offset"]);
+        expect(withProps).toEqual({
+          unit: "C",
+          "ferry-edge-id": "edge1",
+          "ferry-log-id": plain!["ferry-log-id"]!,
+          "ferry-offset": String(Number(plain!["ferry-offset"]) - 1),
+        });
+      } else {
+        expect(plain).toBeUndefined();
+        expect(withProps).toEqual({ unit: "C" }); // the publisher's own, without its fake ferry-* values
+      }
+      await b.stop();
+    }
+    // What each mode costs on the wire for a 4-byte payload.
+    expect(sizes.full!).toBeGreaterThan(sizes.dedup! + 50);
+    expect(sizes.dedup!).toBeGreaterThan(sizes.none! + 50);
+  });
+
   test("QoS 0 local messages are logged and forwarded too", async () => {
     const c = await cloud();
     await c.start();

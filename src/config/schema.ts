@@ -116,6 +116,10 @@ const uplink = z.object({
     .describe(
       "strict: everything in log order, backlog first; live-first: new messages go out before the backlog, which drains behind them (order between the two is given up)",
     ),
+  stamp: z.enum(["full", "dedup", "none"]).default("full")
+    .describe(
+      "Ferry's MQTT 5 User Properties on each forwarded message: full (dedup key, replay marker, capture time, clock state), dedup (dedup key and replay marker only), none (as a bridge: the publisher's own properties only)",
+    ),
   envelope: z.enum(["none", "json"]).default("none")
     .describe(
       "json: each payload is wrapped in a JSON object with Ferry's dedup key, capture time and replay marker (for MQTT 3.1.1 clouds, which have no properties)",

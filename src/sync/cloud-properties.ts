@@ -14,11 +14,29 @@
  *   keep it from overwriting a live reading. Absent on live messages.
  * MQTT 3.1.1 has no properties: there the same values can travel in an opt-in JSON
  * envelope around the payload (`envelope: "json"`, see `envelope`).
+ *
+ * An uplink's `stamp` chooses how many of them travel (`StampMode`): all six; only the
+ * dedup key and the replay marker (`dedup`: about half the bytes, for metered links and
+ * clouds that bill or slow down per byte); or none, as a bridge sends. The publisher's
+ * own ferry-* properties are dropped in every mode, so a device can never fake them.
  */
 import type { Message } from "../store/store.ts";
 import type { CloudPublish } from "./cloud-client.ts";
 
 export type ClockState = "synced" | "unsynced" | "unknown";
+
+/** Which of Ferry's User Properties a forwarded message carries (`uplinks[].stamp`). */
+export type StampMode = "full" | "dedup" | "none";
+
+/** Ferry's property names: a publisher's own values under them never reach the cloud. */
+const FERRY_KEYS = [
+  "ferry-received-at",
+  "ferry-clock",
+  "ferry-edge-id",
+  "ferry-log-id",
+  "ferry-offset",
+  "ferry-replay",
+] as const;
 
 export interface FerryStamp {
   edgeId: string;
@@ -56,26 +74,37 @@ export function envelope(m: Message, s: FerryStamp): Uint8Array {
 }
 
 export class PropertyStamper {
+  readonly #mode: StampMode;
   #isoAt = -1;
   #iso = "";
 
+  constructor(mode: StampMode = "full") {
+    this.#mode = mode;
+  }
+
   properties(m: Message, now: number, s: FerryStamp): CloudPublish["properties"] {
     const mp = m.properties;
-    if (m.receivedAt !== this.#isoAt) {
+    const mode = this.#mode;
+    if (mode === "full" && m.receivedAt !== this.#isoAt) {
       this.#isoAt = m.receivedAt;
       this.#iso = new Date(m.receivedAt).toISOString();
     }
-    let user: Record<string, string | string[]>;
+    let user: Record<string, string | string[]> | undefined;
     if (mp?.userProperties) {
       user = { ...mp.userProperties };
-      user["ferry-received-at"] = this.#iso;
-      user["ferry-clock"] = s.clock;
-      user["ferry-edge-id"] = s.edgeId;
-      user["ferry-log-id"] = s.logId;
-      user["ferry-offset"] = String(m.offset);
-      if (s.replay) user["ferry-replay"] = "true";
-      else delete user["ferry-replay"]; // a publisher cannot fake the marker
-    } else {
+      for (const k of FERRY_KEYS) delete user[k]; // a publisher cannot fake them
+      if (mode === "full") {
+        user["ferry-received-at"] = this.#iso;
+        user["ferry-clock"] = s.clock;
+      }
+      if (mode !== "none") {
+        user["ferry-edge-id"] = s.edgeId;
+        user["ferry-log-id"] = s.logId;
+        user["ferry-offset"] = String(m.offset);
+        if (s.replay) user["ferry-replay"] = "true";
+      }
+      if (Object.keys(user).length === 0) user = undefined;
+    } else if (mode === "full") {
       // The common case (the publisher set none), once per forwarded message: one literal
       // with the same keys in the same order as above, so the same bytes on the wire.
       user = s.replay
@@ -94,8 +123,17 @@ export class PropertyStamper {
           "ferry-log-id": s.logId,
           "ferry-offset": String(m.offset),
         };
+    } else if (mode === "dedup") {
+      user = s.replay
+        ? {
+          "ferry-edge-id": s.edgeId,
+          "ferry-log-id": s.logId,
+          "ferry-offset": String(m.offset),
+          "ferry-replay": "true",
+        }
+        : { "ferry-edge-id": s.edgeId, "ferry-log-id": s.logId, "ferry-offset": String(m.offset) };
     }
-    const out: NonNullable<CloudPublish["properties"]> = { userProperties: user };
+    const out: NonNullable<CloudPublish["properties"]> = user === undefined ? {} : { userProperties: user };
     if (mp) {
       if (mp.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = mp.payloadFormatIndicator;
       if (mp.contentType !== undefined) out.contentType = mp.contentType;

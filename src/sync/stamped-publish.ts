@@ -20,7 +20,7 @@ import { encode } from "../mqtt/codec.ts";
 import { varIntSize, writeVarInt } from "../mqtt/fast-path.ts";
 import type { PublishPacket } from "../mqtt/packets.ts";
 import type { Message } from "../store/store.ts";
-import { type ClockState, type FerryStamp, PropertyStamper } from "./cloud-properties.ts";
+import { type ClockState, type FerryStamp, PropertyStamper, type StampMode } from "./cloud-properties.ts";
 
 /** A remote topic; its UTF-8 is remembered on it at first use (forward-rules.ts caches them per local topic). */
 export interface EncodableTopic {
@@ -86,19 +86,22 @@ function copy(out: Uint8Array, pos: number, src: Uint8Array): number {
 
 export class StampedPublishEncoder {
   readonly #version: 4 | 5;
-  readonly #stamper = new PropertyStamper();
+  readonly #mode: StampMode;
+  readonly #stamper: PropertyStamper;
   /**
-   * The User Properties before the offset's value: ferry-received-at, ferry-clock,
-   * ferry-edge-id, ferry-log-id and the name of ferry-offset, for the values they were made
-   * of (the messages of one millisecond share a receive time; the others change rarely).
+   * The User Properties before the offset's value: ferry-received-at, ferry-clock (`full`
+   * only), ferry-edge-id, ferry-log-id and the name of ferry-offset, for the values they were
+   * made of (the messages of one millisecond share a receive time; the others change rarely).
    */
   #prefix: Uint8Array | undefined;
   #prefixOf = { receivedAt: Number.NaN, clock: "" as ClockState | "", edgeId: "", logId: "" };
   /** The prefix past ferry-received-at, kept while clock state, edge id and log id stay (live traffic: a receive time per message). */
   #rest: Uint8Array | undefined;
 
-  constructor(version: 4 | 5) {
+  constructor(version: 4 | 5, mode: StampMode = "full") {
     this.#version = version;
+    this.#mode = mode;
+    this.#stamper = new PropertyStamper(mode);
   }
 
   /**
@@ -126,14 +129,18 @@ export class StampedPublishEncoder {
       if (m.properties !== undefined || !(m.offset >= 0 && m.offset <= MAX_OFFSET_BY_HAND) || m.offset % 1 !== 0) {
         return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
       }
-      const of = this.#prefixOf;
-      prefix = of.receivedAt === m.receivedAt && of.clock === stamp.clock && of.logId === stamp.logId &&
-          of.edgeId === stamp.edgeId
-        ? this.#prefix
-        : this.#makePrefix(m.receivedAt, stamp);
-      if (prefix === undefined) return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
-      digits = decimalDigits(m.offset);
-      propsLength = prefix.byteLength + 2 + digits + (stamp.replay ? REPLAY.byteLength : 0);
+      if (this.#mode !== "none") {
+        const of = this.#prefixOf;
+        // `dedup` carries no receive time: one prefix for every message.
+        const at = this.#mode === "full" ? m.receivedAt : 0;
+        prefix = of.receivedAt === at && of.clock === stamp.clock && of.logId === stamp.logId &&
+            of.edgeId === stamp.edgeId
+          ? this.#prefix
+          : this.#makePrefix(at, stamp);
+        if (prefix === undefined) return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
+        digits = decimalDigits(m.offset);
+        propsLength = prefix.byteLength + 2 + digits + (stamp.replay ? REPLAY.byteLength : 0);
+      }
       if (m.expiresAt !== undefined) {
         expiry = Math.max(1, Math.ceil((m.expiresAt - now) / 1000));
         if (!(expiry <= 0xffffffff)) return this.#generic(topic.topic, payload, qos, retain, dup, m, now, stamp);
@@ -154,17 +161,19 @@ export class StampedPublishEncoder {
     if (this.#version === 5) {
       // Properties (spec 3.3.2.3) in the order of PropertyStamper's object: the User Properties, then the expiry.
       pos = writeVarInt(out, pos, propsLength);
-      out.set(prefix!, pos);
-      pos += prefix!.byteLength;
-      out[pos++] = 0;
-      out[pos++] = digits;
-      let n = m.offset;
-      for (let i = digits - 1; i >= 0; i--) {
-        out[pos + i] = 0x30 + (n % 10);
-        n = Math.floor(n / 10);
+      if (prefix !== undefined) {
+        out.set(prefix, pos);
+        pos += prefix.byteLength;
+        out[pos++] = 0;
+        out[pos++] = digits;
+        let n = m.offset;
+        for (let i = digits - 1; i >= 0; i--) {
+          out[pos + i] = 0x30 + (n % 10);
+          n = Math.floor(n / 10);
+        }
+        pos += digits;
+        if (stamp.replay) pos = copy(out, pos, REPLAY);
       }
-      pos += digits;
-      if (stamp.replay) pos = copy(out, pos, REPLAY);
       if (expiry >= 0) {
         out[pos] = 0x02; // Message Expiry Interval (spec 3.3.2.3.3)
         out[pos + 1] = expiry >>> 24;
@@ -197,9 +206,10 @@ export class StampedPublishEncoder {
   /** The prefix for these values, or undefined when one of them is too long for a UTF-8 string. */
   #makePrefix(receivedAt: number, s: FerryStamp): Uint8Array | undefined {
     const of = this.#prefixOf;
+    const full = this.#mode === "full";
     if (this.#rest === undefined || of.clock !== s.clock || of.edgeId !== s.edgeId || of.logId !== s.logId) {
       const parts = [
-        userProperty("ferry-clock", s.clock),
+        ...(full ? [userProperty("ferry-clock", s.clock)] : []),
         userProperty("ferry-edge-id", s.edgeId),
         userProperty("ferry-log-id", s.logId),
       ];
@@ -208,6 +218,7 @@ export class StampedPublishEncoder {
     this.#prefixOf = { receivedAt, clock: s.clock, edgeId: s.edgeId, logId: s.logId };
     this.#prefix = undefined;
     const rest = this.#rest;
+    if (!full) return this.#prefix = rest;
     const at = new Date(receivedAt);
     // An invalid time makes toISOString throw; the general path throws the same.
     if (rest === undefined || Number.isNaN(at.getTime())) return undefined;

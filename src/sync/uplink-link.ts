@@ -98,7 +98,7 @@ export class UplinkLink {
   #rules: ForwardRules;
   #origin: string;
   #w: SendWindow<ForwardRule>;
-  #stamper = new PropertyStamper();
+  #stamper: PropertyStamper;
   #encoder: StampedPublishEncoder;
   #endpoints: Endpoints;
   #intake: LogIntake;
@@ -160,7 +160,8 @@ export class UplinkLink {
       this.#stats.droppedTtl++;
     });
     this.#window = config.max_inflight;
-    this.#encoder = new StampedPublishEncoder(config.protocol_version);
+    this.#encoder = new StampedPublishEncoder(config.protocol_version, config.stamp);
+    this.#stamper = new PropertyStamper(config.stamp);
     const clock = deps.log.clock;
     this.#backoff = new Backoff(config.backoff.min_ms, config.backoff.max_ms, config.backoff.jitter);
     this.#rate = new RateLimiter(config.rate.messages_per_second, config.rate.bytes_per_second, () => clock.now());

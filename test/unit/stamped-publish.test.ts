@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import { encode, encodeWithMqttPacket } from "../../src/mqtt/codec.ts";
 import type { PublishPacket } from "../../src/mqtt/packets.ts";
 import type { Message } from "../../src/store/store.ts";
-import { type FerryStamp, PropertyStamper } from "../../src/sync/cloud-properties.ts";
+import { type FerryStamp, PropertyStamper, type StampMode } from "../../src/sync/cloud-properties.ts";
 import { type EncodableTopic, StampedPublishEncoder } from "../../src/sync/stamped-publish.ts";
 
 const NOW = 1_765_000_000_000;
@@ -34,7 +34,7 @@ interface Case {
 }
 
 /** The packet object path: what the MQTT.js client is given. */
-function reference(c: Case, version: 4 | 5, via: "codec" | "mqtt-packet"): Uint8Array {
+function reference(c: Case, version: 4 | 5, via: "codec" | "mqtt-packet", mode: StampMode = "full"): Uint8Array {
   const packet = {
     cmd: "publish",
     topic: c.topic,
@@ -45,7 +45,7 @@ function reference(c: Case, version: 4 | 5, via: "codec" | "mqtt-packet"): Uint8
     messageId: 0,
   } as PublishPacket;
   if (version === 5) {
-    packet.properties = new PropertyStamper().properties(c.m, NOW, c.stamp) as PublishPacket["properties"];
+    packet.properties = new PropertyStamper(mode).properties(c.m, NOW, c.stamp) as PublishPacket["properties"];
   }
   return via === "codec" ? encode(packet, version) : encodeWithMqttPacket(packet, version);
 }
@@ -103,17 +103,17 @@ function cases(): Case[] {
 }
 
 describe("stamped PUBLISH bytes equal the packet object's", () => {
-  for (const version of [5, 4] as const) {
-    test(`v${version}: every stamp, offset, topic, payload size, QoS, DUP, RETAIN and expiry; publisher properties`, () => {
-      const encoder = new StampedPublishEncoder(version);
+  for (const [version, mode] of [[5, "full"], [5, "dedup"], [5, "none"], [4, "full"]] as const) {
+    test(`v${version}, stamp ${mode}: every stamp, offset, topic, payload size, QoS, DUP, RETAIN and expiry; publisher properties`, () => {
+      const encoder = new StampedPublishEncoder(version, mode);
       let n = 0;
       for (const c of cases()) {
         const topic: EncodableTopic = { topic: c.topic };
         // Twice: the second time with the topic's bytes and the stamp's cached.
         for (let round = 0; round < 2; round++) {
           const bytes = encoder.encode(topic, c.payload, c.qos, c.retain, c.dup, c.m, NOW, c.stamp);
-          expect(Buffer.from(bytes).equals(Buffer.from(reference(c, version, "codec")))).toBe(true);
-          expect(Buffer.from(bytes).equals(Buffer.from(reference(c, version, "mqtt-packet")))).toBe(true);
+          expect(Buffer.from(bytes).equals(Buffer.from(reference(c, version, "codec", mode)))).toBe(true);
+          expect(Buffer.from(bytes).equals(Buffer.from(reference(c, version, "mqtt-packet", mode)))).toBe(true);
           n++;
         }
       }
@@ -121,27 +121,86 @@ describe("stamped PUBLISH bytes equal the packet object's", () => {
     });
   }
 
-  test("the stamp's cached bytes follow a change of clock state or log id between messages", () => {
-    const encoder = new StampedPublishEncoder(5);
-    const topic = { topic: "site/e/t" };
-    const seq: FerryStamp[] = [
-      { edgeId: "e", logId: "a", replay: false, clock: "unknown" },
-      { edgeId: "e", logId: "a", replay: false, clock: "synced" },
-      { edgeId: "e", logId: "b", replay: false, clock: "synced" },
-      { edgeId: "e", logId: "b", replay: false, clock: "synced" },
-    ];
-    seq.forEach((stamp, i) => {
-      const c: Case = {
-        topic: topic.topic,
-        payload: new Uint8Array([i]),
-        qos: 1,
-        retain: false,
-        dup: false,
-        m: message({ offset: i }),
-        stamp,
-      };
-      const bytes = encoder.encode(topic, c.payload, 1, false, false, c.m, NOW, stamp);
-      expect(Buffer.from(bytes).equals(Buffer.from(reference(c, 5, "codec")))).toBe(true);
+  test.each(["full", "dedup"] as const)(
+    "stamp %s: the cached bytes follow a change of clock state or log id between messages",
+    (mode) => {
+      const encoder = new StampedPublishEncoder(5, mode);
+      const topic = { topic: "site/e/t" };
+      const seq: FerryStamp[] = [
+        { edgeId: "e", logId: "a", replay: false, clock: "unknown" },
+        { edgeId: "e", logId: "a", replay: false, clock: "synced" },
+        { edgeId: "e", logId: "b", replay: false, clock: "synced" },
+        { edgeId: "e", logId: "b", replay: false, clock: "synced" },
+      ];
+      seq.forEach((stamp, i) => {
+        const c: Case = {
+          topic: topic.topic,
+          payload: new Uint8Array([i]),
+          qos: 1,
+          retain: false,
+          dup: false,
+          m: message({ offset: i }),
+          stamp,
+        };
+        const bytes = encoder.encode(topic, c.payload, 1, false, false, c.m, NOW, stamp);
+        expect(Buffer.from(bytes).equals(Buffer.from(reference(c, 5, "codec", mode)))).toBe(true);
+      });
+    },
+  );
+});
+
+describe("stamp modes", () => {
+  const props = (mode: StampMode, m: Message, stamp: FerryStamp) =>
+    new PropertyStamper(mode).properties(m, NOW, stamp)?.userProperties;
+  const live: FerryStamp = { edgeId: "e", logId: "L", replay: false, clock: "synced" };
+  const replay: FerryStamp = { ...live, replay: true };
+
+  test("dedup: the key and the replay marker, nothing else of Ferry's", () => {
+    expect(props("dedup", message(), live)).toEqual({
+      "ferry-edge-id": "e",
+      "ferry-log-id": "L",
+      "ferry-offset": "42",
     });
+    expect(props("dedup", message(), replay)).toEqual({
+      "ferry-edge-id": "e",
+      "ferry-log-id": "L",
+      "ferry-offset": "42",
+      "ferry-replay": "true",
+    });
+  });
+
+  test("none: no User Properties of Ferry's, and a publisher's fake ferry-* values are dropped", () => {
+    expect(props("none", message(), replay)).toBeUndefined();
+    const m = message({ properties: { userProperties: { unit: "C", "ferry-offset": "1", "ferry-replay": "true" } } });
+    expect(props("none", m, live)).toEqual({ unit: "C" });
+    const onlyFake = message({ properties: { userProperties: { "ferry-clock": "synced" } } });
+    expect(props("none", onlyFake, live)).toBeUndefined();
+  });
+
+  test("full: a publisher's ferry-* values are replaced, its replay marker dropped on a live message", () => {
+    const m = message({ properties: { userProperties: { unit: "C", "ferry-offset": "1", "ferry-replay": "true" } } });
+    const u = props("full", m, live)!;
+    expect(u.unit).toBe("C");
+    expect(u["ferry-offset"]).toBe("42");
+    expect(u["ferry-replay"]).toBeUndefined();
+  });
+
+  test("the wire: full > dedup > none for the same message", () => {
+    const sizes = (["full", "dedup", "none"] as const).map((mode) =>
+      new StampedPublishEncoder(5, mode).encode(
+        { topic: "t" },
+        new Uint8Array(64),
+        1,
+        false,
+        false,
+        message(),
+        NOW,
+        live,
+      )
+        .byteLength
+    );
+    expect(sizes[0]! - sizes[1]!).toBeGreaterThan(50);
+    expect(sizes[1]! - sizes[2]!).toBeGreaterThan(40);
+    expect(sizes[2]).toBe(2 + 3 + 2 + 1 + 64); // header, topic, packet id, empty properties, payload
   });
 });
