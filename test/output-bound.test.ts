@@ -227,3 +227,68 @@ describe("QoS 0 to a subscriber that does not read", () => {
     60_000,
   );
 });
+
+describe("a connection Ferry closes while output for it waits is not read any more", () => {
+  for (const transport of ["tcp", "tls"] as const) {
+    test(
+      `${transport}: a client flooding after its connection was closed for a malformed packet meets backpressure`,
+      async () => {
+        // A bound far above what this test makes wait, so that nothing pauses the connection
+        // before the close: only the close may stop the reading.
+        const big = await startBroker({
+          listeners: { tls_port: 0 },
+          tls: { cert: certs.serverCert, key: certs.serverKey },
+          limits: { max_output_bytes: 512 * 1024 * 1024 },
+        });
+        const broker = big.server.broker;
+        const port = transport === "tcp" ? big.port : big.server.tls!.port;
+        const s = await openRawStream(transport, port, certs.read(certs.ca));
+        try {
+          s.send(CONNECT);
+          await eventually(() => s.receivedBytes() >= 4, 3000, "CONNACK");
+          s.pause();
+          const batch = pingreqs(32 * 1024);
+          // At most 4 MiB per call: a socket the peer has closed takes writes without queueing them.
+          const push = () => {
+            for (let i = 0; i < 64 && !s.socket.destroyed && s.socket.writableLength < 1024 * 1024; i++) s.send(batch);
+          };
+          // PINGREQs until the kernel's buffers hold all the PINGRESPs they take and Ferry
+          // holds the rest: output waits for this client.
+          await eventually(
+            () => {
+              push();
+              return broker.connectionBytes.outputBytes() > 256 * 1024;
+            },
+            30_000,
+            "output waiting",
+          );
+          const errors = broker.metrics.protocolErrors;
+          s.send(Uint8Array.of(0x00, 0x00)); // packet type 0 is reserved: malformed
+          await eventually(
+            () => {
+              push();
+              return broker.metrics.protocolErrors > errors;
+            },
+            30_000,
+            "closed for the malformed packet",
+          );
+          // The client goes on sending for a second. Ferry must not read it: what the kernel
+          // buffers take (a few MB on loopback) is all that can leave the client. Read and
+          // dropped, it would be hundreds of MB.
+          const from = s.socket.bytesWritten - s.socket.writableLength;
+          const until = Date.now() + 1000;
+          while (Date.now() < until) {
+            push();
+            await new Promise((r) => setTimeout(r, 5));
+          }
+          const taken = s.socket.bytesWritten - s.socket.writableLength - from;
+          expect(taken).toBeLessThan(32 * 1024 * 1024);
+        } finally {
+          s.close();
+          await big.stop();
+        }
+      },
+      60_000,
+    );
+  }
+});

@@ -4,7 +4,8 @@
  * and the admin API's /metrics as the witness. Over TCP the connection is paused (the
  * read loop stops, the client's writes block) and the output Ferry holds stays under the
  * bound; Deno's WebSocket cannot stop reading, so there Ferry holds what arrives while
- * paused up to its limit and then closes the connection. Run with `deno task test:deno`.
+ * paused up to its limit and then closes the connection. A TCP connection Ferry closes while
+ * output for it still waits is not read any more either. Run with `deno task test:deno`.
  */
 import { encode } from "./raw-mqtt.ts";
 
@@ -33,9 +34,9 @@ interface Broker {
   stop(): Promise<void>;
 }
 
-async function startBroker(dir: string): Promise<Broker> {
+async function startBroker(dir: string, bound = BOUND): Promise<Broker> {
   const config = `${dir}/ferry.json`;
-  await Deno.writeTextFile(config, JSON.stringify({ limits: { max_output_bytes: BOUND, exempt_loopback: true } }));
+  await Deno.writeTextFile(config, JSON.stringify({ limits: { max_output_bytes: bound, exempt_loopback: true } }));
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, "edge/main.ts", "serve", "-c", config, "--host", "127.0.0.1", "--mqtt-port", "0"]
       .concat(["--ws-port", "0", "--admin-port", "0", "--data-dir", `${dir}/data`]),
@@ -152,6 +153,40 @@ Deno.test("ferry under deno: a WebSocket client that floods and never reads is c
     assert(closed, "Ferry closes a WebSocket that keeps sending while paused (Deno cannot stop reading it)");
     assert((await broker.metric("ferry_reading_paused_total")) >= 1, "it was paused first");
     assert((await broker.metric("ferry_output_bytes")) === 0, "nothing held once it is gone");
+  } finally {
+    conn.close();
+    await broker.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ferry under deno: a TCP client flooding after its connection was closed for a malformed packet meets backpressure", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-deno-closed-" });
+  // A bound far above what waits here: only the close may stop the reading.
+  const broker = await startBroker(dir, 512 * 1024 * 1024);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: broker.port });
+  try {
+    await conn.write(encode.connect("flood"));
+    await conn.read(new Uint8Array(4)); // CONNACK; never read again
+    const batch = pingreqs(32 * 1024);
+    for (let i = 0; i < 2000 && (await broker.metric("ferry_output_bytes")) <= 256 * 1024; i++) {
+      assert(await writeOrBlock(conn, batch, 2000), "Ferry reads until it closes the connection");
+    }
+    assert((await broker.metric("ferry_output_bytes")) > 256 * 1024, "output waits for the client");
+    const errors = await broker.metric("ferry_protocol_errors_total");
+    assert(await writeOrBlock(conn, Uint8Array.of(0x00, 0x00), 2000), "sent"); // packet type 0 is reserved
+    await eventually(async () => (await broker.metric("ferry_protocol_errors_total")) > errors, 10_000, "closed");
+    // Now nothing reads the client: its writes block once the kernel's buffers are full
+    // (a few MB on loopback). Read and dropped, they would go on at the socket's speed.
+    let written = 0;
+    let blocked = false;
+    const until = Date.now() + 3000;
+    while (!blocked && Date.now() < until) {
+      blocked = !(await writeOrBlock(conn, batch, 300));
+      if (!blocked) written += batch.byteLength;
+    }
+    assert(blocked, `the client's writes should block once Ferry stops reading (${written} bytes taken)`);
+    assert(written < 32 * 1024 * 1024, `${written} bytes taken after the close`);
   } finally {
     conn.close();
     await broker.stop();

@@ -72,6 +72,9 @@ export class DenoTcpConnection implements Connection {
     this.#schedule();
     // A peer that never reads must not keep the socket forever.
     this.#closeGuard = setTimeout(() => this.#end(), 5000);
+    // Nobody reads what it sends from now on: stop the read loop rather than read it, at the
+    // peer's speed, into garbage while our last bytes wait (markClosed wakes the loop to end).
+    this.pause();
   }
 
   /** The read loop saw the end of the stream or an error. */
