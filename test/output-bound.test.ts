@@ -229,19 +229,19 @@ describe("QoS 0 to a subscriber that does not read", () => {
 });
 
 describe("a connection Ferry closes while output for it waits is not read any more", () => {
-  for (const transport of ["tcp", "tls"] as const) {
+  for (const transport of ["tcp", "tls", "ws", "wss"] as const) {
     test(
       `${transport}: a client flooding after its connection was closed for a malformed packet meets backpressure`,
       async () => {
         // A bound far above what this test makes wait, so that nothing pauses the connection
         // before the close: only the close may stop the reading.
         const big = await startBroker({
-          listeners: { tls_port: 0 },
+          listeners: { tls_port: 0, ws_port: 0, wss_port: 0 },
           tls: { cert: certs.serverCert, key: certs.serverKey },
           limits: { max_output_bytes: 512 * 1024 * 1024 },
         });
         const broker = big.server.broker;
-        const port = transport === "tcp" ? big.port : big.server.tls!.port;
+        const port = { tcp: big.port, tls: big.server.tls!.port, ws: big.wsPort, wss: big.server.wss!.port }[transport];
         const s = await openRawStream(transport, port, certs.read(certs.ca));
         try {
           s.send(CONNECT);

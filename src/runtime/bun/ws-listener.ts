@@ -4,6 +4,9 @@ import type { TlsListener, TlsMaterial } from "../listener.ts";
 import { WriteCoalescer } from "../bytes.ts";
 import { bunTlsOptions, explainTlsError } from "./tls-listener.ts";
 
+/** Unread bytes above which a closing connection is cut off rather than closed gracefully (see close). */
+const TERMINATE_ABOVE = 64 * 1024;
+
 interface WsData {
   remote: string;
   ip: string | undefined;
@@ -63,7 +66,13 @@ class WsConnection implements Connection {
     if (this.#closed) return;
     this.#out.flush();
     this.#closed = true;
-    this.ws.close();
+    // Over 64 KiB still wait for a client that does not read: it would not read the close
+    // frame behind them soon either, and Bun goes on reading (and dropping) what a closing
+    // socket receives, at the client's speed. Cut it off instead (a client flooding into a
+    // connection just closed was read at 170-550 MB/s). A client that merely lags a little
+    // still gets the close handshake, after its last packets.
+    if (this.ws.getBufferedAmount() > TERMINATE_ABOVE) this.ws.terminate();
+    else this.ws.close();
   }
 
   markClosed(): void {
