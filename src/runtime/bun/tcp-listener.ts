@@ -3,6 +3,8 @@ import type { Connection, ConnectionHandler } from "../../core/connection.ts";
 
 /** How long a closing connection keeps reading and discarding after its FIN, before it closes. */
 const LINGER_MS = 100;
+/** What the linger reads and drops at most (see onData): a few acknowledgements, not a flood. */
+const LINGER_READ_MAX = 64 * 1024;
 
 /** Connections with writes waiting for the end of this event-loop turn, in first-write order. */
 let dirty: BunSocketConnection[] = [];
@@ -54,7 +56,8 @@ const PAUSED = 4;
 const CLOSING = 8;
 const CLOSED = 16;
 const LINGERING = 32; // the linger timer runs (see #endSoon)
-const PORT_SHIFT = 6;
+const CLOSE_PAUSED = 64; // paused by close() itself, not by the core (see close)
+const PORT_SHIFT = 7;
 
 /**
  * The writes waiting behind a connection's first one: made when a second write waits, and
@@ -144,7 +147,27 @@ export class BunSocketConnection implements Connection {
   }
 
   bufferedBytes(): number {
-    return this.#pendingBytes;
+    return (this.#state & LINGERING) !== 0 ? 0 : this.#pendingBytes;
+  }
+
+  /**
+   * Bytes from the peer. Once the connection is closing nothing listens: during the linger
+   * (see #endSoon) at most LINGER_READ_MAX bytes are read and dropped, then reading stops;
+   * past that a peer that is still sending gets the reset it asked for. Counted in
+   * #pendingBytes, which has nothing left to count once the linger starts.
+   */
+  onData(data: Uint8Array): void {
+    const state = this.#state;
+    if ((state & (CLOSING | CLOSED)) === 0) {
+      this.handler?.onData(data);
+      return;
+    }
+    if ((state & LINGERING) === 0) return;
+    this.#pendingBytes += data.byteLength;
+    if (this.#pendingBytes > LINGER_READ_MAX && (state & PAUSED) === 0) {
+      this.#state |= PAUSED;
+      this.socket.pause();
+    }
   }
 
   /**
@@ -154,7 +177,8 @@ export class BunSocketConnection implements Connection {
    */
   flush(): void {
     this.#state &= ~(SCHEDULED | BLOCKED);
-    if ((this.#state & CLOSED) !== 0) return;
+    // Lingering, nothing is owed (see #endSoon): #pendingBytes counts bytes read, not owed.
+    if ((this.#state & (CLOSED | LINGERING)) !== 0) return;
     const waiting = this.#more;
     if (waiting?.tail !== undefined) waiting.closeTail();
     const more = waiting?.items;
@@ -241,7 +265,10 @@ export class BunSocketConnection implements Connection {
       // does not read its own input would otherwise be read, and its bytes made garbage,
       // at full speed for those 5 s (a PINGREQ flood cut off for a malformed packet grew
       // RSS by 70 MB that way).
-      this.pause();
+      if ((this.#state & PAUSED) === 0) {
+        this.pause();
+        this.#state |= CLOSE_PAUSED;
+      }
     }
   }
 
@@ -255,10 +282,14 @@ export class BunSocketConnection implements Connection {
   #endSoon(): void {
     if ((this.#state & (CLOSED | LINGERING)) !== 0) return;
     this.#state |= LINGERING;
-    // Read (and drop) what the peer still sends during the linger, so that the close does
-    // not meet unread bytes and answer with RST: whoever paused reading is done with it.
-    if ((this.#state & PAUSED) !== 0) {
-      this.#state &= ~PAUSED;
+    // Read (and drop, up to LINGER_READ_MAX: see onData) what the peer still sends during
+    // the linger, so that the close does not meet unread bytes and answer with RST, if
+    // close() was what stopped reading it. A connection the core had paused stays paused:
+    // that peer sent more than Ferry would hold. Nothing is owed any more (the linger starts
+    // only once everything went out), so #pendingBytes counts what the linger reads.
+    this.#pendingBytes = 0;
+    if ((this.#state & CLOSE_PAUSED) !== 0) {
+      this.#state &= ~(PAUSED | CLOSE_PAUSED);
       this.socket.resume();
     }
     this.socket.shutdown();
@@ -303,7 +334,7 @@ export function listenTcp(host: string, port: number, accept: (conn: Connection)
         conn.handler = accept(conn);
       },
       data(socket, data) {
-        socket.data.handler?.onData(data);
+        socket.data.onData(data);
       },
       drain(socket) {
         socket.data.flush();

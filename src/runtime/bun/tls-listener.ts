@@ -90,7 +90,7 @@ export function listenTls(host: string, port: number, accept: Accept, tls: TlsMa
           conn.handler = accept(conn);
         },
         data(socket: Socket<BunTlsConnection>, data: Uint8Array) {
-          socket.data.handler?.onData(data);
+          socket.data.onData(data);
         },
         drain(socket: Socket<BunTlsConnection>) {
           socket.data.flush();
