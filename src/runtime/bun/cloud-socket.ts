@@ -7,6 +7,7 @@
 import type { Socket } from "bun";
 import type { CloudSocket, CloudSocketHandler, SocketOptions } from "../../sync/socket-port.ts";
 import { BunSocketConnection } from "./tcp-listener.ts";
+import { readHold } from "../read-hold.ts";
 
 /** What a socket carries: its connection once open, and the first error seen. */
 interface Slot {
@@ -28,14 +29,9 @@ function connectFailure(err: Error, o: SocketOptions): Error {
  */
 function flushedAfterTask(conn: BunSocketConnection): CloudSocket {
   let queued = false;
-  let held = false;
   const flush = () => {
     queued = false;
     conn.flush();
-  };
-  const release = () => {
-    held = false;
-    conn.resume(); // a no-op once closed
   };
   return {
     write(bytes) {
@@ -46,13 +42,8 @@ function flushedAfterTask(conn: BunSocketConnection): CloudSocket {
       }
     },
     bufferedBytes: () => conn.bufferedBytes(),
-    holdReads(ms) {
-      if (held) return;
-      held = true;
-      // Bun stops polling the socket for reads; writes and drains go on.
-      conn.pause();
-      setTimeout(release, ms);
-    },
+    // Bun stops polling the socket for reads; writes and drains go on.
+    holdReads: readHold(conn),
     close: () => conn.close(),
   };
 }

@@ -6,6 +6,7 @@
 import type { CloudSocket, CloudSocketHandler, SocketOptions } from "../../sync/socket-port.ts";
 import { deno, type DenoConn } from "./deno-api.ts";
 import { DenoTcpConnection } from "./tcp-listener.ts";
+import { readHold } from "../read-hold.ts";
 
 /** Deno's error names, as Node's codes (`connect ECONNREFUSED 127.0.0.1:1883`), which logs and tests know. */
 const NODE_CODES: Record<string, string> = {
@@ -81,19 +82,10 @@ export function connectCloudSocket(o: SocketOptions, h: CloudSocketHandler): Pro
     }
     const c = new DenoTcpConnection(reportingWrites(conn, h));
     void c.readLoop({ onData: (b) => h.onData(b), onClose: () => h.onClose() });
-    let held = false;
     return {
       write: (bytes) => c.write(bytes),
       bufferedBytes: () => c.bufferedBytes(),
-      holdReads(ms) {
-        if (held) return;
-        held = true;
-        c.pause(); // the read loop waits before its next read
-        setTimeout(() => {
-          held = false;
-          c.resume();
-        }, ms);
-      },
+      holdReads: readHold(c), // the read loop waits before its next read
       close: () => c.close(),
     };
   })();
