@@ -27,7 +27,14 @@
  *   held for the whole window, it would be paced at 10 messages per window. So a window also
  *   ends once nothing has come for IDLE_GAPS times the mean gap between the lists it gathered
  *   (at least MIN_IDLE_MS): a burst that has stopped ends it, while steady traffic (200 devices
- *   at 1 msg/s each, one device at 200 msg/s) keeps arriving and fills it.
+ *   at 1 msg/s each, one device at 200 msg/s) keeps arriving and fills it. Independent devices
+ *   arrive about as a Poisson stream, and there a quiet of k mean gaps comes by chance: with the
+ *   mean taken from the window's first gaps, 1/(1+k) at the second arrival alone, about e^-k per
+ *   gap later on. At k = 4 that ended about half the windows early at 200 devices × 1 msg/s (17
+ *   commits a second where 10 were due: a tenth more CPU, a quarter more flash writes); at 20
+ *   about one in fifteen (the unit test simulates it: 53 % at 4, 14 % at 10, 7 % at 20). A
+ *   burst's own gaps are a few tens of µs, so a burst still ends its window within MIN_IDLE_MS
+ *   or little more (BENCHMARKS.md, the idle rule's k).
  *
  * Bookkeeping lists (a delivery's "sent" mark, a completed delivery's deletion: WriteBehind's
  * `later`) wait for the window like any list but are not company: nothing waits for them,
@@ -51,7 +58,7 @@ const WORTH = 2;
 /** How often an unused window is tried again, ms. */
 const PROBE_MS = 1000;
 /** A window ends once no list came for this many mean gaps between the lists it gathered… */
-const IDLE_GAPS = 4;
+const IDLE_GAPS = 20;
 /** …but not before this many ms of quiet. */
 const MIN_IDLE_MS = 1;
 
