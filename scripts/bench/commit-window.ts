@@ -15,7 +15,8 @@
  * Cases (the device set's rows, same loads): disk-1, disk-10, disk-200 (1 device at 1/10/200
  * msg/s, 64 B), cpu-200x1 (200 devices × 1 msg/s, 100 B), cpu-50x100 (50 × 100 msg/s), latency
  * (10 × 1,000 msg/s, 64 B, window 64), sync-1 and sync-10 (one publisher, closed loop, 1 or 10
- * in flight: a client that waits for its acknowledgements), disk-200-long (disk-200 for 60 s:
+ * in flight: a client that waits for its acknowledgements), sync-1x2 and sync-1x4 (2 or 4 such
+ * publishers with 1 in flight each), disk-200-long (disk-200 for 60 s:
  * the WAL checkpoints, which the 5 s run never reaches, write each page into the database file
  * once more), disk-200-session (disk-200 for 20 s to a persistent subscriber: its deliveries
  * are written, and deleted once acknowledged).
@@ -55,6 +56,11 @@ const CASES: Case[] = [
   // keeping 10 in flight (Paho's default).
   { id: "sync-1", pubs: 1, ratePerPub: 0, pubWindow: 1, payload: 64, warmup: 1, duration: 5 },
   { id: "sync-10", pubs: 1, ratePerPub: 0, pubWindow: 10, payload: 64, warmup: 1, duration: 5 },
+  // A few such clients side by side (2 or 4, one in flight each): their next publishes come
+  // a little apart after the commit that acknowledges them all, so the idle rule must end the
+  // window on their quiet, not wait it out.
+  { id: "sync-1x2", pubs: 2, ratePerPub: 0, pubWindow: 1, payload: 64, warmup: 1, duration: 5 },
+  { id: "sync-1x4", pubs: 4, ratePerPub: 0, pubWindow: 1, payload: 64, warmup: 1, duration: 5 },
 ];
 
 const windows = flag("windows", "0,5,10,20,50").split(",").map((w) => (w === "d" ? "d" : Number(w)));

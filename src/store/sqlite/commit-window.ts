@@ -31,10 +31,11 @@
  *   arrive about as a Poisson stream, and there a quiet of k mean gaps comes by chance: with the
  *   mean taken from the window's first gaps, 1/(1+k) at the second arrival alone, about e^-k per
  *   gap later on. At k = 4 that ended about half the windows early at 200 devices × 1 msg/s (17
- *   commits a second where 10 were due: a tenth more CPU, a quarter more flash writes); at 20
- *   about one in fifteen (the unit test simulates it: 53 % at 4, 14 % at 10, 7 % at 20). A
- *   burst's own gaps are a few tens of µs, so a burst still ends its window within MIN_IDLE_MS
- *   or little more (BENCHMARKS.md, the idle rule's k).
+ *   commits a second where 10 were due, and a fifth more flash writes); at 10 about one in
+ *   seven (the unit test simulates it: 53 % at 4, 14 % at 10, 7 % at 20). k is not larger
+ *   because a few clients that each wait for their ack answer the same commit some hundreds
+ *   of µs apart, and each of them waits out k of those gaps every cycle: 2 and 4 such clients
+ *   lost 18 and 12 % of their rate at k = 20, none at 10 (BENCHMARKS.md, the idle rule's k).
  *
  * Bookkeeping lists (a delivery's "sent" mark, a completed delivery's deletion: WriteBehind's
  * `later`) wait for the window like any list but are not company: nothing waits for them,
@@ -58,7 +59,7 @@ const WORTH = 2;
 /** How often an unused window is tried again, ms. */
 const PROBE_MS = 1000;
 /** A window ends once no list came for this many mean gaps between the lists it gathered… */
-const IDLE_GAPS = 20;
+const IDLE_GAPS = 10;
 /** …but not before this many ms of quiet. */
 const MIN_IDLE_MS = 1;
 
