@@ -3,13 +3,15 @@
  * flight at once, and prints each offset only after its commit() resolved — i.e.
  * after the moment the broker would have sent PUBACK.
  *
- * usage: bun test/store/crash-writer.ts <db path> <messages>
+ * usage: bun test/store/crash-writer.ts <db path> <messages> [background]
+ * (`background`: the WAL's fsync off the event loop, as with `storage.writer_thread: false`)
  */
 import { sqliteStore } from "./sqlite-helpers.ts";
 
-const [path, countArg] = process.argv.slice(2);
-if (!path || !countArg) throw new Error("usage: crash-writer.ts <db path> <messages>");
-const store = sqliteStore(path);
+const [path, countArg, mode] = process.argv.slice(2);
+if (!path || !countArg) throw new Error("usage: crash-writer.ts <db path> <messages> [background]");
+// In the background mode, checkpoints every 64 KiB, so that the kill also lands among them.
+const store = sqliteStore(path, mode === "background" ? { syncInBackground: true, checkpointBytes: 64 * 1024 } : {});
 const { nextOffset } = await store.open();
 const end = nextOffset + Number(countArg);
 let next = nextOffset;

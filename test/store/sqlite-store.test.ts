@@ -15,6 +15,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { bunSqliteDriver } from "../../src/runtime/bun/sqlite-driver.ts";
+import type { SqliteDriver } from "../../src/store/sqlite/driver.ts";
 import { threadWrittenBytes } from "../../src/runtime/thread-io.ts";
 import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
@@ -38,12 +39,28 @@ const variants = [
   { name: "sqlite (commit)", driver: bunSqliteDriver, durability: "commit" },
   { name: "sqlite (periodic)", driver: bunSqliteDriver, durability: "periodic" },
   { name: "sqlite (commit, node:sqlite driver)", driver: nodeSqliteDriver, durability: "commit" },
+  // The store on the event loop (`storage.writer_thread: false`): the WAL's fsync off the loop.
+  { name: "sqlite (commit, fsync in the background)", driver: bunSqliteDriver, durability: "commit", background: true },
+  {
+    name: "sqlite (periodic, fsync in the background)",
+    driver: bunSqliteDriver,
+    durability: "periodic",
+    background: true,
+  },
+  {
+    name: "sqlite (commit, node:sqlite driver, fsync in the background)",
+    driver: nodeSqliteDriver,
+    durability: "commit",
+    background: true,
+  },
 ] as const;
 
-for (const { name, driver, durability } of variants) {
+for (const variant of variants) {
+  const { name, driver, durability } = variant;
+  const syncInBackground = "background" in variant;
   runStoreContract(
     name,
-    fileStoreFactory((path, options) => new SqliteStore(driver, { path, durability, ...options })),
+    fileStoreFactory((path, options) => new SqliteStore(driver, { path, durability, syncInBackground, ...options })),
     { describe, test, expect, afterEach },
     { ageTrimming: true },
   );
@@ -310,6 +327,301 @@ describe("SqliteStore periodic durability", () => {
     await store.close();
     const { store: reopened } = await opened(path);
     expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+  });
+});
+
+/**
+ * The bun:sqlite driver with a background fsync the test completes by hand: each call is
+ * recorded with the transactions committed when it began, and returns when `finish` says.
+ */
+function heldSyncDriver() {
+  const calls: Array<{ path: string; transactions: number; finish: (error?: Error) => void }> = [];
+  let store: SqliteStore | undefined;
+  const driver: SqliteDriver = {
+    ...bunSqliteDriver,
+    backgroundSync: (path) => ({
+      sync: () =>
+        new Promise<void>((resolve, reject) => {
+          calls.push({
+            path,
+            transactions: store?.stats().transactions ?? -1,
+            finish: (error) => (error ? reject(error) : resolve()),
+          });
+        }),
+      close: () => {},
+    }),
+  };
+  return { calls, driver, attach: (s: SqliteStore) => (store = s) };
+}
+
+/** Settles once the microtasks and the turn's callbacks have run. */
+const turn = () => new Promise<void>((resolve) => setTimeout(resolve, 5));
+
+/** Whether `promise` has settled yet (and how). */
+function watch(promise: Promise<unknown>): { state: "pending" | "resolved" | "rejected"; error?: unknown } {
+  const seen: { state: "pending" | "resolved" | "rejected"; error?: unknown } = { state: "pending" };
+  promise.then(
+    () => (seen.state = "resolved"),
+    (error: unknown) => {
+      seen.state = "rejected";
+      seen.error = error;
+    },
+  );
+  return seen;
+}
+
+describe("SqliteStore with the WAL's fsync in the background (writer_thread: false)", () => {
+  async function heldStore() {
+    const held = heldSyncDriver();
+    const path = join(scratch(), "bg.db");
+    const store = new SqliteStore(held.driver, { path, durability: "commit", syncInBackground: true });
+    held.attach(store);
+    const recovered = await store.open();
+    cleanups.push(() => store.close().catch(() => {}));
+    return { ...held, store, path, base: recovered.nextOffset };
+  }
+
+  test("a commit settles only after an fsync of the WAL that began after its transaction", async () => {
+    const { calls, store, path, base } = await heldStore();
+    const first = watch(store.commit([append(message(base))]));
+    await turn();
+    expect(store.stats().transactions).toBe(1);
+    expect(calls.map((c) => [c.path, c.transactions])).toEqual([[`${path}-wal`, 1]]);
+    expect(first.state).toBe("pending");
+    calls[0]!.finish();
+    await turn();
+    expect(first.state).toBe("resolved");
+  });
+
+  test("lists that come during an fsync make one transaction after it, answered by the next fsync", async () => {
+    const { calls, store, base } = await heldStore();
+    const first = watch(store.commit([append(message(base))]));
+    await turn();
+    const later = [1, 2, 3].map((i) => watch(store.commit([append(message(base + i))])));
+    await turn();
+    // One transaction and one fsync in flight at a time: the three wait.
+    expect(store.stats().transactions).toBe(1);
+    expect(calls).toHaveLength(1);
+    calls[0]!.finish();
+    await turn();
+    expect(first.state).toBe("resolved");
+    expect(store.stats().transactions).toBe(2);
+    expect(calls.map((c) => c.transactions)).toEqual([1, 2]);
+    expect(later.map((w) => w.state)).toEqual(["pending", "pending", "pending"]);
+    calls[1]!.finish();
+    await turn();
+    expect(later.map((w) => w.state)).toEqual(["resolved", "resolved", "resolved"]);
+  });
+
+  test("a failed WAL fsync refuses the lists waiting for it and everything after, until a restart", async () => {
+    const { calls, store, path, base } = await heldStore();
+    const first = watch(store.commit([append(message(base))]));
+    await turn();
+    const gathered = watch(store.commit([append(message(base + 1))]));
+    calls[0]!.finish(new Error("EIO"));
+    await turn();
+    expect(first.state).toBe("rejected");
+    expect(String(first.error)).toMatch(/fsync of the WAL failed \(EIO\); nothing more can be acknowledged/);
+    expect(gathered.state).toBe("rejected");
+    // Linux may have dropped the pages it could not write: no later fsync can vouch for them.
+    expect(String(await rejection(store.commit([append(message(base + 2))])))).toMatch(/fsync of the WAL failed/);
+    expect(calls).toHaveLength(1);
+    await store.close();
+    // A restart recovers what is on the disk and acknowledges again.
+    const { store: reopened, recovered } = await opened(path);
+    await reopened.commit([append(message(recovered.nextOffset))]);
+  });
+
+  test("the log's readers see a message only once its fsync has returned", async () => {
+    const { calls, store, base } = await heldStore();
+    void store.commit([append(message(base))]);
+    // Still gathering: nobody was told it is logged, and a read leaves it out.
+    expect(await store.readLog(base, 10)).toEqual([]);
+    await turn();
+    expect(calls).toHaveLength(1);
+    // Written, its fsync running: the read waits for the disk.
+    const read = store.readLog(base, 10);
+    const seen = watch(read);
+    await turn();
+    expect(seen.state).toBe("pending");
+    calls[0]!.finish();
+    expect((await read).map((m) => m.offset)).toEqual([base]);
+  });
+
+  test("close() answers what waits for an fsync, and all of it is there after reopening", async () => {
+    const { calls, store, path, base } = await heldStore();
+    const first = watch(store.commit([append(message(base))]));
+    await turn();
+    const second = watch(store.commit([append(message(base + 1))]));
+    expect(calls).toHaveLength(1);
+    await store.close();
+    expect([first.state, second.state]).toEqual(["resolved", "resolved"]);
+    const { store: reopened } = await opened(path);
+    expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+  });
+
+  test("a checkpoint follows a WAL fsync, and its database fsync holds the next transaction", async () => {
+    const held = heldSyncDriver();
+    const path = join(scratch(), "ckpt.db");
+    let clock = 0;
+    const store = new SqliteStore(held.driver, {
+      path,
+      durability: "commit",
+      syncInBackground: true,
+      checkpointBytes: 1,
+      // Each look at the clock is 200 ms on, past the store's limit on how often it checks.
+      now: () => (clock += 200),
+    });
+    held.attach(store);
+    const { nextOffset: base } = await store.open();
+    cleanups.push(() => store.close().catch(() => {}));
+    const { calls } = held;
+
+    const first = watch(store.commit([append(message(base))]));
+    await turn();
+    expect(calls.map((c) => c.path)).toEqual([`${path}-wal`]);
+    const second = watch(store.commit([append(message(base + 1))]));
+    await turn();
+    calls[0]!.finish();
+    await turn();
+    // The WAL is durable: checkpoint, then the database's fsync, before the second list's transaction.
+    expect(first.state).toBe("resolved");
+    expect(store.checkpoints).toBe(1);
+    expect(calls.map((c) => c.path)).toEqual([`${path}-wal`, path]);
+    await turn();
+    expect(store.stats().transactions).toBe(1);
+    expect(second.state).toBe("pending");
+    calls[1]!.finish();
+    await turn();
+    expect(store.stats().transactions).toBe(2);
+    expect(calls.map((c) => c.path)).toEqual([`${path}-wal`, path, `${path}-wal`]);
+    calls[2]!.finish();
+    await turn();
+    expect(second.state).toBe("resolved");
+    // And again: the WAL grew since the last checkpoint. close() waits for its database fsync.
+    expect(calls.map((c) => c.path)).toEqual([`${path}-wal`, path, `${path}-wal`, path]);
+    const closed = watch(store.close());
+    await turn();
+    expect(closed.state).toBe("pending");
+    calls[3]!.finish();
+    await store.close();
+    const { store: reopened } = await opened(path);
+    expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+  });
+
+  test("periodic flushes wait for the WAL's fsync and for a checkpoint's database fsync", async () => {
+    const held = heldSyncDriver();
+    const path = join(scratch(), "ckpt-periodic.db");
+    let clock = 0;
+    const store = new SqliteStore(held.driver, {
+      path,
+      durability: "periodic",
+      flushIntervalMs: 5,
+      syncInBackground: true,
+      checkpointBytes: 1,
+      now: () => (clock += 200),
+    });
+    held.attach(store);
+    const { nextOffset: base } = await store.open();
+    cleanups.push(() => store.close().catch(() => {}));
+    const { calls } = held;
+    const idle = () => new Promise((resolve) => setTimeout(resolve, 50));
+
+    await store.commit([append(message(base))]);
+    await eventually(() => calls.length === 1, 5000, "the first flush's fsync");
+    // Acknowledged at once, as periodic lists are, but written only after that fsync.
+    await store.commit([append(message(base + 1))]);
+    await idle();
+    expect(store.stats().transactions).toBe(1);
+    calls[0]!.finish();
+    // The whole WAL is durable: a checkpoint and the database's fsync, and still no flush.
+    await eventually(() => calls.length === 2, 5000, "the checkpoint's fsync");
+    expect(store.checkpoints).toBe(1);
+    expect(calls[1]!.path).toBe(path);
+    await idle();
+    expect(store.stats().transactions).toBe(1);
+    calls[1]!.finish();
+    await eventually(() => store.stats().transactions === 2, 5000, "the flush after the database's fsync");
+    await eventually(() => calls.length === 3, 5000, "its WAL fsync");
+    expect(calls[2]!.path).toBe(`${path}-wal`);
+    calls[2]!.finish();
+    await eventually(() => calls.length === 4, 5000, "the next checkpoint's fsync");
+    calls[3]!.finish();
+    await store.close();
+    const { store: reopened } = await opened(path);
+    expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+  });
+
+  test("close() during a checkpoint's database fsync waits for it, then writes what gathered", async () => {
+    const held = heldSyncDriver();
+    const path = join(scratch(), "ckpt-close.db");
+    let clock = 0;
+    const store = new SqliteStore(held.driver, {
+      path,
+      durability: "commit",
+      syncInBackground: true,
+      checkpointBytes: 1,
+      now: () => (clock += 200),
+    });
+    held.attach(store);
+    const { nextOffset: base } = await store.open();
+    void store.commit([append(message(base))]);
+    await turn();
+    held.calls[0]!.finish();
+    await turn();
+    expect(held.calls.map((c) => c.path)).toEqual([`${path}-wal`, path]);
+    const gathered = watch(store.commit([append(message(base + 1))]));
+    const closed = watch(store.close());
+    await turn();
+    expect(closed.state).toBe("pending");
+    expect(store.stats().transactions).toBe(1);
+    held.calls[1]!.finish();
+    await turn();
+    // The transaction after the database fsync, then close's own: the list is answered.
+    expect(gathered.state).toBe("resolved");
+    expect(closed.state).toBe("resolved");
+    const { store: reopened } = await opened(path);
+    expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
+  });
+
+  test("with the real fsyncs, checkpoints keep every committed message across reopen", async () => {
+    const path = join(scratch(), "ckpt-real.db");
+    const store = new SqliteStore(bunSqliteDriver, {
+      path,
+      durability: "commit",
+      syncInBackground: true,
+      checkpointBytes: 16 * 1024,
+    });
+    const { nextOffset: base } = await store.open();
+    for (let round = 0; round < 30; round++) {
+      await Promise.all(
+        Array.from(
+          { length: 10 },
+          (_, i) => store.commit([append(message(base + round * 10 + i, new Uint8Array(900).fill(i)))]),
+        ),
+      );
+      // Past the store's limit on how often it looks at the write count.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(store.checkpoints).toBeGreaterThan(0);
+    await store.close();
+    const { store: reopened } = await opened(path);
+    expect((await reopened.readLog(base, 1000)).map((m) => m.offset)).toEqual(
+      Array.from({ length: 300 }, (_, i) => base + i),
+    );
+  });
+
+  test("the real background fsync: commits resolve, and periodic flushes go on", async () => {
+    const path = join(scratch(), "real.db");
+    for (const durability of ["commit", "periodic"] as const) {
+      const store = new SqliteStore(bunSqliteDriver, { path, durability, syncInBackground: true, flushIntervalMs: 20 });
+      const { nextOffset } = await store.open();
+      await Promise.all([0, 1, 2].map((i) => store.commit([append(message(nextOffset + i))])));
+      await eventually(() => store.stats().transactions > 0, 5000, "a flush");
+      await store.close();
+    }
+    const { store } = await opened(path);
+    expect((await store.readLog(0, 10)).length).toBe(6);
   });
 });
 
@@ -871,82 +1183,93 @@ function fillDisk(dir: string): string {
 }
 
 describe("SqliteStore on a full disk", () => {
-  test.skipIf(!tmpfsMounted)(
-    "commits fail with StoreFullError, nothing half-written, and succeed again once space returns",
-    async () => {
-      const path = join(tmpfsDir, "ferry.db");
-      cleanups.push(() => {
-        for (const f of [path, `${path}-wal`, `${path}-shm`, join(tmpfsDir, "filler")]) {
-          if (existsSync(f)) unlinkSync(f);
+  for (const syncInBackground of [false, true]) {
+    test.skipIf(!tmpfsMounted)(
+      `commits fail with StoreFullError, nothing half-written, and succeed again once space returns${
+        syncInBackground ? " (fsync in the background)" : ""
+      }`,
+      async () => {
+        const path = join(tmpfsDir, "ferry.db");
+        cleanups.push(() => {
+          for (const f of [path, `${path}-wal`, `${path}-shm`, join(tmpfsDir, "filler")]) {
+            if (existsSync(f)) unlinkSync(f);
+          }
+        });
+        const { store, recovered } = await opened(path, { syncInBackground });
+        const base = recovered.nextOffset;
+        await store.commit([{ op: "session-put", session: sessionRecord("c") }, append(message(base))]);
+
+        const filler = fillDisk(tmpfsDir);
+        const committed: number[] = [base];
+        let error: unknown;
+        let offset = base + 1;
+        for (; offset < base + 500; offset++) {
+          error = await rejection(store.commit([append(message(offset, new Uint8Array(8192).fill(1)))]));
+          if (error) break;
+          committed.push(offset);
         }
-      });
-      const { store, recovered } = await opened(path);
-      const base = recovered.nextOffset;
-      await store.commit([{ op: "session-put", session: sessionRecord("c") }, append(message(base))]);
+        expect(error).toBeInstanceOf(StoreFullError);
+        expect((error as Error).message).toMatch(/disk full/);
+        expect(store.stats().full).toBe(true);
+        const failed = offset;
+        // Reads still work and show exactly what committed.
+        expect((await store.readLog(base, 1000)).map((m) => m.offset)).toEqual(committed);
 
-      const filler = fillDisk(tmpfsDir);
-      const committed: number[] = [base];
-      let error: unknown;
-      let offset = base + 1;
-      for (; offset < base + 500; offset++) {
-        error = await rejection(store.commit([append(message(offset, new Uint8Array(8192).fill(1)))]));
-        if (error) break;
-        committed.push(offset);
-      }
-      expect(error).toBeInstanceOf(StoreFullError);
-      expect((error as Error).message).toMatch(/disk full/);
-      expect(store.stats().full).toBe(true);
-      const failed = offset;
-      // Reads still work and show exactly what committed.
-      expect((await store.readLog(base, 1000)).map((m) => m.offset)).toEqual(committed);
+        unlinkSync(filler);
+        await store.commit([append(message(failed + 1, new Uint8Array(8192).fill(2)))]);
+        expect(store.stats().full).toBe(false);
+        await store.close();
 
-      unlinkSync(filler);
-      await store.commit([append(message(failed + 1, new Uint8Array(8192).fill(2)))]);
-      expect(store.stats().full).toBe(false);
-      await store.close();
-
-      const again = await opened(path);
-      expect((await again.store.readLog(base, 1000)).map((m) => m.offset)).toEqual([...committed, failed + 1]);
-      expect(again.recovered.nextOffset).toBe(failed + 2);
-      expect(again.recovered.sessions.map((s) => s.session.clientId)).toEqual(["c"]);
-    },
-  );
+        const again = await opened(path);
+        expect((await again.store.readLog(base, 1000)).map((m) => m.offset)).toEqual([...committed, failed + 1]);
+        expect(again.recovered.nextOffset).toBe(failed + 2);
+        expect(again.recovered.sessions.map((s) => s.session.clientId)).toEqual(["c"]);
+      },
+    );
+  }
 });
 
 describe("SqliteStore after kill -9", () => {
-  test("every offset whose commit resolved is in the log after reopen", async () => {
-    const path = join(scratch(), "crash.db");
-    const child = Bun.spawn([process.execPath, join(import.meta.dir, "crash-writer.ts"), path, "1000000"], {
-      stdout: "pipe",
-      stderr: "inherit",
-    });
-    const printed: number[] = [];
-    const decoder = new TextDecoder();
-    let buffered = "";
-    let killed = false;
-    const reader = child.stdout.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      buffered += decoder.decode(value, { stream: true });
-      const lines = buffered.split("\n");
-      buffered = lines.pop()!;
-      for (const line of lines) printed.push(Number(line));
-      if (!killed && printed.length >= 3000) {
-        child.kill("SIGKILL");
-        killed = true;
-      }
-    }
-    await child.exited;
-    expect(killed).toBe(true);
-    expect(child.signalCode).toBe("SIGKILL");
+  for (const background of [false, true]) {
+    test(
+      `every offset whose commit resolved is in the log after reopen${background ? " (fsync in the background)" : ""}`,
+      async () => {
+        const path = join(scratch(), "crash.db");
+        const args = [join(import.meta.dir, "crash-writer.ts"), path, "1000000", ...(background ? ["background"] : [])];
+        const child = Bun.spawn([process.execPath, ...args], {
+          stdout: "pipe",
+          stderr: "inherit",
+        });
+        const printed: number[] = [];
+        const decoder = new TextDecoder();
+        let buffered = "";
+        let killed = false;
+        const reader = child.stdout.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          buffered += decoder.decode(value, { stream: true });
+          const lines = buffered.split("\n");
+          buffered = lines.pop()!;
+          for (const line of lines) printed.push(Number(line));
+          if (!killed && printed.length >= 3000) {
+            child.kill("SIGKILL");
+            killed = true;
+          }
+        }
+        await child.exited;
+        expect(killed).toBe(true);
+        expect(child.signalCode).toBe("SIGKILL");
 
-    const { store, recovered } = await opened(path);
-    const log = new Set((await store.readLog(0, 2_000_000)).map((m) => m.offset));
-    const missing = printed.filter((offset) => !log.has(offset));
-    expect(missing).toEqual([]);
-    expect(recovered.nextOffset).toBeGreaterThan(Math.max(...printed));
-    // The child was stopped mid-stream, not after finishing.
-    expect(log.size).toBeLessThan(1_000_000);
-  }, 60_000);
+        const { store, recovered } = await opened(path);
+        const log = new Set((await store.readLog(0, 2_000_000)).map((m) => m.offset));
+        const missing = printed.filter((offset) => !log.has(offset));
+        expect(missing).toEqual([]);
+        expect(recovered.nextOffset).toBeGreaterThan(Math.max(...printed));
+        // The child was stopped mid-stream, not after finishing.
+        expect(log.size).toBeLessThan(1_000_000);
+      },
+      60_000,
+    );
+  }
 });

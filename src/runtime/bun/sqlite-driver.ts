@@ -7,6 +7,7 @@ import {
   type SqlRow,
   type SqlValue,
 } from "../../store/sqlite/driver.ts";
+import { backgroundFsync } from "../background-fsync.ts";
 import { threadWrittenBytes } from "../thread-io.ts";
 
 /** The SQLite driver over `bun:sqlite`; the only module that imports it. */
@@ -46,6 +47,8 @@ export const bunSqliteDriver: SqliteDriver = {
   },
 
   writtenBytes: threadWrittenBytes,
+
+  backgroundSync: backgroundFsync,
 
   resultCode(error: unknown): number | undefined {
     // bun:sqlite throws SQLiteError with `errno` = the extended result code

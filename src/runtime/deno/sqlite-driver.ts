@@ -7,6 +7,7 @@ import {
   type SqlRow,
   type SqlValue,
 } from "../../store/sqlite/driver.ts";
+import { backgroundFsync } from "../background-fsync.ts";
 import { threadWrittenBytes } from "../thread-io.ts";
 
 /**
@@ -40,6 +41,8 @@ export const nodeSqliteDriver: SqliteDriver = {
   },
 
   writtenBytes: threadWrittenBytes,
+
+  backgroundSync: backgroundFsync,
 
   resultCode(error: unknown): number | undefined {
     // node:sqlite throws Error{ code: "ERR_SQLITE_ERROR", errcode, errstr }, where

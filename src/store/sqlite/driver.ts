@@ -47,6 +47,23 @@ export interface SqliteDriver {
    * store reports the difference since it opened as its flash wear.
    */
   writtenBytes?(): number | undefined;
+  /**
+   * An fsync of the file at `path` that runs off the calling thread (the runtime's thread
+   * pool), so the event loop keeps serving sockets while the disk flushes. Absent where the
+   * runtime has none; the store then lets SQLite fsync in line (`synchronous = FULL`).
+   */
+  backgroundSync?(path: string): FileSync;
+}
+
+/** A file flushed to stable storage on demand, off the calling thread. */
+export interface FileSync {
+  /**
+   * Resolves once everything written to the file before the call is on stable storage
+   * (fsync, not fdatasync: a WAL that grew must have its new size durable too).
+   */
+  sync(): Promise<void>;
+  /** Releases the file. A sync still running may then fail; nobody waits for it any more. */
+  close(): void;
 }
 
 /** Primary result codes the store reacts to (https://sqlite.org/rescode.html). */

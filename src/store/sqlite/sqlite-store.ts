@@ -10,6 +10,7 @@ import {
   type StoreStats,
 } from "../store.ts";
 import {
+  type FileSync,
   SQLITE_BUSY,
   SQLITE_CORRUPT,
   SQLITE_FULL,
@@ -70,7 +71,35 @@ export interface SqliteStoreOptions {
    * keeps the lists for the next attempt). The storage thread forwards it.
    */
   onFlush?: (failure?: Error) => void;
+  /**
+   * Let SQLite write without waiting for the disk (`synchronous = OFF`, and no automatic
+   * checkpoints) and fsync the WAL on the runtime's thread pool after each transaction (the
+   * driver's `backgroundSync`); in commit mode a list settles only once that fsync has
+   * returned. The store makes the checkpoints itself (#checkpoint). For the store on the
+   * event loop (`storage.writer_thread: false`), which would otherwise stop every socket for
+   * each fsync. Ignored where the driver has no background sync.
+   */
+  syncInBackground?: boolean;
+  /**
+   * `syncInBackground`: bytes the store writes (as the kernel counts them for its thread)
+   * between two checkpoints, which Ferry then makes itself (see #checkpoint). Default
+   * CHECKPOINT_BYTES; where the kernel does not count, every CHECKPOINT_TRANSACTIONS.
+   */
+  checkpointBytes?: number;
 }
+
+/**
+ * SQLite checkpoints a WAL of 1,000 pages by default; about that much, with Ferry's 1 KiB pages.
+ * Larger saves no flash (every page in the WAL reaches the database once per checkpoint, and
+ * most are new leaves of the log, written once whatever the interval) but grows the WAL.
+ */
+export const CHECKPOINT_BYTES = 1 << 20;
+/** Where the kernel does not count a thread's writes: a checkpoint every this many transactions. */
+const CHECKPOINT_TRANSACTIONS = 500;
+/** How often #checkpointDue reads the kernel's count (a file read), at most. */
+const CHECKPOINT_CHECK_MS = 100;
+/** A checkpoint's fsync of the database that failed is tried again after this long; writes wait. */
+const DB_SYNC_RETRY_MS = 1000;
 
 /** Stats of the SQLite store; the optional StoreStats fields are always present. */
 export interface SqliteStoreStats extends StoreStats {
@@ -158,16 +187,18 @@ const defer: (fn: () => void) => void = typeof setImmediate === "function"
  * checkpoints, so the last transactions before a power loss can vanish even though
  * COMMIT returned — exactly the messages already PUBACKed. FULL syncs the WAL at
  * every commit; group commit keeps that to one fsync per batch (commit mode) or per
- * interval (periodic), which is why FULL costs little here.
+ * interval (periodic), which is why FULL costs little here. With `syncInBackground` the
+ * store runs OFF and makes each fsync itself, off the event loop, before it answers.
  *
  * Why `locking_mode = EXCLUSIVE`: the store is owned by one broker process. The lock
  * makes a second broker on the same file fail at open instead of interleaving
  * offsets, and lets WAL keep its index in heap memory rather than a mmapped -shm
  * file (no shared-memory file to fail on a full disk).
  *
- * bun:sqlite and node:sqlite are synchronous: a flush, fsync included, runs on the
- * event loop. Commits arriving meanwhile wait in the socket buffers and form the
- * next batch.
+ * bun:sqlite and node:sqlite are synchronous: a flush runs on the calling thread. On the
+ * storage thread (threaded-store.ts) its fsync does too. On the event loop
+ * (`syncInBackground`), SQLite only writes and the WAL's fsync runs on the runtime's thread
+ * pool; lists that arrive meanwhile form the next transaction, made when it returns.
  */
 export class SqliteStore implements Store {
   readonly kind = "sqlite";
@@ -203,6 +234,33 @@ export class SqliteStore implements Store {
   #nextTtlCheck = 0;
   /** Periodic: appends acknowledged and waiting in #queue for the flush. */
   #queuedAppends = 0;
+  /** `syncInBackground`: the WAL's fsync, off the event loop. */
+  #walSync: FileSync | undefined;
+  /**
+   * `syncInBackground`: who waits for the fsync in flight (each to be told its outcome), or
+   * undefined when none is. Every transaction they wait for committed before it started.
+   */
+  #syncing: Array<(failure?: Error) => void> | undefined;
+  /** `syncInBackground`: who waits for a transaction that committed after the fsync in flight began. */
+  #unsynced: Array<(failure?: Error) => void> = [];
+  /** `syncInBackground`: the database file's fsync, after each checkpoint. */
+  #dbSync: FileSync | undefined;
+  /** `syncInBackground`: the write count and transactions at the last checkpoint, and when it was last looked at. */
+  #writtenAtCheckpoint = 0;
+  #transactionsAtCheckpoint = 0;
+  #checkpointCheckedAt = -Infinity;
+  #checkpoints = 0;
+  /** `syncInBackground`: the waiters of a checkpoint's database fsync while it runs. No transaction may start then. */
+  #dbSyncing: Array<(failure?: Error) => void> | undefined;
+  /** close() while it waits for that fsync: a second call gets the same promise. */
+  #closing: Promise<void> | undefined;
+  /**
+   * `syncInBackground`: a WAL fsync failed. Linux may then have dropped the pages it could not
+   * write (and marked them clean), so a later fsync that succeeds proves nothing for them, and
+   * the WAL's checksum chain ends at the first lost frame: every transaction after it would be
+   * lost too. So nothing more is acknowledged until a restart recovers what is on the disk.
+   */
+  #syncBroken: Error | undefined;
 
   constructor(driver: SqliteDriver, options: SqliteStoreOptions) {
     this.#driver = driver;
@@ -259,6 +317,22 @@ export class SqliteStore implements Store {
       migrate(db, version);
 
       const state = recover(db, sink);
+      const background = this.#options.syncInBackground ? this.#driver.backgroundSync : undefined;
+      if (background) {
+        // Why OFF is safe here, when the class comment rules NORMAL out: SQLite then makes no
+        // fsync at all, and the store makes each one it left out, off the event loop, in the
+        // order SQLite would have (see #checkpoint):
+        // - a commit: the WAL, before anyone is told the commit is durable (this also covers
+        //   the WAL header SQLite rewrites when it starts the WAL over);
+        // - a checkpoint: only of frames already fsynced, then the database file, before any
+        //   write can start the WAL over.
+        // SQLite's own checkpoints would skip both under OFF, so they are off.
+        db.exec("PRAGMA wal_autocheckpoint = 0");
+        db.exec("PRAGMA synchronous = OFF");
+        this.#walSync = background(`${this.#path}-wal`);
+        this.#dbSync = background(this.#path);
+        this.#writtenAtCheckpoint = this.#driver.writtenBytes?.() ?? 0;
+      }
       const s = new Statements(db);
       const pageSize = Number(db.prepare("PRAGMA page_size").get()?.page_size ?? 4096);
       this.#trimmer = new LogTrimmer(s, pageSize);
@@ -271,7 +345,13 @@ export class SqliteStore implements Store {
       this.#overQuota = max !== undefined && this.#trimmer.usedBytes() > max;
 
       if (this.#options.durability === "periodic") {
-        const timer = setInterval(() => this.#flush(), this.#options.flushIntervalMs ?? 1000);
+        // With a background fsync still running, this interval's lists wait for the next one:
+        // one transaction per fsync, so that each fsync's return finds the whole WAL durable
+        // and a checkpoint can follow (#synced). Otherwise a disk slower than the interval
+        // would keep the WAL from ever being checkpointed.
+        const timer = setInterval(() => {
+          if (!this.#syncing) this.#flush();
+        }, this.#options.flushIntervalMs ?? 1000);
         // The broker's sockets keep the process alive; close() does the final flush.
         (timer as { unref?: () => void }).unref?.();
         this.#timer = timer;
@@ -291,6 +371,7 @@ export class SqliteStore implements Store {
 
   commit(mutations: readonly Mutation[]): Promise<void> {
     if (!this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
+    if (this.#syncBroken) return Promise.reject(this.#syncBroken);
     let appendCount = 0;
     for (const m of mutations) if (addsToLog(m)) appendCount++;
     const appends = appendCount > 0;
@@ -315,14 +396,159 @@ export class SqliteStore implements Store {
    * end flushes) and fewer than EARLY_COMMIT_LISTS lists wait.
    */
   #scheduleFlush(bookkeeping: boolean): void {
-    if (this.#scheduled || this.#window?.admit(bookkeeping)) return;
+    if (this.#scheduled) return;
+    const held = this.#window?.admit(bookkeeping) ?? false;
+    // With a background fsync in flight, what comes meanwhile is the next transaction,
+    // made when that fsync returns (#synced): one transaction per fsync, as on the thread.
+    if (held || this.#syncing) return;
     this.#scheduled = true;
     defer(() => this.#flush());
   }
 
   readonly #windowPassed = (): void => {
-    if (this.#queue.length > 0 && !this.#scheduled) this.#flush();
+    if (this.#queue.length > 0 && !this.#scheduled && !this.#syncing) this.#flush();
   };
+
+  /**
+   * `syncInBackground`: `settle` runs once an fsync that began after every transaction
+   * committed so far has returned (with its failure, if it failed). Starts one unless one is
+   * in flight; then it waits for the next, which #synced starts.
+   */
+  #afterSync(settle: (failure?: Error) => void): void {
+    this.#unsynced.push(settle);
+    if (!this.#syncing) this.#startSync();
+  }
+
+  #startSync(): void {
+    const walSync = this.#walSync!;
+    const group = this.#unsynced;
+    this.#unsynced = [];
+    this.#syncing = group;
+    walSync.sync().then(
+      () => this.#synced(group, undefined),
+      (error: unknown) => {
+        const detail = error instanceof Error ? error.message : String(error);
+        const failure = new Error(
+          `SQLite store ${this.#path}: fsync of the WAL failed (${detail}); nothing more can be ` +
+            "acknowledged until Ferry restarts",
+          { cause: error },
+        );
+        if (!this.#syncBroken) {
+          this.#syncBroken = failure;
+          this.#options.onError?.(failure);
+        }
+        this.#synced(group, failure);
+      },
+    );
+  }
+
+  /** The fsync of `group` returned. The next transaction starts before its callers run, as on the thread. */
+  #synced(group: Array<(failure?: Error) => void>, failure: Error | undefined): void {
+    if (this.#syncing === group) this.#syncing = undefined;
+    if (this.#dbSyncing === group) this.#dbSyncing = undefined;
+    // Every frame in the WAL is durable only when nothing committed after this fsync began.
+    if (
+      this.#db && !this.#closed && !this.#syncing && !failure && this.#unsynced.length === 0 && this.#checkpointDue()
+    ) {
+      this.#checkpoint();
+    }
+    if (this.#db && !this.#syncing) {
+      if (
+        this.#options.durability === "commit" && this.#queue.length > 0 && !this.#scheduled &&
+        !this.#window?.holds()
+      ) this.#flush();
+      else if (this.#unsynced.length > 0) this.#startSync();
+    }
+    // close() may have settled this group already, and emptied it.
+    for (const settle of group) settle(failure);
+    if (this.#syncBroken) this.#refuseAll(this.#syncBroken);
+  }
+
+  /** After a failed WAL fsync: every list not yet answered is refused, now and from now on. */
+  #refuseAll(error: Error): void {
+    const queued = this.#queue;
+    this.#queue = [];
+    this.#queuedAppends = 0;
+    for (const q of queued) settleQueued(q, error);
+    const waiting = this.#unsynced;
+    this.#unsynced = [];
+    for (const settle of waiting) settle(error);
+  }
+
+  /** `syncInBackground`: whether the WAL has grown by `checkpointBytes` since the last checkpoint. */
+  #checkpointDue(): boolean {
+    if (this.#transactions === this.#transactionsAtCheckpoint) return false;
+    const now = this.#now();
+    if (now - this.#checkpointCheckedAt < CHECKPOINT_CHECK_MS && now >= this.#checkpointCheckedAt) return false;
+    this.#checkpointCheckedAt = now;
+    const written = this.#driver.writtenBytes?.();
+    if (written === undefined) return this.#transactions - this.#transactionsAtCheckpoint >= CHECKPOINT_TRANSACTIONS;
+    return written - this.#writtenAtCheckpoint >= (this.#options.checkpointBytes ?? CHECKPOINT_BYTES);
+  }
+
+  /**
+   * `syncInBackground`: copies the WAL into the database (SQLite's PASSIVE checkpoint, which
+   * under `synchronous = OFF` only writes), then fsyncs the database file off the event loop.
+   * That fsync stands where a WAL fsync would: no transaction starts until it returns, because
+   * the next one may start the WAL over, and the WAL must not be overwritten before what it
+   * held is durable in the database. Called only when every frame in the WAL is durable, so
+   * the database never gets a page the WAL could lose. Lists that come meanwhile gather for
+   * the transaction after it, as they do behind a WAL fsync.
+   */
+  #checkpoint(): void {
+    const db = this.#db!;
+    try {
+      db.exec("PRAGMA wal_checkpoint(PASSIVE)");
+    } catch (error) {
+      // Nothing is lost: the WAL still holds everything. Try again after more writes.
+      this.#options.onError?.(new Error(`SQLite store ${this.#path}: checkpoint failed: ${String(error)}`));
+      return;
+    }
+    this.#checkpoints++;
+    this.#writtenAtCheckpoint = this.#driver.writtenBytes?.() ?? 0;
+    this.#transactionsAtCheckpoint = this.#transactions;
+    this.#syncDatabase([]);
+  }
+
+  #syncDatabase(group: Array<(failure?: Error) => void>): void {
+    this.#syncing = group;
+    this.#dbSyncing = group;
+    this.#dbSync!.sync().then(
+      () => this.#synced(group, undefined),
+      (error: unknown) => {
+        if (this.#syncing !== group) return; // closed meanwhile
+        if (this.#closed) {
+          // close() waits for this; it closes with FULL, whose checkpoint fsyncs the database.
+          this.#synced(group, undefined);
+          return;
+        }
+        this.#options.onError?.(
+          new Error(
+            `SQLite store ${this.#path}: fsync of the database after a checkpoint failed (${String(error)}); ` +
+              `writes wait and it is tried again in ${DB_SYNC_RETRY_MS} ms`,
+          ),
+        );
+        const retry = setTimeout(() => {
+          if (this.#syncing === group && this.#db) this.#syncDatabase(group);
+        }, DB_SYNC_RETRY_MS);
+        (retry as { unref?: () => void }).unref?.();
+      },
+    );
+  }
+
+  /** Checkpoints made by the store itself (`syncInBackground`), for tests. */
+  get checkpoints(): number {
+    return this.#checkpoints;
+  }
+
+  /** `syncInBackground`: resolves once everything committed so far is on the disk (or its fsync failed). */
+  #whenDurable(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      // Nothing committed after the fsync in flight began: that one covers everything.
+      if (this.#syncing && this.#unsynced.length === 0) this.#syncing.push(() => resolve());
+      else this.#afterSync(() => resolve());
+    });
+  }
 
   /**
    * The storage thread's way in: the lists of one batch from the event loop (which waited
@@ -335,8 +561,8 @@ export class SqliteStore implements Store {
     lists: readonly (readonly Mutation[])[],
     done: (outcomes: Array<Error | undefined> | undefined) => void,
   ): void {
-    if (!this.#db) {
-      const error = new Error(`SQLite store ${this.#path} is not open`);
+    if (!this.#db || this.#syncBroken) {
+      const error = this.#syncBroken ?? new Error(`SQLite store ${this.#path} is not open`);
       done(lists.map(() => error));
       return;
     }
@@ -366,11 +592,26 @@ export class SqliteStore implements Store {
   }
 
   readLog(from: number, limit: number): Promise<Message[]> {
+    if (!this.#s || !this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
+    if (limit <= 0) return Promise.resolve([]);
+    if (this.#walSync && this.#options.durability === "commit") {
+      // The log's readers (the uplink, the history API) see only durable messages: a read
+      // waits for the fsync of what was written before it, and leaves out lists still
+      // gathering (nobody has been told they are logged: the broker announces a message to
+      // the log's readers once its commit has settled).
+      if (this.#syncing || this.#unsynced.length > 0) {
+        return this.#whenDurable().then(() => this.#readLogNow(from, limit, false));
+      }
+      return this.#readLogNow(from, limit, false);
+    }
+    return this.#readLogNow(from, limit, true);
+  }
+
+  #readLogNow(from: number, limit: number, withGathering: boolean): Promise<Message[]> {
     const s = this.#s;
     if (!s || !this.#db) return Promise.reject(new Error(`SQLite store ${this.#path} is not open`));
-    if (limit <= 0) return Promise.resolve([]);
     const logged = s.readLog.all(from, limit).map(rowToMessage);
-    const queued = this.#unflushed();
+    const queued = withGathering ? this.#unflushed() : undefined;
     if (!queued || queued.appends.size === 0) return Promise.resolve(logged);
     // Lists waiting for the flush (periodic: acknowledged already) are part of the log.
     const byOffset = new Map<number, Message>();
@@ -478,18 +719,44 @@ export class SqliteStore implements Store {
   }
 
   close(): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+    if (this.#closed) return this.#closing ?? Promise.resolve();
     this.#closed = true;
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#window?.stop();
+    // A checkpoint's database fsync must return before the last transaction (see #flush).
+    const dbSyncing = this.#dbSyncing;
+    if (!dbSyncing) return this.#closeNow();
+    this.#closing = new Promise<void>((resolve) => dbSyncing.push(() => resolve())).then(() => this.#closeNow());
+    return this.#closing;
+  }
+
+  #closeNow(): Promise<void> {
     const db = this.#db;
     if (!db) return Promise.resolve();
+    // The last transaction fsyncs in line: nothing is left to wait for a background fsync,
+    // and closing checkpoints the WAL, with FULL's fsyncs, anyway.
+    if (this.#walSync) db.exec("PRAGMA synchronous = FULL");
     const failure = this.#queue.length > 0 ? this.#flush() : undefined;
     const lost = this.#queue.length;
     this.#queue = [];
     this.#db = undefined;
     this.#s = undefined;
-    db.close();
+    // Everyone still waiting for a background fsync is covered by the FULL transaction just
+    // made, or by the checkpoint of close() below.
+    const waiting = [...(this.#syncing ?? []), ...this.#unsynced];
+    if (this.#syncing) this.#syncing.length = 0;
+    this.#syncing = undefined;
+    this.#unsynced = [];
+    let closeError: Error | undefined;
+    try {
+      db.close();
+    } catch (error) {
+      closeError = new Error(`SQLite store ${this.#path}: close failed: ${String(error)}`, { cause: error });
+    }
+    for (const settle of waiting) settle(closeError);
+    this.#walSync?.close();
+    this.#dbSync?.close();
+    if (closeError) return Promise.reject(closeError);
     if (failure && lost > 0) {
       return Promise.reject(
         new Error(`SQLite store ${this.#path}: closed with ${lost} acknowledged lists unwritten`, {
@@ -503,8 +770,14 @@ export class SqliteStore implements Store {
   /** Applies everything queued in one transaction. Returns the error if the transaction failed. */
   #flush(): Error | undefined {
     this.#scheduled = false;
+    if (this.#syncBroken) {
+      this.#refuseAll(this.#syncBroken);
+      return this.#syncBroken;
+    }
     const db = this.#db;
-    if (!db) return undefined;
+    // A checkpoint's database fsync runs: a transaction now could start the WAL over before
+    // the database holds its pages durably. #synced flushes when it returns.
+    if (!db || this.#dbSyncing) return undefined;
     const ttlDue = this.#options.messageTtlMs !== undefined && this.#now() >= this.#nextTtlCheck;
     if (this.#queue.length === 0 && !ttlDue) return undefined;
     if (this.#queue.length > 0) this.#window?.sent();
@@ -521,6 +794,11 @@ export class SqliteStore implements Store {
       if (this.#options.durability === "periodic") {
         // Already acknowledged: keep them, in order, for the next attempt.
         this.#queue = batch.concat(this.#queue);
+      } else if (this.#walSync) {
+        // Refused after the lists before them are answered, so acks keep their order.
+        this.#afterSync(() => {
+          for (const queued of batch) settleQueued(queued, failure);
+        });
       } else {
         for (const queued of batch) settleQueued(queued, failure);
       }
@@ -540,9 +818,24 @@ export class SqliteStore implements Store {
       const every = Math.min(60_000, Math.max(1000, ttl / 10));
       this.#nextTtlCheck = result.moreExpired ? 0 : this.#now() + every;
     }
-    for (let i = 0; i < batch.length; i++) {
-      const error = outcomes[i];
-      if (!settleQueued(batch[i]!, error) && error) this.#options.onError?.(error);
+    const settleBatch = (failure?: Error) => {
+      for (let i = 0; i < batch.length; i++) {
+        const error = failure ?? outcomes[i];
+        if (!settleQueued(batch[i]!, error) && error) this.#options.onError?.(error);
+      }
+    };
+    if (!this.#walSync) settleBatch();
+    else if (this.#options.durability === "commit") this.#afterSync(settleBatch);
+    else {
+      // Periodic lists were acknowledged already: a failed fsync can only be reported, and
+      // refuse appends until a flush succeeds (as a failed transaction does).
+      settleBatch();
+      this.#afterSync((failure) => {
+        if (!failure) return;
+        this.#failure = failure;
+        this.#options.onFlush?.(failure);
+        this.#options.onError?.(failure);
+      });
     }
     this.#options.onFlush?.();
     return undefined;
