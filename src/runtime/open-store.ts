@@ -76,7 +76,8 @@ export function openSqliteStoreWith(adapters: SqliteAdapters, config: FerryConfi
       onFatal: (err) => logger.error(`${err.message}; nothing can be stored until Ferry restarts`),
     });
   }
-  return new SqliteStore(adapters.sqlite, options);
+  // On the event loop, the WAL's fsync goes to the runtime's thread pool, so no socket waits for the disk.
+  return new SqliteStore(adapters.sqlite, { ...options, syncInBackground: true });
 }
 
 /** `storage.durability` decides: memory, or SQLite through the runtime's adapters. */

@@ -224,6 +224,10 @@ export async function startServerWith(
         // (they close active connections); clients arriving meanwhile are refused by the
         // closing broker.
         await broker.close();
+        // The adapters write a turn's output at its end, the DISCONNECTs too: give them that
+        // turn before the listeners cut every socket. (Closing the store on the storage thread
+        // took a round trip, which hid this; the store on the event loop closes at once.)
+        await new Promise((resolve) => setTimeout(resolve, 10));
         mqtt.stop();
         ws?.stop();
         security.stop();
