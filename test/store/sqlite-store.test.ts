@@ -20,7 +20,7 @@ import { threadWrittenBytes } from "../../src/runtime/thread-io.ts";
 import { nodeSqliteDriver } from "../../src/runtime/deno/sqlite-driver.ts";
 import { runStoreContract } from "../../src/store/contract.ts";
 import { migrate, SCHEMA_VERSION } from "../../src/store/sqlite/schema.ts";
-import { NEW_STORE_PAGE_SIZE, SqliteStore } from "../../src/store/sqlite/sqlite-store.ts";
+import { NEW_STORE_PAGE_SIZE, SqliteStore, type SqliteStoreOptions } from "../../src/store/sqlite/sqlite-store.ts";
 import {
   BODY_READ_SQL,
   PER_MESSAGE_SQL,
@@ -371,14 +371,23 @@ function watch(promise: Promise<unknown>): { state: "pending" | "resolved" | "re
 }
 
 describe("SqliteStore with the WAL's fsync in the background (writer_thread: false)", () => {
-  async function heldStore() {
+  async function heldStore(options: Partial<SqliteStoreOptions> = {}) {
     const held = heldSyncDriver();
     const path = join(scratch(), "bg.db");
-    const store = new SqliteStore(held.driver, { path, durability: "commit", syncInBackground: true });
+    const store = new SqliteStore(held.driver, { path, durability: "commit", syncInBackground: true, ...options });
     held.attach(store);
     const recovered = await store.open();
     cleanups.push(() => store.close().catch(() => {}));
     return { ...held, store, path, base: recovered.nextOffset };
+  }
+
+  /**
+   * A checkpoint as soon as the WAL has grown at all: each look at the clock is 200 ms on,
+   * past the store's limit on how often it checks the write count.
+   */
+  function checkpointing(): Partial<SqliteStoreOptions> {
+    let clock = 0;
+    return { checkpointBytes: 1, now: () => (clock += 200) };
   }
 
   test("a commit settles only after an fsync of the WAL that began after its transaction", async () => {
@@ -461,21 +470,7 @@ describe("SqliteStore with the WAL's fsync in the background (writer_thread: fal
   });
 
   test("a checkpoint follows a WAL fsync, and its database fsync holds the next transaction", async () => {
-    const held = heldSyncDriver();
-    const path = join(scratch(), "ckpt.db");
-    let clock = 0;
-    const store = new SqliteStore(held.driver, {
-      path,
-      durability: "commit",
-      syncInBackground: true,
-      checkpointBytes: 1,
-      // Each look at the clock is 200 ms on, past the store's limit on how often it checks.
-      now: () => (clock += 200),
-    });
-    held.attach(store);
-    const { nextOffset: base } = await store.open();
-    cleanups.push(() => store.close().catch(() => {}));
-    const { calls } = held;
+    const { calls, store, path, base } = await heldStore(checkpointing());
 
     const first = watch(store.commit([append(message(base))]));
     await turn();
@@ -510,21 +505,11 @@ describe("SqliteStore with the WAL's fsync in the background (writer_thread: fal
   });
 
   test("periodic flushes wait for the WAL's fsync and for a checkpoint's database fsync", async () => {
-    const held = heldSyncDriver();
-    const path = join(scratch(), "ckpt-periodic.db");
-    let clock = 0;
-    const store = new SqliteStore(held.driver, {
-      path,
+    const { calls, store, path, base } = await heldStore({
       durability: "periodic",
       flushIntervalMs: 5,
-      syncInBackground: true,
-      checkpointBytes: 1,
-      now: () => (clock += 200),
+      ...checkpointing(),
     });
-    held.attach(store);
-    const { nextOffset: base } = await store.open();
-    cleanups.push(() => store.close().catch(() => {}));
-    const { calls } = held;
     const idle = () => new Promise((resolve) => setTimeout(resolve, 50));
 
     await store.commit([append(message(base))]);
@@ -553,29 +538,18 @@ describe("SqliteStore with the WAL's fsync in the background (writer_thread: fal
   });
 
   test("close() during a checkpoint's database fsync waits for it, then writes what gathered", async () => {
-    const held = heldSyncDriver();
-    const path = join(scratch(), "ckpt-close.db");
-    let clock = 0;
-    const store = new SqliteStore(held.driver, {
-      path,
-      durability: "commit",
-      syncInBackground: true,
-      checkpointBytes: 1,
-      now: () => (clock += 200),
-    });
-    held.attach(store);
-    const { nextOffset: base } = await store.open();
+    const { calls, store, path, base } = await heldStore(checkpointing());
     void store.commit([append(message(base))]);
     await turn();
-    held.calls[0]!.finish();
+    calls[0]!.finish();
     await turn();
-    expect(held.calls.map((c) => c.path)).toEqual([`${path}-wal`, path]);
+    expect(calls.map((c) => c.path)).toEqual([`${path}-wal`, path]);
     const gathered = watch(store.commit([append(message(base + 1))]));
     const closed = watch(store.close());
     await turn();
     expect(closed.state).toBe("pending");
     expect(store.stats().transactions).toBe(1);
-    held.calls[1]!.finish();
+    calls[1]!.finish();
     await turn();
     // The transaction after the database fsync, then close's own: the list is answered.
     expect(gathered.state).toBe("resolved");
