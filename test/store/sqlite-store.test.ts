@@ -422,6 +422,41 @@ describe("SqliteStore with the WAL's fsync in the background (writer_thread: fal
     expect(later.map((w) => w.state)).toEqual(["resolved", "resolved", "resolved"]);
   });
 
+  test("after a slow fsync the next transaction waits a moment for the refills its acks bring", async () => {
+    const { calls, store, base } = await heldStore();
+    const first = watch(store.commit([append(message(base))]));
+    await turn();
+    const during = watch(store.commit([append(message(base + 1))]));
+    // An SD card's fsync: well past SLOW_FSYNC_MS.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    calls[0]!.finish();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(first.state).toBe("resolved");
+    // The publisher's next message, sent on that PUBACK, joins the list that waited.
+    const refill = watch(store.commit([append(message(base + 2))]));
+    expect(store.stats().transactions).toBe(1);
+    await turn();
+    expect(store.stats().transactions).toBe(2);
+    expect(calls).toHaveLength(2);
+    calls[1]!.finish();
+    await turn();
+    expect([during.state, refill.state]).toEqual(["resolved", "resolved"]);
+  });
+
+  test("after a fast fsync the next transaction starts at once", async () => {
+    const { calls, store, base } = await heldStore();
+    void store.commit([append(message(base))]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(calls).toHaveLength(1);
+    void store.commit([append(message(base + 1))]);
+    calls[0]!.finish();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(store.stats().transactions).toBe(2);
+    calls[1]!.finish();
+  });
+
   test("a failed WAL fsync refuses the lists waiting for it and everything after, until a restart", async () => {
     const { calls, store, path, base } = await heldStore();
     const first = watch(store.commit([append(message(base))]));
