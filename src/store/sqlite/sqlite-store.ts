@@ -416,8 +416,17 @@ export class SqliteStore implements Store {
   }
 
   readonly #windowPassed = (): void => {
-    if (this.#queue.length > 0 && !this.#scheduled && !this.#syncing && !this.#holding) this.#flush();
+    if (this.#mayFlush()) this.#flush();
   };
+
+  /**
+   * Lists wait and nothing holds them any more: not a flush already scheduled for this turn,
+   * the commit window, a background fsync in flight, or the wait after a slow one.
+   */
+  #mayFlush(): boolean {
+    return this.#db !== undefined && this.#queue.length > 0 && !this.#scheduled && !this.#syncing &&
+      !this.#holding && !(this.#window?.holds() ?? false);
+  }
 
   /**
    * `syncInBackground`: `settle` runs once an fsync that began after every transaction
@@ -464,15 +473,10 @@ export class SqliteStore implements Store {
     ) {
       this.#checkpoint();
     }
-    if (this.#db && !this.#syncing) {
-      if (
-        this.#options.durability === "commit" && this.#queue.length > 0 && !this.#scheduled &&
-        !this.#window?.holds()
-      ) {
-        if (walTook >= SLOW_FSYNC_MS) this.#holdForRefills();
-        else this.#flush();
-      } else if (this.#unsynced.length > 0) this.#startSync();
-    }
+    if (this.#options.durability === "commit" && this.#mayFlush()) {
+      if (walTook >= SLOW_FSYNC_MS) this.#holdForRefills();
+      else this.#flush();
+    } else if (this.#db && !this.#syncing && this.#unsynced.length > 0) this.#startSync();
     // close() may have settled this group already, and emptied it.
     for (const settle of group) settle(failure);
     if (this.#syncBroken) this.#refuseAll(this.#syncBroken);
@@ -500,9 +504,7 @@ export class SqliteStore implements Store {
   #holdForRefills(): void {
     this.#holding = setTimeout(() => {
       this.#holding = undefined;
-      if (this.#db && !this.#syncing && !this.#scheduled && this.#queue.length > 0 && !this.#window?.holds()) {
-        this.#flush();
-      }
+      if (this.#mayFlush()) this.#flush();
     }, REFILL_HOLD_MS);
   }
 
