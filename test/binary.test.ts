@@ -186,14 +186,14 @@ for (const name of ["linux-x64", "linux-arm64"]) {
     );
 
     // The store's fsyncs run on Bun's thread pool, so that the event loop never waits for the
-    // disk, and there is no storage thread unless `storage.writer_thread` asks for one. (The
-    // pool's two threads, about 0.8 MB, start with the first commit: at start-up, the
-    // uplink's clock mark. src/runtime/bun/read-file.ts kept the files read at start from
-    // starting it earlier; that no longer changes the idle figure.) Native only (not defined
+    // disk, and there is no storage thread unless `storage.writer_thread` asks for one. The
+    // pool's threads (about 0.8 MB) start with the first commit, so an idle broker has none:
+    // src/runtime/bun/read-file.ts reads the start-up files without it, and the clock mark
+    // is saved only when it changes (src/sync/clock-marks.ts). Native only (not defined
     // under qemu, whose threads are its own).
     if (v.launcher.length > 0) return;
     test.skipIf(v.skip !== undefined)(
-      "the store fsyncs on Bun's thread pool, and there is no storage thread by default",
+      "the store fsyncs on Bun's thread pool once there is a commit, and there is no storage thread by default",
       async () => {
         const dataDir = mkdtempSync(join(tmp, `threads-${name}-`));
         const s = await serve(v, dataDir);
@@ -206,6 +206,7 @@ for (const name of ["linux-x64", "linux-arm64"]) {
             }
           });
         try {
+          expect(threads().filter((n) => n.startsWith("Bun Pool"))).toEqual([]);
           const pub = await connect(s.mqttUrl, { clientId: `threads-pub-${name}` });
           await pub.client.publishAsync("threads/t", "durable", { qos: 1 });
           await pub.end();

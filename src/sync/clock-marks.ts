@@ -31,7 +31,12 @@ export class ClockMarks {
   /** The probe's answer when the next logged offset is `nextOffset`; returns the counters to save on a change. */
   observe(state: ClockState, nextOffset: number): Record<string, number> | undefined {
     if (state === this.#last) return undefined;
+    const first = this.#last === undefined;
     this.#last = state;
+    // A start that finds the state the saved marks already give from here on has nothing
+    // to record: saving it anyway would commit (and start the fsync threads) on every start
+    // of an idle broker, and would only forget that the state began earlier.
+    if (first && this.at(nextOffset) === state) return undefined;
     this.#since[state] = nextOffset;
     return { [KEYS[state]]: nextOffset };
   }

@@ -54,4 +54,15 @@ describe("clock marks by log offset", () => {
     // The earlier synced range is forgotten (only the latest of each kind is kept): unknown, not a guess.
     expect([m.at(150), m.at(600), m.at(800)]).toEqual(["unknown", "unsynced", "synced"]);
   });
+
+  test("a start that finds the state the saved marks already give records nothing; a different one is recorded", () => {
+    expect(new ClockMarks({}).observe("unknown", 0)).toBeUndefined(); // a new log: unknown is the default
+    const kept = new ClockMarks({ [SYNCED_SINCE]: 100, [UNSYNCED_SINCE]: 40 });
+    expect(kept.observe("synced", 500)).toBeUndefined();
+    expect(kept.at(150)).toBe("synced"); // the earlier start of the synced range is kept
+    expect(kept.observe("unsynced", 600)).toEqual({ [UNSYNCED_SINCE]: 600 }); // later changes are recorded
+    const changed = new ClockMarks({ [SYNCED_SINCE]: 100, [UNSYNCED_SINCE]: 200 });
+    expect(changed.observe("synced", 500)).toEqual({ [SYNCED_SINCE]: 500 });
+    expect([changed.at(150), changed.at(300), changed.at(500)]).toEqual(["unknown", "unsynced", "synced"]);
+  });
 });
