@@ -6,7 +6,9 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
+  readlinkSync,
   rmdirSync,
   unlinkSync,
   writeFileSync,
@@ -166,6 +168,39 @@ describe("SqliteStore flash wear and the commit window", () => {
       expect(store.stats().bytesWritten).toBe(atOpen); // within the second: the last reading
       now = 1000;
       expect(store.stats().bytesWritten!).toBeGreaterThanOrEqual(atOpen + 10 * 4096);
+    },
+  );
+
+  test.skipIf(!linux)(
+    "the counter is one descriptor, opened with the store and closed with it; the last reading stays",
+    async () => {
+      const fds = () => readdirSync("/proc/self/fd").length;
+      const counters = () =>
+        readdirSync("/proc/self/fd").filter((fd) => {
+          try {
+            return /\/task\/\d+\/io$/.test(readlinkSync(`/proc/self/fd/${fd}`));
+          } catch {
+            return false; // closed meanwhile (readdir's own descriptor)
+          }
+        }).length;
+      let now = 0;
+      const before = fds();
+      const { store, recovered } = await opened(join(scratch(), "c.db"), { now: () => now });
+      for (let i = 0; i < 5; i++) await store.commit([append(message(recovered.nextOffset + i))]);
+      const open = fds();
+      expect(counters()).toBe(1); // kept open: reread, not reopened ten times a second
+      now = 1000;
+      const written = store.stats().bytesWritten!;
+      for (let i = 0; i < 20; i++) {
+        now += 1000; // each read again: the descriptor is reread, not reopened
+        expect(store.stats().bytesWritten).toBe(written);
+      }
+      expect(fds()).toBe(open);
+      await store.close();
+      expect(fds()).toBe(before);
+      expect(counters()).toBe(0);
+      now += 1000;
+      expect(store.stats().bytesWritten!).toBeGreaterThanOrEqual(written); // close's own checkpoint may add
     },
   );
 

@@ -8,7 +8,7 @@ import {
   type SqlValue,
 } from "../../store/sqlite/driver.ts";
 import { backgroundFsync } from "../background-fsync.ts";
-import { threadWrittenBytes } from "../thread-io.ts";
+import { threadWriteCounter } from "../thread-io.ts";
 
 /** The SQLite driver over `bun:sqlite`; the only module that imports it. */
 export const bunSqliteDriver: SqliteDriver = {
@@ -46,7 +46,7 @@ export const bunSqliteDriver: SqliteDriver = {
     };
   },
 
-  writtenBytes: threadWrittenBytes,
+  writeCounter: threadWriteCounter,
 
   backgroundSync: backgroundFsync,
 

@@ -8,7 +8,7 @@ import {
   type SqlValue,
 } from "../../store/sqlite/driver.ts";
 import { backgroundFsync } from "../background-fsync.ts";
-import { threadWrittenBytes } from "../thread-io.ts";
+import { threadWriteCounter } from "../thread-io.ts";
 
 /**
  * The SQLite driver over `node:sqlite` (DatabaseSync), which Deno provides. Only
@@ -40,7 +40,7 @@ export const nodeSqliteDriver: SqliteDriver = {
     };
   },
 
-  writtenBytes: threadWrittenBytes,
+  writeCounter: threadWriteCounter,
 
   backgroundSync: backgroundFsync,
 

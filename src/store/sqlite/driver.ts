@@ -42,17 +42,25 @@ export interface SqliteDriver {
    */
   resultCode(error: unknown): number | undefined;
   /**
-   * Bytes the calling thread has caused to be written to storage so far (Linux: write_bytes
-   * of /proc/thread-self/io, counted as pages are dirtied), or undefined where unknown. The
-   * store reports the difference since it opened as its flash wear.
+   * A counter of the bytes the calling thread has caused to be written to storage (Linux:
+   * write_bytes of /proc/thread-self/io, counted as pages are dirtied). The store makes one
+   * when it opens, on its own thread, reports the growth since then as its flash wear, and
+   * closes it when it closes.
    */
-  writtenBytes?(): number | undefined;
+  writeCounter?(): WriteCounter;
   /**
    * An fsync of the file at `path` that runs off the calling thread (the runtime's thread
    * pool), so the event loop keeps serving sockets while the disk flushes. Absent where the
    * runtime has none; the store then lets SQLite fsync in line (`synchronous = FULL`).
    */
   backgroundSync?(path: string): FileSync;
+}
+
+/** Bytes written to storage so far by the thread that made it. */
+export interface WriteCounter {
+  /** The count now, or undefined where the system does not count. */
+  read(): number | undefined;
+  close(): void;
 }
 
 /** A file flushed to stable storage on demand, off the calling thread. */

@@ -18,6 +18,7 @@ import {
   SQLITE_NOTADB,
   type SqliteDatabase,
   type SqliteDriver,
+  type WriteCounter,
 } from "./driver.ts";
 import { CommitWindow, isBookkeeping } from "./commit-window.ts";
 import { undoneInBatch } from "./completed-deliveries.ts";
@@ -222,7 +223,8 @@ export class SqliteStore implements Store {
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Commit mode with `commitWindowMs`: lists that come while it runs wait for its end. */
   readonly #window: CommitWindow | undefined;
-  /** writtenBytes() of the driver at open, and the latest reading (see stats). */
+  /** The driver's write counter, made at open on the store's thread; its reading then, and the latest (see stats). */
+  #counter: WriteCounter | undefined;
   #writtenAtOpen: number | undefined;
   #written = 0;
   #writtenReadAt = -Infinity;
@@ -299,10 +301,12 @@ export class SqliteStore implements Store {
       return Promise.reject(new Error(`SQLite store ${this.#path}: open() may be called once per instance`));
     }
     let db: SqliteDatabase;
-    this.#writtenAtOpen = this.#driver.writtenBytes?.();
+    this.#counter = this.#driver.writeCounter?.();
+    this.#writtenAtOpen = this.#counter?.read();
     try {
       db = this.#driver.open(this.#path);
     } catch (error) {
+      this.#closeCounter();
       return Promise.reject(this.#openError(error));
     }
     try {
@@ -341,7 +345,7 @@ export class SqliteStore implements Store {
         db.exec("PRAGMA synchronous = OFF");
         this.#walSync = background(`${this.#path}-wal`);
         this.#dbSync = background(this.#path);
-        this.#writtenAtCheckpoint = this.#driver.writtenBytes?.() ?? 0;
+        this.#writtenAtCheckpoint = this.#counter?.read() ?? 0;
       }
       const s = new Statements(db);
       const pageSize = Number(db.prepare("PRAGMA page_size").get()?.page_size ?? 4096);
@@ -375,6 +379,7 @@ export class SqliteStore implements Store {
       } catch {
         // Already failing; the first error is the one worth reporting.
       }
+      this.#closeCounter();
       return Promise.reject(this.#openError(error));
     }
   }
@@ -514,7 +519,7 @@ export class SqliteStore implements Store {
     const now = this.#now();
     if (now - this.#checkpointCheckedAt < CHECKPOINT_CHECK_MS && now >= this.#checkpointCheckedAt) return false;
     this.#checkpointCheckedAt = now;
-    const written = this.#driver.writtenBytes?.();
+    const written = this.#counter?.read();
     if (written === undefined) return this.#transactions - this.#transactionsAtCheckpoint >= CHECKPOINT_TRANSACTIONS;
     return written - this.#writtenAtCheckpoint >= (this.#options.checkpointBytes ?? CHECKPOINT_BYTES);
   }
@@ -538,7 +543,7 @@ export class SqliteStore implements Store {
       return;
     }
     this.#checkpoints++;
-    this.#writtenAtCheckpoint = this.#driver.writtenBytes?.() ?? 0;
+    this.#writtenAtCheckpoint = this.#counter?.read() ?? 0;
     this.#transactionsAtCheckpoint = this.#transactions;
     this.#syncDatabase([]);
   }
@@ -738,17 +743,22 @@ export class SqliteStore implements Store {
    * kernel's count; undefined where it cannot). Read at most once a second: the storage
    * thread reports stats with every commit, and an operator's counter needs no more.
    */
-  #bytesWritten(): number | undefined {
+  #bytesWritten(fresh = false): number | undefined {
     const atOpen = this.#writtenAtOpen;
     if (atOpen === undefined) return undefined;
     const now = this.#now();
-    if (now - this.#writtenReadAt >= 1000 || now < this.#writtenReadAt) {
-      const total = this.#driver.writtenBytes?.();
-      if (total === undefined) return undefined;
-      this.#written = Math.max(0, total - atOpen);
+    if (fresh || now - this.#writtenReadAt >= 1000 || now < this.#writtenReadAt) {
+      // After close the counter is gone, and the last reading stands.
+      const total = this.#counter?.read();
+      if (total !== undefined) this.#written = Math.max(0, total - atOpen);
       this.#writtenReadAt = now;
     }
     return this.#written;
+  }
+
+  #closeCounter(): void {
+    this.#counter?.close();
+    this.#counter = undefined;
   }
 
   close(): Promise<void> {
@@ -797,6 +807,8 @@ export class SqliteStore implements Store {
     for (const settle of waiting) settle(closeError);
     this.#walSync?.close();
     this.#dbSync?.close();
+    this.#bytesWritten(true); // the last reading stays in stats
+    this.#closeCounter();
     if (closeError) return Promise.reject(closeError);
     if (failure && lost > 0) {
       return Promise.reject(
