@@ -228,6 +228,90 @@ describe("pre-auth byte budget", () => {
     }
   });
 
+  test("a connection that finds no room left in its address's budget, or the total, is refused at accept", async () => {
+    const b = await inProcessBroker({
+      limits: { max_preauth_bytes_per_ip: 100_000, max_preauth_bytes: 198_000 },
+    });
+    try {
+      // Two connections leave 4,000 bytes of the address's budget: less than PREAUTH_ROOM (4,096).
+      const holders = [1, 2].map((i) => b.open(4, `10.0.0.1:${1000 + i}`));
+      for (const c of holders) c.sendBytes(partialConnect(500_000, 48_000));
+      await settle();
+      expect(holders.map((c) => c.closed)).toEqual([false, false]);
+      const received = b.broker.metrics.bytesReceived;
+      const refused = b.open(4, "10.0.0.1:2000");
+      await settle();
+      expect(refused.closed).toBe(true);
+      expect(b.broker.metrics.refusedPreAuthBytes).toBe(1);
+      refused.sendBytes(partialConnect(500_000, 1000)); // nothing listens any more
+      await settle();
+      expect(b.broker.metrics.bytesReceived).toBe(received);
+      // Another address has its own budget while the total has room...
+      const other = b.open(4, "10.0.0.2:1000");
+      other.sendBytes(partialConnect(500_000, 98_000));
+      await settle();
+      expect(other.closed).toBe(false);
+      // ...and none once the total has less than PREAUTH_ROOM left (194,000 of 198,000 held).
+      const third = b.open(4, "10.0.0.3:1000");
+      await settle();
+      expect(third.closed).toBe(true);
+      expect(b.broker.metrics.refusedPreAuthBytes).toBe(2);
+      // Room again once a holder goes: a CONNECT that completes gets its CONNACK.
+      holders[0]!.close();
+      await settle();
+      const late = b.open(4, "10.0.0.1:3000");
+      late.sendBytes(
+        mqttPacket.generate({
+          cmd: "connect",
+          protocolId: "MQTT",
+          protocolVersion: 4,
+          clean: true,
+          keepalive: 0,
+          clientId: "late",
+        }),
+      );
+      await late.next("connack");
+      for (const c of [holders[1]!, other, late]) c.close();
+      await settle();
+      expect(b.broker.connectionBytes.preAuthBytes).toBe(0);
+    } finally {
+      await b.stop();
+    }
+  });
+
+  test("over real sockets: a socket refused at accept for a full budget is not read", async () => {
+    const b = await startBroker({ limits: { max_preauth_bytes_per_ip: 1024 * 1024 } });
+    const sockets: net.Socket[] = [];
+    const open = (bytes: Uint8Array) => {
+      const s = net.connect(b.port, "127.0.0.1");
+      s.on("error", () => {});
+      sockets.push(s);
+      s.write(bytes);
+      return s;
+    };
+    try {
+      const broker = b.server.broker;
+      // One socket holds all but 2,576 bytes of the address's budget: a CONNECT that claims
+      // 1,046,000 bytes, all sent but the last (the reader's buffer, which is what counts,
+      // grows by doubling but never past the packet's length).
+      open(partialConnect(1_046_000, 1_045_999));
+      await eventually(
+        () => broker.connectionBytes.preAuthBytes >= 1_045_999,
+        5000,
+        () => `budget held: ${broker.connectionBytes.preAuthBytes}`,
+      );
+      const received = broker.metrics.bytesReceived;
+      const late = Array.from({ length: 20 }, () => open(partialConnect(1024 * 1024, 400_000)));
+      await eventually(() => late.every((s) => s.closed), 5000, "refused sockets closed");
+      expect(broker.metrics.refusedPreAuthBytes).toBe(20);
+      expect(broker.metrics.bytesReceived).toBe(received);
+      expect(sockets[0]!.closed).toBe(false);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await b.stop();
+    }
+  }, 15_000);
+
   test("over real sockets: sockets sending partial 1 MiB CONNECTs are closed once the address holds the budget", async () => {
     const b = await startBroker({ limits: { max_preauth_bytes_per_ip: 1024 * 1024 } });
     const sockets: net.Socket[] = [];

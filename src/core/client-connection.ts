@@ -467,8 +467,25 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
         `${this.broker.connectionBytes.preAuthBytes} in all)`,
     );
     this.closeReason = "pre-auth byte budget exceeded";
-    this.disconnect(RC.QUOTA_EXCEEDED);
+    // Still inside its CONNECT: there is nothing to answer, and what else it sent is not read.
+    if (this.state === "awaiting-connect") this.shutdown(true, true);
+    else this.disconnect(RC.QUOTA_EXCEEDED);
     return false;
+  }
+
+  /**
+   * At accept, the pre-auth budget of its address (or the total) has no room left
+   * (connection-bytes.ts, PREAUTH_ROOM): closed before anything is read from it.
+   */
+  refusePreAuth(): void {
+    this.broker.metrics.refusedPreAuthBytes++;
+    this.broker.logger.debug(
+      `refusing ${logField(this.conn.remoteAddress)}: the pre-auth byte budget is full ` +
+        `(${this.broker.connectionBytes.preAuthBytesOf(this.conn.remoteIp ?? this.conn.remoteAddress)} bytes from ` +
+        `this address, ${this.broker.connectionBytes.preAuthBytes} in all)`,
+    );
+    this.closeReason = "pre-auth byte budget full";
+    this.shutdown(true, true);
   }
 
   /** Give back what this connection counted, when it closes. */
@@ -642,12 +659,16 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     this.shutdown(true);
   }
 
-  /** Stop this connection now; `abnormal` decides whether the Will is published. */
-  shutdown(abnormal: boolean): void {
+  /**
+   * Stop this connection now; `abnormal` decides whether the Will is published. `abort`
+   * closes the socket at once, dropping its output and unread input (Connection.abort).
+   */
+  shutdown(abnormal: boolean, abort = false): void {
     if (this.state === "closed") return;
     this.state = "closed";
     // Held output (a final DISCONNECT among it) goes out first; see holdOutputUntil.
-    if (this.#hold) this.#hold.closeAfter = true;
+    if (abort && this.conn.abort) this.conn.abort();
+    else if (this.#hold) this.#hold.closeAfter = true;
     else this.conn.close();
     this.broker.clientClosed(this, abnormal);
   }

@@ -12,6 +12,15 @@
  *   they are checked on every read of such a connection.
  */
 
+/**
+ * Room a new connection needs in the pre-auth budget (of its address, and in all) to be
+ * read at all: a CONNECT with credentials and a Will fits in less. With less left, the
+ * budget is held by connections that sent large partial packets, and a new connection
+ * would only be read (a socket read is up to 512 KiB in Bun) and then closed over the
+ * budget: its bytes are garbage the moment they are read.
+ */
+export const PREAUTH_ROOM = 4096;
+
 /** A connection as these counts see it (ClientConnection). */
 export interface ByteHolder {
   /** Output waiting to be written to it. */
@@ -51,6 +60,13 @@ export class ConnectionBytes {
     const { maxPreAuthBytes, maxPreAuthBytesPerIp } = this.limits;
     return (maxPreAuthBytes === 0 || this.preAuthBytes <= maxPreAuthBytes) &&
       (maxPreAuthBytesPerIp === 0 || mine <= maxPreAuthBytesPerIp);
+  }
+
+  /** Whether a new connection from `ip` finds PREAUTH_ROOM left in both budgets. */
+  hasPreAuthRoom(ip: string): boolean {
+    const { maxPreAuthBytes, maxPreAuthBytesPerIp } = this.limits;
+    return (maxPreAuthBytes === 0 || maxPreAuthBytes - this.preAuthBytes >= PREAUTH_ROOM) &&
+      (maxPreAuthBytesPerIp === 0 || maxPreAuthBytesPerIp - this.preAuthBytesOf(ip) >= PREAUTH_ROOM);
   }
 
   /** Pre-auth bytes of one address. */

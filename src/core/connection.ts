@@ -24,6 +24,13 @@ export interface Connection {
   resume(): void;
   /** Flush what is queued, then close. */
   close(): void;
+  /**
+   * Close now: drop what is queued and read nothing more, not even the linger's few bytes
+   * (the peer may see a reset). For a connection refused for what it sends before its
+   * CONNECT is even read, whose bytes would only be read to be thrown away. Optional: the
+   * core falls back to `close()`.
+   */
+  abort?(): void;
   /** TLS connections that asked for a client certificate: what the client presented. */
   clientCertificate?(): ClientCertificate | undefined;
 }

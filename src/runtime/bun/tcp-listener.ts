@@ -272,6 +272,17 @@ export class BunSocketConnection implements Connection {
     }
   }
 
+  abort(): void {
+    if ((this.#state & CLOSED) !== 0) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#state |= CLOSED;
+    this.#first = undefined;
+    this.#more = undefined;
+    this.#pendingBytes = 0;
+    this.socket.terminate();
+  }
+
   /**
    * Send FIN now, so the peer sees the end at once, and close after a short linger. Closing
    * at once while the peer is still sending (acks for packets it has not yet read past)

@@ -75,6 +75,13 @@ class WsConnection implements Connection {
     else this.ws.close();
   }
 
+  abort(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#out.clear();
+    this.ws.terminate();
+  }
+
   markClosed(): void {
     this.#closed = true;
     this.#out.clear();

@@ -77,6 +77,12 @@ export class DenoTcpConnection implements Connection {
     this.pause();
   }
 
+  abort(): void {
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#end();
+  }
+
   /** The read loop saw the end of the stream or an error. */
   markClosed(): void {
     clearTimeout(this.#closeGuard);
