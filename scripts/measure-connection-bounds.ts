@@ -8,7 +8,9 @@
  *   floodq1  the same with QoS 1 PUBLISHes (64 B, to a topic nobody subscribes to) whose
  *            PUBACKs the client never reads
  *   connect  --sockets sockets each send all but the last byte of a 1 MiB CONNECT: RSS
- *            growth, and how many sockets the broker closed
+ *            growth 1 s after the last write (its peak meanwhile, and what is left
+ *            --settle-seconds after the client closed them all), and how many sockets the
+ *            broker closed
  *   trickle  a client sends a 1 MiB PUBLISH a byte every --trickle-every seconds after
  *            login (keep alive --keepalive): how long until the broker closes it (gives up
  *            after --trickle-max seconds)
@@ -19,6 +21,7 @@
  *
  * Usage: bun scripts/measure-connection-bounds.ts [--cmd "dist/ferry-linux-x64"] [--rounds 1]
  *   [--cases flood,connect,trickle,stuck,qos0] [--flood-mb 100] [--flood-seconds 20] [--sockets 600]
+ *   [--settle-seconds 10]
  *   [--keepalive 10] [--trickle-every 2] [--trickle-max 120] [--stuck-seconds 30] [--json FILE]
  *
  * Both brokers get their defaults, except that the clients, all on loopback, are exempt
@@ -48,6 +51,7 @@ const CASES = option("cases", "flood,connect,trickle,stuck").split(",");
 const FLOOD_MB = Number(option("flood-mb", "100"));
 const FLOOD_SECONDS = Number(option("flood-seconds", "20"));
 const SOCKETS = Number(option("sockets", "600"));
+const SETTLE_SECONDS = Number(option("settle-seconds", "10"));
 const KEEPALIVE = Number(option("keepalive", "10"));
 const TRICKLE_EVERY = Number(option("trickle-every", "2"));
 const TRICKLE_MAX = Number(option("trickle-max", "120"));
@@ -227,6 +231,8 @@ async function partialConnects(b: Broker): Promise<Outcome> {
   const part = partialConnect(MIB, MIB - 1);
   const sockets: net.Socket[] = [];
   let closed = 0;
+  let peak = before;
+  const sampler = setInterval(() => (peak = Math.max(peak, rssMb(b.pid))), 50);
   for (let i = 0; i < SOCKETS; i++) {
     const s = net.connect(b.port, "127.0.0.1");
     s.on("error", () => {});
@@ -239,12 +245,30 @@ async function partialConnects(b: Broker): Promise<Outcome> {
   const end = Date.now() + 20_000;
   while (Date.now() < end && sockets.some((s) => !s.closed && s.writableLength > 0)) await sleep(100);
   await sleep(1000);
+  clearInterval(sampler);
   const after = rssMb(b.pid);
-  const text = `RSS ${before.toFixed(1)} → ${after.toFixed(1)} MB (+${
-    (after - before).toFixed(1)
-  }); ${closed} of ${SOCKETS} closed`;
+  peak = Math.max(peak, after);
+  const closedByBroker = closed;
+  // What is left once the sockets are gone and the runtime has had time to give freed pages back.
   for (const s of sockets) s.destroy();
-  return { text, figures: { rssBeforeMb: before, rssAfterMb: after, growthMb: after - before, closed } };
+  await sleep(SETTLE_SECONDS * 1000);
+  const settled = rssMb(b.pid);
+  const text = `RSS ${before.toFixed(1)} → ${after.toFixed(1)} MB (+${(after - before).toFixed(1)}; peak +${
+    (peak - before).toFixed(1)
+  }; +${
+    (settled - before).toFixed(1)
+  } ${SETTLE_SECONDS} s after the sockets closed); ${closedByBroker} of ${SOCKETS} closed`;
+  return {
+    text,
+    figures: {
+      rssBeforeMb: before,
+      rssAfterMb: after,
+      growthMb: after - before,
+      peakGrowthMb: peak - before,
+      settledGrowthMb: settled - before,
+      closed: closedByBroker,
+    },
+  };
 }
 
 async function trickle(b: Broker): Promise<Outcome> {
