@@ -312,7 +312,7 @@ export const configSchema = z.object({
       .describe("seconds a packet may take to arrive once its first byte has; slower closes the connection; 0 = never"),
     max_preauth_bytes: z.number().int().min(0).default(32 * 1024 * 1024)
       .describe(
-        "bytes of incomplete packets all connections without a CONNACK may hold together; more closes the connection that went over; 0 = no limit",
+        "bytes of incomplete packets all connections without a CONNACK may hold together; more closes the connection that went over, and with less than 4 KiB left new connections are closed unread; 0 = no limit",
       ),
     max_preauth_bytes_per_ip: z.number().int().min(0).default(4 * 1024 * 1024)
       .describe("the same for the connections from one IP address (loopback too); 0 = no limit"),
