@@ -312,6 +312,41 @@ describe("pre-auth byte budget", () => {
     }
   }, 15_000);
 
+  test("over WebSocket: a connection refused at accept for a full budget is closed, and not read", async () => {
+    const b = await startBroker({ limits: { max_preauth_bytes_per_ip: 1024 * 1024 } });
+    const open = async () => {
+      const ws = new WebSocket(b.wsUrl, "mqtt");
+      ws.binaryType = "arraybuffer";
+      const closed = new Promise<void>((resolve) => ws.addEventListener("close", () => resolve()));
+      await new Promise((resolve, reject) => {
+        ws.onopen = resolve;
+        ws.onerror = reject;
+      });
+      return { ws, closed };
+    };
+    const sockets: WebSocket[] = [];
+    try {
+      const broker = b.server.broker;
+      const holder = await open();
+      sockets.push(holder.ws);
+      holder.ws.send(partialConnect(1_046_000, 1_045_999));
+      await eventually(() => broker.connectionBytes.preAuthBytes >= 1_045_999, 5000, "budget held");
+      const received = broker.metrics.bytesReceived;
+      const late = await open().catch(() => undefined); // closed as it opens: either way it must end
+      if (late !== undefined) {
+        sockets.push(late.ws);
+        late.ws.send(partialConnect(1024 * 1024, 100_000));
+        await late.closed;
+      }
+      await eventually(() => broker.metrics.refusedPreAuthBytes === 1, 5000, "the refusal counted");
+      expect(broker.metrics.bytesReceived).toBe(received);
+      expect(holder.ws.readyState).toBe(WebSocket.OPEN);
+    } finally {
+      for (const ws of sockets) ws.close();
+      await b.stop();
+    }
+  });
+
   test("over real sockets: sockets sending partial 1 MiB CONNECTs are closed once the address holds the budget", async () => {
     const b = await startBroker({ limits: { max_preauth_bytes_per_ip: 1024 * 1024 } });
     const sockets: net.Socket[] = [];
