@@ -539,6 +539,55 @@ describe("SqliteStore with the WAL's fsync in the background (writer_thread: fal
     expect((await reopened.readLog(base, 10)).map((m) => m.offset)).toEqual([base, base + 1]);
   });
 
+  test("the write count is read about once a second while the WAL grows slowly, every 100 ms when it grows fast", async () => {
+    let now = 0;
+    let written = 0;
+    let reads = 0;
+    let checkpoints = 0;
+    const held = heldSyncDriver();
+    const driver: SqliteDriver = {
+      ...held.driver,
+      writeCounter: () => ({ read: () => (reads++, written), close: () => {} }),
+    };
+    const path = join(scratch(), "rate.db");
+    const store = new SqliteStore(driver, {
+      path,
+      durability: "commit",
+      syncInBackground: true,
+      checkpointBytes: 1_000_000,
+      now: () => now,
+    });
+    held.attach(store);
+    let offset = (await store.open()).nextOffset;
+    cleanups.push(() => store.close().catch(() => {}));
+    /** One commit `ms` after the last, having written `bytes` (as the kernel would count them). */
+    const step = async (ms: number, bytes: number) => {
+      now += ms;
+      written += bytes;
+      const done = watch(store.commit([append(message(offset++))]));
+      for (let i = 0; i < 20 && done.state === "pending"; i++) {
+        await turn();
+        for (const c of held.calls.splice(0)) {
+          if (c.path === path) checkpoints++; // the database's fsync after a checkpoint
+          c.finish();
+        }
+      }
+      expect(done.state).toBe("resolved");
+    };
+    // 100 KB a second, a commit every 50 ms, for 9 s: the next checkpoint is seconds away, so
+    // the count is read about once a second (the stats' own reading adds at most one a second).
+    reads = 0;
+    for (let i = 0; i < 180; i++) await step(50, 5_000);
+    expect(checkpoints).toBe(0);
+    expect(reads).toBeGreaterThanOrEqual(8);
+    expect(reads).toBeLessThanOrEqual(25); // every 100 ms would be 90
+    // 10 MB a second: read every 100 ms, so a checkpoint follows within 100 ms of the WAL reaching 1 MB.
+    reads = 0;
+    for (let i = 0; i < 40; i++) await step(50, 500_000);
+    expect(reads).toBeGreaterThanOrEqual(18);
+    expect(checkpoints).toBeGreaterThanOrEqual(8); // 20 MB written: at most 2 MB between two
+  });
+
   test("a checkpoint follows a WAL fsync, and its database fsync holds the next transaction", async () => {
     const { calls, store, path, base } = await heldStore(checkpointing());
 

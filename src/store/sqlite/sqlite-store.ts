@@ -97,8 +97,15 @@ export interface SqliteStoreOptions {
 export const CHECKPOINT_BYTES = 1 << 20;
 /** Where the kernel does not count a thread's writes: a checkpoint every this many transactions. */
 const CHECKPOINT_TRANSACTIONS = 500;
-/** How often #checkpointDue reads the kernel's count (a file read), at most. */
+/**
+ * How often #checkpointDue reads the kernel's count (a system call into /proc, whose access
+ * check costs tens of µs), at most and at least: at the rate the WAL grew since the last
+ * reading, the next comes when half of what is left before a checkpoint may have been
+ * written. So bulk traffic is looked at every 100 ms and a gateway at 200 msg/s (about
+ * 100 KB of WAL a second) once a second.
+ */
 const CHECKPOINT_CHECK_MS = 100;
+const CHECKPOINT_CHECK_MAX_MS = 1000;
 /** A checkpoint's fsync of the database that failed is tried again after this long; writes wait. */
 const DB_SYNC_RETRY_MS = 1000;
 /**
@@ -257,6 +264,9 @@ export class SqliteStore implements Store {
   #writtenAtCheckpoint = 0;
   #transactionsAtCheckpoint = 0;
   #checkpointCheckedAt = -Infinity;
+  /** The count at that reading, and how long until the next (see CHECKPOINT_CHECK_MS). */
+  #writtenAtCheck = 0;
+  #checkpointCheckMs = CHECKPOINT_CHECK_MS;
   #checkpoints = 0;
   /** `syncInBackground`: the waiters of a checkpoint's database fsync while it runs. No transaction may start then. */
   #dbSyncing: Array<(failure?: Error) => void> | undefined;
@@ -517,11 +527,18 @@ export class SqliteStore implements Store {
   #checkpointDue(): boolean {
     if (this.#transactions === this.#transactionsAtCheckpoint) return false;
     const now = this.#now();
-    if (now - this.#checkpointCheckedAt < CHECKPOINT_CHECK_MS && now >= this.#checkpointCheckedAt) return false;
-    this.#checkpointCheckedAt = now;
+    const since = now - this.#checkpointCheckedAt;
+    if (since < this.#checkpointCheckMs && since >= 0) return false;
     const written = this.#counter?.read();
     if (written === undefined) return this.#transactions - this.#transactionsAtCheckpoint >= CHECKPOINT_TRANSACTIONS;
-    return written - this.#writtenAtCheckpoint >= (this.#options.checkpointBytes ?? CHECKPOINT_BYTES);
+    const left = (this.#options.checkpointBytes ?? CHECKPOINT_BYTES) - (written - this.#writtenAtCheckpoint);
+    const perMs = since > 0 && Number.isFinite(since) ? (written - this.#writtenAtCheck) / since : 0;
+    this.#checkpointCheckMs = perMs > 0
+      ? Math.min(CHECKPOINT_CHECK_MAX_MS, Math.max(CHECKPOINT_CHECK_MS, left / 2 / perMs))
+      : CHECKPOINT_CHECK_MS;
+    this.#checkpointCheckedAt = now;
+    this.#writtenAtCheck = written;
+    return left <= 0;
   }
 
   /**
