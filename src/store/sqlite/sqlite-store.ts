@@ -98,8 +98,8 @@ export const CHECKPOINT_BYTES = 1 << 20;
 /** Where the kernel does not count a thread's writes: a checkpoint every this many transactions. */
 const CHECKPOINT_TRANSACTIONS = 500;
 /**
- * How often #checkpointDue reads the kernel's count (a system call into /proc, whose access
- * check costs tens of µs), at most and at least: at the rate the WAL grew since the last
+ * How often #checkpointDue reads the kernel's count (a system call into /proc), at most and
+ * at least: at the rate the WAL grew since the last
  * reading, the next comes when half of what is left before a checkpoint may have been
  * written. So bulk traffic is looked at every 100 ms and a gateway at 200 msg/s (about
  * 100 KB of WAL a second) once a second.
