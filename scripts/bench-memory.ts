@@ -136,10 +136,12 @@ function boundsRows(records: BoundsRecord[]): void {
   stuck("stuck", "a subscriber never reads; a publisher floods 64 B QoS 0 at it: peak RSS", "≤ 64 MB", 64);
   stuck("qos0", "the same flood with no subscriber: peak RSS", "(none)", Infinity);
   const connect = (xs: Array<Record<string, number>>) =>
-    `+${range(xs.map((x) => x.growthMb!))} MB, ${range(xs.map((x) => x.closed!), 0)} closed`;
+    `+${range(xs.map((x) => x.growthMb!))} MB (peak +${range(xs.map((x) => x.peakGrowthMb!))}), ${
+      range(xs.map((x) => x.closed!), 0)
+    } closed`;
   if (of("connect", "ferry").length > 0) {
     table.push({
-      row: "600 sockets send all but the last byte of a 1 MiB CONNECT: RSS growth",
+      row: "600 sockets send all but the last byte of a 1 MiB CONNECT: RSS growth 1 s after the last write (peak)",
       mosquitto: connect(of("connect", "mosquitto")),
       ferry: connect(of("connect", "ferry")),
       goal: "bounded by a pre-auth budget (limits.max_preauth_bytes: 32 MiB)",
