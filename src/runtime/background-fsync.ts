@@ -9,7 +9,8 @@
  * itself: closing any descriptor of a file drops the process's POSIX locks on it, and
  * SQLite holds those on the database file, not on its -wal.
  */
-import { closeSync, fsync, openSync } from "node:fs";
+import { fsync, openSync } from "node:fs";
+import { closeQuietly } from "./close-quietly.ts";
 import type { FileSync } from "../store/sqlite/driver.ts";
 
 export function backgroundFsync(path: string): FileSync {
@@ -27,14 +28,9 @@ export function backgroundFsync(path: string): FileSync {
       });
     },
     close(): void {
-      if (fd === undefined) return;
       const open = fd;
       fd = undefined;
-      try {
-        closeSync(open);
-      } catch {
-        // Already gone: nothing to release.
-      }
+      closeQuietly(open);
     },
   };
 }

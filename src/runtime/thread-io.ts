@@ -7,7 +7,8 @@
  * such file (not Linux, or no task I/O accounting).
  * (node:fs: Bun and Deno both provide it, in workers too.)
  */
-import { closeSync, openSync, readFileSync, readSync } from "node:fs";
+import { openSync, readFileSync, readSync } from "node:fs";
+import { closeQuietly } from "./close-quietly.ts";
 import type { WriteCounter } from "../store/sqlite/driver.ts";
 
 const FILE = "/proc/thread-self/io";
@@ -59,14 +60,9 @@ export function threadWriteCounter(): WriteCounter {
       }
     },
     close(): void {
-      if (fd === undefined) return;
       const open = fd;
       fd = undefined;
-      try {
-        closeSync(open);
-      } catch {
-        // already gone
-      }
+      closeQuietly(open);
     },
   };
 }
