@@ -8,6 +8,12 @@
  *
  *   npx bun scripts/bench/thread-cpu.ts [--scenario dev-cpu-200x1] [--seconds 240] [--every 10]
  *       [--ferry-cmd "[NAME=VALUE ...] dist/ferry-linux-x64"] [--config '{"storage":{...}}']
+ *       [--broker ferry|mosquitto] [--from 120]
+ *
+ * `--broker mosquitto` measures Mosquitto the same way (configured as in run.ts), so that a
+ * steady state longer than the benchmark's 20 s window can be compared. The last line gives
+ * the mean from `--from` seconds on (default 120, past the JIT's tier-up), in ms per second
+ * and in µs per message at the scenario's rate.
  *
  * The load runs without a warmup, for `--seconds`; the first row starts when the broker
  * listens (connections are made in the first second). Without `--ferry-cmd`, Ferry runs
@@ -62,8 +68,12 @@ async function main(): Promise<void> {
     ...(cmd ? { ferryCommand: cmd.argv, ferryEnv: cmd.env } : {}),
     ferryExtra: JSON.parse(flag("config", "{}")) as Record<string, unknown>,
   };
-  const b = await startBroker("ferry", start);
-  console.log(`${s.id} (${s.title}) for ${seconds} s; ferry: ${cmd ? flag("ferry-cmd", "") : "bun edge/main.ts"}`);
+  const broker = flag("broker", "ferry");
+  if (broker !== "ferry" && broker !== "mosquitto") throw new Error("--broker is ferry or mosquitto");
+  const from = Number(flag("from", "120"));
+  const b = await startBroker(broker, start);
+  const what = broker === "mosquitto" ? "mosquitto" : `ferry: ${cmd ? flag("ferry-cmd", "") : "bun edge/main.ts"}`;
+  console.log(`${s.id} (${s.title}) for ${seconds} s; ${what}`);
   const loadgen = runLoadgen({ ...s, warmup: 0, duration: seconds }, b, { warmup: 0, duration: seconds });
   const threads = new Map<string, { group: string; ticks: number }>();
   let prev = sample(b.pid, threads);
@@ -90,6 +100,15 @@ async function main(): Promise<void> {
     for (const r of rows) {
       const all = [...r.ms.values()].reduce((a, v) => a + v, 0);
       console.log(`| ${r.t} | ${all.toFixed(0)} | ${cols.map((c) => (r.ms.get(c) ?? 0).toFixed(0)).join(" | ")} |`);
+    }
+    const steady = rows.filter((r) => r.t - every >= from);
+    if (steady.length > 0 && s.rate !== undefined) {
+      const mean = steady.reduce((a, r) => a + [...r.ms.values()].reduce((x, v) => x + v, 0), 0) / steady.length;
+      console.log(
+        `\nfrom ${from} s to ${seconds} s: ${mean.toFixed(1)} ms of CPU per second, ${
+          (mean * 1000 / s.rate).toFixed(1)
+        } µs per message at ${s.rate} msg/s`,
+      );
     }
     console.log(
       `\n${Math.round(result.deliveredPerSec)} msg/s delivered, lost ${result.lost}, ack p99 ${
