@@ -99,10 +99,9 @@ export const CHECKPOINT_BYTES = 1 << 20;
 const CHECKPOINT_TRANSACTIONS = 500;
 /**
  * How often #checkpointDue reads the kernel's count (a system call into /proc), at most and
- * at least: at the rate the WAL grew since the last
- * reading, the next comes when half of what is left before a checkpoint may have been
- * written. So bulk traffic is looked at every 100 ms and a gateway at 200 msg/s (about
- * 100 KB of WAL a second) once a second.
+ * at least: at the rate the WAL grew since the last reading, the next comes when half of what
+ * is left before a checkpoint may have been written. So bulk traffic is looked at every
+ * 100 ms and a gateway at 200 msg/s (about 100 KB of WAL a second) once a second.
  */
 const CHECKPOINT_CHECK_MS = 100;
 const CHECKPOINT_CHECK_MAX_MS = 1000;
