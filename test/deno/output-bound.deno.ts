@@ -5,7 +5,9 @@
  * read loop stops, the client's writes block) and the output Ferry holds stays under the
  * bound; Deno's WebSocket cannot stop reading, so there Ferry holds what arrives while
  * paused up to its limit and then closes the connection. A TCP connection Ferry closes while
- * output for it still waits is not read any more either. Run with `deno task test:deno`.
+ * output for it still waits is not read any more either. And the read side's pre-auth budget:
+ * with an address's budget full, a new TCP connection is closed as it is accepted, unread
+ * (the adapter's `abort`). Run with `deno task test:deno`.
  */
 import { encode } from "./raw-mqtt.ts";
 
@@ -34,9 +36,12 @@ interface Broker {
   stop(): Promise<void>;
 }
 
-async function startBroker(dir: string, bound = BOUND): Promise<Broker> {
+async function startBroker(dir: string, bound = BOUND, limits: Record<string, number> = {}): Promise<Broker> {
   const config = `${dir}/ferry.json`;
-  await Deno.writeTextFile(config, JSON.stringify({ limits: { max_output_bytes: bound, exempt_loopback: true } }));
+  await Deno.writeTextFile(
+    config,
+    JSON.stringify({ limits: { max_output_bytes: bound, exempt_loopback: true, ...limits } }),
+  );
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, "edge/main.ts", "serve", "-c", config, "--host", "127.0.0.1", "--mqtt-port", "0"]
       .concat(["--ws-port", "0", "--admin-port", "0", "--data-dir", `${dir}/data`]),
@@ -189,6 +194,58 @@ Deno.test("ferry under deno: a TCP client flooding after its connection was clos
     assert(written < 32 * 1024 * 1024, `${written} bytes taken after the close`);
   } finally {
     conn.close();
+    await broker.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * The first `n` bytes of a CONNECT that claims to be `total` bytes long (a 3-byte Remaining
+ * Length): all a reader sees before the packet is complete.
+ */
+function partialConnect(total: number, n: number): Uint8Array {
+  const head = [0x10];
+  let rem = total - 4;
+  for (let i = 0; i < 3; i++) {
+    head.push((rem & 0x7f) | (i < 2 ? 0x80 : 0));
+    rem >>= 7;
+  }
+  const out = new Uint8Array(n);
+  out.set([...head, 0, 4, 77, 81, 84, 84, 4, 2, 0, 0]);
+  return out;
+}
+
+Deno.test("ferry under deno: with an address's pre-auth budget full, a new TCP connection is closed unread", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "ferry-deno-preauth-" });
+  const broker = await startBroker(dir, BOUND, { max_preauth_bytes_per_ip: 1024 * 1024 });
+  const holder = await Deno.connect({ hostname: "127.0.0.1", port: broker.port });
+  const late: Deno.Conn[] = [];
+  try {
+    // All but 2,576 bytes of the address's budget: a CONNECT that claims 1,046,000 bytes, all sent but the last.
+    await holder.write(partialConnect(1_046_000, 1_045_999));
+    await eventually(async () => (await broker.metric("ferry_preauth_bytes")) >= 1_045_999, 10_000, "budget held");
+    const received = await broker.metric("ferry_bytes_received_total");
+    for (let i = 0; i < 3; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: broker.port });
+      late.push(c);
+      await c.write(partialConnect(1024 * 1024, 64 * 1024)).catch(() => 0);
+      // Closed by Ferry: the read ends (EOF) or fails (reset).
+      const ended = await Promise.race([
+        c.read(new Uint8Array(16)).then((n) => n === null, () => true),
+        sleep(5000).then(() => false),
+      ]);
+      assert(ended, `connection ${i} should be closed at accept`);
+    }
+    const refused = await broker.metric('ferry_limits_refused_total{reason="preauth_bytes"}');
+    assert(refused === 3, `3 refusals counted, not ${refused}`);
+    assert((await broker.metric("ferry_bytes_received_total")) === received, "nothing read from them");
+  } finally {
+    holder.close();
+    for (const c of late) {
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    }
     await broker.stop();
     await Deno.remove(dir, { recursive: true });
   }

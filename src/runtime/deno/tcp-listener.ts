@@ -21,6 +21,8 @@ const MAX_READ = 64 * 1024;
 export class DenoTcpConnection implements Connection {
   readonly transport: string = "tcp";
   readonly remoteAddress: string;
+  /** The per-address limits' key: without it they would key on "host:port", a key per connection. */
+  readonly remoteIp: string;
   #pending: Uint8Array[] = [];
   #pendingBytes = 0;
   #inFlightBytes = 0;
@@ -36,6 +38,7 @@ export class DenoTcpConnection implements Connection {
 
   constructor(private readonly conn: DenoConn) {
     this.remoteAddress = `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}`;
+    this.remoteIp = conn.remoteAddr.hostname;
   }
 
   write(bytes: Uint8Array): void {

@@ -26,7 +26,13 @@ class DenoWsConnection implements Connection {
   #poll: ReturnType<typeof setInterval> | undefined;
 
   /** @param maxHeld bytes a paused connection may receive before it is closed (see pause) */
-  constructor(private readonly socket: WebSocket, readonly remoteAddress: string, private readonly maxHeld: number) {}
+  constructor(
+    private readonly socket: WebSocket,
+    readonly remoteAddress: string,
+    /** The per-address limits' key (see DenoTcpConnection.remoteIp). */
+    readonly remoteIp: string,
+    private readonly maxHeld: number,
+  ) {}
 
   /** A binary frame arrived. */
   receive(bytes: Uint8Array): void {
@@ -118,10 +124,16 @@ export async function listenWebSocket(
       const asked = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim());
       const protocol = asked.find((p) => p === "mqtt" || p === "mqttv3.1");
       // Read before upgrading: afterwards the request is closed and remoteAddr throws.
-      const remote = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
+      const ip = info.remoteAddr.hostname;
+      const remote = `${ip}:${info.remoteAddr.port}`;
       const { socket, response } = deno.upgradeWebSocket(req, protocol ? { protocol } : {});
       socket.binaryType = "arraybuffer";
-      const conn = new DenoWsConnection(socket, remote, Math.max(maxPacketSize, 1024 * 1024) + 64 * 1024);
+      const conn = new DenoWsConnection(
+        socket,
+        remote,
+        ip,
+        Math.max(maxPacketSize, 1024 * 1024) + 64 * 1024,
+      );
       socket.onopen = () => {
         open.add(conn);
         conn.handler = accept(conn);
