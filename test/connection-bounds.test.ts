@@ -13,26 +13,11 @@ import { startBroker } from "./helpers/broker.ts";
 import { eventually } from "./helpers/clients.ts";
 import { inProcessBroker } from "./helpers/in-process-broker.ts";
 import { settle } from "./helpers/manual-clock.ts";
+import { partialConnect } from "./helpers/partial-connect.ts";
 
 function pingreqs(n: number): Uint8Array {
   const out = new Uint8Array(2 * n);
   for (let i = 0; i < out.length; i += 2) out[i] = 0xc0;
-  return out;
-}
-
-/**
- * The first `n` bytes of a CONNECT that claims to be `total` bytes long (its fixed header
- * and the start of its variable header: all a reader sees before the packet is complete).
- */
-function partialConnect(total: number, n: number): Uint8Array {
-  const head = [0x10];
-  let rem = total - 4; // a 3-byte Remaining Length for the sizes used here
-  for (let i = 0; i < 3; i++) {
-    head.push((rem & 0x7f) | (i < 2 ? 0x80 : 0));
-    rem >>= 7;
-  }
-  const out = new Uint8Array(n);
-  out.set([...head, 0, 4, 77, 81, 84, 84, 4, 2, 0, 0]);
   return out;
 }
 

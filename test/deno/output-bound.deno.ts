@@ -9,6 +9,7 @@
  * with an address's budget full, a new TCP connection is closed as it is accepted, unread
  * (the adapter's `abort`). Run with `deno task test:deno`.
  */
+import { partialConnect } from "../helpers/partial-connect.ts";
 import { encode } from "./raw-mqtt.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -198,22 +199,6 @@ Deno.test("ferry under deno: a TCP client flooding after its connection was clos
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-/**
- * The first `n` bytes of a CONNECT that claims to be `total` bytes long (a 3-byte Remaining
- * Length): all a reader sees before the packet is complete.
- */
-function partialConnect(total: number, n: number): Uint8Array {
-  const head = [0x10];
-  let rem = total - 4;
-  for (let i = 0; i < 3; i++) {
-    head.push((rem & 0x7f) | (i < 2 ? 0x80 : 0));
-    rem >>= 7;
-  }
-  const out = new Uint8Array(n);
-  out.set([...head, 0, 4, 77, 81, 84, 84, 4, 2, 0, 0]);
-  return out;
-}
 
 Deno.test("ferry under deno: with an address's pre-auth budget full, a new TCP connection is closed unread", async () => {
   const dir = await Deno.makeTempDir({ prefix: "ferry-deno-preauth-" });
