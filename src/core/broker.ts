@@ -231,7 +231,7 @@ export class Broker {
       // Per-address limits: a refused client may still learn why in a CONNACK.
       const refusal = this.auth.admit(client);
       if (refusal) client.refuse(refusal);
-      else if (!this.connectionBytes.hasPreAuthRoom(conn.remoteIp ?? conn.remoteAddress)) client.refusePreAuth();
+      else if (!this.connectionBytes.hasPreAuthRoom(client.addressKey)) client.refusePreAuth();
     }
     return client;
   }

@@ -201,6 +201,11 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     return this.conn.remoteIp;
   }
 
+  /** The key of the per-address counts (the pre-auth budget): the IP, as the adapter gives it. */
+  get addressKey(): string {
+    return this.conn.remoteIp ?? this.conn.remoteAddress;
+  }
+
   /** The auth port's verdict at accept: close now, or let a CONNECT within the grace period learn why. */
   refuse(r: Refusal): void {
     if (r.graceMs <= 0) {
@@ -458,7 +463,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     const delta = held - (pre?.counted ?? 0);
     if (delta === 0) return true;
     (this.#pre ??= new PreConnack()).counted = held;
-    const ip = this.conn.remoteIp ?? this.conn.remoteAddress;
+    const ip = this.addressKey;
     if (this.broker.connectionBytes.addPreAuth(ip, delta)) return true;
     this.broker.metrics.refusedPreAuthBytes++;
     this.broker.logger.debug(
@@ -481,7 +486,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
     this.broker.metrics.refusedPreAuthBytes++;
     this.broker.logger.debug(
       `refusing ${logField(this.conn.remoteAddress)}: the pre-auth byte budget is full ` +
-        `(${this.broker.connectionBytes.preAuthBytesOf(this.conn.remoteIp ?? this.conn.remoteAddress)} bytes from ` +
+        `(${this.broker.connectionBytes.preAuthBytesOf(this.addressKey)} bytes from ` +
         `this address, ${this.broker.connectionBytes.preAuthBytes} in all)`,
     );
     this.closeReason = "pre-auth byte budget full";
@@ -511,7 +516,7 @@ export class ClientConnection implements ConnectionHandler, Peer, AccessSubject,
   #releasePreAuth(): void {
     const pre = this.#pre;
     if (pre === undefined || pre.counted === 0) return;
-    this.broker.connectionBytes.addPreAuth(this.conn.remoteIp ?? this.conn.remoteAddress, -pre.counted);
+    this.broker.connectionBytes.addPreAuth(this.addressKey, -pre.counted);
     pre.counted = 0;
   }
 

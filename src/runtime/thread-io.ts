@@ -7,16 +7,11 @@
  * such file (not Linux, or no task I/O accounting).
  * (node:fs: Bun and Deno both provide it, in workers too.)
  */
-import { openSync, readFileSync, readSync } from "node:fs";
+import { openSync, readSync } from "node:fs";
 import { closeQuietly } from "./close-quietly.ts";
 import type { WriteCounter } from "../store/sqlite/driver.ts";
 
 const FILE = "/proc/thread-self/io";
-
-function writeBytes(text: string): number | undefined {
-  const m = /^write_bytes:\s*(\d+)/m.exec(text);
-  return m ? Number(m[1]) : undefined;
-}
 
 const KEY = Array.from("write_bytes:", (c) => c.charCodeAt(0));
 
@@ -69,9 +64,10 @@ export function threadWriteCounter(): WriteCounter {
 
 /** One reading for the calling thread (tests ask whether the system counts at all). */
 export function threadWrittenBytes(): number | undefined {
+  const counter = threadWriteCounter();
   try {
-    return writeBytes(readFileSync(FILE, "latin1"));
-  } catch {
-    return undefined;
+    return counter.read();
+  } finally {
+    counter.close();
   }
 }
